@@ -1,0 +1,3 @@
+from hgrnn.cli import main
+
+main()

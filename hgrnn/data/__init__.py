@@ -1,0 +1,1 @@
+"""AVA formats, the HDF5 feature store, context windows, synthetic data."""

@@ -1,0 +1,1 @@
+"""The HGRNN head: model, loss, training and inference on the feature store."""

@@ -1,0 +1,1 @@
+"""Offline stages: decoding, person detection, I3D features -> the feature store."""
