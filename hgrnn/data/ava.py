@@ -1,0 +1,771 @@
+"""AVA file formats: label maps, annotation / result CSVs, excluded timestamps.
+
+Everything here is a pure function of a file (or of arrays) returning numpy arrays inside
+small frozen dataclasses. Bad input raises :class:`AvaFormatError`, whose message starts
+``FILE:LINE: `` so that a user can jump straight to the offending row.
+
+Formats (no header; coordinates normalised to [0, 1]; one row per box AND action):
+
+* ground truth / annotations: ``video_id,timestamp,x1,y1,x2,y2,action_id[,person_id]``
+  (the 7-column form without person id is what e.g. the pose-class subsets use). A 2-column
+  row ``video_id,timestamp`` marks an annotated keyframe without persons (AVA 2020 files).
+* results / detections: ``video_id,timestamp,x1,y1,x2,y2,action_id,score``; in a person-box
+  file (the widely shared detection CSVs) ``action_id`` is empty or ``-1``.
+* excluded timestamps: ``video_id,timestamp``.
+* label map: a ``.pbtxt`` of ``item { name: "..." id: N }`` (or ``label { name: ...
+  label_id: N }``) blocks, a plain text file with one ``id name`` / ``id: name`` per line,
+  or a packaged name (:data:`PACKAGED_LABEL_MAPS`).
+
+Keyframe keys are ``(video_id, timestamp)`` with integer timestamps (``0902`` == ``902``).
+
+Why a hand-written parser: the full AVA validation results are ~5.6 million rows (~300 MB);
+the csv module row by row takes about a minute for that, ``np.genfromtxt`` is Python-level
+too, and ``np.loadtxt`` (C since numpy 1.23) can neither take the empty action field of
+person-box files nor rows of different widths (7/8-column ground truth, 2-column empty
+keyframes), and its errors do not carry our line numbers. So the file is read as bytes in
+large chunks and parsed with whole-array numpy operations: newline and comma positions give
+every field's byte range, numbers are assembled column by column (Horner over the at most
+~10 characters of a field) as an exact integer mantissa divided by an exact power of ten,
+which is one correctly rounded IEEE division and therefore bit-identical to Python's
+``float(text)`` (what the official evaluator uses). Fields outside that fast form
+(exponents, more than 15 digits, ``nan``) fall back to Python's ``float``/``int`` one by
+one; anything those reject is reported with its line. Validation is vectorised as well and
+always reports the first bad line of the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+
+import numpy as np
+
+__all__ = [
+    "AvaFormatError", "LabelMap", "load_label_map", "PACKAGED_LABEL_MAPS",
+    "AvaRows", "read_annotations", "read_results", "read_exclusions", "write_results",
+    "write_annotations",
+    "PersonRows", "group_persons", "keyframe_index",
+]
+
+#: packaged label-map names -> file in ``hgrnn/data/label_maps``
+PACKAGED_LABEL_MAPS = {
+    "ava-v2.1": "ava_v2.1.pbtxt",            # 60 evaluated classes (2018 challenge)
+    "ava-v2.2": "ava_v2.2.pbtxt",            # all 80 classes
+    "ava-v2.2-2019": "ava_v2.2_activitynet_2019.pbtxt",  # 60 evaluated classes (2019+)
+}
+
+#: action ids that exist in AVA (v2.2 has 1..80). An id outside the label map but in this
+#: range is an AVA class that the map does not evaluate: skipped and counted. Any other id
+#: is an error (wrong column order, wrong file).
+AVA_ACTION_IDS = range(1, 81)
+
+#: coordinates may leave [0, 1] by this much (rounding in third-party writers)
+COORD_TOLERANCE = 1e-3
+
+
+class AvaFormatError(ValueError):
+    """Malformed AVA input; the message starts with ``FILE:LINE: ``."""
+
+
+# ----------------------------------------------------------------------------------------
+# label maps
+# ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LabelMap:
+    """The evaluated classes, in the order of label columns.
+
+    ids: AVA action ids (e.g. 1, 3, 4, ... for v2.1); names: their names.
+    """
+
+    ids: tuple[int, ...]
+    names: tuple[str, ...]
+
+    def __post_init__(self):
+        object.__setattr__(self, "ids", tuple(int(i) for i in self.ids))
+        object.__setattr__(self, "names", tuple(str(n) for n in self.names))
+        if len(self.ids) != len(self.names):
+            raise ValueError(f"LabelMap: {len(self.ids)} ids but {len(self.names)} names")
+        if len(set(self.ids)) != len(self.ids):
+            dup = sorted({i for i in self.ids if self.ids.count(i) > 1})
+            raise ValueError(f"LabelMap: duplicate action ids {dup}")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def column(self) -> dict[int, int]:
+        """action id -> column index."""
+        return {a: c for c, a in enumerate(self.ids)}
+
+    def to_json(self) -> str:
+        """JSON list of ``[id, name]`` pairs."""
+        return json.dumps([[i, n] for i, n in zip(self.ids, self.names)])
+
+    @classmethod
+    def from_json(cls, text: str) -> "LabelMap":
+        pairs = json.loads(text)
+        return cls(tuple(int(p[0]) for p in pairs), tuple(str(p[1]) for p in pairs))
+
+
+def load_label_map(path_or_name: str = "ava-v2.1") -> LabelMap:
+    """Load a label map from a ``.pbtxt``, a plain ``id name`` / ``id: name`` text file, or a
+    packaged name: ``"ava-v2.1"`` (60 classes, default), ``"ava-v2.2"`` (80),
+    ``"ava-v2.2-2019"`` (60). Class order is file order."""
+    name = str(path_or_name)
+    if name in PACKAGED_LABEL_MAPS:
+        ref = resources.files("hgrnn.data").joinpath("label_maps", PACKAGED_LABEL_MAPS[name])
+        return _parse_label_map(ref.read_text(encoding="utf-8"), f"<packaged {name}>")
+    if not os.path.exists(name):
+        raise FileNotFoundError(
+            f"label map {name!r}: no such file, and not a packaged name "
+            f"({', '.join(PACKAGED_LABEL_MAPS)})")
+    with open(name, encoding="utf-8") as f:
+        return _parse_label_map(f.read(), name)
+
+
+def _parse_label_map(text: str, source: str) -> LabelMap:
+    def line_of(pos):
+        return text.count("\n", 0, pos) + 1
+
+    ids, names = [], []
+    if re.search(r"^\s*\w+\s*\{", text, re.M):  # protobuf text: item { ... } blocks
+        for block in re.finditer(r"(\w+)\s*\{([^}]*)\}", text):
+            body = block.group(2)
+            m_name = re.search(r"\bname\s*:\s*\"((?:[^\"\\]|\\.)*)\"", body)
+            m_id = re.search(r"\b(?:label_)?id\s*:\s*(-?\d+)", body)
+            if not m_name or not m_id:
+                raise AvaFormatError(f"{source}:{line_of(block.start())}: label-map block "
+                                     "needs both name: \"...\" and id: N")
+            ids.append(int(m_id.group(1)))
+            names.append(m_name.group(1).replace('\\"', '"'))
+        if not ids:
+            raise AvaFormatError(f"{source}:1: no item {{ name: ... id: ... }} blocks")
+    else:  # one "id name" or "id: name" per line
+        for ln, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            m = re.match(r"(-?\d+)\s*[:,]?\s*(.+)$", line)
+            if not m:
+                raise AvaFormatError(f"{source}:{ln}: expected 'id name' or 'id: name', "
+                                     f"got {line!r}")
+            ids.append(int(m.group(1)))
+            names.append(m.group(2).strip().strip('"'))
+        if not ids:
+            raise AvaFormatError(f"{source}:1: empty label map")
+    seen = {}
+    for k, i in enumerate(ids):
+        if i in seen:
+            raise AvaFormatError(f"{source}: action id {i} appears twice "
+                                 f"({names[seen[i]]!r} and {names[k]!r})")
+        seen[i] = k
+    return LabelMap(tuple(ids), tuple(names))
+
+
+# ----------------------------------------------------------------------------------------
+# rows
+# ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AvaRows:
+    """One CSV row per entry, in file order (N rows).
+
+    video_ids: (N,) numpy unicode; timestamps: (N,) int64 seconds;
+    boxes: (N, 4) float32 x1, y1, x2, y2 in [0, 1];
+    action_ids: (N,) int64, -1 for a person-box row without action;
+    person_ids: (N,) int64 (ground truth; -1 where the file has no person column) or None;
+    scores: (N,) float32 (results / detections) or None;
+    skipped: reason -> number of rows skipped on purpose.
+
+    Extra fields (all optional, absent for rows built in memory):
+    boxes64 / scores64: the same values as parsed in float64, so the evaluator computes
+    IoUs and score order exactly as the official (float64) evaluator does;
+    empty_video_ids / empty_timestamps: (E,) keyframes marked annotated-but-empty by
+    2-column ground-truth rows (AVA 2020 format);
+    source: the file the rows came from (for messages).
+    """
+
+    video_ids: np.ndarray
+    timestamps: np.ndarray
+    boxes: np.ndarray
+    action_ids: np.ndarray
+    person_ids: np.ndarray | None
+    scores: np.ndarray | None
+    skipped: dict
+    boxes64: np.ndarray | None = None
+    scores64: np.ndarray | None = None
+    empty_video_ids: np.ndarray | None = None
+    empty_timestamps: np.ndarray | None = None
+    source: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.timestamps)
+
+    def take(self, index) -> "AvaRows":
+        """Rows selected by a boolean mask or an index array (skipped/empty kept)."""
+        def t(a):
+            return None if a is None else a[index]
+        return AvaRows(self.video_ids[index], self.timestamps[index], self.boxes[index],
+                       self.action_ids[index], t(self.person_ids), t(self.scores),
+                       dict(self.skipped), t(self.boxes64), t(self.scores64),
+                       self.empty_video_ids, self.empty_timestamps, self.source)
+
+    @classmethod
+    def from_arrays(cls, video_ids, timestamps, boxes, action_ids, person_ids=None,
+                    scores=None) -> "AvaRows":
+        """Build rows in memory (casts to the documented dtypes)."""
+        return cls(np.asarray(video_ids, dtype=str), np.asarray(timestamps, np.int64),
+                   np.asarray(boxes, np.float32).reshape(-1, 4),
+                   np.asarray(action_ids, np.int64),
+                   None if person_ids is None else np.asarray(person_ids, np.int64),
+                   None if scores is None else np.asarray(scores, np.float32), {})
+
+
+# ----------------------------------------------------------------------------------------
+# the vectorised CSV parser
+# ----------------------------------------------------------------------------------------
+
+_CHUNK_BYTES = 32 << 20        # parse in ~32 MB slices: bounded temporaries, progress
+_POW10 = np.array([10.0 ** k for k in range(23)])  # exact in float64 up to 1e22
+_IPOW10 = 10 ** np.arange(19, dtype=np.int64)
+_FAST_WIDTH = 15               # digits + dot of a field parsed exactly on the fast path
+_BLANKS = (b"\r", b" ", b"\t")
+
+
+def _fail(path, line, msg):
+    raise AvaFormatError(f"{path}:{int(line)}: {msg}")
+
+
+def _first_error(errors):
+    """errors: list of (line, message) candidates -> raise the earliest."""
+    if errors:
+        line, msg = min(errors, key=lambda e: e[0])
+        raise AvaFormatError(f"{msg[0]}:{int(line)}: {msg[1]}")
+
+
+def _parse_numbers(buf, starts, ends, integer, allow_empty=False):
+    """Parse the fields buf[starts[i]:ends[i]] vectorised -> (values, bad).
+
+    buf must be preceded by at least `_FAST_WIDTH` padding bytes (starts/ends index the
+    padded buffer). values: float64 (int64 when `integer`); bad: fields the fast path
+    cannot take (exponent, too long, not a number at all) for the slow path. An empty
+    field is -1 when allow_empty, else bad.
+
+    Each field is gathered right-aligned into a (n, W) byte matrix; with the dot counted
+    as a zero digit, the digits give an integer A = matrix @ 10^(W-1..0) exactly in float64
+    (at most 15 positions), the dot is then taken out of A by integer arithmetic, and the
+    value is mantissa / 10^decimals: one correctly rounded division, the same double as
+    Python's float(text)."""
+    n = len(starts)
+    width = ends - starts
+    if n == 0:
+        return (np.zeros(0, np.int64 if integer else np.float64), np.zeros(0, bool))
+    W = int(min(max(int(width.max()), 1), _FAST_WIDTH + 1))   # +1: room for a sign
+    win = np.lib.stride_tricks.sliding_window_view(buf, W)
+    ch = win[ends - W]                                   # (n, W), field at the right end
+    valid = np.arange(W) >= (W - np.minimum(width, W))[:, None]
+    d = ch - np.uint8(48)                                # non-digits wrap to >= 10
+    isdig = (d < 10) & valid
+    isdot = (ch == 46) & valid
+    ndig = isdig.sum(1)
+    ndot = isdot.sum(1)
+    first = buf[np.minimum(starts, len(buf) - 1)]
+    signed = ((first == 45) | (first == 43)) & (width > 0)
+    bad = (width - ndig - ndot) != signed                # anything besides digits, dot, sign
+    bad |= width - signed > _FAST_WIDTH
+    empty = width == 0
+    bad |= (ndig == 0) & ~(empty & allow_empty)
+    if integer:
+        bad |= ndot > 0
+    else:
+        bad |= ndot > 1
+    weights = _POW10[W - 1::-1]                          # 10^(W-1) .. 10^0
+    A = (np.where(isdig, d, 0).astype(np.float64) @ weights).astype(np.int64)
+    neg = signed & (first == 45)
+    if integer:
+        values = np.where(neg, -A, A)
+        values[empty] = -1
+        return values, bad
+    has_dot = ndot == 1
+    nfrac = np.where(has_dot, (W - 1) - np.argmax(isdot, axis=1), 0)
+    hi = A // _IPOW10[np.minimum(nfrac + has_dot, 18)]
+    lo = A % _IPOW10[nfrac]
+    mant = np.where(has_dot, hi * _IPOW10[nfrac] + lo, A)
+    values = mant / _POW10[nfrac]
+    values = np.where(neg, -values, values)
+    values[empty] = -1.0
+    return values, bad
+
+
+def _slow_numbers(raw, pad, starts, ends, values, bad, integer, lines, what):
+    """Parse the fields the fast path left with Python's int/float (what the official code
+    does). Returns (line, message) of the first field Python rejects too, else None."""
+    for i in np.flatnonzero(bad):
+        text = raw[starts[i] - pad:ends[i] - pad].decode("utf-8", "replace")
+        try:
+            values[i] = int(text) if integer else float(text)
+        except ValueError:
+            kind = "an integer" if integer else "a number"
+            return int(lines[i]), f"{what} must be {kind}, got {text!r}"
+    return None
+
+
+def _read_rows(path, ncols_allowed, columns, progress=False):
+    """Parse a comma-separated file into per-column arrays.
+
+    ncols_allowed: {ncols: description} of accepted row widths. columns: list of
+    (name, kind) for the widest form with kind in "str" | "int" | "int?" (empty -> -1) |
+    "float"; rows with fewer columns get -1 / NaN in the missing ones (callers decide).
+    Returns (dict name -> array plus "_line" (1-based line numbers) and "_ncols", errors):
+    errors is a list of (line, (path, message)); reading stops after the chunk holding the
+    first error, so that the caller can still find an earlier error among the values."""
+    path = os.fspath(path)
+    size = os.path.getsize(path)
+    out = {name: [] for name, _ in columns}
+    out["_line"] = []
+    out["_ncols"] = []
+    errors = []
+    bar = None
+    if progress and size > 64 << 20:
+        from tqdm import tqdm
+        bar = tqdm(total=size, unit="B", unit_scale=True, leave=False,
+                   desc=f"read {os.path.basename(path)}")
+    line0 = 0                                   # lines before this chunk
+    with open(path, "rb") as f:
+        tail = b""
+        while not errors:
+            block = f.read(_CHUNK_BYTES)
+            data = tail + block
+            if block:
+                cut = data.rfind(b"\n") + 1
+                data, tail = data[:cut], data[cut:]
+                if not data:
+                    continue
+            elif not data:
+                break
+            elif not data.endswith(b"\n"):
+                data += b"\n"
+            nlines = data.count(b"\n")
+            errors += [(ln, (path, m)) for ln, m in
+                       _parse_chunk(data, line0, ncols_allowed, columns, out)]
+            line0 += nlines
+            if bar is not None:
+                bar.update(len(data))
+            if not block:
+                break
+    if bar is not None:
+        bar.close()
+    res = {}
+    for name, kind in columns + [("_line", "int"), ("_ncols", "int")]:
+        parts = out[name]
+        if parts:
+            res[name] = np.concatenate(parts)
+        else:
+            res[name] = np.zeros(0, "S1" if kind == "str" else
+                                 (np.float64 if kind == "float" else np.int64))
+    return res, errors
+
+
+def _parse_chunk(data, line0, ncols_allowed, columns, out):
+    """Parse whole lines `data` (ends with a newline); append columns to `out`; return the
+    list of (line, message) errors (at most one per check), bad rows left out."""
+    errors = []
+    if any(b in data for b in _BLANKS):         # CRLF, stray spaces: drop them
+        arr = np.frombuffer(data, np.uint8)
+        data = arr[(arr != 13) & (arr != 32) & (arr != 9)].tobytes()
+    pad = _FAST_WIDTH + 1                       # room for right-aligned field windows
+    buf = np.frombuffer(bytes(pad) + data, np.uint8)
+    nl = np.flatnonzero(buf == 10)
+    line_start = np.empty_like(nl)
+    line_start[0] = pad
+    line_start[1:] = nl[:-1] + 1
+    cm = np.flatnonzero(buf == 44)
+    commas_upto_end = np.searchsorted(cm, nl)
+    ncomma = np.diff(commas_upto_end, prepend=0)
+    line_no = np.arange(line0 + 1, line0 + 1 + len(nl))
+    nonblank = nl > line_start
+    ncols = ncomma + 1
+    ok = np.isin(ncols, list(ncols_allowed)) | ~nonblank
+    if not ok.all():
+        i = int(np.flatnonzero(~ok)[0])
+        want = " or ".join(f"{k} ({d})" for k, d in ncols_allowed.items())
+        text = data[line_start[i] - pad:nl[i] - pad].decode("utf-8", "replace")
+        errors.append((int(line_no[i]),
+                       f"expected {want} columns, got {ncols[i]}: {text[:120]!r}"))
+    for k in sorted(ncols_allowed):
+        rows = np.flatnonzero(nonblank & (ncols == k))
+        if len(rows) == 0:
+            continue
+        first = commas_upto_end[rows] - (k - 1)          # index of the row's first comma
+        lines = line_no[rows]
+        out["_line"].append(lines)
+        out["_ncols"].append(np.full(len(rows), k, np.int8))
+        for c, (name, kind) in enumerate(columns):
+            if c >= k:
+                fill = np.full(len(rows), np.nan if kind == "float" else -1,
+                               np.float64 if kind == "float" else np.int64)
+                out[name].append(fill)
+                continue
+            s = line_start[rows] if c == 0 else cm[first + (c - 1)] + 1
+            e = nl[rows] if c == k - 1 else cm[first + c]
+            if kind == "str":
+                vals, err = _gather_str(buf, s, e, lines, name)
+                if err:
+                    errors.append(err)
+                out[name].append(vals)
+                continue
+            integer = kind != "float"
+            vals, bad = _parse_numbers(buf, s, e, integer, allow_empty=kind == "int?")
+            if bad.any():
+                err = _slow_numbers(data, pad, s, e, vals, bad,
+                                    integer, lines, name)
+                if err:
+                    errors.append(err)
+            out[name].append(vals)
+    return errors
+
+
+def _gather_str(buf, s, e, lines, what):
+    """Fields buf[s:e] -> numpy bytes array (and the first empty field as an error)."""
+    width = e - s
+    err = None
+    if (width == 0).any():
+        i = int(np.flatnonzero(width == 0)[0])
+        err = (int(lines[i]), f"empty {what}")
+    w = max(int(width.max()), 1)
+    chars = np.lib.stride_tricks.sliding_window_view(
+        np.concatenate([buf, np.zeros(w, np.uint8)]), w)[s]          # (n, w)
+    chars = np.where(np.arange(w) < width[:, None], chars, np.uint8(0))
+    return np.ascontiguousarray(chars).view(f"S{w}").ravel(), err
+
+
+def _to_unicode(b):
+    """numpy bytes array -> numpy unicode array (ids are ASCII in practice)."""
+    try:
+        return b.astype("U")
+    except UnicodeDecodeError:
+        return np.array([x.decode("utf-8", "replace") for x in b.tolist()])
+
+
+def _factorize(ids):
+    """ids (N,) -> (uniques sorted, codes (N,) int64). Fast for files grouped by video:
+    only the starts of runs of equal ids are sorted."""
+    n = len(ids)
+    if n == 0:
+        return ids[:0], np.zeros(0, np.int64)
+    run_start = np.flatnonzero(np.concatenate([[True], ids[1:] != ids[:-1]]))
+    uniq, inv = np.unique(ids[run_start], return_inverse=True)
+    run_len = np.diff(np.append(run_start, n))
+    return uniq, np.repeat(inv.ravel().astype(np.int64), run_len)
+
+
+def keyframe_index(video_ids, timestamps, vocabulary=None):
+    """Integer key per row for (video_id, timestamp) pairs.
+
+    Returns (keys (N,) int64, vocabulary): keys are equal iff (video, timestamp) are; pass
+    the returned vocabulary (sorted unique video ids) to index a second set of rows in the
+    same key space (ids missing from it get negative keys, unequal to any first-set key)."""
+    uniq, codes = _factorize(np.asarray(video_ids))
+    if vocabulary is None:
+        vocabulary, vcode = uniq, np.arange(len(uniq), dtype=np.int64)
+    else:
+        vocabulary = np.asarray(vocabulary)
+        pos = np.searchsorted(vocabulary, uniq) if len(vocabulary) else np.zeros(len(uniq), int)
+        pos = np.minimum(pos, max(len(vocabulary) - 1, 0))
+        found = (vocabulary[pos] == uniq) if len(vocabulary) else np.zeros(len(uniq), bool)
+        vcode = np.where(found, pos, -1 - np.arange(len(uniq))).astype(np.int64)
+    ts = np.asarray(timestamps, np.int64)
+    return (vcode[codes] << 32) + (ts & 0xFFFFFFFF), vocabulary
+
+
+# ----------------------------------------------------------------------------------------
+# readers / writers
+# ----------------------------------------------------------------------------------------
+
+def read_exclusions(path) -> set[tuple[str, int]]:
+    """Excluded-timestamps CSV (``video_id,timestamp`` rows) -> {(video_id, timestamp)}."""
+    t, errors = _read_rows(path, {2: "video_id,timestamp"},
+                           [("video_id", "str"), ("timestamp", "int")])
+    _first_error(errors)
+    vids = _to_unicode(t["video_id"])
+    return set(zip(vids.tolist(), t["timestamp"].tolist()))
+
+
+def read_annotations(path, label_map: LabelMap | None = None, exclusions=None,
+                     progress=True) -> AvaRows:
+    """Ground-truth CSV ``video_id,timestamp,x1,y1,x2,y2,action_id[,person_id]`` -> AvaRows.
+
+    2-column rows ``video_id,timestamp`` (annotated keyframes without persons, AVA 2020) go
+    to ``empty_video_ids`` / ``empty_timestamps``, and so do keyframes all of whose rows
+    are skipped for the label map (they are still annotated keyframes). With a label map,
+    rows of AVA actions outside it are skipped (counted in ``skipped``); ids that are no
+    AVA action (outside 1..80) are an error. ``exclusions``: a set of (video_id,
+    timestamp) or a CSV path; those rows are skipped and counted. ``person_ids`` is -1 for
+    7-column rows. progress: tqdm bar on stderr for files over 64 MB."""
+    t, errors = _read_rows(
+        path, {8: "with person_id", 7: "without person_id", 2: "empty keyframe"},
+        [("video_id", "str"), ("timestamp", "int"), ("x1", "float"), ("y1", "float"),
+         ("x2", "float"), ("y2", "float"), ("action_id", "int?"), ("person_id", "int?")],
+        progress=progress)
+    return _finish(t, errors, path, label_map, exclusions, kind="gt")
+
+
+def read_results(path, label_map: LabelMap | None = None, exclusions=None,
+                 progress=True) -> AvaRows:
+    """Result / detection CSV ``video_id,timestamp,x1,y1,x2,y2,action_id,score`` -> AvaRows.
+
+    Also reads person-box files whose action_id is empty or -1 (kept with action -1).
+    Label map and exclusions as in :func:`read_annotations`."""
+    t, errors = _read_rows(
+        path, {8: "video_id,timestamp,x1,y1,x2,y2,action_id,score"},
+        [("video_id", "str"), ("timestamp", "int"), ("x1", "float"), ("y1", "float"),
+         ("x2", "float"), ("y2", "float"), ("action_id", "int?"), ("score", "float")],
+        progress=progress)
+    return _finish(t, errors, path, label_map, exclusions, kind="results")
+
+
+def _first_bad(mask, lines, path, message):
+    """[(line, (path, message(i)))] for the first True of mask (rows are in file order)."""
+    if not mask.any():
+        return []
+    i = int(np.argmax(mask))
+    return [(int(lines[i]), (path, message(i)))]
+
+
+def _finish(t, errors, path, label_map, exclusions, kind):
+    """Parsed columns -> validated AvaRows; raises the earliest error of the file."""
+    path = os.fspath(path)
+    lines = t["_line"]
+    if len(lines) > 1 and (np.diff(lines) < 0).any():     # mixed widths: back to file order
+        order = np.argsort(lines, kind="stable")
+        t = {k: v[order] for k, v in t.items()}
+        lines = t["_line"]
+    empty_vids = empty_ts = None
+    if kind == "gt":
+        is_empty = t["_ncols"] == 2
+        if is_empty.any():
+            empty_vids = _to_unicode(t["video_id"][is_empty])
+            empty_ts = t["timestamp"][is_empty]
+            keep = ~is_empty
+            t = {k: v[keep] for k, v in t.items()}
+            lines = t["_line"]
+    boxes64 = np.stack([t.pop("x1"), t.pop("y1"), t.pop("x2"), t.pop("y2")], axis=1)  # (N, 4)
+    actions = t["action_id"]
+    scores64 = t["score"] if kind == "results" else None
+
+    # ---- value checks, vectorised; only rows before the first parse error count
+    checked = lines < min(e[0] for e in errors) if errors else np.ones(len(lines), bool)
+    tol = COORD_TOLERANCE
+    with np.errstate(invalid="ignore"):
+        outside = ~((boxes64 >= -tol) & (boxes64 <= 1 + tol)).all(axis=1)  # NaN too
+    xflip = boxes64[:, 2] < boxes64[:, 0]
+    yflip = boxes64[:, 3] < boxes64[:, 1]
+
+    def box(i):
+        return "box ({}, {}, {}, {})".format(*boxes64[i].tolist())
+    errors = list(errors)
+    errors += _first_bad(checked & outside, lines, path, lambda i: (
+        f"{box(i)} has a coordinate outside [0, 1] (normalised coordinates expected)"))
+    errors += _first_bad(checked & ~outside & xflip, lines, path,
+                         lambda i: f"{box(i)} has x2 < x1")
+    errors += _first_bad(checked & ~outside & ~xflip & yflip, lines, path,
+                         lambda i: f"{box(i)} has y2 < y1")
+    errors += _first_bad(checked & ((actions < -1) | (actions == 0)), lines, path, lambda i: (
+        f"action_id {actions[i]} is not an AVA action id (positive; -1 or empty for a "
+        "person box)"))
+    if scores64 is not None:
+        errors += _first_bad(checked & ~np.isfinite(scores64), lines, path,
+                             lambda i: f"score {scores64[i]} is not a finite number")
+    in_map = None
+    if label_map is not None:
+        in_map = np.isin(actions, np.asarray(label_map.ids, np.int64))
+        unknown = ~in_map & (actions > 0) & ~np.isin(actions, np.asarray(AVA_ACTION_IDS))
+        errors += _first_bad(checked & unknown, lines, path, lambda i: (
+            f"unknown action id {actions[i]}: not in the label map ({len(label_map)} "
+            "classes) nor an AVA action (1..80)"))
+    _first_error(errors)
+
+    # ---- rows skipped on purpose, counted
+    skipped = {}
+    keep = np.ones(len(lines), bool)
+    if in_map is not None:
+        outside_map = ~in_map & (actions != -1)
+        if outside_map.any():
+            skipped["action not in label map"] = int(outside_map.sum())
+            keep &= ~outside_map
+    vids = _to_unicode(t.pop("video_id"))
+    if kind == "gt" and not keep.all():
+        # keyframes all of whose rows fall outside the label map stay known as annotated
+        # (ava-2020 ignores results only on keyframes absent from the ground-truth file)
+        keys, _ = keyframe_index(vids, t["timestamp"])
+        lost = ~keep & ~np.isin(keys, keys[keep])
+        if lost.any():
+            ev = [vids[lost]] + ([empty_vids] if empty_vids is not None else [])
+            et = [t["timestamp"][lost]] + ([empty_ts] if empty_ts is not None else [])
+            empty_vids, empty_ts = np.concatenate(ev), np.concatenate(et)
+    if isinstance(exclusions, (str, os.PathLike)):
+        exclusions = read_exclusions(exclusions)
+    if exclusions:
+        ex_v = np.array([v for v, _ in exclusions], dtype=str)
+        ex_t = np.array([s for _, s in exclusions], np.int64)
+        keys, vocab = keyframe_index(vids, t["timestamp"])
+        ex_keys, _ = keyframe_index(ex_v, ex_t, vocab)
+        excluded = np.isin(keys, ex_keys) & keep
+        if excluded.any():
+            skipped["excluded timestamp"] = int(excluded.sum())
+            keep &= ~excluded
+        if empty_vids is not None:
+            ek, _ = keyframe_index(empty_vids, empty_ts, vocab)
+            e_keep = ~np.isin(ek, ex_keys)
+            empty_vids, empty_ts = empty_vids[e_keep], empty_ts[e_keep]
+    if not keep.all():
+        sel = np.flatnonzero(keep)
+        t = {k: v[sel] for k, v in t.items()}
+        vids, boxes64, actions = vids[sel], boxes64[sel], actions[sel]
+        if scores64 is not None:
+            scores64 = scores64[sel]
+    return AvaRows(
+        video_ids=vids, timestamps=t["timestamp"], boxes=boxes64.astype(np.float32),
+        action_ids=actions, person_ids=t["person_id"] if kind == "gt" else None,
+        scores=None if scores64 is None else scores64.astype(np.float32), skipped=skipped,
+        boxes64=boxes64, scores64=scores64, empty_video_ids=empty_vids,
+        empty_timestamps=empty_ts, source=path)
+
+
+def write_annotations(path, rows: AvaRows, progress=False) -> None:
+    """Write ground-truth CSV rows ``video_id,timestamp,x1,y1,x2,y2,action_id,person_id``
+    (7 columns when ``person_ids`` is None), then one 2-column row per annotated empty
+    keyframe (``empty_video_ids``); values written exactly as in :func:`write_results`."""
+    _write_rows(path, rows, "person_ids", progress)
+    if rows.empty_video_ids is not None and len(rows.empty_video_ids):
+        with open(path, "a", encoding="utf-8", newline="\n") as f:
+            for v, t in zip(np.asarray(rows.empty_video_ids).tolist(),
+                            np.asarray(rows.empty_timestamps).tolist()):
+                f.write(f"{v},{int(t):04d}\n")
+
+
+def write_results(path, rows: AvaRows, progress=False) -> None:
+    """Write result CSV rows ``video_id,timestamp,x1,y1,x2,y2,action_id,score``.
+
+    Timestamps are zero-padded to 4 digits (AVA style); coordinates and scores are written
+    as the shortest decimal that reads back to the same value (of ``boxes64``/``scores64``
+    when present, else of the float32 arrays), so :func:`read_results` returns exactly what
+    was written and evaluation of the file equals evaluation of the rows. Rows without
+    scores get 1; action -1 is written as -1 (a person-box file)."""
+    _write_rows(path, rows, "scores", progress)
+
+
+def _write_rows(path, rows, last, progress):
+    n = len(rows.timestamps)
+    boxes = rows.boxes64 if rows.boxes64 is not None else np.asarray(rows.boxes, np.float32)
+    if last == "person_ids":
+        scores = None if rows.person_ids is None else np.asarray(rows.person_ids, np.int64)
+    elif rows.scores64 is not None:
+        scores = rows.scores64
+    elif rows.scores is not None:
+        scores = np.asarray(rows.scores, np.float32)
+    else:
+        scores = np.ones(n, np.float32)
+    vids = np.asarray(rows.video_ids, dtype=str)
+    ts = np.asarray(rows.timestamps, np.int64)
+    acts = np.asarray(rows.action_ids, np.int64)
+    step = 500_000
+    steps = range(0, n, step)
+    if progress and n > step:
+        from tqdm import tqdm
+        steps = tqdm(steps, desc=f"write {os.path.basename(os.fspath(path))}", leave=False)
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        for s in steps:
+            sl = slice(s, s + step)
+            cols = [vids[sl], np.char.zfill(ts[sl].astype(str), 4),
+                    *[boxes[sl, k].astype(str) for k in range(4)],
+                    acts[sl].astype(str)]
+            if scores is not None:
+                cols.append(scores[sl].astype(str))
+            line = cols[0]
+            for c in cols[1:]:
+                line = np.char.add(np.char.add(line, ","), c)
+            f.write("\n".join(line.tolist()))
+            f.write("\n")
+
+
+# ----------------------------------------------------------------------------------------
+# persons
+# ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PersonRows:
+    """One row per person (unique box) of a keyframe (M rows).
+
+    video_ids, timestamps: (M,); boxes: (M, 4) float32; labels: (M, K) uint8 multi-hot in
+    label-map column order; person_ids: (M,) int64 (-1 when unknown); scores: (M,) float32
+    (1.0 for ground truth)."""
+
+    video_ids: np.ndarray
+    timestamps: np.ndarray
+    boxes: np.ndarray
+    labels: np.ndarray
+    person_ids: np.ndarray
+    scores: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.timestamps)
+
+
+def group_persons(rows: AvaRows, label_map: LabelMap) -> PersonRows:
+    """Merge rows (one per box and action) into one person per (keyframe, box).
+
+    Persons are ordered by (video_id, timestamp, first appearance in the file); rows of
+    actions outside the label map (and action -1 rows) still create the person, with no
+    label bit set. person_id is the first non-negative id seen for the box (else -1); score
+    is the row maximum (1.0 when rows have no scores)."""
+    n = len(rows.timestamps)
+    k = len(label_map)
+    if n == 0:
+        return PersonRows(np.zeros(0, str), np.zeros(0, np.int64), np.zeros((0, 4), np.float32),
+                          np.zeros((0, k), np.uint8), np.zeros(0, np.int64),
+                          np.zeros(0, np.float32))
+    keys, _ = keyframe_index(rows.video_ids, rows.timestamps)
+    b = np.ascontiguousarray(rows.boxes, np.float32)
+    bview = b.view(np.int32)                       # exact box identity, (N, 4)
+    order = np.lexsort((np.arange(n), bview[:, 3], bview[:, 2], bview[:, 1], bview[:, 0], keys))
+    ks, bs = keys[order], bview[order]
+    new = np.ones(n, bool)
+    new[1:] = (ks[1:] != ks[:-1]) | (bs[1:] != bs[:-1]).any(axis=1)
+    group_sorted = np.cumsum(new) - 1
+    m = int(group_sorted[-1]) + 1
+    group = np.empty(n, np.int64)
+    group[order] = group_sorted
+    first_row = order[new]                        # first file row of each group
+    # order persons by keyframe then first appearance
+    kf_first = keys[first_row]
+    porder = np.lexsort((first_row, kf_first))
+    # keyframes in (video_id, timestamp) order: keys encode sorted video vocabulary + ts
+    rank = np.empty(m, np.int64)
+    rank[porder] = np.arange(m)
+    pg = rank[group]                              # person index of each row
+    labels = np.zeros((m, k), np.uint8)
+    col = label_map.column()
+    lut_ids = np.asarray(label_map.ids, np.int64)
+    a = np.asarray(rows.action_ids, np.int64)
+    in_map = np.isin(a, lut_ids)
+    srt = np.argsort(lut_ids)
+    cidx = srt[np.searchsorted(lut_ids[srt], a[in_map])]
+    labels[pg[in_map], cidx] = 1
+    del col
+    fr = first_row[porder]
+    pid = np.full(m, -1, np.int64)
+    if rows.person_ids is not None:
+        p = np.asarray(rows.person_ids, np.int64)
+        valid = np.flatnonzero(p >= 0)[::-1]      # reversed: first occurrence written last
+        pid[pg[valid]] = p[valid]
+    if rows.scores is not None:
+        sc = np.full(m, -np.inf, np.float32)
+        np.maximum.at(sc, pg, np.asarray(rows.scores, np.float32))
+    else:
+        sc = np.ones(m, np.float32)
+    return PersonRows(np.asarray(rows.video_ids)[fr], np.asarray(rows.timestamps)[fr],
+                      b[fr].copy(), labels, pid, sc)

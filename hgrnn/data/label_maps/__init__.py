@@ -1,0 +1,1 @@
+"""Packaged AVA label maps (.pbtxt)."""

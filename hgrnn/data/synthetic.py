@@ -1,0 +1,517 @@
+"""A synthetic AVA-like benchmark whose labels have KNOWN causes (`hgrnn synth`).
+
+No AVA video, feature or weight can be fetched on a fresh machine, yet a user must see the
+whole method work and we must be able to tell a correct HGRNN from a broken one. This module
+writes ordinary schema-v1 feature stores (`gt` and `det` sources, its own label map) in which
+every class is caused by exactly one kind of information, mirroring the paper's three claims:
+
+* **person classes** (`stand`, `sit`, `walk`, `carry/hold`, `drive`, `talk to`, `dance`) are
+  visible, noisily, in the person's own feature ``x_p``;
+* **temporal classes** (`open`, `close`, `push`, `pull`) are the *direction* in which a slowly
+  drifting scene state changes; the state's level is in the clip feature ``x_c`` of every
+  keyframe but its marginal distribution is the same for every direction, so one keyframe
+  decides nothing and the difference between neighbouring keyframes decides everything;
+* **relational classes** (`listen to`, `watch`) are on when another person of the SAME group
+  of the same keyframe talks (dances). Group identity (one of ``GROUP_SLOTS`` axis-aligned
+  dims) and the talk/dance flags live in separate dims, and a keyframe holds several groups,
+  so a frame-level max-pool of raw person features (what the scene RNN sees) keeps "slot 3
+  is present" and "someone talks" but loses *who* talks; a graph RNN with J >= 2 iterations
+  can rebuild the conjunction per person in iteration 1 and read it back in iteration 2.
+
+Scene types (`street`, `room`, `vehicle`, visible in ``x_c``) make classes co-occur or exclude
+each other (in a vehicle everyone sits and exactly one person drives; only rooms have dancers;
+doors open/close in rooms and vehicles, objects are pushed/pulled in streets). The `det` source
+holds jittered copies of the gt boxes with confidences, missed persons and background-like
+false positives, so detected-box mAP is lower than gt-box mAP. Everything is drawn from
+``numpy.random.default_rng([seed, video_index])``: a store is a pure function of its config,
+and an interrupted run resumes with identical videos. ``docs/synthetic.md`` states every rule.
+
+Feature layout (``C = feature_dim >= MIN_FEATURE_DIM``; all other dims are nuisance noise):
+
+    person x_p:  [0:3]  pose one-hot stand/sit/walk      amplitude POSE_AMP
+                 [3]    carry/hold flag                  amplitude FLAG_AMP
+                 [4]    drive flag                       amplitude DRIVE_AMP (weak on purpose)
+                 [5]    talk flag                        amplitude FLAG_AMP
+                 [6]    dance flag                       amplitude FLAG_AMP
+                 [7]    person-ness (0 for false positives)
+                 [8:8+GROUP_SLOTS]  group slot one-hot   amplitude GROUP_AMP
+                 + N(0, person_noise) on every signal dim, N(0, NUISANCE_STD) elsewhere
+    clip x_c:    [0:3]  scene type one-hot street/room/vehicle
+                 [3:3+LEVEL_DIMS]                door level (drives open/close)
+                 [3+LEVEL_DIMS:3+2*LEVEL_DIMS]   object position (drives push/pull)
+                 + N(0, clip_noise) on every signal dim, N(0, NUISANCE_STD) elsewhere
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+SYNTH_VERSION = 1
+
+PERSON_CLASSES = ("stand", "sit", "walk", "carry/hold (an object)", "drive (e.g., a car, a truck)",
+                  "talk to (e.g., self, a person, a group)", "dance")
+TEMPORAL_CLASSES = ("open (e.g., a window, a car door)", "close (e.g., a door, a box)",
+                    "push (an object)", "pull (an object)")
+RELATIONAL_CLASSES = ("listen to (a person)", "watch (a person)")
+CLASS_NAMES = PERSON_CLASSES + TEMPORAL_CLASSES + RELATIONAL_CLASSES
+CLASS_GROUPS = {"person": PERSON_CLASSES, "temporal": TEMPORAL_CLASSES,
+                "relational": RELATIONAL_CLASSES}
+# label columns, by short name (column order = CLASS_NAMES order)
+(STAND, SIT, WALK, CARRY, DRIVE, TALK, DANCE, OPEN, CLOSE, PUSH, PULL, LISTEN, WATCH) = range(13)
+
+SCENE_TYPES = ("street", "room", "vehicle")
+STREET, ROOM, VEHICLE = range(3)
+SCENE_PROBS = (0.4, 0.4, 0.2)
+
+GROUP_SLOTS = int(__import__('os').environ.get('GS', 4))
+LEVEL_DIMS = 4
+SCALE = float(__import__('os').environ.get('SC', 3.0))
+POSE_AMP, FLAG_AMP, DRIVE_AMP, GROUP_AMP = SCALE * 1.0, SCALE * 1.5, SCALE * 0.6, SCALE * 1.5
+NUISANCE_STD = 0.5 * SCALE
+LEVEL_STEP = 0.25          # change of a drifting state per keyframe (state levels ~ N(0, 1))
+PERSON_DIMS = 8 + GROUP_SLOTS
+CLIP_DIMS = 3 + 2 * LEVEL_DIMS
+MIN_FEATURE_DIM = max(PERSON_DIMS, CLIP_DIMS)
+# persons per keyframe 1..12, shaped like AVA's (1-4 common, a tail to ~12)
+PERSONS_PMF = np.array([0.30, 0.24, 0.16, 0.10, 0.06, 0.04, 0.03, 0.025, 0.015, 0.012, 0.010,
+                        0.008])
+PERSONS_PMF = PERSONS_PMF / PERSONS_PMF.sum()
+VEHICLE_MAX_PERSONS = 4
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Everything a synthetic store is a function of (stored as ``configs["synth"]``).
+
+    videos, keyframes: store size (keyframes are one per second, timestamps from 902).
+    seed: sampling seed; train and validation stores use different seeds, the world (feature
+        layout, rules) is the same for every seed.
+    feature_dim: C of both clip and person features (>= MIN_FEATURE_DIM).
+    person_noise: std of the Gaussian noise on every signal dim of a person feature.
+    clip_noise: std of the noise on every signal dim of a clip feature.
+    group_split: probability that each further person of a keyframe opens a new group
+        (1 - group_split: joins an existing one); more groups = harder for a frame max-pool.
+    talk_prob, dance_prob: probability that a group (of >= 2 persons) has a talker / a dancer
+        (dancers only in rooms).
+    det_jitter: std of the det box corners, as a fraction of the box's width/height.
+    det_miss: probability that the detector misses a gt person.
+    det_false_positives: mean number (Poisson) of background false positives per keyframe.
+    det_feature_noise: std of the extra noise on a detected person's feature (other RoI).
+    """
+    videos: int = 40
+    keyframes: int = 60
+    seed: int = 0
+    feature_dim: int = 64
+    person_noise: float = 0.5
+    clip_noise: float = 0.3
+    group_split: float = 0.5
+    talk_prob: float = 0.6
+    dance_prob: float = 0.5
+    det_jitter: float = 0.08
+    det_miss: float = 0.1
+    det_false_positives: float = 0.4
+    det_feature_noise: float = 0.1
+
+    def __post_init__(self):
+        if self.videos < 1 or self.keyframes < 1:
+            raise ValueError(f"videos and keyframes must be >= 1, got {self.videos}, "
+                             f"{self.keyframes}")
+        if self.feature_dim < MIN_FEATURE_DIM:
+            raise ValueError(f"feature_dim must be >= {MIN_FEATURE_DIM} (the synthetic layout "
+                             f"needs that many signal dims), got {self.feature_dim}")
+        for name in ("person_noise", "clip_noise", "det_jitter", "det_false_positives",
+                     "det_feature_noise"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("group_split", "talk_prob", "dance_prob", "det_miss"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def synth_label_map():
+    """The benchmark's label map: ids 1..13 in CLASS_NAMES order."""
+    from hgrnn.data.ava import LabelMap
+    return LabelMap(ids=tuple(range(1, len(CLASS_NAMES) + 1)), names=CLASS_NAMES)
+
+
+def store_config_entry(cfg: SynthConfig) -> dict:
+    """What goes into ``configs["synth"]``: the config, the class groups, the layout."""
+    return {"version": SYNTH_VERSION, "config": cfg.to_dict(),
+            "class_groups": {g: list(names) for g, names in CLASS_GROUPS.items()},
+            "scene_types": list(SCENE_TYPES), "group_slots": GROUP_SLOTS,
+            "video_ids": [video_id(cfg.seed, i) for i in range(cfg.videos)]}
+
+
+def video_id(seed: int, index: int) -> str:
+    return f"synth_s{seed}_v{index:04d}"
+
+
+@dataclass
+class SynthVideo:
+    """One generated video. Person arrays are ragged over keyframes via ``offsets``.
+
+    timestamps (T,) int64; clip (T, C) float32;
+    gt_offsets (T+1,), gt_boxes (N, 4) float32 xyxy in [0, 1], gt_feats (N, C) float32,
+    gt_labels (N, K) uint8, gt_person_ids (N,) int32;
+    det_offsets (T+1,), det_boxes (D, 4), det_feats (D, C), det_scores (D,) float32;
+    causes: the hidden variables labels were drawn from (for tests and probes):
+      scene_type (T,), door_dir (T,), object_dir (T,) in {-1, 0, +1}, door_level (T,),
+      object_level (T,); group (N,) slot of each gt person, talk (N,), dance (N,) bool;
+      det_match (D,) index of the gt row a detection copies, -1 for a false positive.
+    """
+    video_id: str
+    timestamps: np.ndarray
+    clip: np.ndarray
+    gt_offsets: np.ndarray
+    gt_boxes: np.ndarray
+    gt_feats: np.ndarray
+    gt_labels: np.ndarray
+    gt_person_ids: np.ndarray
+    det_offsets: np.ndarray
+    det_boxes: np.ndarray
+    det_feats: np.ndarray
+    det_scores: np.ndarray
+    causes: dict
+
+
+# ---------------------------------------------------------------------------------------------
+# pure pieces
+# ---------------------------------------------------------------------------------------------
+
+def _segments(rng, n: int, low: int, high: int) -> list[tuple[int, int]]:
+    """Split range(n) into consecutive [start, stop) runs of length uniform in [low, high]."""
+    out, start = [], 0
+    while start < n:
+        stop = min(n, start + int(rng.integers(low, high + 1)))
+        out.append((start, stop))
+        start = stop
+    return out
+
+
+def drifting_state(rng, scene_type: np.ndarray, active_scenes: tuple[int, ...],
+                   shots: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Level (T,) float and direction (T,) in {-1, 0, +1} of one slowly drifting scene state.
+
+    Each shot is cut into segments of 3..8 keyframes; a segment gets a direction (+1 / -1 with
+    probability 0.3 each, 0 otherwise; always 0 outside ``active_scenes``) and a centre level
+    c ~ N(0, 1). Inside a moving segment the level is ``c + d * LEVEL_STEP * (t - t_mid)``; a
+    still segment gets ``c + LEVEL_STEP * (u - u_mid)`` for one position u drawn uniformly from
+    the same segment length, constant over the segment. So the level's marginal distribution
+    is identical for d = -1, 0, +1 (one keyframe carries no information about the direction),
+    while the difference of neighbouring keyframes is ``d * LEVEL_STEP`` inside a segment.
+    """
+    T = len(scene_type)
+    level = np.zeros(T, np.float64)
+    direction = np.zeros(T, np.int64)
+    for s0, s1 in shots:
+        for a, b in _segments(rng, s1 - s0, 5, 12):
+            a, b = a + s0, b + s0
+            d = int(rng.choice([-1, 0, 1], p=[0.3, 0.4, 0.3]))
+            if scene_type[a] not in active_scenes:
+                d = 0
+            centre = rng.normal()
+            pos = np.arange(b - a) - (b - a - 1) / 2.0
+            if d == 0:
+                pos = np.full(b - a, pos[rng.integers(b - a)])
+            level[a:b] = centre + d * LEVEL_STEP * pos
+            direction[a:b] = d
+    return level, direction
+
+
+def sample_boxes(rng, n: int, max_iou: float = 0.3) -> np.ndarray:
+    """(n, 4) float32 plausible person boxes xyxy in [0, 1]: standing-person aspect, smaller
+    when the keyframe is crowded, pairwise IoU <= max_iou (rejection sampling; a box that
+    finds no place after 200 tries is shrunk and retried)."""
+    boxes = np.zeros((n, 4), np.float64)
+    scale = 1.0 / np.sqrt(max(n, 1))
+    for i in range(n):
+        shrink = 1.0
+        for attempt in range(2000):
+            if attempt and attempt % 200 == 0:
+                shrink *= 0.8
+            h = rng.uniform(0.35, 0.9) * max(scale, 0.3) * shrink
+            w = min(h * rng.uniform(0.25, 0.45), 0.95)   # ~0.4-0.8 width/height in 16:9 pixels
+            x1 = rng.uniform(0.0, 1.0 - w)
+            y2 = rng.uniform(max(h, 0.5), 1.0)
+            cand = np.array([x1, y2 - h, x1 + w, y2])
+            if i == 0 or _iou_one(cand, boxes[:i]).max() <= max_iou:
+                break
+        boxes[i] = cand
+    return boxes.astype(np.float32)
+
+
+def _iou_one(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    ix = np.clip(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0, None)
+    iy = np.clip(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0, None)
+    inter = ix * iy
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-12)
+
+
+def assign_groups(rng, n: int, split: float) -> np.ndarray:
+    """(n,) group index 0..G-1 of each person: person 0 opens group 0; each further person
+    opens a new group with probability ``split`` (at most GROUP_SLOTS groups), else joins a
+    uniformly chosen existing one."""
+    groups = np.zeros(n, np.int64)
+    count = 1
+    for i in range(1, n):
+        if count < GROUP_SLOTS and rng.random() < split:
+            groups[i] = count
+            count += 1
+        else:
+            groups[i] = rng.integers(count)
+    return groups
+
+
+def relational_labels(group: np.ndarray, talk: np.ndarray, dance: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """listen (n,), watch (n,) bool for the persons of ONE keyframe.
+
+    listen_i = not talk_i and some j != i with group_j == group_i talks;
+    watch_i  = not dance_i and some j != i with group_j == group_i dances.
+    """
+    same = (group[:, None] == group[None, :]) & ~np.eye(len(group), dtype=bool)
+    listen = ~talk & (same & talk[None, :]).any(axis=1)
+    watch = ~dance & (same & dance[None, :]).any(axis=1)
+    return listen, watch
+
+
+# ---------------------------------------------------------------------------------------------
+# one video
+# ---------------------------------------------------------------------------------------------
+
+def generate_video(cfg: SynthConfig, index: int) -> SynthVideo:
+    """Video ``index`` of the store described by ``cfg`` (deterministic in (cfg, index))."""
+    rng = np.random.default_rng([cfg.seed, index, SYNTH_VERSION])
+    T, C, K = cfg.keyframes, cfg.feature_dim, len(CLASS_NAMES)
+    timestamps = 902 + np.arange(T, dtype=np.int64)
+
+    # shots: scene type constant over 10..30 keyframes
+    shots = _segments(rng, T, 10, 30)
+    scene_type = np.zeros(T, np.int64)
+    for a, b in shots:
+        scene_type[a:b] = rng.choice(len(SCENE_TYPES), p=SCENE_PROBS)
+    door_level, door_dir = drifting_state(rng, scene_type, (ROOM, VEHICLE), shots)
+    obj_level, obj_dir = drifting_state(rng, scene_type, (STREET,), shots)
+
+    clip = rng.normal(0.0, NUISANCE_STD, (T, C))
+    clip[:, :CLIP_DIMS] = rng.normal(0.0, SCALE * cfg.clip_noise, (T, CLIP_DIMS))
+    clip[np.arange(T), scene_type] += SCALE
+    clip[:, 3:3 + LEVEL_DIMS] += SCALE * door_level[:, None]
+    clip[:, 3 + LEVEL_DIMS:3 + 2 * LEVEL_DIMS] += SCALE * obj_level[:, None]
+
+    gt_boxes, gt_feats, gt_labels, gt_offsets = [], [], [], [0]
+    groups_all, talk_all, dance_all = [], [], []
+    det_boxes, det_feats, det_scores, det_match, det_offsets = [], [], [], [], [0]
+    n_gt = 0
+    for t in range(T):
+        st = scene_type[t]
+        n = int(rng.choice(len(PERSONS_PMF), p=PERSONS_PMF)) + 1
+        if st == VEHICLE:
+            n = min(n, VEHICLE_MAX_PERSONS)
+        labels = np.zeros((n, K), np.uint8)
+        # pose (mutually exclusive) and objects, conditioned on the scene type
+        if st == STREET:
+            pose = rng.choice([STAND, WALK], size=n)
+            carry = rng.random(n) < 0.4
+        elif st == ROOM:
+            pose = rng.choice([STAND, SIT], size=n, p=[0.5, 0.5])
+            carry = rng.random(n) < 0.2
+        else:
+            pose = np.full(n, SIT)
+            carry = rng.random(n) < 0.1
+        drive = np.zeros(n, bool)
+        if st == VEHICLE:
+            drive[rng.integers(n)] = True
+        # groups, talkers and dancers (one of each at most per group of >= 2 persons)
+        group = assign_groups(rng, n, cfg.group_split)
+        slots = rng.permutation(GROUP_SLOTS)[:group.max() + 1]
+        talk = np.zeros(n, bool)
+        dance = np.zeros(n, bool)
+        for g in range(group.max() + 1):
+            members = np.flatnonzero(group == g)
+            if len(members) < 2:
+                continue
+            order = rng.permutation(members)
+            if rng.random() < cfg.talk_prob:
+                talk[order[0]] = True
+            if st == ROOM and rng.random() < cfg.dance_prob:
+                dance[order[1]] = True
+        listen, watch = relational_labels(group, talk, dance)
+
+        labels[np.arange(n), pose] = 1
+        labels[:, CARRY] = carry
+        labels[:, DRIVE] = drive
+        labels[:, TALK] = talk
+        labels[:, DANCE] = dance
+        labels[:, OPEN] = door_dir[t] > 0
+        labels[:, CLOSE] = door_dir[t] < 0
+        labels[:, PUSH] = obj_dir[t] > 0
+        labels[:, PULL] = obj_dir[t] < 0
+        labels[:, LISTEN] = listen
+        labels[:, WATCH] = watch
+
+        feats = rng.normal(0.0, NUISANCE_STD, (n, C))
+        feats[:, :PERSON_DIMS] = rng.normal(0.0, SCALE * cfg.person_noise, (n, PERSON_DIMS))
+        feats[np.arange(n), pose] += POSE_AMP      # pose columns 0..2 == feature dims 0..2
+        feats[:, 3] += FLAG_AMP * carry
+        feats[:, 4] += DRIVE_AMP * drive
+        feats[:, 5] += FLAG_AMP * talk
+        feats[:, 6] += FLAG_AMP * dance
+        feats[:, 7] += SCALE
+        feats[np.arange(n), 8 + slots[group]] += GROUP_AMP
+
+        boxes = sample_boxes(rng, n)
+        gt_boxes.append(boxes)
+        gt_feats.append(feats)
+        gt_labels.append(labels)
+        groups_all.append(slots[group])
+        talk_all.append(talk)
+        dance_all.append(dance)
+        gt_offsets.append(gt_offsets[-1] + n)
+
+        # detections: jittered copies of found persons + background false positives
+        found = np.flatnonzero(rng.random(n) >= cfg.det_miss)
+        wh = np.stack([boxes[found, 2] - boxes[found, 0], boxes[found, 3] - boxes[found, 1]], 1)
+        jit = rng.normal(0.0, cfg.det_jitter, (len(found), 4)) * np.concatenate([wh, wh], 1)
+        d_boxes = boxes[found] + jit
+        d_feats = feats[found] + rng.normal(0.0, SCALE * cfg.det_feature_noise, (len(found), C))
+        d_scores = rng.beta(8.0, 2.0, len(found))
+        n_fp = int(rng.poisson(cfg.det_false_positives))
+        fp_boxes = sample_boxes(rng, n_fp, max_iou=1.0) if n_fp else np.zeros((0, 4), np.float32)
+        fp_feats = rng.normal(0.0, NUISANCE_STD, (n_fp, C))
+        fp_feats[:, :PERSON_DIMS] = rng.normal(0.0, SCALE * cfg.person_noise, (n_fp, PERSON_DIMS))
+        fp_scores = rng.beta(2.0, 4.0, n_fp)
+        all_boxes = np.clip(np.concatenate([d_boxes, fp_boxes]), 0.0, 1.0)
+        all_boxes[:, 2:] = np.maximum(all_boxes[:, 2:], all_boxes[:, :2] + 1e-3)
+        det_boxes.append(all_boxes)
+        det_feats.append(np.concatenate([d_feats, fp_feats]))
+        det_scores.append(np.concatenate([d_scores, fp_scores]))
+        det_match.append(np.concatenate([n_gt + found, np.full(n_fp, -1)]))
+        det_offsets.append(det_offsets[-1] + len(found) + n_fp)
+        n_gt += n
+
+    def cat(parts, dtype, width=None):
+        if not parts:
+            return np.zeros((0,) if width is None else (0, width), dtype)
+        return np.concatenate(parts).astype(dtype)
+
+    causes = {"scene_type": scene_type, "door_dir": door_dir, "object_dir": obj_dir,
+              "door_level": door_level, "object_level": obj_level,
+              "group": cat(groups_all, np.int64), "talk": cat(talk_all, bool),
+              "dance": cat(dance_all, bool), "det_match": cat(det_match, np.int64)}
+    return SynthVideo(
+        video_id=video_id(cfg.seed, index), timestamps=timestamps,
+        clip=clip.astype(np.float32),
+        gt_offsets=np.asarray(gt_offsets, np.int64), gt_boxes=cat(gt_boxes, np.float32, 4),
+        gt_feats=cat(gt_feats, np.float32, C), gt_labels=cat(gt_labels, np.uint8, K),
+        gt_person_ids=np.arange(n_gt, dtype=np.int32),
+        det_offsets=np.asarray(det_offsets, np.int64), det_boxes=cat(det_boxes, np.float32, 4),
+        det_feats=cat(det_feats, np.float32, C), det_scores=cat(det_scores, np.float32),
+        causes=causes)
+
+
+# ---------------------------------------------------------------------------------------------
+# the store
+# ---------------------------------------------------------------------------------------------
+
+def write_synthetic_store(path, cfg: SynthConfig, *, overwrite: bool = False,
+                          progress: bool = True) -> dict:
+    """Write (or complete) the synthetic store ``path`` for ``cfg``; return a summary dict
+    ``{"path", "videos", "keyframes", "gt_persons", "det_persons", "written", "reused"}``.
+
+    An existing store written with the same config is completed (videos already present are
+    kept: they are identical by construction); one written with another config raises
+    ``ValueError`` naming the file unless ``overwrite`` (then it is deleted first).
+    """
+    from tqdm import tqdm
+
+    from hgrnn.data.store import PersonSet, StoreWriter
+
+    path = os.fspath(path)
+    entry = store_config_entry(cfg)
+    if os.path.exists(path):
+        existing = read_synth_entry(path, missing_ok=True)
+        if overwrite:
+            os.remove(path)
+        elif existing is None or existing.get("config") != entry["config"]:
+            raise ValueError(
+                f"{path}: exists and was not written by `hgrnn synth` with this config "
+                f"(stored: {json.dumps(existing and existing.get('config'))}); choose another "
+                f"path or pass overwrite (--overwrite)")
+    summary = {"path": path, "videos": cfg.videos, "keyframes": 0, "gt_persons": 0,
+               "det_persons": 0, "written": 0, "reused": 0}
+    with StoreWriter(path, feature_dim=cfg.feature_dim, label_map=synth_label_map(),
+                     configs={"synth": entry}) as writer:
+        bar = tqdm(range(cfg.videos), desc=f"synth {os.path.basename(path)}", unit="video",
+                   disable=not progress, leave=False)
+        for i in bar:
+            vid = video_id(cfg.seed, i)
+            if writer.has_video(vid):
+                summary["reused"] += 1
+                continue
+            v = generate_video(cfg, i)
+            gt = PersonSet(offsets=v.gt_offsets, boxes=v.gt_boxes, feats=v.gt_feats,
+                           scores=np.ones(len(v.gt_boxes), np.float32), labels=v.gt_labels,
+                           person_ids=v.gt_person_ids)
+            det = PersonSet(offsets=v.det_offsets, boxes=v.det_boxes, feats=v.det_feats,
+                            scores=v.det_scores)
+            writer.add_video(vid, v.timestamps, v.clip, gt=gt, det=det, width=640, height=360)
+            summary["written"] += 1
+            summary["keyframes"] += len(v.timestamps)
+            summary["gt_persons"] += len(v.gt_boxes)
+            summary["det_persons"] += len(v.det_boxes)
+    return summary
+
+
+def read_synth_entry(path, missing_ok: bool = False) -> dict | None:
+    """``configs["synth"]`` of a store (None / ValueError when it is not a synthetic store)."""
+    from hgrnn.data.windows import FeatureStore
+
+    configs = FeatureStore(os.fspath(path)).configs
+    entry = configs.get("synth")
+    if isinstance(entry, str):
+        entry = json.loads(entry)
+    if entry is None and not missing_ok:
+        raise ValueError(f"{path}: not a synthetic store (no configs['synth']; write one with "
+                         f"`hgrnn synth`)")
+    return entry
+
+
+def is_complete(path, cfg: SynthConfig) -> bool:
+    """True when ``path`` is a synthetic store of ``cfg`` holding all its videos."""
+    if not os.path.exists(path):
+        return False
+    try:
+        from hgrnn.data.windows import FeatureStore
+        store = FeatureStore(os.fspath(path))
+        entry = store.configs.get("synth")
+        if isinstance(entry, str):
+            entry = json.loads(entry)
+        if not entry or entry.get("config") != cfg.to_dict():
+            return False
+        return set(store.video_ids) >= set(entry["video_ids"])
+    except Exception:      # a half-written or foreign file is simply not complete
+        return False
+
+
+def group_aps(per_class: dict, class_groups: dict) -> dict:
+    """Mean AP per class group (and "all") from ``EvalResult.per_class`` ({name: AP or None}).
+
+    Classes without instances (None) are left out of their group's mean; a group with no
+    scored class gets None.
+    """
+    out = {}
+    for group, names in list(class_groups.items()) + [("all", list(per_class))]:
+        aps = [per_class[n] for n in names if per_class.get(n) is not None]
+        out[group] = float(np.mean(aps)) if aps else None
+    return out

@@ -1,0 +1,244 @@
+"""Inference and evaluation of a trained head on a feature store (`hgrnn eval`).
+
+For every keyframe of the store that has persons of the chosen box source ("det" by default,
+"gt" with ``gt_boxes=True``), in batches:
+
+    scores (P, K) = sigmoid(logits) x person confidence          (confidence 1 for gt boxes)
+    class-specific NMS per keyframe: among the boxes of one keyframe, for each class
+        separately, a box whose IoU with a higher-scoring box exceeds ``nms_iou`` is dropped
+        (torchvision ``batched_nms``, group = keyframe x class)
+
+and every kept (box, class) becomes a row of the AVA result CSV. The results are scored with
+the official AVA frame-mAP (``hgrnn.metrics.evaluate``) against the store's own ground truth
+(its "gt" persons, one row per person and action) or a ground-truth CSV.
+
+Default NMS IoU 0.5: it is the overlap at which the AVA metric counts a box as the same
+person, so a second box above it on the same person and class can only be a false positive
+(the first one already took the match), while boxes of two people standing close rarely
+overlap that much. ``nms_iou >= 1`` disables NMS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hgrnn.hgrnn_head.train import (HeadError, check_store_matches, load_checkpoint,
+                                    model_from_checkpoint, open_store, resolve_device)
+
+DEFAULT_NMS_IOU = 0.5
+INFER_BATCH_KEYFRAMES = 512
+_NMS_CHUNK = 1000  # boxes per batched_nms call: torchvision's single-kernel path on CPU
+
+
+def class_nms(boxes: torch.Tensor, scores: torch.Tensor, keyframe: torch.Tensor,
+              iou: float = DEFAULT_NMS_IOU) -> torch.Tensor:
+    """Class-specific NMS per keyframe.
+
+    boxes (P, 4) xyxy, scores (P, K), keyframe (P,) int64 -> keep (P, K) bool.
+
+    Only a box that overlaps another box of its own keyframe above `iou` can suppress or be
+    suppressed, so only those ("contested") boxes go through ``batched_nms`` (the others are
+    kept for every class): the result is exactly greedy NMS per (keyframe, class), at a cost
+    that does not grow with the classes of uncontested boxes.
+    """
+    from torchvision.ops import batched_nms, box_iou
+
+    P, K = scores.shape
+    keep = torch.ones(P, K, dtype=torch.bool)
+    if P < 2 or iou >= 1:
+        return keep
+    same = keyframe[:, None] == keyframe[None, :]  # (P, P)
+    overlaps = (box_iou(boxes, boxes) > iou) & same
+    overlaps.fill_diagonal_(False)
+    contested = overlaps.any(dim=1).nonzero().flatten()  # (M,), ordered by keyframe
+    if len(contested) == 0:
+        return keep
+    M = len(contested)
+    flat_boxes = boxes[contested][:, None].expand(M, K, 4).reshape(-1, 4)  # (M*K, 4)
+    flat_scores = scores[contested].reshape(-1)  # (M*K,)
+    groups = (keyframe[contested][:, None] * K + torch.arange(K)).reshape(-1)  # (M*K,)
+    flat_keep = torch.zeros(M * K, dtype=torch.bool)
+    # chunks of whole keyframes (groups never straddle two chunks)
+    kf = keyframe[contested]
+    starts = torch.cat([torch.tensor([0]), (kf[1:] != kf[:-1]).nonzero().flatten() + 1]).tolist()
+    chunk_start = 0
+    bounds = starts[1:] + [M]
+    for i, end in enumerate(bounds):
+        if end == M or (bounds[i + 1] - chunk_start) * K > _NMS_CHUNK:
+            a, b = chunk_start * K, end * K
+            kept = batched_nms(flat_boxes[a:b], flat_scores[a:b], groups[a:b], iou)
+            flat_keep[a + kept] = True
+            chunk_start = end
+    keep[contested] = flat_keep.view(M, K)
+    return keep
+
+
+@torch.no_grad()
+def predict_store(model, fs, device="cpu", nms_iou=DEFAULT_NMS_IOU,
+                  batch_keyframes=INFER_BATCH_KEYFRAMES, progress=False):
+    """Score every keyframe of `fs` (a FeatureStore; its box source is used) -> AvaRows of
+    results, one row per kept (person box, class), scores = action prob x confidence."""
+    from hgrnn.data.ava import AvaRows
+    from hgrnn.data.windows import ContextWindows
+
+    cfg = model.cfg
+    windows = ContextWindows(fs, l=cfg.window_context, pad=cfg.window_pad)
+    action_ids = torch.tensor(fs.label_map.ids, dtype=torch.int64)
+    K = len(action_ids)
+    model.eval()
+    starts = range(0, len(windows), batch_keyframes)
+    if progress:
+        from tqdm import tqdm
+        starts = tqdm(starts, desc=f"eval {os.path.basename(fs.path)}", unit="batch",
+                      dynamic_ncols=True)
+    parts = {"video": [], "ts": [], "boxes": [], "action": [], "score": []}
+    video_names = []
+    for s in starts:
+        batch = windows.batch(np.arange(s, min(s + batch_keyframes, len(windows))))
+        probs = torch.sigmoid(model(batch.to(device))).float().cpu()  # (P, K)
+        scores = probs * batch.scores[:, None]  # (P, K): action prob x person confidence
+        keep = class_nms(batch.boxes, scores, batch.keyframe, nms_iou)  # (P, K)
+        person, cls = keep.nonzero(as_tuple=True)  # kept (person, class) pairs
+        kf = batch.keyframe[person]
+        base = len(video_names)
+        video_names += list(batch.video_ids)
+        parts["video"].append((kf + base).numpy())
+        parts["ts"].append(batch.timestamps[kf].numpy())
+        parts["boxes"].append(batch.boxes[person].numpy())
+        parts["action"].append(action_ids[cls].numpy())
+        parts["score"].append(scores[person, cls].numpy())
+    if not video_names:
+        return AvaRows.from_arrays(np.zeros(0, str), np.zeros(0), np.zeros((0, 4)), np.zeros(0),
+                                   scores=np.zeros(0))
+    cat = {k: np.concatenate(v) for k, v in parts.items()}
+    return AvaRows.from_arrays(np.asarray(video_names, dtype=str)[cat["video"]], cat["ts"],
+                               cat["boxes"], cat["action"], scores=cat["score"])
+
+
+def store_ground_truth(fs):
+    """The store's gt persons as AVA ground-truth rows (one per person and positive label),
+    read with h5py following the store schema (hgrnn/data/store.py)."""
+    import h5py
+
+    from hgrnn.data.ava import AvaRows
+
+    ids = np.asarray(fs.label_map.ids, np.int64)
+    cols = {"video": [], "ts": [], "boxes": [], "action": [], "pid": []}
+    with h5py.File(fs.path, "r") as f:
+        for vid in fs.video_ids:
+            g = f["videos"][vid]
+            if "gt" not in g or "labels" not in g["gt"]:
+                continue
+            gt = g["gt"]
+            ts = g["timestamps"][:].astype(np.int64)
+            offsets = gt["offsets"][:]
+            labels = gt["labels"][:]
+            person, cls = np.nonzero(labels)
+            t = np.searchsorted(offsets, person, side="right") - 1  # keyframe of each row
+            cols["video"].append(np.full(len(person), vid))
+            cols["ts"].append(ts[t])
+            cols["boxes"].append(gt["boxes"][:][person])
+            cols["action"].append(ids[cls])
+            pid = gt["person_id"][:] if "person_id" in gt else np.full(len(labels), -1)
+            cols["pid"].append(pid[person])
+    if not cols["video"]:
+        raise HeadError(f"{fs.path}: the store has no ground-truth labels to evaluate against; "
+                        "pass a ground-truth CSV (--gt-csv)")
+    cat = {k: np.concatenate(v) for k, v in cols.items()}
+    return AvaRows.from_arrays(cat["video"].astype(str), cat["ts"], cat["boxes"], cat["action"],
+                               person_ids=cat["pid"])
+
+
+def evaluate_model(model, fs, device="cpu", gt=None, nms_iou=DEFAULT_NMS_IOU,
+                   exclusions=None, protocol="ava-2018", progress=False):
+    """Frame-mAP of `model` on FeatureStore `fs` (its box source) against `gt` (AvaRows;
+    default: the store's own ground truth). Returns (EvalResult)."""
+    from hgrnn.metrics import evaluate
+
+    results = predict_store(model, fs, device=device, nms_iou=nms_iou, progress=progress)
+    gt = store_ground_truth(fs) if gt is None else gt
+    return evaluate(gt, results, fs.label_map, protocol=protocol, exclusions=exclusions)
+
+
+def plot_per_class_ap(per_class: dict, mAP: float, path) -> bool:
+    """Horizontal bar chart of every class's AP (None drawn as absent); False without
+    matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    names = list(per_class)
+    values = [per_class[n] if per_class[n] is not None else 0.0 for n in names]
+    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.22 * len(names)))
+    y = np.arange(len(names))
+    ax.barh(y, values, color=["tab:blue" if per_class[n] is not None else "lightgray" for n in names])
+    ax.set_yticks(y, names, fontsize=7)
+    ax.invert_yaxis()
+    ax.axvline(mAP, color="tab:red", linestyle="--", label=f"mAP {mAP:.4f}")
+    ax.set_xlabel("AP (frame-level, IoU 0.5); grey = no instances")
+    ax.set_xlim(0, 1)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def evaluate_store(store, checkpoint, gt_boxes=False, out_dir=None, nms_iou=DEFAULT_NMS_IOU,
+                   gt_csv=None, exclusions=None, protocol="ava-2018", progress=True,
+                   device="auto"):
+    """Score every keyframe of `store` with the head of `checkpoint` and evaluate it.
+
+    gt_boxes: use the store's ground-truth boxes (confidence 1) instead of its detections.
+    out_dir: when given, writes results.csv (AVA format), metrics.json (EvalResult.to_dict()
+        plus "configs": head, train and eval settings) and per_class_ap.png.
+    gt_csv / exclusions: AVA ground-truth CSV and excluded-timestamps CSV (or a set of
+        (video_id, timestamp)); default ground truth: the store's own gt persons.
+    Returns the EvalResult.
+    """
+    from hgrnn.data.ava import read_annotations, read_exclusions, write_results
+    from hgrnn.metrics import evaluate
+
+    ckpt = load_checkpoint(checkpoint)
+    source = "gt" if gt_boxes else "det"
+    fs = open_store(store, source)
+    if source not in fs.sources:
+        raise HeadError(f"{fs.path}: the store has no '{source}' boxes (it has {list(fs.sources)})"
+                        + ("" if gt_boxes else "; use --gt-boxes to score the ground-truth boxes"))
+    check_store_matches(ckpt, fs)
+    device = resolve_device(device)
+    model = model_from_checkpoint(ckpt, device)
+
+    if isinstance(exclusions, (str, os.PathLike)):
+        exclusions = read_exclusions(exclusions)
+    if gt_csv is not None:
+        gt = read_annotations(gt_csv, fs.label_map)
+    else:
+        gt = store_ground_truth(open_store(store, "gt", lazy=True) if "gt" in fs.sources else fs)
+
+    results = predict_store(model, fs, device=device, nms_iou=nms_iou, progress=progress)
+    result = evaluate(gt, results, fs.label_map, protocol=protocol, exclusions=exclusions)
+
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_results(out / "results.csv", results, progress=progress)
+        report = result.to_dict()
+        report["configs"] = {
+            "head": ckpt["head"], "train": ckpt["train"],
+            "eval": {"store": fs.path, "checkpoint": ckpt["path"], "step": ckpt["step"],
+                     "boxes": source, "nms_iou": nms_iou, "protocol": protocol,
+                     "gt": str(gt_csv) if gt_csv is not None else f"{fs.path} (gt persons)",
+                     "exclusions": None if exclusions is None else len(exclusions),
+                     "result_rows": len(results)},
+        }
+        (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+        plot_per_class_ap(result.per_class, result.mAP, out / "per_class_ap.png")
+    return result

@@ -1,0 +1,227 @@
+"""The HGRNN head (Hierarchical Graph-RNN), read top to bottom.
+
+One batch holds B centre keyframes, each with a context window of L = 2l + 1 keyframes, and
+the P persons of the centre keyframes (ragged: ``keyframe[i]`` says which centre keyframe
+person i belongs to). C is the feature dim, K the number of classes. Data flow:
+
+    clip (B, L, C) + window persons (Q, C)
+        --SceneRNN: per slot x_c ⊕ maxpool(persons), biGRU, read at the centre-->  h_c (B, 2*Hs)
+    x_p (P, C) ⊕ h_c[keyframe] (P, 2*Hs)
+        --GraphRNN: J times  m = maxpool of h over the persons of the same keyframe,
+                             h = GRUCell(x_p ⊕ h_c ⊕ m, h)-->                      h (P, Hg)
+    h --Dropout, Linear--> logits (P, K);   scores = sigmoid(logits)
+
+Every max-pool over "the persons of a keyframe" is a segment max over a flat array
+(``scatter_reduce(..., "amax")`` with segment ids), so there is no Python loop over keyframes
+or persons, and a person's output depends only on its own keyframe and window.
+
+The four variants of the paper's tables come from this one code path:
+
+    hgrnn   scene RNN + J graph iterations (the paper's model)
+    scene   scene RNN, no graph iterations: h = tanh(Linear(x_p ⊕ h_c)) then the classifier
+            (paper Table 2 "Scene-RNN")
+    graph   no scene RNN (h_c absent, clip features ignored) + J graph iterations: the
+            paper's l = 0 row (Table 1/2 "Graph-RNN")
+    person  no scene RNN, no iterations: h = tanh(Linear(x_p)) then the classifier, a
+            per-person head on x_p alone (the AVA "I3D head" baseline, Table 5)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+VARIANTS = ("hgrnn", "scene", "graph", "person")
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Every choice of the head. Defaults follow the paper where it states them (l = 3,
+    J = 2) and METHOD.md's documented defaults where it leaves them open.
+
+    feature_dim, num_classes: C and K. None means "take it from the store" (``train_head``
+        fills both in); a model can only be built once both are set.
+    variant: "hgrnn" | "scene" | "graph" | "person" (see the module docstring).
+    context: l, keyframes before and after the centre; L = 2l + 1 (paper: 3, about 7 s).
+        Unused (the window is a single keyframe) by "graph" and "person".
+    iterations: J, graph RNN iterations (paper: 2 best of 1/2/3). Unused by "scene"/"person".
+    scene_hidden: Hs, hidden size of EACH direction of the scene biGRU; h_c has 2*Hs dims.
+    graph_hidden: Hg, hidden size of the graph GRU cell (and of the readout of "scene"/"person").
+        The paper does not state its sizes. Defaults 128 / 128: h_c then has 256 dims, as
+        many as the paper's I3D features, and the paper's schedule (1000 steps x 50
+        keyframes) trains in about a minute on a 2-core CPU (BENCHMARKS.md); doubling Hg
+        costs about 40% more time per step.
+    h0: initial graph state, "zeros" (default: iteration 1 then sees no other person, as the
+        paper's equations start from an empty h^(0)) or "project" (tanh(Linear(x_p ⊕ h_c))).
+        "scene"/"person" always use the projection (it is their readout layer).
+    empty_pool: what x_P is for a window keyframe with no person: "zeros" (default) or a
+        "learned" vector.
+    window_pad: how windows are padded past a video's first/last keyframe: "edge" (default,
+        repeat the edge keyframe) or "zero" (zero clip feature, no persons). Passed to
+        ``ContextWindows(pad=...)``; the model itself sees only the padded window.
+    dropout: dropout on the person features and before the classifier (default 0: the
+        paper's schedule sees each keyframe about once, it does not overfit).
+    """
+
+    feature_dim: int | None = None
+    num_classes: int | None = None
+    variant: str = "hgrnn"
+    context: int = 3
+    iterations: int = 2
+    scene_hidden: int = 128
+    graph_hidden: int = 128
+    h0: str = "zeros"
+    empty_pool: str = "zeros"
+    window_pad: str = "edge"
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        def check(ok, what):
+            if not ok:
+                raise ValueError(f"HeadConfig: {what}")
+
+        check(self.variant in VARIANTS, f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        check(self.context >= 0, f"context l must be >= 0, got {self.context}")
+        check(self.iterations >= 0, f"iterations J must be >= 0, got {self.iterations}")
+        check(self.scene_hidden > 0 and self.graph_hidden > 0, "hidden sizes must be > 0")
+        check(self.h0 in ("zeros", "project"), f"h0 must be 'zeros' or 'project', got {self.h0!r}")
+        check(self.empty_pool in ("zeros", "learned"),
+              f"empty_pool must be 'zeros' or 'learned', got {self.empty_pool!r}")
+        check(self.window_pad in ("edge", "zero"),
+              f"window_pad must be 'edge' or 'zero', got {self.window_pad!r}")
+        check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        for name in ("feature_dim", "num_classes"):
+            value = getattr(self, name)
+            check(value is None or value > 0, f"{name} must be > 0, got {value}")
+
+    # What the variant actually uses (one code path, switched by these three).
+    @property
+    def uses_scene(self) -> bool:
+        return self.variant in ("hgrnn", "scene")
+
+    @property
+    def graph_iterations(self) -> int:
+        return self.iterations if self.variant in ("hgrnn", "graph") else 0
+
+    @property
+    def window_context(self) -> int:
+        """l of the windows the model reads: ``context`` with a scene RNN, else 0."""
+        return self.context if self.uses_scene else 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "HeadConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"HeadConfig: unknown fields {unknown}")
+        return cls(**d)
+
+
+def segment_max(values: torch.Tensor, segment: torch.Tensor, num_segments: int):
+    """Max over the rows of each segment.
+
+    values (N, D) float, segment (N,) int64 in [0, num_segments)
+    -> pooled (num_segments, D) (0 for an empty segment), nonempty (num_segments,) bool.
+    """
+    pooled = values.new_zeros((num_segments, values.shape[1]))
+    index = segment[:, None].expand(-1, values.shape[1])
+    pooled = pooled.scatter_reduce(0, index, values, reduce="amax", include_self=False)
+    nonempty = torch.bincount(segment, minlength=num_segments) > 0
+    return pooled, nonempty
+
+
+class SceneRNN(nn.Module):
+    """Lower level: temporal scene context h_c of each centre keyframe (paper eq. 2-3)."""
+
+    def __init__(self, cfg: HeadConfig):
+        super().__init__()
+        C = cfg.feature_dim
+        self.empty = nn.Parameter(torch.zeros(C)) if cfg.empty_pool == "learned" else None
+        self.gru = nn.GRU(2 * C, cfg.scene_hidden, batch_first=True, bidirectional=True)
+
+    def forward(self, clip, ctx_feats, ctx_segment):
+        # clip (B, L, C); ctx_feats (Q, C); ctx_segment (Q,) window slot b*L + s of each row
+        B, L, C = clip.shape
+        pooled, nonempty = segment_max(ctx_feats, ctx_segment, B * L)  # (B*L, C), (B*L,)
+        if self.empty is not None:
+            pooled = torch.where(nonempty[:, None], pooled, self.empty)
+        x = torch.cat([clip, pooled.view(B, L, C)], dim=-1)  # (B, L, 2C): x_c ⊕ x_P per slot
+        out, _ = self.gru(x)  # (B, L, 2Hs): forward ⊕ backward state at every slot
+        return out[:, L // 2]  # (B, 2Hs): read at the centre keyframe
+
+
+class GraphRNN(nn.Module):
+    """Top level: J iterations over the fully connected graph of each keyframe's persons."""
+
+    def __init__(self, cfg: HeadConfig, context_dim: int):
+        super().__init__()
+        C, G = cfg.feature_dim, cfg.graph_hidden
+        self.iterations = cfg.graph_iterations
+        self.hidden = G
+        use_projection = cfg.h0 == "project" or self.iterations == 0
+        self.project = nn.Linear(C + context_dim, G) if use_projection else None
+        self.cell = nn.GRUCell(C + context_dim + G, G) if self.iterations > 0 else None
+
+    def forward(self, node_in, keyframe, num_keyframes):
+        # node_in (P, C [+ 2Hs]) = x_p [⊕ h_c]; keyframe (P,) in [0, B)
+        if self.project is not None:
+            h = torch.tanh(self.project(node_in))  # (P, G)
+        else:
+            h = node_in.new_zeros((node_in.shape[0], self.hidden))  # (P, G)
+        for _ in range(self.iterations):
+            m, _ = segment_max(h, keyframe, num_keyframes)  # (B, G): maxpool_v h_v^(j-1)
+            a = torch.cat([node_in, m[keyframe]], dim=-1)  # (P, C [+ 2Hs] + G)
+            h = self.cell(a, h)  # (P, G)
+        return h
+
+
+class HGRNNHead(nn.Module):
+    """The head. ``forward(batch)`` takes a ``WindowBatch`` (or anything with its fields:
+    clip, ctx_feats, ctx_segment, feats, keyframe) and returns logits (P, K)."""
+
+    def __init__(self, cfg: HeadConfig):
+        super().__init__()
+        if cfg.feature_dim is None or cfg.num_classes is None:
+            raise ValueError("HeadConfig: feature_dim and num_classes must be set to build a model")
+        self.cfg = cfg
+        self.scene = SceneRNN(cfg) if cfg.uses_scene else None
+        context_dim = 2 * cfg.scene_hidden if cfg.uses_scene else 0
+        self.graph = GraphRNN(cfg, context_dim)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.classifier = nn.Linear(cfg.graph_hidden, cfg.num_classes)
+
+    def forward(self, batch) -> torch.Tensor:
+        clip, feats, keyframe = batch.clip, batch.feats, batch.keyframe
+        B, L, C = clip.shape  # (B, L, C)
+        P = feats.shape[0]  # feats (P, C), keyframe (P,)
+        if C != self.cfg.feature_dim or feats.shape[1] != self.cfg.feature_dim:
+            raise ValueError(f"batch feature dim {C} != HeadConfig.feature_dim {self.cfg.feature_dim}")
+        x_p = self.dropout(feats)  # (P, C)
+        if self.scene is not None:
+            if L != 2 * self.cfg.context + 1:
+                raise ValueError(f"batch window L={L} but HeadConfig.context l={self.cfg.context} "
+                                 f"needs L={2 * self.cfg.context + 1}")
+            h_c = self.scene(clip, batch.ctx_feats, batch.ctx_segment)  # (B, 2Hs)
+            node_in = torch.cat([x_p, h_c[keyframe]], dim=-1)  # (P, C + 2Hs)
+        else:
+            node_in = x_p  # (P, C): "graph"/"person" never read the clip features
+        h = self.graph(node_in, keyframe, B)  # (P, Hg)
+        logits = self.classifier(self.dropout(h))  # (P, K)
+        assert logits.shape == (P, self.cfg.num_classes)
+        return logits
+
+    @torch.no_grad()
+    def predict(self, batch) -> torch.Tensor:
+        """Action probabilities sigmoid(logits), (P, K), in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            return torch.sigmoid(self(batch))
+        finally:
+            self.train(was_training)

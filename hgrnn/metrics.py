@@ -1,0 +1,347 @@
+"""Frame-mAP by the official AVA protocol (ActivityNet ``get_ava_performance.py``).
+
+The official evaluator is a PASCAL VOC evaluation (TF object-detection API) over keyframes:
+
+* rows of classes outside the label map are dropped from ground truth and results;
+* each ground-truth ROW is one instance of its class (a box with 3 actions is one instance
+  in each of 3 classes);
+* result boxes with x2 <= x1 or y2 <= y1 are discarded;
+* IoU = inter / (areaA + areaB - inter), no +1;
+* per keyframe and class, results are taken in descending score; each takes the
+  ground-truth box of that class with the highest IoU (the first such box in file order on
+  an exact tie) and is a true positive iff that IoU >= 0.5 and the box is still unmatched,
+  else a false positive (no fall-back to the second-best box);
+* per class, all results sorted by score: precision = TP / (TP + FP), recall = TP / #inst,
+  AP = all-point VOC AP (recall 0 prepended, recall 1 with precision 0 appended, precision
+  made non-increasing from the right, summed over recall steps);
+* a class with instances but no results scores 0; a class without instances is None
+  (NaN in the official code) and left out of the mAP.
+
+Protocols (the official code changed between challenge years; published numbers depend on
+the revision, so pick the one your baseline used):
+
+* ``ava-2018`` (default; AVA v2.1 / 2018 challenge code): excluded keyframes are dropped
+  from both files; results on keyframes without ground truth are false positives; no cap.
+* ``ava-2019``: as 2018, but only the 50 highest-scored results of each keyframe, across
+  classes (after dropping classes outside the label map, before dropping invalid boxes),
+  are kept.
+* ``ava-2020``: as 2019 without exclusions; results on keyframes absent from the
+  ground-truth file are ignored; 2-column ground-truth rows ``video_id,timestamp`` mark
+  annotated keyframes without persons (results there are false positives).
+
+Score ties (documented deviation, irrelevant without exact ties): the official code orders
+tied scores by heap order / an unstable quicksort, i.e. arbitrarily. Here every tie is
+broken by file order (the earlier result row first), deterministically: within a keyframe
+for matching, at the 50-cap boundary, and in the per-class ranking.
+
+Numbers are reproduced bit for bit when boxes and scores come as parsed float64
+(``AvaRows.boxes64`` / ``scores64``, what the readers fill in), because every arithmetic
+step is the official one in the same order.
+
+Implementation: vectorised numpy. Ground-truth rows are sorted once by (keyframe, class);
+each result finds its (keyframe, class) block by binary search; IoUs are computed for all
+(result, candidate box) pairs slot by slot (a loop over the at most a few dozen boxes of one
+keyframe and class, never over keyframes or results); "first result of a box among those
+with IoU >= 0.5, in score order" is a lexsort; precision/recall/AP per class is a loop over
+the classes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hgrnn.data.ava import AvaRows, LabelMap, keyframe_index, load_label_map
+
+__all__ = ["PROTOCOLS", "EvalResult", "evaluate", "evaluate_csv", "box_iou",
+           "average_precision", "MAX_RESULTS_PER_KEYFRAME"]
+
+PROTOCOLS = ("ava-2018", "ava-2019", "ava-2020")
+MAX_RESULTS_PER_KEYFRAME = 50        # ava-2019 / ava-2020 cap (official ``capacity``)
+IOU_THRESHOLD = 0.5
+
+
+@dataclass
+class EvalResult:
+    """Frame-mAP and per-class APs.
+
+    mAP: mean AP over classes with instances (NaN if no class has any);
+    per_class: class name -> AP, label-map order, None for classes without instances;
+    counts: {"instances", "results", "true_positives": {name: int} and totals
+    ("total_instances", ...), plus what was dropped and why};
+    protocol: one of :data:`PROTOCOLS`."""
+
+    mAP: float
+    per_class: dict
+    counts: dict
+    protocol: str
+    ids: dict = field(default_factory=dict)      # class name -> action id
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict: {"mAP", "per_class", "counts", "protocol"}."""
+        return {"mAP": None if np.isnan(self.mAP) else float(self.mAP),
+                "per_class": {k: (None if v is None else float(v))
+                              for k, v in self.per_class.items()},
+                "counts": self.counts, "protocol": self.protocol}
+
+    def to_json(self, indent=2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def format_table(self) -> str:
+        """Per-class AP table + mAP, for humans."""
+        inst = self.counts.get("instances", {})
+        res = self.counts.get("results", {})
+        tps = self.counts.get("true_positives", {})
+        width = max([len(n) for n in self.per_class] + [10])
+        lines = [f"{'id':>4}  {'class':<{width}}  {'AP':>7}  {'inst':>7}  {'results':>9}  "
+                 f"{'TP':>7}"]
+        for name, ap in self.per_class.items():
+            aps = "    n/a" if ap is None else f"{ap:7.4f}"
+            lines.append(f"{self.ids.get(name, ''):>4}  {name:<{width}}  {aps}  "
+                         f"{inst.get(name, 0):>7}  {res.get(name, 0):>9}  "
+                         f"{tps.get(name, 0):>7}")
+        n_eval = sum(v is not None for v in self.per_class.values())
+        lines.append(f"mAP ({self.protocol}, {n_eval} classes with instances): "
+                     f"{self.mAP:.6f}")
+        dropped = {k: v for k, v in self.counts.items()
+                   if k.startswith(("gt_", "results_")) and v}
+        if dropped:
+            lines.append("dropped: " + ", ".join(f"{k}={v}" for k, v in dropped.items()))
+        return "\n".join(lines)
+
+
+def box_iou(a, b) -> np.ndarray:
+    """IoU of every pair: a (N, 4), b (M, 4) x1, y1, x2, y2 -> (N, M) float64.
+
+    No +1 on widths (normalised coordinates); same arithmetic as the official code."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    ih = np.maximum(0.0, np.minimum(a[:, None, 3], b[None, :, 3])
+                    - np.maximum(a[:, None, 1], b[None, :, 1]))
+    iw = np.maximum(0.0, np.minimum(a[:, None, 2], b[None, :, 2])
+                    - np.maximum(a[:, None, 0], b[None, :, 0]))
+    inter = ih * iw
+    area_a = (a[:, 3] - a[:, 1]) * (a[:, 2] - a[:, 0])
+    area_b = (b[:, 3] - b[:, 1]) * (b[:, 2] - b[:, 0])
+    return inter / (area_a[:, None] + area_b[None, :] - inter)
+
+
+def _pair_iou(a, b):
+    """Elementwise IoU of rows a[i], b[i] ((P, 4) each) -> (P,), official arithmetic."""
+    ih = np.maximum(0.0, np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]))
+    iw = np.maximum(0.0, np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]))
+    inter = ih * iw
+    area_a = (a[:, 3] - a[:, 1]) * (a[:, 2] - a[:, 0])
+    area_b = (b[:, 3] - b[:, 1]) * (b[:, 2] - b[:, 0])
+    return inter / (area_a + area_b - inter)
+
+
+def average_precision(tp_sorted, num_instances) -> float:
+    """All-point VOC AP of results sorted by descending score.
+
+    tp_sorted: (R,) bool, True for a true positive; num_instances > 0."""
+    tp = np.asarray(tp_sorted, bool)
+    cum_tp = np.cumsum(tp)
+    cum_fp = np.cumsum((~tp).astype(float))
+    precision = cum_tp.astype(float) / (cum_tp + cum_fp)
+    recall = cum_tp.astype(float) / num_instances
+    recall = np.concatenate([[0.0], recall, [1.0]])
+    precision = np.concatenate([[0.0], precision, [0.0]])
+    precision = np.maximum.accumulate(precision[::-1])[::-1]
+    steps = np.flatnonzero(recall[1:] != recall[:-1]) + 1
+    return float(np.sum((recall[steps] - recall[steps - 1]) * precision[steps]))
+
+
+def _f64(rows, name):
+    exact = getattr(rows, name + "64", None)
+    if exact is not None:
+        return exact
+    arr = getattr(rows, name)
+    return None if arr is None else np.asarray(arr, np.float64)
+
+
+def evaluate(gt: AvaRows, results: AvaRows, label_map: LabelMap, protocol="ava-2018",
+             exclusions=None) -> EvalResult:
+    """Official AVA frame-mAP of `results` against `gt` (see the module docstring).
+
+    gt: ground-truth rows (one per box and action); results: rows with scores;
+    label_map: the evaluated classes; protocol: "ava-2018" | "ava-2019" | "ava-2020";
+    exclusions: set of (video_id, timestamp) or a CSV path (not with ava-2020)."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    if results.scores is None and getattr(results, "scores64", None) is None:
+        raise ValueError("results have no scores (is this a ground-truth file?)")
+    if exclusions is not None and protocol == "ava-2020":
+        raise ValueError("ava-2020 has no excluded timestamps (its ground truth marks "
+                         "annotated keyframes instead); drop --exclusions or pick ava-2018/2019")
+    if isinstance(exclusions, (str, os.PathLike)):
+        from hgrnn.data.ava import read_exclusions
+        exclusions = read_exclusions(exclusions)
+    K = len(label_map)
+    ids = np.asarray(label_map.ids, np.int64)
+    counts = {}
+    for k, v in (gt.skipped or {}).items():
+        counts[f"gt_skipped_{k.replace(' ', '_')}"] = v
+    for k, v in (results.skipped or {}).items():
+        counts[f"results_skipped_{k.replace(' ', '_')}"] = v
+
+    # ---- keys in one space: (video, timestamp) -> int64
+    parts = [gt.video_ids, results.video_ids]
+    if gt.empty_video_ids is not None:
+        parts.append(gt.empty_video_ids)
+    vocab = np.unique(np.concatenate([_vocabulary(np.asarray(p, str)) for p in parts]))
+    gkeys, _ = keyframe_index(gt.video_ids, gt.timestamps, vocab)
+    rkeys, _ = keyframe_index(results.video_ids, results.timestamps, vocab)
+
+    # ---- class columns; rows outside the label map dropped (counted)
+    gcls = _columns(gt.action_ids, ids)
+    rcls = _columns(results.action_ids, ids)
+    counts["gt_dropped_not_in_label_map"] = int((gcls < 0).sum())
+    counts["results_dropped_not_in_label_map"] = int((rcls < 0).sum())
+    gt_all_keys = gkeys                                 # ava-2020: every key of the file
+    if gt.empty_video_ids is not None and len(gt.empty_video_ids):
+        ek, _ = keyframe_index(gt.empty_video_ids, gt.empty_timestamps, vocab)
+        gt_all_keys = np.concatenate([gkeys, ek])
+    gsel = gcls >= 0
+    rsel = rcls >= 0
+
+    # ---- exclusions (2018/2019)
+    if exclusions:
+        ex = list(exclusions)
+        exk, _ = keyframe_index(np.array([v for v, _ in ex], str),
+                                np.array([t for _, t in ex], np.int64), vocab)
+        gx = np.isin(gkeys, exk) & gsel
+        rx = np.isin(rkeys, exk) & rsel
+        counts["gt_dropped_excluded"] = int(gx.sum())
+        counts["results_dropped_excluded"] = int(rx.sum())
+        gsel &= ~gx
+        rsel &= ~rx
+
+    gidx = np.flatnonzero(gsel)
+    gkeys, gcls = gkeys[gidx], gcls[gidx]
+    gboxes = _f64(gt, "boxes")[gidx]                     # (G, 4)
+    ridx = np.flatnonzero(rsel)
+    rkeys, rcls = rkeys[ridx], rcls[ridx]
+    rscores = _f64(results, "scores")[ridx]
+
+    # ---- sort results once: by keyframe, descending score, file order
+    order = np.lexsort((ridx, -rscores, rkeys))
+    rkeys, rcls, rscores, ridx = rkeys[order], rcls[order], rscores[order], ridx[order]
+    if protocol in ("ava-2019", "ava-2020"):            # top 50 per keyframe across classes
+        start = np.flatnonzero(np.r_[True, rkeys[1:] != rkeys[:-1]])
+        run = np.diff(np.r_[start, len(rkeys)])
+        rank = np.arange(len(rkeys)) - np.repeat(start, run)
+        capped = rank < MAX_RESULTS_PER_KEYFRAME
+        counts["results_dropped_over_50_per_keyframe"] = int((~capped).sum())
+        rkeys, rcls, rscores, ridx = rkeys[capped], rcls[capped], rscores[capped], ridx[capped]
+    if protocol == "ava-2020":                          # keyframes absent from gt: ignored
+        known = np.isin(rkeys, np.unique(gt_all_keys))
+        counts["results_dropped_keyframe_not_in_gt"] = int((~known).sum())
+        rkeys, rcls, rscores, ridx = rkeys[known], rcls[known], rscores[known], ridx[known]
+    rboxes = _f64(results, "boxes")[ridx]               # (R, 4)
+    valid = (rboxes[:, 2] > rboxes[:, 0]) & (rboxes[:, 3] > rboxes[:, 1])
+    counts["results_dropped_invalid_box"] = int((~valid).sum())
+    if not valid.all():
+        rkeys, rcls, rscores, ridx, rboxes = (rkeys[valid], rcls[valid], rscores[valid],
+                                              ridx[valid], rboxes[valid])
+
+    # ---- ground truth sorted by (keyframe, class), file order inside
+    gorder = np.lexsort((gidx, gcls, gkeys))
+    gkeys, gcls, gboxes = gkeys[gorder], gcls[gorder], gboxes[gorder]
+    ukeys, gkey_dense = np.unique(gkeys, return_inverse=True)
+    gcode = gkey_dense.ravel().astype(np.int64) * K + gcls          # sorted ascending
+    # each result's block of candidate gt rows (same keyframe and class)
+    pos = np.minimum(np.searchsorted(ukeys, rkeys), max(len(ukeys) - 1, 0))
+    on_gt = (ukeys[pos] == rkeys) if len(ukeys) else np.zeros(len(rkeys), bool)
+    rcode = np.where(on_gt, pos.astype(np.int64) * K + rcls, -1)
+    lo = np.searchsorted(gcode, rcode, "left")
+    hi = np.searchsorted(gcode, rcode, "right")
+    hi = np.where(on_gt, hi, lo)
+    ncand = hi - lo
+
+    # best candidate per result: highest IoU, first in file order on ties (strict >)
+    best_iou = np.full(len(rkeys), -1.0)
+    best_gt = np.full(len(rkeys), -1, np.int64)
+    active = np.flatnonzero(ncand > 0)
+    slot = 0
+    while len(active):
+        g = lo[active] + slot
+        iou = _pair_iou(rboxes[active], gboxes[g])
+        better = iou > best_iou[active]
+        best_iou[active[better]] = iou[better]
+        best_gt[active[better]] = g[better]
+        slot += 1
+        active = active[ncand[active] > slot]
+
+    # true positive: IoU >= 0.5 and the first such result (in score order) of its box
+    cand = np.flatnonzero(best_iou >= IOU_THRESHOLD)     # positions in score order
+    tp = np.zeros(len(rkeys), bool)
+    if len(cand):
+        o = np.lexsort((cand, best_gt[cand]))
+        first = np.r_[True, best_gt[cand][o][1:] != best_gt[cand][o][:-1]]
+        tp[cand[o][first]] = True
+
+    # ---- per class AP over results sorted by score (ties: file order)
+    corder = np.lexsort((ridx, -rscores, rcls))
+    rcls_s, tp_s = rcls[corder], tp[corder]
+    cstart = np.searchsorted(rcls_s, np.arange(K + 1))
+    n_inst = np.bincount(gcls, minlength=K)
+    per_class, inst_c, res_c, tp_c, name_ids = {}, {}, {}, {}, {}
+    aps = []
+    for c, (aid, name) in enumerate(zip(label_map.ids, label_map.names)):
+        seg = tp_s[cstart[c]:cstart[c + 1]]
+        inst_c[name], res_c[name], tp_c[name] = int(n_inst[c]), len(seg), int(seg.sum())
+        name_ids[name] = aid
+        if n_inst[c] == 0:
+            per_class[name] = None
+            continue
+        ap = average_precision(seg, int(n_inst[c]))
+        per_class[name] = ap
+        aps.append(ap)
+    mAP = float(np.mean(aps)) if aps else float("nan")
+    counts = {"instances": inst_c, "results": res_c, "true_positives": tp_c,
+              "total_instances": int(n_inst.sum()), "total_results": int(len(rkeys)),
+              "total_true_positives": int(tp.sum()), **counts}
+    return EvalResult(mAP=mAP, per_class=per_class, counts=counts, protocol=protocol,
+                      ids=name_ids)
+
+
+def _vocabulary(vids):
+    """Sorted unique video ids, fast for arrays made of long runs of equal ids."""
+    vids = np.asarray(vids)
+    if len(vids) == 0:
+        return vids
+    run_start = np.flatnonzero(np.r_[True, vids[1:] != vids[:-1]])
+    return np.unique(vids[run_start])
+
+
+def _columns(action_ids, ids):
+    """action ids (N,) -> label-map column (N,) int64, -1 where not in the map."""
+    a = np.asarray(action_ids, np.int64)
+    srt = np.argsort(ids)
+    sids = ids[srt]
+    pos = np.minimum(np.searchsorted(sids, a), len(ids) - 1)
+    return np.where(sids[pos] == a, srt[pos], -1).astype(np.int64)
+
+
+def evaluate_csv(gt_csv, results_csv, label_map="ava-v2.1", exclusions=None,
+                 protocol="ava-2018", progress=True) -> EvalResult:
+    """Read an AVA ground-truth CSV and a result CSV and evaluate (see :func:`evaluate`).
+
+    label_map: a LabelMap, a packaged name or a label-map file; exclusions: excluded
+    timestamps CSV path or set (ava-2018/2019 only)."""
+    from hgrnn.data.ava import read_annotations, read_exclusions, read_results
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    lm = label_map if isinstance(label_map, LabelMap) else load_label_map(label_map)
+    if isinstance(exclusions, (str, os.PathLike)):
+        exclusions = read_exclusions(exclusions)
+    if exclusions is not None and protocol == "ava-2020":
+        raise ValueError("ava-2020 has no excluded timestamps; drop --exclusions or pick "
+                         "ava-2018/ava-2019")
+    gt = read_annotations(gt_csv, lm, exclusions, progress=progress)
+    res = read_results(results_csv, lm, exclusions, progress=progress)
+    return evaluate(gt, res, lm, protocol=protocol)

@@ -1,0 +1,604 @@
+"""`hgrnn extract-features`: videos -> HDF5 feature store (clip + person I3D features).
+
+Per video (one sequential decoding pass, `hgrnn.pipeline.video.iter_clips`):
+
+  keyframes   --keyframes START:END, else the keyframes of --annotations, else those of
+              --detections, else every whole second of the video. A keyframe timestamp ts
+              (integer seconds, as in AVA CSVs) is video time ts - time_offset.
+  clip        clip_frames frames at frame_stride centred on the keyframe, short side resized
+              to short_side (aspect kept, whole frame, no crop), RGB scaled to [-1, 1] (what
+              the piergiaj I3D port / Kinetics weights expect); past the video's start/end
+              the edge frame is repeated.
+  backbone    I3D Mixed_5c map fmap (B, 1024, T', H', W')  (`hgrnn.pipeline.i3d`)
+  clip feat   fmap averaged over time and space                             (B, 1024)
+  person feat fmap averaged over time, RoIAlign of each box (normalised xyxy scaled to the
+              map, 7x7 samples), spatial max                                 (P, 1024)
+  projection  a fine-tuned checkpoint's Linear(1024, 256) on both (unless projection=False)
+  persons     gt: --annotations rows merged into one person per box (multi-hot labels over
+              --label-map, `ava.group_persons`); det: --detections CSV boxes or torchvision
+              Faster R-CNN on the keyframe (person class), score >= det_threshold, at most
+              max_persons per keyframe (highest scores).
+
+Data flow: a torch DataLoader over an IterableDataset of videos; each worker process decodes
+whole videos (workers split the video list) and sends batches of up to `batch_size` clips of
+one video, so decoding runs ahead of the model. The main process runs the backbone (autocast
+float16 on CUDA), gathers each video's keyframes and writes the video with
+`StoreWriter.add_video` once its last batch is in.
+
+Operations: videos already complete in the store are skipped (resume). A video that cannot
+be opened or decoded, or is too short for its keyframes, is recorded with
+`StoreWriter.record_failure` (reason) and the run goes on; videos named by the CSVs but absent
+from the video folder are recorded up front. Under torchrun (WORLD_SIZE > 1) the videos still
+to do are split round-robin over the ranks; rank k writes `<out stem>.rank<k>.h5` next to
+the output, and after a barrier (gloo) rank 0 merges the output (if it exists) and all shards
+into the output (`merge_stores`) and deletes the shards. Shards left by an interrupted
+distributed run count as done and are merged by the next run (any number of processes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hgrnn.pipeline.video import VideoError, find_frame_folders, find_videos, iter_clips, probe
+
+DETECTORS = ("faster-rcnn",)
+#: ExtractConfig fields that do not change the features (left out of the stored config).
+RUN_ONLY_FIELDS = ("out", "workers", "device", "batch_size", "progress", "videos", "frames")
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Everything `extract_features` needs (the CLI's options; see `hgrnn extract-features -h`).
+
+    out: store to write or resume. videos / frames: exactly one input folder (`<id>.<ext>`
+    video files, or `<id>/<id>_%06d.jpg` frame folders at `fps`). keyframes: (start, end)
+    inclusive seconds or None. backbone_weights: I3D weights file, or "none" for random
+    initialisation (tests). detector: None or "faster-rcnn"; detector_weights: a file,
+    "default" (torchvision's COCO weights, downloaded once) or "none" (random, tests).
+    """
+    out: str
+    backbone_weights: str
+    videos: str | None = None
+    frames: str | None = None
+    fps: float | None = None
+    time_offset: float = 0.0
+    annotations: str | None = None
+    label_map: str = "ava-v2.1"
+    exclusions: str | None = None
+    keyframes: tuple[int, int] | None = None
+    detections: str | None = None
+    detector: str | None = None
+    detector_weights: str = "default"
+    det_threshold: float = 0.5
+    max_persons: int = 30
+    det_short_side: int = 800
+    projection: bool = True
+    clip_frames: int = 32
+    frame_stride: int = 1
+    short_side: int = 256
+    seek_after: float = 2.0
+    batch_size: int = 8
+    workers: int = 2
+    device: str = "auto"
+    progress: bool = True
+
+    def validate(self) -> None:
+        if (self.videos is None) == (self.frames is None):
+            raise ValueError("give exactly one of --videos DIR and --frames DIR")
+        if self.frames is not None and not self.fps:
+            raise ValueError("--frames needs --fps (the frame rate the frames were extracted at)")
+        if self.detections and self.detector:
+            raise ValueError("give at most one of --detections CSV and --detector")
+        if self.detector is not None and self.detector not in DETECTORS:
+            raise ValueError(f"--detector {self.detector!r}: expected one of {DETECTORS}")
+        if self.keyframes is not None and self.keyframes[0] > self.keyframes[1]:
+            raise ValueError(f"--keyframes {self.keyframes[0]}:{self.keyframes[1]}: start > end")
+        for name in ("clip_frames", "frame_stride", "short_side", "batch_size", "max_persons"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+
+
+def shard_path(out, rank: int) -> str:
+    """`<dir>/<stem>.rank<k>.h5` for output `<dir>/<stem>.h5`."""
+    out = Path(out)
+    return str(out.with_name(f"{out.stem}.rank{rank}.h5"))
+
+
+def shard_items(items: list, rank: int, world: int) -> list:
+    """The items of `rank` when `items` are split round-robin over `world` ranks."""
+    return items[rank::world]
+
+
+def every_second(duration: float, fps: float, time_offset: float) -> list[int]:
+    """Integer timestamps ts whose centre frame round((ts - offset) * fps) lies in a video of
+    `duration` seconds (frames 0 .. duration * fps - 1)."""
+    if not math.isfinite(duration) or duration <= 0:
+        return []
+    last_frame = int(round(duration * fps)) - 1
+    first = math.ceil(time_offset - 0.5 / fps)
+    out = []
+    ts = first
+    while round((ts - time_offset) * fps) <= last_frame:
+        if ts - time_offset >= -0.5 / fps:
+            out.append(ts)
+        ts += 1
+    return out
+
+
+# ----------------------------------------------------------------------------- persons
+
+def _persons_by_keyframe(persons, threshold=None, max_persons=None) -> dict:
+    """PersonRows -> {video_id: {timestamp: dict(boxes, labels, person_ids, scores)}}.
+
+    Optionally keeps scores >= threshold and the max_persons highest scores (stable)."""
+    out: dict = {}
+    if len(persons.timestamps) == 0:
+        return out
+    keys = np.char.add(np.char.add(persons.video_ids.astype(str), "\x00"),
+                       persons.timestamps.astype(str))
+    order = np.argsort(keys, kind="stable")
+    uniq, starts = np.unique(keys[order], return_index=True)
+    bounds = list(starts) + [len(order)]
+    for i in range(len(uniq)):
+        rows = order[bounds[i]:bounds[i + 1]]
+        scores = persons.scores[rows]
+        if threshold is not None:
+            rows = rows[scores >= threshold]
+            scores = persons.scores[rows]
+        if max_persons is not None and len(rows) > max_persons:
+            rows = rows[np.argsort(-scores, kind="stable")[:max_persons]]
+            rows.sort()
+        vid = str(persons.video_ids[order[bounds[i]]])
+        ts = int(persons.timestamps[order[bounds[i]]])
+        out.setdefault(vid, {})[ts] = {
+            "boxes": persons.boxes[rows].astype(np.float32),
+            "labels": persons.labels[rows].astype(np.uint8),
+            "person_ids": persons.person_ids[rows].astype(np.int32),
+            "scores": persons.scores[rows].astype(np.float32)}
+    return out
+
+
+def _empty_persons(num_classes: int) -> dict:
+    return {"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros((0, num_classes), np.uint8),
+            "person_ids": np.zeros(0, np.int32), "scores": np.zeros(0, np.float32)}
+
+
+@dataclass
+class _Plan:
+    """What to extract from one video (plain values; pickled into DataLoader workers)."""
+    video_id: str
+    path: str
+    timestamps: list | None          # None: every second, decided when the video is open
+
+
+def _read_inputs(cfg: ExtractConfig, label_map):
+    """Find the videos, keyframes and persons. Returns (plans, missing, gt, det) where
+    missing maps video id -> reason for videos named by a CSV without a file."""
+    from hgrnn.data.ava import group_persons, read_annotations, read_results
+
+    if cfg.videos is not None:
+        found = find_videos(cfg.videos)
+        folder, kind = cfg.videos, "video file"
+    else:
+        found = find_frame_folders(cfg.frames)
+        folder, kind = cfg.frames, "frame folder"
+    gt = det = None
+    keyframes_of: dict = {}
+    if cfg.annotations:
+        rows = read_annotations(cfg.annotations, None, cfg.exclusions, progress=False)
+        gt = _persons_by_keyframe(group_persons(rows, label_map))
+        for vid, by_ts in gt.items():
+            keyframes_of.setdefault(vid, set()).update(by_ts)
+        if rows.empty_video_ids is not None:          # annotated keyframes without persons
+            for vid, ts in zip(rows.empty_video_ids, rows.empty_timestamps):
+                keyframes_of.setdefault(str(vid), set()).add(int(ts))
+    if cfg.detections:
+        rows = read_results(cfg.detections, None, cfg.exclusions, progress=False)
+        det = _persons_by_keyframe(group_persons(rows, label_map), cfg.det_threshold,
+                                   cfg.max_persons)
+        if not cfg.annotations:
+            by_vid: dict = {}
+            for vid, ts in zip(rows.video_ids, rows.timestamps):   # also keyframes < threshold
+                by_vid.setdefault(str(vid), set()).add(int(ts))
+            keyframes_of = by_vid
+    if cfg.annotations or cfg.detections:
+        wanted = sorted(keyframes_of)
+    else:
+        wanted = sorted(found)
+    plans, missing = [], {}
+    for vid in wanted:
+        if vid not in found:
+            source = cfg.annotations or cfg.detections
+            missing[vid] = f"missing: no {kind} for video {vid} in {folder} (named by {source})"
+            continue
+        if cfg.keyframes is not None:
+            timestamps = list(range(cfg.keyframes[0], cfg.keyframes[1] + 1))
+        elif vid in keyframes_of:
+            timestamps = sorted(keyframes_of[vid])
+        else:
+            timestamps = None
+        plans.append(_Plan(vid, str(found[vid]), timestamps))
+    return plans, missing, gt, det
+
+
+# ----------------------------------------------------------------------------- decoding
+
+def _clip_dataset(plans, cfg: ExtractConfig, keyframe_short_side):
+    import torch
+    from torch.utils.data import IterableDataset, get_worker_info
+
+    class ClipDataset(IterableDataset):
+        """Messages, in order per video:
+        ("start", vid, timestamps, info) then ("clips", vid, ts (B,) int64,
+        clips uint8 (B, T, H, W, 3), keyframes list|None) ... then ("done", vid, stats),
+        or ("failed", vid, reason) at any point."""
+
+        def __iter__(self):
+            worker = get_worker_info()
+            mine = plans if worker is None else plans[worker.id::worker.num_workers]
+            for plan in mine:
+                yield from self._video(plan)
+
+        def _video(self, plan):
+            stats: dict = {}
+            try:
+                timestamps = plan.timestamps
+                if timestamps is None:
+                    info = probe(plan.path, fps=cfg.fps)
+                    timestamps = every_second(info["duration"], info["fps"], cfg.time_offset)
+                    if not timestamps:
+                        raise VideoError(f"{plan.path}: duration unknown or zero; pass "
+                                         f"--keyframes START:END")
+                yield ("start", plan.video_id, timestamps)
+                times = [ts - cfg.time_offset for ts in timestamps]
+                batch_ts, batch_clips, batch_keys = [], [], []
+                for n, item in enumerate(iter_clips(
+                        plan.path, times, cfg.clip_frames, cfg.frame_stride, cfg.short_side,
+                        fps=cfg.fps, stats=stats, seek_after=cfg.seek_after,
+                        keyframe_short_side=keyframe_short_side)):
+                    batch_ts.append(timestamps[n])          # clips come in ascending time order
+                    batch_clips.append(item[1])
+                    if keyframe_short_side is not None:
+                        batch_keys.append(torch.from_numpy(item[2]))
+                    if len(batch_ts) == cfg.batch_size or n == len(times) - 1:
+                        yield ("clips", plan.video_id, np.asarray(batch_ts, np.int64),
+                               torch.from_numpy(np.stack(batch_clips)),
+                               batch_keys if keyframe_short_side is not None else None)
+                        batch_ts, batch_clips, batch_keys = [], [], []
+                yield ("done", plan.video_id, dict(stats))
+            except VideoError as exc:
+                yield ("failed", plan.video_id, str(exc))
+            except Exception as exc:  # noqa: BLE001 - one bad video must not stop the run
+                yield ("failed", plan.video_id,
+                       f"{plan.path}: {type(exc).__name__}: {exc}")
+
+    return ClipDataset()
+
+
+# ----------------------------------------------------------------------------- detector
+
+def load_detector(weights: str, device, threshold: float, max_persons: int, short_side: int):
+    """torchvision Faster R-CNN (ResNet-50 FPN). weights: a state-dict file (torchvision's
+    layout, any number of classes, person = class 1), "default" (COCO weights via torchvision)
+    or "none" (random init, tests). Returns (model in eval mode, meta dict)."""
+    import torch
+    from torchvision.models.detection import (FasterRCNN_ResNet50_FPN_Weights,
+                                              fasterrcnn_resnet50_fpn)
+
+    kwargs = dict(min_size=short_side, max_size=max(1333, 2 * short_side),
+                  box_score_thresh=threshold, box_detections_per_img=max(100, max_persons))
+    meta = {"weights": str(weights), "sha256": None}
+    if str(weights).lower() == "none":
+        warnings.warn("person detector weights: NONE -- random Faster R-CNN, detections are "
+                      "meaningless (tests only)", stacklevel=2)
+        model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, **kwargs)
+    elif str(weights).lower() == "default":
+        model = fasterrcnn_resnet50_fpn(weights=FasterRCNN_ResNet50_FPN_Weights.DEFAULT,
+                                        weights_backbone=None, **kwargs)
+        meta["weights"] = "torchvision:" + str(FasterRCNN_ResNet50_FPN_Weights.DEFAULT)
+    else:
+        from hgrnn.pipeline.i3d import sha256_file
+
+        path = Path(weights)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: detector weights file not found")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and isinstance(state.get("model"), dict):
+            state = state["model"]
+        key = "roi_heads.box_predictor.cls_score.weight"
+        if not isinstance(state, dict) or key not in state:
+            raise ValueError(f"{path}: not a torchvision Faster R-CNN state dict (no {key})")
+        model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None,
+                                        num_classes=int(state[key].shape[0]), **kwargs)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ValueError(f"{path}: does not fit torchvision's fasterrcnn_resnet50_fpn: "
+                             f"{exc}") from exc
+        meta["sha256"] = sha256_file(path)
+    return model.to(device).eval(), meta
+
+
+def _detect(detector, images, threshold: float, max_persons: int, device) -> list:
+    """images: list of uint8 (H, W, 3) tensors -> per image dict(boxes (n, 4) normalised xyxy,
+    scores (n,)) of the person class (label 1), best max_persons above threshold."""
+    import torch
+
+    inputs = [img.to(device).permute(2, 0, 1).float().div_(255) for img in images]
+    with torch.no_grad():
+        outputs = detector(inputs)
+    result = []
+    for img, out in zip(images, outputs):
+        h, w = img.shape[:2]
+        keep = (out["labels"] == 1) & (out["scores"] >= threshold)
+        boxes, scores = out["boxes"][keep].float().cpu(), out["scores"][keep].float().cpu()
+        order = torch.argsort(scores, descending=True, stable=True)[:max_persons]
+        boxes = boxes[order] / torch.tensor([w, h, w, h], dtype=torch.float32)
+        result.append({"boxes": boxes.clamp_(0, 1).numpy(), "scores": scores[order].numpy()})
+    return result
+
+
+# ----------------------------------------------------------------------------- distributed
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    active: bool = False
+
+    @classmethod
+    def from_env(cls) -> "_Dist":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        import datetime
+
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            # gloo on CPU for barriers/object gathers only; ranks may wait hours for others
+            dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
+        return cls(dist.get_rank(), dist.get_world_size(),
+                   int(os.environ.get("LOCAL_RANK", "0")), True)
+
+    def barrier(self):
+        if self.active:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def gather(self, obj) -> list:
+        if not self.active:
+            return [obj]
+        import torch.distributed as dist
+
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+
+def _complete_videos(path) -> set:
+    """Complete video ids of an existing store file (empty set when absent)."""
+    from hgrnn.data.store import open_h5, video_names
+
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        return set()
+    with open_h5(path) as f:
+        return set(video_names(f))
+
+
+# ----------------------------------------------------------------------------- entry point
+
+def _stage_config(cfg: ExtractConfig, backbone_meta: dict, detector_meta, feature_dim: int) -> dict:
+    config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUN_ONLY_FIELDS}
+    config["keyframes"] = list(cfg.keyframes) if cfg.keyframes else None
+    config.update(
+        backbone={k: backbone_meta.get(k) for k in ("kind", "path", "sha256", "feature_dim")},
+        input_normalisation="rgb/127.5 - 1 ([-1, 1])", feature_dim=feature_dim,
+        clip_pool="mean over T', H', W' of I3D Mixed_5c",
+        person_pool="mean over T', RoIAlign 7x7 (aligned, stride 32), max over 7x7",
+        detector_meta=detector_meta)
+    return config
+
+
+def extract_features(cfg: ExtractConfig) -> dict:
+    """Run the extraction stage (see the module docstring). Returns a summary dict: written,
+    skipped (already complete), failed {video_id: reason}, keyframes, persons {gt, det},
+    decoded_frames, needed_frames, seconds, out. Under torchrun every rank returns the
+    summary of all ranks."""
+    import torch
+
+    from hgrnn.data.ava import load_label_map
+    from hgrnn.data.store import PersonSet, StoreWriter, merge_stores
+    from hgrnn.pipeline.i3d import load_backbone, normalize_frames, person_features
+
+    cfg.validate()
+    started = time.time()
+    dist = _Dist.from_env()
+    label_map = load_label_map(cfg.label_map)
+    num_classes = len(label_map)
+    plans, missing, gt, det = _read_inputs(cfg, label_map)
+
+    if cfg.device == "auto":
+        device = torch.device(f"cuda:{dist.local_rank}" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(cfg.device)
+    backbone, projection, bmeta = load_backbone(cfg.backbone_weights, device)
+    if not cfg.projection:
+        projection = None
+    feature_dim = projection.out_features if projection is not None else 1024
+    detector, dmeta = None, None
+    if cfg.detector:
+        detector, dmeta = load_detector(cfg.detector_weights, device, cfg.det_threshold,
+                                        cfg.max_persons, cfg.det_short_side)
+    stage = _stage_config(cfg, bmeta, dmeta, feature_dim)
+
+    # -- what is done already (read before anyone writes), who does what
+    shards = sorted(set(glob.glob(shard_path(cfg.out, 0).replace(".rank0.h5", ".rank*.h5"))))
+    done = _complete_videos(cfg.out)
+    for s in shards:
+        done |= _complete_videos(s)
+    dist.barrier()
+    todo = [p for p in plans if p.video_id not in done]
+    mine = shard_items(todo, dist.rank, dist.world)
+    my_path = shard_path(cfg.out, dist.rank) if (dist.active or shards) else cfg.out
+
+    written, failed = 0, {}
+    persons = {"gt": 0, "det": 0}
+    keyframes_done = decoded = needed = 0
+    show = cfg.progress and dist.rank == 0
+    total = sum(len(p.timestamps) for p in mine if p.timestamps is not None)
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="kf", desc="extract" if not dist.active else f"extract rank 0/{dist.world}",
+               disable=not show, dynamic_ncols=True, smoothing=0.05)
+
+    with StoreWriter(my_path, feature_dim=feature_dim, label_map=label_map,
+                     configs={"extract": stage}) as writer:
+        if dist.rank == 0:
+            for vid, reason in missing.items():
+                writer.record_failure(vid, reason)
+                failed[vid] = reason
+            if missing:
+                shown = ", ".join(list(missing)[:10]) + (" ..." if len(missing) > 10 else "")
+                tqdm.write(f"extract-features: {len(missing)} video(s) named by the CSVs are "
+                           f"missing (recorded as failed): {shown}")
+        loader = torch.utils.data.DataLoader(
+            _clip_dataset(mine, cfg, cfg.det_short_side if detector is not None else None),
+            batch_size=None, num_workers=cfg.workers if mine else 0,
+            pin_memory=device.type == "cuda",
+            prefetch_factor=2 if cfg.workers > 0 and mine else None,
+            persistent_workers=False)
+        state: dict = {}        # video id -> accumulated results
+        plan_of = {p.video_id: p for p in mine}
+        autocast = torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda")
+        for message in loader:
+            kind, vid = message[0], message[1]
+            if kind == "start":
+                state[vid] = {"ts": [], "clip": [], "gt": [], "det": []}
+                if plan_of[vid].timestamps is None:      # every-second: count known now
+                    bar.total += len(message[2])
+                    bar.refresh()
+            elif kind == "clips":
+                _, _, ts, clips, keys = message
+                st = state[vid]
+                gt_sets = [(gt or {}).get(vid, {}).get(int(t), _empty_persons(num_classes))
+                           for t in ts]
+                if detector is not None:
+                    det_sets = _detect(detector, keys, cfg.det_threshold, cfg.max_persons, device)
+                elif det is not None:
+                    det_sets = [det.get(vid, {}).get(int(t), _empty_persons(num_classes)) for t in ts]
+                else:
+                    det_sets = None
+                n = len(ts)
+                # rows [clip index b, x1, y1, x2, y2]: gt persons of clips 0..B-1, then det
+                sets = gt_sets + (det_sets or [])
+                rois = np.concatenate(
+                    [np.zeros((0, 5), np.float32)]
+                    + [np.concatenate([np.full((len(s["boxes"]), 1), i % n, np.float32),
+                                       np.asarray(s["boxes"], np.float32).reshape(-1, 4)], 1)
+                       for i, s in enumerate(sets)])
+                with torch.no_grad():
+                    x = normalize_frames(clips.to(device, non_blocking=True))   # (B, 3, T, H, W)
+                    with autocast:
+                        fmap = backbone.extract_features(x)                     # (B, 1024, T', H', W')
+                    fmap = fmap.float()
+                    clip_feat = fmap.mean(dim=(2, 3, 4))                         # (B, 1024)
+                    feats = person_features(fmap, torch.from_numpy(rois).to(device),
+                                            image_size=x.shape[-2:])            # (P, 1024)
+                    if projection is not None:
+                        clip_feat, feats = projection(clip_feat), projection(feats)
+                clip_feat, feats = clip_feat.float().cpu().numpy(), feats.float().cpu().numpy()
+                split = np.split(feats, np.cumsum([len(s["boxes"]) for s in sets])[:-1])
+                st["ts"].extend(int(t) for t in ts)
+                st["clip"].append(clip_feat)
+                st["gt"].extend((s, f) for s, f in zip(gt_sets, split[:n]))
+                if det_sets is not None:
+                    st["det"].extend((s, f) for s, f in zip(det_sets, split[n:]))
+                bar.update(n)
+                keyframes_done += n
+            elif kind == "done":
+                stats = message[2]
+                st = state.pop(vid)
+                ps = {}
+                if gt is not None:
+                    ps["gt"] = PersonSet.from_lists(
+                        [s["boxes"] for s, _ in st["gt"]], [f for _, f in st["gt"]],
+                        [s["scores"] for s, _ in st["gt"]], [s["labels"] for s, _ in st["gt"]],
+                        [s["person_ids"] for s, _ in st["gt"]])
+                if st["det"]:
+                    ps["det"] = PersonSet.from_lists(
+                        [s["boxes"] for s, _ in st["det"]], [f for _, f in st["det"]],
+                        [s["scores"] for s, _ in st["det"]])
+                writer.add_video(vid, np.asarray(st["ts"], np.int64), np.concatenate(st["clip"]),
+                                 gt=ps.get("gt"), det=ps.get("det"),
+                                 width=stats.get("width"), height=stats.get("height"))
+                written += 1
+                for name, p in ps.items():
+                    persons[name] += len(p.boxes)
+                decoded += stats.get("decoded_frames", 0)
+                needed += stats.get("converted_frames", 0)
+                bar.set_postfix(done=written, failed=len(failed), refresh=False)
+            elif kind == "failed":
+                state.pop(vid, None)        # results of its earlier batches are dropped
+                writer.record_failure(vid, message[2])
+                failed[vid] = message[2]
+                bar.set_postfix(done=written, failed=len(failed), refresh=False)
+                tqdm.write(f"extract-features: FAILED {vid}: {message[2]}")
+    bar.close()
+
+    local = {"written": written, "failed": failed, "keyframes": keyframes_done,
+             "persons": persons, "decoded_frames": decoded, "needed_frames": needed}
+    everyone = dist.gather(local)
+    if dist.rank == 0 and (dist.active or shards):
+        all_shards = sorted(set(shards) | {shard_path(cfg.out, r) for r in range(dist.world)})
+        all_shards = [s for s in all_shards if os.path.exists(s)]
+        inputs = ([cfg.out] if os.path.exists(cfg.out) else []) + all_shards
+        merging = cfg.out + ".merging.h5"
+        merge_stores(merging, inputs, overwrite=True, progress=show)
+        os.replace(merging, cfg.out)
+        for s in all_shards:
+            os.remove(s)
+    dist.barrier()
+
+    summary = {"out": str(cfg.out), "written": 0, "skipped": len(done & {p.video_id for p in plans}),
+               "failed": {}, "keyframes": 0, "persons": {"gt": 0, "det": 0},
+               "decoded_frames": 0, "needed_frames": 0,
+               "seconds": time.time() - started, "ranks": dist.world}
+    for part in everyone:
+        summary["written"] += part["written"]
+        summary["failed"].update(part["failed"])
+        summary["keyframes"] += part["keyframes"]
+        for k in ("gt", "det"):
+            summary["persons"][k] += part["persons"][k]
+        summary["decoded_frames"] += part["decoded_frames"]
+        summary["needed_frames"] += part["needed_frames"]
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    """Human-readable end-of-run summary (several lines)."""
+    s = summary
+    lines = [f"extract-features: {s['out']}: {s['written']} video(s) written "
+             f"({s['keyframes']} keyframes, {s['persons']['gt']} gt persons, "
+             f"{s['persons']['det']} det persons), {s['skipped']} already complete, "
+             f"{len(s['failed'])} failed, {s['seconds']:.1f} s"
+             + (f" on {s['ranks']} ranks" if s.get("ranks", 1) > 1 else "")]
+    if s["needed_frames"]:
+        lines.append(f"  decoded {s['decoded_frames']} frames for {s['needed_frames']} needed "
+                     f"({s['decoded_frames'] / s['needed_frames']:.3f}x)")
+    for vid, reason in sorted(s["failed"].items()):
+        lines.append(f"  FAILED {vid}: {reason}")
+    return "\n".join(lines)

@@ -1,0 +1,715 @@
+"""`hgrnn finetune-backbone`: fine-tune I3D + a 1024 -> 256 projection on AVA person boxes.
+
+This is the paper's feature training stage (and the vanilla "I3D head" baseline of AVA):
+
+    clip (B, 3, T, H, W) in [-1, 1]
+      -> InceptionI3d.extract_features           (B, 1024, T/8, H/32, W/32)
+      -> person_features (time mean, RoIAlign 7x7 of each gt box, spatial max)  (P, 1024)
+      -> projection Linear(1024, 256)            (P, 256)   <- the features extraction stores
+      -> dropout -> classifier Linear(256, K)    (P, K) logits, one sigmoid per class
+
+The projection output is exactly what `extract-features --backbone-weights CHECKPOINT`
+writes for a person (and, applied to the clip average pool, for a keyframe), so the head
+is trained on the very features this stage optimised. The classifier is kept in the
+checkpoint but extraction does not use it.
+
+Data. Training keyframes are the keyframes of `annotations` (AVA ground-truth CSV) with at
+least one person; each person's multi-hot labels come from `group_persons` in the label
+map's column order (a person with none of the map's actions is a negative for every class).
+Clips come from `hgrnn.pipeline.video.iter_clips` (the same sampler as extraction: clip_frames
+at frame_stride centred on the keyframe, edge frames repeated, short side -> short_side).
+Because that decoder reads a video in one sequential pass, the keyframes of a video are cut
+into chunks of CHUNK_KEYFRAMES consecutive keyframes; each epoch the chunks are shuffled and
+dealt to ranks and DataLoader workers, and each worker interleaves INTERLEAVE open chunks at
+random so that a batch mixes videos and times.
+
+Augmentation (training only; pure functions on (frames, boxes), see `random_augment`):
+scale jitter (the frame is resized by a factor in [scale_min, scale_max], never below the
+crop), a random crop_size x crop_size crop (boxes are shifted, clipped to the crop and
+renormalised; a person keeping less than `min_visible` of its box area is dropped; up to 5
+crop positions are tried to keep at least one person, else the clip is skipped), and a
+horizontal flip with probability flip_prob (x1, x2 -> 1 - x2, 1 - x1). Validation uses the
+whole frame at short_side, like extraction.
+
+Optimisation: Adam (lr 5e-4), lr halved every lr_halve_every optimizer steps (10000 by
+default: the paper says "halved at intervals" without the interval; 10000 gives five
+halvings over 50K steps), 50000 steps of `batch` = 50 clips per optimizer step in total:
+each of the W ranks runs `accumulate` micro-batches of ceil(batch / (W * accumulate)) clips
+(the loss of each micro-batch is the mean over its persons x classes, divided by
+accumulate). Loss: sigmoid BCE or focal (`hgrnn.hgrnn_head.loss.sigmoid_focal_loss`).
+Autocast (bf16 where supported, else fp16 with a gradient scaler) on CUDA.
+DistributedDataParallel under torchrun (NCCL on GPUs, gloo on CPU); rank 0 logs, validates
+and writes checkpoints. The Kinetics `logits` layer is frozen (unused).
+
+Outputs in out_dir:
+  backbone.pt    the fine-tuning checkpoint (`load_backbone` reads it): {"format":
+                 "hgrnn-finetune-backbone", "version": 1, "backbone": piergiaj-layout state
+                 dict, "projection": {"weight" (256, 1024), "bias" (256,)}, "classifier":
+                 {"weight" (K, 256), "bias" (K,)}, "config": FinetuneConfig JSON, "label_map":
+                 LabelMap JSON, "step": int, "val": JSON of the last validation or null}
+  state.pt       everything to resume (`resume=True` / --resume): model, optimizer, LR
+                 schedule, gradient scaler, step, epoch, RNG states, config
+  metrics.jsonl  one JSON object per line: {"step", "split": "train", "loss", "lr",
+                 "clips_per_s", "persons"} every log_every steps and {"step", "split": "val",
+                 "mAP", "per_class", ...} after each validation
+  config.json    the FinetuneConfig
+Resuming restores the step count, weights, optimizer, LR schedule and RNG state; the data
+order restarts with a fresh epoch (clips are not replayed exactly).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from hgrnn.pipeline.i3d import (FEATURE_DIM, FINETUNE_FORMAT, FINETUNE_VERSION, InceptionI3d,
+                                load_backbone, normalize_frames, person_features)
+
+log = logging.getLogger(__name__)
+
+#: consecutive keyframes of one video decoded in one pass (one seek) by one worker
+CHUNK_KEYFRAMES = 8
+#: chunks a worker keeps open and draws from at random
+INTERLEAVE = 4
+#: crop positions tried before a clip whose persons all fall outside the crop is skipped
+CROP_TRIES = 5
+
+
+class FinetuneError(RuntimeError):
+    """A problem with the fine-tuning inputs or a checkpoint; the message names the file."""
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Settings of `finetune_backbone` (written into checkpoints and config.json).
+
+    annotations: training ground truth (AVA CSV); videos / frames: folder of
+    `<video_id>.<ext>` files, or of `<video_id>/<video_id>_%06d.jpg` frame folders at `fps`.
+    backbone_weights: initial I3D weights (piergiaj rgb_imagenet.pt, a previous fine-tuning
+    checkpoint, or "none" for random init). See the module docstring for the rest.
+    """
+
+    annotations: str
+    out_dir: str
+    videos: str | None = None
+    frames: str | None = None
+    fps: float | None = None
+    label_map: str = "ava-v2.1"
+    exclusions: str | None = None
+    backbone_weights: str | None = None
+    val_annotations: str | None = None
+    val_exclusions: str | None = None
+    val_every: int = 5000
+    val_max_keyframes: int | None = None
+    protocol: str = "ava-2018"
+    clip_frames: int = 32
+    frame_stride: int = 1
+    short_side: int = 256
+    crop_size: int = 224
+    scale_min: float = 0.8
+    scale_max: float = 1.25
+    flip_prob: float = 0.5
+    min_visible: float = 0.5
+    projection_dim: int = 256
+    dropout: float = 0.5
+    freeze_bn: bool = False
+    loss: str = "bce"
+    focal_gamma: float = 2.0
+    focal_alpha: float | None = None
+    lr: float = 5e-4
+    lr_halve_every: int = 10000
+    steps: int = 50000
+    batch: int = 50
+    accumulate: int = 1
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 2
+    log_every: int = 20
+    checkpoint_every: int = 1000
+
+    def __post_init__(self):
+        if (self.videos is None) == (self.frames is None):
+            raise ValueError("give exactly one of videos (a folder of <video_id>.<ext> files) "
+                             "or frames (a folder of <video_id>/<video_id>_%06d.jpg folders)")
+        if self.frames is not None and not self.fps:
+            raise ValueError("frames needs fps (the frame rate the JPEGs were extracted at)")
+        if self.loss not in ("bce", "focal"):
+            raise ValueError(f"loss must be 'bce' or 'focal', got {self.loss!r}")
+        for name in ("steps", "batch", "accumulate", "clip_frames", "frame_stride",
+                     "short_side", "crop_size", "projection_dim", "lr_halve_every",
+                     "log_every", "checkpoint_every", "val_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.scale_min <= self.scale_max:
+            raise ValueError(f"need 0 < scale_min <= scale_max, got {self.scale_min}, {self.scale_max}")
+        if not 0 <= self.flip_prob <= 1 or not 0 < self.min_visible <= 1:
+            raise ValueError("flip_prob must be in [0, 1] and min_visible in (0, 1]")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+def flip_clip(frames: np.ndarray, boxes: np.ndarray):
+    """Mirror a clip left-right. frames (T, H, W, 3), boxes (P, 4) normalised xyxy ->
+    (frames[:, :, ::-1], boxes with x1, x2 -> 1 - x2, 1 - x1)."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    flipped = np.stack([1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]], axis=1)
+    return np.ascontiguousarray(frames[:, :, ::-1]), flipped.astype(np.float32)
+
+
+def crop_clip(frames: np.ndarray, boxes: np.ndarray, top: int, left: int, height: int,
+              width: int, min_visible: float = 0.5):
+    """Crop rows top:top+height, columns left:left+width of every frame.
+
+    frames (T, H, W, 3); boxes (P, 4) normalised xyxy of the uncropped frame. Returns
+    (cropped frames (T, height, width, 3), boxes (P', 4) normalised to the crop and clipped
+    to [0, 1], keep (P,) bool): a person is kept when at least `min_visible` of its box area
+    lies inside the crop (and that part is not empty).
+    """
+    full_h, full_w = frames.shape[1:3]
+    if not (0 <= top and top + height <= full_h and 0 <= left and left + width <= full_w):
+        raise ValueError(f"crop {left},{top} {width}x{height} leaves the {full_w}x{full_h} frame")
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    px = boxes * [full_w, full_h, full_w, full_h] - [left, top, left, top]
+    inside = np.clip(px, 0, [width, height, width, height])
+    area = (px[:, 2] - px[:, 0]) * (px[:, 3] - px[:, 1])
+    visible = np.clip(inside[:, 2] - inside[:, 0], 0, None) * np.clip(inside[:, 3] - inside[:, 1], 0, None)
+    keep = (visible > 0) & (visible >= min_visible * np.maximum(area, 1e-12))
+    out = (inside[keep] / [width, height, width, height]).astype(np.float32)
+    return np.ascontiguousarray(frames[:, top:top + height, left:left + width]), out, keep
+
+
+def resize_clip(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(T, H, W, 3) uint8 -> (T, height, width, 3) uint8, bilinear (normalised boxes are
+    unchanged by a resize)."""
+    if frames.shape[1:3] == (height, width):
+        return frames
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
+    return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def random_augment(frames: np.ndarray, boxes: np.ndarray, rng: np.random.Generator, *,
+                   crop_size: int, scale_range=(0.8, 1.25), flip_prob: float = 0.5,
+                   min_visible: float = 0.5):
+    """Scale jitter + random square crop + random horizontal flip (module docstring).
+
+    frames (T, H, W, 3) uint8, boxes (P, 4) normalised xyxy. The scale factor is drawn from
+    scale_range and raised where needed so that the short side reaches crop_size. Returns
+    (frames (T, crop_size, crop_size, 3), boxes (P', 4), keep (P,) bool), or None when none of
+    CROP_TRIES crop positions kept a person.
+    """
+    full_h, full_w = frames.shape[1:3]
+    short = min(full_h, full_w)
+    scale = max(rng.uniform(*scale_range), crop_size / short)
+    new_h = max(crop_size, int(round(full_h * scale)))
+    new_w = max(crop_size, int(round(full_w * scale)))
+    for _ in range(CROP_TRIES):
+        top = int(rng.integers(0, new_h - crop_size + 1))
+        left = int(rng.integers(0, new_w - crop_size + 1))
+        # which persons survive depends only on the geometry: decide before resizing pixels
+        _, _, keep = crop_clip(np.zeros((1, new_h, new_w, 1), np.uint8), boxes, top, left,
+                               crop_size, crop_size, min_visible)
+        if keep.any():
+            break
+    else:
+        return None
+    resized = resize_clip(frames, new_h, new_w)
+    out, out_boxes, keep = crop_clip(resized, boxes, top, left, crop_size, crop_size, min_visible)
+    if rng.random() < flip_prob:
+        out, out_boxes = flip_clip(out, out_boxes)
+    return out, out_boxes, keep
+
+
+# ----------------------------------------------------------------------------- data
+
+@dataclass(frozen=True)
+class Keyframe:
+    """One annotated keyframe: P ground-truth persons with (P, K) multi-hot labels."""
+    video_id: str
+    timestamp: int
+    boxes: np.ndarray        # (P, 4) float32
+    labels: np.ndarray       # (P, K) uint8
+
+
+def keyframes_from_csv(path, label_map, exclusions=None) -> list[Keyframe]:
+    """Ground-truth CSV -> keyframes with >= 1 person, sorted by (video_id, timestamp)."""
+    from hgrnn.data.ava import group_persons, read_annotations
+
+    rows = read_annotations(path, label_map, exclusions, progress=False)
+    persons = group_persons(rows, label_map)
+    out = []
+    if len(persons) == 0:
+        return out
+    key = np.char.add(np.char.add(persons.video_ids.astype(str), "\x00"),
+                      persons.timestamps.astype(str))
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    ends = np.r_[starts[1:], len(key)]
+    for s, e in zip(starts, ends):
+        out.append(Keyframe(str(persons.video_ids[s]), int(persons.timestamps[s]),
+                            persons.boxes[s:e].astype(np.float32), persons.labels[s:e]))
+    out.sort(key=lambda k: (k.video_id, k.timestamp))
+    return out
+
+
+def resolve_sources(config: FinetuneConfig, video_ids) -> dict[str, str]:
+    """video id -> file or frame folder; raises FinetuneError listing every missing video."""
+    from hgrnn.pipeline.video import find_frame_folders, find_videos
+
+    folder = config.videos if config.videos is not None else config.frames
+    found = find_videos(folder) if config.videos is not None else find_frame_folders(folder)
+    wanted = sorted(set(video_ids))
+    missing = [v for v in wanted if v not in found]
+    if missing:
+        shown = ", ".join(missing[:20]) + (f", ... ({len(missing)} in all)" if len(missing) > 20 else "")
+        raise FinetuneError(f"{folder}: no video for {len(missing)} of the {len(wanted)} annotated "
+                            f"videos: {shown}")
+    return {v: str(found[v]) for v in wanted}
+
+
+def make_chunks(keyframes: list[Keyframe], size: int = CHUNK_KEYFRAMES) -> list[list[int]]:
+    """Indices of `keyframes` (sorted by video, time) cut into runs of <= size keyframes of
+    one video."""
+    chunks, current = [], []
+    for i, k in enumerate(keyframes):
+        if current and (len(current) == size or keyframes[current[0]].video_id != k.video_id):
+            chunks.append(current)
+            current = []
+        current.append(i)
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+class ClipStream(torch.utils.data.IterableDataset):
+    """Training samples for one rank: dicts with clip (T, c, c, 3) uint8 tensor, boxes (P, 4),
+    labels (P, K) float32, video_id, timestamp. Set `epoch` before iterating."""
+
+    def __init__(self, keyframes, sources, config: FinetuneConfig, rank=0, world=1):
+        self.keyframes, self.sources, self.config = keyframes, sources, config
+        self.rank, self.world, self.epoch = rank, world, 0
+        self.chunks = make_chunks(keyframes)
+
+    def _my_chunks(self, worker: int, workers: int) -> list[list[int]]:
+        order = np.random.default_rng([self.config.seed, self.epoch]).permutation(len(self.chunks))
+        shards = self.world * workers
+        if len(order) < shards:                  # every shard needs work, or DDP stalls
+            order = np.tile(order, math.ceil(shards / max(len(order), 1)))
+        mine = order[self.rank * workers + worker::shards]
+        return [self.chunks[i] for i in mine]
+
+    def _chunk_samples(self, chunk, rng):
+        from hgrnn.pipeline.video import VideoError, iter_clips
+
+        c = self.config
+        video_id = self.keyframes[chunk[0]].video_id
+        by_time = {self.keyframes[i].timestamp: self.keyframes[i] for i in chunk}
+        try:
+            for time_s, frames in iter_clips(self.sources[video_id], sorted(by_time),
+                                             c.clip_frames, c.frame_stride, c.short_side,
+                                             fps=c.fps):
+                kf = by_time[int(round(time_s))]
+                aug = random_augment(frames, kf.boxes, rng, crop_size=c.crop_size,
+                                     scale_range=(c.scale_min, c.scale_max),
+                                     flip_prob=c.flip_prob, min_visible=c.min_visible)
+                if aug is None:
+                    continue
+                clip, boxes, keep = aug
+                yield {"clip": torch.from_numpy(clip), "boxes": torch.from_numpy(boxes),
+                       "labels": torch.from_numpy(kf.labels[keep].astype(np.float32)),
+                       "video_id": video_id, "timestamp": kf.timestamp}
+        except VideoError as exc:
+            message = f"skipping keyframes {sorted(by_time)[0]}..{sorted(by_time)[-1]} s: {exc}"
+            warnings.warn(message)
+            log.warning(message)
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        rng = np.random.default_rng([self.config.seed, self.epoch, self.rank, worker, 1])
+        pending = self._my_chunks(worker, workers)
+        active = []
+        while pending or active:
+            while pending and len(active) < INTERLEAVE:
+                active.append(self._chunk_samples(pending.pop(0), rng))
+            j = int(rng.integers(len(active)))
+            try:
+                yield next(active[j])
+            except StopIteration:
+                active.pop(j)
+
+
+def collate(samples) -> dict:
+    """List of samples -> {"clips" (B, T, H, W, 3) uint8, "rois" (P, 5) float32 [clip index,
+    x1, y1, x2, y2], "labels" (P, K) float32, "video_ids", "timestamps"}."""
+    rois = torch.cat([torch.cat([torch.full((len(s["boxes"]), 1), float(i)), s["boxes"]], 1)
+                      for i, s in enumerate(samples)])
+    return {"clips": torch.stack([s["clip"] for s in samples]), "rois": rois,
+            "labels": torch.cat([s["labels"] for s in samples]),
+            "video_ids": [s["video_id"] for s in samples],
+            "timestamps": [s["timestamp"] for s in samples]}
+
+
+# ----------------------------------------------------------------------------- model
+
+class PersonActionModel(nn.Module):
+    """I3D backbone + projection (1024 -> D) + RoIAlign person head + K sigmoid classifiers.
+
+    forward(clips (B, 3, T, H, W) in [-1, 1], rois (P, 5) [clip index, normalised xyxy])
+    -> (P, K) logits. `features(...)` -> (P, D) projected person features (what extraction
+    stores)."""
+
+    def __init__(self, backbone: InceptionI3d, num_classes: int, projection_dim: int = 256,
+                 dropout: float = 0.5, projection: nn.Linear | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.backbone.logits.requires_grad_(False)   # Kinetics classifier: unused
+        self.projection = projection if projection is not None else nn.Linear(FEATURE_DIM, projection_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(self.projection.out_features, num_classes)
+
+    def features(self, clips: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        fmap = self.backbone.extract_features(clips)                      # (B, 1024, T', H', W')
+        pooled = person_features(fmap, rois, clips.shape[-2:])            # (P, 1024) float32
+        return self.projection(pooled.to(self.projection.weight.dtype))   # (P, D)
+
+    def forward(self, clips: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(self.features(clips, rois)))  # (P, K)
+
+
+def set_train_mode(model: nn.Module, train: bool, freeze_bn: bool) -> None:
+    """model.train(train); with freeze_bn the BatchNorm layers stay in eval mode (running
+    statistics are used and not updated; their affine parameters still learn)."""
+    model.train(train)
+    if train and freeze_bn:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+def classification_loss(logits, targets, config: FinetuneConfig) -> torch.Tensor:
+    """Mean over (P, K) of sigmoid BCE or focal loss (logits computed in float32)."""
+    logits = logits.float()
+    if config.loss == "focal":
+        from hgrnn.hgrnn_head.loss import sigmoid_focal_loss
+        return sigmoid_focal_loss(logits, targets, gamma=config.focal_gamma, alpha=config.focal_alpha)
+    return F.binary_cross_entropy_with_logits(logits, targets)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def checkpoint_dict(model: PersonActionModel, config: FinetuneConfig, label_map, step: int,
+                    val: dict | None = None) -> dict:
+    """The `backbone.pt` content (module docstring); tensors on CPU."""
+    def cpu(module):
+        return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+    return {"format": FINETUNE_FORMAT, "version": FINETUNE_VERSION,
+            "backbone": cpu(model.backbone), "projection": cpu(model.projection),
+            "classifier": cpu(model.classifier), "config": config.to_json(),
+            "label_map": label_map.to_json(), "step": int(step),
+            "val": None if val is None else json.dumps(val)}
+
+
+# ----------------------------------------------------------------------------- distributed
+
+def _distributed(device_pref: str):
+    """(rank, world, local_rank, device); initialises the process group under torchrun."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device_pref == "auto":
+        use_cuda = torch.cuda.is_available()
+    else:
+        use_cuda = device_pref.startswith("cuda")
+    if use_cuda:
+        device = torch.device(f"cuda:{local_rank}" if world > 1 or device_pref in ("auto", "cuda")
+                              else device_pref)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    rank = dist.get_rank() if world > 1 else 0
+    return rank, world, local_rank, device
+
+
+# ----------------------------------------------------------------------------- validation
+
+@torch.no_grad()
+def predict_keyframes(model: PersonActionModel, keyframes, sources, config: FinetuneConfig,
+                      device, progress=False):
+    """Class probabilities of the gt persons of `keyframes` (whole frames at short_side, no
+    augmentation, one clip per forward pass). Returns (probs (P, K), video_ids (P,),
+    timestamps (P,), boxes (P, 4)), or None when nothing was decoded."""
+    from tqdm import tqdm
+
+    from hgrnn.pipeline.video import iter_clips
+
+    model.eval()
+    vids, stamps, boxes, probs = [], [], [], []
+    by_video: dict[str, list[Keyframe]] = {}
+    for k in keyframes:
+        by_video.setdefault(k.video_id, []).append(k)
+    bar = tqdm(total=len(keyframes), desc="validate", unit="kf", disable=not progress,
+               leave=False)
+    autocast = _autocast(device)
+    for video_id, kfs in by_video.items():
+        by_time = {k.timestamp: k for k in kfs}
+        for time_s, frames in iter_clips(sources[video_id], sorted(by_time), config.clip_frames,
+                                         config.frame_stride, config.short_side, fps=config.fps):
+            kf = by_time[int(round(time_s))]
+            clip = normalize_frames(frames).to(device)                    # (1, 3, T, H, W)
+            rois = torch.cat([torch.zeros(len(kf.boxes), 1), torch.from_numpy(kf.boxes)], 1)
+            with autocast:
+                logits = model(clip, rois.to(device))
+            probs.append(torch.sigmoid(logits.float()).cpu().numpy())
+            vids += [video_id] * len(kf.boxes)
+            stamps += [kf.timestamp] * len(kf.boxes)
+            boxes.append(kf.boxes)
+            bar.update(1)
+    bar.close()
+    if not probs:
+        return None
+    return (np.concatenate(probs), np.asarray(vids), np.asarray(stamps, np.int64),
+            np.concatenate(boxes))
+
+
+def validate(model, keyframes, sources, gt_rows, label_map, config, device, progress=False) -> dict:
+    """Frame-mAP (hgrnn.metrics.evaluate) of the model's scores on gt boxes. Returns
+    EvalResult.to_dict()."""
+    from hgrnn.data.ava import AvaRows
+    from hgrnn.metrics import evaluate
+
+    out = predict_keyframes(model, keyframes, sources, config, device, progress)
+    if out is None:
+        raise FinetuneError("validation: no keyframe could be decoded")
+    probs, vids, stamps, boxes = out
+    k = probs.shape[1]
+    results = AvaRows.from_arrays(np.repeat(vids, k), np.repeat(stamps, k),
+                                  np.repeat(boxes, k, axis=0),
+                                  np.tile(np.asarray(label_map.ids, np.int64), len(probs)),
+                                  scores=probs.reshape(-1))
+    return evaluate(gt_rows, results, label_map, protocol=config.protocol).to_dict()
+
+
+def _autocast(device):
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast("cpu", enabled=False)
+
+
+# ----------------------------------------------------------------------------- training
+
+def _batches(dataset: ClipStream, micro: int, workers: int, epoch: int):
+    """Endless micro-batches, one epoch after another; yields (epoch, batch)."""
+    while True:
+        dataset.epoch = epoch
+        loader = torch.utils.data.DataLoader(dataset, batch_size=micro, num_workers=workers,
+                                             collate_fn=collate,
+                                             persistent_workers=False)
+        got = False
+        for batch in loader:
+            got = True
+            yield epoch, batch
+        if not got:
+            raise FinetuneError("no training clip could be produced (all videos failed or "
+                                "every crop lost its persons)")
+        epoch += 1
+
+
+def finetune_backbone(config: FinetuneConfig, resume: bool = False, progress: bool = True) -> dict:
+    """Fine-tune I3D + projection on AVA gt boxes (module docstring). Returns {"checkpoint":
+    path of backbone.pt, "val": last validation dict or None, "steps": int, "seconds": float}.
+    Under torchrun every rank calls this; rank 0 writes the outputs."""
+    import torch.distributed as dist
+    from tqdm import tqdm
+
+    from hgrnn.data.ava import load_label_map, read_annotations, read_exclusions
+
+    t_start = time.time()
+    rank, world, local_rank, device = _distributed(config.device)
+    out_dir = Path(config.out_dir)
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    state_path, ckpt_path = out_dir / "state.pt", out_dir / "backbone.pt"
+    if not resume and rank == 0 and (state_path.exists() or ckpt_path.exists()):
+        raise FinetuneError(f"{out_dir}: already holds a fine-tuning run (backbone.pt/state.pt);"
+                            " pass resume to continue it or choose another out_dir")
+
+    label_map = load_label_map(config.label_map)
+    keyframes = keyframes_from_csv(config.annotations, label_map,
+                                   read_exclusions(config.exclusions) if config.exclusions else None)
+    if not keyframes:
+        raise FinetuneError(f"{config.annotations}: no keyframe with a person box")
+    val_keyframes, val_gt = [], None
+    if config.val_annotations:
+        val_excl = read_exclusions(config.val_exclusions) if config.val_exclusions else None
+        val_keyframes = keyframes_from_csv(config.val_annotations, label_map, val_excl)
+        if config.val_max_keyframes:
+            val_keyframes = val_keyframes[:config.val_max_keyframes]
+        val_gt = read_annotations(config.val_annotations, label_map, val_excl, progress=False)
+        keep = set((k.video_id, k.timestamp) for k in val_keyframes)
+        mask = np.array([(v, int(t)) in keep for v, t in zip(val_gt.video_ids, val_gt.timestamps)],
+                        bool)
+        val_gt = val_gt.take(mask)
+    sources = resolve_sources(config, [k.video_id for k in keyframes] +
+                              [k.video_id for k in val_keyframes])
+
+    torch.manual_seed(config.seed + rank)
+    backbone, projection, meta = load_backbone(config.backbone_weights, device="cpu")
+    model = PersonActionModel(backbone, len(label_map), config.projection_dim, config.dropout,
+                              projection=projection if (projection is not None and
+                                                        projection.out_features == config.projection_dim)
+                              else None).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_halve_every, gamma=0.5)
+    use_scaler = device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    step, epoch, last_val = 0, 0, None
+    if resume and state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        saved = json.loads(state["config"])
+        for key in ("clip_frames", "frame_stride", "projection_dim", "label_map", "loss"):
+            if saved.get(key) != getattr(config, key):
+                raise FinetuneError(f"{state_path}: was trained with {key}={saved.get(key)!r}, "
+                                    f"now {getattr(config, key)!r}; use another out_dir")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        step, epoch = int(state["step"]), int(state["epoch"]) + 1
+        last_val = json.loads(state["val"]) if state.get("val") else None
+        torch.set_rng_state(state["rng"])
+        log.info("resuming %s at step %d", state_path, step)
+    elif resume:
+        log.warning("%s: nothing to resume, starting from step 0", state_path)
+
+    net = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    micro = math.ceil(config.batch / (world * config.accumulate))
+    dataset = ClipStream(keyframes, sources, config, rank, world)
+    batches = _batches(dataset, micro, config.num_workers, epoch)
+    metrics_file = open(out_dir / "metrics.jsonl", "a") if rank == 0 else None
+    if rank == 0:
+        (out_dir / "config.json").write_text(json.dumps(
+            {**dataclasses.asdict(config), "world_size": world, "micro_batch": micro,
+             "initial_weights": meta}, indent=2, sort_keys=True, default=str))
+        log.info("fine-tuning on %d keyframes (%d chunks) of %d videos; batch %d = %d ranks x "
+                 "%d accumulation x %d clips", len(keyframes), len(dataset.chunks),
+                 len(set(k.video_id for k in keyframes)), micro * world * config.accumulate,
+                 world, config.accumulate, micro)
+
+    def save(val=None):
+        if rank != 0:
+            return
+        _atomic_save(checkpoint_dict(model, config, label_map, step, val), ckpt_path)
+        _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                      "step": step, "epoch": current_epoch, "config": config.to_json(),
+                      "rng": torch.get_rng_state(),
+                      "val": None if val is None else json.dumps(val)}, state_path)
+
+    def run_validation():
+        result = None
+        if rank == 0 and val_keyframes:
+            result = validate(model, val_keyframes, sources, val_gt, label_map, config, device,
+                              progress)
+            metrics_file.write(json.dumps({"step": step, "split": "val", **result}) + "\n")
+            metrics_file.flush()
+            log.info("step %d: validation frame-mAP %.4f", step, result["mAP"])
+        if world > 1:
+            dist.barrier()
+        return result
+
+    bar = tqdm(total=config.steps, initial=step, desc="finetune", unit="step",
+               disable=not progress or rank != 0, dynamic_ncols=True)
+    window = {"loss": 0.0, "clips": 0, "persons": 0, "n": 0, "t": time.time()}
+    current_epoch = epoch
+    set_train_mode(model, True, config.freeze_bn)
+    try:
+        while step < config.steps:
+            optimizer.zero_grad(set_to_none=True)
+            for micro_step in range(config.accumulate):
+                current_epoch, batch = next(batches)
+                clips = normalize_frames(batch["clips"]).to(device, non_blocking=True)
+                rois = batch["rois"].to(device)
+                labels = batch["labels"].to(device)
+                sync = micro_step == config.accumulate - 1 or world == 1
+                context = net.no_sync() if (world > 1 and not sync) else _null()
+                with context:
+                    with _autocast(device):
+                        logits = net(clips, rois)
+                    loss = classification_loss(logits, labels, config) / config.accumulate
+                    scaler.scale(loss).backward()
+                window["loss"] += float(loss.detach()) * config.accumulate
+                window["n"] += 1
+                window["clips"] += clips.shape[0]
+                window["persons"] += rois.shape[0]
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            bar.update(1)
+            if step % config.log_every == 0 or step == config.steps:
+                seconds = max(time.time() - window["t"], 1e-9)
+                record = {"step": step, "split": "train", "loss": window["loss"] / window["n"],
+                          "lr": scheduler.get_last_lr()[0],
+                          "clips_per_s": window["clips"] * world / seconds,
+                          "persons": window["persons"], "epoch": current_epoch}
+                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}",
+                                clips_s=f"{record['clips_per_s']:.1f}")
+                if rank == 0:
+                    metrics_file.write(json.dumps(record) + "\n")
+                    metrics_file.flush()
+                window = {"loss": 0.0, "clips": 0, "persons": 0, "n": 0, "t": time.time()}
+            validated = False
+            if val_keyframes and (step % config.val_every == 0 or step == config.steps):
+                result = run_validation()
+                last_val = result if result is not None else last_val
+                validated = True
+                set_train_mode(model, True, config.freeze_bn)
+            if step % config.checkpoint_every == 0 or step == config.steps or validated:
+                save(last_val)
+    finally:
+        bar.close()
+        if metrics_file is not None:
+            metrics_file.close()
+    if step >= config.steps and not ckpt_path.exists() and rank == 0:
+        save(last_val)          # resumed a finished run: make sure the checkpoint exists
+    if world > 1:
+        dist.barrier()
+    return {"checkpoint": str(ckpt_path), "val": last_val, "steps": step,
+            "seconds": time.time() - t_start}
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

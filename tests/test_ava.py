@@ -1,0 +1,267 @@
+"""AVA formats: label maps, readers (fast parser vs Python's own parsing), errors, writers,
+group_persons."""
+
+import os
+import re
+
+import numpy as np
+import pytest
+
+from hgrnn.data import ava
+from hgrnn.data.ava import (AvaFormatError, AvaRows, LabelMap, group_persons, load_label_map,
+                            read_annotations, read_exclusions, read_results,
+                            write_annotations, write_results)
+
+AVA = "/work/shared/ava"
+needs_ava = pytest.mark.skipif(not os.path.isdir(AVA), reason="real AVA files not present")
+
+
+def write(tmp_path, text, name="f.csv"):
+    p = tmp_path / name
+    if isinstance(text, bytes):
+        p.write_bytes(text)
+    else:
+        p.write_text(text)
+    return p
+
+
+# ------------------------------------------------------------------------------------------
+# label maps
+# ------------------------------------------------------------------------------------------
+
+def test_packaged_label_maps():
+    v21 = load_label_map("ava-v2.1")
+    assert len(v21) == 60 and v21.ids[:3] == (1, 3, 4)
+    assert v21.names[0] == "bend/bow (at the waist)"
+    assert len(load_label_map("ava-v2.2")) == 80
+    assert len(load_label_map("ava-v2.2-2019")) == 60
+    assert v21.column()[3] == 1
+    assert LabelMap.from_json(v21.to_json()) == v21
+    assert load_label_map() == v21
+
+
+def test_label_map_files(tmp_path):
+    p = write(tmp_path, 'item {\n  name: "walk"\n  id: 14\n}\nitem { name: "stand" id: 12 }\n',
+              "m.pbtxt")
+    lm = load_label_map(str(p))
+    assert lm.ids == (14, 12) and lm.names == ("walk", "stand")
+    p = write(tmp_path, 'label {\n  name: "a b"\n  label_id: 3\n  label_type: X\n}\n', "l.pbtxt")
+    assert load_label_map(str(p)) == LabelMap((3,), ("a b",))
+    p = write(tmp_path, "1: bend/bow (at the waist)\n\n3 crouch/kneel\r\n", "m.txt")
+    assert load_label_map(str(p)) == LabelMap((1, 3), ("bend/bow (at the waist)", "crouch/kneel"))
+    p = write(tmp_path, "1: a\nxx\n", "bad.txt")
+    with pytest.raises(AvaFormatError, match=r"bad.txt:2: "):
+        load_label_map(str(p))
+    p = write(tmp_path, "1: a\n1: b\n", "dup.txt")
+    with pytest.raises(AvaFormatError, match="twice"):
+        load_label_map(str(p))
+    with pytest.raises(FileNotFoundError, match="packaged"):
+        load_label_map("ava-v9")
+
+
+@needs_ava
+def test_label_map_plain_text_equals_pbtxt():
+    txt = load_label_map(os.path.join(AVA, "ava_label_map_60_mmaction2.txt"))
+    assert txt == load_label_map("ava-v2.1")
+    assert load_label_map(os.path.join(AVA, "ava_action_list_v2.2.pbtxt")) == \
+        load_label_map("ava-v2.2")
+
+
+# ------------------------------------------------------------------------------------------
+# readers: values
+# ------------------------------------------------------------------------------------------
+
+def python_parse(text):
+    """Obviously-correct parse with Python's csv semantics (what the official code does)."""
+    rows = [line.split(",") for line in text.splitlines() if line.strip()]
+    return rows
+
+
+def test_fast_parser_equals_python_float(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 3000
+    texts = []
+    for i in range(n):
+        x1, y1 = rng.random(2) * 0.5
+        w = [f"{x1:.{rng.integers(0, 9)}f}", f"{y1:.3f}", f"{x1 + 0.4:.17f}",
+             f"{min(y1 + 0.3, 1):.5g}"]
+        s = [f"{rng.random():.6f}", f"{rng.random():.3e}", f"{rng.random()}", "1", "0.",
+             ".5", "+0.25", f"{rng.random() * 1e-6:.20f}"][i % 8]
+        texts.append(f"vid{i % 7},{902 + i % 5:04d},{','.join(w)},{1 + i % 80},{s}")
+    text = "\n".join(texts)
+    p = write(tmp_path, text)
+    r = read_results(p)
+    ref = python_parse(text)
+    assert len(r) == n
+    assert r.video_ids.tolist() == [x[0] for x in ref]
+    assert r.timestamps.tolist() == [int(x[1]) for x in ref]
+    assert r.boxes64.tolist() == [[float(v) for v in x[2:6]] for x in ref]   # bit-exact
+    assert r.action_ids.tolist() == [int(x[6]) for x in ref]
+    assert r.scores64.tolist() == [float(x[7]) for x in ref]
+    assert r.boxes.dtype == np.float32 and r.scores.dtype == np.float32
+    assert r.timestamps.dtype == np.int64 and r.action_ids.dtype == np.int64
+
+
+def test_chunk_boundaries(tmp_path, monkeypatch):
+    rows = "\n".join(f"v{i},{900 + i},0.1,0.2,0.3,0.4,{1 + i % 3},{i}" for i in range(500))
+    p = write(tmp_path, rows)                       # no trailing newline either
+    whole = read_annotations(p)
+    monkeypatch.setattr(ava, "_CHUNK_BYTES", 97)    # many chunks, lines cut in the middle
+    parts = read_annotations(p)
+    assert len(parts) == 500
+    for f in ("video_ids", "timestamps", "boxes", "action_ids", "person_ids"):
+        assert np.array_equal(getattr(whole, f), getattr(parts, f))
+    bad = rows.replace("v400,1300,0.1", "v400,1300,x0.1")
+    p = write(tmp_path, bad)
+    with pytest.raises(AvaFormatError, match=r"f.csv:401: x1 must be a number, got 'x0.1'"):
+        read_annotations(p)
+
+
+def test_blank_lines_crlf_and_timestamps(tmp_path):
+    p = write(tmp_path, b"\r\nv,0902,0.1,0.2,0.3,0.4,12,1\r\n\r\nv,902,0.1,0.2,0.3,0.4,79,1\r\n\n")
+    r = read_annotations(p)
+    assert r.timestamps.tolist() == [902, 902]
+    assert r.action_ids.tolist() == [12, 79] and r.person_ids.tolist() == [1, 1]
+    assert r.video_ids.tolist() == ["v", "v"]
+
+
+def test_seven_column_ground_truth_and_empty_keyframes(tmp_path):
+    p = write(tmp_path, "a,0903\nv,902,0.1,0.2,0.3,0.4,12\nv,0902,0.1,0.2,0.3,0.4,14,3\n")
+    r = read_annotations(p)
+    assert r.person_ids.tolist() == [-1, 3]
+    assert r.empty_video_ids.tolist() == ["a"] and r.empty_timestamps.tolist() == [903]
+
+
+def test_person_box_files(tmp_path):
+    p = write(tmp_path, "v,902,0.1,0.2,0.3,0.4,,0.9\nv,902,0.2,0.2,0.3,0.4,-1,0.8\n")
+    r = read_results(p)
+    assert r.action_ids.tolist() == [-1, -1]
+    assert r.scores64.tolist() == [0.9, 0.8]
+
+
+def test_label_map_and_exclusions_skip_and_count(tmp_path):
+    lm = LabelMap((12, 14), ("stand", "walk"))
+    p = write(tmp_path, "v,902,0.1,0.2,0.3,0.4,12,0\nv,902,0.1,0.2,0.3,0.4,80,0\n"
+                        "v,903,0.1,0.2,0.3,0.4,14,0\nw,904,0.1,0.2,0.3,0.4,79,1\n")
+    ex = write(tmp_path, "v,0903\n", "ex.csv")
+    assert read_exclusions(ex) == {("v", 903)}
+    r = read_annotations(p, lm, exclusions=str(ex))
+    assert r.action_ids.tolist() == [12]
+    assert r.skipped == {"action not in label map": 2, "excluded timestamp": 1}
+    # w,904 had only unevaluated classes: still a known (annotated) keyframe
+    assert r.empty_video_ids.tolist() == ["w"] and r.empty_timestamps.tolist() == [904]
+
+
+# ------------------------------------------------------------------------------------------
+# readers: errors name file and line, and the FIRST bad line
+# ------------------------------------------------------------------------------------------
+
+GOOD = "v,902,0.1,0.2,0.3,0.4,12,0.5\n"
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("v,902,0.1,0.2,0.3,0.4,12\n", "expected 8 .* columns, got 7"),
+    ("v,902,0.1,0.2,0.3,0.4,12,0.5,9\n", "got 9"),
+    ("v,902,0.1,abc,0.3,0.4,12,0.5\n", "y1 must be a number, got 'abc'"),
+    ("v,9o2,0.1,0.2,0.3,0.4,12,0.5\n", "timestamp must be an integer, got '9o2'"),
+    ("v,902.5,0.1,0.2,0.3,0.4,12,0.5\n", "timestamp must be an integer"),
+    ("v,902,0.1,0.2,0.3,0.4,1.5,0.5\n", "action_id must be an integer"),
+    ("v,902,0.3,0.2,0.1,0.4,12,0.5\n", "x2 < x1"),
+    ("v,902,0.1,0.5,0.3,0.4,12,0.5\n", "y2 < y1"),
+    ("v,902,0.1,0.2,0.3,1.2,12,0.5\n", "outside \\[0, 1\\]"),
+    ("v,902,-0.01,0.2,0.3,0.4,12,0.5\n", "outside \\[0, 1\\]"),
+    ("v,902,0.1,0.2,0.3,nan,12,0.5\n", "outside \\[0, 1\\]"),
+    ("v,902,0.1,0.2,0.3,0.4,12,nan\n", "score nan is not a finite number"),
+    ("v,902,0.1,0.2,0.3,0.4,12,\n", "score must be a number, got ''"),
+    (",902,0.1,0.2,0.3,0.4,12,0.5\n", "empty video_id"),
+    ("v,902,0.1,0.2,0.3,0.4,0,0.5\n", "not an AVA action id"),
+])
+def test_errors_name_file_and_first_bad_line(tmp_path, bad, message):
+    later_bad = "v,902,0.1,0.2,0.3,0.4\n"           # a different error, further down
+    p = write(tmp_path, GOOD + "\n" + GOOD + bad + GOOD + later_bad)
+    with pytest.raises(AvaFormatError, match=rf"^{re.escape(str(p))}:4: .*{message}"):
+        read_results(p)
+
+
+def test_tolerance_and_unknown_action(tmp_path):
+    p = write(tmp_path, "v,902,-0.0005,0.2,0.3,1.0009,12,0.5\n")
+    r = read_results(p)
+    assert r.boxes64[0].tolist() == [-0.0005, 0.2, 0.3, 1.0009]
+    lm = load_label_map("ava-v2.1")
+    p = write(tmp_path, GOOD + "v,902,0.1,0.2,0.3,0.4,99,0.5\n")
+    with pytest.raises(AvaFormatError, match=r":2: unknown action id 99"):
+        read_results(p, lm)
+    assert len(read_results(p)) == 2                # without a label map: fine
+    p = write(tmp_path, "v,902,0.1,0.2,0.3,0.4,12\n")
+    with pytest.raises(AvaFormatError, match=":1: expected 8 .* columns, got 7"):
+        read_results(p)
+
+
+def test_annotation_error_lists_accepted_widths(tmp_path):
+    p = write(tmp_path, "v,902,0.1,0.2\n")
+    with pytest.raises(AvaFormatError, match=r":1: expected .*8.*7.*2.*got 4"):
+        read_annotations(p)
+
+
+# ------------------------------------------------------------------------------------------
+# writers
+# ------------------------------------------------------------------------------------------
+
+def test_write_read_round_trip_is_exact(tmp_path):
+    rng = np.random.default_rng(1)
+    n = 1000
+    xs, ys = np.sort(rng.random((n, 2)), axis=1), np.sort(rng.random((n, 2)), axis=1)
+    b = np.stack([xs[:, 0], ys[:, 0], xs[:, 1], ys[:, 1]], axis=1)      # (n, 4) x1 y1 x2 y2
+    rows = AvaRows.from_arrays(rng.choice(["a", "bb", "-x_Y"], n), rng.integers(0, 2000, n), b,
+                               rng.integers(1, 81, n), scores=rng.random(n))
+    write_results(tmp_path / "r.csv", rows)
+    back = read_results(tmp_path / "r.csv")
+    assert np.array_equal(back.video_ids, rows.video_ids)
+    assert np.array_equal(back.timestamps, rows.timestamps)
+    assert np.array_equal(back.boxes, rows.boxes)            # float32 values preserved
+    assert np.array_equal(back.scores, rows.scores)
+    assert np.array_equal(back.action_ids, rows.action_ids)
+    text = (tmp_path / "r.csv").read_text().splitlines()[0].split(",")
+    assert len(text[1]) >= 4                                   # zero-padded timestamp
+    gt = AvaRows.from_arrays(rows.video_ids, rows.timestamps, b, rows.action_ids,
+                             person_ids=np.arange(n))
+    write_annotations(tmp_path / "g.csv", gt)
+    g = read_annotations(tmp_path / "g.csv")
+    assert np.array_equal(g.person_ids, np.arange(n)) and np.array_equal(g.boxes, gt.boxes)
+
+
+# ------------------------------------------------------------------------------------------
+# group_persons
+# ------------------------------------------------------------------------------------------
+
+def test_group_persons():
+    lm = LabelMap((12, 14, 79), ("stand", "walk", "talk"))
+    rows = AvaRows.from_arrays(
+        ["b", "a", "a", "a", "a", "a"], [902, 903, 902, 902, 902, 902],
+        [[0, 0, 1, 1], [0, 0, .5, .5], [.1, .1, .5, .5], [0, 0, .5, .5], [.1, .1, .5, .5],
+         [.1, .1, .5, .5]],
+        [12, 14, 79, 12, 12, 80], person_ids=[5, 2, 7, -1, 7, 7])
+    p = group_persons(rows, lm)
+    assert len(p) == 4
+    assert p.video_ids.tolist() == ["a", "a", "a", "b"]
+    assert p.timestamps.tolist() == [902, 902, 903, 902]
+    np.testing.assert_array_equal(
+        p.boxes, np.float32([[.1, .1, .5, .5], [0, 0, .5, .5], [0, 0, .5, .5], [0, 0, 1, 1]]))
+    assert p.labels.tolist() == [[1, 0, 1], [1, 0, 0], [0, 1, 0], [1, 0, 0]]
+    assert p.labels.dtype == np.uint8
+    assert p.person_ids.tolist() == [7, -1, 2, 5]
+    assert p.scores.tolist() == [1, 1, 1, 1]
+
+
+@needs_ava
+def test_real_files_read():
+    lm = load_label_map("ava-v2.1")
+    gt = read_annotations(os.path.join(AVA, "ava_val_v2.1_first8videos.csv"), lm)
+    assert len(gt) + gt.skipped["action not in label map"] == 27163
+    pose = read_annotations(os.path.join(AVA, "ava_val_v2.1_pose_classes_only.csv"))
+    assert len(pose) == 93400 and (pose.person_ids == -1).all()
+    assert len(np.unique(pose.video_ids)) == 64
+    ex = read_exclusions(os.path.join(AVA, "ava_val_excluded_timestamps_v2.1.csv"))
+    assert len(ex) == 37 and ("5BDj0ow5hnA", 1038) in ex
+    p = group_persons(gt, lm)
+    assert p.labels.sum() == len(gt)

@@ -1,0 +1,300 @@
+"""`hgrnn extract-features` end to end on tiny rendered videos with the real I3D (random weights
+saved to a file, small input size), plus the sharding logic and a 2-process torchrun run.
+
+The stored features are checked against an independent recomputation: decode the clip,
+run the same backbone, average the map / RoIAlign the box (hgrnn.pipeline.i3d)."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from hgrnn.cli import main
+from hgrnn.data.ava import load_label_map
+from hgrnn.data.store import check_store, read_failures
+from hgrnn.pipeline.extract import every_second, shard_items, shard_path
+from hgrnn.pipeline.i3d import InceptionI3d, normalize_frames, person_features
+from hgrnn.pipeline.render import render_frames, render_video
+from hgrnn.pipeline.video import iter_clips
+
+FPS = 10
+SMALL = ["--clip-frames", "8", "--short-side", "64", "--batch-size", "8", "--workers", "0",
+         "--quiet"]
+GT_ROWS = [  # video, ts, box, action, person
+    "vidA,1,0.050,0.100,0.450,0.900,12,0",
+    "vidA,1,0.050,0.100,0.450,0.900,80,0",     # same box: one person, two labels
+    "vidA,1,0.550,0.100,0.950,0.900,11,1",     # same size, other content
+    "vidA,2,0.550,0.100,0.950,0.900,11,1",
+    "vidA,2,0.550,0.100,0.950,0.900,17,1",
+    "vidB,1,0.200,0.200,0.600,0.600,14,0",
+    "broken,1,0.200,0.200,0.600,0.600,14,0",   # corrupt file
+    "ghost,2,0.200,0.200,0.600,0.600,14,0",    # no file at all
+]
+DET_ROWS = [
+    "vidA,1,0.050,0.100,0.450,0.900,,0.90",
+    "vidA,1,0.600,0.100,0.900,0.900,,0.30",    # below --det-threshold 0.5
+    "vidB,1,0.100,0.100,0.500,0.500,-1,0.70",
+]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine, OpenMP with 2 threads runs the
+    backbone up to 10x slower than with one when the other core is busy."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def run(args, expect=0):
+    result = CliRunner().invoke(main, ["extract-features"] + [str(a) for a in args])
+    assert result.exit_code == expect, (result.output, result.exception)
+    return result
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """Random I3D weights in the piergiaj layout; convolutions He-initialised so that
+    activations keep their scale through the 20 layers (PyTorch's default init shrinks them
+    to ~1e-5, below float16's precision in the store)."""
+    torch.manual_seed(0)
+    model = InceptionI3d()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv3d):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+    path = tmp_path_factory.mktemp("w") / "i3d_random.pt"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def backbone(weights):
+    model = InceptionI3d()
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("in")
+    render_video(root / "videos" / "vidA.mp4", seconds=3, fps=FPS, size=(96, 64))
+    render_video(root / "videos" / "vidB.mkv", seconds=2, fps=FPS, size=(64, 64))
+    (root / "videos" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"junk" * 500)
+    (root / "gt.csv").write_text("\n".join(GT_ROWS) + "\n")
+    (root / "det.csv").write_text("\n".join(DET_ROWS) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def store(inputs, weights, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out") / "store.h5"
+    result = run(["--out", out, "--videos", inputs / "videos", "--annotations", inputs / "gt.csv",
+                  "--detections", inputs / "det.csv", "--backbone-weights", weights] + SMALL,
+                 expect=1)                                     # two videos failed
+    return out, result
+
+
+def test_store_is_valid_and_failures_recorded(store):
+    out, result = store
+    assert check_store(out) == []
+    inspect = CliRunner().invoke(main, ["inspect", str(out), "--check"])
+    assert inspect.exit_code == 0, inspect.output
+    failures = read_failures(out)
+    assert set(failures) == {"broken", "ghost"}
+    assert "broken.mp4: cannot open" in failures["broken"]
+    assert failures["ghost"].startswith("missing")
+    assert "FAILED broken" in result.output and "2 video(s) written" in result.output
+    with h5py.File(out, "r") as f:
+        assert sorted(f["videos"]) == ["vidA", "vidB"]
+        assert f["videos/vidA"].attrs["width"] == 96 and f["videos/vidA"].attrs["height"] == 64
+        config = __import__("json").loads(f.attrs["configs"])["extract"]
+        assert config["clip_frames"] == 8 and config["backbone"]["kind"] == "kinetics-i3d"
+        assert len(config["backbone"]["sha256"]) == 64
+
+
+def test_gt_labels_and_det_boxes_match_the_csvs(store):
+    out, _ = store
+    lm = load_label_map("ava-v2.1")
+    col = lm.column()
+    with h5py.File(out, "r") as f:
+        a = f["videos/vidA"]
+        assert a["timestamps"][:].tolist() == [1, 2]
+        assert a["gt/offsets"][:].tolist() == [0, 2, 3]
+        np.testing.assert_allclose(a["gt/boxes"][:], [[0.05, 0.1, 0.45, 0.9],
+                                                      [0.55, 0.1, 0.95, 0.9],
+                                                      [0.55, 0.1, 0.95, 0.9]], atol=1e-6)
+        labels = a["gt/labels"][:]
+        expect = np.zeros_like(labels)
+        expect[0, [col[12], col[80]]] = 1
+        expect[1, col[11]] = 1
+        expect[2, [col[11], col[17]]] = 1
+        np.testing.assert_array_equal(labels, expect)
+        assert a["gt/person_id"][:].tolist() == [0, 1, 1]
+        # det: threshold 0.5 drops the 0.30 box; keyframe 2 has none
+        assert a["det/offsets"][:].tolist() == [0, 1, 1]
+        np.testing.assert_allclose(a["det/scores"][:], [0.9])
+        b = f["videos/vidB"]
+        np.testing.assert_allclose(b["det/boxes"][:], [[0.1, 0.1, 0.5, 0.5]], atol=1e-6)
+
+
+def test_features_equal_an_independent_recomputation(store, inputs, backbone):
+    out, _ = store
+    with h5py.File(out, "r") as f:
+        clip_stored = f["videos/vidA/clip"][:].astype(np.float32)
+        gt_feats = f["videos/vidA/gt/feats"][:].astype(np.float32)
+        det_feats = f["videos/vidA/det/feats"][:].astype(np.float32)
+    clips = [c for _, c in iter_clips(inputs / "videos" / "vidA.mp4", [1, 2], 8, 1, 64)]
+    with torch.no_grad():
+        x = normalize_frames(np.stack(clips))                   # (2, 3, 8, 64, 96)
+        fmap = backbone.extract_features(x)
+        clip_ref = fmap.mean(dim=(2, 3, 4)).numpy()
+        boxes = [torch.tensor([[0.05, 0.1, 0.45, 0.9], [0.55, 0.1, 0.95, 0.9]]),
+                 torch.tensor([[0.55, 0.1, 0.95, 0.9]])]
+        gt_ref = person_features(fmap, boxes, x.shape[-2:]).numpy()
+    np.testing.assert_allclose(clip_stored, clip_ref, rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(gt_feats, gt_ref, rtol=2e-3, atol=2e-3)
+    # the det box of keyframe 1 is the first gt box: same features
+    np.testing.assert_allclose(det_feats[0], gt_feats[0], rtol=1e-3, atol=1e-3)
+    scale = np.abs(gt_feats).mean()
+    assert scale > 1e-2                                     # features are not degenerate
+    # a person feature changes when its box moves to other content
+    assert np.abs(gt_feats[0] - gt_feats[1]).mean() > 0.05 * scale
+    # ... and the same box over changed content (keyframe 1 vs 2) changes it too
+    assert np.abs(gt_feats[1] - gt_feats[2]).mean() > 0.01 * scale
+
+
+def test_clip_feature_sees_content_inside_its_window_only(tmp_path, weights):
+    """Two JPEG frame folders identical except one white frame at 2.0 s: the keyframe whose
+    clip window (frames c-4 .. c+3) holds it changes, its neighbours do not."""
+    frames = tmp_path / "frames"
+    render_frames(frames, "plain", seconds=4, fps=FPS, size=(64, 64))
+    render_frames(frames, "flash", seconds=4, fps=FPS, size=(64, 64), flash_at=2.0)
+    out = tmp_path / "s.h5"
+    run(["--out", out, "--frames", frames, "--fps", FPS, "--keyframes", "1:3",
+         "--backbone-weights", weights] + SMALL)
+    with h5py.File(out, "r") as f:
+        plain = f["videos/plain/clip"][:].astype(np.float32)
+        flash = f["videos/flash/clip"][:].astype(np.float32)
+    diff = np.abs(plain - flash).max(axis=1)            # per keyframe 1, 2, 3
+    assert diff[1] > 0.05 * np.abs(plain).mean()
+    assert diff[0] == 0 and diff[2] == 0
+
+
+def test_killed_run_resumes_without_recomputing(tmp_path, inputs, weights, monkeypatch):
+    import hgrnn.data.store as store_mod
+    import hgrnn.pipeline.extract as extract_mod
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for vid in ("v1", "v2"):
+        shutil.copy(inputs / "videos" / "vidB.mkv", videos / f"{vid}.mkv")
+    out = tmp_path / "s.h5"
+    args = ["--out", out, "--videos", videos, "--keyframes", "1:1", "--backbone-weights",
+            weights] + SMALL
+
+    original = store_mod.StoreWriter.add_video
+    calls = []
+
+    def dying_add_video(self, video_id, *a, **k):
+        if calls:
+            raise KeyboardInterrupt("killed")               # dies while writing the 2nd video
+        calls.append(video_id)
+        return original(self, video_id, *a, **k)
+
+    monkeypatch.setattr(store_mod.StoreWriter, "add_video", dying_add_video)
+    result = CliRunner().invoke(main, ["extract-features"] + [str(a) for a in args])
+    assert result.exit_code == 1 and "Aborted" in result.output   # click's answer to ^C
+    monkeypatch.setattr(store_mod.StoreWriter, "add_video", original)
+    with h5py.File(out, "r") as f:
+        assert [v for v in f["videos"] if f["videos"][v].attrs.get("complete")] == ["v1"]
+        digest = f["videos/v1"].attrs["digest"]
+
+    decoded = []
+    real_iter_clips = extract_mod.iter_clips
+    monkeypatch.setattr(extract_mod, "iter_clips",
+                        lambda path, *a, **k: decoded.append(Path(path).stem) or real_iter_clips(path, *a, **k))
+    result = run(args)
+    assert decoded == ["v2"]
+    assert "1 video(s) written" in result.output and "1 already complete" in result.output
+    with h5py.File(out, "r") as f:
+        assert sorted(f["videos"]) == ["v1", "v2"]
+        assert f["videos/v1"].attrs["digest"] == digest
+    assert check_store(out) == []
+    # a third run has nothing to do
+    decoded.clear()
+    result = run(args)
+    assert decoded == [] and "2 already complete" in result.output
+
+
+def test_every_second_and_faster_rcnn_detector_with_workers(tmp_path, inputs, weights):
+    out = tmp_path / "s.h5"
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(inputs / "videos" / "vidB.mkv", videos / "only.mkv")
+    with pytest.warns(UserWarning, match="random Faster R-CNN"):
+        run(["--out", out, "--videos", videos, "--detector", "faster-rcnn",
+             "--detector-weights", "none", "--det-threshold", "0.0", "--det-short-side", "64",
+             "--backbone-weights", weights, "--clip-frames", "8", "--short-side", "64",
+             "--workers", "1", "--quiet"])
+    with h5py.File(out, "r") as f:
+        v = f["videos/only"]
+        assert v["timestamps"][:].tolist() == [0, 1]          # a 2 s video: keyframes 0 s, 1 s
+        assert "gt" not in v and v["det/offsets"].shape == (3,)
+        n = int(v["det/offsets"][-1])
+        assert v["det/feats"].shape == (n, 1024) and (v["det/scores"][:] >= 0).all()
+    assert check_store(out) == []
+
+
+def test_too_short_video_is_a_failure_and_allow_failures(tmp_path, inputs, weights):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(inputs / "videos" / "vidB.mkv", videos / "short.mkv")
+    args = ["--out", tmp_path / "s.h5", "--videos", videos, "--keyframes", "2:2",
+            "--backbone-weights", weights] + SMALL
+    result = run(args, expect=1)
+    assert "1 failed" in result.output
+    failures = read_failures(tmp_path / "s.h5")
+    assert "short.mkv: too short" in failures["short"]      # 2 s video, keyframe at 2 s
+    run(args + ["--allow-failures"], expect=0)              # retried, fails again, exit 0
+
+
+def test_sharding_helpers():
+    assert shard_path("/x/ava_val.h5", 3) == "/x/ava_val.rank3.h5"
+    items = list("abcdefg")
+    parts = [shard_items(items, r, 3) for r in range(3)]
+    assert sorted(sum(parts, [])) == items and parts[0] == ["a", "d", "g"]
+    assert every_second(3.0, 10, 0) == [0, 1, 2]
+    assert every_second(3.0, 10, 900) == [900, 901, 902]
+    assert every_second(2.95, 10, 0.0) == [0, 1, 2]
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_write_shards_and_merge(tmp_path, inputs, weights):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun not installed next to python")
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for vid in ("r1", "r2", "r3"):
+        shutil.copy(inputs / "videos" / "vidB.mkv", videos / f"{vid}.mkv")
+    out = tmp_path / "s.h5"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "hgrnn.cli",
+         "extract-features", "--out", str(out), "--videos", str(videos), "--keyframes", "1:1",
+         "--backbone-weights", str(weights)] + SMALL,
+        capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with h5py.File(out, "r") as f:
+        assert sorted(f["videos"]) == ["r1", "r2", "r3"]
+    assert not list(tmp_path.glob("s.rank*.h5"))
+    assert check_store(out) == []
+    assert "3 video(s) written" in proc.stderr and "on 2 ranks" in proc.stderr

@@ -1,0 +1,276 @@
+"""`finetune-backbone`: box-consistent augmentation, a few real training steps on rendered
+videos, the checkpoint round trip through `load_backbone` (and `extract-features`)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hgrnn.pipeline import finetune as ft
+from hgrnn.pipeline.finetune import FinetuneConfig, crop_clip, flip_clip, random_augment
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+def drawn_clip(box_px, size=(60, 80), frames=3):
+    """A clip of (H, W) = size with a white rectangle at pixel box x1, y1, x2, y2."""
+    h, w = size
+    clip = np.zeros((frames, h, w, 3), np.uint8)
+    x1, y1, x2, y2 = box_px
+    clip[:, y1:y2, x1:x2] = 255
+    return clip, np.array([[x1 / w, y1 / h, x2 / w, y2 / h]], np.float32)
+
+
+def box_of_drawing(frame, threshold=127):
+    """Normalised xyxy bounding box of the bright pixels of (H, W, 3) `frame`."""
+    ys, xs = np.nonzero(frame[..., 0] > threshold)
+    h, w = frame.shape[:2]
+    return np.array([xs.min() / w, ys.min() / h, (xs.max() + 1) / w, (ys.max() + 1) / h])
+
+
+def test_flip_keeps_box_on_object():
+    clip, boxes = drawn_clip((10, 20, 30, 50))
+    out, out_boxes = flip_clip(clip, boxes)
+    np.testing.assert_allclose(out_boxes[0], box_of_drawing(out[0]), atol=1e-6)
+    np.testing.assert_allclose(out_boxes[0], [50 / 80, 20 / 60, 70 / 80, 50 / 60], atol=1e-6)
+    back, back_boxes = flip_clip(out, out_boxes)
+    assert np.array_equal(back, clip) and np.allclose(back_boxes, boxes)
+
+
+def test_crop_keeps_box_on_object_and_drops_persons_cropped_out():
+    clip, boxes = drawn_clip((10, 20, 30, 50))
+    boxes = np.concatenate([boxes, [[0.9, 0.0, 1.0, 0.2],      # cropped out entirely
+                                    [0.0, 0.0, 0.2, 0.5]]])    # 25% inside (x 12..16 of 0..16)
+    out, out_boxes, keep = crop_clip(clip, boxes, top=5, left=12, height=50, width=40)
+    assert out.shape == (3, 50, 40, 3)
+    assert keep.tolist() == [True, False, False]
+    np.testing.assert_allclose(out_boxes[0], box_of_drawing(out[0]), atol=1e-6)
+    # a box cut by the crop border is clipped to the crop (and kept when enough remains)
+    _, part, keep = crop_clip(clip, np.array([[0.0, 0.0, 0.2, 0.5]]), 0, 4, 60, 76,
+                              min_visible=0.5)
+    assert keep.tolist() == [True]
+    np.testing.assert_allclose(part[0], [0, 0, 12 / 76, 0.5], atol=1e-6)
+    with pytest.raises(ValueError, match="leaves"):
+        crop_clip(clip, boxes, 20, 50, 50, 40)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_augment_keeps_box_on_object(seed):
+    clip, boxes = drawn_clip((22, 18, 44, 40), size=(60, 80))
+    rng = np.random.default_rng(seed)
+    out = random_augment(clip, boxes, rng, crop_size=48, scale_range=(0.8, 1.3), flip_prob=0.5,
+                         min_visible=0.3)
+    assert out is not None
+    frames, out_boxes, keep = out
+    assert frames.shape == (3, 48, 48, 3) and frames.dtype == np.uint8
+    assert keep.tolist() == [True]
+    # the drawn object (clipped to the crop) is where the box says, to a pixel of resampling
+    np.testing.assert_allclose(out_boxes[0], box_of_drawing(frames[0]), atol=1.5 / 48)
+
+
+def test_random_augment_gives_up_when_every_crop_loses_the_persons():
+    clip, _ = drawn_clip((0, 0, 4, 4), size=(200, 200))
+    rng = np.random.default_rng(0)
+    tiny = np.array([[0.0, 0.0, 0.02, 0.02]], np.float32)
+    assert random_augment(clip, tiny, rng, crop_size=40, scale_range=(1.0, 1.0),
+                          flip_prob=0, min_visible=0.9) is None
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="exactly one"):
+        FinetuneConfig(annotations="a.csv", out_dir="o")
+    with pytest.raises(ValueError, match="fps"):
+        FinetuneConfig(annotations="a.csv", out_dir="o", frames="f")
+    with pytest.raises(ValueError, match="loss"):
+        FinetuneConfig(annotations="a.csv", out_dir="o", videos="v", loss="hinge")
+
+
+# ----------------------------------------------------------------------------- training
+
+SIZE = (96, 72)          # rendered W, H
+FPS = 8
+
+
+def shape_boxes(t, size=SIZE):
+    """Normalised boxes of render.default_shapes at time t (no wrap for t <= 4 s)."""
+    w, h = size
+    red = (0.10 * w + 0.15 * w * t, 0.15 * h, 0.25 * w + 0.15 * w * t, 0.35 * h)
+    green = (0.70 * w - 0.10 * w * t, 0.45 * h, 0.78 * w - 0.10 * w * t, 0.75 * h)
+    cy, r = 0.20 * h + 0.12 * h * t, 0.09 * h
+    blue = (0.45 * w - r, cy - r, 0.45 * w + r, cy + r)
+    return [tuple(np.clip(np.array(b) / [w, h, w, h], 0, 1)) for b in (red, green, blue)]
+
+
+@pytest.fixture(scope="module")
+def ava_fixture(tmp_path_factory):
+    """Two rendered videos, a 3-class label map and gt CSVs (red: action 1, green: 2,
+    blue disc: 3 and 1)."""
+    from hgrnn.pipeline.render import render_video
+
+    root = tmp_path_factory.mktemp("ft")
+    videos = root / "videos"
+    videos.mkdir()
+    for vid in ("vidA", "vidB"):
+        render_video(videos / f"{vid}.mp4", seconds=5, fps=FPS, size=SIZE, gop=4)
+    (root / "labels.txt").write_text("1 red\n2 green\n3 disc\n")
+    rows = []
+    for vid in ("vidA", "vidB"):
+        for t in (1, 2, 3, 4):
+            red, green, blue = shape_boxes(t)
+            for box, actions in ((red, [1]), (green, [2]), (blue, [3, 1])):
+                for a in actions:
+                    rows.append(f"{vid},{t},{box[0]:.4f},{box[1]:.4f},{box[2]:.4f},{box[3]:.4f},{a},0")
+    (root / "train.csv").write_text("\n".join(rows) + "\n")
+    (root / "val.csv").write_text("\n".join(r for r in rows if r.startswith("vidB,2")
+                                            or r.startswith("vidB,3")) + "\n")
+    return root
+
+
+def tiny_config(root, out, **kw):
+    base = dict(annotations=str(root / "train.csv"), out_dir=str(out), videos=str(root / "videos"),
+                label_map=str(root / "labels.txt"), backbone_weights="none",
+                clip_frames=8, frame_stride=1, short_side=64, crop_size=64,
+                scale_min=1.0, scale_max=1.2, batch=4, steps=6, lr=1e-3, dropout=0.0,
+                lr_halve_every=1000, log_every=1, checkpoint_every=3, num_workers=0,
+                val_every=1000, device="cpu")
+    base.update(kw)
+    return FinetuneConfig(**base)
+
+
+def read_metrics(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_keyframes_chunks_and_missing_video(ava_fixture, tmp_path):
+    from hgrnn.data.ava import load_label_map
+
+    kfs = ft.keyframes_from_csv(ava_fixture / "train.csv", load_label_map(str(ava_fixture / "labels.txt")))
+    assert len(kfs) == 8 and all(len(k.boxes) == 3 for k in kfs)
+    blue = kfs[0].labels[2]
+    assert blue.tolist() == [1, 0, 1]
+    chunks = ft.make_chunks(kfs, size=3)
+    assert [len(c) for c in chunks] == [3, 1, 3, 1]
+    assert all(len({kfs[i].video_id for i in c}) == 1 for c in chunks)
+    (tmp_path / "extra.csv").write_text((ava_fixture / "train.csv").read_text()
+                                        + "vidZ,2,0.1,0.1,0.5,0.5,1,0\n")
+    config = tiny_config(ava_fixture, tmp_path / "o", annotations=str(tmp_path / "extra.csv"))
+    with pytest.raises(ft.FinetuneError, match="vidZ"):
+        ft.finetune_backbone(config, progress=False)
+
+
+def test_clip_stream_samples_are_augmented_and_consistent(ava_fixture):
+    from hgrnn.data.ava import load_label_map
+
+    config = tiny_config(ava_fixture, "unused")
+    kfs = ft.keyframes_from_csv(ava_fixture / "train.csv", load_label_map(config.label_map))
+    sources = ft.resolve_sources(config, [k.video_id for k in kfs])
+    stream = ft.ClipStream(kfs, sources, config)
+    samples = list(stream)
+    assert len(samples) == 8
+    assert {(s["video_id"], s["timestamp"]) for s in samples} == {(k.video_id, k.timestamp) for k in kfs}
+    for s in samples:
+        assert s["clip"].shape == (8, 64, 64, 3) and s["clip"].dtype == torch.uint8
+        assert len(s["boxes"]) == len(s["labels"]) >= 1
+    batch = ft.collate(samples[:3])
+    assert batch["clips"].shape == (3, 8, 64, 64, 3)
+    assert batch["rois"].shape[1] == 5 and set(batch["rois"][:, 0].tolist()) <= {0.0, 1.0, 2.0}
+
+
+def fixed_batch(config, keyframes, sources):
+    """All keyframes' clips, centre-cropped to crop_size, no flip: (clips, rois, labels)."""
+    from hgrnn.pipeline.video import iter_clips
+
+    samples = []
+    for k in keyframes:
+        (_, frames), = iter_clips(sources[k.video_id], [k.timestamp], config.clip_frames,
+                                  config.frame_stride, config.short_side)
+        h, w = frames.shape[1:3]
+        c = config.crop_size
+        clip, boxes, keep = crop_clip(frames, k.boxes, (h - c) // 2, (w - c) // 2, c, c)
+        samples.append({"clip": torch.from_numpy(clip), "boxes": torch.from_numpy(boxes),
+                        "labels": torch.from_numpy(k.labels[keep].astype(np.float32)),
+                        "video_id": k.video_id, "timestamp": k.timestamp})
+    batch = ft.collate(samples)
+    from hgrnn.pipeline.i3d import normalize_frames
+    return normalize_frames(batch["clips"]), batch["rois"], batch["labels"]
+
+
+def batch_loss(model, batch, config):
+    ft.set_train_mode(model, True, config.freeze_bn)     # batch-statistics BN, as in training
+    with torch.no_grad():
+        return float(ft.classification_loss(model(batch[0], batch[1]), batch[2], config))
+
+
+def test_training_lowers_the_loss_resumes_validates_and_checkpoint_loads(ava_fixture, tmp_path,
+                                                                          monkeypatch):
+    from hgrnn.data.ava import load_label_map
+    from hgrnn.pipeline.i3d import load_backbone
+
+    out = tmp_path / "run"
+    config = tiny_config(ava_fixture, out, steps=4, checkpoint_every=2)
+    result = ft.finetune_backbone(config, progress=False)
+    assert result["steps"] == 4 and result["val"] is None
+    with pytest.raises(ft.FinetuneError, match="resume"):
+        ft.finetune_backbone(config, progress=False)
+    first = torch.load(out / "backbone.pt", weights_only=True)
+    assert first["step"] == 4
+
+    # resume to 6 steps with a validation at the end, through the evaluator's contract
+    calls = []
+
+    def fake_evaluate(gt, results, label_map, protocol="ava-2018", exclusions=None):
+        calls.append((len(gt), len(results), protocol))
+        assert set(results.action_ids.tolist()) == {1, 2, 3}
+        assert ((results.scores >= 0) & (results.scores <= 1)).all()
+
+        class Result:
+            def to_dict(self):
+                return {"mAP": 0.5, "per_class": {}, "counts": {}, "protocol": protocol}
+        return Result()
+
+    import hgrnn
+    try:
+        import hgrnn.metrics as metrics
+        monkeypatch.setattr(metrics, "evaluate", fake_evaluate)
+    except ImportError:                       # evaluator not written yet: stand in for it
+        import sys
+        import types
+        fake = types.ModuleType("hgrnn.metrics")
+        fake.evaluate = fake_evaluate
+        monkeypatch.setitem(sys.modules, "hgrnn.metrics", fake)
+        monkeypatch.setattr(hgrnn, "metrics", fake, raising=False)
+    more = tiny_config(ava_fixture, out, steps=6, checkpoint_every=2, val_every=6,
+                       val_annotations=str(ava_fixture / "val.csv"))
+    result = ft.finetune_backbone(more, resume=True, progress=False)
+    assert result["steps"] == 6 and result["val"]["mAP"] == 0.5
+    # 2 val keyframes x 3 persons: 8 gt rows (the disc has 2 actions); 6 persons x 3 classes
+    assert calls == [(8, 18, "ava-2018")]
+    records = read_metrics(out)
+    assert [r["step"] for r in records if r["split"] == "train"] == list(range(1, 7))
+    assert [r["step"] for r in records if r["split"] == "val"] == [6]
+
+    # the checkpoint loads for extraction and gives 256-d features
+    backbone, projection, meta = load_backbone(result["checkpoint"])
+    assert meta["kind"] == "finetune" and meta["feature_dim"] == 256 and meta["step"] == 6
+    assert projection.weight.shape == (256, 1024)
+    assert json.loads(meta["label_map"])[0] == [1, "red"]
+    assert meta["config"]["clip_frames"] == 8
+    final = torch.load(result["checkpoint"], weights_only=True)
+    assert json.loads(final["val"])["mAP"] == 0.5
+    trained = ft.PersonActionModel(backbone, 3, projection=projection, dropout=0.0)
+    trained.classifier.load_state_dict(final["classifier"])
+
+    # the loss on a fixed batch of all training keyframes fell from the initial model's
+    # (rebuilt from the same seed, as finetune_backbone builds it)
+    torch.manual_seed(config.seed)
+    with pytest.warns(UserWarning, match="RANDOM"):
+        init_backbone, _, _ = load_backbone("none")
+    initial = ft.PersonActionModel(init_backbone, 3, config.projection_dim, dropout=0.0)
+    assert not torch.equal(initial.backbone.Conv3d_1a_7x7.conv3d.weight,
+                           final["backbone"]["Conv3d_1a_7x7.conv3d.weight"])     # it trained
+    kfs = ft.keyframes_from_csv(ava_fixture / "train.csv", load_label_map(config.label_map))
+    batch = fixed_batch(config, kfs, ft.resolve_sources(config, [k.video_id for k in kfs]))
+    before, after = batch_loss(initial, batch, config), batch_loss(trained, batch, config)
+    print("loss before", before, "after", after)
+    assert after < 0.9 * before, (before, after)

@@ -1,0 +1,243 @@
+"""The HGRNN head on hand-built WindowBatch-shaped batches (fields as in docs/contracts.md),
+checked against a slow per-keyframe, per-person reference of METHOD.md's equations."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from hgrnn.hgrnn_head.model import VARIANTS, HeadConfig, HGRNNHead, segment_max
+
+C, K = 6, 4
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is faster, much faster on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_batch(persons, L=3, seed=0, ctx_counts=None):
+    """persons: persons per centre keyframe (ragged). Window slot s of keyframe b holds
+    ctx_counts[b][s] persons (random), except the centre slot, which holds the centre persons."""
+    g = torch.Generator().manual_seed(seed)
+    B = len(persons)
+    clip = torch.randn(B, L, C, generator=g)
+    feats, keyframe, ctx_feats, ctx_segment = [], [], [], []
+    for b, n in enumerate(persons):
+        centre = torch.randn(n, C, generator=g)
+        feats.append(centre)
+        keyframe += [b] * n
+        for s in range(L):
+            rows = centre if s == L // 2 else torch.randn(
+                ctx_counts[b][s] if ctx_counts else 2, C, generator=g)
+            ctx_feats.append(rows)
+            ctx_segment += [b * L + s] * len(rows)
+    P = sum(persons)
+    return SimpleNamespace(
+        clip=clip, window_mask=torch.ones(B, L, dtype=torch.bool),
+        ctx_feats=torch.cat(ctx_feats), ctx_segment=torch.tensor(ctx_segment, dtype=torch.int64),
+        feats=torch.cat(feats), keyframe=torch.tensor(keyframe, dtype=torch.int64),
+        boxes=torch.rand(P, 4, generator=g), scores=torch.ones(P),
+        labels=(torch.rand(P, K, generator=g) < 0.3).float(),
+        video_ids=[f"v{b}" for b in range(B)], timestamps=torch.arange(B) + 902)
+
+
+def make_model(variant="hgrnn", seed=0, **kw):
+    torch.manual_seed(seed)
+    kw = {"context": 1, "iterations": 2, "scene_hidden": 5, "graph_hidden": 7, **kw}
+    return HGRNNHead(HeadConfig(feature_dim=C, num_classes=K, variant=variant, **kw)).eval()
+
+
+def batch_for(variant, persons, **kw):
+    return make_batch(persons, L=3 if variant in ("hgrnn", "scene") else 1, **kw)
+
+
+# ---- slow reference ---------------------------------------------------------------------
+
+def gru_step(x, h, w_ih, w_hh, b_ih, b_hh):
+    """PyTorch's GRU equations for one vector, gates stacked [r, z, n]."""
+    H = h.shape[0]
+    gi, gh = w_ih @ x + b_ih, w_hh @ h + b_hh
+    r = torch.sigmoid(gi[:H] + gh[:H])
+    z = torch.sigmoid(gi[H:2 * H] + gh[H:2 * H])
+    n = torch.tanh(gi[2 * H:] + r * gh[2 * H:])
+    return (1 - z) * n + z * h
+
+
+def reference_logits(model, batch):
+    cfg = model.cfg
+    B, L, _ = batch.clip.shape
+    out = []
+    for b in range(B):
+        h_c = None
+        if model.scene is not None:
+            xs = []
+            for s in range(L):
+                rows = [batch.ctx_feats[q] for q in range(len(batch.ctx_segment))
+                        if batch.ctx_segment[q] == b * L + s]
+                if rows:
+                    x_P = torch.stack(rows).max(dim=0).values
+                elif cfg.empty_pool == "learned":
+                    x_P = model.scene.empty
+                else:
+                    x_P = torch.zeros(C)
+                xs.append(torch.cat([batch.clip[b, s], x_P]))
+            gru, Hs = model.scene.gru, cfg.scene_hidden
+            fwd = torch.zeros(Hs)
+            for s in range(L // 2 + 1):
+                fwd = gru_step(xs[s], fwd, gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0, gru.bias_hh_l0)
+            bwd = torch.zeros(Hs)
+            for s in reversed(range(L // 2, L)):
+                bwd = gru_step(xs[s], bwd, gru.weight_ih_l0_reverse, gru.weight_hh_l0_reverse,
+                               gru.bias_ih_l0_reverse, gru.bias_hh_l0_reverse)
+            h_c = torch.cat([fwd, bwd])
+        people = [i for i in range(len(batch.keyframe)) if batch.keyframe[i] == b]
+        node_in = [batch.feats[i] if h_c is None else torch.cat([batch.feats[i], h_c]) for i in people]
+        g = model.graph
+        if g.project is not None:
+            h = [torch.tanh(g.project.weight @ v + g.project.bias) for v in node_in]
+        else:
+            h = [torch.zeros(cfg.graph_hidden) for _ in people]
+        for _ in range(g.iterations):
+            m = torch.stack(h).max(dim=0).values if h else None
+            h = [gru_step(torch.cat([v, m]), hv, g.cell.weight_ih, g.cell.weight_hh,
+                          g.cell.bias_ih, g.cell.bias_hh) for v, hv in zip(node_in, h)]
+        out += [model.classifier.weight @ hv + model.classifier.bias for hv in h]
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("h0,empty_pool", [("zeros", "zeros"), ("project", "learned")])
+def test_matches_slow_reference(variant, h0, empty_pool):
+    model = make_model(variant, h0=h0, empty_pool=empty_pool)
+    if empty_pool == "learned" and model.scene is not None:
+        torch.nn.init.normal_(model.scene.empty)
+    batch = batch_for(variant, [2, 1, 3], ctx_counts=[[0, 0, 0], [1, 0, 2], [3, 0, 0]])
+    got = model(batch)
+    assert got.shape == (6, K)
+    torch.testing.assert_close(got, reference_logits(model, batch), rtol=1e-5, atol=1e-5)
+
+
+def test_segment_max():
+    values = torch.tensor([[1.0, -5.0], [3.0, -7.0], [-2.0, -1.0]])
+    pooled, nonempty = segment_max(values, torch.tensor([2, 2, 0]), 4)
+    torch.testing.assert_close(pooled, torch.tensor([[-2.0, -1.0], [0, 0], [3.0, -5.0], [0, 0]]))
+    assert nonempty.tolist() == [True, False, True, False]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_ragged_shapes_and_sigmoid(variant):
+    model = make_model(variant)
+    batch = batch_for(variant, [1, 4, 2, 1])
+    logits = model(batch)
+    assert logits.shape == (8, K) and logits.dtype == torch.float32
+    probs = model.predict(batch)
+    assert ((probs > 0) & (probs < 1)).all()
+    torch.testing.assert_close(probs, torch.sigmoid(logits))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_permuting_persons_of_a_keyframe_permutes_outputs_only(variant):
+    model = make_model(variant)
+    batch = batch_for(variant, [3, 4])
+    base = model(batch)
+    perm = torch.tensor([0, 1, 2, 5, 3, 6, 4])  # shuffle the persons of keyframe 1
+    shuffled = SimpleNamespace(**vars(batch))
+    shuffled.feats = batch.feats[perm]
+    shuffled.keyframe = batch.keyframe[perm]
+    q = torch.randperm(len(batch.ctx_segment), generator=torch.Generator().manual_seed(1))
+    shuffled.ctx_feats, shuffled.ctx_segment = batch.ctx_feats[q], batch.ctx_segment[q]
+    torch.testing.assert_close(model(shuffled), base[perm])
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_other_keyframes_do_not_matter(variant):
+    model = make_model(variant)
+    a = batch_for(variant, [2, 3], seed=0)
+    b = batch_for(variant, [2, 5], seed=1)
+    # keyframe 0 of b := keyframe 0 of a (clip, window persons, centre persons)
+    L = a.clip.shape[1]
+    mixed = SimpleNamespace(**vars(b))
+    mixed.clip = b.clip.clone()
+    mixed.clip[0] = a.clip[0]
+    keep_a, keep_b = a.ctx_segment < L, b.ctx_segment >= L
+    mixed.ctx_feats = torch.cat([a.ctx_feats[keep_a], b.ctx_feats[keep_b]])
+    mixed.ctx_segment = torch.cat([a.ctx_segment[keep_a], b.ctx_segment[keep_b]])
+    mixed.feats = torch.cat([a.feats[:2], b.feats[2:]])
+    torch.testing.assert_close(model(mixed)[:2], model(a)[:2])
+    assert not torch.allclose(model(mixed)[2:5], model(a)[2:5])
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_padding_the_batch_with_keyframes_changes_nothing(variant):
+    model = make_model(variant)
+    small = batch_for(variant, [2, 1])
+    extra = batch_for(variant, [3, 2, 1], seed=5)
+    L = small.clip.shape[1]
+    big = SimpleNamespace(**vars(small))
+    big.clip = torch.cat([small.clip, extra.clip])
+    big.ctx_feats = torch.cat([small.ctx_feats, extra.ctx_feats])
+    big.ctx_segment = torch.cat([small.ctx_segment, extra.ctx_segment + 2 * L])
+    big.feats = torch.cat([small.feats, extra.feats])
+    big.keyframe = torch.cat([small.keyframe, extra.keyframe + 2])
+    torch.testing.assert_close(model(big)[:3], model(small))
+
+
+def test_graph_and_person_ignore_clip_features():
+    for variant in ("graph", "person"):
+        model = make_model(variant)
+        batch = batch_for(variant, [2, 3])
+        changed = SimpleNamespace(**vars(batch))
+        changed.clip = torch.randn_like(batch.clip) * 10
+        changed.ctx_feats = torch.randn_like(batch.ctx_feats) * 10
+        torch.testing.assert_close(model(changed), model(batch))
+    model = make_model("hgrnn")  # ... while the full model does read them
+    batch = batch_for("hgrnn", [2, 3])
+    changed = SimpleNamespace(**vars(batch))
+    changed.clip = torch.randn_like(batch.clip)
+    assert not torch.allclose(model(changed), model(batch))
+
+
+def test_person_variant_ignores_other_persons():
+    model = make_model("person")
+    batch = batch_for("person", [3])
+    single = batch_for("person", [1])
+    single.feats = batch.feats[:1]
+    torch.testing.assert_close(model(single), model(batch)[:1])
+
+
+@pytest.mark.parametrize("variant,h0,empty_pool", [
+    ("hgrnn", "zeros", "learned"), ("hgrnn", "project", "zeros"), ("scene", "zeros", "learned"),
+    ("graph", "zeros", "zeros"), ("graph", "project", "zeros"), ("person", "zeros", "zeros")])
+def test_gradients_reach_every_parameter(variant, h0, empty_pool):
+    model = make_model(variant, h0=h0, empty_pool=empty_pool, dropout=0.1).train()
+    # keyframe 1's first window slot has nobody, so a learned empty vector is used
+    batch = batch_for(variant, [2, 3], ctx_counts=[[1, 0, 1], [0, 0, 2]])
+    model(batch).square().sum().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_config_validation_and_round_trip():
+    with pytest.raises(ValueError, match="variant"):
+        HeadConfig(variant="nope")
+    with pytest.raises(ValueError, match="h0"):
+        HeadConfig(h0="random")
+    with pytest.raises(ValueError, match="feature_dim and num_classes"):
+        HGRNNHead(HeadConfig())
+    cfg = HeadConfig(feature_dim=8, num_classes=3, variant="graph", context=2)
+    assert HeadConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.window_context == 0 and cfg.graph_iterations == 2
+    assert HeadConfig(variant="scene").graph_iterations == 0
+    with pytest.raises(ValueError, match="unknown"):
+        HeadConfig.from_dict({"hidden": 3})
+
+
+def test_wrong_window_length_is_an_error():
+    model = make_model("hgrnn", context=2)
+    with pytest.raises(ValueError, match="L=3"):
+        model(make_batch([1], L=3))

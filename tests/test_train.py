@@ -1,0 +1,223 @@
+"""train_head on tiny stores written with the real StoreWriter in tmp_path."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hgrnn.data.ava import LabelMap
+from hgrnn.data.store import PersonSet, StoreWriter
+from hgrnn.hgrnn_head import train as train_mod
+from hgrnn.hgrnn_head.model import HeadConfig, HGRNNHead
+from hgrnn.hgrnn_head.train import HeadError, TrainConfig, load_checkpoint, train_head
+
+LABELS = LabelMap((1, 3, 5), ("stand", "sit", "talk to"))
+C = 8
+
+
+def person_set(rng, counts, K, labelled, det):
+    """Persons whose class k is on when feature k > 0.3: learnable from x_p alone."""
+    N = int(np.sum(counts))
+    xy = rng.uniform(0, 0.5, (N, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(0.1, 0.5, (N, 2))], 1).astype(np.float32)
+    feats = rng.standard_normal((N, C)).astype(np.float32)
+    return PersonSet(
+        offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), boxes=boxes,
+        feats=feats,
+        scores=rng.uniform(0.5, 1, N).astype(np.float32) if det else np.ones(N, np.float32),
+        labels=(feats[:, :K] > 0.3).astype(np.uint8) if labelled else None,
+        person_ids=np.arange(N, dtype=np.int32) if labelled else None)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is faster, much faster on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_store(path, videos=2, keyframes=12, seed=0, gt=True, det=True, labels=LABELS,
+               max_persons=3, empty=False):
+    rng = np.random.default_rng(seed)
+    with StoreWriter(path, feature_dim=C, label_map=labels) as w:
+        for v in range(videos):
+            counts = np.zeros(keyframes, int) if empty else rng.integers(0, max_persons + 1, keyframes)
+            w.add_video(f"vid{v}", 902 + np.arange(keyframes),
+                        rng.standard_normal((keyframes, C)).astype(np.float32),
+                        gt=person_set(rng, counts, len(labels), True, False) if gt else None,
+                        det=person_set(rng, np.maximum(counts + rng.integers(-1, 2, keyframes), 0),
+                                       len(labels), False, True) if det else None)
+    return str(path)
+
+
+SMALL = HeadConfig(context=1, iterations=2, scene_hidden=6, graph_hidden=10)
+
+
+def quick(**kw):
+    base = dict(steps=6, batch_size=4, lr=1e-3, seed=0, device="cpu", checkpoint_every=3,
+                log_every=2, val_every=0)
+    return TrainConfig(**{**base, **kw})
+
+
+def states_equal(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_run_folder_checkpoint_and_metrics(tmp_path, capsys):
+    store = make_store(tmp_path / "s.h5")
+    out = train_head(store, tmp_path / "run", SMALL, quick(), progress=False)
+    assert capsys.readouterr().err == ""  # progress=False is silent
+    assert out["checkpoint"] == str(tmp_path / "run" / "last.pt") and out["val"] is None
+    assert out["steps"] == 6 and np.isfinite(out["loss"]) and out["seconds"] > 0
+    ckpt = torch.load(out["checkpoint"], weights_only=True)
+    assert ckpt["step"] == 6 and ckpt["feature_dim"] == C
+    assert LabelMap.from_json(ckpt["label_map"]) == LABELS
+    head = HeadConfig.from_dict(ckpt["head"])
+    assert head == HeadConfig(feature_dim=C, num_classes=3, context=1, iterations=2,
+                              scene_hidden=6, graph_hidden=10)
+    assert TrainConfig.from_dict(ckpt["train"]) == quick()
+    assert isinstance(ckpt["store_fingerprint"], str) and ckpt["optimizer"]["state"]
+    HGRNNHead(head).load_state_dict(ckpt["model"])
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4, 6]
+    assert all(r["loss"] > 0 and r["steps_per_s"] > 0 for r in rows)
+    assert (tmp_path / "run" / "loss.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("variant", ["scene", "graph", "person"])
+def test_variants_train(tmp_path, variant):
+    store = make_store(tmp_path / "s.h5")
+    out = train_head(store, tmp_path / "run", HeadConfig(variant=variant, context=2), quick(steps=2),
+                     progress=False)
+    assert HeadConfig.from_dict(load_checkpoint(out["checkpoint"])["head"]).variant == variant
+
+
+def test_seed_repeats_exactly_on_cpu(tmp_path):
+    store = make_store(tmp_path / "s.h5")
+    head = HeadConfig(context=1, scene_hidden=6, graph_hidden=10, dropout=0.3)
+    runs = [train_head(store, tmp_path / f"r{i}", head, quick(seed=s), progress=False)
+            for i, s in enumerate([7, 7, 8])]
+    models = [torch.load(r["checkpoint"], weights_only=True)["model"] for r in runs]
+    assert states_equal(models[0], models[1])
+    assert not states_equal(models[0], models[2])
+
+
+def test_step_indices_depend_on_seed_and_step_only():
+    a = train_mod.step_indices(3, 10, 100, 50)
+    assert len(set(a.tolist())) == 50 and a.max() < 100
+    assert np.array_equal(a, train_mod.step_indices(3, 10, 100, 50))
+    assert not np.array_equal(a, train_mod.step_indices(3, 11, 100, 50))
+    assert np.array_equal(train_mod.step_indices(0, 0, 5, 50), np.arange(5))  # small store: all
+
+
+def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+    store = make_store(tmp_path / "s.h5")
+    head = HeadConfig(context=1, scene_hidden=6, graph_hidden=10, dropout=0.3)
+    cfg = quick(steps=8, checkpoint_every=3, log_every=1)
+    whole = train_head(store, tmp_path / "whole", head, cfg, progress=False)
+
+    real_loss, calls = train_mod.sigmoid_focal_loss, []
+
+    def crashing(*a, **k):
+        calls.append(1)
+        if len(calls) == 5:  # step 5: after the checkpoint of step 3
+            raise KeyboardInterrupt
+        return real_loss(*a, **k)
+
+    monkeypatch.setattr(train_mod, "sigmoid_focal_loss", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        train_head(store, tmp_path / "cut", head, cfg, progress=False)
+    monkeypatch.setattr(train_mod, "sigmoid_focal_loss", real_loss)
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["step"] == 3
+    resumed = train_head(store, tmp_path / "cut", head, cfg, resume=True, progress=False)
+
+    a = torch.load(whole["checkpoint"], weights_only=True)
+    b = torch.load(resumed["checkpoint"], weights_only=True)
+    assert b["step"] == 8 and states_equal(a["model"], b["model"])
+    assert resumed["loss"] == whole["loss"]
+    losses = [[json.loads(x)["loss"] for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+              for d in ("whole", "cut")]
+    assert losses[0] == losses[1] and len(losses[0]) == 8  # no duplicated or lost log lines
+
+
+def test_resume_extends_a_finished_run(tmp_path):
+    store = make_store(tmp_path / "s.h5")
+    whole = train_head(store, tmp_path / "whole", SMALL, quick(steps=6), progress=False)
+    train_head(store, tmp_path / "two", SMALL, quick(steps=3), progress=False)
+    more = train_head(store, tmp_path / "two", SMALL, quick(steps=6), resume=True, progress=False)
+    assert states_equal(torch.load(whole["checkpoint"], weights_only=True)["model"],
+                        torch.load(more["checkpoint"], weights_only=True)["model"])
+
+
+def test_existing_run_needs_resume(tmp_path):
+    store = make_store(tmp_path / "s.h5")
+    train_head(store, tmp_path / "run", SMALL, quick(steps=1), progress=False)
+    with pytest.raises(HeadError, match="already holds a run"):
+        train_head(store, tmp_path / "run", SMALL, quick(steps=1), progress=False)
+
+
+def test_resume_refuses_other_config_or_store(tmp_path):
+    store = make_store(tmp_path / "s.h5")
+    train_head(store, tmp_path / "run", SMALL, quick(steps=2), progress=False)
+    with pytest.raises(HeadError, match="head config differs.*graph_hidden"):
+        train_head(store, tmp_path / "run", HeadConfig(context=1, scene_hidden=6, graph_hidden=12),
+                   quick(steps=4), resume=True, progress=False)
+    with pytest.raises(HeadError, match="different training settings.*lr"):
+        train_head(store, tmp_path / "run", SMALL, quick(steps=4, lr=0.5), resume=True, progress=False)
+    other = make_store(tmp_path / "other.h5", labels=LabelMap((1, 3, 6), ("stand", "sit", "x")))
+    with pytest.raises(HeadError, match="label map differs"):
+        train_head(other, tmp_path / "run", SMALL, quick(steps=4), resume=True, progress=False)
+    same_kind = make_store(tmp_path / "o2.h5", seed=5)
+    with pytest.raises(HeadError, match="different store"):
+        train_head(same_kind, tmp_path / "run", SMALL, quick(steps=4), resume=True, progress=False)
+
+
+def test_bad_stores_are_clear_errors(tmp_path):
+    only_det = make_store(tmp_path / "det.h5", gt=False)
+    with pytest.raises(HeadError, match="det.h5.*no action labels"):
+        train_head(only_det, tmp_path / "a", SMALL, quick(), progress=False)
+    empty = make_store(tmp_path / "empty.h5", empty=True)
+    with pytest.raises(HeadError, match="empty.h5.*nothing to train on"):
+        train_head(empty, tmp_path / "b", SMALL, quick(), progress=False)
+    with pytest.raises(HeadError, match="no such store"):
+        train_head(tmp_path / "missing.h5", tmp_path / "c", SMALL, quick(), progress=False)
+    store = make_store(tmp_path / "s.h5")
+    with pytest.raises(HeadError, match="feature_dim = 8, the head config 16"):
+        train_head(store, tmp_path / "d", HeadConfig(feature_dim=16), quick(), progress=False)
+    with pytest.raises(HeadError, match="num_classes = 3, the head config 60"):
+        train_head(store, tmp_path / "e", HeadConfig(num_classes=60), quick(), progress=False)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    store = make_store(tmp_path / "s.h5")
+    real_loss, calls = train_mod.sigmoid_focal_loss, []
+
+    def nan_at_5(*a, **k):
+        calls.append(1)
+        loss = real_loss(*a, **k)
+        return loss * float("nan") if len(calls) == 5 else loss
+
+    monkeypatch.setattr(train_mod, "sigmoid_focal_loss", nan_at_5)
+    with pytest.raises(HeadError, match=r"became nan at step 5.*last good checkpoint .*last.pt \(step 3\)"):
+        train_head(store, tmp_path / "run", SMALL, quick(steps=8, checkpoint_every=3), progress=False)
+    ckpt = load_checkpoint(tmp_path / "run")
+    assert ckpt["step"] == 3
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_small_model_overfits_a_tiny_store(tmp_path):
+    store = make_store(tmp_path / "s.h5", videos=1, keyframes=10)
+    out = train_head(store, tmp_path / "run", HeadConfig(context=1, scene_hidden=8, graph_hidden=16),
+                     quick(steps=250, batch_size=10, lr=1e-2, checkpoint_every=250, log_every=50),
+                     progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["loss"] < 0.1 * rows[0]["loss"]
+    from hgrnn.data.windows import ContextWindows, FeatureStore
+    model = train_mod.model_from_checkpoint(load_checkpoint(out["checkpoint"]))
+    windows = ContextWindows(FeatureStore(store, "gt"), l=1)
+    batch = windows.batch(np.arange(len(windows)))
+    predicted = model.predict(batch) > 0.5
+    assert (predicted == batch.labels.bool()).float().mean() > 0.97

@@ -1,0 +1,128 @@
+"""Decoding and clip sampling (hgrnn.pipeline.video) on videos rendered by hgrnn.pipeline.render.
+
+Every rendered frame carries its index as a barcode, so each clip frame's identity is checked
+against the obviously-correct reference `expected_indices` (clamped arithmetic)."""
+
+import numpy as np
+import pytest
+
+from hgrnn.pipeline.render import frame_at, read_barcode, render_frames, render_video
+from hgrnn.pipeline.video import (VideoError, clip_indices, find_videos, iter_clips, probe,
+                                  resized_size)
+
+FPS = 10
+
+
+def expected_indices(t, clip_frames, stride, n_frames, fps=FPS):
+    """Reference: the frame index shown at each clip position, edge frames repeated."""
+    centre = round(t * fps)
+    return [min(max(centre + stride * (k - clip_frames // 2), 0), n_frames - 1)
+            for k in range(clip_frames)]
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    path = tmp_path_factory.mktemp("video") / "clip.mp4"
+    return render_video(path, seconds=4, fps=FPS, size=(64, 48), gop=5)
+
+
+def test_barcode_roundtrip_on_rendered_frames():
+    for index in (0, 1, 5, 1799, 4095):
+        assert read_barcode(frame_at(index, FPS, (64, 48))) == index
+
+
+def test_clip_indices_and_sizes():
+    assert clip_indices(10, 4, 2).tolist() == [6, 8, 10, 12]
+    assert clip_indices(10, 5, 1).tolist() == [8, 9, 10, 11, 12]
+    assert resized_size(320, 240, 256) == (341, 256)
+    assert resized_size(240, 320, 64) == (64, 85)
+    assert resized_size(320, 240, None) == (320, 240)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_clip_frames_are_the_expected_frames_with_edge_padding(video, stride):
+    times = [3, 0, 1, 2, 3.9]           # unsorted input; 0 and 3.9 run past the ends
+    stats = {}
+    out = list(iter_clips(video["path"], times, 8, stride, 32, stats=stats))
+    assert [t for t, _ in out] == sorted(times)
+    for t, clip in out:
+        assert clip.shape == (8, 32, 43, 3) and clip.dtype == np.uint8
+        assert [read_barcode(f) for f in clip] == expected_indices(t, 8, stride, video["frames"])
+    # one sequential pass: each frame decoded at most once, each needed frame converted once
+    needed = {i for t in times for i in expected_indices(t, 8, stride, video["frames"])}
+    assert stats["decoded_frames"] <= video["frames"]
+    assert stats["converted_frames"] == len(needed)
+    assert stats["size"] == (43, 32) and stats["fps"] == FPS
+
+
+def test_overlapping_clips_decode_each_frame_once(video):
+    # 1 keyframe every 0.5 s with 16-frame clips: each frame is in ~3 clips, decoded once
+    times = np.arange(0.5, 3.1, 0.5)
+    stats = {}
+    clips = list(iter_clips(video["path"], times, 16, 1, 24, stats=stats))
+    assert len(clips) == len(times)
+    last_needed = round(times[-1] * FPS) + 7
+    assert stats["decoded_frames"] <= min(video["frames"], last_needed + 1 + 4)  # + decoder delay
+    assert stats["converted_frames"] == last_needed + 1      # frames 0 .. 37, once each
+
+
+def test_seek_when_keyframes_start_late(video):
+    stats = {}
+    out = list(iter_clips(video["path"], [3.0], 4, 1, 48, stats=stats, seek_after=1.0))
+    assert stats["seeked"]
+    # GOP of 5 frames: the seek lands on the I-frame at or before frame 28 (index 25)
+    assert stats["decoded_frames"] <= 10
+    assert [read_barcode(f) for f in out[0][1]] == expected_indices(3.0, 4, 1, video["frames"])
+    # without seeking the same clip comes out, after decoding from the start
+    plain = {}
+    out2 = list(iter_clips(video["path"], [3.0], 4, 1, 48, stats=plain, seek_after=1e9))
+    assert not plain["seeked"] and plain["decoded_frames"] >= 31
+    assert [read_barcode(f) for f in out2[0][1]] == expected_indices(3.0, 4, 1, video["frames"])
+
+
+def test_decoded_pixels_match_the_rendered_frames(video):
+    (_, clip), = iter_clips(video["path"], [2.0], 1, 1, None)
+    reference = frame_at(20, FPS, (64, 48)).astype(np.float32)
+    assert np.abs(clip[0].astype(np.float32) - reference).mean() < 6.0   # lossy H.264
+
+
+def test_keyframe_image_for_the_detector(video):
+    (t, clip, key), = iter_clips(video["path"], [1.0], 4, 1, 24, keyframe_short_side=0)
+    assert key.shape == (48, 64, 3) and clip.shape == (4, 24, 32, 3)
+    assert read_barcode(key) == 10
+
+
+def test_too_short_video_is_an_error_naming_the_file(video):
+    with pytest.raises(VideoError, match=r"clip\.mp4: too short.*keyframe at 5 s"):
+        list(iter_clips(video["path"], [1, 5], 4, 1, 24))
+
+
+def test_unreadable_and_missing_files(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"this is not a video" * 100)
+    with pytest.raises(VideoError, match="bad.mp4: cannot open"):
+        list(iter_clips(bad, [0], 4, 1, 24))
+    with pytest.raises(VideoError, match="nothere.mp4: video file not found"):
+        probe(tmp_path / "nothere.mp4")
+
+
+@pytest.mark.parametrize("ext", [".avi", ".mkv", ".webm"])
+def test_other_containers(tmp_path, ext):
+    info = render_video(tmp_path / f"v{ext}", seconds=1.5, fps=FPS, size=(64, 48))
+    assert find_videos(tmp_path) == {"v": tmp_path / f"v{ext}"}
+    (t, clip), = iter_clips(info["path"], [1.0], 4, 1, 48)
+    assert [read_barcode(f) for f in clip] == expected_indices(1.0, 4, 1, info["frames"])
+
+
+def test_frame_folder_reads_each_needed_jpeg_once(tmp_path):
+    info = render_frames(tmp_path, "vid", seconds=2, fps=FPS, size=(64, 48))
+    stats = {}
+    out = list(iter_clips(tmp_path / "vid", [0, 1, 1.5], 8, 1, 48, fps=FPS, stats=stats))
+    needed = set()
+    for t, clip in out:
+        ref = expected_indices(t, 8, 1, info["frames"])
+        needed |= set(ref)
+        assert [read_barcode(f) for f in clip] == ref
+    assert stats["decoded_frames"] == len(needed)
+    with pytest.raises(VideoError, match="needs its frame rate"):
+        list(iter_clips(tmp_path / "vid", [0], 8, 1, 48))
