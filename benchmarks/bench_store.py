@@ -65,15 +65,17 @@ def _time_batches(windows, batch_size, seconds, seed=0):
     rng = np.random.default_rng(seed)
     n = len(windows)
     windows.batch(rng.integers(0, n, batch_size))           # warm-up
-    count, t0 = 0, time.perf_counter()
+    count, t0, c0 = 0, time.perf_counter(), time.process_time()
     persons = 0
     while time.perf_counter() - t0 < seconds:
         b = windows.batch(rng.integers(0, n, batch_size))
         persons += len(b.keyframe)
         count += 1
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    # wall clock is what a user sees; CPU time shows the cost on a machine shared with others
     return {"batches_per_s": count / dt, "windows_per_s": count * batch_size / dt,
-            "persons_per_batch": persons / count, "batches": count}
+            "batches_per_cpu_s": count / cpu, "persons_per_batch": persons / count,
+            "batches": count}
 
 
 def read_phase(path, box_source, lazy, seconds, batch_size, l):
@@ -81,13 +83,14 @@ def read_phase(path, box_source, lazy, seconds, batch_size, l):
     from hgrnn.data.windows import ContextWindows, FeatureStore
 
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     store = FeatureStore(path, box_source=box_source, lazy=lazy)
-    load = time.perf_counter() - t0
+    load, load_cpu = time.perf_counter() - t0, time.process_time() - c0
     t0 = time.perf_counter()
     windows = ContextWindows(store, l)
     index = time.perf_counter() - t0
-    out = {"source": box_source, "lazy": lazy, "load_s": load, "index_s": index,
+    out = {"source": box_source, "lazy": lazy, "load_s": load, "load_cpu_s": load_cpu,
+           "index_s": index,
            "keyframes": store.num_keyframes, "persons": store.num_persons, "windows": len(windows),
            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
            "rss_before_mib": rss0 / 1024}
@@ -111,6 +114,7 @@ def main():
         print(json.dumps(read_phase(a.path, a.read[0], a.read[1] == "1", a.seconds, a.batch, a.l)))
         return
 
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
     path = a.path or os.path.join(tempfile.gettempdir(), f"bench_store_{os.getpid()}.h5")
     try:
         mean_persons = float((np.arange(len(AVA_PERSON_PROBS)) * AVA_PERSON_PROBS).sum())
@@ -129,11 +133,13 @@ def main():
             r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
             results.append(r)
             print(f"read {source:>3} {'lazy     ' if lazy else 'in memory'}: open+load "
-                  f"{r['load_s']:.2f} s, index {r['index_s']:.2f} s, peak RSS "
+                  f"{r['load_s']:.2f} s (CPU {r['load_cpu_s']:.2f} s), index {r['index_s']:.2f} s, peak RSS "
                   f"{r['peak_rss_mib']:,.0f} MiB (python+torch {r['rss_before_mib']:,.0f}); "
                   f"{r['windows']:,} windows; batch {a.batch}, l={a.l}: "
                   f"{r['batches_per_s']:,.0f} batches/s = {r['windows_per_s']:,.0f} windows/s "
+                  f"(per CPU-second: {r['batches_per_cpu_s']:,.0f} batches) "
                   f"({r['persons_per_batch']:.0f} centre persons a batch)", flush=True)
+        print(f"load average at the end: {os.getloadavg()[0]:.1f}")
         print(json.dumps({"write": w, "size_bytes": size, "reads": results}))
     finally:
         if not a.keep and os.path.exists(path):

@@ -222,54 +222,67 @@ def evaluate(gt: AvaRows, results: AvaRows, label_map: LabelMap, protocol="ava-2
 
     gidx = np.flatnonzero(gsel)
     gkeys, gcls = gkeys[gidx], gcls[gidx]
-    gboxes = _f64(gt, "boxes")[gidx]                     # (G, 4)
+    gboxes = _f64(gt, "boxes").take(gidx, axis=0)       # (G, 4)
     ridx = np.flatnonzero(rsel)
     rkeys, rcls = rkeys[ridx], rcls[ridx]
     rscores = _f64(results, "scores")[ridx]
 
-    # ---- sort results once: by keyframe, descending score, file order
-    order = np.lexsort((ridx, -rscores, rkeys))
-    rkeys, rcls, rscores, ridx = rkeys[order], rcls[order], rscores[order], ridx[order]
+    # ---- one sort of all results by descending score (ties: file order); srank = position
+    order_s = np.argsort(-rscores, kind="stable")
+    srank = np.empty(len(order_s), np.int64)
+    srank[order_s] = np.arange(len(order_s))
+    del rscores
+    keep = None
     if protocol in ("ava-2019", "ava-2020"):            # top 50 per keyframe across classes
-        start = np.flatnonzero(np.r_[True, rkeys[1:] != rkeys[:-1]])
-        run = np.diff(np.r_[start, len(rkeys)])
-        rank = np.arange(len(rkeys)) - np.repeat(start, run)
-        capped = rank < MAX_RESULTS_PER_KEYFRAME
-        counts["results_dropped_over_50_per_keyframe"] = int((~capped).sum())
-        rkeys, rcls, rscores, ridx = rkeys[capped], rcls[capped], rscores[capped], ridx[capped]
+        kb = rkeys - (rkeys.min() if len(rkeys) else 0)
+        by_key = order_s[_sort_pairs(kb, srank)]                # keyframe, then score
+        ks = rkeys[by_key]
+        start = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
+        rank = np.arange(len(ks)) - np.repeat(start, np.diff(np.r_[start, len(ks)]))
+        keep = np.zeros(len(ks), bool)
+        keep[by_key[rank < MAX_RESULTS_PER_KEYFRAME]] = True
+        counts["results_dropped_over_50_per_keyframe"] = int((~keep).sum())
+        del by_key, ks, start, rank
     if protocol == "ava-2020":                          # keyframes absent from gt: ignored
-        known = np.isin(rkeys, np.unique(gt_all_keys))
-        counts["results_dropped_keyframe_not_in_gt"] = int((~known).sum())
-        rkeys, rcls, rscores, ridx = rkeys[known], rcls[known], rscores[known], ridx[known]
-    rboxes = _f64(results, "boxes")[ridx]               # (R, 4)
+        uall = np.unique(gt_all_keys)
+        at = np.minimum(np.searchsorted(uall, rkeys), max(len(uall) - 1, 0))
+        known = (uall[at] == rkeys) if len(uall) else np.zeros(len(rkeys), bool)
+        counts["results_dropped_keyframe_not_in_gt"] = int((keep & ~known).sum())
+        keep &= known
+    if keep is not None:
+        rkeys, rcls, srank, ridx = rkeys[keep], rcls[keep], srank[keep], ridx[keep]
+    rboxes = _f64(results, "boxes")                     # (R, 4)
+    if len(ridx) != len(rboxes):
+        rboxes = rboxes.take(ridx, axis=0)
     valid = (rboxes[:, 2] > rboxes[:, 0]) & (rboxes[:, 3] > rboxes[:, 1])
     counts["results_dropped_invalid_box"] = int((~valid).sum())
     if not valid.all():
-        rkeys, rcls, rscores, ridx, rboxes = (rkeys[valid], rcls[valid], rscores[valid],
-                                              ridx[valid], rboxes[valid])
+        rkeys, rcls, srank, ridx = rkeys[valid], rcls[valid], srank[valid], ridx[valid]
+        rboxes = rboxes.take(np.flatnonzero(valid), axis=0)
 
-    # ---- ground truth sorted by (keyframe, class), file order inside
+    # ---- ground truth sorted by (keyframe, class), file order inside; block table
     gorder = np.lexsort((gidx, gcls, gkeys))
     gkeys, gcls, gboxes = gkeys[gorder], gcls[gorder], gboxes[gorder]
     ukeys, gkey_dense = np.unique(gkeys, return_inverse=True)
     gcode = gkey_dense.ravel().astype(np.int64) * K + gcls          # sorted ascending
+    block_len = np.bincount(gcode, minlength=len(ukeys) * K)         # (U*K,)
+    block_start = np.cumsum(block_len) - block_len
     # each result's block of candidate gt rows (same keyframe and class)
     pos = np.minimum(np.searchsorted(ukeys, rkeys), max(len(ukeys) - 1, 0))
     on_gt = (ukeys[pos] == rkeys) if len(ukeys) else np.zeros(len(rkeys), bool)
-    rcode = np.where(on_gt, pos.astype(np.int64) * K + rcls, -1)
-    lo = np.searchsorted(gcode, rcode, "left")
-    hi = np.searchsorted(gcode, rcode, "right")
-    hi = np.where(on_gt, hi, lo)
-    ncand = hi - lo
+    rcode = np.where(on_gt, pos * K + rcls, 0)
+    lo = block_start[rcode] if len(ukeys) else np.zeros(len(rkeys), np.int64)
+    ncand = np.where(on_gt, block_len[rcode] if len(ukeys) else 0, 0)
+    del pos, rcode, rkeys
 
     # best candidate per result: highest IoU, first in file order on ties (strict >)
-    best_iou = np.full(len(rkeys), -1.0)
-    best_gt = np.full(len(rkeys), -1, np.int64)
+    best_iou = np.full(len(ncand), -1.0)
+    best_gt = np.full(len(ncand), -1, np.int64)
     active = np.flatnonzero(ncand > 0)
     slot = 0
     while len(active):
         g = lo[active] + slot
-        iou = _pair_iou(rboxes[active], gboxes[g])
+        iou = _pair_iou(rboxes.take(active, axis=0), gboxes.take(g, axis=0))
         better = iou > best_iou[active]
         best_iou[active[better]] = iou[better]
         best_gt[active[better]] = g[better]
@@ -277,15 +290,17 @@ def evaluate(gt: AvaRows, results: AvaRows, label_map: LabelMap, protocol="ava-2
         active = active[ncand[active] > slot]
 
     # true positive: IoU >= 0.5 and the first such result (in score order) of its box
-    cand = np.flatnonzero(best_iou >= IOU_THRESHOLD)     # positions in score order
-    tp = np.zeros(len(rkeys), bool)
+    cand = np.flatnonzero(best_iou >= IOU_THRESHOLD)
+    tp = np.zeros(len(ncand), bool)
     if len(cand):
-        o = np.lexsort((cand, best_gt[cand]))
-        first = np.r_[True, best_gt[cand][o][1:] != best_gt[cand][o][:-1]]
-        tp[cand[o][first]] = True
+        o = cand[np.lexsort((srank[cand], best_gt[cand]))]
+        first = np.r_[True, best_gt[o][1:] != best_gt[o][:-1]]
+        tp[o[first]] = True
 
-    # ---- per class AP over results sorted by score (ties: file order)
-    corder = np.lexsort((ridx, -rscores, rcls))
+    # ---- per class AP over results sorted by (class, score rank)
+    inv = np.empty(int(srank.max()) + 1 if len(srank) else 0, np.int64)
+    inv[srank] = np.arange(len(srank))
+    corder = inv[_sort_pairs(rcls, srank)]
     rcls_s, tp_s = rcls[corder], tp[corder]
     cstart = np.searchsorted(rcls_s, np.arange(K + 1))
     n_inst = np.bincount(gcls, minlength=K)
@@ -303,10 +318,26 @@ def evaluate(gt: AvaRows, results: AvaRows, label_map: LabelMap, protocol="ava-2
         aps.append(ap)
     mAP = float(np.mean(aps)) if aps else float("nan")
     counts = {"instances": inst_c, "results": res_c, "true_positives": tp_c,
-              "total_instances": int(n_inst.sum()), "total_results": int(len(rkeys)),
+              "total_instances": int(n_inst.sum()), "total_results": int(len(tp)),
               "total_true_positives": int(tp.sum()), **counts}
     return EvalResult(mAP=mAP, per_class=per_class, counts=counts, protocol=protocol,
                       ids=name_ids)
+
+
+def _sort_pairs(major, rank):
+    """Rows sorted by (major, rank): rank (N,) unique non-negative ints, major (N,)
+    non-negative ints. Returns the ranks in that order.
+
+    Both are packed into one int64 and sorted by value (numpy's vectorised sort), which is
+    several times faster than an index sort (argsort/lexsort) of 5.6 million rows."""
+    n = len(rank)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    rbits = max(int(rank.max()).bit_length(), 1)
+    if int(major.max()).bit_length() + rbits <= 62:
+        packed = np.sort((major.astype(np.int64) << rbits) | rank)
+        return packed & ((1 << rbits) - 1)
+    return rank[np.lexsort((rank, major))]
 
 
 def _vocabulary(vids):
@@ -321,10 +352,10 @@ def _vocabulary(vids):
 def _columns(action_ids, ids):
     """action ids (N,) -> label-map column (N,) int64, -1 where not in the map."""
     a = np.asarray(action_ids, np.int64)
-    srt = np.argsort(ids)
-    sids = ids[srt]
-    pos = np.minimum(np.searchsorted(sids, a), len(ids) - 1)
-    return np.where(sids[pos] == a, srt[pos], -1).astype(np.int64)
+    lo, hi = min(int(ids.min()), 0), int(ids.max())
+    lut = np.full(hi - lo + 2, -1, np.int64)           # last slot: ids outside [lo, hi]
+    lut[ids - lo] = np.arange(len(ids))
+    return lut[np.where((a >= lo) & (a <= hi), a - lo, hi - lo + 1)]
 
 
 def evaluate_csv(gt_csv, results_csv, label_map="ava-v2.1", exclusions=None,

@@ -265,3 +265,28 @@ def test_real_files_read():
     assert len(ex) == 37 and ("5BDj0ow5hnA", 1038) in ex
     p = group_persons(gt, lm)
     assert p.labels.sum() == len(gt)
+
+
+def test_fast_number_paths_fuzz():
+    """Random strings of number characters: whatever the vectorised paths accept must be
+    exactly Python's float()/int() of the text; the rest goes to the Python slow path."""
+    rng = np.random.default_rng(3)
+    alphabet = list("0123456789" * 3 + "..-+e ")
+    texts = ["".join(rng.choice(alphabet, size=int(rng.integers(0, 18)))) for _ in range(20000)]
+    texts += ["0", "-0", "1.", ".5", "-.5", "+7", "12345678", "1234567.8", "0.1234567",
+              "123456789", "0.12345678", "-0.0000001", "00000000.5", "99999999", "1e5", "--1"]
+    texts = [t.replace(" ", "") for t in texts]
+    raw = bytes(16) + ",".join(texts).encode() + b"\n"
+    buf = np.frombuffer(raw, np.uint8)
+    seps = np.flatnonzero((buf == 44) | (buf == 10))
+    starts = np.r_[16, seps[:-1] + 1]
+    ends = seps
+    for integer, conv in ((False, float), (True, int)):
+        values, bad = ava._parse_numbers(buf, starts, ends, integer, allow_empty=False)
+        fast = 0
+        for text, v, b in zip(texts, values.tolist(), bad.tolist()):
+            if b:
+                continue
+            fast += 1
+            assert v == conv(text) and type(v) is conv, (text, v)
+        assert fast > 2000

@@ -5,6 +5,7 @@ The stored features are checked against an independent recomputation: decode the
 run the same backbone, average the map / RoIAlign the box (hgrnn.pipeline.i3d)."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -112,6 +113,10 @@ def test_store_is_valid_and_failures_recorded(store):
     assert "broken.mp4: cannot open" in failures["broken"]
     assert failures["ghost"].startswith("missing")
     assert "FAILED broken" in result.output and "2 video(s) written" in result.output
+    # one pass per video: vidA (30 frames, clips up to frame 23) and vidB (20 frames)
+    decoded, needed = map(int, re.search(r"decoded (\d+) frames for (\d+) needed",
+                                         result.output).groups())
+    assert needed == 16 + 8 and decoded <= 30 + 20
     with h5py.File(out, "r") as f:
         assert sorted(f["videos"]) == ["vidA", "vidB"]
         assert f["videos/vidA"].attrs["width"] == 96 and f["videos/vidA"].attrs["height"] == 64

@@ -11,6 +11,16 @@ from hgrnn.pipeline import finetune as ft
 from hgrnn.pipeline.finetune import FinetuneConfig, crop_clip, flip_clip, random_augment
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One intra-op thread: on the shared 2-core test machine several OpenMP threads per
+    process spin against each other and make these CPU convolutions ~4x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ----------------------------------------------------------------------------- augmentation
 
 def drawn_clip(box_px, size=(60, 80), frames=3):
@@ -202,6 +212,41 @@ def batch_loss(model, batch, config):
         return float(ft.classification_loss(model(batch[0], batch[1]), batch[2], config))
 
 
+def check_extraction_uses_checkpoint(root, tmp_path, checkpoint, model, config):
+    """extract-features with the checkpoint writes a 256-d store whose person features are
+    the fine-tuned model's projected RoI features of the whole frame."""
+    from hgrnn.data.ava import load_label_map
+    from hgrnn.data.windows import ContextWindows, FeatureStore
+    from hgrnn.pipeline.extract import ExtractConfig, extract_features
+    from hgrnn.pipeline.i3d import normalize_frames
+    from hgrnn.pipeline.video import iter_clips
+
+    store_path = tmp_path / "finetuned.h5"
+    extract_features(ExtractConfig(
+        out=str(store_path), backbone_weights=str(checkpoint), videos=str(root / "videos"),
+        annotations=str(root / "val.csv"), label_map=config.label_map, keyframes=(2, 3),
+        clip_frames=config.clip_frames, short_side=config.short_side, batch_size=2, workers=0,
+        device="cpu", progress=False))
+    store = FeatureStore(str(store_path))
+    assert store.feature_dim == 256
+    windows = ContextWindows(store, l=0)
+    batch = windows.batch(np.arange(len(windows)))
+    assert batch.feats.shape[1] == 256
+    first = [i for i in range(len(windows))
+             if windows.video_ids[i] == "vidB" and int(windows.timestamps[i]) == 2]
+    assert len(first) == 1
+    stored = batch.feats[batch.keyframe == first[0]]                    # (3, 256)
+    kf = [k for k in ft.keyframes_from_csv(root / "val.csv", load_label_map(config.label_map))
+          if k.timestamp == 2][0]
+    (_, frames), = iter_clips(root / "videos" / "vidB.mp4", [2.0], config.clip_frames,
+                              config.frame_stride, config.short_side)
+    rois = torch.cat([torch.zeros(len(kf.boxes), 1), torch.from_numpy(kf.boxes)], 1)
+    model.eval()
+    with torch.no_grad():
+        expected = model.features(normalize_frames(frames), rois)
+    torch.testing.assert_close(stored, expected, rtol=2e-2, atol=2e-3)
+
+
 def test_training_lowers_the_loss_resumes_validates_and_checkpoint_loads(ava_fixture, tmp_path,
                                                                           monkeypatch):
     from hgrnn.data.ava import load_label_map
@@ -260,6 +305,7 @@ def test_training_lowers_the_loss_resumes_validates_and_checkpoint_loads(ava_fix
     assert json.loads(final["val"])["mAP"] == 0.5
     trained = ft.PersonActionModel(backbone, 3, projection=projection, dropout=0.0)
     trained.classifier.load_state_dict(final["classifier"])
+    check_extraction_uses_checkpoint(ava_fixture, tmp_path, result["checkpoint"], trained, config)
 
     # the loss on a fixed batch of all training keyframes fell from the initial model's
     # (rebuilt from the same seed, as finetune_backbone builds it)
@@ -274,3 +320,42 @@ def test_training_lowers_the_loss_resumes_validates_and_checkpoint_loads(ava_fix
     before, after = batch_loss(initial, batch, config), batch_loss(trained, batch, config)
     print("loss before", before, "after", after)
     assert after < 0.9 * before, (before, after)
+
+
+def test_chunks_are_dealt_to_ranks_and_workers_without_overlap(ava_fixture):
+    from hgrnn.data.ava import load_label_map
+
+    config = tiny_config(ava_fixture, "unused")
+    kfs = ft.keyframes_from_csv(ava_fixture / "train.csv", load_label_map(config.label_map))
+    kfs = kfs * 5                                    # 40 keyframes -> 5 chunks of 8
+    kfs.sort(key=lambda k: (k.video_id, k.timestamp))
+    dealt = []
+    for rank in range(2):
+        stream = ft.ClipStream(kfs, {}, config, rank=rank, world=2)
+        stream.epoch = 3
+        for worker in range(2):
+            dealt += [tuple(c) for c in stream._my_chunks(worker, 2)]
+    assert sorted(dealt) == sorted(tuple(c) for c in ft.make_chunks(kfs))
+    # fewer chunks than shards: every shard still gets work (else DDP ranks would stall)
+    small = ft.ClipStream(kfs[:8], {}, config, rank=1, world=2)
+    assert all(small._my_chunks(w, 2) for w in range(2))
+
+
+def test_cli_runs_and_reports_errors(ava_fixture, tmp_path):
+    from click.testing import CliRunner
+
+    from hgrnn.cli import main
+
+    args = ["finetune-backbone", "--annotations", str(ava_fixture / "train.csv"),
+            "--videos", str(ava_fixture / "videos"), "--label-map", str(ava_fixture / "labels.txt"),
+            "--backbone-weights", "none", "--clip-frames", "8", "--short-side", "48",
+            "--crop-size", "48", "--batch", "2", "--steps", "1", "--workers", "0",
+            "--device", "cpu", "--quiet"]
+    result = CliRunner().invoke(main, args + ["--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "trained 1 steps" in result.output and (tmp_path / "run" / "backbone.pt").exists()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("vidA,2,0.1,0.1,0.5,0.5,1,0\nvidA,3,0.1,0.1,0.5\n")
+    result = CliRunner().invoke(main, args + ["--out", str(tmp_path / "r2"),
+                                              "--annotations", str(bad)])
+    assert result.exit_code != 0 and "bad.csv:2" in result.output

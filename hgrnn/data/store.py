@@ -20,6 +20,7 @@ K = number of label-map classes)::
         streams      str    JSON list of [name, start, stop]: named slices of the C feature
                             dims, e.g. [["rgb", 0, 256], ["flow", 256, 512]];
                             optional, default [["rgb", 0, C]]
+        writer       str    optional: the program that created the file, e.g. "hgrnn 0.1.0"
       /videos                           group, one subgroup per video
         /<video_id>                     group (any name without "/")
           attrs:
@@ -394,14 +395,12 @@ class StoreWriter:
             raise StoreError(f"{self.path}: feature_dim must be positive, got {feature_dim}")
         self._label_pairs = label_map_pairs(label_map)
         self.num_classes = len(self._label_pairs)
-        exists = os.path.exists(self.path) and os.path.getsize(self.path) > 0
-        self._f = open_h5(self.path, "a" if exists else "w")
+        if not (os.path.exists(self.path) and os.path.getsize(self.path) > 0):
+            self._create(streams)
+        self._f = open_h5(self.path, "a")
         try:
             self._disable_metadata_evictions()
-            if exists:
-                self._reopen(streams)
-            else:
-                self._create(streams)
+            self._reopen(streams)
             for stage, cfg in (configs or {}).items():
                 self.set_config(stage, cfg)
             self._drop_incomplete()
@@ -422,7 +421,17 @@ class StoreWriter:
         self._f.id.set_mdc_config(cfg)
 
     def _create(self, streams):
-        a = self._f.attrs
+        # an empty store is written under a temporary name and renamed, so that `path`
+        # is never a half-created file
+        import h5py
+
+        tmp = self.path + ".creating"
+        with h5py.File(tmp, "w") as f:
+            self._write_root(f, streams)
+        os.replace(tmp, self.path)
+
+    def _write_root(self, f, streams):
+        a = f.attrs
         a["format"] = FORMAT
         a["version"] = np.int64(FORMAT_VERSION)
         a["feature_dim"] = np.int64(self.feature_dim)
@@ -433,7 +442,7 @@ class StoreWriter:
         from hgrnn import __version__
 
         a["writer"] = f"hgrnn {__version__}"
-        self._f.create_group("videos")
+        f.create_group("videos")
 
     def _check_streams(self, streams):
         if streams is None:

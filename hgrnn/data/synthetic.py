@@ -72,7 +72,7 @@ GROUP_SLOTS = int(__import__('os').environ.get('GS', 4))
 LEVEL_DIMS = 4
 SCALE = float(__import__('os').environ.get('SC', 3.0))
 POSE_AMP, FLAG_AMP, DRIVE_AMP, GROUP_AMP = SCALE * 1.0, SCALE * 1.5, SCALE * 0.6, SCALE * 1.5
-NUISANCE_STD = 0.5 * SCALE
+NUISANCE_STD = float(__import__('os').environ.get('NU', 0.5)) * SCALE
 LEVEL_STEP = 0.25          # change of a drifting state per keyframe (state levels ~ N(0, 1))
 PERSON_DIMS = 8 + GROUP_SLOTS
 CLIP_DIMS = 3 + 2 * LEVEL_DIMS
@@ -339,13 +339,13 @@ def generate_video(cfg: SynthConfig, index: int) -> SynthVideo:
         dance = np.zeros(n, bool)
         for g in range(group.max() + 1):
             members = np.flatnonzero(group == g)
-            if len(members) < 2:
-                continue
             order = rng.permutation(members)
+            # a lone person talks too (to self, on the phone): "someone talks" then says
+            # little about whether MY group has a talker
             if rng.random() < cfg.talk_prob:
                 talk[order[0]] = True
             if st == ROOM and rng.random() < cfg.dance_prob:
-                dance[order[1]] = True
+                dance[order[-1]] = True
         listen, watch = relational_labels(group, talk, dance)
 
         labels[np.arange(n), pose] = 1

@@ -46,16 +46,33 @@ def class_nms(boxes: torch.Tensor, scores: torch.Tensor, keyframe: torch.Tensor,
     kept for every class): the result is exactly greedy NMS per (keyframe, class), at a cost
     that does not grow with the classes of uncontested boxes.
     """
-    from torchvision.ops import batched_nms, box_iou
+    from torchvision.ops import batched_nms
 
     P, K = scores.shape
     keep = torch.ones(P, K, dtype=torch.bool)
     if P < 2 or iou >= 1:
         return keep
-    same = keyframe[:, None] == keyframe[None, :]  # (P, P)
-    overlaps = (box_iou(boxes, boxes) > iou) & same
-    overlaps.fill_diagonal_(False)
-    contested = overlaps.any(dim=1).nonzero().flatten()  # (M,), ordered by keyframe
+    # persons in keyframe order; then every (i, j) pair of persons of one keyframe, as two
+    # flat index arrays: the IoUs needed are only those within a keyframe
+    order = torch.argsort(keyframe, stable=True)
+    boxes, scores, keyframe = boxes[order], scores[order], keyframe[order]
+    counts = torch.bincount(keyframe)  # persons per keyframe
+    first = torch.cumsum(counts, 0) - counts  # first person of each keyframe
+    n_pairs = counts[keyframe]  # (P,) partners of each person (itself included)
+    i = torch.repeat_interleave(torch.arange(P), n_pairs)  # (E,)
+    pair_start = torch.repeat_interleave(torch.cumsum(n_pairs, 0) - n_pairs, n_pairs)
+    j = first[keyframe][i] + torch.arange(len(i)) - pair_start  # (E,)
+    a, b = boxes[i], boxes[j]  # (E, 4)
+    wh = (torch.minimum(a[:, 2:], b[:, 2:]) - torch.maximum(a[:, :2], b[:, :2])).clamp(min=0)
+    inter = wh[:, 0] * wh[:, 1]
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])  # (P,)
+    pair_iou = inter / (area[i] + area[j] - inter).clamp(min=1e-12)  # (E,)
+    # a superset of the pairs torchvision finds above `iou` (a hair of float slack): an
+    # extra contested box only costs time, batched_nms still decides
+    overlapping = (pair_iou > iou - 1e-6) & (i != j)
+    contested = torch.zeros(P, dtype=torch.bool)
+    contested[i[overlapping]] = True
+    contested = contested.nonzero().flatten()  # (M,), in keyframe order
     if len(contested) == 0:
         return keep
     M = len(contested)
@@ -68,21 +85,25 @@ def class_nms(boxes: torch.Tensor, scores: torch.Tensor, keyframe: torch.Tensor,
     starts = torch.cat([torch.tensor([0]), (kf[1:] != kf[:-1]).nonzero().flatten() + 1]).tolist()
     chunk_start = 0
     bounds = starts[1:] + [M]
-    for i, end in enumerate(bounds):
-        if end == M or (bounds[i + 1] - chunk_start) * K > _NMS_CHUNK:
-            a, b = chunk_start * K, end * K
-            kept = batched_nms(flat_boxes[a:b], flat_scores[a:b], groups[a:b], iou)
-            flat_keep[a + kept] = True
+    for n, end in enumerate(bounds):
+        if end == M or (bounds[n + 1] - chunk_start) * K > _NMS_CHUNK:
+            lo, hi = chunk_start * K, end * K
+            kept = batched_nms(flat_boxes[lo:hi], flat_scores[lo:hi], groups[lo:hi], iou)
+            flat_keep[lo + kept] = True
             chunk_start = end
-    keep[contested] = flat_keep.view(M, K)
+    keep_sorted = torch.ones(P, K, dtype=torch.bool)
+    keep_sorted[contested] = flat_keep.view(M, K)
+    keep[order] = keep_sorted
     return keep
 
 
 @torch.no_grad()
 def predict_store(model, fs, device="cpu", nms_iou=DEFAULT_NMS_IOU,
-                  batch_keyframes=INFER_BATCH_KEYFRAMES, progress=False):
+                  batch_keyframes=INFER_BATCH_KEYFRAMES, progress=False, min_score=0.0):
     """Score every keyframe of `fs` (a FeatureStore; its box source is used) -> AvaRows of
-    results, one row per kept (person box, class), scores = action prob x confidence."""
+    results, one row per kept (person box, class), scores = action prob x confidence.
+    min_score > 0 drops rows scored below it after NMS (smaller CSVs; it can only lower AP,
+    by cutting the tail of each class's ranking)."""
     from hgrnn.data.ava import AvaRows
     from hgrnn.data.windows import ContextWindows
 
@@ -103,6 +124,8 @@ def predict_store(model, fs, device="cpu", nms_iou=DEFAULT_NMS_IOU,
         probs = torch.sigmoid(model(batch.to(device))).float().cpu()  # (P, K)
         scores = probs * batch.scores[:, None]  # (P, K): action prob x person confidence
         keep = class_nms(batch.boxes, scores, batch.keyframe, nms_iou)  # (P, K)
+        if min_score > 0:
+            keep &= scores >= min_score
         person, cls = keep.nonzero(as_tuple=True)  # kept (person, class) pairs
         kf = batch.keyframe[person]
         base = len(video_names)
@@ -193,7 +216,7 @@ def plot_per_class_ap(per_class: dict, mAP: float, path) -> bool:
 
 def evaluate_store(store, checkpoint, gt_boxes=False, out_dir=None, nms_iou=DEFAULT_NMS_IOU,
                    gt_csv=None, exclusions=None, protocol="ava-2018", progress=True,
-                   device="auto"):
+                   device="auto", min_score=0.0):
     """Score every keyframe of `store` with the head of `checkpoint` and evaluate it.
 
     gt_boxes: use the store's ground-truth boxes (confidence 1) instead of its detections.
@@ -201,6 +224,8 @@ def evaluate_store(store, checkpoint, gt_boxes=False, out_dir=None, nms_iou=DEFA
         plus "configs": head, train and eval settings) and per_class_ap.png.
     gt_csv / exclusions: AVA ground-truth CSV and excluded-timestamps CSV (or a set of
         (video_id, timestamp)); default ground truth: the store's own gt persons.
+    min_score: drop result rows scored below it (default 0: every box x class is kept, as
+        AVA result files usually are; see ``predict_store``).
     Returns the EvalResult.
     """
     from hgrnn.data.ava import read_annotations, read_exclusions, write_results
@@ -223,7 +248,8 @@ def evaluate_store(store, checkpoint, gt_boxes=False, out_dir=None, nms_iou=DEFA
     else:
         gt = store_ground_truth(open_store(store, "gt", lazy=True) if "gt" in fs.sources else fs)
 
-    results = predict_store(model, fs, device=device, nms_iou=nms_iou, progress=progress)
+    results = predict_store(model, fs, device=device, nms_iou=nms_iou, progress=progress,
+                            min_score=min_score)
     result = evaluate(gt, results, fs.label_map, protocol=protocol, exclusions=exclusions)
 
     if out_dir is not None:
@@ -234,7 +260,8 @@ def evaluate_store(store, checkpoint, gt_boxes=False, out_dir=None, nms_iou=DEFA
         report["configs"] = {
             "head": ckpt["head"], "train": ckpt["train"],
             "eval": {"store": fs.path, "checkpoint": ckpt["path"], "step": ckpt["step"],
-                     "boxes": source, "nms_iou": nms_iou, "protocol": protocol,
+                     "boxes": source, "nms_iou": nms_iou, "min_score": min_score,
+                     "protocol": protocol,
                      "gt": str(gt_csv) if gt_csv is not None else f"{fs.path} (gt persons)",
                      "exclusions": None if exclusions is None else len(exclusions),
                      "result_rows": len(results)},

@@ -308,7 +308,7 @@ def train_head(train_store, out_dir, head: HeadConfig, train: TrainConfig,
 
     Returns {"checkpoint": path of last.pt, "val": EvalResult.to_dict() of the last
     validation or None, "seconds": wall time, "steps": steps done, "loss": last loss,
-    "batch_seconds": time spent waiting for batches}.
+    "batch_seconds": time spent waiting for batches, "loop_seconds": time of the step loop}.
     Raises HeadError for a store without gt labels, an empty store, a mismatching
     checkpoint, an existing run without ``resume``, or a NaN loss.
     """
@@ -432,6 +432,7 @@ def train_head(train_store, out_dir, head: HeadConfig, train: TrainConfig,
                     checkpoint(done)
                     last_saved = done
         finally:
+            loop_seconds = time.perf_counter() - t_loop
             if bar is not None:
                 bar.close()
             plot_loss_curve(metrics, out / "loss.png")
@@ -441,4 +442,4 @@ def train_head(train_store, out_dir, head: HeadConfig, train: TrainConfig,
     seconds = time.perf_counter() - t_start
     return {"checkpoint": str(ckpt_path), "val": val_result.to_dict() if val_result else None,
             "seconds": seconds, "steps": train.steps, "loss": loss_value,
-            "batch_seconds": batch_seconds, "loop_seconds": time.perf_counter() - t_loop}
+            "batch_seconds": batch_seconds, "loop_seconds": loop_seconds}

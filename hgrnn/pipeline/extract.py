@@ -41,6 +41,7 @@ import dataclasses
 import glob
 import math
 import os
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -113,6 +114,14 @@ def shard_path(out, rank: int) -> str:
     """`<dir>/<stem>.rank<k>.h5` for output `<dir>/<stem>.h5`."""
     out = Path(out)
     return str(out.with_name(f"{out.stem}.rank{rank}.h5"))
+
+
+def existing_shards(out) -> list[str]:
+    """Shard files `<stem>.rank<k>.h5` of output `out` that exist now, sorted by k."""
+    out = Path(out)
+    pattern = glob.escape(str(out.with_name(out.stem))) + ".rank*.h5"
+    found = [p for p in glob.glob(pattern) if re.search(r"\.rank\d+\.h5$", p)]
+    return sorted(found, key=lambda p: int(re.search(r"\.rank(\d+)\.h5$", p).group(1)))
 
 
 def shard_items(items: list, rank: int, world: int) -> list:
@@ -421,7 +430,7 @@ def extract_features(cfg: ExtractConfig) -> dict:
     import torch
 
     from hgrnn.data.ava import load_label_map
-    from hgrnn.data.store import PersonSet, StoreWriter, merge_stores
+    from hgrnn.data.store import PersonSet, StoreError, StoreWriter, merge_stores
     from hgrnn.pipeline.i3d import load_backbone, normalize_frames, person_features
 
     cfg.validate()
@@ -446,11 +455,12 @@ def extract_features(cfg: ExtractConfig) -> dict:
     stage = _stage_config(cfg, bmeta, dmeta, feature_dim)
 
     # -- what is done already (read before anyone writes), who does what
-    shards = sorted(set(glob.glob(shard_path(cfg.out, 0).replace(".rank0.h5", ".rank*.h5"))))
+    shards = existing_shards(cfg.out)
     done = _complete_videos(cfg.out)
     for s in shards:
         done |= _complete_videos(s)
     dist.barrier()
+    missing = {vid: reason for vid, reason in missing.items() if vid not in done}
     todo = [p for p in plans if p.video_id not in done]
     mine = shard_items(todo, dist.rank, dist.world)
     my_path = shard_path(cfg.out, dist.rank) if (dist.active or shards) else cfg.out
@@ -542,9 +552,16 @@ def extract_features(cfg: ExtractConfig) -> dict:
                     ps["det"] = PersonSet.from_lists(
                         [s["boxes"] for s, _ in st["det"]], [f for _, f in st["det"]],
                         [s["scores"] for s, _ in st["det"]])
-                writer.add_video(vid, np.asarray(st["ts"], np.int64), np.concatenate(st["clip"]),
-                                 gt=ps.get("gt"), det=ps.get("det"),
-                                 width=stats.get("width"), height=stats.get("height"))
+                try:
+                    writer.add_video(vid, np.asarray(st["ts"], np.int64),
+                                     np.concatenate(st["clip"]), gt=ps.get("gt"),
+                                     det=ps.get("det"), width=stats.get("width"),
+                                     height=stats.get("height"))
+                except StoreError as exc:          # bad input for this video: record, go on
+                    writer.record_failure(vid, str(exc))
+                    failed[vid] = str(exc)
+                    tqdm.write(f"extract-features: FAILED {vid}: {exc}")
+                    continue
                 written += 1
                 for name, p in ps.items():
                     persons[name] += len(p.boxes)
@@ -563,8 +580,7 @@ def extract_features(cfg: ExtractConfig) -> dict:
              "persons": persons, "decoded_frames": decoded, "needed_frames": needed}
     everyone = dist.gather(local)
     if dist.rank == 0 and (dist.active or shards):
-        all_shards = sorted(set(shards) | {shard_path(cfg.out, r) for r in range(dist.world)})
-        all_shards = [s for s in all_shards if os.path.exists(s)]
+        all_shards = existing_shards(cfg.out)
         inputs = ([cfg.out] if os.path.exists(cfg.out) else []) + all_shards
         merging = cfg.out + ".merging.h5"
         merge_stores(merging, inputs, overwrite=True, progress=show)

@@ -97,6 +97,9 @@ class FinetuneConfig:
 
     annotations: training ground truth (AVA CSV); videos / frames: folder of
     `<video_id>.<ext>` files, or of `<video_id>/<video_id>_%06d.jpg` frame folders at `fps`.
+    time_offset: video time of timestamp 0 (a keyframe at timestamp ts is taken ts -
+    time_offset seconds into the video; 900 for the 15-minute AVA cuts, as in extraction).
+    num_threads: torch CPU threads (0: torch's default).
     backbone_weights: initial I3D weights (piergiaj rgb_imagenet.pt, a previous fine-tuning
     checkpoint, or "none" for random init). See the module docstring for the rest.
     """
@@ -106,6 +109,7 @@ class FinetuneConfig:
     videos: str | None = None
     frames: str | None = None
     fps: float | None = None
+    time_offset: float = 0.0
     label_map: str = "ava-v2.1"
     exclusions: str | None = None
     backbone_weights: str | None = None
@@ -136,6 +140,7 @@ class FinetuneConfig:
     seed: int = 0
     device: str = "auto"
     num_workers: int = 2
+    num_threads: int = 0
     log_every: int = 20
     checkpoint_every: int = 1000
 
@@ -317,12 +322,13 @@ class ClipStream(torch.utils.data.IterableDataset):
 
         c = self.config
         video_id = self.keyframes[chunk[0]].video_id
-        by_time = {self.keyframes[i].timestamp: self.keyframes[i] for i in chunk}
+        by_time = {float(self.keyframes[i].timestamp - c.time_offset): self.keyframes[i]
+                   for i in chunk}
         try:
             for time_s, frames in iter_clips(self.sources[video_id], sorted(by_time),
                                              c.clip_frames, c.frame_stride, c.short_side,
                                              fps=c.fps):
-                kf = by_time[int(round(time_s))]
+                kf = by_time[time_s]
                 aug = random_augment(frames, kf.boxes, rng, crop_size=c.crop_size,
                                      scale_range=(c.scale_min, c.scale_max),
                                      flip_prob=c.flip_prob, min_visible=c.min_visible)
@@ -333,7 +339,8 @@ class ClipStream(torch.utils.data.IterableDataset):
                        "labels": torch.from_numpy(kf.labels[keep].astype(np.float32)),
                        "video_id": video_id, "timestamp": kf.timestamp}
         except VideoError as exc:
-            message = f"skipping keyframes {sorted(by_time)[0]}..{sorted(by_time)[-1]} s: {exc}"
+            stamps = sorted(k.timestamp for k in by_time.values())
+            message = f"skipping keyframes {stamps[0]}..{stamps[-1]} of {video_id}: {exc}"
             warnings.warn(message)
             log.warning(message)
 
@@ -475,10 +482,10 @@ def predict_keyframes(model: PersonActionModel, keyframes, sources, config: Fine
                leave=False)
     autocast = _autocast(device)
     for video_id, kfs in by_video.items():
-        by_time = {k.timestamp: k for k in kfs}
+        by_time = {float(k.timestamp - config.time_offset): k for k in kfs}
         for time_s, frames in iter_clips(sources[video_id], sorted(by_time), config.clip_frames,
                                          config.frame_stride, config.short_side, fps=config.fps):
-            kf = by_time[int(round(time_s))]
+            kf = by_time[time_s]
             clip = normalize_frames(frames).to(device)                    # (1, 3, T, H, W)
             rois = torch.cat([torch.zeros(len(kf.boxes), 1), torch.from_numpy(kf.boxes)], 1)
             with autocast:
@@ -549,6 +556,8 @@ def finetune_backbone(config: FinetuneConfig, resume: bool = False, progress: bo
     from hgrnn.data.ava import load_label_map, read_annotations, read_exclusions
 
     t_start = time.time()
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
     rank, world, local_rank, device = _distributed(config.device)
     out_dir = Path(config.out_dir)
     if rank == 0:

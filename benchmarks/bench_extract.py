@@ -1,0 +1,140 @@
+"""Benchmark of `hgrnn extract-features`: decoding alone vs the whole stage.
+
+    .venv/bin/python benchmarks/bench_extract.py                  # defaults below
+    .venv/bin/python benchmarks/bench_extract.py --model-keyframes 60 --threads 2   # full run
+
+1. Renders a SECONDS-long WxH video at FPS (hgrnn.pipeline.render; cached in --workdir).
+2. Decoding alone, every second of the video as a keyframe (clip_frames at stride 1, short
+   side resized): keyframes/s, frames decoded, frames needed by the clips (unique), frames in
+   the span from the first to the last needed frame; target decoded / span <= 1.05.
+3. On MODEL_KEYFRAMES keyframes from the middle of the video (so decoding starts with a seek),
+   measured separately: decoding alone (t_decode), the model alone on the decoded clips
+   (t_model: normalisation + I3D + pooling, batches of --batch-size), and the whole stage
+   `extract_features` with DataLoader decoding workers (t_stage, model loading excluded by
+   subtracting its separately timed load). Target: t_stage <= 1.3 x (t_decode + t_model).
+
+The real InceptionI3d with random weights (`--backbone-weights none`). On a CPU the model
+dominates, so the default uses few model keyframes; say so when quoting the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.ops  # noqa: F401 - first import costs seconds; keep it out of the timings
+
+from hgrnn.pipeline.extract import ExtractConfig, extract_features
+from hgrnn.pipeline.i3d import clip_features, load_backbone, normalize_frames
+from hgrnn.pipeline.render import render_video
+from hgrnn.pipeline.video import iter_clips
+
+
+def decode(path, times, args):
+    stats = {}
+    start = time.perf_counter()
+    clips = [c for _, c in iter_clips(path, times, args.clip_frames, 1, args.short_side,
+                                      stats=stats)]
+    return time.perf_counter() - start, clips, stats
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seconds", type=int, default=60)
+    p.add_argument("--fps", type=int, default=30)
+    p.add_argument("--size", default="320x240")
+    p.add_argument("--clip-frames", type=int, default=32)
+    p.add_argument("--short-side", type=int, default=256)
+    p.add_argument("--model-keyframes", type=int, default=6)
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (main process)")
+    p.add_argument("--workdir", default=None, help="keep the rendered video here (default: a temp dir)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", message=".*RANDOM initialisation.*")
+    width, height = (int(v) for v in args.size.split("x"))
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_extract_"))
+    videos = work / "videos"
+    video = videos / f"bench_{args.seconds}s_{width}x{height}_{args.fps}fps.mp4"
+    if not video.exists():
+        t = time.perf_counter()
+        render_video(video, seconds=args.seconds, fps=args.fps, size=(width, height))
+        print(f"rendered {video} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+    for other in videos.iterdir():               # the stage reads the whole folder
+        if other != video:
+            other.unlink()
+
+    # -- 2. decoding alone, every second
+    times = list(range(args.seconds))
+    t_all, clips, stats = decode(video, times, args)
+    half = args.clip_frames // 2
+    first = max(0, times[0] * args.fps - half)
+    last = min(args.seconds * args.fps - 1, times[-1] * args.fps + args.clip_frames - 1 - half)
+    span = last - first + 1
+    decode_all = {"keyframes": len(times), "seconds": round(t_all, 2),
+                  "keyframes_per_s": round(len(times) / t_all, 1),
+                  "decoded_frames": stats["decoded_frames"], "needed_frames": stats["converted_frames"],
+                  "span_frames": span, "decoded_per_span": round(stats["decoded_frames"] / span, 3)}
+    del clips
+
+    # -- 3. decode vs model vs whole stage on a few keyframes from the middle
+    n = args.model_keyframes
+    ts0 = max(1, args.seconds // 2 - n // 2)
+    sub = list(range(ts0, ts0 + n))
+    t_decode, clips, sub_stats = decode(video, sub, args)
+    t = time.perf_counter()
+    backbone, _, _ = load_backbone(None)
+    t_load = time.perf_counter() - t
+    t = time.perf_counter()
+    with torch.no_grad():
+        for i in range(0, n, args.batch_size):
+            x = normalize_frames(torch.from_numpy(np.stack(clips[i:i + args.batch_size])))
+            clip_features(backbone.extract_features(x))
+    t_model = time.perf_counter() - t
+    del clips, backbone
+    out = work / "bench_store.h5"
+    if out.exists():
+        out.unlink()
+    cfg = ExtractConfig(out=str(out), backbone_weights="none", videos=str(videos),
+                        keyframes=(sub[0], sub[-1]), clip_frames=args.clip_frames,
+                        short_side=args.short_side, batch_size=args.batch_size,
+                        workers=args.workers, progress=False)
+    t = time.perf_counter()
+    summary = extract_features(cfg)
+    t_stage = time.perf_counter() - t - t_load
+    assert summary["written"] == 1 and not summary["failed"], summary
+    stage = {"keyframes": n, "timestamps": f"{sub[0]}:{sub[-1]}", "batch_size": args.batch_size,
+             "workers": args.workers, "threads": args.threads,
+             "t_decode": round(t_decode, 2), "t_model": round(t_model, 2),
+             "t_stage": round(t_stage, 2), "t_model_load": round(t_load, 2),
+             "decode_keyframes_per_s": round(n / t_decode, 2),
+             "model_keyframes_per_s": round(n / t_model, 3),
+             "stage_keyframes_per_s": round(n / t_stage, 3),
+             "stage_over_decode_plus_model": round(t_stage / (t_decode + t_model), 3),
+             "seeked": sub_stats["seeked"], "decoded_frames": sub_stats["decoded_frames"],
+             "needed_frames": sub_stats["converted_frames"]}
+    result = {"video": {"seconds": args.seconds, "fps": args.fps, "size": args.size},
+              "clip_frames": args.clip_frames, "short_side": args.short_side,
+              "decode_every_second": decode_all, "stage": stage,
+              "torch": torch.__version__, "cpu_threads": torch.get_num_threads()}
+    print(json.dumps(result, indent=2))
+    print(f"\n| measurement | value |\n|---|---|\n"
+          f"| decode alone, {len(times)} keyframes | {decode_all['keyframes_per_s']} keyframes/s |\n"
+          f"| decoded / span frames | {decode_all['decoded_frames']} / {span} = "
+          f"{decode_all['decoded_per_span']} |\n"
+          f"| decode alone, {n} keyframes (seek) | {stage['decode_keyframes_per_s']} keyframes/s |\n"
+          f"| model alone, {n} keyframes | {stage['model_keyframes_per_s']} keyframes/s |\n"
+          f"| whole stage, {n} keyframes | {stage['stage_keyframes_per_s']} keyframes/s |\n"
+          f"| stage / (decode + model) | {stage['stage_over_decode_plus_model']} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""Head benchmark: the paper's training schedule and `eval` at AVA scale (BENCHMARKS.md).
+
+1. Writes the store benchmark's AVA-v2.1-train-scale store (235 videos x 897 keyframes, C=256,
+   60 classes; `bench_store.make_ava_scale_store`) and an AVA-val-scale one (64 x 897).
+2. train: `train_head` with the paper's schedule (1000 steps, batch 50, l=3, J=2, default
+   hidden sizes) in a fresh process: wall time (store loading included), steps/s of the
+   loop, share of the loop spent building batches, peak RSS.
+3. eval: `evaluate_store` of that checkpoint on the val-scale store with its detections
+   (as `hgrnn eval` without --out; with --write-csv also writing results.csv, metrics.json
+   and the chart), in a fresh process: wall time split into prediction, ground truth,
+   evaluation (and CSV writing), result rows, peak RSS.
+
+    .venv/bin/python benchmarks/bench_head.py                       # full scale, under /tmp
+    .venv/bin/python benchmarks/bench_head.py --videos 20 --val-videos 8 --steps 100  # quick
+    .venv/bin/python benchmarks/bench_head.py --threads 1           # torch threads
+
+Targets (2-core CPU): training < 90 s with batch building < 10% and peak memory < 3 GiB;
+eval < 60 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path.insert(0, HERE)
+
+
+def _peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def phase_train(args) -> dict:
+    from hgrnn.hgrnn_head.model import HeadConfig
+    from hgrnn.hgrnn_head.train import TrainConfig, train_head
+
+    out = train_head(args.store, args.run, HeadConfig(context=3, iterations=2),
+                     TrainConfig(steps=args.steps, batch_size=50, device="cpu", val_every=0,
+                                 num_threads=args.threads),
+                     progress=not args.quiet)
+    loop = out["loop_seconds"]
+    return {"wall_s": out["seconds"], "loop_s": loop, "steps": out["steps"],
+            "steps_per_s": out["steps"] / loop, "batch_s": out["batch_seconds"],
+            "batch_share": out["batch_seconds"] / loop, "final_loss": out["loss"],
+            "peak_rss_gib": _peak_rss_gib()}
+
+
+def phase_eval(args) -> dict:
+    import torch
+
+    import hgrnn.data.ava as ava
+    import hgrnn.hgrnn_head.infer as infer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    spent = {}
+
+    def timed(name, fn):
+        def wrapper(*a, **k):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.perf_counter() - t
+        return wrapper
+
+    infer.predict_store = timed("predict_s", infer.predict_store)
+    infer.store_ground_truth = timed("ground_truth_s", infer.store_ground_truth)
+    import hgrnn.metrics as metrics
+    metrics.evaluate = timed("evaluate_s", metrics.evaluate)
+    ava.write_results = timed("write_csv_s", ava.write_results)
+    rows = []
+    infer.predict_store = (lambda f: lambda *a, **k: rows.append(f(*a, **k)) or rows[-1])(
+        infer.predict_store)
+    t = time.perf_counter()
+    out_dir = os.path.join(args.run, "eval") if args.write_csv else None
+    result = infer.evaluate_store(args.store, args.run, out_dir=out_dir, progress=not args.quiet,
+                                  device="cpu")
+    wall = time.perf_counter() - t
+    return {"wall_s": wall, **spent, "result_rows": len(rows[-1]), "mAP": result.mAP,
+            "peak_rss_gib": _peak_rss_gib()}
+
+
+def _child(phase, store, run, args) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--phase", phase, "--store", store,
+           "--run", run, "--steps", str(args.steps), "--threads", str(args.threads)]
+    if args.quiet:
+        cmd.append("--quiet")
+    if args.write_csv:
+        cmd.append("--write-csv")
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--videos", type=int, default=235, help="training store videos (AVA train: 235)")
+    p.add_argument("--val-videos", type=int, default=64, help="eval store videos (AVA val: 64)")
+    p.add_argument("--keyframes", type=int, default=897)
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    p.add_argument("--dir", default=None, help="work folder (default: a new one under /tmp)")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--write-csv", action="store_true",
+                   help="eval also writes results.csv/metrics.json/chart (--out); the CSV of an "
+                        "AVA-val-scale store has ~10M rows")
+    p.add_argument("--phase", choices=["train", "eval"], help=argparse.SUPPRESS)
+    p.add_argument("--store", help=argparse.SUPPRESS)
+    p.add_argument("--run", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.phase:  # child process: one phase, JSON on the last stdout line
+        print(json.dumps(phase_train(args) if args.phase == "train" else phase_eval(args)))
+        return
+
+    from bench_store import make_ava_scale_store
+
+    work = args.dir or tempfile.mkdtemp(prefix="bench_head_")
+    os.makedirs(work, exist_ok=True)
+    train_store = os.path.join(work, f"train_{args.videos}x{args.keyframes}.h5")
+    val_store = os.path.join(work, f"val_{args.val_videos}x{args.keyframes}.h5")
+    for path, videos, seed in ((train_store, args.videos, 0), (val_store, args.val_videos, 1)):
+        if not os.path.exists(path):
+            made = make_ava_scale_store(path, videos=videos, keyframes=args.keyframes, seed=seed,
+                                        progress=not args.quiet)
+            print(f"wrote {path} in {made['seconds']:.1f} s", file=sys.stderr)
+    run = os.path.join(work, "run")
+    if os.path.exists(os.path.join(run, "last.pt")):
+        os.remove(os.path.join(run, "last.pt"))
+    results = {"machine": f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start",
+               "train_store": train_store, "val_store": val_store}
+    results["train"] = _child("train", train_store, run, args)
+    results["eval"] = _child("eval", val_store, run, args)
+    results["load_average_end"] = os.getloadavg()[0]
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""evaluate_store / class_nms on tiny stores written with the real StoreWriter."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hgrnn.data.ava import LabelMap, read_results
+from hgrnn.data.windows import ContextWindows, FeatureStore
+from hgrnn.hgrnn_head.infer import class_nms, evaluate_store, predict_store, store_ground_truth
+from hgrnn.hgrnn_head.model import HeadConfig
+from hgrnn.hgrnn_head.train import (HeadError, TrainConfig, load_checkpoint, model_from_checkpoint,
+                                    train_head)
+from test_train import LABELS, make_store  # noqa: E402  (tests/ is on sys.path under pytest)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A store (2 videos, some keyframes without persons) and a head fitted to it."""
+    torch.set_num_threads(1)
+    d = tmp_path_factory.mktemp("infer")
+    store = make_store(d / "s.h5", videos=2, keyframes=10, seed=1)
+    out = train_head(store, d / "run", HeadConfig(context=1, scene_hidden=8, graph_hidden=16),
+                     TrainConfig(steps=200, batch_size=10, lr=1e-2, device="cpu", val_every=0,
+                                 checkpoint_every=200), val_store=store, progress=False)
+    return store, out
+
+
+# ---- NMS ----------------------------------------------------------------------------------
+
+def iou(a, b):
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union
+
+
+def slow_nms(boxes, scores, keyframe, thr):
+    """Greedy NMS, one keyframe and one class at a time."""
+    P, K = scores.shape
+    keep = np.zeros((P, K), bool)
+    for kf in set(keyframe.tolist()):
+        people = [i for i in range(P) if keyframe[i] == kf]
+        for k in range(K):
+            kept = []
+            for i in sorted(people, key=lambda i: -scores[i, k]):
+                if all(iou(boxes[i], boxes[j]) <= thr for j in kept):
+                    kept.append(i)
+            keep[kept, k] = True
+    return keep
+
+
+@pytest.mark.parametrize("thr", [0.3, 0.5, 0.7])
+def test_class_nms_matches_slow_reference(thr):
+    g = torch.Generator().manual_seed(0)
+    P, K = 120, 25  # crowded keyframes: some of them span several batched_nms chunks
+    keyframe = torch.randint(0, 9, (P,), generator=g)  # persons of a keyframe not contiguous
+    xy = torch.rand(P, 2, generator=g) * 0.3
+    boxes = torch.cat([xy, xy + 0.3 + torch.rand(P, 2, generator=g) * 0.2], 1)
+    scores = torch.rand(P, K, generator=g)
+    keep = class_nms(boxes, scores, keyframe, thr)
+    expected = slow_nms(boxes.numpy(), scores.numpy(), keyframe.numpy(), thr)
+    assert np.array_equal(keep.numpy(), expected)
+    assert 0 < (~expected).sum() < expected.size  # the case suppresses some, not all
+
+
+def test_class_nms_off_and_isolated_boxes():
+    boxes = torch.tensor([[0, 0, 0.5, 0.5], [0, 0, 0.5, 0.5], [0.6, 0.6, 1, 1]])
+    scores = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.5, 0.5]])
+    assert class_nms(boxes, scores, torch.tensor([0, 0, 0]), 1.0).all()
+    keep = class_nms(boxes, scores, torch.tensor([0, 0, 0]), 0.5)
+    assert keep.tolist() == [[True, False], [False, True], [True, True]]
+    # the same boxes in different keyframes never suppress each other
+    assert class_nms(boxes, scores, torch.tensor([0, 1, 2]), 0.5).all()
+
+
+# ---- evaluate_store -----------------------------------------------------------------------
+
+def test_eval_writes_results_metrics_and_chart(trained, tmp_path):
+    store, run = trained
+    result = evaluate_store(store, run["checkpoint"], out_dir=tmp_path / "ev", progress=False)
+    report = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert report["mAP"] == pytest.approx(result.mAP)
+    assert list(report["per_class"]) == list(LABELS.names)
+    assert report["configs"]["eval"]["boxes"] == "det"
+    assert report["configs"]["head"]["graph_hidden"] == 16
+    assert (tmp_path / "ev" / "per_class_ap.png").stat().st_size > 1000
+    rows = read_results(tmp_path / "ev" / "results.csv")
+    assert len(rows) == report["configs"]["eval"]["result_rows"] > 0
+    assert rows.timestamps.dtype == np.int64 and set(rows.video_ids) <= {"vid0", "vid1"}
+    assert set(rows.action_ids) <= set(LABELS.ids)
+
+
+def test_gt_boxes_scores_are_model_probabilities(trained):
+    store, run = trained
+    fs = FeatureStore(store, "gt")
+    model = model_from_checkpoint(load_checkpoint(run["checkpoint"]))
+    rows = predict_store(model, fs, nms_iou=1.0)  # no NMS: every person x class
+    windows = ContextWindows(fs, l=1)
+    batch = windows.batch(np.arange(len(windows)))
+    probs = model.predict(batch)  # (P, K); gt confidence is 1
+    assert len(rows) == probs.numel()
+    np.testing.assert_allclose(rows.scores, probs.flatten().numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(rows.action_ids, np.tile(LABELS.ids, len(probs)))
+    # keyframes with no persons produce no rows; every keyframe with persons does
+    counts = np.diff(fs.person_offsets)
+    assert (counts == 0).any()
+    with_persons = {(fs.video_ids[fs.kf_video[g]], int(fs.kf_time[g])) for g in np.nonzero(counts)[0]}
+    assert set(zip(rows.video_ids.tolist(), rows.timestamps.tolist())) == with_persons
+
+
+def test_detection_confidence_multiplies_scores(trained):
+    store, run = trained
+    fs = FeatureStore(store, "det")
+    model = model_from_checkpoint(load_checkpoint(run["checkpoint"]))
+    rows = predict_store(model, fs, nms_iou=1.0)
+    windows = ContextWindows(fs, l=1)
+    batch = windows.batch(np.arange(len(windows)))
+    expected = model.predict(batch) * batch.scores[:, None]
+    assert not torch.all(batch.scores == 1)
+    np.testing.assert_allclose(rows.scores, expected.flatten().numpy(), rtol=1e-6)
+
+
+def test_gt_boxes_fit_well_and_val_matches(trained, tmp_path):
+    store, run = trained
+    result = evaluate_store(store, run["checkpoint"], gt_boxes=True, progress=False)
+    assert result.mAP > 0.9  # the head fitted the tiny store
+    assert run["val"]["mAP"] == pytest.approx(result.mAP)  # training's validation = eval --gt-boxes
+    metrics = [json.loads(x) for x in open(run["checkpoint"].replace("last.pt", "metrics.jsonl"))]
+    assert metrics[-1]["val_mAP"] == pytest.approx(result.mAP)
+
+
+def test_gt_csv_equals_store_ground_truth(trained, tmp_path):
+    store, run = trained
+    gt = store_ground_truth(FeatureStore(store, "gt", lazy=True))
+    path = tmp_path / "gt.csv"
+    with open(path, "w") as f:
+        for v, t, b, a, p in zip(gt.video_ids, gt.timestamps, gt.boxes, gt.action_ids, gt.person_ids):
+            f.write(f"{v},{t:04d},{b[0]:.6f},{b[1]:.6f},{b[2]:.6f},{b[3]:.6f},{a},{p}\n")
+    a = evaluate_store(store, run["checkpoint"], progress=False)
+    b = evaluate_store(store, run["checkpoint"], gt_csv=path, progress=False)
+    assert a.mAP == pytest.approx(b.mAP, abs=1e-6)
+    excluded = {(v, int(t)) for v, t in zip(gt.video_ids[:5], gt.timestamps[:5])}
+    c = evaluate_store(store, run["checkpoint"], exclusions=excluded, progress=False)
+    assert c.counts != a.counts
+
+
+def test_eval_errors(trained, tmp_path):
+    store, run = trained
+    other = make_store(tmp_path / "other.h5", labels=LabelMap((1, 3, 6), ("stand", "sit", "x")))
+    with pytest.raises(HeadError, match="other.h5.*label map differs"):
+        evaluate_store(other, run["checkpoint"], progress=False)
+    no_det = make_store(tmp_path / "nodet.h5", det=False)
+    with pytest.raises(HeadError, match="no 'det' boxes.*--gt-boxes"):
+        evaluate_store(no_det, run["checkpoint"], progress=False)
+    with pytest.raises(HeadError, match="no such checkpoint"):
+        evaluate_store(store, tmp_path / "nope.pt", progress=False)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(HeadError, match="junk.pt: not a readable checkpoint"):
+        evaluate_store(store, tmp_path / "junk.pt", progress=False)
+
+
+# ---- CLI ----------------------------------------------------------------------------------
+
+def test_cli_defaults_are_the_dataclass_defaults():
+    from hgrnn.cli import main
+
+    def defaults(cmd):
+        return {p.name: p.default for p in main.commands[cmd].params}
+
+    d = defaults("train-head")
+    head, train = HeadConfig(), TrainConfig()
+    assert d["variant"] == head.variant
+    for name in ("context", "iterations", "scene_hidden", "graph_hidden", "h0", "empty_pool",
+                 "window_pad", "dropout"):
+        assert d[name] == getattr(head, name), name
+    for name in ("steps", "batch_size", "lr", "focal_gamma", "focal_alpha", "seed", "device",
+                 "val_every", "box_source", "checkpoint_every", "log_every", "num_workers",
+                 "num_threads"):
+        assert d[name] == getattr(train, name), name
+    from hgrnn.hgrnn_head.infer import DEFAULT_NMS_IOU
+    assert defaults("eval")["nms_iou"] == DEFAULT_NMS_IOU
+
+
+def test_cli_train_then_eval(tmp_path):
+    from click.testing import CliRunner
+
+    from hgrnn.cli import main
+
+    store = make_store(tmp_path / "s.h5")
+    runner = CliRunner()
+    r = runner.invoke(main, ["train-head", "--store", store, "--out", str(tmp_path / "run"),
+                             "--model", "graph", "--steps", "4", "--batch-size", "5",
+                             "--device", "cpu", "--val-store", store, "--threads", "1", "-q"])
+    assert r.exit_code == 0, r.output
+    assert "trained 4 steps" in r.output and "validation frame-mAP" in r.output
+    r = runner.invoke(main, ["eval", "--store", store, "--checkpoint", str(tmp_path / "run"),
+                             "--gt-boxes", "--out", str(tmp_path / "ev"), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert "stand" in r.output and "mAP (ava-2018" in r.output
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["configs"]["head"]["variant"] == "graph"
+    # errors are one clean line, not a traceback
+    r = runner.invoke(main, ["train-head", "--store", store, "--out", str(tmp_path / "run"),
+                             "--steps", "4", "-q"])
+    assert r.exit_code == 1 and "Error: " in r.output and "already holds a run" in r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
