@@ -155,8 +155,9 @@ def merge_stores_cmd(out, shards, overwrite, keep_first):
 @click.option("--val-store", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Validation store, scored with its ground-truth boxes (frame-mAP) every "
                    "--val-every steps and at the end.")
-@click.option("--val-every", type=click.IntRange(min=0), default=250, show_default=True,
-              help="Validation interval in steps (0: only at the end).")
+@click.option("--val-every", type=click.IntRange(min=0), default=500, show_default=True,
+              help="Validation interval in steps (0: only at the end). Each validation scores "
+                   "the whole val store, about as long as `hgrnn eval --gt-boxes`.")
 @click.option("--box-source", type=click.Choice(["gt", "det"]), default="gt", show_default=True,
               help="Persons to train on (paper: ground-truth boxes).")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=100, show_default=True,

@@ -271,7 +271,14 @@ def test_too_short_video_is_a_failure_and_allow_failures(tmp_path, inputs, weigh
     run(args + ["--allow-failures"], expect=0)              # retried, fails again, exit 0
 
 
-def test_sharding_helpers():
+def test_sharding_helpers_and_picklable_dataset():
+    import pickle
+
+    from hgrnn.pipeline.extract import ClipDataset, ExtractConfig, _Plan
+
+    ds = ClipDataset([_Plan("v", "/x/v.mp4", [1, 2])], ExtractConfig(out="o.h5", backbone_weights="none",
+                                                                      videos="/x"))
+    assert pickle.loads(pickle.dumps(ds)).plans[0].timestamps == [1, 2]   # spawn-started workers
     assert shard_path("/x/ava_val.h5", 3) == "/x/ava_val.rank3.h5"
     items = list("abcdefg")
     parts = [shard_items(items, r, 3) for r in range(3)]

@@ -10,6 +10,9 @@ import torch
 from hgrnn.pipeline import finetune as ft
 from hgrnn.pipeline.finetune import FinetuneConfig, crop_clip, flip_clip, random_augment
 
+# random initial weights are the point of these tests; the warning is checked once below
+pytestmark = pytest.mark.filterwarnings("ignore:I3D backbone weights")
+
 
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():

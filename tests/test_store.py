@@ -471,9 +471,9 @@ def write_by_hand(path, T=4):
         g.create_dataset("timestamps", data=np.arange(900, 900 + T, dtype=np.int32))
         g.create_dataset("clip", data=rng.standard_normal((T, C)).astype(np.float16), chunks=(1, C))
         s = g.create_group("gt")
-        s["offsets"] = np.array([0, 1, 3, 3, 4][: T + 1], np.int64)
+        s["offsets"] = np.array([0, 1, 3, 3, 4][: T + 1], np.int32)
         s["boxes"] = np.tile(np.float32([0.1, 0.2, 0.3, 0.4]), (4, 1))
-        s["feats"] = rng.standard_normal((4, C)).astype(np.float16)
+        s["feats"] = rng.standard_normal((4, C)).astype(np.float32)   # float32 is accepted too
         s["scores"] = np.ones(4, np.float32)
         s["labels"] = np.eye(K, dtype=np.uint8)[[0, 1, 2, 3]]
         s["person_id"] = np.arange(4, dtype=np.int32)

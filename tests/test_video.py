@@ -126,3 +126,44 @@ def test_frame_folder_reads_each_needed_jpeg_once(tmp_path):
     assert stats["decoded_frames"] == len(needed)
     with pytest.raises(VideoError, match="needs its frame rate"):
         list(iter_clips(tmp_path / "vid", [0], 8, 1, 48))
+
+
+def test_frame_folder_keyframe_image_reads_the_jpeg_once(tmp_path):
+    render_frames(tmp_path, "vid", seconds=1, fps=FPS, size=(64, 48))
+    stats = {}
+    (t, clip, key), = iter_clips(tmp_path / "vid", [0.5], 4, 1, 24, fps=FPS, stats=stats,
+                                 keyframe_short_side=0)
+    assert key.shape == (48, 64, 3) and read_barcode(key) == 5
+    assert stats["decoded_frames"] == 4
+
+
+@pytest.mark.parametrize("ext, reason", [(".mp4", "cannot open"), (".mkv", "too short")])
+def test_truncated_file_is_a_clear_error(tmp_path, ext, reason):
+    full = tmp_path / f"full{ext}"
+    render_video(full, seconds=3, fps=FPS, size=(64, 48))
+    cut = tmp_path / f"cut{ext}"
+    data = full.read_bytes()
+    cut.write_bytes(data[:len(data) // 2])          # mp4 loses its index, mkv its second half
+    with pytest.raises(VideoError, match=f"cut{ext}: {reason}"):
+        list(iter_clips(cut, [1, 2.5], 4, 1, 32))
+
+
+def test_dropped_frames_take_the_frame_on_screen(tmp_path):
+    """A stream with frames 15..17 missing (timestamps jump): those indices repeat frame 14."""
+    import av
+    from fractions import Fraction
+
+    path = tmp_path / "gaps.mkv"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, FPS)
+        for i in [i for i in range(30) if i not in (15, 16, 17)]:
+            frame = av.VideoFrame.from_ndarray(frame_at(i, FPS, (64, 48)), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, FPS)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    (t, clip), = iter_clips(path, [1.6], 6, 1, 48, fps=None)
+    assert [read_barcode(f) for f in clip] == [13, 14, 14, 14, 14, 18]

@@ -256,3 +256,15 @@ def test_hand_written_store(tmp_path):
     assert store.fingerprint and len(wins) == 3
     b = wins.batch(np.arange(3))
     assert b.feats.shape == (4, 16) and b.labels.shape == (4, 5)
+    with h5py.File(tmp_path / "hand.h5", "r") as f:
+        want = f["videos/hand/gt/feats"][()].astype(np.float16).astype(np.float32)
+    np.testing.assert_array_equal(b.feats.numpy(), want)
+
+
+def test_missing_dataset_is_a_store_error(store_path, tmp_path):
+    path = tmp_path / "s.h5"
+    path.write_bytes(store_path.read_bytes())
+    with h5py.File(path, "a") as f:
+        del f["videos/v-gap/clip"]
+    with pytest.raises(StoreError, match="videos/v-gap: a dataset is missing"):
+        FeatureStore(path)

@@ -303,20 +303,24 @@ def _parse_numbers(buf, starts, ends, integer, allow_empty=False):
         bad |= has_dot
     t = np.where(signed, t & ~_FIRST_BYTE[w], t)
     # take the dot out: the bytes before it (integer part) move up by one byte
-    p = np.where(has_dot, (np.frexp(isdot.astype(np.float64))[1] - 8) // 8, 8)
+    # byte index of the dot: isdot >> 7 == 1 << 8p, and the top byte of
+    # (1 << 8p) * 0x0001020304050607 is p
+    p = np.where(has_dot, ((isdot >> _u64(7)) * _u64(0x0001020304050607)) >> _u64(56),
+                 _u64(8)).astype(np.intp)
+    p = np.minimum(p, 8)                              # several dots: bad anyway
     t = np.where(has_dot, (t & _ABOVE[p]) | ((t & _BELOW[p]) << _u64(8)), t)
     # eight digits, most significant in byte 0 -> integer (Lemire)
     t = t * _u64(10) + (t >> _u64(8))
     t = (((t & _u64(0x000000FF000000FF)) * _u64(100 + (1000000 << 32))
           + ((t >> _u64(16)) & _u64(0x000000FF000000FF)) * _u64(1 + (10000 << 32)))
          >> _u64(32))
-    mant = t.astype(np.int64)
     neg = signed & (first == 0x1D)
     if integer:
+        mant = t.astype(np.int64)
         values = np.where(neg, -mant, mant)
         values[empty] = -1
     else:
-        values = mant / _POW10[np.where(has_dot, 7 - p, 0)]
+        values = t / _POW10[np.where(has_dot, 7 - p, 0)]
         values = np.where(neg, -values, values)
         values[empty] = -1.0
     if wide.any():
@@ -406,9 +410,8 @@ def _read_rows(path, ncols_allowed, columns, progress=False):
                 break
             elif not data.endswith(b"\n"):
                 data += b"\n"
-            nlines = data.count(b"\n")
-            errors += [(ln, (path, m)) for ln, m in
-                       _parse_chunk(data, line0, ncols_allowed, columns, out)]
+            nlines, errs = _parse_chunk(data, line0, ncols_allowed, columns, out)
+            errors += [(ln, (path, m)) for ln, m in errs]
             line0 += nlines
             if bar is not None:
                 bar.update(len(data))
@@ -428,15 +431,18 @@ def _read_rows(path, ncols_allowed, columns, progress=False):
 
 
 def _parse_chunk(data, line0, ncols_allowed, columns, out):
-    """Parse whole lines `data` (ends with a newline); append columns to `out`; return the
-    list of (line, message) errors (at most one per check), bad rows left out."""
+    """Parse whole lines `data` (ends with a newline); append columns to `out`; return
+    (number of lines, [(line, message) errors] (at most one per check)); bad rows are
+    left out."""
     errors = []
     if any(b in data for b in _BLANKS):         # CRLF, stray spaces: drop them
         arr = np.frombuffer(data, np.uint8)
         data = arr[(arr != 13) & (arr != 32) & (arr != 9)].tobytes()
     pad = _FAST_WIDTH + 1                       # room for right-aligned field windows
-    buf = np.frombuffer(bytes(pad) + data, np.uint8)
+    buf = np.zeros(pad + len(data) + pad, np.uint8)
+    buf[pad:pad + len(data)] = np.frombuffer(data, np.uint8)
     nl = np.flatnonzero(buf == 10)
+    nlines = len(nl)
     line_start = np.empty_like(nl)
     line_start[0] = pad
     line_start[1:] = nl[:-1] + 1
@@ -483,7 +489,7 @@ def _parse_chunk(data, line0, ncols_allowed, columns, out):
                 if err:
                     errors.append(err)
             out[name].append(vals)
-    return errors
+    return nlines, errors
 
 
 def _gather_str(buf, s, e, lines, what):
@@ -494,8 +500,9 @@ def _gather_str(buf, s, e, lines, what):
         i = int(np.flatnonzero(width == 0)[0])
         err = (int(lines[i]), f"empty {what}")
     w = max(int(width.max()), 1)
-    chars = np.lib.stride_tricks.sliding_window_view(
-        np.concatenate([buf, np.zeros(w, np.uint8)]), w)[s]          # (n, w)
+    if int(s.max()) + w > len(buf):
+        buf = np.concatenate([buf, np.zeros(w, np.uint8)])
+    chars = np.lib.stride_tricks.sliding_window_view(buf, w)[s]      # (n, w)
     chars = np.where(np.arange(w) < width[:, None], chars, np.uint8(0))
     return np.ascontiguousarray(chars).view(f"S{w}").ravel(), err
 

@@ -72,7 +72,6 @@ import json
 import os
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 

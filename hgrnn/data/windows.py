@@ -70,6 +70,12 @@ class FeatureStore:
     memory and reads features from the file on demand (stores larger than RAM).
     Incomplete videos (no `complete` flag) are skipped. A video without the chosen box
     source has zero persons at every keyframe (its clip features still give context).
+
+    Attributes besides the arrays of the module docstring: path, box_source, lazy,
+    video_ids, feature_dim, label_map (LabelMap), configs (stage -> dict), streams,
+    sources (box sources present in the file), has_labels (the chosen source carries
+    labels), fingerprint (16 hex digits over video ids, shapes, per-video digests or
+    timestamps, label map and configs: stable across copies, changes with the content).
     """
 
     def __init__(self, path, box_source="gt", lazy=False, progress=False):
@@ -106,6 +112,9 @@ class FeatureStore:
             sources, labelled = set(), []
             for v, g in enumerate(groups):
                 where = f"{self.path}: videos/{self.video_ids[v]}"
+                if "timestamps" not in g or "clip" not in g or any(
+                        s in g and k not in g[s] for s in SOURCES for k in ("offsets", "boxes")):
+                    raise StoreError(f"{where}: a dataset is missing (run `hgrnn inspect --check`)")
                 ts = g["timestamps"][()].astype(np.int64)
                 T[v] = len(ts)
                 times.append(ts)
@@ -280,10 +289,13 @@ def _float32(arr) -> torch.Tensor:
     numpy's float16 cast is ~10x slower than torch's; torch's, on the other hand, goes
     multi-threaded above 32768 elements, which on a busy machine (or next to a training
     step) can cost milliseconds. Converting in serial chunks is fast in both cases."""
-    src = torch.from_numpy(np.ascontiguousarray(arr)).reshape(-1)
+    src = torch.from_numpy(np.ascontiguousarray(arr))
+    if src.numel() <= _SERIAL_ELEMENTS:
+        return src.to(torch.float32)
+    src = src.view(-1)
     out = torch.empty(src.shape, dtype=torch.float32)
-    for a in range(0, src.numel(), _SERIAL_ELEMENTS):
-        out[a:a + _SERIAL_ELEMENTS].copy_(src[a:a + _SERIAL_ELEMENTS])
+    for o, i in zip(out.split(_SERIAL_ELEMENTS), src.split(_SERIAL_ELEMENTS)):
+        o.copy_(i)
     return out.view(arr.shape)
 
 

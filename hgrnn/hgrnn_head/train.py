@@ -52,7 +52,8 @@ class TrainConfig:
     seed: model initialisation and batch sampling; the same seed repeats a run on the CPU.
     device: "auto" (CUDA when available), "cpu" or "cuda" (or "cuda:N").
     focal_gamma, focal_alpha: focal loss (paper gamma = 2; alpha None = no class weighting).
-    val_every: validate on the val store every N steps (0: only at the end).
+    val_every: validate on the val store every N steps and at the end (0: only at the end);
+        each validation scores the whole val store (as long as `hgrnn eval --gt-boxes`).
     box_source: which persons of the store train the head ("gt", as in the paper).
     num_workers: processes that build batches in the background (0: in the training loop).
     checkpoint_every: rewrite last.pt every N steps (and always at the end).
@@ -68,7 +69,7 @@ class TrainConfig:
     device: str = "auto"
     focal_gamma: float = 2.0
     focal_alpha: float | None = None
-    val_every: int = 250
+    val_every: int = 500
     box_source: str = "gt"
     num_workers: int = 0
     checkpoint_every: int = 100
@@ -393,7 +394,9 @@ def train_head(train_store, out_dir, head: HeadConfig, train: TrainConfig,
             bar = tqdm(total=train.steps, initial=start, desc="train-head", unit="step",
                        dynamic_ncols=True)
         model.train()
-        val_result, loss_value, last_saved = None, float("nan"), start if ckpt else None
+        losses = [m["loss"] for m in metrics if "loss" in m]
+        loss_value = losses[-1] if losses else float("nan")  # a finished run resumed
+        val_result, last_saved = None, start if ckpt else None
         batch_seconds, t_loop, t_log, step_log = 0.0, time.perf_counter(), time.perf_counter(), start
         batches = _batches(windows, train, start)
         try:

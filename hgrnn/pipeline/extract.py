@@ -48,6 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
 
 from hgrnn.pipeline.video import VideoError, find_frame_folders, find_videos, iter_clips, probe
 
@@ -243,56 +245,54 @@ def _read_inputs(cfg: ExtractConfig, label_map):
 
 # ----------------------------------------------------------------------------- decoding
 
-def _clip_dataset(plans, cfg: ExtractConfig, keyframe_short_side):
-    import torch
-    from torch.utils.data import IterableDataset, get_worker_info
+class ClipDataset(IterableDataset):
+    """Decodes the videos of `plans` (split over DataLoader workers) into messages, in order
+    per video: ("start", vid, timestamps), then ("clips", vid, ts (B,) int64,
+    clips uint8 tensor (B, T, H, W, 3), keyframe images list | None) ..., then
+    ("done", vid, decoding stats), or ("failed", vid, reason) at any point.
+    Module-level (not a closure) so that spawn-started workers can unpickle it."""
 
-    class ClipDataset(IterableDataset):
-        """Messages, in order per video:
-        ("start", vid, timestamps, info) then ("clips", vid, ts (B,) int64,
-        clips uint8 (B, T, H, W, 3), keyframes list|None) ... then ("done", vid, stats),
-        or ("failed", vid, reason) at any point."""
+    def __init__(self, plans, cfg: ExtractConfig, keyframe_short_side=None):
+        self.plans, self.cfg, self.keyframe_short_side = list(plans), cfg, keyframe_short_side
 
-        def __iter__(self):
-            worker = get_worker_info()
-            mine = plans if worker is None else plans[worker.id::worker.num_workers]
-            for plan in mine:
-                yield from self._video(plan)
+    def __iter__(self):
+        worker = get_worker_info()
+        mine = self.plans if worker is None else self.plans[worker.id::worker.num_workers]
+        for plan in mine:
+            yield from self._video(plan)
 
-        def _video(self, plan):
-            stats: dict = {}
-            try:
-                timestamps = plan.timestamps
-                if timestamps is None:
-                    info = probe(plan.path, fps=cfg.fps)
-                    timestamps = every_second(info["duration"], info["fps"], cfg.time_offset)
-                    if not timestamps:
-                        raise VideoError(f"{plan.path}: duration unknown or zero; pass "
-                                         f"--keyframes START:END")
-                yield ("start", plan.video_id, timestamps)
-                times = [ts - cfg.time_offset for ts in timestamps]
-                batch_ts, batch_clips, batch_keys = [], [], []
-                for n, item in enumerate(iter_clips(
-                        plan.path, times, cfg.clip_frames, cfg.frame_stride, cfg.short_side,
-                        fps=cfg.fps, stats=stats, seek_after=cfg.seek_after,
-                        keyframe_short_side=keyframe_short_side)):
-                    batch_ts.append(timestamps[n])          # clips come in ascending time order
-                    batch_clips.append(item[1])
-                    if keyframe_short_side is not None:
-                        batch_keys.append(torch.from_numpy(item[2]))
-                    if len(batch_ts) == cfg.batch_size or n == len(times) - 1:
-                        yield ("clips", plan.video_id, np.asarray(batch_ts, np.int64),
-                               torch.from_numpy(np.stack(batch_clips)),
-                               batch_keys if keyframe_short_side is not None else None)
-                        batch_ts, batch_clips, batch_keys = [], [], []
-                yield ("done", plan.video_id, dict(stats))
-            except VideoError as exc:
-                yield ("failed", plan.video_id, str(exc))
-            except Exception as exc:  # noqa: BLE001 - one bad video must not stop the run
-                yield ("failed", plan.video_id,
-                       f"{plan.path}: {type(exc).__name__}: {exc}")
-
-    return ClipDataset()
+    def _video(self, plan):
+        cfg, key_side = self.cfg, self.keyframe_short_side
+        stats: dict = {}
+        try:
+            timestamps = plan.timestamps
+            if timestamps is None:
+                info = probe(plan.path, fps=cfg.fps)
+                timestamps = every_second(info["duration"], info["fps"], cfg.time_offset)
+                if not timestamps:
+                    raise VideoError(f"{plan.path}: duration unknown or zero; pass "
+                                     f"--keyframes START:END")
+            yield ("start", plan.video_id, timestamps)
+            times = [ts - cfg.time_offset for ts in timestamps]
+            batch_ts, batch_clips, batch_keys = [], [], []
+            for n, item in enumerate(iter_clips(
+                    plan.path, times, cfg.clip_frames, cfg.frame_stride, cfg.short_side,
+                    fps=cfg.fps, stats=stats, seek_after=cfg.seek_after,
+                    keyframe_short_side=key_side)):
+                batch_ts.append(timestamps[n])          # clips come in ascending time order
+                batch_clips.append(item[1])
+                if key_side is not None:
+                    batch_keys.append(torch.from_numpy(item[2]))
+                if len(batch_ts) == cfg.batch_size or n == len(times) - 1:
+                    yield ("clips", plan.video_id, np.asarray(batch_ts, np.int64),
+                           torch.from_numpy(np.stack(batch_clips)),
+                           batch_keys if key_side is not None else None)
+                    batch_ts, batch_clips, batch_keys = [], [], []
+            yield ("done", plan.video_id, dict(stats))
+        except VideoError as exc:
+            yield ("failed", plan.video_id, str(exc))
+        except Exception as exc:  # noqa: BLE001 - one bad video must not stop the run
+            yield ("failed", plan.video_id, f"{plan.path}: {type(exc).__name__}: {exc}")
 
 
 # ----------------------------------------------------------------------------- detector
@@ -301,7 +301,6 @@ def load_detector(weights: str, device, threshold: float, max_persons: int, shor
     """torchvision Faster R-CNN (ResNet-50 FPN). weights: a state-dict file (torchvision's
     layout, any number of classes, person = class 1), "default" (COCO weights via torchvision)
     or "none" (random init, tests). Returns (model in eval mode, meta dict)."""
-    import torch
     from torchvision.models.detection import (FasterRCNN_ResNet50_FPN_Weights,
                                               fasterrcnn_resnet50_fpn)
 
@@ -342,8 +341,6 @@ def load_detector(weights: str, device, threshold: float, max_persons: int, shor
 def _detect(detector, images, threshold: float, max_persons: int, device) -> list:
     """images: list of uint8 (H, W, 3) tensors -> per image dict(boxes (n, 4) normalised xyxy,
     scores (n,)) of the person class (label 1), best max_persons above threshold."""
-    import torch
-
     inputs = [img.to(device).permute(2, 0, 1).float().div_(255) for img in images]
     with torch.no_grad():
         outputs = detector(inputs)
@@ -427,8 +424,6 @@ def extract_features(cfg: ExtractConfig) -> dict:
     skipped (already complete), failed {video_id: reason}, keyframes, persons {gt, det},
     decoded_frames, needed_frames, seconds, out. Under torchrun every rank returns the
     summary of all ranks."""
-    import torch
-
     from hgrnn.data.ava import load_label_map
     from hgrnn.data.store import PersonSet, StoreError, StoreWriter, merge_stores
     from hgrnn.pipeline.i3d import load_backbone, normalize_frames, person_features
@@ -486,7 +481,7 @@ def extract_features(cfg: ExtractConfig) -> dict:
                 tqdm.write(f"extract-features: {len(missing)} video(s) named by the CSVs are "
                            f"missing (recorded as failed): {shown}")
         loader = torch.utils.data.DataLoader(
-            _clip_dataset(mine, cfg, cfg.det_short_side if detector is not None else None),
+            ClipDataset(mine, cfg, cfg.det_short_side if detector is not None else None),
             batch_size=None, num_workers=cfg.workers if mine else 0,
             pin_memory=device.type == "cuda",
             prefetch_factor=2 if cfg.workers > 0 and mine else None,

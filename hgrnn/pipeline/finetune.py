@@ -50,8 +50,10 @@ Outputs in out_dir:
   state.pt       everything to resume (`resume=True` / --resume): model, optimizer, LR
                  schedule, gradient scaler, step, epoch, RNG states, config
   metrics.jsonl  one JSON object per line: {"step", "split": "train", "loss", "lr",
-                 "clips_per_s", "persons"} every log_every steps and {"step", "split": "val",
-                 "mAP", "per_class", ...} after each validation
+                 "clips_per_s", "persons", "epoch"} every log_every steps (loss: mean over
+                 the window's micro-batches of rank 0; persons: rank 0's; clips_per_s: all
+                 ranks) and {"step", "split": "val", "mAP", "per_class", ...}
+                 (EvalResult.to_dict) after each validation
   config.json    the FinetuneConfig
 Resuming restores the step count, weights, optimizer, LR schedule and RNG state; the data
 order restarts with a fresh epoch (clips are not replayed exactly).
@@ -60,6 +62,7 @@ order restarts with a fresh epoch (clips are not replayed exactly).
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import logging
 import math
@@ -456,7 +459,8 @@ def _distributed(device_pref: str):
     else:
         device = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        # long timeout: the other ranks wait in a barrier while rank 0 validates
+        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(hours=3))
     rank = dist.get_rank() if world > 1 else 0
     return rank, world, local_rank, device
 
@@ -563,7 +567,7 @@ def finetune_backbone(config: FinetuneConfig, resume: bool = False, progress: bo
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
     state_path, ckpt_path = out_dir / "state.pt", out_dir / "backbone.pt"
-    if not resume and rank == 0 and (state_path.exists() or ckpt_path.exists()):
+    if not resume and (state_path.exists() or ckpt_path.exists()):     # checked on every rank
         raise FinetuneError(f"{out_dir}: already holds a fine-tuning run (backbone.pt/state.pt);"
                             " pass resume to continue it or choose another out_dir")
 
@@ -705,6 +709,7 @@ def finetune_backbone(config: FinetuneConfig, resume: bool = False, progress: bo
             if step % config.checkpoint_every == 0 or step == config.steps or validated:
                 save(last_val)
     finally:
+        batches.close()                          # ends the DataLoader and its workers
         bar.close()
         if metrics_file is not None:
             metrics_file.close()

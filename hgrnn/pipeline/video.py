@@ -228,16 +228,20 @@ class _FolderSource(_Source):
         for index in indices[begin:]:
             yield index, self.files[index]
 
+    _last = (None, None)     # (path, decoded RGB image): a second size needs no re-read
+
     def convert(self, raw, width: int, height: int) -> np.ndarray:
-        self.decoded += 1
-        try:
-            with self._image.open(raw) as img:
-                img = img.convert("RGB")
-                if img.size != (width, height):
-                    img = img.resize((width, height), self._image.BILINEAR)
-                return np.asarray(img, dtype=np.uint8).copy()
-        except OSError as exc:
-            raise VideoError(f"{raw}: cannot read frame ({exc})") from exc
+        if self._last[0] != raw:
+            self.decoded += 1
+            try:
+                with self._image.open(raw) as img:
+                    self._last = (raw, img.convert("RGB"))
+            except OSError as exc:
+                raise VideoError(f"{raw}: cannot read frame ({exc})") from exc
+        img = self._last[1]
+        if img.size != (width, height):
+            img = img.resize((width, height), self._image.BILINEAR)
+        return np.asarray(img, dtype=np.uint8).copy()
 
 
 def open_source(video_path, *, fps=None, seek_after: float = 2.0, threads: bool = True) -> _Source:
@@ -274,7 +278,8 @@ def iter_clips(video_path, times, clip_frames: int, frame_stride: int, short_sid
     frame_stride: clip sampling; short_side: frames are resized so that their short side is
     this many pixels (None/0: original size).
 
-    Yields (time, clip) with clip uint8 RGB (clip_frames, H, W, 3); with
+    Yields (time, clip): time is the given time as a float (equal to float(t) of the input,
+    so it can key a dict), clip uint8 RGB (clip_frames, H, W, 3); with
     `keyframe_short_side` set (0: original size), yields (time, clip, keyframe) where
     keyframe is the centre frame as uint8 (H_k, W_k, 3) at that size (for a person
     detector). `stats`, if given, is filled as soon as the video is open with fps, width,
