@@ -42,14 +42,15 @@ def phase_train(args) -> dict:
     from hgrnn.hgrnn_head.model import HeadConfig
     from hgrnn.hgrnn_head.train import TrainConfig, train_head
 
+    cpu = time.process_time()
     out = train_head(args.store, args.run, HeadConfig(context=3, iterations=2),
                      TrainConfig(steps=args.steps, batch_size=50, device="cpu", val_every=0,
                                  num_threads=args.threads),
                      progress=not args.quiet)
     loop = out["loop_seconds"]
-    return {"wall_s": out["seconds"], "loop_s": loop, "steps": out["steps"],
-            "steps_per_s": out["steps"] / loop, "batch_s": out["batch_seconds"],
-            "batch_share": out["batch_seconds"] / loop, "final_loss": out["loss"],
+    return {"wall_s": out["seconds"], "cpu_s": time.process_time() - cpu, "loop_s": loop,
+            "steps": out["steps"], "steps_per_s": out["steps"] / loop,
+            "batch_s": out["batch_seconds"], "batch_share": out["batch_seconds"] / loop, "final_loss": out["loss"],
             "peak_rss_gib": _peak_rss_gib()}
 
 
@@ -58,35 +59,32 @@ def phase_eval(args) -> dict:
 
     import hgrnn.data.ava as ava
     import hgrnn.hgrnn_head.infer as infer
+    import hgrnn.metrics as metrics
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    spent = {}
+    spent, returned = {}, {}
 
-    def timed(name, fn):
+    def timed(name, fn):  # wraps a stage of evaluate_store: its time and its result
         def wrapper(*a, **k):
             t = time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                spent[name] = spent.get(name, 0.0) + time.perf_counter() - t
+            out = fn(*a, **k)
+            spent[name] = spent.get(name, 0.0) + time.perf_counter() - t
+            returned[name] = out
+            return out
         return wrapper
 
     infer.predict_store = timed("predict_s", infer.predict_store)
     infer.store_ground_truth = timed("ground_truth_s", infer.store_ground_truth)
-    import hgrnn.metrics as metrics
     metrics.evaluate = timed("evaluate_s", metrics.evaluate)
     ava.write_results = timed("write_csv_s", ava.write_results)
-    rows = []
-    infer.predict_store = (lambda f: lambda *a, **k: rows.append(f(*a, **k)) or rows[-1])(
-        infer.predict_store)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     out_dir = os.path.join(args.run, "eval") if args.write_csv else None
     result = infer.evaluate_store(args.store, args.run, out_dir=out_dir, progress=not args.quiet,
                                   device="cpu")
     wall = time.perf_counter() - t
-    return {"wall_s": wall, **spent, "result_rows": len(rows[-1]), "mAP": result.mAP,
-            "peak_rss_gib": _peak_rss_gib()}
+    return {"wall_s": wall, "cpu_s": time.process_time() - cpu, **spent,
+            "result_rows": len(returned["predict_s"]), "mAP": result.mAP, "peak_rss_gib": _peak_rss_gib()}
 
 
 def _child(phase, store, run, args) -> dict:

@@ -26,6 +26,62 @@ def main():
 
 # --- section: eval-csv (AVA formats + evaluator) ---
 
+@main.command("eval-csv")
+@click.argument("gt_csv", type=click.Path(exists=True, dir_okay=False))
+@click.argument("results_csv", type=click.Path(exists=True, dir_okay=False))
+@click.option("--label-map", "label_map", default="ava-v2.1", show_default=True,
+              help="Evaluated classes: a .pbtxt, a plain 'id name' text file, or a packaged "
+                   "name (ava-v2.1 = 60 classes, ava-v2.2 = 80, ava-v2.2-2019 = 60).")
+@click.option("--exclusions", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Excluded-timestamps CSV (video_id,timestamp), e.g. "
+                   "ava_val_excluded_timestamps_v2.1.csv; dropped from both files "
+                   "(ava-2018 / ava-2019 only).")
+@click.option("--protocol", type=click.Choice(["ava-2018", "ava-2019", "ava-2020"]),
+              default="ava-2018", show_default=True,
+              help="Official evaluator revision: ava-2018 (v2.1 challenge code), ava-2019 "
+                   "(top 50 results per keyframe), ava-2020 (top 50, no exclusions, results "
+                   "on keyframes absent from the ground truth ignored).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Also write {mAP, per_class {name: AP or null}, counts, protocol} here.")
+@click.option("--quiet", is_flag=True, help="Print only the mAP line.")
+def eval_csv(gt_csv, results_csv, label_map, exclusions, protocol, json_out, quiet):
+    """Official AVA frame-mAP of any system's RESULTS_CSV against GT_CSV.
+
+    \b
+    GT_CSV rows:      video_id,timestamp,x1,y1,x2,y2,action_id[,person_id]
+                      (video_id,timestamp alone: an annotated keyframe without persons)
+    RESULTS_CSV rows: video_id,timestamp,x1,y1,x2,y2,action_id,score
+    Coordinates are normalised to [0, 1]; no header; one row per box AND action.
+
+    Reproduces ActivityNet's get_ava_performance.py number for number (PASCAL VOC AP at
+    IoU 0.5 per class, mean over classes with instances). Classes without instances are
+    listed as n/a and left out of the mAP. Example:
+
+    \b
+      hgrnn eval-csv ava_val_v2.1.csv my_results.csv \\
+          --exclusions ava_val_excluded_timestamps_v2.1.csv --json map.json
+    """
+    import json
+    import sys
+
+    from hgrnn.data.ava import AvaFormatError
+    from hgrnn.metrics import evaluate_csv
+
+    try:
+        result = evaluate_csv(gt_csv, results_csv, label_map=label_map, exclusions=exclusions,
+                              protocol=protocol, progress=sys.stderr.isatty())
+    except (AvaFormatError, ValueError, FileNotFoundError) as err:
+        raise click.ClickException(str(err))
+    if quiet:
+        click.echo(f"mAP {result.mAP:.6f}")
+    else:
+        click.echo(result.format_table())
+    if json_out:
+        with open(json_out, "w", encoding="utf-8") as f:
+            json.dump(result.to_dict(), f, indent=2)
+            f.write("\n")
+
+
 # --- end section: eval-csv ---
 
 # --- section: store (inspect, merge-stores) ---
@@ -300,8 +356,8 @@ def _parse_keyframes(ctx, param, value):
 @click.option("--videos", type=click.Path(exists=True, file_okay=False),
               help="Folder of <video_id>.<ext> files (mp4, mkv, webm, avi).")
 @click.option("--frames", type=click.Path(exists=True, file_okay=False),
-              help="Instead of --videos: folder of <video_id>/<video_id>_%06d.jpg frames "
-                   "(numbered from 1) extracted at --fps.")
+              help="Instead of --videos: folder of <video_id>/<video_id>_%06d.jpg (or "
+                   "img_%05d.jpg) frames, numbered from 1, extracted at --fps.")
 @click.option("--fps", type=float, help="Frame rate of --frames folders (e.g. 30).")
 @click.option("--time-offset", type=float, default=0.0, show_default=True,
               help="Video time of timestamp 0: a keyframe at timestamp ts is taken at "
@@ -412,8 +468,8 @@ def extract_features_cmd(allow_failures, quiet, **options):
 @click.option("--videos", type=click.Path(exists=True, file_okay=False),
               help="Folder of <video_id>.<ext> files (mp4, mkv, webm, avi).")
 @click.option("--frames", type=click.Path(exists=True, file_okay=False),
-              help="Instead of --videos: folder of <video_id>/<video_id>_%06d.jpg frames "
-                   "(numbered from 1) extracted at --fps.")
+              help="Instead of --videos: folder of <video_id>/<video_id>_%06d.jpg (or "
+                   "img_%05d.jpg) frames, numbered from 1, extracted at --fps.")
 @click.option("--fps", type=float, help="Frame rate of --frames folders (e.g. 30).")
 @click.option("--time-offset", type=float, default=0.0, show_default=True,
               help="Video time of timestamp 0: a keyframe at timestamp ts is taken at "

@@ -114,7 +114,7 @@ def test_store_is_valid_and_failures_recorded(store):
     assert failures["ghost"].startswith("missing")
     assert "FAILED broken" in result.output and "2 video(s) written" in result.output
     # one pass per video: vidA (30 frames, clips up to frame 23) and vidB (20 frames)
-    decoded, needed = map(int, re.search(r"decoded (\d+) frames for (\d+) needed",
+    decoded, needed = map(int, re.search(r"decoded (\d+) frames, (\d+) of them used by clips",
                                          result.output).groups())
     assert needed == 16 + 8 and decoded <= 30 + 20
     with h5py.File(out, "r") as f:

@@ -362,3 +362,28 @@ def test_cli_runs_and_reports_errors(ava_fixture, tmp_path):
     result = CliRunner().invoke(main, args + ["--out", str(tmp_path / "r2"),
                                               "--annotations", str(bad)])
     assert result.exit_code != 0 and "bad.csv:2" in result.output
+
+
+def test_frame_folders_and_time_offset_pick_the_keyframe_clip(tmp_path):
+    """--frames + --fps + --time-offset: the clip of timestamp ts is centred on video time
+    ts - offset (read back from the frame-index barcode the renderer draws)."""
+    from hgrnn.data.ava import load_label_map
+    from hgrnn.pipeline.render import read_barcode, render_frames
+
+    render_frames(tmp_path / "frames", "vidS", seconds=4, fps=8, size=(72, 72))
+    (tmp_path / "labels.txt").write_text("1 a\n")
+    (tmp_path / "gt.csv").write_text("vidS,901,0.1,0.1,0.6,0.6,1,0\nvidS,903,0.2,0.1,0.7,0.6,1,0\n")
+    config = FinetuneConfig(annotations=str(tmp_path / "gt.csv"), out_dir="unused",
+                            frames=str(tmp_path / "frames"), fps=8, time_offset=900,
+                            label_map=str(tmp_path / "labels.txt"), clip_frames=8,
+                            short_side=64, crop_size=64, scale_min=1.0, scale_max=1.0,
+                            flip_prob=0.0)
+    kfs = ft.keyframes_from_csv(config.annotations, load_label_map(config.label_map))
+    stream = ft.ClipStream(kfs, ft.resolve_sources(config, ["vidS"]), config)
+    samples = sorted(stream, key=lambda s: s["timestamp"])
+    assert [s["timestamp"] for s in samples] == [901, 903]
+    for s in samples:
+        clip = s["clip"].numpy()                    # (8, 64, 64, 3): no crop, no flip
+        centre = (s["timestamp"] - 900) * 8
+        assert [read_barcode(f) for f in clip] == list(range(centre - 4, centre + 4))
+    np.testing.assert_allclose(samples[1]["boxes"][0].numpy(), [0.2, 0.1, 0.7, 0.6], atol=1e-6)

@@ -221,3 +221,11 @@ def test_small_model_overfits_a_tiny_store(tmp_path):
     batch = windows.batch(np.arange(len(windows)))
     predicted = model.predict(batch) > 0.5
     assert (predicted == batch.labels.bool()).float().mean() > 0.97
+
+
+def test_background_batch_workers_give_the_same_run(tmp_path):
+    store = make_store(tmp_path / "s.h5")
+    runs = [train_head(store, tmp_path / f"w{n}", SMALL, quick(num_workers=n), progress=False)
+            for n in (0, 2)]
+    a, b = (torch.load(r["checkpoint"], weights_only=True)["model"] for r in runs)
+    assert states_equal(a, b)

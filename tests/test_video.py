@@ -167,3 +167,14 @@ def test_dropped_frames_take_the_frame_on_screen(tmp_path):
             container.mux(packet)
     (t, clip), = iter_clips(path, [1.6], 6, 1, 48, fps=None)
     assert [read_barcode(f) for f in clip] == [13, 14, 14, 14, 14, 18]
+
+
+def test_frame_folder_with_mmaction2_names(tmp_path):
+    render_frames(tmp_path, "vid", seconds=1, fps=FPS, size=(64, 48))
+    for path in (tmp_path / "vid").iterdir():
+        path.rename(path.with_name(path.name.replace("vid_000", "img_0")))   # img_00001.jpg
+    (t, clip), = iter_clips(tmp_path / "vid", [0.5], 4, 1, 48, fps=FPS)
+    assert [read_barcode(f) for f in clip] == [3, 4, 5, 6]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(VideoError, match="empty: no frames named empty_NNNNNN.jpg"):
+        list(iter_clips(tmp_path / "empty", [0], 4, 1, 48, fps=FPS))

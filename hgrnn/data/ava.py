@@ -467,6 +467,9 @@ def _parse_chunk(data, line0, ncols_allowed, columns, out):
         lines = line_no[rows]
         out["_line"].append(lines)
         out["_ncols"].append(np.full(len(rows), k, np.int8))
+        # rows repeating the previous row's "video,timestamp,x1,y1,x2,y2," (one row per
+        # box and action, as AVA files are written) reuse its parsed values
+        group = _repeated_prefix(buf, line_start[rows], cm[first + 5]) if k >= 7 else None
         for c, (name, kind) in enumerate(columns):
             if c >= k:
                 fill = np.full(len(rows), np.nan if kind == "float" else -1,
@@ -475,21 +478,58 @@ def _parse_chunk(data, line0, ncols_allowed, columns, out):
                 continue
             s = line_start[rows] if c == 0 else cm[first + (c - 1)] + 1
             e = nl[rows] if c == k - 1 else cm[first + c]
+            sel = lines
+            if group is not None and c < 6:
+                s, e, sel = s[group[1]], e[group[1]], lines[group[1]]
             if kind == "str":
-                vals, err = _gather_str(buf, s, e, lines, name)
+                vals, err = _gather_str(buf, s, e, sel, name)
                 if err:
                     errors.append(err)
-                out[name].append(vals)
-                continue
-            integer = kind != "float"
-            vals, bad = _parse_numbers(buf, s, e, integer, allow_empty=kind == "int?")
-            if bad.any():
-                err = _slow_numbers(data, pad, s, e, vals, bad,
-                                    integer, lines, name)
-                if err:
-                    errors.append(err)
+            else:
+                integer = kind != "float"
+                vals, bad = _parse_numbers(buf, s, e, integer, allow_empty=kind == "int?")
+                if bad.any():
+                    err = _slow_numbers(data, pad, s, e, vals, bad, integer, sel, name)
+                    if err:
+                        errors.append(err)
+            if group is not None and c < 6:
+                vals = vals[group[0]]
             out[name].append(vals)
     return nlines, errors
+
+
+_KEEP_LOW = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [(1 << 64) - 1], np.uint64)
+
+
+def _repeated_prefix(buf, pstart, pend):
+    """Rows whose bytes buf[pstart:pend] equal the previous row's.
+
+    Returns None when fewer than half the rows repeat (then parsing everything is
+    cheaper), else (group (n,) index of each row's first row among `firsts`, firsts
+    (m,) row indices of the non-repeating rows). Compares 8 bytes at a time (uint64
+    words read at any byte offset)."""
+    n = len(pstart)
+    if n < 2:
+        return None
+    plen = pend - pstart
+    cand = np.flatnonzero(plen[1:] == plen[:-1]) + 1
+    if len(cand) < n // 2:
+        return None
+    L = int(plen.max())
+    if int(pstart.max()) + L + 8 > len(buf):
+        return None
+    words = np.ndarray((len(buf) - 7,), np.dtype("<u8"), buf.data, strides=(1,))
+    sa, sb, ln = pstart[cand], pstart[cand - 1], plen[cand]
+    differ = np.zeros(len(cand), np.uint64)
+    for j in range(0, L, 8):
+        keep = _KEEP_LOW[np.clip(ln - j, 0, 8)]
+        differ |= (words[sa + j] ^ words[sb + j]) & keep
+    repeat = np.zeros(n, bool)
+    repeat[cand[differ == 0]] = True
+    if repeat.sum() < n // 2:
+        return None
+    new = ~repeat
+    return np.cumsum(new) - 1, np.flatnonzero(new)
 
 
 def _gather_str(buf, s, e, lines, what):
@@ -508,11 +548,14 @@ def _gather_str(buf, s, e, lines, what):
 
 
 def _to_unicode(b):
-    """numpy bytes array -> numpy unicode array (ids are ASCII in practice)."""
+    """numpy bytes array -> numpy unicode array (ids are ASCII in practice). Only the
+    distinct ids are decoded (files hold long runs of one video)."""
+    uniq, codes = _factorize(b)
     try:
-        return b.astype("U")
+        u = uniq.astype("U")
     except UnicodeDecodeError:
-        return np.array([x.decode("utf-8", "replace") for x in b.tolist()])
+        u = np.array([x.decode("utf-8", "replace") for x in uniq.tolist()])
+    return u[codes]
 
 
 def _factorize(ids):
@@ -723,6 +766,14 @@ def write_results(path, rows: AvaRows, progress=False) -> None:
     _write_rows(path, rows, "scores", progress)
 
 
+def _shortest(x):
+    """Shortest decimal strings that read back to the same float64 (Python's repr) or
+    float32 (numpy's Dragon4 str; slower) values."""
+    if x.dtype == np.float64:
+        return list(map(repr, x.tolist()))
+    return x.astype(str).tolist()
+
+
 def _write_rows(path, rows, last, progress):
     n = len(rows.timestamps)
     boxes = rows.boxes64 if rows.boxes64 is not None else np.asarray(rows.boxes, np.float32)
@@ -745,15 +796,13 @@ def _write_rows(path, rows, last, progress):
     with open(path, "w", encoding="utf-8", newline="\n") as f:
         for s in steps:
             sl = slice(s, s + step)
-            cols = [vids[sl], np.char.zfill(ts[sl].astype(str), 4),
-                    *[boxes[sl, k].astype(str) for k in range(4)],
-                    acts[sl].astype(str)]
+            cols = [vids[sl].tolist(), [f"{t:04d}" for t in ts[sl].tolist()],
+                    *[_shortest(boxes[sl, k]) for k in range(4)],
+                    acts[sl].astype(str).tolist()]
             if scores is not None:
-                cols.append(scores[sl].astype(str))
-            line = cols[0]
-            for c in cols[1:]:
-                line = np.char.add(np.char.add(line, ","), c)
-            f.write("\n".join(line.tolist()))
+                cols.append(_shortest(scores[sl]) if scores.dtype.kind == "f"
+                            else scores[sl].astype(str).tolist())
+            f.write("\n".join(map(",".join, zip(*cols))))
             f.write("\n")
 
 

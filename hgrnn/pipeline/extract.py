@@ -355,6 +355,47 @@ def _detect(detector, images, threshold: float, max_persons: int, device) -> lis
     return result
 
 
+# ----------------------------------------------------------------------------- features
+
+def _batch_features(backbone, projection, clips, sets, device, autocast):
+    """Clip and person features of one batch.
+
+    clips: uint8 (B, T, H, W, 3); sets: person dicts (key "boxes" (n_i, 4) normalised xyxy),
+    the first B for clips 0..B-1 (gt), optionally B more for the same clips (det).
+    Returns (clip features (B, C) float32 numpy, [per set (n_i, C) float32 numpy])."""
+    from hgrnn.pipeline.i3d import normalize_frames, person_features
+
+    b = clips.shape[0]
+    # RoI rows [clip index, x1, y1, x2, y2]; set i belongs to clip i % B
+    rois = np.concatenate(
+        [np.zeros((0, 5), np.float32)]
+        + [np.concatenate([np.full((len(s["boxes"]), 1), i % b, np.float32),
+                           np.asarray(s["boxes"], np.float32).reshape(-1, 4)], 1)
+           for i, s in enumerate(sets)])
+    with torch.no_grad():
+        x = normalize_frames(clips.to(device, non_blocking=True))     # (B, 3, T, H, W)
+        with autocast:
+            fmap = backbone.extract_features(x)                       # (B, 1024, T', H', W')
+        fmap = fmap.float()
+        clip_feat = fmap.mean(dim=(2, 3, 4))                           # (B, 1024)
+        feats = person_features(fmap, torch.from_numpy(rois).to(device),
+                                image_size=x.shape[-2:])              # (P, 1024)
+        if projection is not None:
+            clip_feat, feats = projection(clip_feat), projection(feats)   # (B, D), (P, D)
+    feats = feats.float().cpu().numpy()
+    split = np.split(feats, np.cumsum([len(s["boxes"]) for s in sets])[:-1])
+    return clip_feat.float().cpu().numpy(), split
+
+
+def _person_set(person_set_cls, entries, ground_truth: bool):
+    """[(person dict, feats (n, C)) per keyframe] -> PersonSet (labels/ids for ground truth)."""
+    return person_set_cls.from_lists(
+        [p["boxes"] for p, _ in entries], [f for _, f in entries],
+        [p["scores"] for p, _ in entries],
+        [p["labels"] for p, _ in entries] if ground_truth else None,
+        [p["person_ids"] for p, _ in entries] if ground_truth else None)
+
+
 # ----------------------------------------------------------------------------- distributed
 
 @dataclass
@@ -426,7 +467,7 @@ def extract_features(cfg: ExtractConfig) -> dict:
     summary of all ranks."""
     from hgrnn.data.ava import load_label_map
     from hgrnn.data.store import PersonSet, StoreError, StoreWriter, merge_stores
-    from hgrnn.pipeline.i3d import load_backbone, normalize_frames, person_features
+    from hgrnn.pipeline.i3d import load_backbone
 
     cfg.validate()
     started = time.time()
@@ -492,7 +533,7 @@ def extract_features(cfg: ExtractConfig) -> dict:
         for message in loader:
             kind, vid = message[0], message[1]
             if kind == "start":
-                state[vid] = {"ts": [], "clip": [], "gt": [], "det": []}
+                state[vid] = {"ts": [], "clip": [], "gt": [], "det": [], "planned": len(message[2])}
                 if plan_of[vid].timestamps is None:      # every-second: count known now
                     bar.total += len(message[2])
                     bar.refresh()
@@ -508,25 +549,9 @@ def extract_features(cfg: ExtractConfig) -> dict:
                 else:
                     det_sets = None
                 n = len(ts)
-                # rows [clip index b, x1, y1, x2, y2]: gt persons of clips 0..B-1, then det
                 sets = gt_sets + (det_sets or [])
-                rois = np.concatenate(
-                    [np.zeros((0, 5), np.float32)]
-                    + [np.concatenate([np.full((len(s["boxes"]), 1), i % n, np.float32),
-                                       np.asarray(s["boxes"], np.float32).reshape(-1, 4)], 1)
-                       for i, s in enumerate(sets)])
-                with torch.no_grad():
-                    x = normalize_frames(clips.to(device, non_blocking=True))   # (B, 3, T, H, W)
-                    with autocast:
-                        fmap = backbone.extract_features(x)                     # (B, 1024, T', H', W')
-                    fmap = fmap.float()
-                    clip_feat = fmap.mean(dim=(2, 3, 4))                         # (B, 1024)
-                    feats = person_features(fmap, torch.from_numpy(rois).to(device),
-                                            image_size=x.shape[-2:])            # (P, 1024)
-                    if projection is not None:
-                        clip_feat, feats = projection(clip_feat), projection(feats)
-                clip_feat, feats = clip_feat.float().cpu().numpy(), feats.float().cpu().numpy()
-                split = np.split(feats, np.cumsum([len(s["boxes"]) for s in sets])[:-1])
+                clip_feat, split = _batch_features(backbone, projection, clips, sets, device,
+                                                   autocast)
                 st["ts"].extend(int(t) for t in ts)
                 st["clip"].append(clip_feat)
                 st["gt"].extend((s, f) for s, f in zip(gt_sets, split[:n]))
@@ -539,14 +564,9 @@ def extract_features(cfg: ExtractConfig) -> dict:
                 st = state.pop(vid)
                 ps = {}
                 if gt is not None:
-                    ps["gt"] = PersonSet.from_lists(
-                        [s["boxes"] for s, _ in st["gt"]], [f for _, f in st["gt"]],
-                        [s["scores"] for s, _ in st["gt"]], [s["labels"] for s, _ in st["gt"]],
-                        [s["person_ids"] for s, _ in st["gt"]])
+                    ps["gt"] = _person_set(PersonSet, st["gt"], ground_truth=True)
                 if st["det"]:
-                    ps["det"] = PersonSet.from_lists(
-                        [s["boxes"] for s, _ in st["det"]], [f for _, f in st["det"]],
-                        [s["scores"] for s, _ in st["det"]])
+                    ps["det"] = _person_set(PersonSet, st["det"], ground_truth=False)
                 try:
                     writer.add_video(vid, np.asarray(st["ts"], np.int64),
                                      np.concatenate(st["clip"]), gt=ps.get("gt"),
@@ -564,7 +584,10 @@ def extract_features(cfg: ExtractConfig) -> dict:
                 needed += stats.get("converted_frames", 0)
                 bar.set_postfix(done=written, failed=len(failed), refresh=False)
             elif kind == "failed":
-                state.pop(vid, None)        # results of its earlier batches are dropped
+                st = state.pop(vid, None)   # results of its earlier batches are dropped
+                planned = (len(plan_of[vid].timestamps) if plan_of[vid].timestamps is not None
+                           else st["planned"] if st is not None else 0)
+                bar.total -= planned - (len(st["ts"]) if st is not None else 0)  # ends at 100%
                 writer.record_failure(vid, message[2])
                 failed[vid] = message[2]
                 bar.set_postfix(done=written, failed=len(failed), refresh=False)
@@ -608,7 +631,7 @@ def format_summary(summary: dict) -> str:
              f"{len(s['failed'])} failed, {s['seconds']:.1f} s"
              + (f" on {s['ranks']} ranks" if s.get("ranks", 1) > 1 else "")]
     if s["needed_frames"]:
-        lines.append(f"  decoded {s['decoded_frames']} frames for {s['needed_frames']} needed "
+        lines.append(f"  decoded {s['decoded_frames']} frames, {s['needed_frames']} of them used by clips "
                      f"({s['decoded_frames'] / s['needed_frames']:.3f}x)")
     for vid, reason in sorted(s["failed"].items()):
         lines.append(f"  FAILED {vid}: {reason}")

@@ -28,12 +28,14 @@ counting. If a broken index makes the seek land after the needed frame, the vide
 and decoded from the start instead (those few frames are then decoded twice). Gaps between
 far-apart keyframes are decoded sequentially, not skipped.
 
-Frame folders (`<dir>/<video_id>/<video_id>_%06d.jpg`, numbered from 1 at `fps`): file k is
-frame index k - 1; only the files that clips need are read, each once.
+Frame folders (`<dir>/<video_id>/<video_id>_%06d.jpg` as SlowFast prepares AVA, or
+mmaction2's `img_%05d.jpg`; numbered from 1 at `fps`): file k is frame index k - 1; only the
+files that clips need are read, each once.
 """
 
 from __future__ import annotations
 
+import glob
 import math
 import re
 from pathlib import Path
@@ -207,12 +209,16 @@ class _FolderSource(_Source):
             raise VideoError(f"{folder}: a frame folder needs its frame rate (fps)")
         self.fps = float(fps)
         files = {}
-        for path in folder.glob(f"{folder.name}_*"):
-            match = self._NUMBER.search(path.name)
-            if match:
-                files[int(match.group(1)) - 1] = path
+        for prefix in (glob.escape(folder.name), "img"):      # SlowFast, then mmaction2 naming
+            for path in folder.glob(f"{prefix}_*"):
+                match = self._NUMBER.search(path.name)
+                if match:
+                    files[int(match.group(1)) - 1] = path
+            if files:
+                break
         if not files:
-            raise VideoError(f"{folder}: no frames named {folder.name}_NNNNNN.jpg")
+            raise VideoError(f"{folder}: no frames named {folder.name}_NNNNNN.jpg "
+                             f"(or img_NNNNN.jpg)")
         self.files = dict(sorted(files.items()))
         self.duration = (max(self.files) + 1) / self.fps
         try:

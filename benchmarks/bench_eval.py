@@ -1,0 +1,152 @@
+"""Evaluator benchmark at full AVA v2.1 validation scale, from the real files.
+
+Ground truth: the pose-class rows of all 64 validation videos
+(``ava_val_v2.1_pose_classes_only.csv``: 93,400 rows, 50,029 keyframes). Results: every
+ground-truth row's box jittered by up to 0.02 (uniform per coordinate, rounded to 3
+decimals like AVA files) and scored for all 60 classes of the v2.1 label map (random scores
+with 6 decimals): 5,604,000 rows, ~290 MB of CSV, written once by
+:func:`hgrnn.data.ava.write_results` and cached in ``--work``.
+
+For each protocol a fresh subprocess reads both CSVs, evaluates and reports wall and CPU
+seconds and its peak resident memory (``ru_maxrss``). The slow loop reference of the tests
+(``tests/test_metrics.py``) is timed on a 2-video subset and compared with the vectorised
+evaluator there.
+
+    .venv/bin/python benchmarks/bench_eval.py [--ava /work/shared/ava] [--work DIR]
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def build_case(ava_dir, work, seed=0):
+    """Write (once) the benchmark result CSV; returns (gt_csv, results_csv)."""
+    from hgrnn.data.ava import AvaRows, load_label_map, read_annotations, write_results
+
+    gt_csv = os.path.join(ava_dir, "ava_val_v2.1_pose_classes_only.csv")
+    res_csv = os.path.join(work, f"bench_eval_results_seed{seed}.csv")
+    if os.path.exists(res_csv):
+        return gt_csv, res_csv
+    lm = load_label_map("ava-v2.1")
+    gt = read_annotations(gt_csv)                       # all 93,400 rows
+    rng = np.random.default_rng(seed)
+    n, k = len(gt), len(lm)
+    boxes = np.round(np.clip(gt.boxes64 + rng.uniform(-0.02, 0.02, (n, 4)), 0, 1), 3)
+    boxes[:, 2] = np.maximum(boxes[:, 2], boxes[:, 0])
+    boxes[:, 3] = np.maximum(boxes[:, 3], boxes[:, 1])
+    rows = AvaRows(
+        video_ids=np.repeat(gt.video_ids, k), timestamps=np.repeat(gt.timestamps, k),
+        boxes=np.repeat(boxes.astype(np.float32), k, axis=0),
+        action_ids=np.tile(np.asarray(lm.ids, np.int64), n), person_ids=None,
+        scores=None, skipped={}, boxes64=np.repeat(boxes, k, axis=0),
+        scores64=np.round(rng.random(n * k), 6))
+    tmp = res_csv + ".part"
+    print(f"writing {n * k:,} result rows to {res_csv} (once) ...", file=sys.stderr)
+    write_results(tmp, rows, progress=True)
+    os.replace(tmp, res_csv)
+    return gt_csv, res_csv
+
+
+def worker(protocol, gt_csv, res_csv, exclusions):
+    """One measurement in this (fresh) process; prints a JSON line."""
+    from hgrnn.data.ava import load_label_map, read_annotations, read_results
+    from hgrnn.metrics import evaluate
+
+    lm = load_label_map("ava-v2.1")
+    ex = exclusions if protocol != "ava-2020" else None
+    w0, c0 = time.perf_counter(), time.process_time()
+    gt = read_annotations(gt_csv, lm, ex, progress=False)
+    res = read_results(res_csv, lm, ex, progress=False)
+    w1, c1 = time.perf_counter(), time.process_time()
+    result = evaluate(gt, res, lm, protocol=protocol)
+    w2, c2 = time.perf_counter(), time.process_time()
+    print(json.dumps({
+        "protocol": protocol, "rows": len(res), "read_s": w1 - w0, "read_cpu_s": c1 - c0,
+        "eval_s": w2 - w1, "eval_cpu_s": c2 - c1, "total_s": w2 - w0,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "mAP": result.mAP}))
+
+
+def reference_subset(gt_csv, res_csv, videos=2):
+    """Slow loop reference vs vectorised evaluator on the first `videos` videos."""
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from test_metrics import reference_evaluate      # the tests' obviously-correct loops
+
+    from hgrnn.data.ava import load_label_map, read_annotations, read_results
+    from hgrnn.metrics import evaluate
+
+    lm = load_label_map("ava-v2.1")
+    gt = read_annotations(gt_csv, lm, progress=False)
+    res = read_results(res_csv, lm, progress=False)
+    keep = np.unique(gt.video_ids)[:videos]
+    gt, res = gt.take(np.isin(gt.video_ids, keep)), res.take(np.isin(res.video_ids, keep))
+    g = list(zip(gt.video_ids.tolist(), gt.timestamps.tolist(), map(tuple, gt.boxes64.tolist()),
+                 gt.action_ids.tolist()))
+    r = list(zip(res.video_ids.tolist(), res.timestamps.tolist(),
+                 map(tuple, res.boxes64.tolist()), res.action_ids.tolist(),
+                 res.scores64.tolist()))
+    out = {"videos": videos, "gt_rows": len(g), "result_rows": len(r)}
+    t = time.perf_counter()
+    _, ref_map = reference_evaluate(g, r, lm.ids, "ava-2018")
+    out["reference_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    fast = evaluate(gt, res, lm, protocol="ava-2018")
+    out["vectorised_s"] = time.perf_counter() - t
+    out["mAP_reference"], out["mAP_vectorised"] = ref_map, fast.mAP
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ava", default=os.path.join(ROOT, "..", "shared", "ava"),
+                    help="folder with the real AVA files")
+    ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "hgrnn_bench"),
+                    help="where the 290 MB result CSV is written and cached")
+    ap.add_argument("--protocols", default="ava-2018,ava-2019,ava-2020")
+    ap.add_argument("--worker", nargs=4, metavar=("PROTOCOL", "GT", "RES", "EXCL"),
+                    help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        p, g, r, ex = args.worker
+        worker(p, g, r, None if ex == "-" else ex)
+        return
+    os.makedirs(args.work, exist_ok=True)
+    gt_csv, res_csv = build_case(args.ava, args.work)
+    excl = os.path.join(args.ava, "ava_val_excluded_timestamps_v2.1.csv")
+    print(f"results CSV: {os.path.getsize(res_csv) / 1e6:.0f} MB; "
+          f"cores: {os.cpu_count()}; load average: {os.getloadavg()}", flush=True)
+    rows = []
+    for protocol in args.protocols.split(","):
+        out = subprocess.run([sys.executable, __file__, "--worker", protocol, gt_csv, res_csv,
+                              excl], capture_output=True, text=True, check=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]), flush=True)
+    ref = reference_subset(gt_csv, res_csv)
+    print(json.dumps(ref), flush=True)
+    print("\n| protocol | result rows | read s (CPU s) | evaluate s (CPU s) | total s | "
+          "peak RSS MiB | mAP |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['protocol']} | {r['rows']:,} | {r['read_s']:.1f} ({r['read_cpu_s']:.1f}) "
+              f"| {r['eval_s']:.1f} ({r['eval_cpu_s']:.1f}) | {r['total_s']:.1f} "
+              f"| {r['peak_rss_mib']:.0f} | {r['mAP']:.4f} |")
+    print(f"\nslow reference, {ref['videos']} videos ({ref['gt_rows']:,} gt rows, "
+          f"{ref['result_rows']:,} result rows): {ref['reference_s']:.1f} s; vectorised "
+          f"{ref['vectorised_s']:.2f} s; mAP {ref['mAP_reference']:.10f} vs "
+          f"{ref['mAP_vectorised']:.10f}")
+    print(f"load average after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()

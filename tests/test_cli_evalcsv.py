@@ -1,0 +1,78 @@
+"""`hgrnn eval-csv`: table, JSON output, protocols and clear errors (click's CliRunner)."""
+
+import json
+
+import numpy as np
+from click.testing import CliRunner
+
+from hgrnn.cli import main
+from hgrnn.data.ava import AvaRows, write_annotations, write_results
+
+
+def make_files(tmp_path):
+    """Two keyframes, classes 12 (stand) and 14 (walk) of the AVA v2.1 label map."""
+    gt = AvaRows.from_arrays(["v", "v", "v"], [902, 902, 903],
+                             [[.1, .1, .5, .5], [.1, .1, .5, .5], [.5, .5, .9, .9]],
+                             [12, 14, 12], person_ids=[0, 0, 1])
+    res = AvaRows.from_arrays(["v", "v", "v", "v"], [902, 902, 903, 904],
+                              [[.1, .1, .5, .5], [.1, .1, .5, .5], [.5, .5, .9, .9],
+                               [.1, .1, .5, .5]],
+                              [12, 14, 12, 12], scores=[.9, .8, .7, .95])
+    write_annotations(tmp_path / "gt.csv", gt)
+    write_results(tmp_path / "res.csv", res)
+    (tmp_path / "ex.csv").write_text("v,0904\n")
+    return str(tmp_path / "gt.csv"), str(tmp_path / "res.csv"), str(tmp_path / "ex.csv")
+
+
+def test_table_and_json(tmp_path):
+    gt, res, ex = make_files(tmp_path)
+    out = tmp_path / "map.json"
+    r = CliRunner().invoke(main, ["eval-csv", gt, res, "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "stand" in r.output and "mAP (ava-2018" in r.output and "n/a" in r.output
+    d = json.loads(out.read_text())
+    # stand: 0.95 FP (904 has no gt), 0.9 TP, 0.7 TP -> precision 0, 1/2, 2/3 at recall
+    # 0, 1/2, 1; made non-increasing from the right: AP = 2/3
+    assert abs(d["per_class"]["stand"] - 2 / 3) < 1e-12
+    assert d["per_class"]["walk"] == 1.0
+    assert d["per_class"]["crouch/kneel"] is None            # no instances: null
+    assert abs(d["mAP"] - (2 / 3 + 1.0) / 2) < 1e-12
+    assert d["protocol"] == "ava-2018"
+    assert d["counts"]["total_instances"] == 3 and d["counts"]["total_results"] == 4
+    assert len(d["per_class"]) == 60
+
+
+def test_exclusions_and_protocols(tmp_path):
+    gt, res, ex = make_files(tmp_path)
+    runner = CliRunner()
+    r = runner.invoke(main, ["eval-csv", gt, res, "--exclusions", ex, "--quiet"])
+    assert r.exit_code == 0 and r.output.strip() == "mAP 1.000000"
+    r = runner.invoke(main, ["eval-csv", gt, res, "--protocol", "ava-2020", "--quiet"])
+    assert r.exit_code == 0 and r.output.strip() == "mAP 1.000000"   # 904 ignored
+    r = runner.invoke(main, ["eval-csv", gt, res, "--protocol", "ava-2020", "--exclusions", ex])
+    assert r.exit_code != 0 and "ava-2020" in r.output
+
+
+def test_clear_error_for_bad_line(tmp_path):
+    gt, res, _ = make_files(tmp_path)
+    with open(res, "a") as f:
+        f.write("v,905,0.1,0.2,0.9,0.1,12,0.5\n")              # y2 < y1 on line 5
+    r = CliRunner().invoke(main, ["eval-csv", gt, res])
+    assert r.exit_code == 1
+    assert f"Error: {res}:5: " in r.output and "y2 < y1" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_label_map_option(tmp_path):
+    gt, res, _ = make_files(tmp_path)
+    lm = tmp_path / "lm.txt"
+    lm.write_text("12: stand\n")
+    out = tmp_path / "o.json"
+    r = CliRunner().invoke(main, ["eval-csv", gt, res, "--label-map", str(lm), "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    d = json.loads(out.read_text())
+    assert list(d["per_class"]) == ["stand"]
+    assert d["counts"]["gt_skipped_action_not_in_label_map"] == 1
+    r = CliRunner().invoke(main, ["eval-csv", gt, res, "--label-map", "nope"])
+    assert r.exit_code == 1 and "packaged" in r.output
+    assert np.isclose(d["mAP"], 2 / 3)
