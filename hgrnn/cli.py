@@ -298,9 +298,11 @@ def train_head_cmd(store, out_dir, variant, context, iterations, scene_hidden, g
               default="ava-2018", show_default=True,
               help="Evaluation protocol (ava-2018: the official v2.1 frame-mAP the paper uses).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--threads", "num_threads", type=click.IntRange(min=0), default=0,
+              show_default=True, help="torch CPU threads (0: torch's default).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, mAP only.")
 def eval_cmd(store, checkpoint, gt_boxes, out_dir, nms_iou, min_score, gt_csv, exclusions, protocol,
-             device, quiet):
+             device, num_threads, quiet):
     """Score every keyframe of a store with a trained head and print the frame-mAP.
 
     Score of a (box, class) = action probability x person confidence, then class-specific
@@ -313,9 +315,13 @@ def eval_cmd(store, checkpoint, gt_boxes, out_dir, nms_iou, min_score, gt_csv, e
       hgrnn eval --store val.h5 --checkpoint runs/hgrnn/last.pt --gt-boxes
     """
     from hgrnn.data.store import StoreError
+    import torch
+
     from hgrnn.hgrnn_head.infer import evaluate_store
     from hgrnn.hgrnn_head.train import HeadError
 
+    if num_threads:
+        torch.set_num_threads(num_threads)
     try:
         result = evaluate_store(store, checkpoint, gt_boxes=gt_boxes, out_dir=out_dir,
                                 nms_iou=nms_iou, gt_csv=gt_csv, exclusions=exclusions,

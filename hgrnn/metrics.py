@@ -223,12 +223,15 @@ def evaluate(gt: AvaRows, results: AvaRows, label_map: LabelMap, protocol="ava-2
     gidx = np.flatnonzero(gsel)
     gkeys, gcls = gkeys[gidx], gcls[gidx]
     gboxes = _f64(gt, "boxes").take(gidx, axis=0)       # (G, 4)
-    ridx = np.flatnonzero(rsel)
-    rkeys, rcls = rkeys[ridx], rcls[ridx]
-    rscores = _f64(results, "scores")[ridx]
+    rscores = _f64(results, "scores")
+    if rsel.all():                                      # nothing dropped: no copies
+        ridx = np.arange(len(rsel))
+    else:
+        ridx = np.flatnonzero(rsel)
+        rkeys, rcls, rscores = rkeys[ridx], rcls[ridx], rscores[ridx]
 
     # ---- one sort of all results by descending score (ties: file order); srank = position
-    order_s = np.argsort(-rscores, kind="stable")
+    order_s = _argsort_descending(rscores)
     srank = np.empty(len(order_s), np.int64)
     srank[order_s] = np.arange(len(order_s))
     del rscores
@@ -322,6 +325,37 @@ def evaluate(gt: AvaRows, results: AvaRows, label_map: LabelMap, protocol="ava-2
               "total_true_positives": int(tp.sum()), **counts}
     return EvalResult(mAP=mAP, per_class=per_class, counts=counts, protocol=protocol,
                       ids=name_ids)
+
+
+def _argsort_descending(x):
+    """Indices sorting float64 x (N,) by descending value, ties in index order; the same
+    as np.argsort(-x, kind="stable"), several times faster for millions of values.
+
+    An order-preserving integer key's top bits and the index are packed into one int64
+    and sorted by value (numpy's vectorised sort); rows whose keys agree in those top bits
+    but differ below (values within ~1e-9 relative of each other) are re-sorted exactly."""
+    n = len(x)
+    rbits = max(int(n - 1).bit_length(), 1)
+    if n < 2 or rbits > 40:
+        return np.argsort(-x, kind="stable")
+    x = np.asarray(x, np.float64) + 0.0                # -0.0 -> 0.0: equal, as in argsort
+    bits = x.view(np.uint64)
+    neg = bits >= np.uint64(1 << 63)
+    key = ~np.where(neg, ~bits, bits | np.uint64(1 << 63))    # ascending = descending x
+    hbits = 63 - rbits
+    hi = (key >> np.uint64(64 - hbits)).astype(np.int64)
+    packed = np.sort((hi << rbits) | np.arange(n, dtype=np.int64))
+    perm = packed & ((1 << rbits) - 1)
+    ks = key[perm]
+    wrong = np.flatnonzero(ks[1:] < ks[:-1])
+    if len(wrong):                                      # fix runs of equal top bits
+        hs = packed >> rbits
+        run = np.cumsum(np.r_[True, hs[1:] != hs[:-1]]) - 1
+        bad_runs = np.unique(run[wrong])
+        sel = np.flatnonzero(np.isin(run, bad_runs))
+        sub = perm[sel]
+        perm[sel] = sub[np.lexsort((sub, key[sub], run[sel]))]
+    return perm
 
 
 def _sort_pairs(major, rank):

@@ -354,9 +354,15 @@ def test_cli_runs_and_reports_errors(ava_fixture, tmp_path):
             "--backbone-weights", "none", "--clip-frames", "8", "--short-side", "48",
             "--crop-size", "48", "--batch", "2", "--steps", "1", "--workers", "0",
             "--device", "cpu", "--quiet"]
-    result = CliRunner().invoke(main, args + ["--out", str(tmp_path / "run")])
+    result = CliRunner().invoke(main, args + ["--out", str(tmp_path / "run"), "--accumulate", "2",
+                                              "--loss", "focal", "--log-every", "1"])
     assert result.exit_code == 0, result.output
     assert "trained 1 steps" in result.output and (tmp_path / "run" / "backbone.pt").exists()
+    written = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert written["micro_batch"] == 1 and written["loss"] == "focal"
+    assert written["initial_weights"]["kind"] == "random"
+    (record,) = read_metrics(tmp_path / "run")
+    assert record["step"] == 1 and np.isfinite(record["loss"])
     bad = tmp_path / "bad.csv"
     bad.write_text("vidA,2,0.1,0.1,0.5,0.5,1,0\nvidA,3,0.1,0.1,0.5\n")
     result = CliRunner().invoke(main, args + ["--out", str(tmp_path / "r2"),

@@ -96,7 +96,7 @@ def test_port_file_without_num_batches_tracked_loads_strictly(tmp_path):
     # the port was written for PyTorch 0.3, whose BatchNorm had no num_batches_tracked
     state = port_state_dict(with_num_batches_tracked=False)
     path = tmp_path / "rgb_imagenet.pt"
-    torch.save(state, path)
+    torch.save(state, path, _use_new_zipfile_serialization=False)   # pre-1.6 file format
     backbone, projection, meta = load_backbone(str(path))
     assert projection is None
     assert meta["kind"] == "kinetics-i3d" and meta["feature_dim"] == 1024
@@ -266,3 +266,69 @@ def test_person_feature_sees_only_its_box():
 def test_clip_features_average():
     fmap = torch.arange(2 * 3 * 2 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2, 2)
     assert torch.allclose(clip_features(fmap), fmap.reshape(2, 3, -1).mean(-1))
+
+
+# --- the whole network against a functional reference written from the architecture ---------
+
+def tf_same(size, k, s):
+    """TensorFlow's SAME padding of one axis, from its documented formula."""
+    total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+    return total // 2, total - total // 2
+
+
+def ref_pad(x, k, s, value=0.0):
+    pads = [tf_same(x.shape[2 + d], k[d], s[d]) for d in range(3)]
+    return F.pad(x, (*pads[2], *pads[1], *pads[0]), value=value)
+
+
+def ref_unit(x, state, prefix, k):
+    x = F.conv3d(ref_pad(x, (k, k, k), (1, 1, 1) if prefix != "Conv3d_1a_7x7" else (2, 2, 2)),
+                 state[f"{prefix}.conv3d.weight"], stride=2 if prefix == "Conv3d_1a_7x7" else 1)
+    mean, var = state[f"{prefix}.bn.running_mean"], state[f"{prefix}.bn.running_var"]
+    w, b = state[f"{prefix}.bn.weight"], state[f"{prefix}.bn.bias"]
+    shape = (1, -1, 1, 1, 1)
+    x = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + 1e-3) * w.view(shape) + b.view(shape)
+    return torch.relu(x)
+
+
+def ref_pool(x, k, s):
+    # -inf padding: the textbook max pool (the port pads with zeros; equal after a ReLU)
+    return F.max_pool3d(ref_pad(x, k, s, value=-math.inf), k, s)
+
+
+def reference_features(x, state):
+    x = ref_unit(x, state, "Conv3d_1a_7x7", 7)
+    x = ref_pool(x, (1, 3, 3), (1, 2, 2))
+    x = ref_unit(x, state, "Conv3d_2b_1x1", 1)
+    x = ref_unit(x, state, "Conv3d_2c_3x3", 3)
+    x = ref_pool(x, (1, 3, 3), (1, 2, 2))
+    for name, *_ in MIXED:
+        if name == "Mixed_4b":
+            x = ref_pool(x, (3, 3, 3), (2, 2, 2))
+        if name == "Mixed_5b":
+            x = ref_pool(x, (2, 2, 2), (2, 2, 2))
+        x = torch.cat([
+            ref_unit(x, state, f"{name}.b0", 1),
+            ref_unit(ref_unit(x, state, f"{name}.b1a", 1), state, f"{name}.b1b", 3),
+            ref_unit(ref_unit(x, state, f"{name}.b2a", 1), state, f"{name}.b2b", 3),
+            ref_unit(ref_pool(x, (3, 3, 3), (1, 1, 1)), state, f"{name}.b3b", 1)], dim=1)
+    return x
+
+
+def test_network_matches_functional_reference():
+    state = port_state_dict(seed=3)
+    # weights scaled so that activations neither vanish nor explode over 20 layers
+    for key, value in state.items():
+        if key.endswith("conv3d.weight"):
+            fan_in = value[0].numel()
+            state[key] = torch.randn(value.shape, generator=torch.Generator().manual_seed(
+                len(key))) * math.sqrt(2.0 / fan_in)
+    model = InceptionI3d().eval()
+    i3d.load_i3d_state_dict(model, state)
+    x = torch.rand(1, 3, 9, 40, 56, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        got = model.extract_features(x)
+        ref = reference_features(x, state)
+    assert got.shape == ref.shape == (1, 1024, 2, 2, 2)
+    assert ref.abs().mean() > 1e-3
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)

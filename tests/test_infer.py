@@ -160,6 +160,9 @@ def test_eval_errors(trained, tmp_path):
     other = make_store(tmp_path / "other.h5", labels=LabelMap((1, 3, 6), ("stand", "sit", "x")))
     with pytest.raises(HeadError, match="other.h5.*label map differs"):
         evaluate_store(other, run["checkpoint"], progress=False)
+    wide = make_store(tmp_path / "wide.h5", C=12)
+    with pytest.raises(HeadError, match="wide.h5: feature dim 12"):
+        evaluate_store(wide, run["checkpoint"], progress=False)
     no_det = make_store(tmp_path / "nodet.h5", det=False)
     with pytest.raises(HeadError, match="no 'det' boxes.*--gt-boxes"):
         evaluate_store(no_det, run["checkpoint"], progress=False)

@@ -86,14 +86,13 @@ def reference_logits(model, batch):
                 else:
                     x_P = torch.zeros(C)
                 xs.append(torch.cat([batch.clip[b, s], x_P]))
-            gru, Hs = model.scene.gru, cfg.scene_hidden
+            Hs, f, r = cfg.scene_hidden, model.scene.forward_gru, model.scene.backward_gru
             fwd = torch.zeros(Hs)
             for s in range(L // 2 + 1):
-                fwd = gru_step(xs[s], fwd, gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0, gru.bias_hh_l0)
+                fwd = gru_step(xs[s], fwd, f.weight_ih_l0, f.weight_hh_l0, f.bias_ih_l0, f.bias_hh_l0)
             bwd = torch.zeros(Hs)
             for s in reversed(range(L // 2, L)):
-                bwd = gru_step(xs[s], bwd, gru.weight_ih_l0_reverse, gru.weight_hh_l0_reverse,
-                               gru.bias_ih_l0_reverse, gru.bias_hh_l0_reverse)
+                bwd = gru_step(xs[s], bwd, r.weight_ih_l0, r.weight_hh_l0, r.bias_ih_l0, r.bias_hh_l0)
             h_c = torch.cat([fwd, bwd])
         people = [i for i in range(len(batch.keyframe)) if batch.keyframe[i] == b]
         node_in = [batch.feats[i] if h_c is None else torch.cat([batch.feats[i], h_c]) for i in people]
@@ -120,6 +119,23 @@ def test_matches_slow_reference(variant, h0, empty_pool):
     got = model(batch)
     assert got.shape == (6, K)
     torch.testing.assert_close(got, reference_logits(model, batch), rtol=1e-5, atol=1e-5)
+
+
+def test_scene_rnn_is_a_bidirectional_gru_read_at_the_centre():
+    """The two half-length GRUs equal nn.GRU(bidirectional=True) indexed at slot l."""
+    model = make_model("hgrnn", context=2)
+    scene = model.scene
+    bi = torch.nn.GRU(2 * C, 5, batch_first=True, bidirectional=True)
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(bi, f"{name}_l0").copy_(getattr(scene.forward_gru, f"{name}_l0"))
+            getattr(bi, f"{name}_l0_reverse").copy_(getattr(scene.backward_gru, f"{name}_l0"))
+    batch = make_batch([2, 1, 3], L=5)
+    B, L = 3, 5
+    pooled, _ = segment_max(batch.ctx_feats, batch.ctx_segment, B * L)
+    x = torch.cat([batch.clip, pooled.view(B, L, C)], dim=-1)
+    torch.testing.assert_close(scene(batch.clip, batch.ctx_feats, batch.ctx_segment),
+                               bi(x)[0][:, L // 2])
 
 
 def test_segment_max():

@@ -16,7 +16,7 @@ LABELS = LabelMap((1, 3, 5), ("stand", "sit", "talk to"))
 C = 8
 
 
-def person_set(rng, counts, K, labelled, det):
+def person_set(rng, counts, K, labelled, det, C=C):
     """Persons whose class k is on when feature k > 0.3: learnable from x_p alone."""
     N = int(np.sum(counts))
     xy = rng.uniform(0, 0.5, (N, 2))
@@ -40,16 +40,16 @@ def one_thread():
 
 
 def make_store(path, videos=2, keyframes=12, seed=0, gt=True, det=True, labels=LABELS,
-               max_persons=3, empty=False):
+               max_persons=3, empty=False, C=C):
     rng = np.random.default_rng(seed)
     with StoreWriter(path, feature_dim=C, label_map=labels) as w:
         for v in range(videos):
             counts = np.zeros(keyframes, int) if empty else rng.integers(0, max_persons + 1, keyframes)
             w.add_video(f"vid{v}", 902 + np.arange(keyframes),
                         rng.standard_normal((keyframes, C)).astype(np.float32),
-                        gt=person_set(rng, counts, len(labels), True, False) if gt else None,
+                        gt=person_set(rng, counts, len(labels), True, False, C) if gt else None,
                         det=person_set(rng, np.maximum(counts + rng.integers(-1, 2, keyframes), 0),
-                                       len(labels), False, True) if det else None)
+                                       len(labels), False, True, C) if det else None)
     return str(path)
 
 
@@ -170,6 +170,10 @@ def test_resume_refuses_other_config_or_store(tmp_path):
     other = make_store(tmp_path / "other.h5", labels=LabelMap((1, 3, 6), ("stand", "sit", "x")))
     with pytest.raises(HeadError, match="label map differs"):
         train_head(other, tmp_path / "run", SMALL, quick(steps=4), resume=True, progress=False)
+    wide = make_store(tmp_path / "wide.h5", C=12)
+    with pytest.raises(HeadError, match="wide.h5: feature dim 12, checkpoint .* trained on 8"):
+        train_head(wide, tmp_path / "run", HeadConfig(context=1, scene_hidden=6, graph_hidden=10),
+                   quick(steps=4), resume=True, progress=False)
     same_kind = make_store(tmp_path / "o2.h5", seed=5)
     with pytest.raises(HeadError, match="different store"):
         train_head(same_kind, tmp_path / "run", SMALL, quick(steps=4), resume=True, progress=False)

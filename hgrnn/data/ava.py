@@ -235,10 +235,6 @@ _FAST_WIDTH = 15               # digits + dot of a field parsed exactly on the f
 _BLANKS = (b"\r", b" ", b"\t")
 
 
-def _fail(path, line, msg):
-    raise AvaFormatError(f"{path}:{int(line)}: {msg}")
-
-
 def _first_error(errors):
     """errors: list of (line, message) candidates -> raise the earliest."""
     if errors:
@@ -248,6 +244,11 @@ def _first_error(errors):
 
 def _u64(x):
     return np.uint64(x)
+
+
+def _words(buf):
+    """buf (uint8) -> a uint64 view with one little-endian word at every byte offset."""
+    return np.ndarray((len(buf) - 7,), np.dtype("<u8"), buf.data, strides=(1,))
 
 
 # tables indexed by field width w (0..8) / dot byte position p (0..7)
@@ -284,8 +285,7 @@ def _parse_numbers(buf, starts, ends, integer, allow_empty=False):
         return (np.zeros(0, np.int64 if integer else np.float64), np.zeros(0, bool))
     wide = width > 8
     w = np.minimum(width, 8)
-    words = np.lib.stride_tricks.sliding_window_view(buf, 8)[ends - 8]   # (n, 8) bytes
-    u = words.view("<u8").ravel()
+    u = _words(buf)[ends - 8]                         # the 8 bytes ending at each field
     keep = _KEEP[w]
     t = (u & keep) ^ (_L30 & keep)                    # field chars - '0'; bytes before: 0
     nondigit = ((((t & _L7F) + _L76) | t) & _L80)     # 0x80 in each byte that is no digit
@@ -476,11 +476,11 @@ def _parse_chunk(data, line0, ncols_allowed, columns, out):
                                np.float64 if kind == "float" else np.int64)
                 out[name].append(fill)
                 continue
-            s = line_start[rows] if c == 0 else cm[first + (c - 1)] + 1
-            e = nl[rows] if c == k - 1 else cm[first + c]
-            sel = lines
-            if group is not None and c < 6:
-                s, e, sel = s[group[1]], e[group[1]], lines[group[1]]
+            r, f, sel = rows, first, lines
+            if group is not None and c < 6:              # only the first row of a repeat
+                r, f, sel = rows[group[1]], first[group[1]], lines[group[1]]
+            s = line_start[r] if c == 0 else cm[f + (c - 1)] + 1
+            e = nl[r] if c == k - 1 else cm[f + c]
             if kind == "str":
                 vals, err = _gather_str(buf, s, e, sel, name)
                 if err:
@@ -518,12 +518,15 @@ def _repeated_prefix(buf, pstart, pend):
     L = int(plen.max())
     if int(pstart.max()) + L + 8 > len(buf):
         return None
-    words = np.ndarray((len(buf) - 7,), np.dtype("<u8"), buf.data, strides=(1,))
+    words = _words(buf)
     sa, sb, ln = pstart[cand], pstart[cand - 1], plen[cand]
     differ = np.zeros(len(cand), np.uint64)
+    full = int(ln.min())                              # bytes every compared prefix has
     for j in range(0, L, 8):
-        keep = _KEEP_LOW[np.clip(ln - j, 0, 8)]
-        differ |= (words[sa + j] ^ words[sb + j]) & keep
+        diff = words[sa + j] ^ words[sb + j]
+        if j + 8 > full:                              # some prefixes end in this word
+            diff &= _KEEP_LOW[np.clip(ln - j, 0, 8)]
+        differ |= diff
     repeat = np.zeros(n, bool)
     repeat[cand[differ == 0]] = True
     if repeat.sum() < n // 2:

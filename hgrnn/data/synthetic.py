@@ -68,14 +68,20 @@ SCENE_TYPES = ("street", "room", "vehicle")
 STREET, ROOM, VEHICLE = range(3)
 SCENE_PROBS = (0.4, 0.4, 0.2)
 
-GROUP_SLOTS = int(__import__('os').environ.get('GS', 4))
-LEVEL_DIMS = 4
-SCALE = float(__import__('os').environ.get('SC', 3.0))
+_E = __import__('os').environ
+GROUP_SLOTS = int(_E.get('GS', 4))
+REP = int(_E.get('REP', 8))        # relational / level channels are repeated over REP dims
+PREP = int(_E.get('PREP', 2))      # pose / object channels over PREP dims
+SCALE = float(_E.get('SC', 1.0))
 POSE_AMP, FLAG_AMP, DRIVE_AMP, GROUP_AMP = SCALE * 1.0, SCALE * 1.5, SCALE * 0.6, SCALE * 1.5
-NUISANCE_STD = float(__import__('os').environ.get('NU', 0.5)) * SCALE
-LEVEL_STEP = 0.25          # change of a drifting state per keyframe (state levels ~ N(0, 1))
-PERSON_DIMS = 8 + GROUP_SLOTS
-CLIP_DIMS = 3 + 2 * LEVEL_DIMS
+NUISANCE_STD = float(_E.get('NU', 0.2)) * SCALE
+LEVEL_STEP = float(_E.get('LS', 0.25))   # change of a drifting state per keyframe (levels ~ N(0, 1))
+PERSON_CHANNELS = 8 + GROUP_SLOTS
+CLIP_CHANNELS = 5
+PERSON_REPS = np.array([PREP] * 5 + [REP, REP, 1] + [REP] * GROUP_SLOTS)
+CLIP_REPS = np.array([PREP] * 3 + [REP, REP])
+PERSON_DIMS = int(PERSON_REPS.sum())
+CLIP_DIMS = int(CLIP_REPS.sum())
 MIN_FEATURE_DIM = max(PERSON_DIMS, CLIP_DIMS)
 # persons per keyframe 1..12, shaped like AVA's (1-4 common, a tail to ~12)
 PERSONS_PMF = np.array([0.30, 0.24, 0.16, 0.10, 0.06, 0.04, 0.03, 0.025, 0.015, 0.012, 0.010,
@@ -304,10 +310,12 @@ def generate_video(cfg: SynthConfig, index: int) -> SynthVideo:
     obj_level, obj_dir = drifting_state(rng, scene_type, (STREET,), shots)
 
     clip = rng.normal(0.0, NUISANCE_STD, (T, C))
-    clip[:, :CLIP_DIMS] = rng.normal(0.0, SCALE * cfg.clip_noise, (T, CLIP_DIMS))
-    clip[np.arange(T), scene_type] += SCALE
-    clip[:, 3:3 + LEVEL_DIMS] += SCALE * door_level[:, None]
-    clip[:, 3 + LEVEL_DIMS:3 + 2 * LEVEL_DIMS] += SCALE * obj_level[:, None]
+    signal = np.zeros((T, CLIP_CHANNELS))
+    signal[np.arange(T), scene_type] = 1.0
+    signal[:, 3] = door_level
+    signal[:, 4] = obj_level
+    clip[:, :CLIP_DIMS] = SCALE * (np.repeat(signal, CLIP_REPS, axis=1)
+                                   + rng.normal(0.0, cfg.clip_noise, (T, CLIP_DIMS)))
 
     gt_boxes, gt_feats, gt_labels, gt_offsets = [], [], [], [0]
     groups_all, talk_all, dance_all = [], [], []
@@ -361,14 +369,16 @@ def generate_video(cfg: SynthConfig, index: int) -> SynthVideo:
         labels[:, WATCH] = watch
 
         feats = rng.normal(0.0, NUISANCE_STD, (n, C))
-        feats[:, :PERSON_DIMS] = rng.normal(0.0, SCALE * cfg.person_noise, (n, PERSON_DIMS))
-        feats[np.arange(n), pose] += POSE_AMP      # pose columns 0..2 == feature dims 0..2
-        feats[:, 3] += FLAG_AMP * carry
-        feats[:, 4] += DRIVE_AMP * drive
-        feats[:, 5] += FLAG_AMP * talk
-        feats[:, 6] += FLAG_AMP * dance
-        feats[:, 7] += SCALE
-        feats[np.arange(n), 8 + slots[group]] += GROUP_AMP
+        signal = np.zeros((n, PERSON_CHANNELS))
+        signal[np.arange(n), pose] = POSE_AMP      # pose label columns 0..2 == channels 0..2
+        signal[:, 3] = FLAG_AMP * carry
+        signal[:, 4] = DRIVE_AMP * drive
+        signal[:, 5] = FLAG_AMP * talk
+        signal[:, 6] = FLAG_AMP * dance
+        signal[:, 7] = SCALE
+        signal[np.arange(n), 8 + slots[group]] = GROUP_AMP
+        feats[:, :PERSON_DIMS] = (np.repeat(signal, PERSON_REPS, axis=1)
+                                  + rng.normal(0.0, SCALE * cfg.person_noise, (n, PERSON_DIMS)))
 
         boxes = sample_boxes(rng, n)
         gt_boxes.append(boxes)

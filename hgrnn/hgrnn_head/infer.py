@@ -201,7 +201,8 @@ def plot_per_class_ap(per_class: dict, mAP: float, path) -> bool:
     values = [per_class[n] if per_class[n] is not None else 0.0 for n in names]
     fig, ax = plt.subplots(figsize=(7, 0.6 + 0.22 * len(names)))
     y = np.arange(len(names))
-    ax.barh(y, values, color=["tab:blue" if per_class[n] is not None else "lightgray" for n in names])
+    colors = ["tab:blue" if per_class[n] is not None else "lightgray" for n in names]
+    ax.barh(y, values, color=colors)
     ax.set_yticks(y, names, fontsize=7)
     ax.invert_yaxis()
     ax.axvline(mAP, color="tab:red", linestyle="--", label=f"mAP {mAP:.4f}")

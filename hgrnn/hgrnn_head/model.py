@@ -137,23 +137,33 @@ def segment_max(values: torch.Tensor, segment: torch.Tensor, num_segments: int):
 
 
 class SceneRNN(nn.Module):
-    """Lower level: temporal scene context h_c of each centre keyframe (paper eq. 2-3)."""
+    """Lower level: temporal scene context h_c of each centre keyframe (paper eq. 2-3).
+
+    A bidirectional GRU read at the centre slot l: the forward GRU's state after slots
+    0..l ⊕ the backward GRU's state after slots L-1..l. The two directions are two GRUs run
+    only up to the centre, the same function as ``nn.GRU(bidirectional=True)`` indexed at l,
+    without computing the states past the centre that would be thrown away (4/7 of the work
+    at l = 3).
+    """
 
     def __init__(self, cfg: HeadConfig):
         super().__init__()
-        C = cfg.feature_dim
+        C, H = cfg.feature_dim, cfg.scene_hidden
         self.empty = nn.Parameter(torch.zeros(C)) if cfg.empty_pool == "learned" else None
-        self.gru = nn.GRU(2 * C, cfg.scene_hidden, batch_first=True, bidirectional=True)
+        self.forward_gru = nn.GRU(2 * C, H, batch_first=True)
+        self.backward_gru = nn.GRU(2 * C, H, batch_first=True)
 
     def forward(self, clip, ctx_feats, ctx_segment):
         # clip (B, L, C); ctx_feats (Q, C); ctx_segment (Q,) window slot b*L + s of each row
         B, L, C = clip.shape
+        l = L // 2
         pooled, nonempty = segment_max(ctx_feats, ctx_segment, B * L)  # (B*L, C), (B*L,)
         if self.empty is not None:
             pooled = torch.where(nonempty[:, None], pooled, self.empty)
         x = torch.cat([clip, pooled.view(B, L, C)], dim=-1)  # (B, L, 2C): x_c ⊕ x_P per slot
-        out, _ = self.gru(x)  # (B, L, 2Hs): forward ⊕ backward state at every slot
-        return out[:, L // 2]  # (B, 2Hs): read at the centre keyframe
+        _, h_fwd = self.forward_gru(x[:, : l + 1])  # (1, B, Hs): after slots 0..l
+        _, h_bwd = self.backward_gru(x[:, l:].flip(1))  # (1, B, Hs): after slots L-1..l
+        return torch.cat([h_fwd[0], h_bwd[0]], dim=-1)  # (B, 2Hs): h_c, read at the centre
 
 
 class GraphRNN(nn.Module):
@@ -201,7 +211,8 @@ class HGRNNHead(nn.Module):
         B, L, C = clip.shape  # (B, L, C)
         P = feats.shape[0]  # feats (P, C), keyframe (P,)
         if C != self.cfg.feature_dim or feats.shape[1] != self.cfg.feature_dim:
-            raise ValueError(f"batch feature dim {C} != HeadConfig.feature_dim {self.cfg.feature_dim}")
+            raise ValueError(f"batch feature dim {C} != HeadConfig.feature_dim "
+                             f"{self.cfg.feature_dim}")
         x_p = self.dropout(feats)  # (P, C)
         if self.scene is not None:
             if L != 2 * self.cfg.context + 1:

@@ -87,7 +87,8 @@ class TrainConfig:
         if self.focal_alpha is not None and not 0 <= self.focal_alpha <= 1:
             raise ValueError(f"TrainConfig: focal_alpha must be in [0, 1], got {self.focal_alpha}")
         if self.box_source not in ("gt", "det"):
-            raise ValueError(f"TrainConfig: box_source must be 'gt' or 'det', got {self.box_source!r}")
+            raise ValueError(f"TrainConfig: box_source must be 'gt' or 'det', "
+                             f"got {self.box_source!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -198,8 +199,8 @@ def check_store_matches(ckpt: dict, fs) -> None:
 
     ckpt_map = LabelMap.from_json(ckpt["label_map"])
     if ckpt_map != fs.label_map:
-        diff = (f"{len(ckpt_map)} classes vs {len(fs.label_map)}" if len(ckpt_map) != len(fs.label_map)
-                else "same size, different ids or names")
+        diff = (f"{len(ckpt_map)} classes vs {len(fs.label_map)}"
+                if len(ckpt_map) != len(fs.label_map) else "same size, different ids or names")
         raise HeadError(f"{fs.path}: the store's label map differs from checkpoint "
                         f"{ckpt.get('path', '')}'s ({diff})")
     if int(ckpt["feature_dim"]) != fs.feature_dim:
@@ -245,6 +246,15 @@ def _identity(batch):
 
 
 # ---- the run ------------------------------------------------------------------------------
+
+def make_adam(params: list, lr: float) -> torch.optim.Adam:
+    """Adam, constant lr; the fused implementation where this torch has it for the device
+    (CPU since torch 2.4: about 3x less time in the update than the per-tensor loop)."""
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr)
+
 
 @contextlib.contextmanager
 def _torch_threads(n: int):
@@ -322,9 +332,11 @@ def train_head(train_store, out_dir, head: HeadConfig, train: TrainConfig,
     from hgrnn.data.windows import ContextWindows
     windows = ContextWindows(fs, l=head.window_context, pad=head.window_pad)
     if len(windows) == 0:
-        raise HeadError(f"{fs.path}: no keyframe with a '{train.box_source}' person: nothing to train on")
+        raise HeadError(f"{fs.path}: no keyframe with a '{train.box_source}' person: "
+                        "nothing to train on")
     val_fs = open_store(val_store, "gt") if val_store is not None else None
-    if val_fs is not None and (val_fs.feature_dim != fs.feature_dim or val_fs.label_map != fs.label_map):
+    if val_fs is not None and (val_fs.feature_dim, val_fs.label_map) != (fs.feature_dim,
+                                                                         fs.label_map):
         raise HeadError(f"{val_fs.path}: the validation store's feature dim or label map differs "
                         f"from the training store {fs.path}")
 
@@ -361,7 +373,7 @@ def train_head(train_store, out_dir, head: HeadConfig, train: TrainConfig,
     with torch.random.fork_rng(devices=[]), _torch_threads(train.num_threads):
         torch.manual_seed(train.seed)
         model = HGRNNHead(head).to(device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=train.lr)
+        optimizer = make_adam(list(model.parameters()), train.lr)
         start = 0
         if ckpt is not None:
             model.load_state_dict(ckpt["model"])
@@ -385,7 +397,8 @@ def train_head(train_store, out_dir, head: HeadConfig, train: TrainConfig,
             from hgrnn.hgrnn_head.infer import evaluate_model
             result = evaluate_model(model, val_fs, device=device)
             model.train()
-            log({"step": step, "val_mAP": result.mAP, "val_per_class": result.per_class})
+            val_map = None if math.isnan(result.mAP) else result.mAP  # strict JSON
+            log({"step": step, "val_mAP": val_map, "val_per_class": result.per_class})
             return result
 
         bar = None
@@ -396,8 +409,9 @@ def train_head(train_store, out_dir, head: HeadConfig, train: TrainConfig,
         model.train()
         losses = [m["loss"] for m in metrics if "loss" in m]
         loss_value = losses[-1] if losses else float("nan")  # a finished run resumed
-        val_result, last_saved = None, start if ckpt else None
-        batch_seconds, t_loop, t_log, step_log = 0.0, time.perf_counter(), time.perf_counter(), start
+        val_result, last_saved, val_postfix = None, start if ckpt else None, {}
+        batch_seconds, step_log = 0.0, start
+        t_loop = t_log = time.perf_counter()
         batches = _batches(windows, train, start)
         try:
             for step in range(start, train.steps):
@@ -405,7 +419,8 @@ def train_head(train_store, out_dir, head: HeadConfig, train: TrainConfig,
                 batch = next(batches).to(device)
                 batch_seconds += time.perf_counter() - t0
                 logits = model(batch)  # (P, K)
-                loss = sigmoid_focal_loss(logits, batch.labels, train.focal_gamma, train.focal_alpha)
+                loss = sigmoid_focal_loss(logits, batch.labels, train.focal_gamma,
+                                          train.focal_alpha)
                 if not torch.isfinite(loss):
                     where = (f"last good checkpoint {ckpt_path} (step {last_saved})"
                              if last_saved is not None else "no checkpoint was written yet")
@@ -419,7 +434,7 @@ def train_head(train_store, out_dir, head: HeadConfig, train: TrainConfig,
                 done = step + 1
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{loss_value:.4f}")
+                    bar.set_postfix(loss=f"{loss_value:.4f}", **val_postfix)
                 if done % train.log_every == 0 or done == train.steps:
                     now = time.perf_counter()
                     log({"step": done, "loss": loss_value,
@@ -429,8 +444,7 @@ def train_head(train_store, out_dir, head: HeadConfig, train: TrainConfig,
                 if val_fs is not None and train.val_every and done % train.val_every == 0 \
                         and done != train.steps:
                     val_result = validate(done)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{loss_value:.4f}", val_mAP=f"{val_result.mAP:.4f}")
+                    val_postfix = {"val_mAP": f"{val_result.mAP:.4f}"}
                 if done % train.checkpoint_every == 0 or done == train.steps:
                     checkpoint(done)
                     last_saved = done

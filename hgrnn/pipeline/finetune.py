@@ -85,7 +85,7 @@ log = logging.getLogger(__name__)
 #: consecutive keyframes of one video decoded in one pass (one seek) by one worker
 CHUNK_KEYFRAMES = 8
 #: chunks a worker keeps open and draws from at random
-INTERLEAVE = 4
+INTERLEAVE = 8
 #: crop positions tried before a clip whose persons all fall outside the crop is skipped
 CROP_TRIES = 5
 
@@ -162,6 +162,8 @@ class FinetuneConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.scale_min <= self.scale_max:
             raise ValueError(f"need 0 < scale_min <= scale_max, got {self.scale_min}, {self.scale_max}")
+        if self.num_workers < 0 or self.num_threads < 0:
+            raise ValueError("num_workers and num_threads must be >= 0")
         if not 0 <= self.flip_prob <= 1 or not 0 < self.min_visible <= 1:
             raise ValueError("flip_prob must be in [0, 1] and min_visible in (0, 1]")
 
