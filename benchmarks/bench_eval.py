@@ -12,7 +12,7 @@ seconds and its peak resident memory (``ru_maxrss``). The slow loop reference of
 (``tests/test_metrics.py``) is timed on a 2-video subset and compared with the vectorised
 evaluator there.
 
-    .venv/bin/python benchmarks/bench_eval.py [--ava /work/shared/ava] [--work DIR]
+    .venv/bin/python benchmarks/bench_eval.py [--ava /work/shared/ava] [--work DIR] [--baselines]
 """
 
 import argparse
@@ -107,6 +107,36 @@ def reference_subset(gt_csv, res_csv, videos=2):
     return out
 
 
+def parser_baselines(res_csv, rows=560_400):
+    """What the alternatives cost on the first `rows` rows (1/10 of the file): the csv
+    module row by row (what the official evaluator does) and np.loadtxt (C parser)."""
+    import csv
+    import itertools
+
+    with open(res_csv) as f:
+        head = "".join(itertools.islice(f, rows))
+    part = os.path.join(os.path.dirname(res_csv), "bench_eval_head.csv")
+    with open(part, "w") as f:
+        f.write(head)
+    out = {"rows": rows}
+    t = time.perf_counter()
+    with open(part, newline="") as f:
+        parsed = [(r[0], int(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5]),
+                   int(r[6]), float(r[7])) for r in csv.reader(f)]
+    out["csv_module_s"] = time.perf_counter() - t
+    del parsed
+    dtype = np.dtype([("v", "U16"), ("t", "i8"), ("b", "f8", (4,)), ("a", "i8"), ("s", "f8")])
+    t = time.perf_counter()
+    np.loadtxt(part, delimiter=",", dtype=dtype)
+    out["np_loadtxt_s"] = time.perf_counter() - t
+    from hgrnn.data.ava import read_results
+    t = time.perf_counter()
+    read_results(part, progress=False)
+    out["read_results_s"] = time.perf_counter() - t
+    os.remove(part)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ava", default=os.path.join(ROOT, "..", "shared", "ava"),
@@ -114,6 +144,8 @@ def main():
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "hgrnn_bench"),
                     help="where the 290 MB result CSV is written and cached")
     ap.add_argument("--protocols", default="ava-2018,ava-2019,ava-2020")
+    ap.add_argument("--baselines", action="store_true",
+                    help="also time the csv module and np.loadtxt on 1/10 of the rows")
     ap.add_argument("--worker", nargs=4, metavar=("PROTOCOL", "GT", "RES", "EXCL"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -145,6 +177,10 @@ def main():
           f"{ref['result_rows']:,} result rows): {ref['reference_s']:.1f} s; vectorised "
           f"{ref['vectorised_s']:.2f} s; mAP {ref['mAP_reference']:.10f} vs "
           f"{ref['mAP_vectorised']:.10f}")
+    if args.baselines:
+        b = parser_baselines(res_csv)
+        print(f"parsers on the first {b['rows']:,} rows: csv module {b['csv_module_s']:.1f} s, "
+              f"np.loadtxt {b['np_loadtxt_s']:.1f} s, read_results {b['read_results_s']:.2f} s")
     print(f"load average after: {os.getloadavg()}")
 
 

@@ -12,7 +12,7 @@
 
     .venv/bin/python benchmarks/bench_head.py                       # full scale, under /tmp
     .venv/bin/python benchmarks/bench_head.py --videos 20 --val-videos 8 --steps 100  # quick
-    .venv/bin/python benchmarks/bench_head.py --threads 1           # torch threads
+    .venv/bin/python benchmarks/bench_head.py --threads 0           # torch's default threads
 
 Targets (2-core CPU): training < 90 s with batch building < 10% and peak memory < 3 GiB;
 eval < 60 s.
@@ -55,14 +55,10 @@ def phase_train(args) -> dict:
 
 
 def phase_eval(args) -> dict:
-    import torch
-
     import hgrnn.data.ava as ava
     import hgrnn.hgrnn_head.infer as infer
     import hgrnn.metrics as metrics
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     spent, returned = {}, {}
 
     def timed(name, fn):  # wraps a stage of evaluate_store: its time and its result
@@ -81,7 +77,7 @@ def phase_eval(args) -> dict:
     t, cpu = time.perf_counter(), time.process_time()
     out_dir = os.path.join(args.run, "eval") if args.write_csv else None
     result = infer.evaluate_store(args.store, args.run, out_dir=out_dir, progress=not args.quiet,
-                                  device="cpu")
+                                  device="cpu", num_threads=args.threads)
     wall = time.perf_counter() - t
     return {"wall_s": wall, "cpu_s": time.process_time() - cpu, **spent,
             "result_rows": len(returned["predict_s"]), "mAP": result.mAP, "peak_rss_gib": _peak_rss_gib()}
@@ -104,7 +100,8 @@ def main():
     p.add_argument("--val-videos", type=int, default=64, help="eval store videos (AVA val: 64)")
     p.add_argument("--keyframes", type=int, default=897)
     p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1, as train-head/eval; 0: torch default)")
     p.add_argument("--dir", default=None, help="work folder (default: a new one under /tmp)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--write-csv", action="store_true",

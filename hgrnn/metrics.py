@@ -29,10 +29,11 @@ the revision, so pick the one your baseline used):
   ground-truth file are ignored; 2-column ground-truth rows ``video_id,timestamp`` mark
   annotated keyframes without persons (results there are false positives).
 
-Score ties (documented deviation, irrelevant without exact ties): the official code orders
-tied scores by heap order / an unstable quicksort, i.e. arbitrarily. Here every tie is
-broken by file order (the earlier result row first), deterministically: within a keyframe
-for matching, at the 50-cap boundary, and in the per-class ranking.
+Ties (documented deviation, irrelevant without exact ties): the official code orders tied
+scores by heap order / an unstable quicksort, i.e. arbitrarily, and on exactly equal IoU
+takes the first ground-truth box in its reader's heap order. Here every tie is broken by
+file order (the earlier row first), deterministically: within a keyframe for matching, at
+the 50-cap boundary, in the per-class ranking, and among equal-IoU boxes.
 
 Numbers are reproduced bit for bit when boxes and scores come as parsed float64
 (``AvaRows.boxes64`` / ``scores64``, what the readers fill in), because every arithmetic
@@ -69,7 +70,8 @@ class EvalResult:
     """Frame-mAP and per-class APs.
 
     mAP: mean AP over classes with instances (NaN if no class has any);
-    per_class: class name -> AP, label-map order, None for classes without instances;
+    per_class: class name -> AP, label-map order, None for classes without instances (a
+    name that several ids share gets " (id N)" appended);
     counts: {"instances", "results", "true_positives": {name: int} and totals
     ("total_instances", ...), plus what was dropped and why};
     protocol: one of :data:`PROTOCOLS`."""
@@ -224,9 +226,8 @@ def evaluate(gt: AvaRows, results: AvaRows, label_map: LabelMap, protocol="ava-2
     gkeys, gcls = gkeys[gidx], gcls[gidx]
     gboxes = _f64(gt, "boxes").take(gidx, axis=0)       # (G, 4)
     rscores = _f64(results, "scores")
-    if rsel.all():                                      # nothing dropped: no copies
-        ridx = np.arange(len(rsel))
-    else:
+    ridx = None                                         # None: all result rows, in order
+    if not rsel.all():
         ridx = np.flatnonzero(rsel)
         rkeys, rcls, rscores = rkeys[ridx], rcls[ridx], rscores[ridx]
 
@@ -237,8 +238,7 @@ def evaluate(gt: AvaRows, results: AvaRows, label_map: LabelMap, protocol="ava-2
     del rscores
     keep = None
     if protocol in ("ava-2019", "ava-2020"):            # top 50 per keyframe across classes
-        kb = rkeys - (rkeys.min() if len(rkeys) else 0)
-        by_key = order_s[_sort_pairs(kb, srank)]                # keyframe, then score
+        by_key = order_s[_sort_pairs(_dense_keys(rkeys), srank)]   # keyframe, then score
         ks = rkeys[by_key]
         start = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
         rank = np.arange(len(ks)) - np.repeat(start, np.diff(np.r_[start, len(ks)]))
@@ -253,14 +253,16 @@ def evaluate(gt: AvaRows, results: AvaRows, label_map: LabelMap, protocol="ava-2
         counts["results_dropped_keyframe_not_in_gt"] = int((keep & ~known).sum())
         keep &= known
     if keep is not None:
-        rkeys, rcls, srank, ridx = rkeys[keep], rcls[keep], srank[keep], ridx[keep]
+        keep = np.flatnonzero(keep)
+        rkeys, rcls, srank = rkeys[keep], rcls[keep], srank[keep]
+        ridx = keep if ridx is None else ridx[keep]
     rboxes = _f64(results, "boxes")                     # (R, 4)
-    if len(ridx) != len(rboxes):
+    if ridx is not None:
         rboxes = rboxes.take(ridx, axis=0)
     valid = (rboxes[:, 2] > rboxes[:, 0]) & (rboxes[:, 3] > rboxes[:, 1])
     counts["results_dropped_invalid_box"] = int((~valid).sum())
     if not valid.all():
-        rkeys, rcls, srank, ridx = rkeys[valid], rcls[valid], srank[valid], ridx[valid]
+        rkeys, rcls, srank = rkeys[valid], rcls[valid], srank[valid]
         rboxes = rboxes.take(np.flatnonzero(valid), axis=0)
 
     # ---- ground truth sorted by (keyframe, class), file order inside; block table
@@ -271,21 +273,32 @@ def evaluate(gt: AvaRows, results: AvaRows, label_map: LabelMap, protocol="ava-2
     block_len = np.bincount(gcode, minlength=len(ukeys) * K)         # (U*K,)
     block_start = np.cumsum(block_len) - block_len
     # each result's block of candidate gt rows (same keyframe and class)
-    pos = np.minimum(np.searchsorted(ukeys, rkeys), max(len(ukeys) - 1, 0))
-    on_gt = (ukeys[pos] == rkeys) if len(ukeys) else np.zeros(len(rkeys), bool)
-    rcode = np.where(on_gt, pos * K + rcls, 0)
-    lo = block_start[rcode] if len(ukeys) else np.zeros(len(rkeys), np.int64)
-    ncand = np.where(on_gt, block_len[rcode] if len(ukeys) else 0, 0)
-    del pos, rcode, rkeys
+    n_res = len(rkeys)
+    if len(ukeys):
+        code = np.searchsorted(ukeys, rkeys)                       # (R,) in place below
+        np.minimum(code, len(ukeys) - 1, out=code)
+        off_gt = ukeys[code] != rkeys
+        np.multiply(code, K, out=code)
+        np.add(code, rcls, out=code)
+        code[off_gt] = 0
+        ncand = block_len[code]
+        ncand[off_gt] = 0
+        has = np.flatnonzero(ncand)                                # results with candidates
+        lo, ncand = block_start[code[has]], ncand[has]
+        del code, off_gt
+    else:
+        has = lo = ncand = np.zeros(0, np.int64)
+    del rkeys
 
     # best candidate per result: highest IoU, first in file order on ties (strict >)
-    best_iou = np.full(len(ncand), -1.0)
-    best_gt = np.full(len(ncand), -1, np.int64)
-    active = np.flatnonzero(ncand > 0)
+    hboxes = rboxes.take(has, axis=0)                              # (A, 4)
+    best_iou = np.full(len(has), -1.0)
+    best_gt = np.full(len(has), -1, np.int64)
+    active = np.arange(len(has))
     slot = 0
     while len(active):
         g = lo[active] + slot
-        iou = _pair_iou(rboxes.take(active, axis=0), gboxes.take(g, axis=0))
+        iou = _pair_iou(hboxes.take(active, axis=0), gboxes.take(g, axis=0))
         better = iou > best_iou[active]
         best_iou[active[better]] = iou[better]
         best_gt[active[better]] = g[better]
@@ -293,12 +306,12 @@ def evaluate(gt: AvaRows, results: AvaRows, label_map: LabelMap, protocol="ava-2
         active = active[ncand[active] > slot]
 
     # true positive: IoU >= 0.5 and the first such result (in score order) of its box
-    cand = np.flatnonzero(best_iou >= IOU_THRESHOLD)
-    tp = np.zeros(len(ncand), bool)
+    cand = np.flatnonzero(best_iou >= IOU_THRESHOLD)              # into `has`
+    tp = np.zeros(n_res, bool)
     if len(cand):
-        o = cand[np.lexsort((srank[cand], best_gt[cand]))]
+        o = cand[np.lexsort((srank[has[cand]], best_gt[cand]))]
         first = np.r_[True, best_gt[o][1:] != best_gt[o][:-1]]
-        tp[o[first]] = True
+        tp[has[o[first]]] = True
 
     # ---- per class AP over results sorted by (class, score rank)
     inv = np.empty(int(srank.max()) + 1 if len(srank) else 0, np.int64)
@@ -309,7 +322,7 @@ def evaluate(gt: AvaRows, results: AvaRows, label_map: LabelMap, protocol="ava-2
     n_inst = np.bincount(gcls, minlength=K)
     per_class, inst_c, res_c, tp_c, name_ids = {}, {}, {}, {}, {}
     aps = []
-    for c, (aid, name) in enumerate(zip(label_map.ids, label_map.names)):
+    for c, (aid, name) in enumerate(zip(label_map.ids, _class_keys(label_map))):
         seg = tp_s[cstart[c]:cstart[c + 1]]
         inst_c[name], res_c[name], tp_c[name] = int(n_inst[c]), len(seg), int(seg.sum())
         name_ids[name] = aid
@@ -332,30 +345,52 @@ def _argsort_descending(x):
     as np.argsort(-x, kind="stable"), several times faster for millions of values.
 
     An order-preserving integer key's top bits and the index are packed into one int64
-    and sorted by value (numpy's vectorised sort); rows whose keys agree in those top bits
-    but differ below (values within ~1e-9 relative of each other) are re-sorted exactly."""
+    and sorted by value (numpy's vectorised sort), in place. That order is exact unless
+    two different values share those top bits (closer than ~1e-9 relative), which a sort
+    of the values themselves detects; then the plain stable argsort is used."""
     n = len(x)
     rbits = max(int(n - 1).bit_length(), 1)
     if n < 2 or rbits > 40:
-        return np.argsort(-x, kind="stable")
-    x = np.asarray(x, np.float64) + 0.0                # -0.0 -> 0.0: equal, as in argsort
-    bits = x.view(np.uint64)
-    neg = bits >= np.uint64(1 << 63)
-    key = ~np.where(neg, ~bits, bits | np.uint64(1 << 63))    # ascending = descending x
+        return np.argsort(-np.asarray(x, np.float64), kind="stable")
     hbits = 63 - rbits
-    hi = (key >> np.uint64(64 - hbits)).astype(np.int64)
-    packed = np.sort((hi << rbits) | np.arange(n, dtype=np.int64))
-    perm = packed & ((1 << rbits) - 1)
-    ks = key[perm]
-    wrong = np.flatnonzero(ks[1:] < ks[:-1])
-    if len(wrong):                                      # fix runs of equal top bits
-        hs = packed >> rbits
-        run = np.cumsum(np.r_[True, hs[1:] != hs[:-1]]) - 1
-        bad_runs = np.unique(run[wrong])
-        sel = np.flatnonzero(np.isin(run, bad_runs))
-        sub = perm[sel]
-        perm[sel] = sub[np.lexsort((sub, key[sub], run[sel]))]
-    return perm
+
+    def top_bits(values):           # float64 copy -> int64 top bits of the descending key
+        key = values.view(np.uint64)
+        pos = ~np.signbit(values)
+        np.invert(key, out=key, where=pos)           # x >= 0: ~bits with sign bit cleared
+        np.bitwise_and(key, np.uint64((1 << 63) - 1), out=key, where=pos)
+        np.right_shift(key, np.uint64(64 - hbits), out=key)   # x < 0: bits (sign set)
+        return key.view(np.int64)
+
+    xs = np.sort(np.asarray(x, np.float64)) + 0.0    # ascending; -0.0 -> 0.0
+    same_top = top_bits(xs.copy())
+    collide = (same_top[1:] == same_top[:-1]) & (xs[1:] != xs[:-1])
+    del same_top
+    if collide.any():
+        return np.argsort(-np.asarray(x, np.float64), kind="stable")
+    packed = top_bits(np.asarray(x, np.float64) + 0.0)
+    np.left_shift(packed, rbits, out=packed)
+    np.bitwise_or(packed, np.arange(n, dtype=np.int64), out=packed)
+    packed.sort()
+    np.bitwise_and(packed, (1 << rbits) - 1, out=packed)
+    return packed
+
+
+def _class_keys(label_map):
+    """Class names as dict keys; a name used by several ids gets " (id N)" appended."""
+    names = list(label_map.names)
+    return [f"{n} (id {i})" if names.count(n) > 1 else n
+            for i, n in zip(label_map.ids, names)]
+
+
+def _dense_keys(keys):
+    """Keyframe keys (video code << 32 | timestamp) -> small non-negative ints, same order
+    (video code * timestamp span + timestamp offset), so they pack with a rank."""
+    if len(keys) == 0:
+        return keys
+    vcode, ts = keys >> 32, keys & 0xFFFFFFFF
+    ts = ts - ts.min()
+    return (vcode - vcode.min()) * (int(ts.max()) + 1) + ts
 
 
 def _sort_pairs(major, rank):
@@ -369,8 +404,12 @@ def _sort_pairs(major, rank):
         return np.zeros(0, np.int64)
     rbits = max(int(rank.max()).bit_length(), 1)
     if int(major.max()).bit_length() + rbits <= 62:
-        packed = np.sort((major.astype(np.int64) << rbits) | rank)
-        return packed & ((1 << rbits) - 1)
+        packed = major.astype(np.int64)
+        np.left_shift(packed, rbits, out=packed)
+        np.bitwise_or(packed, rank, out=packed)
+        packed.sort()
+        np.bitwise_and(packed, (1 << rbits) - 1, out=packed)
+        return packed
     return rank[np.lexsort((rank, major))]
 
 
@@ -387,9 +426,11 @@ def _columns(action_ids, ids):
     """action ids (N,) -> label-map column (N,) int64, -1 where not in the map."""
     a = np.asarray(action_ids, np.int64)
     lo, hi = min(int(ids.min()), 0), int(ids.max())
-    lut = np.full(hi - lo + 2, -1, np.int64)           # last slot: ids outside [lo, hi]
+    lut = np.full(hi - lo + 2, -1, np.int32)           # last slot: ids outside [lo, hi]
     lut[ids - lo] = np.arange(len(ids))
-    return lut[np.where((a >= lo) & (a <= hi), a - lo, hi - lo + 1)]
+    idx = a - lo
+    idx[(a < lo) | (a > hi)] = hi - lo + 1
+    return lut[idx]
 
 
 def evaluate_csv(gt_csv, results_csv, label_map="ava-v2.1", exclusions=None,

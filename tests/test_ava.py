@@ -106,11 +106,13 @@ def test_chunk_boundaries(tmp_path, monkeypatch):
     rows = "\n".join(f"v{i},{900 + i},0.1,0.2,0.3,0.4,{1 + i % 3},{i}" for i in range(500))
     p = write(tmp_path, rows)                       # no trailing newline either
     whole = read_annotations(p)
-    monkeypatch.setattr(ava, "_CHUNK_BYTES", 97)    # many chunks, lines cut in the middle
-    parts = read_annotations(p)
-    assert len(parts) == 500
-    for f in ("video_ids", "timestamps", "boxes", "action_ids", "person_ids"):
-        assert np.array_equal(getattr(whole, f), getattr(parts, f))
+    for chunk in (97, 7):                           # lines cut; lines longer than a chunk
+        monkeypatch.setattr(ava, "_CHUNK_BYTES", chunk)
+        parts = read_annotations(p)
+        assert len(parts) == 500
+        for f in ("video_ids", "timestamps", "boxes", "action_ids", "person_ids"):
+            assert np.array_equal(getattr(whole, f), getattr(parts, f))
+    monkeypatch.setattr(ava, "_CHUNK_BYTES", 97)
     bad = rows.replace("v400,1300,0.1", "v400,1300,x0.1")
     p = write(tmp_path, bad)
     with pytest.raises(AvaFormatError, match=r"f.csv:401: x1 must be a number, got 'x0.1'"):
@@ -118,7 +120,8 @@ def test_chunk_boundaries(tmp_path, monkeypatch):
 
 
 def test_blank_lines_crlf_and_timestamps(tmp_path):
-    p = write(tmp_path, b"\r\nv,0902,0.1,0.2,0.3,0.4,12,1\r\n\r\nv,902,0.1,0.2,0.3,0.4,79,1\r\n\n")
+    p = write(tmp_path, b"\xef\xbb\xbfv,0902,0.1,0.2,0.3,0.4,12,1\r\n\r\n"   # BOM, CRLF,
+                        b"v,902,0.1,0.2,0.3,0.4,79,1\r\n\n")              # blank lines
     r = read_annotations(p)
     assert r.timestamps.tolist() == [902, 902]
     assert r.action_ids.tolist() == [12, 79] and r.person_ids.tolist() == [1, 1]
@@ -290,3 +293,41 @@ def test_fast_number_paths_fuzz():
             fast += 1
             assert v == conv(text) and type(v) is conv, (text, v)
         assert fast > 2000
+
+
+def test_repeated_prefixes_parse_like_python(tmp_path, monkeypatch):
+    """Rows repeating the previous row's video..y2 (one row per box and class) reuse its
+    values; prefixes differing in any single byte, or in length, must not be merged."""
+    rng = np.random.default_rng(5)
+    lines = []
+    base = ["vidA", "0902", "0.125", "0.25", "0.5", "0.75"]
+    for box in range(300):
+        prefix = list(base)
+        col = int(rng.integers(0, 6))
+        text = prefix[col]
+        pos = int(rng.integers(2, max(len(text), 3)))
+        if col > 1:                               # change one decimal of one coordinate
+            prefix[col] = text[:pos] + str((int(text[pos]) + 1) % 10) + text[pos + 1:]
+        elif col == 0:
+            prefix[0] = "vidB" if box % 2 else "vidA"
+        elif col == 1:
+            prefix[1] = str(902 + box % 3).zfill(4 + box % 2)  # same value, other length
+        for _ in range(int(rng.integers(1, 5))):
+            lines.append(",".join(prefix + [str(int(rng.integers(1, 81))),
+                                            f"{rng.random():.6f}"]))
+    text = "\n".join(lines) + "\n"
+    p = write(tmp_path, text)
+    monkeypatch.setattr(ava, "_CHUNK_BYTES", 4096)
+    r = read_results(p)
+    ref = python_parse(text)
+    assert r.video_ids.tolist() == [x[0] for x in ref]
+    assert r.timestamps.tolist() == [int(x[1]) for x in ref]
+    assert r.boxes64.tolist() == [[float(v) for v in x[2:6]] for x in ref]
+    assert r.action_ids.tolist() == [int(x[6]) for x in ref]
+    assert r.scores64.tolist() == [float(x[7]) for x in ref]
+    # and the shortcut is really taken on such a file
+    buf = np.frombuffer(bytes(16) + text.encode(), np.uint8)
+    nl = np.flatnonzero(buf == 10)
+    cm = np.flatnonzero(buf == 44).reshape(-1, 7)
+    group = ava._repeated_prefix(buf, np.r_[16, nl[:-1] + 1], cm[:, 5])
+    assert group is not None and len(group[1]) < len(nl)

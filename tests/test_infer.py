@@ -191,8 +191,14 @@ def test_cli_defaults_are_the_dataclass_defaults():
                  "val_every", "box_source", "checkpoint_every", "log_every", "num_workers",
                  "num_threads"):
         assert d[name] == getattr(train, name), name
+    import inspect
+
     from hgrnn.hgrnn_head.infer import DEFAULT_NMS_IOU
-    assert defaults("eval")["nms_iou"] == DEFAULT_NMS_IOU
+    e = defaults("eval")
+    kw = inspect.signature(evaluate_store).parameters
+    assert e["nms_iou"] == DEFAULT_NMS_IOU == kw["nms_iou"].default
+    for name in ("min_score", "num_threads", "protocol", "device"):
+        assert e[name] == kw[name].default, name
 
 
 def test_cli_train_then_eval(tmp_path):

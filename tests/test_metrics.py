@@ -349,3 +349,13 @@ def test_argsort_descending_matches_stable_argsort():
     for x in cases:
         rng.shuffle(x)
         np.testing.assert_array_equal(_argsort_descending(x), np.argsort(-x, kind="stable"))
+
+
+@needs_ava
+def test_duplicate_class_names_stay_apart():
+    d = os.path.join(AVA, "mmaction2_ava_dataset_sample")   # ids 79 and 80 both "action3"
+    r = evaluate_csv(os.path.join(d, "ava_sample.csv"), os.path.join(d, "ava_sample.csv"),
+                     os.path.join(d, "action_list.txt"))
+    assert list(r.per_class) == ["action1", "action2", "action3 (id 79)", "action3 (id 80)"]
+    assert r.per_class["action3 (id 80)"] == 1.0 and r.per_class["action3 (id 79)"] == 1.0
+    assert r.counts["gt_skipped_action_not_in_label_map"] == 1          # action 74

@@ -20,17 +20,28 @@ Keyframe keys are ``(video_id, timestamp)`` with integer timestamps (``0902`` ==
 
 Why a hand-written parser: the full AVA validation results are ~5.6 million rows (~300 MB);
 the csv module row by row takes about a minute for that, ``np.genfromtxt`` is Python-level
-too, and ``np.loadtxt`` (C since numpy 1.23) can neither take the empty action field of
-person-box files nor rows of different widths (7/8-column ground truth, 2-column empty
-keyframes), and its errors do not carry our line numbers. So the file is read as bytes in
-large chunks and parsed with whole-array numpy operations: newline and comma positions give
-every field's byte range, numbers are assembled column by column (Horner over the at most
-~10 characters of a field) as an exact integer mantissa divided by an exact power of ten,
-which is one correctly rounded IEEE division and therefore bit-identical to Python's
-``float(text)`` (what the official evaluator uses). Fields outside that fast form
-(exponents, more than 15 digits, ``nan``) fall back to Python's ``float``/``int`` one by
-one; anything those reject is reported with its line. Validation is vectorised as well and
-always reports the first bad line of the file.
+too, and ``np.loadtxt`` (C since numpy 1.23, ~6 s here) can neither take the empty action
+field of person-box files nor rows of different widths (7/8-column ground truth, 2-column
+empty keyframes), and its errors do not carry our line numbers. pandas/pyarrow are not
+dependencies. So the file is read as bytes in 8 MB chunks and parsed with whole-array
+numpy operations:
+
+* newline and comma positions (``np.flatnonzero``) give every field's byte range, and
+  the number of commas per line checks the column count;
+* a number of up to 8 characters is converted 8 bytes at a time: the 8 bytes ending at
+  the field are one little-endian uint64, and the character checks, removing sign and
+  dot, and turning 8 ASCII digits into an integer are a dozen word operations (SWAR; the
+  digit step is D. Lemire's "parse eight digits"). The value is then mantissa /
+  10^decimals, one correctly rounded IEEE division of two exact numbers: bit-identical to
+  Python's ``float(text)``, which the official evaluator uses;
+* longer numbers (up to 15 digits) go through an (n, W) byte matrix, and the rare rest
+  (exponents, ``nan``) through Python's ``float``/``int`` one by one;
+* rows repeating the previous row's ``video_id,timestamp,x1,y1,x2,y2`` (AVA files hold
+  one row per box AND action, so a result file repeats each box 60 times) are found by
+  comparing 8-byte words and reuse the first row's parsed values.
+
+Validation is vectorised as well; every check yields its first failing line and the
+earliest of them is reported.
 """
 
 from __future__ import annotations
@@ -38,7 +49,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
@@ -228,11 +239,12 @@ class AvaRows:
 # the vectorised CSV parser
 # ----------------------------------------------------------------------------------------
 
-_CHUNK_BYTES = 32 << 20        # parse in ~32 MB slices: bounded temporaries, progress
+_CHUNK_BYTES = 8 << 20         # 8 MB slices: temporaries stay in cache, few page faults
 _POW10 = np.array([10.0 ** k for k in range(23)])  # exact in float64 up to 1e22
 _IPOW10 = 10 ** np.arange(19, dtype=np.int64)
 _FAST_WIDTH = 15               # digits + dot of a field parsed exactly on the fast path
 _BLANKS = (b"\r", b" ", b"\t")
+_PAD = 16                      # zero bytes around a chunk: room for 8/16-byte field windows
 
 
 def _first_error(errors):
@@ -362,17 +374,67 @@ def _parse_numbers_wide(buf, starts, ends, integer):
     return np.where(neg, -values, values), bad
 
 
-def _slow_numbers(raw, pad, starts, ends, values, bad, integer, lines, what):
+def _slow_numbers(buf, starts, ends, values, bad, integer, lines, what):
     """Parse the fields the fast path left with Python's int/float (what the official code
     does). Returns (line, message) of the first field Python rejects too, else None."""
     for i in np.flatnonzero(bad):
-        text = raw[starts[i] - pad:ends[i] - pad].decode("utf-8", "replace")
+        text = buf[starts[i]:ends[i]].tobytes().decode("utf-8", "replace")
         try:
             values[i] = int(text) if integer else float(text)
         except ValueError:
             kind = "an integer" if integer else "a number"
             return int(lines[i]), f"{what} must be {kind}, got {text!r}"
     return None
+
+
+class _Out:
+    """Output columns of a file being parsed, written in place chunk by chunk (no
+    per-chunk arrays kept alive, no final concatenation of millions of rows).
+
+    Numeric columns live in arrays allocated for the expected number of rows (estimated
+    from the first chunk; grown if needed); x1, y1, x2, y2 share one (rows, 4) array.
+    String columns are kept as per-chunk lists (they are short)."""
+
+    BOX = ("x1", "y1", "x2", "y2")
+
+    def __init__(self, columns, size):
+        self.columns, self.size, self.n, self.cap = columns, size, 0, 0
+        self.strings = {name: [] for name, kind in columns if kind == "str"}
+        self.arrays = None
+
+    def _allocate(self, cap):
+        old, n = self.arrays, self.n
+        arrays = {"_line": np.empty(cap, np.int64), "_ncols": np.empty(cap, np.int8)}
+        if all(b in dict(self.columns) for b in self.BOX):
+            arrays["_box"] = np.empty((cap, 4), np.float64)
+        for name, kind in self.columns:
+            if kind != "str" and name not in self.BOX:
+                arrays[name] = np.empty(cap, np.float64 if kind == "float" else np.int64)
+        if old is not None:
+            for key, arr in old.items():
+                arrays[key][:n] = arr[:n]
+        self.arrays, self.cap = arrays, cap
+
+    def block(self, m, chunk_bytes):
+        """Views to write the next m rows into: name -> (m,) array."""
+        if self.n + m > self.cap:
+            estimate = int(m * self.size / max(chunk_bytes, 1) * 1.05) + 1024
+            self._allocate(max(estimate, 2 * self.cap, self.n + m))
+        sl = slice(self.n, self.n + m)
+        self.n += m
+        views = {key: arr[sl] for key, arr in self.arrays.items() if key != "_box"}
+        if "_box" in self.arrays:
+            for j, name in enumerate(self.BOX):
+                views[name] = self.arrays["_box"][sl, j]
+        return views
+
+    def result(self):
+        if self.arrays is None:
+            self._allocate(0)
+        res = {key: arr[:self.n] for key, arr in self.arrays.items()}
+        for name, parts in self.strings.items():
+            res[name] = np.concatenate(parts) if parts else np.zeros(0, "S1")
+        return res
 
 
 def _read_rows(path, ncols_allowed, columns, progress=False):
@@ -386,9 +448,7 @@ def _read_rows(path, ncols_allowed, columns, progress=False):
     first error, so that the caller can still find an earlier error among the values."""
     path = os.fspath(path)
     size = os.path.getsize(path)
-    out = {name: [] for name, _ in columns}
-    out["_line"] = []
-    out["_ncols"] = []
+    out = _Out(columns, size)
     errors = []
     bar = None
     if progress and size > 64 << 20:
@@ -396,51 +456,56 @@ def _read_rows(path, ncols_allowed, columns, progress=False):
         bar = tqdm(total=size, unit="B", unit_scale=True, leave=False,
                    desc=f"read {os.path.basename(path)}")
     line0 = 0                                   # lines before this chunk
+    pad = _PAD
+    ba = bytearray(pad + _CHUNK_BYTES + pad)    # [pad zeros | tail + new bytes | pad]
+    tail = b""
     with open(path, "rb") as f:
-        tail = b""
+        if f.read(3) != b"\xef\xbb\xbf":                          # skip a UTF-8 BOM
+            f.seek(0)
         while not errors:
-            block = f.read(_CHUNK_BYTES)
-            data = tail + block
-            if block:
-                cut = data.rfind(b"\n") + 1
-                data, tail = data[:cut], data[cut:]
-                if not data:
-                    continue
-            elif not data:
-                break
-            elif not data.endswith(b"\n"):
-                data += b"\n"
-            nlines, errs = _parse_chunk(data, line0, ncols_allowed, columns, out)
+            lt = len(tail)
+            if pad + lt + _CHUNK_BYTES + pad > len(ba):            # a line longer than a chunk
+                ba = bytearray(pad + 2 * (lt + _CHUNK_BYTES) + pad)
+            ba[pad:pad + lt] = tail
+            got = f.readinto(memoryview(ba)[pad + lt:pad + lt + _CHUNK_BYTES])
+            end = pad + lt + got
+            if got == 0:                                           # end of file
+                if lt == 0:
+                    break
+                if ba[end - 1] != 10:
+                    ba[end] = 10
+                    end += 1
+            cut = ba.rfind(b"\n", pad, end) + 1
+            if cut == 0:                                           # no full line yet
+                tail = bytes(ba[pad:end])
+                continue
+            tail = bytes(ba[cut:end])
+            ba[cut:cut + pad] = bytes(pad)
+            nlines, errs = _parse_chunk(ba, cut, line0, ncols_allowed, columns, out)
             errors += [(ln, (path, m)) for ln, m in errs]
             line0 += nlines
             if bar is not None:
-                bar.update(len(data))
-            if not block:
+                bar.update(cut - pad)
+            if got == 0:
                 break
     if bar is not None:
         bar.close()
-    res = {}
-    for name, kind in columns + [("_line", "int"), ("_ncols", "int")]:
-        parts = out[name]
-        if parts:
-            res[name] = np.concatenate(parts)
-        else:
-            res[name] = np.zeros(0, "S1" if kind == "str" else
-                                 (np.float64 if kind == "float" else np.int64))
+    res = out.result()
     return res, errors
 
 
-def _parse_chunk(data, line0, ncols_allowed, columns, out):
-    """Parse whole lines `data` (ends with a newline); append columns to `out`; return
-    (number of lines, [(line, message) errors] (at most one per check)); bad rows are
-    left out."""
+def _parse_chunk(ba, cut, line0, ncols_allowed, columns, out):
+    """Parse the whole lines in ba[_PAD:cut] (a bytearray; _PAD zero bytes before and
+    after); append columns to `out`; return (number of lines, [(line, message) errors]
+    (at most one per check)); bad rows are left out."""
     errors = []
-    if any(b in data for b in _BLANKS):         # CRLF, stray spaces: drop them
-        arr = np.frombuffer(data, np.uint8)
-        data = arr[(arr != 13) & (arr != 32) & (arr != 9)].tobytes()
-    pad = _FAST_WIDTH + 1                       # room for right-aligned field windows
-    buf = np.zeros(pad + len(data) + pad, np.uint8)
-    buf[pad:pad + len(data)] = np.frombuffer(data, np.uint8)
+    pad = _PAD
+    buf = np.frombuffer(ba, np.uint8)[:cut + pad]
+    if any(ba.find(b, pad, cut) >= 0 for b in _BLANKS):     # CRLF, stray spaces: drop
+        data = buf[pad:cut]
+        data = data[(data != 13) & (data != 32) & (data != 9)]
+        buf = np.zeros(pad + len(data) + pad, np.uint8)
+        buf[pad:pad + len(data)] = data
     nl = np.flatnonzero(buf == 10)
     nlines = len(nl)
     line_start = np.empty_like(nl)
@@ -456,7 +521,7 @@ def _parse_chunk(data, line0, ncols_allowed, columns, out):
     if not ok.all():
         i = int(np.flatnonzero(~ok)[0])
         want = " or ".join(f"{k} ({d})" for k, d in ncols_allowed.items())
-        text = data[line_start[i] - pad:nl[i] - pad].decode("utf-8", "replace")
+        text = buf[line_start[i]:nl[i]].tobytes().decode("utf-8", "replace")
         errors.append((int(line_no[i]),
                        f"expected {want} columns, got {ncols[i]}: {text[:120]!r}"))
     for k in sorted(ncols_allowed):
@@ -465,16 +530,15 @@ def _parse_chunk(data, line0, ncols_allowed, columns, out):
             continue
         first = commas_upto_end[rows] - (k - 1)          # index of the row's first comma
         lines = line_no[rows]
-        out["_line"].append(lines)
-        out["_ncols"].append(np.full(len(rows), k, np.int8))
+        dest = out.block(len(rows), len(ba) - 2 * pad)
+        dest["_line"][:] = lines
+        dest["_ncols"][:] = k
         # rows repeating the previous row's "video,timestamp,x1,y1,x2,y2," (one row per
         # box and action, as AVA files are written) reuse its parsed values
         group = _repeated_prefix(buf, line_start[rows], cm[first + 5]) if k >= 7 else None
         for c, (name, kind) in enumerate(columns):
             if c >= k:
-                fill = np.full(len(rows), np.nan if kind == "float" else -1,
-                               np.float64 if kind == "float" else np.int64)
-                out[name].append(fill)
+                dest[name][:] = np.nan if kind == "float" else -1
                 continue
             r, f, sel = rows, first, lines
             if group is not None and c < 6:              # only the first row of a repeat
@@ -489,12 +553,15 @@ def _parse_chunk(data, line0, ncols_allowed, columns, out):
                 integer = kind != "float"
                 vals, bad = _parse_numbers(buf, s, e, integer, allow_empty=kind == "int?")
                 if bad.any():
-                    err = _slow_numbers(data, pad, s, e, vals, bad, integer, sel, name)
+                    err = _slow_numbers(buf, s, e, vals, bad, integer, sel, name)
                     if err:
                         errors.append(err)
-            if group is not None and c < 6:
-                vals = vals[group[0]]
-            out[name].append(vals)
+            if kind == "str":
+                out.strings[name].append(vals if group is None or c >= 6 else vals[group[0]])
+            elif group is not None and c < 6:
+                np.take(vals, group[0], out=dest[name])
+            else:
+                dest[name][:] = vals
     return nlines, errors
 
 
@@ -578,8 +645,16 @@ def keyframe_index(video_ids, timestamps, vocabulary=None):
 
     Returns (keys (N,) int64, vocabulary): keys are equal iff (video, timestamp) are; pass
     the returned vocabulary (sorted unique video ids) to index a second set of rows in the
-    same key space (ids missing from it get negative keys, unequal to any first-set key)."""
-    uniq, codes = _factorize(np.asarray(video_ids))
+    same key space (ids missing from it get negative keys, unequal to any first-set key).
+    Key = video code << 32 | timestamp; fast for rows grouped by video (only the starts
+    of runs of equal ids are sorted)."""
+    vids = np.asarray(video_ids)
+    ts = np.asarray(timestamps, np.int64)
+    n = len(vids)
+    if n == 0:
+        return np.zeros(0, np.int64), (vids[:0] if vocabulary is None else vocabulary)
+    run_start = np.flatnonzero(np.concatenate([[True], vids[1:] != vids[:-1]]))
+    uniq, inv = np.unique(vids[run_start], return_inverse=True)
     if vocabulary is None:
         vocabulary, vcode = uniq, np.arange(len(uniq), dtype=np.int64)
     else:
@@ -588,8 +663,11 @@ def keyframe_index(video_ids, timestamps, vocabulary=None):
         pos = np.minimum(pos, max(len(vocabulary) - 1, 0))
         found = (vocabulary[pos] == uniq) if len(vocabulary) else np.zeros(len(uniq), bool)
         vcode = np.where(found, pos, -1 - np.arange(len(uniq))).astype(np.int64)
-    ts = np.asarray(timestamps, np.int64)
-    return (vcode[codes] << 32) + (ts & 0xFFFFFFFF), vocabulary
+    keys = np.repeat(vcode[inv.ravel()] << 32, np.diff(np.append(run_start, n)))
+    if ts.min() < 0 or ts.max() > 0xFFFFFFFF:
+        ts = ts & 0xFFFFFFFF
+    keys += ts
+    return keys, vocabulary
 
 
 # ----------------------------------------------------------------------------------------
@@ -638,6 +716,18 @@ def read_results(path, label_map: LabelMap | None = None, exclusions=None,
     return _finish(t, errors, path, label_map, exclusions, kind="results")
 
 
+def _member(a, values):
+    """a (N,) ints -> (N,) bool, a in `values` (a few small ints): one table lookup
+    instead of np.isin's one pass per value."""
+    values = np.asarray(list(values), np.int64)
+    if len(values) == 0:
+        return np.zeros(len(a), bool)
+    lo, hi = int(values.min()), int(values.max())
+    table = np.zeros(hi - lo + 2, bool)                 # last slot: outside [lo, hi]
+    table[values - lo] = True
+    return table[np.where((a >= lo) & (a <= hi), a - lo, hi - lo + 1)]
+
+
 def _first_bad(mask, lines, path, message):
     """[(line, (path, message(i)))] for the first True of mask (rows are in file order)."""
     if not mask.any():
@@ -663,7 +753,7 @@ def _finish(t, errors, path, label_map, exclusions, kind):
             keep = ~is_empty
             t = {k: v[keep] for k, v in t.items()}
             lines = t["_line"]
-    boxes64 = np.stack([t.pop("x1"), t.pop("y1"), t.pop("x2"), t.pop("y2")], axis=1)  # (N, 4)
+    boxes64 = t.pop("_box")                                            # (N, 4) float64
     actions = t["action_id"]
     scores64 = t["score"] if kind == "results" else None
 
@@ -692,8 +782,8 @@ def _finish(t, errors, path, label_map, exclusions, kind):
                              lambda i: f"score {scores64[i]} is not a finite number")
     in_map = None
     if label_map is not None:
-        in_map = np.isin(actions, np.asarray(label_map.ids, np.int64))
-        unknown = ~in_map & (actions > 0) & ~np.isin(actions, np.asarray(AVA_ACTION_IDS))
+        in_map = _member(actions, label_map.ids)
+        unknown = ~in_map & (actions > 0) & ~_member(actions, AVA_ACTION_IDS)
         errors += _first_bad(checked & unknown, lines, path, lambda i: (
             f"unknown action id {actions[i]}: not in the label map ({len(label_map)} "
             "classes) nor an AVA action (1..80)"))
@@ -868,7 +958,7 @@ def group_persons(rows: AvaRows, label_map: LabelMap) -> PersonRows:
     col = label_map.column()
     lut_ids = np.asarray(label_map.ids, np.int64)
     a = np.asarray(rows.action_ids, np.int64)
-    in_map = np.isin(a, lut_ids)
+    in_map = _member(a, lut_ids)
     srt = np.argsort(lut_ids)
     cidx = srt[np.searchsorted(lut_ids[srt], a[in_map])]
     labels[pg[in_map], cidx] = 1

@@ -11,35 +11,40 @@ every class is caused by exactly one kind of information, mirroring the paper's 
   drifting scene state changes; the state's level is in the clip feature ``x_c`` of every
   keyframe but its marginal distribution is the same for every direction, so one keyframe
   decides nothing and the difference between neighbouring keyframes decides everything;
-* **relational classes** (`listen to`, `watch`) are on when another person of the SAME group
-  of the same keyframe talks (dances). Group identity (one of ``GROUP_SLOTS`` axis-aligned
-  dims) and the talk/dance flags live in separate dims, and a keyframe holds several groups,
-  so a frame-level max-pool of raw person features (what the scene RNN sees) keeps "slot 3
-  is present" and "someone talks" but loses *who* talks; a graph RNN with J >= 2 iterations
-  can rebuild the conjunction per person in iteration 1 and read it back in iteration 2.
+* **relational classes** (`listen to`, `watch`) are on when ANOTHER person of the SAME group
+  of the same keyframe talks (dances). Every keyframe with two persons or more holds two
+  groups; a person's group (one of two axis-aligned slot channels) and its talk/dance flag
+  live in separate dims, and at most one person of a keyframe talks (dances). So a
+  frame-level max-pool of raw person features (what the scene RNN sees) keeps "both slots
+  are present" and "someone talks" but loses *in which group* the talker is; a graph RNN with
+  J >= 2 iterations can rebuild the conjunction per person in iteration 1 and compare it with
+  its own group in iteration 2. With h0 = 0, J = 1 sees no other person.
 
 Scene types (`street`, `room`, `vehicle`, visible in ``x_c``) make classes co-occur or exclude
 each other (in a vehicle everyone sits and exactly one person drives; only rooms have dancers;
 doors open/close in rooms and vehicles, objects are pushed/pulled in streets). The `det` source
 holds jittered copies of the gt boxes with confidences, missed persons and background-like
 false positives, so detected-box mAP is lower than gt-box mAP. Everything is drawn from
-``numpy.random.default_rng([seed, video_index])``: a store is a pure function of its config,
-and an interrupted run resumes with identical videos. ``docs/synthetic.md`` states every rule.
+``numpy.random.default_rng([seed, video_index, SYNTH_VERSION])``: a store is a pure function of
+its config, and an interrupted run resumes with identical videos. ``docs/synthetic.md`` states
+every rule and why the amplitudes are what they are.
 
-Feature layout (``C = feature_dim >= MIN_FEATURE_DIM``; all other dims are nuisance noise):
+Feature layout (``C = feature_dim >= MIN_FEATURE_DIM``; every signal *channel* is repeated over
+several dims, each with its own noise; the dims after the signal are nuisance noise):
 
-    person x_p:  [0:3]  pose one-hot stand/sit/walk      amplitude POSE_AMP
-                 [3]    carry/hold flag                  amplitude FLAG_AMP
-                 [4]    drive flag                       amplitude DRIVE_AMP (weak on purpose)
-                 [5]    talk flag                        amplitude FLAG_AMP
-                 [6]    dance flag                       amplitude FLAG_AMP
-                 [7]    person-ness (0 for false positives)
-                 [8:8+GROUP_SLOTS]  group slot one-hot   amplitude GROUP_AMP
-                 + N(0, person_noise) on every signal dim, N(0, NUISANCE_STD) elsewhere
-    clip x_c:    [0:3]  scene type one-hot street/room/vehicle
-                 [3:3+LEVEL_DIMS]                door level (drives open/close)
-                 [3+LEVEL_DIMS:3+2*LEVEL_DIMS]   object position (drives push/pull)
-                 + N(0, clip_noise) on every signal dim, N(0, NUISANCE_STD) elsewhere
+    person x_p  channel (dims)              value
+                pose stand/sit/walk (2 each) POSE_AMP on the person's pose
+                carry/hold (2)              FLAG_AMP if carrying
+                drive (2)                   DRIVE_AMP if driving (weak on purpose)
+                talk (8)                    REL_AMP if talking
+                dance (8)                   REL_AMP if dancing
+                person-ness (1)             1 (0 for a false-positive detection)
+                group slot 0/1 (8 each)     REL_AMP on the person's group slot
+                + N(0, person_noise) on every signal dim
+    clip x_c    scene type (2 each)         1 on the shot's scene type
+                door level (8)              LEVEL_AMP * level (drives open/close)
+                object position (8)         LEVEL_AMP * level (drives push/pull)
+                + N(0, clip_noise) on every signal dim (times LEVEL_AMP on the level dims)
 """
 
 from __future__ import annotations
@@ -68,20 +73,25 @@ SCENE_TYPES = ("street", "room", "vehicle")
 STREET, ROOM, VEHICLE = range(3)
 SCENE_PROBS = (0.4, 0.4, 0.2)
 
-_E = __import__('os').environ
-GROUP_SLOTS = int(_E.get('GS', 4))
-REP = int(_E.get('REP', 8))        # relational / level channels are repeated over REP dims
-PREP = int(_E.get('PREP', 2))      # pose / object channels over PREP dims
-SCALE = float(_E.get('SC', 1.0))
-POSE_AMP, FLAG_AMP, DRIVE_AMP, GROUP_AMP = SCALE * 1.0, SCALE * 1.5, SCALE * 0.6, SCALE * 1.5
-NUISANCE_STD = float(_E.get('NU', 0.2)) * SCALE
-LEVEL_STEP = float(_E.get('LS', 0.25))   # change of a drifting state per keyframe (levels ~ N(0, 1))
+GROUP_SLOTS = 2
+REP = 8                    # dims per relational / level channel
+PREP = 2                   # dims per pose / object / scene-type channel
+# Amplitudes: the relational and level channels are large on purpose. With the paper's
+# schedule (1000 Adam steps at lr 1e-4) the head moves each weight by at most ~0.1, so a
+# signal must be strong in the pre-activations of randomly initialised GRU units for the
+# conjunctions (talker x group, level(t+1) - level(t-1)) to be learnt at all
+# (docs/synthetic.md, "Design notes").
+POSE_AMP, FLAG_AMP, DRIVE_AMP = 1.0, 1.5, 0.6
+REL_AMP = 6.0
+LEVEL_AMP = 3.0
+NUISANCE_STD = 0.2
+LEVEL_STEP = 0.5           # change of a drifting state per keyframe (levels ~ N(0, 1))
 PERSON_CHANNELS = 8 + GROUP_SLOTS
 CLIP_CHANNELS = 5
 PERSON_REPS = np.array([PREP] * 5 + [REP, REP, 1] + [REP] * GROUP_SLOTS)
 CLIP_REPS = np.array([PREP] * 3 + [REP, REP])
-PERSON_DIMS = int(PERSON_REPS.sum())
-CLIP_DIMS = int(CLIP_REPS.sum())
+PERSON_DIMS = int(PERSON_REPS.sum())   # 43
+CLIP_DIMS = int(CLIP_REPS.sum())       # 22
 MIN_FEATURE_DIM = max(PERSON_DIMS, CLIP_DIMS)
 # persons per keyframe 1..12, shaped like AVA's (1-4 common, a tail to ~12)
 PERSONS_PMF = np.array([0.30, 0.24, 0.16, 0.10, 0.06, 0.04, 0.03, 0.025, 0.015, 0.012, 0.010,
@@ -100,10 +110,8 @@ class SynthConfig:
     feature_dim: C of both clip and person features (>= MIN_FEATURE_DIM).
     person_noise: std of the Gaussian noise on every signal dim of a person feature.
     clip_noise: std of the noise on every signal dim of a clip feature.
-    group_split: probability that each further person of a keyframe opens a new group
-        (1 - group_split: joins an existing one); more groups = harder for a frame max-pool.
-    talk_prob, dance_prob: probability that a group (of >= 2 persons) has a talker / a dancer
-        (dancers only in rooms).
+    talk_prob: probability that a keyframe has a talker (in a uniformly chosen group);
+    dance_prob: probability that a room keyframe has a dancer (other scenes have none).
     det_jitter: std of the det box corners, as a fraction of the box's width/height.
     det_miss: probability that the detector misses a gt person.
     det_false_positives: mean number (Poisson) of background false positives per keyframe.
@@ -113,9 +121,8 @@ class SynthConfig:
     keyframes: int = 60
     seed: int = 0
     feature_dim: int = 64
-    person_noise: float = 0.5
+    person_noise: float = 1.0
     clip_noise: float = 0.3
-    group_split: float = 0.5
     talk_prob: float = 0.6
     dance_prob: float = 0.5
     det_jitter: float = 0.08
@@ -134,7 +141,7 @@ class SynthConfig:
                      "det_feature_noise"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("group_split", "talk_prob", "dance_prob", "det_miss"):
+        for name in ("talk_prob", "dance_prob", "det_miss"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -206,7 +213,7 @@ def drifting_state(rng, scene_type: np.ndarray, active_scenes: tuple[int, ...],
                    shots: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
     """Level (T,) float and direction (T,) in {-1, 0, +1} of one slowly drifting scene state.
 
-    Each shot is cut into segments of 3..8 keyframes; a segment gets a direction (+1 / -1 with
+    Each shot is cut into segments of 5..12 keyframes; a segment gets a direction (+1 / -1 with
     probability 0.3 each, 0 otherwise; always 0 outside ``active_scenes``) and a centre level
     c ~ N(0, 1). Inside a moving segment the level is ``c + d * LEVEL_STEP * (t - t_mid)``; a
     still segment gets ``c + LEVEL_STEP * (u - u_mid)`` for one position u drawn uniformly from
@@ -263,18 +270,15 @@ def _iou_one(box: np.ndarray, others: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area + areas - inter, 1e-12)
 
 
-def assign_groups(rng, n: int, split: float) -> np.ndarray:
-    """(n,) group index 0..G-1 of each person: person 0 opens group 0; each further person
-    opens a new group with probability ``split`` (at most GROUP_SLOTS groups), else joins a
-    uniformly chosen existing one."""
+def assign_groups(rng, n: int) -> np.ndarray:
+    """(n,) group 0 or 1 of each person: with n >= 2 persons both groups exist (person 0 in
+    group 0, person 1 in group 1), every further person joins one of them at random; a lone
+    person is group 0. A keyframe therefore always shows both group slots when it has two
+    persons or more, and a max-pool over its persons learns nothing from which are present."""
     groups = np.zeros(n, np.int64)
-    count = 1
-    for i in range(1, n):
-        if count < GROUP_SLOTS and rng.random() < split:
-            groups[i] = count
-            count += 1
-        else:
-            groups[i] = rng.integers(count)
+    if n >= 2:
+        groups[1] = 1
+        groups[2:] = rng.integers(0, 2, n - 2)
     return groups
 
 
@@ -314,8 +318,9 @@ def generate_video(cfg: SynthConfig, index: int) -> SynthVideo:
     signal[np.arange(T), scene_type] = 1.0
     signal[:, 3] = door_level
     signal[:, 4] = obj_level
-    clip[:, :CLIP_DIMS] = SCALE * (np.repeat(signal, CLIP_REPS, axis=1)
-                                   + rng.normal(0.0, cfg.clip_noise, (T, CLIP_DIMS)))
+    clip[:, :CLIP_DIMS] = (np.repeat(signal, CLIP_REPS, axis=1)
+                           + rng.normal(0.0, cfg.clip_noise, (T, CLIP_DIMS)))
+    clip[:, 3 * PREP:CLIP_DIMS] *= LEVEL_AMP
 
     gt_boxes, gt_feats, gt_labels, gt_offsets = [], [], [], [0]
     groups_all, talk_all, dance_all = [], [], []
@@ -340,20 +345,20 @@ def generate_video(cfg: SynthConfig, index: int) -> SynthVideo:
         drive = np.zeros(n, bool)
         if st == VEHICLE:
             drive[rng.integers(n)] = True
-        # groups, talkers and dancers (one of each at most per group of >= 2 persons)
-        group = assign_groups(rng, n, cfg.group_split)
-        slots = rng.permutation(GROUP_SLOTS)[:group.max() + 1]
+        # two groups (n >= 2); one talker and one dancer at most per keyframe
+        group = assign_groups(rng, n)
+        slots = rng.permutation(GROUP_SLOTS)
         talk = np.zeros(n, bool)
         dance = np.zeros(n, bool)
-        for g in range(group.max() + 1):
-            members = np.flatnonzero(group == g)
-            order = rng.permutation(members)
-            # a lone person talks too (to self, on the phone): "someone talks" then says
-            # little about whether MY group has a talker
-            if rng.random() < cfg.talk_prob:
-                talk[order[0]] = True
-            if st == ROOM and rng.random() < cfg.dance_prob:
-                dance[order[-1]] = True
+        # at most one talker and one dancer per keyframe, each in a uniformly chosen group
+        # (a lone person talks too: to self, on the phone), so "someone talks" (all that a
+        # frame max-pool keeps) says little about whether MY group has the talker
+        if rng.random() < cfg.talk_prob:
+            talk[rng.choice(np.flatnonzero(group == rng.integers(group.max() + 1)))] = True
+        if st == ROOM and rng.random() < cfg.dance_prob:
+            members = np.flatnonzero(group == rng.integers(group.max() + 1))
+            free = members[~talk[members]]
+            dance[rng.choice(free if len(free) else members)] = True
         listen, watch = relational_labels(group, talk, dance)
 
         labels[np.arange(n), pose] = 1
@@ -373,12 +378,12 @@ def generate_video(cfg: SynthConfig, index: int) -> SynthVideo:
         signal[np.arange(n), pose] = POSE_AMP      # pose label columns 0..2 == channels 0..2
         signal[:, 3] = FLAG_AMP * carry
         signal[:, 4] = DRIVE_AMP * drive
-        signal[:, 5] = FLAG_AMP * talk
-        signal[:, 6] = FLAG_AMP * dance
-        signal[:, 7] = SCALE
-        signal[np.arange(n), 8 + slots[group]] = GROUP_AMP
+        signal[:, 5] = REL_AMP * talk
+        signal[:, 6] = REL_AMP * dance
+        signal[:, 7] = 1.0
+        signal[np.arange(n), 8 + slots[group]] = REL_AMP
         feats[:, :PERSON_DIMS] = (np.repeat(signal, PERSON_REPS, axis=1)
-                                  + rng.normal(0.0, SCALE * cfg.person_noise, (n, PERSON_DIMS)))
+                                  + rng.normal(0.0, cfg.person_noise, (n, PERSON_DIMS)))
 
         boxes = sample_boxes(rng, n)
         gt_boxes.append(boxes)
@@ -394,12 +399,12 @@ def generate_video(cfg: SynthConfig, index: int) -> SynthVideo:
         wh = np.stack([boxes[found, 2] - boxes[found, 0], boxes[found, 3] - boxes[found, 1]], 1)
         jit = rng.normal(0.0, cfg.det_jitter, (len(found), 4)) * np.concatenate([wh, wh], 1)
         d_boxes = boxes[found] + jit
-        d_feats = feats[found] + rng.normal(0.0, SCALE * cfg.det_feature_noise, (len(found), C))
+        d_feats = feats[found] + rng.normal(0.0, cfg.det_feature_noise, (len(found), C))
         d_scores = rng.beta(8.0, 2.0, len(found))
         n_fp = int(rng.poisson(cfg.det_false_positives))
         fp_boxes = sample_boxes(rng, n_fp, max_iou=1.0) if n_fp else np.zeros((0, 4), np.float32)
         fp_feats = rng.normal(0.0, NUISANCE_STD, (n_fp, C))
-        fp_feats[:, :PERSON_DIMS] = rng.normal(0.0, SCALE * cfg.person_noise, (n_fp, PERSON_DIMS))
+        fp_feats[:, :PERSON_DIMS] = rng.normal(0.0, cfg.person_noise, (n_fp, PERSON_DIMS))
         fp_scores = rng.beta(2.0, 4.0, n_fp)
         all_boxes = np.clip(np.concatenate([d_boxes, fp_boxes]), 0.0, 1.0)
         all_boxes[:, 2:] = np.maximum(all_boxes[:, 2:], all_boxes[:, :2] + 1e-3)

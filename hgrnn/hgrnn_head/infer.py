@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from hgrnn.hgrnn_head.train import (HeadError, check_store_matches, load_checkpoint,
-                                    model_from_checkpoint, open_store, resolve_device)
+                                    model_from_checkpoint, open_store, resolve_device,
+                                    torch_threads)
 
 DEFAULT_NMS_IOU = 0.5
 INFER_BATCH_KEYFRAMES = 512
@@ -110,7 +111,6 @@ def predict_store(model, fs, device="cpu", nms_iou=DEFAULT_NMS_IOU,
     cfg = model.cfg
     windows = ContextWindows(fs, l=cfg.window_context, pad=cfg.window_pad)
     action_ids = torch.tensor(fs.label_map.ids, dtype=torch.int64)
-    K = len(action_ids)
     model.eval()
     starts = range(0, len(windows), batch_keyframes)
     if progress:
@@ -217,7 +217,7 @@ def plot_per_class_ap(per_class: dict, mAP: float, path) -> bool:
 
 def evaluate_store(store, checkpoint, gt_boxes=False, out_dir=None, nms_iou=DEFAULT_NMS_IOU,
                    gt_csv=None, exclusions=None, protocol="ava-2018", progress=True,
-                   device="auto", min_score=0.0):
+                   device="auto", min_score=0.0, num_threads=1):
     """Score every keyframe of `store` with the head of `checkpoint` and evaluate it.
 
     gt_boxes: use the store's ground-truth boxes (confidence 1) instead of its detections.
@@ -227,6 +227,8 @@ def evaluate_store(store, checkpoint, gt_boxes=False, out_dir=None, nms_iou=DEFA
         (video_id, timestamp)); default ground truth: the store's own gt persons.
     min_score: drop result rows scored below it (default 0: every box x class is kept, as
         AVA result files usually are; see ``predict_store``).
+    num_threads: torch CPU threads while scoring (0: torch's default; 1, the default, for
+        the reason given at ``TrainConfig.num_threads``).
     Returns the EvalResult.
     """
     from hgrnn.data.ava import read_annotations, read_exclusions, write_results
@@ -249,8 +251,9 @@ def evaluate_store(store, checkpoint, gt_boxes=False, out_dir=None, nms_iou=DEFA
     else:
         gt = store_ground_truth(open_store(store, "gt", lazy=True) if "gt" in fs.sources else fs)
 
-    results = predict_store(model, fs, device=device, nms_iou=nms_iou, progress=progress,
-                            min_score=min_score)
+    with torch_threads(num_threads):
+        results = predict_store(model, fs, device=device, nms_iou=nms_iou, progress=progress,
+                                min_score=min_score)
     result = evaluate(gt, results, fs.label_map, protocol=protocol, exclusions=exclusions)
 
     if out_dir is not None:

@@ -58,8 +58,11 @@ class TrainConfig:
     num_workers: processes that build batches in the background (0: in the training loop).
     checkpoint_every: rewrite last.pt every N steps (and always at the end).
     log_every: write a metrics.jsonl line every N steps.
-    num_threads: torch CPU threads while training (0: torch's default, one per core). On a
-        shared machine, or in several worker processes at once, 1 is often much faster.
+    num_threads: torch CPU threads while training (0: torch's default, one per core).
+        Default 1: the head's matrices are small (50 keyframes, ~130 persons), intra-op
+        threads barely pay off, and they collapse when anything else runs on the cores (the
+        paper's schedule took 5x longer with 2 threads than with 1 on a shared 2-core CPU,
+        BENCHMARKS.md). Also right for several runs in parallel worker processes.
     """
 
     steps: int = 1000
@@ -74,7 +77,7 @@ class TrainConfig:
     num_workers: int = 0
     checkpoint_every: int = 100
     log_every: int = 10
-    num_threads: int = 0
+    num_threads: int = 1
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
@@ -257,7 +260,8 @@ def make_adam(params: list, lr: float) -> torch.optim.Adam:
 
 
 @contextlib.contextmanager
-def _torch_threads(n: int):
+def torch_threads(n: int):
+    """torch.set_num_threads(n) inside the block (n = 0: leave it), restored after."""
     before = torch.get_num_threads()
     if n:
         torch.set_num_threads(n)
@@ -370,7 +374,7 @@ def train_head(train_store, out_dir, head: HeadConfig, train: TrainConfig,
                         "(--resume) to continue it, or choose another output folder")
 
     # leave the caller's RNG and thread count as they were
-    with torch.random.fork_rng(devices=[]), _torch_threads(train.num_threads):
+    with torch.random.fork_rng(devices=[]), torch_threads(train.num_threads):
         torch.manual_seed(train.seed)
         model = HGRNNHead(head).to(device)
         optimizer = make_adam(list(model.parameters()), train.lr)

@@ -1,0 +1,304 @@
+"""`hgrnn ablate`: the paper's ablation grid (Tables 1-4) as parallel head runs.
+
+Every row of the paper's Tables 1-3, plus the per-person baseline, is one head config; each
+config is trained with several seeds (``train_head``) and scored on the validation store with
+ground-truth boxes and with detections (``evaluate_store``). Runs go to parallel worker
+processes (joblib, one torch thread each) and each lives in its own folder::
+
+    OUT/runs/<row>_s<seed>/            train_head's run folder (last.pt, metrics.jsonl, ...)
+    OUT/runs/<row>_s<seed>/eval_gt/    evaluate_store(gt_boxes=True) output
+    OUT/runs/<row>_s<seed>/eval_det/   evaluate_store(gt_boxes=False) output
+    OUT/runs/<row>_s<seed>/done.json   the run's row (written last: its presence = finished)
+    OUT/ablation.csv                   one line per run: config, mAPs, per-group and per-class APs
+    OUT/ablation.md                    the paper's tables, mean ± std over seeds
+    OUT/ablation.png                   the same as bars with error bars
+
+A finished run (done.json with the same spec) is skipped, an interrupted one resumed, so the
+command can be re-run after a crash or with more seeds. Per-group APs need the class groups
+of a synthetic store (``configs["synth"]["class_groups"]``); other stores get "all" only.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# name -> (variant, l, J, what the row is in the paper)
+ROWS = {
+    "person": ("person", 0, 0, "per-person head on x_p (AVA I3D head baseline, Table 5)"),
+    "graph": ("graph", 0, 2, "Graph-RNN only (Table 1 l=0, Table 2)"),
+    "scene": ("scene", 3, 0, "Scene-RNN only, l=3 (Table 2)"),
+    "hgrnn_l0": ("hgrnn", 0, 2, "HGRNN, scene RNN over the keyframe alone (l=0)"),
+    "hgrnn_l1": ("hgrnn", 1, 2, "HGRNN l=1 (Table 1)"),
+    "hgrnn": ("hgrnn", 3, 2, "HGRNN l=3, J=2 (Tables 1-3, the paper's model)"),
+    "hgrnn_J1": ("hgrnn", 3, 1, "HGRNN J=1 (Table 3)"),
+    "hgrnn_J3": ("hgrnn", 3, 3, "HGRNN J=3 (Table 3)"),
+}
+GROUPS = ("all", "person", "temporal", "relational")
+
+
+@dataclass(frozen=True)
+class AblateConfig:
+    """The grid and the schedule of every run.
+
+    rows: names from ROWS (default: all of them, the paper's tables deduplicated).
+    seeds: seeds 0..seeds-1 per row. steps, batch_size, lr: the schedule (paper: 1000, 50, 1e-4).
+    jobs: parallel worker processes (joblib); each uses one torch thread.
+    h0: the graph RNN's initial state ("zeros": J=1 sees no other person).
+    det: also score every run with the store's detections (Table 4 column).
+    """
+    rows: tuple = tuple(ROWS)
+    seeds: int = 3
+    steps: int = 1000
+    batch_size: int = 50
+    lr: float = 1e-4
+    jobs: int = 2
+    h0: str = "zeros"
+    det: bool = True
+
+    def __post_init__(self):
+        unknown = [r for r in self.rows if r not in ROWS]
+        if unknown:
+            raise ValueError(f"unknown ablation rows {unknown}; known: {', '.join(ROWS)}")
+        if self.seeds < 1 or self.jobs < 1 or self.steps < 1:
+            raise ValueError("seeds, jobs and steps must be >= 1")
+
+    def specs(self) -> list[dict]:
+        """One dict per run: name, row, variant, context, iterations, seed, schedule."""
+        out = []
+        for row in self.rows:
+            variant, l, J, _ = ROWS[row]
+            for seed in range(self.seeds):
+                out.append({"name": f"{row}_s{seed}", "row": row, "variant": variant,
+                            "context": l, "iterations": J, "seed": seed, "steps": self.steps,
+                            "batch_size": self.batch_size, "lr": self.lr, "h0": self.h0,
+                            "det": self.det})
+        return out
+
+
+def class_groups_of(store_path) -> dict:
+    """{group: [class names]} of a synthetic store, {} for any other store."""
+    from hgrnn.data.windows import FeatureStore
+    entry = FeatureStore(os.fspath(store_path)).configs.get("synth") or {}
+    if isinstance(entry, str):
+        entry = json.loads(entry)
+    return {g: list(v) for g, v in entry.get("class_groups", {}).items()}
+
+
+def group_aps(per_class: dict, class_groups: dict) -> dict:
+    """{"all": mAP over classes with instances, group: mean AP of its classes} (None if empty)."""
+    from hgrnn.data.synthetic import group_aps as _g
+    return _g(per_class, class_groups)
+
+
+def run_one(spec: dict, train_store: str, val_store: str, out_dir: str,
+            class_groups: dict) -> dict:
+    """Train and score one run (in a worker process); returns its row (also done.json)."""
+    import torch
+    torch.set_num_threads(1)
+    from hgrnn.hgrnn_head.infer import evaluate_store
+    from hgrnn.hgrnn_head.train import HeadConfig, TrainConfig, train_head
+
+    run = Path(out_dir) / "runs" / spec["name"]
+    done = run / "done.json"
+    if done.exists():
+        row = json.loads(done.read_text())
+        if row.get("spec") == spec:
+            return row
+        raise RuntimeError(f"{done}: a finished run with another spec ({row.get('spec')}) "
+                           f"is in the way of {spec}; use another --out or delete the folder")
+    t0 = time.perf_counter()
+    head = HeadConfig(variant=spec["variant"], context=spec["context"],
+                      iterations=max(spec["iterations"], 1) if spec["variant"] in
+                      ("hgrnn", "graph") else 2, h0=spec["h0"])
+    train = TrainConfig(steps=spec["steps"], batch_size=spec["batch_size"], lr=spec["lr"],
+                        seed=spec["seed"], device="cpu", val_every=0, num_threads=1)
+    result = train_head(train_store, run, head, train, val_store=None,
+                        resume=(run / "last.pt").exists(), progress=False)
+    row = {"spec": spec, "train_seconds": result["seconds"]}
+    for boxes in (("gt", "det") if spec["det"] else ("gt",)):
+        ev = evaluate_store(val_store, result["checkpoint"], gt_boxes=boxes == "gt",
+                            out_dir=run / f"eval_{boxes}", progress=False, device="cpu")
+        row[boxes] = {"per_class": ev.to_dict()["per_class"],
+                      "groups": group_aps(ev.to_dict()["per_class"], class_groups)}
+    row["seconds"] = time.perf_counter() - t0
+    tmp = done.with_suffix(".tmp")
+    tmp.write_text(json.dumps(row, indent=1))
+    os.replace(tmp, done)
+    return row
+
+
+def run_ablation(train_store, val_store, out_dir, cfg: AblateConfig, progress=True) -> dict:
+    """Run the grid (skipping finished runs), write ablation.csv/.md/.png; return
+    ``{"rows": [run rows], "summary": {row: {boxes: {group: (mean, std, n)}}}, "files": {...}}``."""
+    from joblib import Parallel, delayed
+    from tqdm import tqdm
+
+    train_store, val_store = os.fspath(train_store), os.fspath(val_store)
+    for p in (train_store, val_store):
+        if not os.path.exists(p):
+            raise FileNotFoundError(f"{p}: no such store (write one with `hgrnn synth --out {p}`)")
+    out = Path(out_dir)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    groups = class_groups_of(val_store)
+    specs = cfg.specs()
+    todo = [s for s in specs if not (out / "runs" / s["name"] / "done.json").exists()]
+    if progress:
+        tqdm.write(f"ablate: {len(specs)} runs, {len(specs) - len(todo)} already finished in "
+                   f"{out / 'runs'}, {len(todo)} to do on {cfg.jobs} worker(s)")
+    rows = [run_one(s, train_store, val_store, str(out), groups) for s in specs
+            if s not in todo]          # finished: read back (and spec-checked) from done.json
+    bar = tqdm(total=len(specs), initial=len(rows), desc="ablate", unit="run",
+               disable=not progress, dynamic_ncols=True)
+    jobs = Parallel(n_jobs=cfg.jobs, return_as="generator_unordered")(
+        delayed(run_one)(s, train_store, val_store, str(out), groups) for s in todo)
+    for row in jobs:
+        rows.append(row)
+        bar.set_postfix_str(f"{row['spec']['name']} mAP={_pct(row['gt']['groups']['all'])} "
+                            f"({row['seconds']:.0f}s)")
+        bar.update(1)
+    bar.close()
+    order = {s["name"]: i for i, s in enumerate(specs)}
+    rows.sort(key=lambda r: order[r["spec"]["name"]])
+    summary = summarize(rows)
+    files = {"csv": out / "ablation.csv", "md": out / "ablation.md", "png": out / "ablation.png"}
+    write_csv(files["csv"], rows)
+    files["md"].write_text(format_tables(summary, cfg, train_store, val_store, rows))
+    if not plot(summary, files["png"]):
+        files.pop("png")
+    return {"rows": rows, "summary": summary, "files": {k: str(v) for k, v in files.items()}}
+
+
+def mean_std(values) -> tuple:
+    """(mean, sample std (ddof=1; 0 for one value), n) of the non-None values."""
+    v = [x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    if not v:
+        return (None, None, 0)
+    return (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, len(v))
+
+
+def summarize(rows: list) -> dict:
+    """{row name: {"gt"|"det": {group: (mean, std, n)}}} over the seeds of each row."""
+    out = {}
+    for name in dict.fromkeys(r["spec"]["row"] for r in rows):
+        mine = [r for r in rows if r["spec"]["row"] == name]
+        out[name] = {}
+        for boxes in ("gt", "det"):
+            if all(boxes in r for r in mine):
+                out[name][boxes] = {g: mean_std([r[boxes]["groups"].get(g) for r in mine])
+                                    for g in mine[0][boxes]["groups"]}
+    return out
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def _ms(t) -> str:
+    mean, std, n = t
+    return "-" if mean is None else f"{100 * mean:.1f} ± {100 * std:.1f}"
+
+
+def write_csv(path, rows: list) -> None:
+    classes = list(rows[0]["gt"]["per_class"]) if rows else []
+    groups = list(rows[0]["gt"]["groups"]) if rows else []
+    header = (["run", "row", "variant", "context", "iterations", "seed", "steps", "lr",
+               "train_seconds"] + [f"gt_{g}" for g in groups] + [f"det_{g}" for g in groups]
+              + [f"gt_AP:{c}" for c in classes])
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for r in rows:
+            s = r["spec"]
+            det = r.get("det", {}).get("groups", {})
+            w.writerow([s["name"], s["row"], s["variant"], s["context"], s["iterations"],
+                        s["seed"], s["steps"], s["lr"], f"{r['train_seconds']:.1f}"]
+                       + [_fmt(r["gt"]["groups"].get(g)) for g in groups]
+                       + [_fmt(det.get(g)) for g in groups]
+                       + [_fmt(r["gt"]["per_class"].get(c)) for c in classes])
+
+
+def _fmt(x) -> str:
+    return "" if x is None else f"{x:.4f}"
+
+
+def format_tables(summary: dict, cfg: AblateConfig, train_store, val_store, rows) -> str:
+    """ablation.md: the paper's Tables 1-4 shaped, frame-mAP@0.5 in %, mean ± std over seeds."""
+    groups = [g for g in GROUPS if any(g in s.get("gt", {}) for s in summary.values())]
+    head = "| " + " | ".join(["setting"] + [("mAP" if g == "all" else f"{g} AP")
+                                            for g in groups]) + " |\n"
+    head += "|" + "---|" * (len(groups) + 1) + "\n"
+
+    def table(title, entries, boxes="gt"):
+        lines = [f"### {title}\n\n", head]
+        for label, name in entries:
+            if name in summary and boxes in summary[name]:
+                lines.append("| " + " | ".join([label] + [_ms(summary[name][boxes][g])
+                                                          for g in groups]) + " |\n")
+        return "".join(lines) + "\n"
+
+    seconds = sum(r["train_seconds"] for r in rows)
+    md = [f"# Ablation (frame-mAP@0.5 in %, mean ± std over {cfg.seeds} seed(s), "
+          f"ground-truth boxes unless said)\n\n",
+          f"train store `{train_store}`, validation store `{val_store}`; every run: "
+          f"{cfg.steps} steps x {cfg.batch_size} keyframes, Adam lr {cfg.lr}, focal loss "
+          f"gamma 2, h0 = {cfg.h0}. {len(rows)} runs, {seconds:.0f} s of training in total.\n\n",
+          table("Table 1: temporal context l (HGRNN, J=2)",
+                [("l=0, Graph-RNN only (paper's l=0)", "graph"),
+                 ("l=0, HGRNN (scene RNN on the keyframe alone)", "hgrnn_l0"),
+                 ("l=1", "hgrnn_l1"), ("l=3", "hgrnn")]),
+          table("Table 2: Scene-RNN vs Graph-RNN vs HGRNN",
+                [("per-person head (x_p only)", "person"), ("Graph-RNN (l=0, J=2)", "graph"),
+                 ("Scene-RNN (l=3)", "scene"), ("HGRNN (l=3, J=2)", "hgrnn")]),
+          table("Table 3: graph iterations J (HGRNN, l=3)",
+                [(f"J=1{' (h0 = 0: sees no other person)' if cfg.h0 == 'zeros' else ''}",
+                  "hgrnn_J1"), ("J=2", "hgrnn"), ("J=3", "hgrnn_J3")])]
+    if cfg.det:
+        md.append(table("Table 4: detected boxes (same runs, the store's `det` source)",
+                        [(f"{name}", name) for name in summary], boxes="det"))
+    return "".join(md)
+
+
+def plot(summary: dict, path) -> bool:
+    """Grouped bars (rows x class groups, gt boxes) with ±std error bars; False without
+    matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    names = [n for n in summary if "gt" in summary[n]]
+    groups = [g for g in GROUPS if names and g in summary[names[0]]["gt"]]
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(names)), 4))
+    width = 0.8 / max(len(groups), 1)
+    for k, g in enumerate(groups):
+        means = [100 * (summary[n]["gt"][g][0] or 0) for n in names]
+        stds = [100 * (summary[n]["gt"][g][1] or 0) for n in names]
+        ax.bar(np.arange(len(names)) + (k - (len(groups) - 1) / 2) * width, means, width,
+               yerr=stds, capsize=2, label="mAP" if g == "all" else g)
+    ax.set_xticks(np.arange(len(names)))
+    ax.set_xticklabels(names, rotation=30, ha="right")
+    ax.set_ylabel("AP (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title("HGRNN ablation (gt boxes, mean ± std over seeds)")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def config_from_dict(d: dict) -> AblateConfig:
+    known = {f.name for f in dataclasses.fields(AblateConfig)}
+    return AblateConfig(**{k: (tuple(v) if k == "rows" else v) for k, v in d.items()
+                           if k in known})
