@@ -159,18 +159,26 @@ def main():
     print(f"results CSV: {os.path.getsize(res_csv) / 1e6:.0f} MB; "
           f"cores: {os.cpu_count()}; load average: {os.getloadavg()}", flush=True)
     rows = []
-    for protocol in args.protocols.split(","):
-        out = subprocess.run([sys.executable, __file__, "--worker", protocol, gt_csv, res_csv,
-                              excl], capture_output=True, text=True, check=True)
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(json.dumps(rows[-1]), flush=True)
+    # numpy asks for transparent huge pages for large arrays; where the kernel compacts
+    # memory on such faults (THP defrag "madvise") that costs seconds of kernel time, so
+    # each protocol also runs with NUMPY_MADVISE_HUGEPAGE=0 (a documented numpy switch)
+    for hugepage in ("1", "0"):
+        env = dict(os.environ, NUMPY_MADVISE_HUGEPAGE=hugepage)
+        for protocol in args.protocols.split(","):
+            out = subprocess.run([sys.executable, __file__, "--worker", protocol, gt_csv,
+                                  res_csv, excl], capture_output=True, text=True, check=True,
+                                 env=env)
+            rows.append(dict(json.loads(out.stdout.strip().splitlines()[-1]),
+                             hugepage=hugepage))
+            print(json.dumps(rows[-1]), flush=True)
     ref = reference_subset(gt_csv, res_csv)
     print(json.dumps(ref), flush=True)
-    print("\n| protocol | result rows | read s (CPU s) | evaluate s (CPU s) | total s | "
-          "peak RSS MiB | mAP |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| protocol | NUMPY_MADVISE_HUGEPAGE | result rows | read s (CPU s) | "
+          "evaluate s (CPU s) | total s | peak RSS MiB | mAP |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['protocol']} | {r['rows']:,} | {r['read_s']:.1f} ({r['read_cpu_s']:.1f}) "
+        print(f"| {r['protocol']} | {r['hugepage']} | {r['rows']:,} | "
+              f"{r['read_s']:.1f} ({r['read_cpu_s']:.1f}) "
               f"| {r['eval_s']:.1f} ({r['eval_cpu_s']:.1f}) | {r['total_s']:.1f} "
               f"| {r['peak_rss_mib']:.0f} | {r['mAP']:.4f} |")
     print(f"\nslow reference, {ref['videos']} videos ({ref['gt_rows']:,} gt rows, "

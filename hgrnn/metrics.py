@@ -39,12 +39,14 @@ Numbers are reproduced bit for bit when boxes and scores come as parsed float64
 (``AvaRows.boxes64`` / ``scores64``, what the readers fill in), because every arithmetic
 step is the official one in the same order.
 
-Implementation: vectorised numpy. Ground-truth rows are sorted once by (keyframe, class);
-each result finds its (keyframe, class) block by binary search; IoUs are computed for all
-(result, candidate box) pairs slot by slot (a loop over the at most a few dozen boxes of one
-keyframe and class, never over keyframes or results); "first result of a box among those
-with IoU >= 0.5, in score order" is a lexsort; precision/recall/AP per class is a loop over
-the classes.
+Implementation: vectorised numpy. All results are sorted once by score (a packed-integer
+value sort, see :func:`_argsort_descending`); the 50-cap ranks them within keyframes by a
+second packed sort. Ground-truth rows are sorted by (keyframe, class) into blocks, and each
+result finds its block (same keyframe and class) with one binary search for the keyframe
+and a table lookup. IoUs are computed for all (result, candidate box) pairs slot by slot (a
+loop over the at most a few dozen boxes of one keyframe and class, never over keyframes or
+results); "the first result, in score order, among those whose best box is this box at
+IoU >= 0.5" is a lexsort; precision / recall / AP is a loop over the classes.
 """
 
 from __future__ import annotations

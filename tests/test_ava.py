@@ -331,3 +331,11 @@ def test_repeated_prefixes_parse_like_python(tmp_path, monkeypatch):
     cm = np.flatnonzero(buf == 44).reshape(-1, 7)
     group = ava._repeated_prefix(buf, np.r_[16, nl[:-1] + 1], cm[:, 5])
     assert group is not None and len(group[1]) < len(nl)
+
+
+def test_exclusions_file_errors_and_blank_lines(tmp_path):
+    p = write(tmp_path, "\nv,0902\r\nw,903\n\n", "ex.csv")
+    assert read_exclusions(p) == {("v", 902), ("w", 903)}
+    p = write(tmp_path, "v,0902\nv,0903,1\n", "bad.csv")
+    with pytest.raises(AvaFormatError, match=r"bad.csv:2: expected 2 .*got 3"):
+        read_exclusions(p)

@@ -19,7 +19,7 @@ def small(**kw):
 
 @pytest.fixture(scope="module")
 def videos():
-    cfg = SynthConfig(videos=30, keyframes=40, seed=5)
+    cfg = SynthConfig(videos=24, keyframes=40, seed=5)
     return [generate_video(cfg, i) for i in range(cfg.videos)]
 
 
@@ -140,12 +140,12 @@ def test_detections(videos):
         assert np.all(v.det_feats[~fp, pdim] > -3)
     ious = np.array(ious)
     assert 0.05 < misses / persons < 0.15 and fps > 0
-    assert np.mean(ious >= 0.5) > 0.85 and np.mean(ious < 0.5) > 0.005
+    assert np.mean(ious >= 0.5) > 0.9 and np.mean(ious < 0.5) > 0.01   # some mislocated
 
 
 # ------------------------------------------------------------ information design (probes)
 
-def _fit_probe(X, Y, Xv, Yv, steps=400):
+def _fit_probe(X, Y, Xv, Yv, steps=300):
     """A small MLP probe (Adam); returns the mean AP over columns on (Xv, Yv)."""
     torch.manual_seed(0)
     X, Y, Xv = (torch.as_tensor(a, dtype=torch.float32) for a in (X, Y, Xv))
@@ -174,7 +174,10 @@ def _probe_data(vids, kind, l=0):
         for t, rows in keyframes(v):
             if kind == "temporal":
                 win = np.clip(np.arange(t - l, t + l + 1), 0, T - 1)
-                x = v.clip[win, :S.CLIP_DIMS].ravel()      # the clips the scene RNN sees
+                # the clips the scene RNN sees, each channel's dims averaged
+                ch = np.repeat(np.arange(len(S.CLIP_REPS)), S.CLIP_REPS)
+                x = np.stack([v.clip[win][:, :len(ch)][:, ch == c].mean(1) for c in range(ch.max() + 1)],
+                             1).ravel()
                 for i in range(rows.start, rows.stop):
                     X.append(x)
                     Y.append(v.gt_labels[i, [S.OPEN, S.CLOSE, S.PUSH, S.PULL]])
@@ -192,7 +195,7 @@ def _probe_data(vids, kind, l=0):
 
 def test_relational_needs_pairs_not_a_frame_maxpool(videos):
     """own feature < own + frame max-pool (what the scene RNN has) << own + same-group talk."""
-    tr, va = videos[:20], videos[20:]
+    tr, va = videos[:16], videos[16:]
     ap = {k: _fit_probe(*_probe_data(tr, k), *_probe_data(va, k))
           for k in ("own", "maxpool", "pairwise")}
     assert ap["pairwise"] > 0.95
@@ -201,10 +204,22 @@ def test_relational_needs_pairs_not_a_frame_maxpool(videos):
 
 
 def test_temporal_needs_neighbouring_keyframes(videos):
-    tr, va = videos[:20], videos[20:]
-    ap = {l: _fit_probe(*_probe_data(tr, "temporal", l), *_probe_data(va, "temporal", l))
-          for l in (0, 1)}
-    assert ap[0] < 0.5 and ap[1] > 0.75 and ap[1] - ap[0] > 0.3
+    """One keyframe: its level has the same law for every direction (test above). Neighbours:
+    the level difference read from the clip features (level dims averaged) gives the
+    direction inside a segment."""
+    door = slice(3 * S.PREP, 3 * S.PREP + S.REP)
+    agree, still = [], []
+    for v in videos:
+        d = v.causes["door_dir"]
+        est = v.clip[:, door].mean(1) / S.LEVEL_AMP              # (T,) level estimate
+        diff = est[2:] - est[:-2]                                 # level(t+1) - level(t-1)
+        inside = (d[2:] == d[1:-1]) & (d[:-2] == d[1:-1])         # t-1, t, t+1 in one segment
+        moving = inside & (d[1:-1] != 0)
+        agree.append(np.sign(diff[moving]) == d[1:-1][moving])
+        still.append(np.abs(diff[inside & (d[1:-1] == 0)]))
+    agree, still = np.concatenate(agree), np.concatenate(still)
+    assert len(agree) > 200 and agree.mean() > 0.9   # the rest: two segments in a row
+    assert np.median(still) < 0.5 * S.LEVEL_STEP
 
 
 # ------------------------------------------------------------------------------ the store

@@ -580,7 +580,7 @@ def _repeated_prefix(buf, pstart, pend):
         return None
     plen = pend - pstart
     cand = np.flatnonzero(plen[1:] == plen[:-1]) + 1
-    if len(cand) < n // 2:
+    if len(cand) == 0 or len(cand) < n // 2:
         return None
     L = int(plen.max())
     if int(pstart.max()) + L + 8 > len(buf):
@@ -860,8 +860,8 @@ def write_results(path, rows: AvaRows, progress=False) -> None:
 
 
 def _shortest(x):
-    """Shortest decimal strings that read back to the same float64 (Python's repr) or
-    float32 (numpy's Dragon4 str; slower) values."""
+    """Shortest decimal strings that read back to the same values: Python's repr for
+    float64, numpy's str (Dragon4) for float32 (both ~1 us a value)."""
     if x.dtype == np.float64:
         return list(map(repr, x.tolist()))
     return x.astype(str).tolist()
@@ -889,13 +889,22 @@ def _write_rows(path, rows, last, progress):
     with open(path, "w", encoding="utf-8", newline="\n") as f:
         for s in steps:
             sl = slice(s, s + step)
-            cols = [vids[sl].tolist(), [f"{t:04d}" for t in ts[sl].tolist()],
-                    *[_shortest(boxes[sl, k]) for k in range(4)],
-                    acts[sl].astype(str).tolist()]
+            v, t, b = vids[sl], ts[sl], boxes[sl]
+            # "video,timestamp,x1,y1,x2,y2," is formatted once per run of rows sharing it
+            # (AVA files list each box once per action)
+            new = np.ones(len(t), bool)
+            new[1:] = (v[1:] != v[:-1]) | (t[1:] != t[:-1]) | (b[1:] != b[:-1]).any(axis=1)
+            first = np.flatnonzero(new)
+            heads = [f"{vi},{ti:04d},{x1},{y1},{x2},{y2}," for vi, ti, x1, y1, x2, y2 in zip(
+                v[first].tolist(), t[first].tolist(),
+                *[_shortest(b[first, k]) for k in range(4)])]
+            prefix = np.array(heads, dtype=object)[np.cumsum(new) - 1].tolist()
+            tails = acts[sl].astype(str).tolist()
             if scores is not None:
-                cols.append(_shortest(scores[sl]) if scores.dtype.kind == "f"
-                            else scores[sl].astype(str).tolist())
-            f.write("\n".join(map(",".join, zip(*cols))))
+                sc = (_shortest(scores[sl]) if scores.dtype.kind == "f"
+                      else scores[sl].astype(str).tolist())
+                tails = [a + "," + c for a, c in zip(tails, sc)]
+            f.write("\n".join([p + q for p, q in zip(prefix, tails)]))
             f.write("\n")
 
 

@@ -83,9 +83,10 @@ PREP = 2                   # dims per pose / object / scene-type channel
 # (docs/synthetic.md, "Design notes").
 POSE_AMP, FLAG_AMP, DRIVE_AMP = 1.0, 1.5, 0.6
 REL_AMP = 6.0
-LEVEL_AMP = 3.0
+LEVEL_AMP = float(__import__('os').environ.get('LA', 2.0))
+LEVEL_CENTRE_STD = float(__import__('os').environ.get('LC', 0.5))
 NUISANCE_STD = 0.2
-LEVEL_STEP = 0.5           # change of a drifting state per keyframe (levels ~ N(0, 1))
+LEVEL_STEP = float(__import__('os').environ.get('LS', 0.5))           # change of a drifting state per keyframe (levels ~ N(0, 1))
 PERSON_CHANNELS = 8 + GROUP_SLOTS
 CLIP_CHANNELS = 5
 PERSON_REPS = np.array([PREP] * 5 + [REP, REP, 1] + [REP] * GROUP_SLOTS)
@@ -125,7 +126,7 @@ class SynthConfig:
     clip_noise: float = 0.3
     talk_prob: float = 0.6
     dance_prob: float = 0.5
-    det_jitter: float = 0.08
+    det_jitter: float = 0.12
     det_miss: float = 0.1
     det_false_positives: float = 0.4
     det_feature_noise: float = 0.1
@@ -230,11 +231,11 @@ def drifting_state(rng, scene_type: np.ndarray, active_scenes: tuple[int, ...],
             d = int(rng.choice([-1, 0, 1], p=[0.3, 0.4, 0.3]))
             if scene_type[a] not in active_scenes:
                 d = 0
-            centre = rng.normal()
+            centre = rng.normal(0.0, LEVEL_CENTRE_STD)
             pos = np.arange(b - a) - (b - a - 1) / 2.0
             if d == 0:
                 pos = np.full(b - a, pos[rng.integers(b - a)])
-            level[a:b] = centre + d * LEVEL_STEP * pos
+            level[a:b] = centre + (d if d else 1) * LEVEL_STEP * pos
             direction[a:b] = d
     return level, direction
 

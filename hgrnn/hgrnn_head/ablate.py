@@ -54,6 +54,7 @@ class AblateConfig:
     jobs: parallel worker processes (joblib); each uses one torch thread.
     h0: the graph RNN's initial state ("zeros": J=1 sees no other person).
     det: also score every run with the store's detections (Table 4 column).
+    scene_hidden, graph_hidden: the head's hidden sizes (HeadConfig defaults).
     """
     rows: tuple = tuple(ROWS)
     seeds: int = 3
@@ -63,6 +64,8 @@ class AblateConfig:
     jobs: int = 2
     h0: str = "zeros"
     det: bool = True
+    scene_hidden: int = 128
+    graph_hidden: int = 256
 
     def __post_init__(self):
         unknown = [r for r in self.rows if r not in ROWS]
@@ -80,7 +83,8 @@ class AblateConfig:
                 out.append({"name": f"{row}_s{seed}", "row": row, "variant": variant,
                             "context": l, "iterations": J, "seed": seed, "steps": self.steps,
                             "batch_size": self.batch_size, "lr": self.lr, "h0": self.h0,
-                            "det": self.det})
+                            "det": self.det, "scene_hidden": self.scene_hidden,
+                            "graph_hidden": self.graph_hidden})
         return out
 
 
@@ -118,7 +122,8 @@ def run_one(spec: dict, train_store: str, val_store: str, out_dir: str,
     t0 = time.perf_counter()
     head = HeadConfig(variant=spec["variant"], context=spec["context"],
                       iterations=max(spec["iterations"], 1) if spec["variant"] in
-                      ("hgrnn", "graph") else 2, h0=spec["h0"])
+                      ("hgrnn", "graph") else 2, h0=spec["h0"],
+                      scene_hidden=spec["scene_hidden"], graph_hidden=spec["graph_hidden"])
     train = TrainConfig(steps=spec["steps"], batch_size=spec["batch_size"], lr=spec["lr"],
                         seed=spec["seed"], device="cpu", val_every=0, num_threads=1)
     result = train_head(train_store, run, head, train, val_store=None,
