@@ -411,8 +411,9 @@ def synth_cmd(out_path, videos, keyframes, seed, feature_dim, person_noise, clip
               help="Folder for the stores, the training run, the evaluations and summary.json.")
 @click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Training steps (paper: 1000).")
-@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
-              help="torch CPU threads (0: torch's default).")
+@click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
+              help="torch CPU threads (0: torch's default, one per core; on a busy 2-core "
+                   "machine that was 5x slower than 1).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def demo_cmd(out_dir, steps, threads, quiet):
     """Run the whole head on the embedded synthetic benchmark (what `make demo` runs).
@@ -420,8 +421,9 @@ def demo_cmd(out_dir, steps, threads, quiet):
     Writes a training and a validation store (once; re-used when complete), trains the full
     HGRNN (l=3, J=2) with the paper's schedule (1000 steps x 50 keyframes, Adam lr 1e-4,
     focal loss), scores the validation store with ground-truth boxes and with detections,
-    and prints both frame-mAPs and the AP of each class group. About 1-3 minutes on a 2-core
-    CPU.
+    and prints both frame-mAPs and the AP of each class group. About a minute on a 2-core
+    CPU (BENCHMARKS.md). Re-running re-uses the stores and the finished training run; delete
+    OUT/run to train again.
     """
     from hgrnn.data.store import StoreError
     from hgrnn.demo import DemoConfig, format_summary, run_demo
@@ -506,19 +508,31 @@ def _parse_keyframes(ctx, param, value):
     return start, end
 
 
+def _video_source_options(command):
+    """--videos / --frames / --fps / --time-offset, shared by every stage that decodes
+    video (extract-features, finetune-backbone), so that both read the same clips."""
+    options = [
+        click.option("--videos", type=click.Path(exists=True, file_okay=False),
+                     help="Folder of <video_id>.<ext> files (mp4, mkv, webm, avi)."),
+        click.option("--frames", type=click.Path(exists=True, file_okay=False),
+                     help="Instead of --videos: folder of <video_id>/<video_id>_%06d.jpg (or "
+                          "img_%05d.jpg) frames, numbered from 1, extracted at --fps."),
+        click.option("--fps", type=float, help="Frame rate of --frames folders (e.g. 30)."),
+        click.option("--time-offset", type=float, default=0.0, show_default=True,
+                     help="Video time of timestamp 0: a keyframe at timestamp ts is taken at "
+                          "ts - OFFSET seconds into the video (900 for the 15-minute AVA cuts "
+                          "and their frame folders, 0 for the full movies). Use the same value "
+                          "for finetune-backbone and extract-features."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @main.command("extract-features")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
               help="Feature store to write; an existing store is resumed (complete videos skipped).")
-@click.option("--videos", type=click.Path(exists=True, file_okay=False),
-              help="Folder of <video_id>.<ext> files (mp4, mkv, webm, avi).")
-@click.option("--frames", type=click.Path(exists=True, file_okay=False),
-              help="Instead of --videos: folder of <video_id>/<video_id>_%06d.jpg (or "
-                   "img_%05d.jpg) frames, numbered from 1, extracted at --fps.")
-@click.option("--fps", type=float, help="Frame rate of --frames folders (e.g. 30).")
-@click.option("--time-offset", type=float, default=0.0, show_default=True,
-              help="Video time of timestamp 0: a keyframe at timestamp ts is taken at "
-                   "ts - OFFSET seconds into the video (900 for the 15-minute AVA cuts and "
-                   "their frame folders, 0 for the full movies).")
+@_video_source_options
 @click.option("--annotations", type=click.Path(exists=True, dir_okay=False),
               help="AVA ground-truth CSV: its keyframes, and the 'gt' persons with multi-hot "
                    "labels over --label-map.")
@@ -621,16 +635,7 @@ def extract_features_cmd(allow_failures, quiet, **options):
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Run folder: backbone.pt (the checkpoint extract-features loads), state.pt "
                    "(for --resume), metrics.jsonl, config.json.")
-@click.option("--videos", type=click.Path(exists=True, file_okay=False),
-              help="Folder of <video_id>.<ext> files (mp4, mkv, webm, avi).")
-@click.option("--frames", type=click.Path(exists=True, file_okay=False),
-              help="Instead of --videos: folder of <video_id>/<video_id>_%06d.jpg (or "
-                   "img_%05d.jpg) frames, numbered from 1, extracted at --fps.")
-@click.option("--fps", type=float, help="Frame rate of --frames folders (e.g. 30).")
-@click.option("--time-offset", type=float, default=0.0, show_default=True,
-              help="Video time of timestamp 0: a keyframe at timestamp ts is taken at "
-                   "ts - OFFSET seconds into the video (900 for the 15-minute AVA cuts, 0 for "
-                   "the full movies). Use the same value as for extract-features.")
+@_video_source_options
 @click.option("--label-map", default="ava-v2.1", show_default=True,
               help="Classes to train: a .pbtxt / 'id name' file, or ava-v2.1 | ava-v2.2 | "
                    "ava-v2.2-2019.")

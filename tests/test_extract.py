@@ -45,15 +45,6 @@ DET_ROWS = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, OpenMP with 2 threads runs the
-    backbone up to 10x slower than with one when the other core is busy."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def run(args, expect=0):
     result = CliRunner().invoke(main, ["extract-features"] + [str(a) for a in args])

@@ -14,15 +14,6 @@ from hgrnn.pipeline.finetune import FinetuneConfig, crop_clip, flip_clip, random
 pytestmark = pytest.mark.filterwarnings("ignore:I3D backbone weights")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: on the shared 2-core test machine several OpenMP threads per
-    process spin against each other and make these CPU convolutions ~4x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 # ----------------------------------------------------------------------------- augmentation
 

@@ -14,15 +14,6 @@ from hgrnn.pipeline.i3d import (I3DWeightsError, InceptionI3d, clip_features, lo
                                 person_features)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: on the shared 2-core test machine several OpenMP threads per
-    process spin against each other and make these CPU convolutions ~4x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 # --- the port's layout, written out from its architecture (independently of i3d.py) ---------
 # Stem units: name -> (in, out, kernel)

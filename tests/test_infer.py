@@ -15,13 +15,6 @@ from hgrnn.hgrnn_head.train import (HeadError, TrainConfig, load_checkpoint, mod
 from test_train import LABELS, make_store  # noqa: E402  (tests/ is on sys.path under pytest)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):

@@ -11,14 +11,6 @@ from hgrnn.hgrnn_head.model import VARIANTS, HeadConfig, HGRNNHead, segment_max
 C, K = 6, 4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster, much faster on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def make_batch(persons, L=3, seed=0, ctx_counts=None):
     """persons: persons per centre keyframe (ragged). Window slot s of keyframe b holds

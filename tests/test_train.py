@@ -30,14 +30,6 @@ def person_set(rng, counts, K, labelled, det, C=C):
         person_ids=np.arange(N, dtype=np.int32) if labelled else None)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster, much faster on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def make_store(path, videos=2, keyframes=12, seed=0, gt=True, det=True, labels=LABELS,
                max_persons=3, empty=False, C=C):
