@@ -462,10 +462,15 @@ def demo_cmd(out_dir, steps, threads, quiet):
 @click.option("--h0", type=click.Choice(["zeros", "project"]), default="zeros",
               show_default=True,
               help="Graph RNN initial state (zeros: J=1 sees no other person).")
+@click.option("--scene-hidden", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Hidden size of each direction of the scene biGRU.")
+@click.option("--graph-hidden", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Hidden size of the graph GRU (256 learns the synthetic relational classes "
+                   "within the paper's schedule far more reliably than 128; BENCHMARKS.md).")
 @click.option("--no-det", is_flag=True, help="Skip the detected-box evaluation of each run.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def ablate_cmd(train_store, val_store, out_dir, rows, seeds, jobs, steps, batch_size, lr, h0,
-               no_det, quiet):
+               scene_hidden, graph_hidden, no_det, quiet):
     """Reproduce the paper's ablations (Tables 1-4) as a grid of head runs.
 
     Rows: the per-person baseline, Graph-RNN only, Scene-RNN only, HGRNN with l = 0/1/3 and
@@ -485,7 +490,8 @@ def ablate_cmd(train_store, val_store, out_dir, rows, seeds, jobs, steps, batch_
     try:
         cfg = AblateConfig(rows=tuple(r.strip() for r in rows.split(",")) if rows else tuple(ROWS),
                            seeds=seeds, steps=steps, batch_size=batch_size, lr=lr, jobs=jobs,
-                           h0=h0, det=not no_det)
+                           h0=h0, det=not no_det, scene_hidden=scene_hidden,
+                           graph_hidden=graph_hidden)
         result = run_ablation(train_store, val_store, out_dir, cfg, progress=not quiet)
     except (HeadError, StoreError, ValueError, FileNotFoundError, RuntimeError) as err:
         raise click.ClickException(str(err)) from None

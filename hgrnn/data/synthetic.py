@@ -83,10 +83,10 @@ PREP = 2                   # dims per pose / object / scene-type channel
 # (docs/synthetic.md, "Design notes").
 POSE_AMP, FLAG_AMP, DRIVE_AMP = 1.0, 1.5, 0.6
 REL_AMP = 6.0
-LEVEL_AMP = float(__import__('os').environ.get('LA', 2.0))
-LEVEL_CENTRE_STD = float(__import__('os').environ.get('LC', 0.5))
+LEVEL_AMP = 3.0
+LEVEL_CENTRE_STD = 1.0
 NUISANCE_STD = 0.2
-LEVEL_STEP = float(__import__('os').environ.get('LS', 0.5))           # change of a drifting state per keyframe (levels ~ N(0, 1))
+LEVEL_STEP = 0.5           # change of a drifting state per keyframe
 PERSON_CHANNELS = 8 + GROUP_SLOTS
 CLIP_CHANNELS = 5
 PERSON_REPS = np.array([PREP] * 5 + [REP, REP, 1] + [REP] * GROUP_SLOTS)
@@ -455,11 +455,11 @@ def write_synthetic_store(path, cfg: SynthConfig, *, overwrite: bool = False,
 
     path = os.fspath(path)
     entry = store_config_entry(cfg)
-    if os.path.exists(path):
+    if os.path.exists(path) and overwrite:
+        os.remove(path)
+    elif os.path.exists(path):
         existing = read_synth_entry(path, missing_ok=True)
-        if overwrite:
-            os.remove(path)
-        elif existing is None or existing.get("config") != entry["config"]:
+        if existing is None or existing.get("config") != entry["config"]:
             raise ValueError(
                 f"{path}: exists and was not written by `hgrnn synth` with this config "
                 f"(stored: {json.dumps(existing and existing.get('config'))}); choose another "

@@ -54,7 +54,8 @@ class AblateConfig:
     jobs: parallel worker processes (joblib); each uses one torch thread.
     h0: the graph RNN's initial state ("zeros": J=1 sees no other person).
     det: also score every run with the store's detections (Table 4 column).
-    scene_hidden, graph_hidden: the head's hidden sizes (HeadConfig defaults).
+    scene_hidden, graph_hidden: the head's hidden sizes (default: the demo's, see
+        hgrnn.demo.BENCH_GRAPH_HIDDEN; the paper does not state them).
     """
     rows: tuple = tuple(ROWS)
     seeds: int = 3
