@@ -181,7 +181,7 @@ def merge_stores_cmd(out, shards, overwrite, keep_first):
 @click.option("--scene-hidden", type=click.IntRange(min=1), default=128, show_default=True,
               help="Hidden size of each direction of the scene biGRU (h_c has twice this). "
                    "Not stated by the paper.")
-@click.option("--graph-hidden", type=click.IntRange(min=1), default=128, show_default=True,
+@click.option("--graph-hidden", type=click.IntRange(min=1), default=256, show_default=True,
               help="Hidden size of the graph GRU cell. Not stated by the paper.")
 @click.option("--h0", type=click.Choice(["zeros", "project"]), default="zeros", show_default=True,
               help="Initial graph state: zeros (iteration 1 sees no other person) or a "
@@ -462,11 +462,10 @@ def demo_cmd(out_dir, steps, threads, quiet):
 @click.option("--h0", type=click.Choice(["zeros", "project"]), default="zeros",
               show_default=True,
               help="Graph RNN initial state (zeros: J=1 sees no other person).")
-@click.option("--scene-hidden", type=click.IntRange(min=1), default=128, show_default=True,
-              help="Hidden size of each direction of the scene biGRU.")
-@click.option("--graph-hidden", type=click.IntRange(min=1), default=256, show_default=True,
-              help="Hidden size of the graph GRU (256 learns the synthetic relational classes "
-                   "within the paper's schedule far more reliably than 128; BENCHMARKS.md).")
+@click.option("--scene-hidden", type=click.IntRange(min=1),
+              help="Hidden size of each direction of the scene biGRU (default: train-head's, 128).")
+@click.option("--graph-hidden", type=click.IntRange(min=1),
+              help="Hidden size of the graph GRU (default: train-head's, 256).")
 @click.option("--no-det", is_flag=True, help="Skip the detected-box evaluation of each run.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def ablate_cmd(train_store, val_store, out_dir, rows, seeds, jobs, steps, batch_size, lr, h0,

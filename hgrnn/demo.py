@@ -29,10 +29,6 @@ from pathlib import Path
 # well under 3 minutes on a 2-core CPU (BENCHMARKS.md); the head sees every training keyframe
 # about 15 times.
 DEMO_TRAIN_VIDEOS, DEMO_VAL_VIDEOS, DEMO_KEYFRAMES = 60, 20, 50
-# The paper leaves the hidden sizes open. On this benchmark a 256-wide graph GRU learns the
-# pairwise (relational) classes within the paper's 1000 steps at lr 1e-4 far more reliably
-# than a 128-wide one (BENCHMARKS.md), so the demo and `hgrnn ablate` use it.
-BENCH_SCENE_HIDDEN, BENCH_GRAPH_HIDDEN = 128, 256
 
 
 @dataclass(frozen=True)
@@ -40,7 +36,7 @@ class DemoConfig:
     """out: output folder; train_videos / val_videos / keyframes: store sizes;
     seed: the training store's seed (validation: seed + 1) and the head's seed;
     steps, batch_size, lr: the schedule (paper: 1000, 50, 1e-4); context l, iterations J;
-    scene_hidden, graph_hidden: the head's hidden sizes;
+    scene_hidden, graph_hidden: the head's hidden sizes (None: HeadConfig's defaults);
     threads: torch CPU threads (default 1: on a busy 2-core machine torch's default of one
         per core ran the demo 5x slower; 0: torch's default)."""
     out: str = "demo_out"
@@ -53,8 +49,8 @@ class DemoConfig:
     lr: float = 1e-4
     context: int = 3
     iterations: int = 2
-    scene_hidden: int = BENCH_SCENE_HIDDEN
-    graph_hidden: int = BENCH_GRAPH_HIDDEN
+    scene_hidden: int | None = None
+    graph_hidden: int | None = None
     threads: int = 1
 
 
@@ -87,8 +83,9 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:
         rewritten = True
     t_stores = time.perf_counter() - t0
 
-    head = HeadConfig(variant="hgrnn", context=cfg.context, iterations=cfg.iterations,
-                      scene_hidden=cfg.scene_hidden, graph_hidden=cfg.graph_hidden)
+    sizes = {k: v for k, v in (("scene_hidden", cfg.scene_hidden),
+                               ("graph_hidden", cfg.graph_hidden)) if v is not None}
+    head = HeadConfig(variant="hgrnn", context=cfg.context, iterations=cfg.iterations, **sizes)
     train = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
                         val_every=0, num_threads=cfg.threads)
     run_dir = out / "run"

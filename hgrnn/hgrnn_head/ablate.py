@@ -54,8 +54,8 @@ class AblateConfig:
     jobs: parallel worker processes (joblib); each uses one torch thread.
     h0: the graph RNN's initial state ("zeros": J=1 sees no other person).
     det: also score every run with the store's detections (Table 4 column).
-    scene_hidden, graph_hidden: the head's hidden sizes (default: the demo's, see
-        hgrnn.demo.BENCH_GRAPH_HIDDEN; the paper does not state them).
+    scene_hidden, graph_hidden: the head's hidden sizes (None: HeadConfig's defaults; the
+        paper does not state them).
     """
     rows: tuple = tuple(ROWS)
     seeds: int = 3
@@ -65,8 +65,8 @@ class AblateConfig:
     jobs: int = 2
     h0: str = "zeros"
     det: bool = True
-    scene_hidden: int = 128
-    graph_hidden: int = 256
+    scene_hidden: int | None = None
+    graph_hidden: int | None = None
 
     def __post_init__(self):
         unknown = [r for r in self.rows if r not in ROWS]
@@ -76,7 +76,12 @@ class AblateConfig:
             raise ValueError("seeds, jobs and steps must be >= 1")
 
     def specs(self) -> list[dict]:
-        """One dict per run: name, row, variant, context, iterations, seed, schedule."""
+        """One dict per run: name, row, variant, context, iterations, seed, schedule. Hidden
+        sizes left None are resolved to HeadConfig's defaults here, so that a finished run's
+        done.json says the sizes it really had."""
+        from hgrnn.hgrnn_head.model import HeadConfig
+        scene_hidden = self.scene_hidden or HeadConfig.scene_hidden
+        graph_hidden = self.graph_hidden or HeadConfig.graph_hidden
         out = []
         for row in self.rows:
             variant, l, J, _ = ROWS[row]
@@ -84,8 +89,8 @@ class AblateConfig:
                 out.append({"name": f"{row}_s{seed}", "row": row, "variant": variant,
                             "context": l, "iterations": J, "seed": seed, "steps": self.steps,
                             "batch_size": self.batch_size, "lr": self.lr, "h0": self.h0,
-                            "det": self.det, "scene_hidden": self.scene_hidden,
-                            "graph_hidden": self.graph_hidden})
+                            "det": self.det, "scene_hidden": scene_hidden,
+                            "graph_hidden": graph_hidden})
         return out
 
 

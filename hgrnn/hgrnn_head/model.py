@@ -50,10 +50,12 @@ class HeadConfig:
     iterations: J, graph RNN iterations (paper: 2 best of 1/2/3). Unused by "scene"/"person".
     scene_hidden: Hs, hidden size of EACH direction of the scene biGRU; h_c has 2*Hs dims.
     graph_hidden: Hg, hidden size of the graph GRU cell (and of the readout of "scene"/"person").
-        The paper does not state its sizes. Defaults 128 / 128: h_c then has 256 dims, as
+        The paper does not state its sizes. Defaults 128 / 256: h_c then has 256 dims, as
         many as the paper's I3D features, and the paper's schedule (1000 steps x 50
-        keyframes) trains in about a minute on a 2-core CPU (BENCHMARKS.md); doubling Hg
-        costs about 40% more time per step.
+        keyframes) trains in about a minute on a 2-core CPU (BENCHMARKS.md). Hg = 256 rather
+        than 128 because, within that short schedule at lr 1e-4, the 128-wide graph GRU
+        learnt the synthetic benchmark's pairwise classes far less (relational AP 45-47
+        against 73-77, BENCHMARKS.md).
     h0: initial graph state, "zeros" (default: iteration 1 then sees no other person, as the
         paper's equations start from an empty h^(0)) or "project" (tanh(Linear(x_p ⊕ h_c))).
         "scene"/"person" always use the projection (it is their readout layer).
@@ -72,7 +74,7 @@ class HeadConfig:
     context: int = 3
     iterations: int = 2
     scene_hidden: int = 128
-    graph_hidden: int = 128
+    graph_hidden: int = 256
     h0: str = "zeros"
     empty_pool: str = "zeros"
     window_pad: str = "edge"
