@@ -50,12 +50,14 @@ def test_relational_needs_graph_iterations(small_grid):
 
 def test_temporal_needs_the_scene_rnn(small_grid):
     """Only a scene RNN over l >= 1 neighbouring keyframes sees which way the scene moves;
-    hgrnn_l0 has the scene RNN and the scene-type prior but a one-keyframe window. (Checked to
-    fail when the scene RNN is fed the centre keyframe's clip in every window slot.)"""
+    hgrnn_l0 has the scene RNN and the scene-type prior but a one-keyframe window. These
+    settings give a margin of about 0.11 AP over the best of the others; a scene RNN fed the
+    centre keyframe's clip in every window slot (persons still pooled per slot) gets 0.02-0.03,
+    so 0.06 separates the two."""
     _, _, r = small_grid
     scene = _gt(r, "scene", "temporal")
     for other in ("person", "graph", "hgrnn_l0"):
-        assert scene > _gt(r, other, "temporal") + 0.04, (other, r["summary"])
+        assert scene > _gt(r, other, "temporal") + 0.06, (other, r["summary"])
 
 
 def test_outputs_and_skip(small_grid, stores):
