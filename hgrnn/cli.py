@@ -73,16 +73,19 @@ def eval_csv(gt_csv, results_csv, label_map, exclusions, protocol, json_out, qui
     try:
         result = evaluate_csv(gt_csv, results_csv, label_map=label_map, exclusions=exclusions,
                               protocol=protocol, progress=sys.stderr.isatty())
-    except (AvaFormatError, ValueError, FileNotFoundError) as err:
+    except (AvaFormatError, ValueError, OSError) as err:      # OSError: a directory, no access
         raise click.ClickException(str(err))
     if quiet:
         click.echo(f"mAP {result.mAP:.6f}")
     else:
         click.echo(result.format_table())
     if json_out:
-        with open(json_out, "w", encoding="utf-8") as f:
-            json.dump(result.to_dict(), f, indent=2)
-            f.write("\n")
+        try:
+            with open(json_out, "w", encoding="utf-8") as f:
+                json.dump(result.to_dict(), f, indent=2)
+                f.write("\n")
+        except OSError as err:
+            raise click.ClickException(f"cannot write --json {json_out}: {err}")
 
 
 # --- end section: eval-csv ---
@@ -114,10 +117,18 @@ def inspect_cmd(store, check, as_json):
     from hgrnn.data.store import StoreError, check_store, format_summary, summarize_store
 
     try:
-        summary = summarize_store(store, progress=True)
-        click.echo(_json.dumps(summary, indent=1) if as_json else format_summary(summary))
+        try:
+            summary = summarize_store(store, progress=True)
+        except StoreError as err:
+            if not check:
+                raise
+            summary, summary_error = None, err     # --check names the broken dataset below
+        else:
+            click.echo(_json.dumps(summary, indent=1) if as_json else format_summary(summary))
         if check:
             problems = check_store(store, progress=True)
+            if summary is None and not problems:
+                raise summary_error
     except StoreError as err:
         raise click.ClickException(str(err)) from None
     if check:
@@ -150,7 +161,7 @@ def merge_stores_cmd(out, shards, overwrite, keep_first):
     try:
         summary = merge_stores(out, list(shards), overwrite=overwrite,
                                on_duplicate="first" if keep_first else "error")
-    except StoreError as err:
+    except (StoreError, OSError) as err:         # OSError: OUT not writable, disk full...
         raise click.ClickException(str(err)) from None
     click.echo(f"{out}: {summary['videos']} videos from {len(shards)} shards "
                f"({summary['duplicates']} duplicates dropped, {summary['incomplete_skipped']} "

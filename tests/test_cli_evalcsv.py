@@ -76,3 +76,12 @@ def test_label_map_option(tmp_path):
     r = CliRunner().invoke(main, ["eval-csv", gt, res, "--label-map", "nope"])
     assert r.exit_code == 1 and "packaged" in r.output
     assert np.isclose(d["mAP"], 2 / 3)
+
+
+def test_unwritable_json_and_directory_label_map_are_one_line_errors(tmp_path):
+    gt, res, _ = make_files(tmp_path)
+    r = CliRunner().invoke(main, ["eval-csv", gt, res, "--json", str(tmp_path / "no" / "x.json")])
+    assert r.exit_code == 1 and "Error: cannot write --json" in r.output
+    assert "mAP (ava-2018" in r.output                      # the table came out first
+    r = CliRunner().invoke(main, ["eval-csv", gt, res, "--label-map", str(tmp_path)])
+    assert r.exit_code == 1 and r.output.startswith("Error: ") and str(tmp_path) in r.output

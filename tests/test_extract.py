@@ -279,6 +279,18 @@ def test_sharding_helpers_and_picklable_dataset():
     assert every_second(2.95, 10, 0.0) == [0, 1, 2]
 
 
+def test_each_torchrun_rank_gets_its_own_gpu():
+    from hgrnn.pipeline.extract import _device_for, _Dist
+
+    rank3 = _Dist(rank=3, world=4, local_rank=3, active=True)
+    assert _device_for("cuda", rank3, True) == torch.device("cuda:3")  # not every rank on GPU 0
+    assert _device_for("auto", rank3, True) == torch.device("cuda:3")
+    assert _device_for("auto", rank3, False) == torch.device("cpu")
+    assert _device_for("cuda:1", rank3, True) == torch.device("cuda:1")  # explicit: as given
+    assert _device_for("cuda", _Dist(), True) == torch.device("cuda")
+    assert _device_for("cpu", rank3, True) == torch.device("cpu")
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_write_shards_and_merge(tmp_path, inputs, weights):
     torchrun = Path(sys.executable).with_name("torchrun")

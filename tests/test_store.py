@@ -517,6 +517,12 @@ def test_cli_inspect_and_check(tmp_path):
     assert r.exit_code == 1
     assert "check failed: videos/b/det/feats: non-finite values" in r.output
 
+    with h5py.File(path, "a") as f:                # summary cannot even read it:
+        del f["videos/a/gt/offsets"]              # --check still names the dataset
+    r = CliRunner().invoke(main, ["inspect", str(path), "--check"])
+    assert r.exit_code == 1
+    assert "check failed: videos/a/gt/offsets: missing" in r.output, r.output
+
     junk = tmp_path / "junk.h5"
     junk.write_bytes(b"GIF89a" + b"\x00" * 1000)
     r = CliRunner().invoke(main, ["inspect", str(junk)])
@@ -539,3 +545,7 @@ def test_cli_merge_stores(tmp_path):
     assert "3 videos from 2 shards" in r.output and check_store(out) == []
     r = CliRunner().invoke(main, ["merge-stores", str(out), str(a), str(b)])
     assert r.exit_code == 1 and "--overwrite" in r.output
+    missing = tmp_path / "no-such-dir" / "out.h5"
+    r = CliRunner().invoke(main, ["merge-stores", str(missing), str(a)])
+    assert r.exit_code == 1 and r.output.startswith(f"Error: {missing}: directory ")
+    assert "Traceback" not in r.output and not missing.parent.exists()

@@ -250,6 +250,18 @@ def test_writes_a_normal_store_and_resumes(tmp_path):
     assert out["written"] == 3
 
 
+def test_resumes_a_store_interrupted_before_its_first_video(tmp_path):
+    from hgrnn.data.store import StoreWriter
+
+    path = tmp_path / "s.h5"
+    cfg = small()
+    with StoreWriter(path, feature_dim=cfg.feature_dim, label_map=S.synth_label_map(),
+                     configs={"synth": S.store_config_entry(cfg)}):
+        pass                                # killed while the first video was being written
+    out = write_synthetic_store(path, cfg, progress=False)
+    assert out["written"] == 3 and S.is_complete(path, cfg)
+
+
 def test_config_errors():
     with pytest.raises(ValueError, match="feature_dim"):
         SynthConfig(feature_dim=8)

@@ -171,6 +171,21 @@ def test_resume_refuses_other_config_or_store(tmp_path):
         train_head(same_kind, tmp_path / "run", SMALL, quick(steps=4), resume=True, progress=False)
 
 
+def test_resume_with_fewer_steps_than_done_is_a_clear_error(tmp_path):
+    store = make_store(tmp_path / "s.h5")
+    train_head(store, tmp_path / "run", SMALL, quick(steps=4), progress=False)
+    with pytest.raises(HeadError, match="already at step 4.*--steps >= 4"):
+        train_head(store, tmp_path / "run", SMALL, quick(steps=2), resume=True, progress=False)
+
+
+def test_val_store_without_labels_is_refused_before_training(tmp_path):
+    store = make_store(tmp_path / "s.h5")
+    no_gt = make_store(tmp_path / "nogt.h5", gt=False)
+    with pytest.raises(HeadError, match="nogt.h5: the validation store has no ground-truth"):
+        train_head(store, tmp_path / "run", SMALL, quick(), val_store=no_gt, progress=False)
+    assert not (tmp_path / "run" / "last.pt").exists()  # refused up front, nothing trained
+
+
 def test_bad_stores_are_clear_errors(tmp_path):
     only_det = make_store(tmp_path / "det.h5", gt=False)
     with pytest.raises(HeadError, match="det.h5.*no action labels"):

@@ -203,6 +203,26 @@ def test_lazy_store_is_fork_and_pickle_safe(store_path):
     store.close()
 
 
+def _report_handle(store, queue):
+    _read_in_child(store)
+    queue.put((store._pid == os.getpid(), id(store._h5)))
+
+
+def test_lazy_store_inherited_by_fork_opens_own_handle(store_path):
+    # a forked DataLoader worker inherits the store object itself (no pickling): its
+    # cached datasets belong to the parent's handle and must not be used there
+    store = FeatureStore(store_path, lazy=True)
+    _read_in_child(store)                         # parent: handle open, datasets cached
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_report_handle, args=(store, queue))
+    proc.start()
+    own_pid, handle = queue.get(timeout=60)
+    proc.join(60)
+    assert own_pid and handle != id(store._h5)
+    store.close()
+
+
 def test_dataloader_workers(store_path):
     store = FeatureStore(store_path, lazy=True)
     wins = ContextWindows(store, 1)
@@ -266,5 +286,10 @@ def test_missing_dataset_is_a_store_error(store_path, tmp_path):
     path.write_bytes(store_path.read_bytes())
     with h5py.File(path, "a") as f:
         del f["videos/v-gap/clip"]
-    with pytest.raises(StoreError, match="videos/v-gap: a dataset is missing"):
+    with pytest.raises(StoreError, match="videos/v-gap/clip: missing"):
+        FeatureStore(path)
+    path.write_bytes(store_path.read_bytes())
+    with h5py.File(path, "a") as f:           # a person dataset: a StoreError, no KeyError
+        del f["videos/v-gap/gt/scores"]
+    with pytest.raises(StoreError, match="videos/v-gap/gt/scores: missing"):
         FeatureStore(path)

@@ -491,9 +491,12 @@ def write_synthetic_store(path, cfg: SynthConfig, *, overwrite: bool = False,
 
 def read_synth_entry(path, missing_ok: bool = False) -> dict | None:
     """``configs["synth"]`` of a store (None / ValueError when it is not a synthetic store)."""
-    from hgrnn.data.windows import FeatureStore
+    from hgrnn.data.store import open_h5, read_info
 
-    configs = FeatureStore(os.fspath(path)).configs
+    # the root attributes only: a store interrupted before its first video was complete
+    # must still be recognised (and resumed), and nothing else needs to be loaded
+    with open_h5(os.fspath(path)) as f:
+        configs = read_info(f, os.fspath(path)).configs
     entry = configs.get("synth")
     if isinstance(entry, str):
         entry = json.loads(entry)

@@ -112,9 +112,11 @@ class FeatureStore:
             sources, labelled = set(), []
             for v, g in enumerate(groups):
                 where = f"{self.path}: videos/{self.video_ids[v]}"
-                if "timestamps" not in g or "clip" not in g or any(
-                        s in g and k not in g[s] for s in SOURCES for k in ("offsets", "boxes")):
-                    raise StoreError(f"{where}: a dataset is missing (run `hgrnn inspect --check`)")
+                missing = [k for k in ("timestamps", "clip") if k not in g] + [
+                    f"{s}/{k}" for s in SOURCES if s in g
+                    for k in ("offsets", "boxes", "feats", "scores") if k not in g[s]]
+                if missing:
+                    raise StoreError(f"{where}/{missing[0]}: missing (run `hgrnn inspect --check`)")
                 ts = g["timestamps"][()].astype(np.int64)
                 T[v] = len(ts)
                 times.append(ts)
@@ -210,10 +212,11 @@ class FeatureStore:
         self._h5, self._pid, self._ds = None, None, {}
 
     def _dataset(self, v, name):
+        f = self._file()      # first: after a fork this drops the parent's cached datasets
         key = (v, name)
         ds = self._ds.get(key)
         if ds is None:
-            ds = self._file()["videos"][self.video_ids[v]][name]
+            ds = f["videos"][self.video_ids[v]][name]
             self._ds[key] = ds
         return ds
 

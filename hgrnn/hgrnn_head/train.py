@@ -343,6 +343,9 @@ def train_head(train_store, out_dir, head: HeadConfig, train: TrainConfig,
                                                                          fs.label_map):
         raise HeadError(f"{val_fs.path}: the validation store's feature dim or label map differs "
                         f"from the training store {fs.path}")
+    if val_fs is not None and not ("gt" in val_fs.sources and val_fs.has_labels):
+        raise HeadError(f"{val_fs.path}: the validation store has no ground-truth persons with "
+                        "labels to compute a validation mAP against")
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -365,6 +368,9 @@ def train_head(train_store, out_dir, head: HeadConfig, train: TrainConfig,
         if diff:
             raise HeadError(f"{ckpt_path}: cannot resume with different training settings "
                             f"(field: (checkpoint, now)) {diff}")
+        if int(ckpt["step"]) > train.steps:
+            raise HeadError(f"{ckpt_path}: the run is already at step {ckpt['step']}, past "
+                            f"steps = {train.steps}; pass --steps >= {ckpt['step']} to resume it")
         if ckpt["store_fingerprint"] != fs.fingerprint:
             raise HeadError(f"{ckpt_path}: was trained on a different store "
                             f"({ckpt['store_path']}, fingerprint {ckpt['store_fingerprint']}) "

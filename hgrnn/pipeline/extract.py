@@ -460,6 +460,17 @@ def _stage_config(cfg: ExtractConfig, backbone_meta: dict, detector_meta, featur
     return config
 
 
+def _device_for(pref: str, dist: "_Dist", cuda_available: bool) -> torch.device:
+    """The device of this rank: "auto" -> cuda:LOCAL_RANK when CUDA is available, else cpu;
+    a bare "cuda" under torchrun -> cuda:LOCAL_RANK (every rank its own GPU, not all GPU 0);
+    anything else ("cpu", "cuda:N") as given."""
+    if pref == "auto":
+        return torch.device(f"cuda:{dist.local_rank}" if cuda_available else "cpu")
+    if pref == "cuda" and dist.active:
+        return torch.device(f"cuda:{dist.local_rank}")
+    return torch.device(pref)
+
+
 def extract_features(cfg: ExtractConfig) -> dict:
     """Run the extraction stage (see the module docstring). Returns a summary dict: written,
     skipped (already complete), failed {video_id: reason}, keyframes, persons {gt, det},
@@ -476,10 +487,11 @@ def extract_features(cfg: ExtractConfig) -> dict:
     num_classes = len(label_map)
     plans, missing, gt, det = _read_inputs(cfg, label_map)
 
-    if cfg.device == "auto":
-        device = torch.device(f"cuda:{dist.local_rank}" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(cfg.device)
+    device = _device_for(cfg.device, dist, torch.cuda.is_available())
+    if device.type == "cuda":
+        # the rank's own GPU as the current device: pin_memory and any "cuda" tensor of a
+        # library otherwise land on (and open a context on) GPU 0 in every rank
+        torch.cuda.set_device(device)
     backbone, projection, bmeta = load_backbone(cfg.backbone_weights, device)
     if not cfg.projection:
         projection = None
