@@ -228,6 +228,11 @@ def test_killed_run_resumes_without_recomputing(tmp_path, inputs, weights, monke
     decoded.clear()
     result = run(args)
     assert decoded == [] and "2 already complete" in result.output
+    # resuming with other feature settings would mix two kinds of features: refused
+    other = [a if a != "64" else "96" for a in args]            # --short-side 96
+    result = run(other, expect=1)
+    assert "short_side 64 -> 96" in result.output and str(out) in result.output
+    assert decoded == []
 
 
 def test_every_second_and_faster_rcnn_detector_with_workers(tmp_path, inputs, weights):

@@ -460,6 +460,37 @@ def _stage_config(cfg: ExtractConfig, backbone_meta: dict, detector_meta, featur
     return config
 
 
+# Settings that change what the features of a video are: resuming a store with other values
+# would mix two kinds of features in one store without any trace, so it is refused.
+FEATURE_FIELDS = ("fps", "time_offset", "clip_frames", "frame_stride", "short_side",
+                  "projection", "feature_dim", "detector", "det_threshold", "max_persons",
+                  "det_short_side")
+
+
+def _check_resume_settings(paths, stage: dict) -> None:
+    """Raise ValueError when a store (or shard) in `paths` was extracted with other
+    feature settings than `stage` (see FEATURE_FIELDS, plus the backbone weights' sha256)."""
+    from hgrnn.data.store import open_h5, read_info
+
+    for path in paths:
+        if not os.path.exists(path) or os.path.getsize(path) == 0:
+            continue
+        with open_h5(path) as f:
+            old = read_info(f, path).configs.get("extract")
+        if not old:
+            continue
+        changed = [f"{k} {old.get(k)!r} -> {stage.get(k)!r}" for k in FEATURE_FIELDS
+                   if old.get(k) != stage.get(k)]
+        old_sha = (old.get("backbone") or {}).get("sha256")
+        if old_sha != stage["backbone"]["sha256"]:
+            changed.append(f"backbone weights sha256 {str(old_sha)[:12]} -> "
+                           f"{str(stage['backbone']['sha256'])[:12]}")
+        if changed:
+            raise ValueError(f"{path}: was extracted with other feature settings "
+                             f"({'; '.join(changed)}); resuming would mix two kinds of "
+                             f"features in one store. Use the same settings, or another --out.")
+
+
 def _device_for(pref: str, dist: "_Dist", cuda_available: bool) -> torch.device:
     """The device of this rank: "auto" -> cuda:LOCAL_RANK when CUDA is available, else cpu;
     a bare "cuda" under torchrun -> cuda:LOCAL_RANK (every rank its own GPU, not all GPU 0);
@@ -504,6 +535,7 @@ def extract_features(cfg: ExtractConfig) -> dict:
 
     # -- what is done already (read before anyone writes), who does what
     shards = existing_shards(cfg.out)
+    _check_resume_settings([cfg.out, *shards], stage)
     done = _complete_videos(cfg.out)
     for s in shards:
         done |= _complete_videos(s)
