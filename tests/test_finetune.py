@@ -280,7 +280,8 @@ def test_training_lowers_the_loss_resumes_validates_and_checkpoint_loads(ava_fix
         monkeypatch.setitem(sys.modules, "hgrnn.metrics", fake)
         monkeypatch.setattr(hgrnn, "metrics", fake, raising=False)
     more = tiny_config(ava_fixture, out, steps=6, checkpoint_every=2, val_every=6,
-                       val_annotations=str(ava_fixture / "val.csv"))
+                       val_annotations=str(ava_fixture / "val.csv"),
+                       lr_halve_every=5)        # a new interval applies from the resume on
     result = ft.finetune_backbone(more, resume=True, progress=False)
     assert result["steps"] == 6 and result["val"]["mAP"] == 0.5
     # 2 val keyframes x 3 persons: 8 gt rows (the disc has 2 actions); 6 persons x 3 classes
@@ -288,6 +289,8 @@ def test_training_lowers_the_loss_resumes_validates_and_checkpoint_loads(ava_fix
     records = read_metrics(out)
     assert [r["step"] for r in records if r["split"] == "train"] == list(range(1, 7))
     assert [r["step"] for r in records if r["split"] == "val"] == [6]
+    lrs = {r["step"]: r["lr"] for r in records if r["split"] == "train"}
+    assert lrs[4] == pytest.approx(1e-3) and lrs[6] == pytest.approx(5e-4), lrs
 
     # the checkpoint loads for extraction and gives 256-d features
     backbone, projection, meta = load_backbone(result["checkpoint"])

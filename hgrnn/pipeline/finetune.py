@@ -614,6 +614,15 @@ def finetune_backbone(config: FinetuneConfig, resume: bool = False, progress: bo
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        # the saved scheduler brings its own interval: a new --lr-halve-every applies from here
+        # on (the current lr is kept); a new --lr cannot apply without undoing the halvings
+        scheduler.step_size = config.lr_halve_every
+        if saved.get("lr_halve_every") != config.lr_halve_every:
+            log.warning("%s: lr_halve_every %s -> %s from step %d on", state_path,
+                        saved.get("lr_halve_every"), config.lr_halve_every, int(state["step"]))
+        if saved.get("lr") != config.lr:
+            log.warning("%s: --lr %s ignored on resume; the run continues its schedule from "
+                        "lr %s", state_path, config.lr, saved.get("lr"))
         scaler.load_state_dict(state["scaler"])
         step, epoch = int(state["step"]), int(state["epoch"]) + 1
         last_val = json.loads(state["val"]) if state.get("val") else None
