@@ -240,3 +240,14 @@ def test_background_batch_workers_give_the_same_run(tmp_path):
             for n in (0, 2)]
     a, b = (torch.load(r["checkpoint"], weights_only=True)["model"] for r in runs)
     assert states_equal(a, b)
+
+
+def test_resuming_a_finished_run_does_not_log_its_validation_twice(tmp_path):
+    store = make_store(tmp_path / "s.h5")
+    first = train_head(store, tmp_path / "run", SMALL, quick(steps=2), val_store=store,
+                       progress=False)
+    again = train_head(store, tmp_path / "run", SMALL, quick(steps=2), val_store=store,
+                       resume=True, progress=False)
+    assert again["val"]["mAP"] == pytest.approx(first["val"]["mAP"])
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "val_mAP" in r] == [2]

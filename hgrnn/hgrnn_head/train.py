@@ -408,7 +408,9 @@ def train_head(train_store, out_dir, head: HeadConfig, train: TrainConfig,
             result = evaluate_model(model, val_fs, device=device)
             model.train()
             val_map = None if math.isnan(result.mAP) else result.mAP  # strict JSON
-            log({"step": step, "val_mAP": val_map, "val_per_class": result.per_class})
+            if not any(m.get("step") == step and "val_mAP" in m for m in metrics):
+                # (a finished run resumed is validated again, for the result, not re-logged)
+                log({"step": step, "val_mAP": val_map, "val_per_class": result.per_class})
             return result
 
         bar = None
