@@ -1,0 +1,40 @@
+"""The `hgrnn` command line: one click group, each command a thin adapter
+(options -> config dataclass -> library call) in a module of its own:
+
+    evaluate.py   eval-csv, eval          store.py    inspect, merge-stores
+    head.py       train-head, ablate      synth.py    synth, demo
+    extract.py    extract-features        finetune.py finetune-backbone
+    options.py    options shared by several commands
+
+Heavy imports (torch, h5py, av) live inside the commands so that `hgrnn --help` answers
+at once. Run `hgrnn COMMAND --help` for each command's options.
+"""
+
+import click
+
+from hgrnn.cli import evaluate, extract, finetune, head, store, synth
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="hgrnn")
+def main():
+    """Hierarchical Graph-RNNs for spatio-temporal detection of multiple simultaneous
+    activities in video (the AVA task).
+
+    \b
+    Typical flow:
+      hgrnn finetune-backbone ...  fine-tune I3D + 1024->256 projection on AVA (GPU, once)
+      hgrnn extract-features ...   videos -> HDF5 feature store (GPU, once)
+      hgrnn inspect STORE          what a store holds; --check verifies it
+      hgrnn train-head ...         train the HGRNN head on a store (minutes on a CPU)
+      hgrnn eval ...               score a store, write AVA CSV + frame-mAP
+      hgrnn eval-csv GT RESULTS    official AVA frame-mAP of any result CSV
+      hgrnn ablate ...             the paper's ablation tables on a pair of stores
+      hgrnn demo                   the whole head on a synthetic AVA-like benchmark
+    """
+
+
+for _command in (evaluate.eval_csv, evaluate.eval_cmd, store.inspect_cmd, store.merge_stores_cmd,
+                 head.train_head_cmd, head.ablate_cmd, synth.synth_cmd, synth.demo_cmd,
+                 extract.extract_features_cmd, finetune.finetune_backbone_cmd):
+    main.add_command(_command)
