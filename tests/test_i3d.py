@@ -124,17 +124,50 @@ def test_missing_unexpected_and_misshaped_keys_are_named(tmp_path):
     assert "Mixed_3b.b0.conv3d.weight" in text and "(64, 190, 1, 1, 1)" in text
 
 
-def test_flow_model_and_garbage_are_refused(tmp_path):
+def test_flow_model_for_the_rgb_stream_and_garbage_are_refused(tmp_path):
     state = port_state_dict()
     state["Conv3d_1a_7x7.conv3d.weight"] = torch.zeros(64, 2, 7, 7, 7)
     torch.save(state, tmp_path / "flow.pt")
-    with pytest.raises(I3DWeightsError, match="RGB"):
+    with pytest.raises(I3DWeightsError, match="a flow model with 2 input channels; the RGB "
+                                              "stream needs 3"):
         load_backbone(tmp_path / "flow.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(I3DWeightsError, match="junk.pt"):
         load_backbone(tmp_path / "junk.pt")
     with pytest.raises(FileNotFoundError, match="nowhere.pt"):
         load_backbone(tmp_path / "nowhere.pt")
+
+
+def test_flow_imagenet_layout_loads_strictly_for_the_flow_stream(tmp_path):
+    # piergiaj's flow_imagenet.pt: the RGB layout with a 2-channel first convolution
+    state = port_state_dict(seed=3, with_num_batches_tracked=False)
+    state["Conv3d_1a_7x7.conv3d.weight"] = torch.randn(64, 2, 7, 7, 7) * 0.05
+    path = tmp_path / "flow_imagenet.pt"
+    torch.save(state, path)
+    backbone, projection, meta = load_backbone(path, stream="flow")
+    assert projection is None and meta["stream"] == "flow" and meta["kind"] == "kinetics-i3d"
+    loaded = backbone.state_dict()
+    for key, value in state.items():
+        assert torch.equal(loaded[key], value), key
+    fmap = backbone.extract_features(torch.zeros(1, 2, 8, 64, 64))
+    assert fmap.shape == (1, 1024, 1, 2, 2)
+    with pytest.raises(ValueError, match=r"I3D expects \(B, 2, T, H, W\)"):
+        backbone.extract_features(torch.zeros(1, 3, 8, 64, 64))
+    # the same strictness and messages as RGB
+    del state["Mixed_5c.b0.bn.running_mean"]
+    torch.save(state, tmp_path / "bad_flow.pt")
+    with pytest.raises(I3DWeightsError, match="bad_flow.pt.*Mixed_5c.b0.bn.running_mean"):
+        load_backbone(tmp_path / "bad_flow.pt", stream="flow")
+    # an RGB file for the flow stream is named as such
+    torch.save(port_state_dict(), tmp_path / "rgb_imagenet.pt")
+    with pytest.raises(I3DWeightsError, match="an RGB model with 3 input channels; the flow "
+                                              "stream needs 2"):
+        load_backbone(tmp_path / "rgb_imagenet.pt", stream="flow")
+    with pytest.warns(UserWarning, match="flow-backbone-weights"):
+        backbone, _, meta = load_backbone("none", stream="flow")
+    assert backbone.Conv3d_1a_7x7.conv3d.in_channels == 2 and meta["stream"] == "flow"
+    with pytest.raises(ValueError, match="stream 'depth'"):
+        load_backbone("none", stream="depth")
 
 
 def test_random_init_warns_loudly():

@@ -27,10 +27,14 @@ which equals -inf padding here because every pool follows a ReLU. Overall stride
 time, 32 in space; a (B, 3, 32, 256, 320) clip gives a (B, 1024, 4, 8, 10) map.
 
 Inputs are RGB clips (B, 3, T, H, W) scaled to [-1, 1] (`normalize_frames`), as the
-Kinetics weights expect.
+Kinetics weights expect, or, for the flow stream (`in_channels=2`, piergiaj's
+`flow_imagenet.pt`), optical flow (B, 2, T, H, W): x and y displacement clipped to
+[-20, 20] pixels and divided by 20 (`hgrnn.pipeline.flow`). The two networks differ only in
+`Conv3d_1a_7x7.conv3d.weight`: (64, 3, 7, 7, 7) for RGB, (64, 2, 7, 7, 7) for flow.
 
-Loading (`load_backbone`) accepts three things:
-  * a piergiaj-layout state dict (e.g. `rgb_imagenet.pt`), loaded strictly: a missing,
+Loading (`load_backbone(path, device, stream)`, stream "rgb" or "flow") accepts three things:
+  * a piergiaj-layout state dict (`rgb_imagenet.pt`, or `flow_imagenet.pt` for the flow
+    stream), loaded strictly; a file of the other stream is refused by name: a missing,
     unexpected or wrongly shaped tensor is an `I3DWeightsError` naming the keys. Two
     deliberate allowances: (1) the port targeted PyTorch 0.3, whose BatchNorm had no
     `num_batches_tracked` buffer, so files saved from it lack those keys; when a BatchNorm's
@@ -40,6 +44,7 @@ Loading (`load_backbone`) accepts three things:
     (400 for Kinetics, 157 for the port's Charades models).
   * our fine-tuning checkpoint (`hgrnn finetune-backbone`, see `hgrnn/pipeline/finetune.py`):
     backbone + the 1024 -> 256 projection + its config and label map; features become 256-d.
+    Its config's `stream` (absent: "rgb") must be the stream asked for.
   * None / "none": random initialisation, with a loud warning (for tests and smoke runs).
 """
 
@@ -62,6 +67,8 @@ log = logging.getLogger(__name__)
 FEATURE_DIM = 1024
 #: Total stride of the feature map in (time, height, width).
 FEATURE_STRIDE = (8, 32, 32)
+#: Input channels of the first convolution, per stream.
+STREAM_CHANNELS = {"rgb": 3, "flow": 2}
 #: Value of the `format` key of a fine-tuning checkpoint written by hgrnn.
 FINETUNE_FORMAT = "hgrnn-finetune-backbone"
 FINETUNE_VERSION = 1
@@ -161,7 +168,7 @@ class InceptionModule(nn.Module):
 class InceptionI3d(nn.Module):
     """Inception-v1 I3D with piergiaj/pytorch-i3d's parameter names (module docstring).
 
-    `extract_features(x)`: (B, 3, T, H, W) in [-1, 1] -> (B, 1024, ceil(T/8), ceil(H/32),
+    `extract_features(x)`: (B, in_channels, T, H, W) in [-1, 1] -> (B, 1024, ceil(T/8), ceil(H/32),
     ceil(W/32)), the Mixed_5c map before any pooling. `forward(x)`: (B, num_classes) logits
     of the original classifier (global average pool, dropout, `logits`); not used by the
     pipeline but kept so that a loaded Kinetics model can be sanity-checked.
@@ -186,7 +193,7 @@ class InceptionI3d(nn.Module):
         self.logits = Unit3D(FEATURE_DIM, num_classes, batch_norm=False, bias=True, relu=False)
 
     def extract_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, T, H, W) float in [-1, 1] -> (B, 1024, T', H', W') Mixed_5c feature map."""
+        """(B, in_channels, T, H, W) float in [-1, 1] -> (B, 1024, T', H', W') Mixed_5c map."""
         if x.dim() != 5 or x.shape[1] != self.Conv3d_1a_7x7.conv3d.in_channels:
             raise ValueError(f"I3D expects (B, {self.Conv3d_1a_7x7.conv3d.in_channels}, T, H, W)"
                              f" clips, got shape {tuple(x.shape)}")
@@ -197,7 +204,7 @@ class InceptionI3d(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, T, H, W) -> (B, num_classes) Kinetics logits (global average pool)."""
+        """(B, in_channels, T, H, W) -> (B, num_classes) Kinetics logits (global average pool)."""
         fmap = self.extract_features(x)
         pooled = fmap.mean(dim=(2, 3, 4), keepdim=True)          # (B, 1024, 1, 1, 1)
         return self.logits(self.dropout(pooled)).flatten(1)       # (B, num_classes)
@@ -310,14 +317,27 @@ def load_i3d_state_dict(model: InceptionI3d, state: dict, source: str = "state d
             parts.append(f"unexpected keys ({len(unexpected)}): {_shorten(unexpected)}")
         if mismatched:
             hint = ""
-            if any(m.startswith("Conv3d_1a_7x7.conv3d.weight") for m in mismatched):
-                hint = " (only RGB models, 3 input channels, are supported)"
+            first = state.get("Conv3d_1a_7x7.conv3d.weight")
+            if any(m.startswith("Conv3d_1a_7x7.conv3d.weight") for m in mismatched) and \
+                    isinstance(first, torch.Tensor) and first.dim() == 5:
+                names = {c: s for s, c in STREAM_CHANNELS.items()}
+                have, want = int(first.shape[1]), int(expected["Conv3d_1a_7x7.conv3d.weight"].shape[1])
+                hint = (f" (the file is {_stream_article(names.get(have))} model with {have} "
+                        f"input channels; the {_STREAM_TITLE.get(names.get(want), '?')} stream "
+                        f"needs {want})")
             parts.append(f"shape mismatches ({len(mismatched)}){hint}: "
                          + "; ".join(mismatched[:12]))
         raise I3DWeightsError(
             f"{source}: does not match the piergiaj/pytorch-i3d InceptionI3d layout: "
             + "; ".join(parts))
     model.load_state_dict(state, strict=True)
+
+
+_STREAM_TITLE = {"rgb": "RGB", "flow": "flow"}
+
+
+def _stream_article(name) -> str:
+    return {"rgb": "an RGB", "flow": "a flow"}.get(name, "a")
 
 
 def _num_logits(state: dict, default: int = 400) -> int:
@@ -333,27 +353,33 @@ def is_finetune_checkpoint(obj) -> bool:
     return isinstance(obj, dict) and obj.get("format") == FINETUNE_FORMAT
 
 
-def load_backbone(path_or_none, device="cpu"):
-    """Load the I3D backbone (and projection) for feature extraction.
+def load_backbone(path_or_none, device="cpu", stream: str = "rgb"):
+    """Load the I3D backbone (and projection) of one stream for feature extraction.
 
-    path_or_none: a piergiaj-layout state dict file (e.g. rgb_imagenet.pt), a fine-tuning
-    checkpoint written by `hgrnn finetune-backbone`, or None / "none" for random weights
-    (warns loudly). Returns (backbone, projection, meta): the backbone in eval mode on
+    path_or_none: a piergiaj-layout state dict file (rgb_imagenet.pt; flow_imagenet.pt for
+    stream "flow"), a fine-tuning checkpoint written by `hgrnn finetune-backbone` (of the same
+    stream), or None / "none" for random weights (warns loudly). stream: "rgb" (3 input
+    channels) or "flow" (2). Returns (backbone, projection, meta): the backbone in eval mode on
     `device`; projection an nn.Linear(1024, 256) in eval mode, or None; meta a JSON-ready dict
     with keys kind ("kinetics-i3d" | "finetune" | "random"), path, sha256 (of the file, None
     for random), feature_dim (1024 or the projection's output size), num_logits, and for a
-    fine-tuning checkpoint also config (dict) and label_map (LabelMap JSON text).
-    Raises FileNotFoundError / I3DWeightsError naming the file.
+    fine-tuning checkpoint also config (dict) and label_map (LabelMap JSON text); every
+    meta has `stream`. Raises FileNotFoundError / I3DWeightsError naming the file.
     """
+    if stream not in STREAM_CHANNELS:
+        raise ValueError(f"stream {stream!r}: expected one of {', '.join(STREAM_CHANNELS)}")
+    channels = STREAM_CHANNELS[stream]
     if path_or_none is None or str(path_or_none).strip().lower() == "none":
-        message = ("I3D backbone weights: NONE -- using RANDOM initialisation. Features will be "
-                   "meaningless for recognition; pass --backbone-weights rgb_imagenet.pt or a "
-                   "fine-tuned checkpoint for real use.")
+        option, file = (("--backbone-weights", "rgb_imagenet.pt") if stream == "rgb"
+                        else ("--flow-backbone-weights", "flow_imagenet.pt"))
+        message = (f"I3D {stream} backbone weights: NONE -- using RANDOM initialisation. Features "
+                   f"will be meaningless for recognition; pass {option} {file} or a "
+                   f"fine-tuned checkpoint for real use.")
         warnings.warn(message, stacklevel=2)
         log.warning(message)
-        backbone = InceptionI3d().to(device).eval()
+        backbone = InceptionI3d(in_channels=channels).to(device).eval()
         meta = {"kind": "random", "path": None, "sha256": None, "feature_dim": FEATURE_DIM,
-                "num_logits": backbone.num_classes}
+                "num_logits": backbone.num_classes, "stream": stream}
         return backbone, None, meta
 
     path = Path(path_or_none)
@@ -374,7 +400,14 @@ def load_backbone(path_or_none, device="cpu"):
         for key in ("backbone", "projection"):
             if not isinstance(obj.get(key), dict):
                 raise I3DWeightsError(f"{path}: fine-tuning checkpoint lacks '{key}'")
-        backbone = InceptionI3d(num_classes=_num_logits(obj["backbone"]))
+        config = obj.get("config")
+        config = json.loads(config) if isinstance(config, str) else config
+        trained = (config or {}).get("stream", "rgb")
+        if trained != stream:
+            raise I3DWeightsError(
+                f"{path}: a fine-tuning checkpoint of the {trained} stream, the {stream} stream "
+                f"was asked for (fine-tune one with `hgrnn finetune-backbone --stream {stream}`)")
+        backbone = InceptionI3d(num_classes=_num_logits(obj["backbone"]), in_channels=channels)
         load_i3d_state_dict(backbone, obj["backbone"], f"{path} [backbone]")
         proj_state = obj["projection"]
         weight = proj_state.get("weight")
@@ -386,18 +419,17 @@ def load_backbone(path_or_none, device="cpu"):
             projection.load_state_dict(proj_state, strict=True)
         except RuntimeError as exc:
             raise I3DWeightsError(f"{path}: projection: {exc}") from exc
-        config = obj.get("config")
         meta = {"kind": "finetune", "path": str(path), "sha256": digest,
                 "feature_dim": int(weight.shape[0]), "num_logits": backbone.num_classes,
-                "config": json.loads(config) if isinstance(config, str) else config,
+                "config": config, "stream": stream,
                 "label_map": obj.get("label_map"), "step": obj.get("step")}
         return backbone.to(device).eval(), projection.to(device).eval(), meta
 
     if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        backbone = InceptionI3d(num_classes=_num_logits(obj))
+        backbone = InceptionI3d(num_classes=_num_logits(obj), in_channels=channels)
         load_i3d_state_dict(backbone, obj, str(path))
         meta = {"kind": "kinetics-i3d", "path": str(path), "sha256": digest,
-                "feature_dim": FEATURE_DIM, "num_logits": backbone.num_classes}
+                "feature_dim": FEATURE_DIM, "num_logits": backbone.num_classes, "stream": stream}
         return backbone.to(device).eval(), None, meta
 
     keys = _shorten(map(str, obj)) if isinstance(obj, dict) else type(obj).__name__

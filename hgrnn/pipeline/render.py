@@ -189,3 +189,34 @@ def render_frames(root, video_id: str, *, seconds: float, fps: float = 10, size=
     return {"path": str(folder), "fps": float(fps), "width": width, "height": height,
             "frames": n_frames, "seconds": n_frames / fps, "flash_frames": list(flashes),
             "shapes": [asdict(s) for s in shapes]}
+
+
+def textured_clip(n_frames: int, size=(96, 64), moves=(((12, 10), (20, 16), (3, 0)),),
+                  seed: int = 0) -> np.ndarray:
+    """Frames for optical-flow tests: a static smooth random texture with textured
+    rectangular patches moving by whole pixels per frame (flat-coloured shapes are useless
+    for flow: their inside has no texture).
+
+    size = (W, H); moves: ((x, y), (w, h), (dx, dy)) per patch: top-left at frame 0, size,
+    displacement per frame in pixels (patches must stay inside the frame). Returns
+    (n_frames, H, W, 3) uint8 RGB; frame i shows patch k at (x + i * dx, y + i * dy)."""
+    from scipy.ndimage import gaussian_filter
+
+    width, height = int(size[0]), int(size[1])
+
+    def texture(h, w, k):
+        noise = np.random.default_rng([seed, k]).random((h, w, 3)) * 255
+        return gaussian_filter(noise, sigma=(1.5, 1.5, 0)).clip(0, 255).astype(np.uint8)
+
+    background = texture(height, width, 0)
+    patches = [texture(h, w, k + 1) for k, (_, (w, h), _) in enumerate(moves)]
+    out = np.empty((n_frames, height, width, 3), np.uint8)
+    for i in range(n_frames):
+        out[i] = background
+        for ((x, y), (w, h), (dx, dy)), patch in zip(moves, patches):
+            x0, y0 = x + i * dx, y + i * dy
+            if not (0 <= x0 and x0 + w <= width and 0 <= y0 and y0 + h <= height):
+                raise ValueError(f"patch at ({x0}, {y0}) size {w}x{h} leaves the "
+                                 f"{width}x{height} frame at frame {i}")
+            out[i, y0:y0 + h, x0:x0 + w] = patch
+    return out
