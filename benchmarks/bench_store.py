@@ -25,9 +25,12 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests"))     # storegen: the tests' random stores
 
-from hgrnn.data.store import AVA_PERSON_PROBS, StoreWriter, random_video  # noqa: E402
+from hgrnn.data.store import StoreWriter  # noqa: E402
+from storegen import AVA_PERSON_PROBS, random_video  # noqa: E402
 
 
 def make_ava_scale_store(path, videos=235, keyframes=897, C=256, seed=0, label_map="ava-v2.1",
@@ -35,7 +38,7 @@ def make_ava_scale_store(path, videos=235, keyframes=897, C=256, seed=0, label_m
     """Write a random AVA-scale store at `path` (gt + det); return {"seconds", "raw_bytes"}.
 
     Video ids "vid000".., timestamps 902.. (1 s step), persons per keyframe drawn from
-    hgrnn.data.store.AVA_PERSON_PROBS, multi-hot labels with ~3 actions a person.
+    storegen.AVA_PERSON_PROBS, multi-hot labels with ~3 actions a person.
     """
     from hgrnn.data.ava import load_label_map
 

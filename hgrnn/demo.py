@@ -25,6 +25,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from hgrnn.data.synthetic import (SynthConfig, group_aps, is_complete, read_synth_entry,
+                                  write_synthetic_store)
+from hgrnn.hgrnn_head.infer import evaluate_store
+from hgrnn.hgrnn_head.model import HeadConfig
+from hgrnn.hgrnn_head.train import TrainConfig, train_head
+
 # Store sizes chosen so that the whole demo (stores + 1000 steps + two evaluations) stays
 # well under 3 minutes on a 2-core CPU (BENCHMARKS.md); the head sees every training keyframe
 # about 15 times.
@@ -60,11 +66,6 @@ def _say(msg: str) -> None:
 
 def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:
     """Run the demo; return the summary dict (also written to OUT/summary.json)."""
-    from hgrnn.data.synthetic import (SynthConfig, group_aps, is_complete,
-                                      write_synthetic_store)
-    from hgrnn.hgrnn_head.infer import evaluate_store
-    from hgrnn.hgrnn_head.train import HeadConfig, TrainConfig, train_head
-
     t0 = time.perf_counter()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -100,7 +101,6 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:
                         progress=progress)
     t_train = time.perf_counter() - t0 - t_stores
 
-    from hgrnn.data.synthetic import read_synth_entry
     groups = read_synth_entry(stores["val"][0])["class_groups"]
     evals = {}
     for boxes in ("gt", "det"):

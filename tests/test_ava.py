@@ -1,5 +1,5 @@
-"""AVA formats: label maps, readers (fast parser vs Python's own parsing), errors, writers,
-group_persons."""
+"""AVA formats: label maps, readers, errors, writers, group_persons (the CSV parser under
+the readers: test_csvparse.py)."""
 
 import os
 import re
@@ -7,7 +7,6 @@ import re
 import numpy as np
 import pytest
 
-from hgrnn.data import ava
 from hgrnn.data.ava import (AvaFormatError, AvaRows, LabelMap, group_persons, load_label_map,
                             read_annotations, read_exclusions, read_results,
                             write_annotations, write_results)
@@ -70,63 +69,6 @@ def test_label_map_plain_text_equals_pbtxt():
 # ------------------------------------------------------------------------------------------
 # readers: values
 # ------------------------------------------------------------------------------------------
-
-def python_parse(text):
-    """Obviously-correct parse with Python's csv semantics (what the official code does)."""
-    rows = [line.split(",") for line in text.splitlines() if line.strip()]
-    return rows
-
-
-def test_fast_parser_equals_python_float(tmp_path):
-    rng = np.random.default_rng(0)
-    n = 3000
-    texts = []
-    for i in range(n):
-        x1, y1 = rng.random(2) * 0.5
-        w = [f"{x1:.{rng.integers(0, 9)}f}", f"{y1:.3f}", f"{x1 + 0.4:.17f}",
-             f"{min(y1 + 0.3, 1):.5g}"]
-        s = [f"{rng.random():.6f}", f"{rng.random():.3e}", f"{rng.random()}", "1", "0.",
-             ".5", "+0.25", f"{rng.random() * 1e-6:.20f}"][i % 8]
-        texts.append(f"vid{i % 7},{902 + i % 5:04d},{','.join(w)},{1 + i % 80},{s}")
-    text = "\n".join(texts)
-    p = write(tmp_path, text)
-    r = read_results(p)
-    ref = python_parse(text)
-    assert len(r) == n
-    assert r.video_ids.tolist() == [x[0] for x in ref]
-    assert r.timestamps.tolist() == [int(x[1]) for x in ref]
-    assert r.boxes64.tolist() == [[float(v) for v in x[2:6]] for x in ref]   # bit-exact
-    assert r.action_ids.tolist() == [int(x[6]) for x in ref]
-    assert r.scores64.tolist() == [float(x[7]) for x in ref]
-    assert r.boxes.dtype == np.float32 and r.scores.dtype == np.float32
-    assert r.timestamps.dtype == np.int64 and r.action_ids.dtype == np.int64
-
-
-def test_chunk_boundaries(tmp_path, monkeypatch):
-    rows = "\n".join(f"v{i},{900 + i},0.1,0.2,0.3,0.4,{1 + i % 3},{i}" for i in range(500))
-    p = write(tmp_path, rows)                       # no trailing newline either
-    whole = read_annotations(p)
-    for chunk in (97, 7):                           # lines cut; lines longer than a chunk
-        monkeypatch.setattr(ava, "_CHUNK_BYTES", chunk)
-        parts = read_annotations(p)
-        assert len(parts) == 500
-        for f in ("video_ids", "timestamps", "boxes", "action_ids", "person_ids"):
-            assert np.array_equal(getattr(whole, f), getattr(parts, f))
-    monkeypatch.setattr(ava, "_CHUNK_BYTES", 97)
-    bad = rows.replace("v400,1300,0.1", "v400,1300,x0.1")
-    p = write(tmp_path, bad)
-    with pytest.raises(AvaFormatError, match=r"f.csv:401: x1 must be a number, got 'x0.1'"):
-        read_annotations(p)
-
-
-def test_blank_lines_crlf_and_timestamps(tmp_path):
-    p = write(tmp_path, b"\xef\xbb\xbfv,0902,0.1,0.2,0.3,0.4,12,1\r\n\r\n"   # BOM, CRLF,
-                        b"v,902,0.1,0.2,0.3,0.4,79,1\r\n\n")              # blank lines
-    r = read_annotations(p)
-    assert r.timestamps.tolist() == [902, 902]
-    assert r.action_ids.tolist() == [12, 79] and r.person_ids.tolist() == [1, 1]
-    assert r.video_ids.tolist() == ["v", "v"]
-
 
 def test_seven_column_ground_truth_and_empty_keyframes(tmp_path):
     p = write(tmp_path, "a,0903\nv,902,0.1,0.2,0.3,0.4,12\nv,0902,0.1,0.2,0.3,0.4,14,3\n")
@@ -268,69 +210,6 @@ def test_real_files_read():
     assert len(ex) == 37 and ("5BDj0ow5hnA", 1038) in ex
     p = group_persons(gt, lm)
     assert p.labels.sum() == len(gt)
-
-
-def test_fast_number_paths_fuzz():
-    """Random strings of number characters: whatever the vectorised paths accept must be
-    exactly Python's float()/int() of the text; the rest goes to the Python slow path."""
-    rng = np.random.default_rng(3)
-    alphabet = list("0123456789" * 3 + "..-+e ")
-    texts = ["".join(rng.choice(alphabet, size=int(rng.integers(0, 18)))) for _ in range(20000)]
-    texts += ["0", "-0", "1.", ".5", "-.5", "+7", "12345678", "1234567.8", "0.1234567",
-              "123456789", "0.12345678", "-0.0000001", "00000000.5", "99999999", "1e5", "--1"]
-    texts = [t.replace(" ", "") for t in texts]
-    raw = bytes(16) + ",".join(texts).encode() + b"\n"
-    buf = np.frombuffer(raw, np.uint8)
-    seps = np.flatnonzero((buf == 44) | (buf == 10))
-    starts = np.r_[16, seps[:-1] + 1]
-    ends = seps
-    for integer, conv in ((False, float), (True, int)):
-        values, bad = ava._parse_numbers(buf, starts, ends, integer, allow_empty=False)
-        fast = 0
-        for text, v, b in zip(texts, values.tolist(), bad.tolist()):
-            if b:
-                continue
-            fast += 1
-            assert v == conv(text) and type(v) is conv, (text, v)
-        assert fast > 2000
-
-
-def test_repeated_prefixes_parse_like_python(tmp_path, monkeypatch):
-    """Rows repeating the previous row's video..y2 (one row per box and class) reuse its
-    values; prefixes differing in any single byte, or in length, must not be merged."""
-    rng = np.random.default_rng(5)
-    lines = []
-    base = ["vidA", "0902", "0.125", "0.25", "0.5", "0.75"]
-    for box in range(300):
-        prefix = list(base)
-        col = int(rng.integers(0, 6))
-        text = prefix[col]
-        pos = int(rng.integers(2, max(len(text), 3)))
-        if col > 1:                               # change one decimal of one coordinate
-            prefix[col] = text[:pos] + str((int(text[pos]) + 1) % 10) + text[pos + 1:]
-        elif col == 0:
-            prefix[0] = "vidB" if box % 2 else "vidA"
-        elif col == 1:
-            prefix[1] = str(902 + box % 3).zfill(4 + box % 2)  # same value, other length
-        for _ in range(int(rng.integers(1, 5))):
-            lines.append(",".join(prefix + [str(int(rng.integers(1, 81))),
-                                            f"{rng.random():.6f}"]))
-    text = "\n".join(lines) + "\n"
-    p = write(tmp_path, text)
-    monkeypatch.setattr(ava, "_CHUNK_BYTES", 4096)
-    r = read_results(p)
-    ref = python_parse(text)
-    assert r.video_ids.tolist() == [x[0] for x in ref]
-    assert r.timestamps.tolist() == [int(x[1]) for x in ref]
-    assert r.boxes64.tolist() == [[float(v) for v in x[2:6]] for x in ref]
-    assert r.action_ids.tolist() == [int(x[6]) for x in ref]
-    assert r.scores64.tolist() == [float(x[7]) for x in ref]
-    # and the shortcut is really taken on such a file
-    buf = np.frombuffer(bytes(16) + text.encode(), np.uint8)
-    nl = np.flatnonzero(buf == 10)
-    cm = np.flatnonzero(buf == 44).reshape(-1, 7)
-    group = ava._repeated_prefix(buf, np.r_[16, nl[:-1] + 1], cm[:, 5])
-    assert group is not None and len(group[1]) < len(nl)
 
 
 def test_exclusions_file_errors_and_blank_lines(tmp_path):

@@ -19,7 +19,8 @@ from click.testing import CliRunner
 
 from hgrnn.cli import main
 from hgrnn.data.ava import load_label_map
-from hgrnn.data.store import check_store, read_failures
+from hgrnn.data.store import read_failures
+from hgrnn.data.store_check import check_store
 from hgrnn.pipeline.extract import every_second, shard_items, shard_path
 from hgrnn.pipeline.i3d import InceptionI3d, normalize_frames, person_features
 from hgrnn.pipeline.render import render_frames, render_video

@@ -8,10 +8,10 @@ import torch
 
 from hgrnn.data.ava import LabelMap, read_results
 from hgrnn.data.windows import ContextWindows, FeatureStore
+from hgrnn.hgrnn_head.checkpoint import HeadError, load_checkpoint, model_from_checkpoint
 from hgrnn.hgrnn_head.infer import class_nms, evaluate_store, predict_store, store_ground_truth
 from hgrnn.hgrnn_head.model import HeadConfig
-from hgrnn.hgrnn_head.train import (HeadError, TrainConfig, load_checkpoint, model_from_checkpoint,
-                                    train_head)
+from hgrnn.hgrnn_head.train import TrainConfig, train_head
 from test_train import LABELS, make_store  # noqa: E402  (tests/ is on sys.path under pytest)
 
 

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from hgrnn.data.ava import LabelMap
-from hgrnn.data.store import (FORMAT_VERSION, PersonSet, StoreError, StoreWriter, check_store,
-                              merge_stores, random_video, read_failures)
+from hgrnn.data.store import FORMAT_VERSION, PersonSet, StoreError, StoreWriter, read_failures
+from hgrnn.data.store_check import check_store
+from storegen import random_video  # noqa: E402  (tests/ is on sys.path under pytest)
 
 C, K = 16, 5
 LM = LabelMap(ids=(1, 3, 4, 6, 8), names=("bend", "crouch", "dance", "fall", "get up"))
@@ -252,6 +253,7 @@ CHILD = textwrap.dedent("""
     import numpy as np
     import hgrnn.data.store as store
     from hgrnn.data.ava import LabelMap
+    from storegen import random_video
     path, mode, C, K, T = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
     lm = LabelMap(ids=tuple(range(1, K + 1)), names=tuple(f"c{i}" for i in range(K)))
     real_digest = store.video_digest
@@ -270,7 +272,7 @@ CHILD = textwrap.dedent("""
             vid = f"v{i}"
             current[0] = vid
             if not w.has_video(vid):
-                w.add_video(vid, **store.random_video(np.random.default_rng(i), C, K, T))
+                w.add_video(vid, **random_video(np.random.default_rng(i), C, K, T))
             print("DONE", vid, flush=True)
             i += 1
             if mode == "hang" and i > 5:
@@ -281,7 +283,8 @@ CHILD = textwrap.dedent("""
 def _spawn(path, mode, T, tmp_path):
     script = tmp_path / "child.py"
     script.write_text(CHILD)
-    env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.path.dirname(__file__),
+                                                       os.environ.get("PYTHONPATH", "")]))
     return subprocess.Popen([sys.executable, str(script), str(path), mode, "64", str(K), str(T)],
                             stdout=subprocess.PIPE, text=True, env=env)
 
@@ -362,74 +365,7 @@ def test_sigkill_at_random_moment_keeps_store_readable(tmp_path, delay):
     _assert_videos_intact(path, complete2, T)
 
 
-# ------------------------------------------------------------------ merging
-
-def test_merge_stores(tmp_path):
-    a = _write(tmp_path / "a.h5", ["v0", "v1"], configs={"extract": {"shard": 0}})
-    b = tmp_path / "b.h5"
-    with StoreWriter(b, feature_dim=C, label_map=LM, configs={"extract": {"shard": 0},
-                                                              "detect": {"thr": 0.5}}) as w:
-        w.add_video("v2", **_video(2))
-        w.add_video("v1", **_video(1))             # identical copy of a's v1: accepted
-        w.record_failure("v9", "broken file")
-        w.record_failure("v0", "failed on this worker")   # but complete in shard a
-    with h5py.File(b, "a") as f:                   # an incomplete leftover is skipped
-        f["videos"].create_group("v7")
-    out = tmp_path / "out.h5"
-    summary = merge_stores(out, [a, b], progress=False)
-    assert summary["videos"] == 3 and summary["duplicates"] == 1
-    assert summary["incomplete_skipped"] == 1
-    assert check_store(out) == []
-    assert read_failures(out) == {"v9": "broken file"}
-    with h5py.File(out, "r") as f:
-        assert sorted(f["videos"]) == ["v0", "v1", "v2"]
-        assert json.loads(f.attrs["configs"]) == {"extract": {"shard": 0}, "detect": {"thr": 0.5}}
-        np.testing.assert_array_equal(f["videos/v2/gt/labels"][()], _video(2)["gt"].labels)
-        assert f["videos/v2/gt/labels"].compression == "gzip"
-    with pytest.raises(StoreError, match="exists"):
-        merge_stores(out, [a, b], progress=False)
-
-
-def test_merge_refuses_mismatch_and_conflicting_duplicates(tmp_path):
-    a = _write(tmp_path / "a.h5", ["v0", "v1"])
-    c = tmp_path / "c.h5"
-    with StoreWriter(c, feature_dim=C, label_map=LM) as w:
-        w.add_video("v1", **_video(7))             # same id, different data
-    with pytest.raises(StoreError, match="v1 is also in"):
-        merge_stores(tmp_path / "o.h5", [a, c], progress=False)
-    assert not os.path.exists(tmp_path / "o.h5")
-    merge_stores(tmp_path / "o.h5", [a, c], on_duplicate="first", progress=False)
-    with h5py.File(tmp_path / "o.h5", "r") as f:
-        np.testing.assert_array_equal(f["videos/v1/clip"][()], _video(1)["clip"])
-    d = tmp_path / "d.h5"
-    with StoreWriter(d, feature_dim=8, label_map=LM):
-        pass
-    with pytest.raises(StoreError, match="feature_dim 8 differs"):
-        merge_stores(tmp_path / "p.h5", [a, d], progress=False)
-    e = tmp_path / "e.h5"
-    with StoreWriter(e, feature_dim=C, label_map=[[1, "bend"]]):
-        pass
-    with pytest.raises(StoreError, match="label map differs"):
-        merge_stores(tmp_path / "p.h5", [a, e], progress=False)
-
-
 # ------------------------------------------------------------------ checking and bad files
-
-@pytest.mark.parametrize("corrupt, expected", [
-    (lambda g: g["gt/offsets"].__setitem__(2, 10**6), "videos/b/gt/offsets"),
-    (lambda g: g["clip"].__setitem__((0, 0), np.inf), "videos/b/clip: non-finite"),
-    (lambda g: g["det/boxes"].__setitem__((0, 0), 2.0), "videos/b/det/boxes"),
-    (lambda g: g["gt/labels"].__setitem__((0, 0), 7), "videos/b/gt/labels"),
-    (lambda g: g.attrs.__delitem__("complete"), "videos/b: no 'complete'"),
-    (lambda g: g["timestamps"].__setitem__(1, 0), "videos/b/timestamps"),
-])
-def test_check_store_names_first_broken_video_and_dataset(tmp_path, corrupt, expected):
-    path = _write(tmp_path / "s.h5", ["a", "b", "c"])
-    with h5py.File(path, "a") as f:
-        corrupt(f["videos/b"])
-    problems = check_store(path)
-    assert len(problems) == 1 and problems[0].startswith(expected), problems
-
 
 def test_bad_files_give_one_line_errors(tmp_path):
     text = tmp_path / "notes.txt"

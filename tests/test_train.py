@@ -9,8 +9,9 @@ import torch
 from hgrnn.data.ava import LabelMap
 from hgrnn.data.store import PersonSet, StoreWriter
 from hgrnn.hgrnn_head import train as train_mod
+from hgrnn.hgrnn_head.checkpoint import HeadError, load_checkpoint, model_from_checkpoint
 from hgrnn.hgrnn_head.model import HeadConfig, HGRNNHead
-from hgrnn.hgrnn_head.train import HeadError, TrainConfig, load_checkpoint, train_head
+from hgrnn.hgrnn_head.train import TrainConfig, train_head
 
 LABELS = LabelMap((1, 3, 5), ("stand", "sit", "talk to"))
 C = 8
@@ -227,7 +228,7 @@ def test_small_model_overfits_a_tiny_store(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["loss"] < 0.1 * rows[0]["loss"]
     from hgrnn.data.windows import ContextWindows, FeatureStore
-    model = train_mod.model_from_checkpoint(load_checkpoint(out["checkpoint"]))
+    model = model_from_checkpoint(load_checkpoint(out["checkpoint"]))
     windows = ContextWindows(FeatureStore(store, "gt"), l=1)
     batch = windows.batch(np.arange(len(windows)))
     predicted = model.predict(batch) > 0.5

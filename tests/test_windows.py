@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from hgrnn.data.ava import LabelMap
-from hgrnn.data.store import StoreError, StoreWriter, random_video
+from hgrnn.data.store import StoreError, StoreWriter
 from hgrnn.data.windows import ContextWindows, FeatureStore, WindowBatch
+from storegen import random_video  # noqa: E402  (tests/ is on sys.path under pytest)
 
 C, K = 8, 4
 LM = LabelMap(ids=(1, 2, 3, 4), names=("a", "b", "c", "d"))

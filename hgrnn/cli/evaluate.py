@@ -108,8 +108,8 @@ def eval_cmd(store, checkpoint, gt_boxes, out_dir, nms_iou, min_score, gt_csv, e
       hgrnn eval --store val.h5 --checkpoint runs/hgrnn/last.pt --gt-boxes
     """
     from hgrnn.data.store import StoreError
+    from hgrnn.hgrnn_head.checkpoint import HeadError
     from hgrnn.hgrnn_head.infer import evaluate_store
-    from hgrnn.hgrnn_head.train import HeadError
 
     try:
         result = evaluate_store(store, checkpoint, gt_boxes=gt_boxes, out_dir=out_dir,

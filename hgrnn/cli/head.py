@@ -94,8 +94,9 @@ def train_head_cmd(store, out_dir, variant, context, iterations, scene_hidden, g
       hgrnn train-head --store train.h5 --out runs/hgrnn --resume --steps 2000
     """
     from hgrnn.data.store import StoreError
+    from hgrnn.hgrnn_head.checkpoint import HeadError
     from hgrnn.hgrnn_head.model import HeadConfig
-    from hgrnn.hgrnn_head.train import HeadError, TrainConfig, train_head
+    from hgrnn.hgrnn_head.train import TrainConfig, train_head
 
     try:
         head = HeadConfig(variant=variant, context=context, iterations=iterations,
@@ -162,7 +163,7 @@ def ablate_cmd(train_store, val_store, out_dir, rows, seeds, jobs, steps, batch_
     """
     from hgrnn.data.store import StoreError
     from hgrnn.hgrnn_head.ablate import ROWS, AblateConfig, run_ablation
-    from hgrnn.hgrnn_head.train import HeadError
+    from hgrnn.hgrnn_head.checkpoint import HeadError
 
     try:
         cfg = AblateConfig(rows=tuple(r.strip() for r in rows.split(",")) if rows else tuple(ROWS),

@@ -25,7 +25,8 @@ def inspect_cmd(store, check, as_json):
     """
     import json as _json
 
-    from hgrnn.data.store import StoreError, check_store, format_summary, summarize_store
+    from hgrnn.data.store import StoreError
+    from hgrnn.data.store_check import check_store, format_summary, summarize_store
 
     try:
         try:
@@ -67,7 +68,8 @@ def merge_stores_cmd(out, shards, overwrite, keep_first):
     Example:
       hgrnn merge-stores train.h5 shards/train-*.h5
     """
-    from hgrnn.data.store import StoreError, merge_stores
+    from hgrnn.data.store import StoreError
+    from hgrnn.data.store_merge import merge_stores
 
     try:
         summary = merge_stores(out, list(shards), overwrite=overwrite,

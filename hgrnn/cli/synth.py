@@ -89,7 +89,7 @@ def demo_cmd(out_dir, steps, threads, quiet):
     """
     from hgrnn.data.store import StoreError
     from hgrnn.demo import DemoConfig, format_summary, run_demo
-    from hgrnn.hgrnn_head.train import HeadError
+    from hgrnn.hgrnn_head.checkpoint import HeadError
 
     try:
         summary = run_demo(DemoConfig(out=out_dir, steps=steps, threads=threads),

@@ -73,7 +73,11 @@ import os
 import warnings
 from dataclasses import dataclass
 
+import h5py
 import numpy as np
+
+from hgrnn import __version__
+from hgrnn.data.ava import LabelMap
 
 FORMAT = "hgrnn-store"
 FORMAT_VERSION = 1
@@ -158,8 +162,6 @@ def _label_map_json(label_map) -> str:
 
 def to_label_map(text):
     """The root `label_map` attribute as a `hgrnn.data.ava.LabelMap`."""
-    from hgrnn.data.ava import LabelMap
-
     return LabelMap.from_json(json.dumps(label_map_pairs(text)))
 
 
@@ -175,7 +177,6 @@ def _config_dict(config) -> dict:
 def open_h5(path, mode="r"):
     """h5py.File(path, mode), with a one-line StoreError for a missing, truncated or
     non-HDF5 file."""
-    import h5py
 
     path = str(path)
     if mode == "r" and not os.path.exists(path):
@@ -259,7 +260,7 @@ def video_names(f, complete=True) -> list:
     return sorted(k for k in videos.keys() if is_complete(videos[k]) == complete)
 
 
-def _read_failures_open(f) -> dict:
+def read_failures_open(f) -> dict:
     if "failures" not in f:
         return {}
     rows = f["failures"][()]
@@ -270,7 +271,7 @@ def read_failures(path) -> dict:
     """{video_id: reason} recorded by the stages that wrote the store (empty if none)."""
     with open_h5(path) as f:
         read_info(f, path)
-        return _read_failures_open(f)
+        return read_failures_open(f)
 
 
 def video_digest(timestamps, clip, sets: dict) -> str:
@@ -422,8 +423,7 @@ class StoreWriter:
     def _create(self, streams):
         # an empty store is written under a temporary name and renamed, so that `path`
         # is never a half-created file
-        import h5py
-
+    
         tmp = self.path + ".creating"
         with h5py.File(tmp, "w") as f:
             self._write_root(f, streams)
@@ -438,8 +438,6 @@ class StoreWriter:
         a["box_format"] = BOX_FORMAT
         a["configs"] = "{}"
         a["streams"] = json.dumps(self._check_streams(streams))
-        from hgrnn import __version__
-
         a["writer"] = f"hgrnn {__version__}"
         f.create_group("videos")
 
@@ -517,22 +515,33 @@ class StoreWriter:
     def record_failure(self, video_id: str, reason: str) -> None:
         """Record that a stage could not process `video_id` (stored in `/failures`; a later
         successful `add_video` of the same id removes the record)."""
-        failures = _read_failures_open(self._file())
+        failures = read_failures_open(self._file())
         failures[str(video_id)] = str(reason)
-        self._write_failures(failures)
+        self.write_failures(failures)
 
     def failures(self) -> dict:
-        return _read_failures_open(self._file())
+        return read_failures_open(self._file())
 
-    def _write_failures(self, failures: dict):
-        import h5py
-
+    def write_failures(self, failures: dict) -> None:
+        """Replace the `/failures` table by `failures` ({video_id: reason}); flushed."""
+    
         f = self._file()
         if "failures" in f:
             del f["failures"]
         if failures:
             rows = np.array([[k, v] for k, v in sorted(failures.items())], dtype=object)
             f.create_dataset("failures", data=rows, dtype=h5py.string_dtype("utf-8"))
+        f.flush()
+
+    def video_group(self, video_id):
+        """The h5py group of a video already in the store (to read it)."""
+        return self._file()["videos"][video_id]
+
+    def copy_video(self, group, video_id) -> None:
+        """Copy a complete video group of another open store as it is (storage layout and
+        attributes kept), then flush (`merge_stores`)."""
+        f = self._file()
+        group.file.copy(group, f["videos"], name=video_id)
         f.flush()
 
     def add_video(self, video_id, timestamps, clip, *, gt=None, det=None, width=None,
@@ -611,452 +620,7 @@ class StoreWriter:
                     pass
             raise
         if "failures" in f:
-            failures = _read_failures_open(f)
+            failures = read_failures_open(f)
             if failures.pop(video_id, None) is not None:
-                self._write_failures(failures)
+                self.write_failures(failures)
         f.flush()
-
-
-# --------------------------------------------------------------------------- checking
-
-def check_store(path, progress=False) -> list:
-    """Verify every invariant of the schema; return a list of problems, each
-    "VIDEO/DATASET: what is wrong" (empty when the store is valid). Reads all data."""
-    problems = []
-    with open_h5(path) as f:
-        info = read_info(f, path)
-        C, K = info.feature_dim, len(info.label_map)
-        if "videos" not in f:
-            return [f"{path}: no /videos group"]
-        names = sorted(f["videos"].keys())
-        it = names
-        if progress:
-            from tqdm import tqdm
-
-            it = tqdm(names, desc="check", unit="video", leave=False, disable=None)
-        for name in it:
-            p = _check_video(f["videos"][name], name, C, K)
-            if p:
-                problems.append(p)
-        if "failures" in f:
-            rows = f["failures"]
-            if rows.ndim != 2 or rows.shape[1] != 2:
-                problems.append(f"failures: shape {rows.shape}, expected (M, 2)")
-    return problems
-
-
-def _check_video(g, name, C, K):
-    """The first broken invariant of one video group, as "video/dataset: problem", or None."""
-    import h5py
-
-    if not isinstance(g, h5py.Group):
-        return f"videos/{name}: not a group"
-    if not is_complete(g):
-        return (f"videos/{name}: no 'complete' attribute (an interrupted write; readers "
-                f"ignore it and the next writer run replaces it)")
-    w = f"videos/{name}"
-    for key in ("timestamps", "clip"):
-        if key not in g:
-            return f"{w}/{key}: missing"
-    try:
-        ts = g["timestamps"][()]
-    except Exception as err:  # noqa: BLE001 - corrupt data is what we are looking for
-        return f"{w}/timestamps: unreadable ({err})"
-    if ts.ndim != 1 or not np.issubdtype(ts.dtype, np.integer) or ts.size == 0:
-        return f"{w}/timestamps: shape {ts.shape} dtype {ts.dtype}, expected (T >= 1,) integers"
-    if (np.diff(ts.astype(np.int64)) <= 0).any():
-        return f"{w}/timestamps: not strictly increasing"
-    T = len(ts)
-    clip = g["clip"]
-    if clip.shape != (T, C) or clip.dtype.kind != "f":
-        return f"{w}/clip: shape {clip.shape} dtype {clip.dtype}, expected ({T}, {C}) float"
-    try:
-        if not np.isfinite(clip[()]).all():
-            return f"{w}/clip: non-finite values"
-    except Exception as err:  # noqa: BLE001
-        return f"{w}/clip: unreadable ({err})"
-    for src in SOURCES:
-        if src not in g:
-            continue
-        s = g[src]
-        ws = f"{w}/{src}"
-        for key in ("offsets", "boxes", "feats", "scores"):
-            if key not in s:
-                return f"{ws}/{key}: missing"
-        try:
-            off = s["offsets"][()]
-            if off.shape != (T + 1,) or not np.issubdtype(off.dtype, np.integer):
-                return f"{ws}/offsets: shape {off.shape} dtype {off.dtype}, expected ({T + 1},) integers"
-            if off[0] != 0 or (np.diff(off) < 0).any():
-                return f"{ws}/offsets: must start at 0 and never decrease"
-            N = int(off[-1])
-            boxes = s["boxes"][()]
-            if boxes.shape != (N, 4):
-                return f"{ws}/boxes: shape {boxes.shape}, expected ({N}, 4)"
-            if not np.isfinite(boxes).all():
-                return f"{ws}/boxes: non-finite values"
-            if N and (boxes.min() < -BOX_TOLERANCE or boxes.max() > 1 + BOX_TOLERANCE):
-                return f"{ws}/boxes: values outside [0, 1]"
-            if N and ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).any():
-                return f"{ws}/boxes: x2 < x1 or y2 < y1"
-            feats = s["feats"]
-            if feats.shape != (N, C) or feats.dtype.kind != "f":
-                return f"{ws}/feats: shape {feats.shape} dtype {feats.dtype}, expected ({N}, {C}) float"
-            if not np.isfinite(feats[()]).all():
-                return f"{ws}/feats: non-finite values"
-            scores = s["scores"][()]
-            if scores.shape != (N,) or not np.isfinite(scores).all():
-                return f"{ws}/scores: shape {scores.shape}, expected ({N},) finite"
-            if "labels" in s:
-                labels = s["labels"][()]
-                if labels.shape != (N, K):
-                    return f"{ws}/labels: shape {labels.shape}, expected ({N}, {K})"
-                if labels.size and not np.isin(labels, (0, 1)).all():
-                    return f"{ws}/labels: values other than 0/1"
-            elif src == "gt":
-                return f"{ws}/labels: missing"
-            if "person_id" in s and s["person_id"].shape != (N,):
-                return f"{ws}/person_id: shape {s['person_id'].shape}, expected ({N},)"
-        except Exception as err:  # noqa: BLE001
-            return f"{ws}: unreadable ({type(err).__name__}: {err})"
-    return None
-
-
-# --------------------------------------------------------------------------- merging
-
-def _same_video(a, b) -> bool:
-    """True when two video groups hold identical datasets."""
-    import h5py
-
-    def items(g, prefix=""):
-        out = {}
-        for k, v in g.items():
-            if isinstance(v, h5py.Group):
-                out.update(items(v, prefix + k + "/"))
-            else:
-                out[prefix + k] = v
-        return out
-
-    da, db = items(a), items(b)
-    if set(da) != set(db):
-        return False
-    for k in da:
-        if da[k].shape != db[k].shape or not np.array_equal(da[k][()], db[k][()]):
-            return False
-    return True
-
-
-def merge_stores(out, shards: list, overwrite=False, on_duplicate="error", progress=True) -> dict:
-    """Combine shard stores (e.g. written by parallel workers) into one store `out`.
-
-    The shards must agree on feature_dim, label map and streams. Complete videos are copied
-    (with their storage layout and attributes); incomplete ones are skipped. Configs are
-    merged per stage (the first shard's wins when they differ; a warning names the stage).
-    Failures are merged, dropping those of videos that are complete in some shard.
-    A video id present in several shards is an error, unless the copies are identical
-    (then one is kept) or `on_duplicate="first"` (keep the first shard's).
-    The result is written to OUT.partial and renamed at the end. Returns a summary dict.
-    """
-    if on_duplicate not in ("error", "first"):
-        raise ValueError(f"on_duplicate must be 'error' or 'first', got {on_duplicate!r}")
-    out = str(out)
-    if not shards:
-        raise StoreError(f"{out}: no shards to merge")
-    shards = [str(s) for s in shards]
-    if os.path.abspath(out) in {os.path.abspath(s) for s in shards}:
-        raise StoreError(f"{out}: the output is also one of the shards")
-    if os.path.exists(out) and not overwrite:
-        raise StoreError(f"{out}: exists (pass overwrite=True / --overwrite to replace it)")
-    out_dir = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(out_dir):
-        raise StoreError(f"{out}: directory {out_dir} does not exist")
-
-    infos = []
-    for s in shards:
-        with open_h5(s) as f:
-            infos.append(read_info(f, s))
-    first = infos[0]
-    for info in infos[1:]:
-        if info.feature_dim != first.feature_dim:
-            raise StoreError(f"{info.path}: feature_dim {info.feature_dim} differs from "
-                             f"{first.path} ({first.feature_dim})")
-        if info.label_map != first.label_map:
-            raise StoreError(f"{info.path}: label map differs from {first.path}")
-        if info.streams != first.streams:
-            raise StoreError(f"{info.path}: streams {info.streams} differ from {first.path} "
-                             f"({first.streams})")
-    configs, differing = {}, []
-    for info in infos:
-        for stage, cfg in info.configs.items():
-            if stage not in configs:
-                configs[stage] = cfg
-            elif configs[stage] != cfg and stage not in differing:
-                differing.append(stage)
-    for stage in differing:
-        warnings.warn(f"merge-stores: stage {stage!r} config differs between shards; "
-                      f"keeping the first shard's", stacklevel=2)
-
-    partial = out + ".partial"
-    if os.path.exists(partial):
-        os.remove(partial)
-    import h5py
-
-    source_of: dict = {}
-    copied = skipped_incomplete = duplicates = 0
-    failures: dict = {}
-    with StoreWriter(partial, feature_dim=first.feature_dim, label_map=first.label_map,
-                     streams=first.streams) as w:
-        dst = w._f
-        dst.attrs["configs"] = json.dumps(configs, sort_keys=True)
-        it = shards
-        if progress:
-            from tqdm import tqdm
-
-            it = tqdm(shards, desc="merge", unit="shard", leave=False, disable=None)
-        for s in it:
-            with h5py.File(s, "r") as f:
-                failures_s = _read_failures_open(f)
-                for k, v in failures_s.items():
-                    failures.setdefault(k, v)
-                skipped_incomplete += len(video_names(f, complete=False))
-                for name in video_names(f):
-                    if name in source_of:
-                        if _same_video(f["videos"][name], dst["videos"][name]):
-                            duplicates += 1
-                            continue
-                        if on_duplicate == "first":
-                            duplicates += 1
-                            continue
-                        raise StoreError(f"{s}: video {name} is also in {source_of[name]} with "
-                                         f"different data (use on_duplicate='first' / "
-                                         f"--keep-first to keep the first copy)")
-                    f.copy(f["videos"][name], dst["videos"], name=name)
-                    source_of[name] = s
-                    copied += 1
-                    dst.flush()
-        failures = {k: v for k, v in failures.items() if k not in source_of}
-        if failures:
-            w._write_failures(failures)
-    os.replace(partial, out)
-    return {"videos": copied, "duplicates": duplicates, "incomplete_skipped": skipped_incomplete,
-            "failures": len(failures), "differing_configs": differing}
-
-
-# --------------------------------------------------------------------------- test data
-
-# AVA-like persons per keyframe: mostly 1-4, a thin tail to 15 (a few empty keyframes)
-AVA_PERSON_COUNTS = np.arange(16)
-AVA_PERSON_PROBS = np.array([0.03, 0.30, 0.26, 0.16, 0.09, 0.05, 0.035, 0.025, 0.016, 0.01,
-                             0.008, 0.006, 0.004, 0.003, 0.002, 0.001])
-AVA_PERSON_PROBS = AVA_PERSON_PROBS / AVA_PERSON_PROBS.sum()
-
-
-def random_person_set(rng, counts, feature_dim, num_classes=None, gt=True) -> PersonSet:
-    """A random valid PersonSet with `counts[t]` persons at keyframe t (tests, benchmarks)."""
-    counts = np.asarray(counts, np.int64)
-    N = int(counts.sum())
-    xy = rng.uniform(0.0, 0.6, (N, 2)).astype(np.float32)
-    wh = rng.uniform(0.05, 0.4, (N, 2)).astype(np.float32)
-    boxes = np.concatenate([xy, np.minimum(xy + wh, 1.0)], axis=1)
-    labels = None
-    if num_classes:
-        labels = (rng.random((N, num_classes)) < 3.0 / num_classes).astype(np.uint8)
-    return PersonSet(
-        offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-        boxes=boxes,
-        feats=rng.standard_normal((N, feature_dim), dtype=np.float32).astype(np.float16),
-        scores=np.ones(N, np.float32) if gt else rng.uniform(0.5, 1.0, N).astype(np.float32),
-        labels=labels if gt else None,
-        person_ids=np.arange(N, dtype=np.int32) % 20 if gt else None,
-    )
-
-
-def random_video(rng, feature_dim, num_classes, keyframes, start=902, step=1, gt=True,
-                 det=True, counts=None) -> dict:
-    """Keyword arguments for `StoreWriter.add_video` (all but the id) of a random AVA-like
-    video: `keyframes` timestamps start, start+step, ..., persons per keyframe drawn like
-    AVA's (AVA_PERSON_PROBS) unless `counts` is given; detections get 0..2 extra persons."""
-    T = keyframes
-    if counts is None:
-        counts = rng.choice(AVA_PERSON_COUNTS, size=T, p=AVA_PERSON_PROBS)
-    out = {
-        "timestamps": start + step * np.arange(T),
-        "clip": rng.standard_normal((T, feature_dim), dtype=np.float32).astype(np.float16),
-        "width": 320, "height": 240,
-    }
-    if gt:
-        out["gt"] = random_person_set(rng, counts, feature_dim, num_classes, gt=True)
-    if det:
-        det_counts = np.maximum(np.asarray(counts) + rng.integers(-1, 3, T), 0)
-        out["det"] = random_person_set(rng, det_counts, feature_dim, None, gt=False)
-    return out
-
-
-# --------------------------------------------------------------------------- inspecting
-
-HIST_BINS = [(0, 0), (1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 7), (8, 10), (11, 15), (16, None)]
-
-
-def summarize_store(path, progress=False) -> dict:
-    """What `hgrnn inspect` prints, as a JSON-ready dict: videos, keyframes, persons per
-    keyframe (min/mean/max and histogram) and label counts per box source, feature dims and
-    dtypes, configs, failures, size on disk against the raw array bytes."""
-    import h5py
-
-    with open_h5(path) as f:
-        info = read_info(f, path)
-        names = video_names(f)
-        incomplete = video_names(f, complete=False)
-        K = len(info.label_map)
-        T = []
-        t_min, t_max = None, None
-        dtypes = set()
-        raw = 0
-        per = {s: {"videos": 0, "counts": [], "labels": np.zeros(K, np.int64),
-                   "unlabelled": 0, "has_labels": False, "scores": []} for s in SOURCES}
-        it = names
-        if progress:
-            from tqdm import tqdm
-
-            it = tqdm(names, desc="inspect", unit="video", leave=False, disable=None)
-
-        def nbytes(ds):
-            return int(np.prod(ds.shape)) * ds.dtype.itemsize
-
-        for name in it:
-            g = f["videos"][name]
-            try:
-                ts = g["timestamps"][()]
-                T.append(len(ts))
-                if len(ts):
-                    t_min = int(ts[0]) if t_min is None else min(t_min, int(ts[0]))
-                    t_max = int(ts[-1]) if t_max is None else max(t_max, int(ts[-1]))
-                dtypes.add(("clip", str(g["clip"].dtype)))
-                raw += nbytes(g["timestamps"]) + nbytes(g["clip"])
-                for s in SOURCES:
-                    if s not in g:
-                        continue
-                    sg, st = g[s], per[s]
-                    st["videos"] += 1
-                    off = sg["offsets"][()]
-                    st["counts"].append(np.diff(off))
-                    dtypes.add((f"{s}/feats", str(sg["feats"].dtype)))
-                    raw += sum(nbytes(d) for d in sg.values() if isinstance(d, h5py.Dataset))
-                    if "labels" in sg:
-                        st["has_labels"] = True
-                        lab = sg["labels"][()]
-                        st["labels"] += lab.sum(0, dtype=np.int64)
-                        st["unlabelled"] += int((lab.sum(1) == 0).sum())
-                    if s == "det" and sg["scores"].shape[0]:
-                        st["scores"].append(sg["scores"][()])
-            except (KeyError, OSError, ValueError) as err:
-                raise StoreError(f"{path}: videos/{name}: unreadable ({err}); run "
-                                 f"`hgrnn inspect --check`") from None
-        failures = _read_failures_open(f)
-    T = np.asarray(T, np.int64)
-    out = {
-        "path": str(path),
-        "size_bytes": os.path.getsize(path),
-        "raw_bytes": raw,
-        "version": info.version,
-        "feature_dim": info.feature_dim,
-        "dtypes": dict(sorted(dtypes)),
-        "streams": info.streams,
-        "num_classes": K,
-        "label_map": info.label_map,
-        "videos": len(names),
-        "incomplete_videos": incomplete,
-        "keyframes": int(T.sum()),
-        "keyframes_per_video": [int(T.min()), float(T.mean()), int(T.max())] if len(T) else None,
-        "time_range": [t_min, t_max],
-        "configs": info.configs,
-        "failures": failures,
-        "sources": {},
-    }
-    for s in SOURCES:
-        st = per[s]
-        if not st["videos"]:
-            continue
-        counts = np.concatenate(st["counts"]) if st["counts"] else np.zeros(0, np.int64)
-        hist = []
-        for lo, hi in HIST_BINS:
-            sel = counts >= lo if hi is None else (counts >= lo) & (counts <= hi)
-            hist.append([f"{lo}+" if hi is None else (str(lo) if lo == hi else f"{lo}-{hi}"),
-                         int(sel.sum())])
-        src = {
-            "videos": st["videos"],
-            "persons": int(counts.sum()),
-            "keyframes_with_persons": int((counts > 0).sum()),
-            "persons_per_keyframe": [int(counts.min()), float(counts.mean()), int(counts.max())]
-            if len(counts) else None,
-            "histogram": hist,
-        }
-        if st["has_labels"]:
-            src["label_counts"] = st["labels"].tolist()
-            src["persons_without_label"] = st["unlabelled"]
-        if st["scores"]:
-            sc = np.concatenate(st["scores"])
-            src["scores"] = [float(sc.min()), float(sc.mean()), float(sc.max())]
-        out["sources"][s] = src
-    return out
-
-
-def format_summary(s: dict) -> str:
-    """The human-readable text of `summarize_store`."""
-    mb = 1024 * 1024
-    lines = [f"{s['path']}  (hgrnn-store v{s['version']})"]
-    ratio = s["size_bytes"] / s["raw_bytes"] if s["raw_bytes"] else float("nan")
-    lines.append(f"  size on disk     {s['size_bytes'] / mb:,.1f} MiB  (raw arrays "
-                 f"{s['raw_bytes'] / mb:,.1f} MiB, ratio {ratio:.2f})")
-    dts = ", ".join(f"{k} {v}" for k, v in s["dtypes"].items())
-    streams = ", ".join(f"{n} [{a}:{b}]" for n, a, b in s["streams"])
-    lines.append(f"  features         C = {s['feature_dim']} ({dts}); streams: {streams}")
-    lm = s["label_map"]
-    lines.append(f"  label map        {s['num_classes']} classes ("
-                 + ", ".join(f"{i} {n}" for i, n in lm[:3]) + (", ..." if len(lm) > 3 else "") + ")")
-    kpv = s["keyframes_per_video"]
-    lines.append(f"  videos           {s['videos']} complete"
-                 + (f", {len(s['incomplete_videos'])} incomplete (ignored): "
-                    + ", ".join(s["incomplete_videos"][:5]) if s["incomplete_videos"] else ""))
-    if kpv:
-        lines.append(f"  keyframes        {s['keyframes']:,} (per video min {kpv[0]} / mean "
-                     f"{kpv[1]:.1f} / max {kpv[2]}; timestamps {s['time_range'][0]}.."
-                     f"{s['time_range'][1]} s)")
-    lines.append(f"  box sources      {', '.join(s['sources']) or 'none'}")
-    for name, src in s["sources"].items():
-        title = {"gt": "ground truth", "det": "detections"}[name]
-        lines.append("")
-        lines.append(f"  [{name}] {title}: {src['persons']:,} persons in {src['videos']} videos; "
-                     f"{src['keyframes_with_persons']:,} keyframes with >= 1 person")
-        ppk = src["persons_per_keyframe"]
-        if ppk:
-            lines.append(f"    persons per keyframe  min {ppk[0]} / mean {ppk[1]:.2f} / max {ppk[2]}")
-            top = max(c for _, c in src["histogram"]) or 1
-            for label, c in src["histogram"]:
-                bar = "#" * int(round(30 * c / top))
-                lines.append(f"      {label:>5} {c:>10,}  {bar}")
-        if "scores" in src:
-            sc = src["scores"]
-            lines.append(f"    scores  min {sc[0]:.3f} / mean {sc[1]:.3f} / max {sc[2]:.3f}")
-        if "label_counts" in src:
-            lines.append(f"    label counts (persons per class; {src['persons_without_label']:,} "
-                         f"persons without any label):")
-            cells = [f"{i:>4} {n[:28]:<28} {c:>8,}" for (i, n), c in zip(lm, src["label_counts"])]
-            for a in range(0, len(cells), 2):
-                lines.append("     " + "   ".join(cells[a:a + 2]))
-    lines.append("")
-    if s["configs"]:
-        lines.append("  stage configs")
-        for stage, cfg in s["configs"].items():
-            lines.append(f"    {stage}: {json.dumps(cfg, sort_keys=True)}")
-    else:
-        lines.append("  stage configs    none recorded")
-    if s["failures"]:
-        lines.append(f"  failures         {len(s['failures'])} videos")
-        for vid, why in list(s["failures"].items())[:10]:
-            lines.append(f"    {vid}: {why}")
-        if len(s["failures"]) > 10:
-            lines.append(f"    ... and {len(s['failures']) - 10} more")
-    else:
-        lines.append("  failures         none")
-    return "\n".join(lines)

@@ -55,6 +55,10 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+from tqdm import tqdm
+
+from hgrnn.data.ava import LabelMap
+from hgrnn.data.store import PersonSet, StoreWriter, open_h5, read_info
 
 SYNTH_VERSION = 1
 
@@ -152,7 +156,6 @@ class SynthConfig:
 
 def synth_label_map():
     """The benchmark's label map: ids 1..13 in CLASS_NAMES order."""
-    from hgrnn.data.ava import LabelMap
     return LabelMap(ids=tuple(range(1, len(CLASS_NAMES) + 1)), names=CLASS_NAMES)
 
 
@@ -449,10 +452,6 @@ def write_synthetic_store(path, cfg: SynthConfig, *, overwrite: bool = False,
     kept: they are identical by construction); one written with another config raises
     ``ValueError`` naming the file unless ``overwrite`` (then it is deleted first).
     """
-    from tqdm import tqdm
-
-    from hgrnn.data.store import PersonSet, StoreWriter
-
     path = os.fspath(path)
     entry = store_config_entry(cfg)
     if os.path.exists(path) and overwrite:
@@ -491,8 +490,6 @@ def write_synthetic_store(path, cfg: SynthConfig, *, overwrite: bool = False,
 
 def read_synth_entry(path, missing_ok: bool = False) -> dict | None:
     """``configs["synth"]`` of a store (None / ValueError when it is not a synthetic store)."""
-    from hgrnn.data.store import open_h5, read_info
-
     # the root attributes only: a store interrupted before its first video was complete
     # must still be recognised (and resumed), and nothing else needs to be loaded
     with open_h5(os.fspath(path)) as f:
@@ -511,7 +508,7 @@ def is_complete(path, cfg: SynthConfig) -> bool:
     if not os.path.exists(path):
         return False
     try:
-        from hgrnn.data.windows import FeatureStore
+        from hgrnn.data.windows import FeatureStore  # imports torch: only when asked
         store = FeatureStore(os.fspath(path))
         entry = store.configs.get("synth")
         if isinstance(entry, str):

@@ -42,6 +42,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from hgrnn.data.store import (SOURCES, StoreError, _text, open_h5, read_info, to_label_map,
                               video_names)
@@ -166,8 +167,6 @@ class FeatureStore:
             self.feats = None if self.lazy else np.empty((P, C), np.float16)
             it = range(V)
             if progress:
-                from tqdm import tqdm
-
                 it = tqdm(it, desc=f"load {os.path.basename(self.path)}", unit="video",
                           leave=False, disable=None)
             for v in it:

@@ -30,6 +30,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from joblib import Parallel, delayed
+from tqdm import tqdm
+
+from hgrnn.data import synthetic
+from hgrnn.data.windows import FeatureStore
+from hgrnn.hgrnn_head.infer import evaluate_store
+from hgrnn.hgrnn_head.model import HeadConfig
+from hgrnn.hgrnn_head.train import TrainConfig, train_head
 
 # name -> (variant, l, J, what the row is in the paper)
 ROWS = {
@@ -79,7 +88,6 @@ class AblateConfig:
         """One dict per run: name, row, variant, context, iterations, seed, schedule. Hidden
         sizes left None are resolved to HeadConfig's defaults here, so that a finished run's
         done.json says the sizes it really had."""
-        from hgrnn.hgrnn_head.model import HeadConfig
         scene_hidden = self.scene_hidden or HeadConfig.scene_hidden
         graph_hidden = self.graph_hidden or HeadConfig.graph_hidden
         out = []
@@ -96,7 +104,6 @@ class AblateConfig:
 
 def class_groups_of(store_path) -> dict:
     """{group: [class names]} of a synthetic store, {} for any other store."""
-    from hgrnn.data.windows import FeatureStore
     entry = FeatureStore(os.fspath(store_path)).configs.get("synth") or {}
     if isinstance(entry, str):
         entry = json.loads(entry)
@@ -105,17 +112,13 @@ def class_groups_of(store_path) -> dict:
 
 def group_aps(per_class: dict, class_groups: dict) -> dict:
     """{"all": mAP over classes with instances, group: mean AP of its classes} (None if empty)."""
-    from hgrnn.data.synthetic import group_aps as _g
-    return _g(per_class, class_groups)
+    return synthetic.group_aps(per_class, class_groups)
 
 
 def run_one(spec: dict, train_store: str, val_store: str, out_dir: str,
             class_groups: dict) -> dict:
     """Train and score one run (in a worker process); returns its row (also done.json)."""
-    import torch
     torch.set_num_threads(1)
-    from hgrnn.hgrnn_head.infer import evaluate_store
-    from hgrnn.hgrnn_head.train import HeadConfig, TrainConfig, train_head
 
     run = Path(out_dir) / "runs" / spec["name"]
     done = run / "done.json"
@@ -150,9 +153,6 @@ def run_one(spec: dict, train_store: str, val_store: str, out_dir: str,
 def run_ablation(train_store, val_store, out_dir, cfg: AblateConfig, progress=True) -> dict:
     """Run the grid (skipping finished runs), write ablation.csv/.md/.png; return
     ``{"rows": [run rows], "summary": {row: {boxes: {group: (mean, std, n)}}}, "files": {...}}``."""
-    from joblib import Parallel, delayed
-    from tqdm import tqdm
-
     train_store, val_store = os.fspath(train_store), os.fspath(val_store)
     for p in (train_store, val_store):
         if not os.path.exists(p):

@@ -24,12 +24,17 @@ import json
 import os
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from hgrnn.hgrnn_head.train import (HeadError, check_store_matches, load_checkpoint,
-                                    model_from_checkpoint, open_store, resolve_device,
-                                    torch_threads)
+from hgrnn.data.ava import AvaRows, read_annotations, read_exclusions, write_results
+from hgrnn.data.windows import ContextWindows
+from hgrnn.hgrnn_head.checkpoint import (HeadError, check_store_matches, load_checkpoint,
+                                         model_from_checkpoint, open_store, resolve_device,
+                                         torch_threads)
+from hgrnn.metrics import evaluate
 
 DEFAULT_NMS_IOU = 0.5
 INFER_BATCH_KEYFRAMES = 512
@@ -47,7 +52,7 @@ def class_nms(boxes: torch.Tensor, scores: torch.Tensor, keyframe: torch.Tensor,
     kept for every class): the result is exactly greedy NMS per (keyframe, class), at a cost
     that does not grow with the classes of uncontested boxes.
     """
-    from torchvision.ops import batched_nms
+    from torchvision.ops import batched_nms  # torchvision is imported only to score
 
     P, K = scores.shape
     keep = torch.ones(P, K, dtype=torch.bool)
@@ -105,16 +110,12 @@ def predict_store(model, fs, device="cpu", nms_iou=DEFAULT_NMS_IOU,
     results, one row per kept (person box, class), scores = action prob x confidence.
     min_score > 0 drops rows scored below it after NMS (smaller CSVs; it can only lower AP,
     by cutting the tail of each class's ranking)."""
-    from hgrnn.data.ava import AvaRows
-    from hgrnn.data.windows import ContextWindows
-
     cfg = model.cfg
     windows = ContextWindows(fs, l=cfg.window_context, pad=cfg.window_pad)
     action_ids = torch.tensor(fs.label_map.ids, dtype=torch.int64)
     model.eval()
     starts = range(0, len(windows), batch_keyframes)
     if progress:
-        from tqdm import tqdm
         starts = tqdm(starts, desc=f"eval {os.path.basename(fs.path)}", unit="batch",
                       dynamic_ncols=True)
     parts = {"video": [], "ts": [], "boxes": [], "action": [], "score": []}
@@ -146,10 +147,6 @@ def predict_store(model, fs, device="cpu", nms_iou=DEFAULT_NMS_IOU,
 def store_ground_truth(fs):
     """The store's gt persons as AVA ground-truth rows (one per person and positive label),
     read with h5py following the store schema (hgrnn/data/store.py)."""
-    import h5py
-
-    from hgrnn.data.ava import AvaRows
-
     ids = np.asarray(fs.label_map.ids, np.int64)
     cols = {"video": [], "ts": [], "boxes": [], "action": [], "pid": []}
     with h5py.File(fs.path, "r") as f:
@@ -181,8 +178,6 @@ def evaluate_model(model, fs, device="cpu", gt=None, nms_iou=DEFAULT_NMS_IOU,
                    exclusions=None, protocol="ava-2018", progress=False):
     """Frame-mAP of `model` on FeatureStore `fs` (its box source) against `gt` (AvaRows;
     default: the store's own ground truth). Returns (EvalResult)."""
-    from hgrnn.metrics import evaluate
-
     results = predict_store(model, fs, device=device, nms_iou=nms_iou, progress=progress)
     gt = store_ground_truth(fs) if gt is None else gt
     return evaluate(gt, results, fs.label_map, protocol=protocol, exclusions=exclusions)
@@ -231,9 +226,6 @@ def evaluate_store(store, checkpoint, gt_boxes=False, out_dir=None, nms_iou=DEFA
         the reason given at ``TrainConfig.num_threads``).
     Returns the EvalResult.
     """
-    from hgrnn.data.ava import read_annotations, read_exclusions, write_results
-    from hgrnn.metrics import evaluate
-
     ckpt = load_checkpoint(checkpoint)
     source = "gt" if gt_boxes else "det"
     fs = open_store(store, source)

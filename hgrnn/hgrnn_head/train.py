@@ -4,8 +4,9 @@ The paper's schedule is the default: Adam with a constant learning rate of 1e-4,
 of 50 random keyframes, random initialisation, focal loss with gamma = 2, trained on the
 ground-truth boxes. A run folder holds:
 
-    last.pt        checkpoint (see ``save_checkpoint``), rewritten every ``checkpoint_every``
-                   steps and at the end; loadable with ``torch.load(weights_only=True)``
+    last.pt        checkpoint (see ``checkpoint.save_checkpoint``), rewritten every
+                   ``checkpoint_every`` steps and at the end; loadable with
+                   ``torch.load(weights_only=True)``
     metrics.jsonl  one JSON object per line: {"step", "loss", "steps_per_s", "seconds"}
                    every ``log_every`` steps, {"step", "val_mAP", "val_per_class"} at each
                    validation
@@ -19,29 +20,24 @@ exactly on the CPU, and ``resume=True`` continues an interrupted run to the same
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from hgrnn.hgrnn_head.loss import sigmoid_focal_loss
+from hgrnn.data.windows import ContextWindows
+from hgrnn.hgrnn_head.checkpoint import (CHECKPOINT_NAME, HeadError, check_store_matches,
+                                         load_checkpoint, open_store, resolve_device,
+                                         save_checkpoint, torch_threads)
+from hgrnn.hgrnn_head.infer import evaluate_model
 from hgrnn.hgrnn_head.model import HeadConfig, HGRNNHead
-
-CHECKPOINT_FORMAT = "hgrnn-head-checkpoint"
-CHECKPOINT_VERSION = 1
-CHECKPOINT_NAME = "last.pt"
-
-
-class HeadError(Exception):
-    """Bad input to training or evaluation (a store, a checkpoint, a run folder) or a run that
-    cannot go on; the message names the file. The CLI shows it as a click error."""
+from hgrnn.losses import sigmoid_focal_loss
 
 
 @dataclass(frozen=True)
@@ -106,35 +102,6 @@ class TrainConfig:
 _RESUME_FIXED = ("batch_size", "lr", "seed", "focal_gamma", "focal_alpha", "box_source")
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise HeadError(f"device {name!r} asked for, but torch sees no CUDA GPU (use --device cpu)")
-    return device
-
-
-def _store_path(store) -> str:
-    return str(getattr(store, "path", store))
-
-
-def open_store(store, box_source: str, lazy=False):
-    """FeatureStore of `store` (a path or a FeatureStore) reading `box_source` boxes
-    (lazy: features stay in the file)."""
-    from hgrnn.data.store import StoreError
-    from hgrnn.data.windows import FeatureStore
-
-    path = _store_path(store)
-    if not os.path.exists(path):
-        raise HeadError(f"{path}: no such store")
-    try:
-        fs = FeatureStore(path, box_source=box_source, lazy=lazy)
-    except StoreError as e:
-        raise HeadError(str(e)) from e
-    return fs
-
-
 def complete_head_config(head: HeadConfig, fs) -> HeadConfig:
     """Fill feature_dim / num_classes from the store; refuse a config that disagrees."""
     K = len(fs.label_map)
@@ -143,72 +110,6 @@ def complete_head_config(head: HeadConfig, fs) -> HeadConfig:
         if given is not None and given != value:
             raise HeadError(f"{fs.path}: the store has {name} = {value}, the head config {given}")
     return dataclasses.replace(head, feature_dim=fs.feature_dim, num_classes=K)
-
-
-# ---- checkpoints --------------------------------------------------------------------------
-
-def save_checkpoint(path, *, model, optimizer, head: HeadConfig, train: TrainConfig, label_map,
-                    fingerprint: str, store_path: str, step: int) -> None:
-    """Write a checkpoint atomically (temporary file + rename). Only tensors, dicts, lists,
-    str, int, float, bool and None, so ``torch.load(path, weights_only=True)`` reads it:
-
-        format, version, step, model (state dict), optimizer (state dict), head (HeadConfig
-        dict), train (TrainConfig dict), label_map (JSON of [[id, name], ...]), feature_dim,
-        store_fingerprint, store_path, rng_torch (CPU RNG state, uint8 tensor)
-    """
-    ckpt = {
-        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": int(step),
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": optimizer.state_dict() if optimizer is not None else {},
-        "head": head.to_dict(), "train": train.to_dict(),
-        "label_map": label_map.to_json(), "feature_dim": int(head.feature_dim),
-        "store_fingerprint": str(fingerprint), "store_path": str(store_path),
-        "rng_torch": torch.get_rng_state(),
-    }
-    tmp = f"{path}.tmp"
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path) -> dict:
-    """Read and check a checkpoint written by ``save_checkpoint`` (weights_only)."""
-    path = str(path)
-    if os.path.isdir(path):
-        path = os.path.join(path, CHECKPOINT_NAME)
-    if not os.path.exists(path):
-        raise HeadError(f"{path}: no such checkpoint")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated or foreign file: say which
-        raise HeadError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from e
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise HeadError(f"{path}: not an hgrnn head checkpoint (no format '{CHECKPOINT_FORMAT}')")
-    if ckpt.get("version") != CHECKPOINT_VERSION:
-        raise HeadError(f"{path}: checkpoint version {ckpt.get('version')}, "
-                        f"this hgrnn reads {CHECKPOINT_VERSION}")
-    ckpt["path"] = path
-    return ckpt
-
-
-def model_from_checkpoint(ckpt: dict, device="cpu") -> HGRNNHead:
-    model = HGRNNHead(HeadConfig.from_dict(ckpt["head"]))
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval()
-
-
-def check_store_matches(ckpt: dict, fs) -> None:
-    """The store must have the checkpoint's label map and feature dim."""
-    from hgrnn.data.ava import LabelMap
-
-    ckpt_map = LabelMap.from_json(ckpt["label_map"])
-    if ckpt_map != fs.label_map:
-        diff = (f"{len(ckpt_map)} classes vs {len(fs.label_map)}"
-                if len(ckpt_map) != len(fs.label_map) else "same size, different ids or names")
-        raise HeadError(f"{fs.path}: the store's label map differs from checkpoint "
-                        f"{ckpt.get('path', '')}'s ({diff})")
-    if int(ckpt["feature_dim"]) != fs.feature_dim:
-        raise HeadError(f"{fs.path}: feature dim {fs.feature_dim}, checkpoint "
-                        f"{ckpt.get('path', '')} was trained on {ckpt['feature_dim']}")
 
 
 # ---- batches ------------------------------------------------------------------------------
@@ -259,18 +160,6 @@ def make_adam(params: list, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr)
 
 
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """torch.set_num_threads(n) inside the block (n = 0: leave it), restored after."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _read_metrics(path: Path, upto_step: int) -> list:
     rows = []
     if path.exists():
@@ -311,6 +200,104 @@ def plot_loss_curve(metrics: list, path) -> bool:
     return True
 
 
+def _open_training_store(train_store, head: HeadConfig, train: TrainConfig):
+    """The training FeatureStore, the head config completed from it, and its context
+    windows; refuses a store without labels or without a person to train on."""
+    fs = open_store(train_store, train.box_source)
+    if not fs.has_labels:
+        raise HeadError(f"{fs.path}: the '{train.box_source}' persons have no action labels; "
+                        "training needs a store with ground-truth labels (gt boxes)")
+    head = complete_head_config(head, fs)
+    windows = ContextWindows(fs, l=head.window_context, pad=head.window_pad)
+    if len(windows) == 0:
+        raise HeadError(f"{fs.path}: no keyframe with a '{train.box_source}' person: "
+                        "nothing to train on")
+    return fs, head, windows
+
+
+def _open_validation_store(val_store, fs):
+    """The validation FeatureStore (gt boxes); it must match the training store `fs` and
+    have labelled ground-truth persons."""
+    val_fs = open_store(val_store, "gt")
+    if (val_fs.feature_dim, val_fs.label_map) != (fs.feature_dim, fs.label_map):
+        raise HeadError(f"{val_fs.path}: the validation store's feature dim or label map differs "
+                        f"from the training store {fs.path}")
+    if not ("gt" in val_fs.sources and val_fs.has_labels):
+        raise HeadError(f"{val_fs.path}: the validation store has no ground-truth persons with "
+                        "labels to compute a validation mAP against")
+    return val_fs
+
+
+def _checkpoint_to_resume(ckpt_path: Path, resume: bool, fs, head: HeadConfig,
+                          train: TrainConfig):
+    """The checkpoint a resumed run continues from (None for a fresh run), after checking
+    that it belongs to this store and these settings; refuses to overwrite a run."""
+    if not ckpt_path.exists():
+        return None
+    if not resume:
+        raise HeadError(f"{ckpt_path.parent}: already holds a run ({CHECKPOINT_NAME}); pass "
+                        "resume=True (--resume) to continue it, or choose another output folder")
+    ckpt = load_checkpoint(ckpt_path)
+    check_store_matches(ckpt, fs)
+    saved_head = HeadConfig.from_dict(ckpt["head"])
+    if saved_head != head:
+        diff = {k: (v, getattr(head, k)) for k, v in saved_head.to_dict().items()
+                if getattr(head, k) != v}
+        raise HeadError(f"{ckpt_path}: head config differs from the checkpoint's "
+                        f"(field: (checkpoint, now)) {diff}")
+    saved_train = TrainConfig.from_dict(ckpt["train"])
+    diff = {k: (getattr(saved_train, k), getattr(train, k)) for k in _RESUME_FIXED
+            if getattr(saved_train, k) != getattr(train, k)}
+    if diff:
+        raise HeadError(f"{ckpt_path}: cannot resume with different training settings "
+                        f"(field: (checkpoint, now)) {diff}")
+    if int(ckpt["step"]) > train.steps:
+        raise HeadError(f"{ckpt_path}: the run is already at step {ckpt['step']}, past "
+                        f"steps = {train.steps}; pass --steps >= {ckpt['step']} to resume it")
+    if ckpt["store_fingerprint"] != fs.fingerprint:
+        raise HeadError(f"{ckpt_path}: was trained on a different store "
+                        f"({ckpt['store_path']}, fingerprint {ckpt['store_fingerprint']}) "
+                        f"than {fs.path} ({fs.fingerprint})")
+    return ckpt
+
+
+def _model_and_optimizer(head: HeadConfig, train: TrainConfig, device, ckpt):
+    """(model, Adam, first step): initialised from the seed, or restored from `ckpt` (weights,
+    optimizer state, torch RNG state) when resuming."""
+    torch.manual_seed(train.seed)
+    model = HGRNNHead(head).to(device)
+    optimizer = make_adam(list(model.parameters()), train.lr)
+    if ckpt is None:
+        return model, optimizer, 0
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    torch.set_rng_state(ckpt["rng_torch"])
+    return model, optimizer, int(ckpt["step"])
+
+
+class _RunLog:
+    """metrics.jsonl of a run: the rows up to the step the run (re)starts at, rewritten on
+    opening, then one appended line per `write`."""
+
+    def __init__(self, path: Path, start: int):
+        self.path = path
+        self.rows = _read_metrics(path, start)
+        path.write_text("".join(json.dumps(m) + "\n" for m in self.rows))
+
+    def write(self, row: dict) -> None:
+        self.rows.append(row)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def validation(self, step: int, result) -> None:
+        """Log a validation EvalResult, once per step (a finished run resumed is validated
+        again, for the result, not re-logged)."""
+        if any(m.get("step") == step and "val_mAP" in m for m in self.rows):
+            return
+        val_map = None if math.isnan(result.mAP) else result.mAP  # strict JSON
+        self.write({"step": step, "val_mAP": val_map, "val_per_class": result.per_class})
+
+
 def train_head(train_store, out_dir, head: HeadConfig, train: TrainConfig,
                val_store=None, resume=False, progress=True) -> dict:
     """Train the head on `train_store` (path or FeatureStore), writing the run folder `out_dir`.
@@ -328,98 +315,36 @@ def train_head(train_store, out_dir, head: HeadConfig, train: TrainConfig,
     checkpoint, an existing run without ``resume``, or a NaN loss.
     """
     t_start = time.perf_counter()
-    fs = open_store(train_store, train.box_source)
-    if not fs.has_labels:
-        raise HeadError(f"{fs.path}: the '{train.box_source}' persons have no action labels; "
-                        "training needs a store with ground-truth labels (gt boxes)")
-    head = complete_head_config(head, fs)
-    from hgrnn.data.windows import ContextWindows
-    windows = ContextWindows(fs, l=head.window_context, pad=head.window_pad)
-    if len(windows) == 0:
-        raise HeadError(f"{fs.path}: no keyframe with a '{train.box_source}' person: "
-                        "nothing to train on")
-    val_fs = open_store(val_store, "gt") if val_store is not None else None
-    if val_fs is not None and (val_fs.feature_dim, val_fs.label_map) != (fs.feature_dim,
-                                                                         fs.label_map):
-        raise HeadError(f"{val_fs.path}: the validation store's feature dim or label map differs "
-                        f"from the training store {fs.path}")
-    if val_fs is not None and not ("gt" in val_fs.sources and val_fs.has_labels):
-        raise HeadError(f"{val_fs.path}: the validation store has no ground-truth persons with "
-                        "labels to compute a validation mAP against")
-
+    fs, head, windows = _open_training_store(train_store, head, train)
+    val_fs = _open_validation_store(val_store, fs) if val_store is not None else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt_path, metrics_path = out / CHECKPOINT_NAME, out / "metrics.jsonl"
+    ckpt_path = out / CHECKPOINT_NAME
     device = resolve_device(train.device)
-
-    ckpt = None
-    if resume and ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path)
-        check_store_matches(ckpt, fs)
-        saved_head = HeadConfig.from_dict(ckpt["head"])
-        if saved_head != head:
-            diff = {k: (v, getattr(head, k)) for k, v in saved_head.to_dict().items()
-                    if getattr(head, k) != v}
-            raise HeadError(f"{ckpt_path}: head config differs from the checkpoint's "
-                            f"(field: (checkpoint, now)) {diff}")
-        saved_train = TrainConfig.from_dict(ckpt["train"])
-        diff = {k: (getattr(saved_train, k), getattr(train, k)) for k in _RESUME_FIXED
-                if getattr(saved_train, k) != getattr(train, k)}
-        if diff:
-            raise HeadError(f"{ckpt_path}: cannot resume with different training settings "
-                            f"(field: (checkpoint, now)) {diff}")
-        if int(ckpt["step"]) > train.steps:
-            raise HeadError(f"{ckpt_path}: the run is already at step {ckpt['step']}, past "
-                            f"steps = {train.steps}; pass --steps >= {ckpt['step']} to resume it")
-        if ckpt["store_fingerprint"] != fs.fingerprint:
-            raise HeadError(f"{ckpt_path}: was trained on a different store "
-                            f"({ckpt['store_path']}, fingerprint {ckpt['store_fingerprint']}) "
-                            f"than {fs.path} ({fs.fingerprint})")
-    elif ckpt_path.exists() and not resume:
-        raise HeadError(f"{out}: already holds a run ({CHECKPOINT_NAME}); pass resume=True "
-                        "(--resume) to continue it, or choose another output folder")
+    ckpt = _checkpoint_to_resume(ckpt_path, resume, fs, head, train)
 
     # leave the caller's RNG and thread count as they were
     with torch.random.fork_rng(devices=[]), torch_threads(train.num_threads):
-        torch.manual_seed(train.seed)
-        model = HGRNNHead(head).to(device)
-        optimizer = make_adam(list(model.parameters()), train.lr)
-        start = 0
-        if ckpt is not None:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            torch.set_rng_state(ckpt["rng_torch"])
-            start = int(ckpt["step"])
-        metrics = _read_metrics(metrics_path, start)
-        metrics_path.write_text("".join(json.dumps(m) + "\n" for m in metrics))
+        model, optimizer, start = _model_and_optimizer(head, train, device, ckpt)
+        run_log = _RunLog(out / "metrics.jsonl", start)
 
         def checkpoint(step):
             save_checkpoint(ckpt_path, model=model, optimizer=optimizer, head=head, train=train,
                             label_map=fs.label_map, fingerprint=fs.fingerprint,
                             store_path=fs.path, step=step)
 
-        def log(row):
-            metrics.append(row)
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
-
         def validate(step):
-            from hgrnn.hgrnn_head.infer import evaluate_model
             result = evaluate_model(model, val_fs, device=device)
             model.train()
-            val_map = None if math.isnan(result.mAP) else result.mAP  # strict JSON
-            if not any(m.get("step") == step and "val_mAP" in m for m in metrics):
-                # (a finished run resumed is validated again, for the result, not re-logged)
-                log({"step": step, "val_mAP": val_map, "val_per_class": result.per_class})
+            run_log.validation(step, result)
             return result
 
         bar = None
         if progress:
-            from tqdm import tqdm
             bar = tqdm(total=train.steps, initial=start, desc="train-head", unit="step",
                        dynamic_ncols=True)
         model.train()
-        losses = [m["loss"] for m in metrics if "loss" in m]
+        losses = [m["loss"] for m in run_log.rows if "loss" in m]
         loss_value = losses[-1] if losses else float("nan")  # a finished run resumed
         val_result, last_saved, val_postfix = None, start if ckpt else None, {}
         batch_seconds, step_log = 0.0, start
@@ -449,9 +374,9 @@ def train_head(train_store, out_dir, head: HeadConfig, train: TrainConfig,
                     bar.set_postfix(loss=f"{loss_value:.4f}", **val_postfix)
                 if done % train.log_every == 0 or done == train.steps:
                     now = time.perf_counter()
-                    log({"step": done, "loss": loss_value,
-                         "steps_per_s": (done - step_log) / max(now - t_log, 1e-9),
-                         "seconds": now - t_start})
+                    run_log.write({"step": done, "loss": loss_value,
+                                   "steps_per_s": (done - step_log) / max(now - t_log, 1e-9),
+                                   "seconds": now - t_start})
                     t_log, step_log = now, done
                 if val_fs is not None and train.val_every and done % train.val_every == 0 \
                         and done != train.steps:
@@ -464,10 +389,10 @@ def train_head(train_store, out_dir, head: HeadConfig, train: TrainConfig,
             loop_seconds = time.perf_counter() - t_loop
             if bar is not None:
                 bar.close()
-            plot_loss_curve(metrics, out / "loss.png")
+            plot_loss_curve(run_log.rows, out / "loss.png")
         if val_fs is not None:
             val_result = validate(train.steps)
-            plot_loss_curve(metrics, out / "loss.png")
+            plot_loss_curve(run_log.rows, out / "loss.png")
     seconds = time.perf_counter() - t_start
     return {"checkpoint": str(ckpt_path), "val": val_result.to_dict() if val_result else None,
             "seconds": seconds, "steps": train.steps, "loss": loss_value,

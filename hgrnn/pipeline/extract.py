@@ -38,6 +38,7 @@ distributed run count as done and are merged by the next run (any number of proc
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import glob
 import math
 import os
@@ -49,8 +50,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as torch_dist
 from torch.utils.data import IterableDataset, get_worker_info
+from tqdm import tqdm
 
+from hgrnn.data.ava import group_persons, load_label_map, read_annotations, read_results
+from hgrnn.data.store import PersonSet, StoreError, StoreWriter, open_h5, read_info, video_names
+from hgrnn.data.store_merge import merge_stores
+from hgrnn.pipeline.i3d import load_backbone, normalize_frames, person_features, sha256_file
 from hgrnn.pipeline.video import VideoError, find_frame_folders, find_videos, iter_clips, probe
 
 DETECTORS = ("faster-rcnn",)
@@ -196,8 +203,6 @@ class _Plan:
 def _read_inputs(cfg: ExtractConfig, label_map):
     """Find the videos, keyframes and persons. Returns (plans, missing, gt, det) where
     missing maps video id -> reason for videos named by a CSV without a file."""
-    from hgrnn.data.ava import group_persons, read_annotations, read_results
-
     if cfg.videos is not None:
         found = find_videos(cfg.videos)
         folder, kind = cfg.videos, "video file"
@@ -301,6 +306,7 @@ def load_detector(weights: str, device, threshold: float, max_persons: int, shor
     """torchvision Faster R-CNN (ResNet-50 FPN). weights: a state-dict file (torchvision's
     layout, any number of classes, person = class 1), "default" (COCO weights via torchvision)
     or "none" (random init, tests). Returns (model in eval mode, meta dict)."""
+    # torchvision's detection models take seconds to import: only when a detector runs
     from torchvision.models.detection import (FasterRCNN_ResNet50_FPN_Weights,
                                               fasterrcnn_resnet50_fpn)
 
@@ -316,8 +322,6 @@ def load_detector(weights: str, device, threshold: float, max_persons: int, shor
                                         weights_backbone=None, **kwargs)
         meta["weights"] = "torchvision:" + str(FasterRCNN_ResNet50_FPN_Weights.DEFAULT)
     else:
-        from hgrnn.pipeline.i3d import sha256_file
-
         path = Path(weights)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: detector weights file not found")
@@ -363,8 +367,6 @@ def _batch_features(backbone, projection, clips, sets, device, autocast):
     clips: uint8 (B, T, H, W, 3); sets: person dicts (key "boxes" (n_i, 4) normalised xyxy),
     the first B for clips 0..B-1 (gt), optionally B more for the same clips (det).
     Returns (clip features (B, C) float32 numpy, [per set (n_i, C) float32 numpy])."""
-    from hgrnn.pipeline.i3d import normalize_frames, person_features
-
     b = clips.shape[0]
     # RoI rows [clip index, x1, y1, x2, y2]; set i belongs to clip i % B
     rois = np.concatenate(
@@ -387,9 +389,9 @@ def _batch_features(backbone, projection, clips, sets, device, autocast):
     return clip_feat.float().cpu().numpy(), split
 
 
-def _person_set(person_set_cls, entries, ground_truth: bool):
+def _person_set(entries, ground_truth: bool) -> PersonSet:
     """[(person dict, feats (n, C)) per keyframe] -> PersonSet (labels/ids for ground truth)."""
-    return person_set_cls.from_lists(
+    return PersonSet.from_lists(
         [p["boxes"] for p, _ in entries], [f for _, f in entries],
         [p["scores"] for p, _ in entries],
         [p["labels"] for p, _ in entries] if ground_truth else None,
@@ -410,36 +412,26 @@ class _Dist:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
             return cls()
-        import datetime
-
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
+        if not torch_dist.is_initialized():
             # gloo on CPU for barriers/object gathers only; ranks may wait hours for others
-            dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
-        return cls(dist.get_rank(), dist.get_world_size(),
+            torch_dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
+        return cls(torch_dist.get_rank(), torch_dist.get_world_size(),
                    int(os.environ.get("LOCAL_RANK", "0")), True)
 
     def barrier(self):
         if self.active:
-            import torch.distributed as dist
-
-            dist.barrier()
+            torch_dist.barrier()
 
     def gather(self, obj) -> list:
         if not self.active:
             return [obj]
-        import torch.distributed as dist
-
         out = [None] * self.world
-        dist.all_gather_object(out, obj)
+        torch_dist.all_gather_object(out, obj)
         return out
 
 
 def _complete_videos(path) -> set:
     """Complete video ids of an existing store file (empty set when absent)."""
-    from hgrnn.data.store import open_h5, video_names
-
     if not os.path.exists(path) or os.path.getsize(path) == 0:
         return set()
     with open_h5(path) as f:
@@ -470,8 +462,6 @@ FEATURE_FIELDS = ("fps", "time_offset", "clip_frames", "frame_stride", "short_si
 def _check_resume_settings(paths, stage: dict) -> None:
     """Raise ValueError when a store (or shard) in `paths` was extracted with other
     feature settings than `stage` (see FEATURE_FIELDS, plus the backbone weights' sha256)."""
-    from hgrnn.data.store import open_h5, read_info
-
     for path in paths:
         if not os.path.exists(path) or os.path.getsize(path) == 0:
             continue
@@ -502,27 +492,8 @@ def _device_for(pref: str, dist: "_Dist", cuda_available: bool) -> torch.device:
     return torch.device(pref)
 
 
-def extract_features(cfg: ExtractConfig) -> dict:
-    """Run the extraction stage (see the module docstring). Returns a summary dict: written,
-    skipped (already complete), failed {video_id: reason}, keyframes, persons {gt, det},
-    decoded_frames, needed_frames, seconds, out. Under torchrun every rank returns the
-    summary of all ranks."""
-    from hgrnn.data.ava import load_label_map
-    from hgrnn.data.store import PersonSet, StoreError, StoreWriter, merge_stores
-    from hgrnn.pipeline.i3d import load_backbone
-
-    cfg.validate()
-    started = time.time()
-    dist = _Dist.from_env()
-    label_map = load_label_map(cfg.label_map)
-    num_classes = len(label_map)
-    plans, missing, gt, det = _read_inputs(cfg, label_map)
-
-    device = _device_for(cfg.device, dist, torch.cuda.is_available())
-    if device.type == "cuda":
-        # the rank's own GPU as the current device: pin_memory and any "cuda" tensor of a
-        # library otherwise land on (and open a context on) GPU 0 in every rank
-        torch.cuda.set_device(device)
+def _load_models(cfg: ExtractConfig, device):
+    """(backbone, projection or None, feature_dim, detector or None, stage config)."""
     backbone, projection, bmeta = load_backbone(cfg.backbone_weights, device)
     if not cfg.projection:
         projection = None
@@ -531,7 +502,27 @@ def extract_features(cfg: ExtractConfig) -> dict:
     if cfg.detector:
         detector, dmeta = load_detector(cfg.detector_weights, device, cfg.det_threshold,
                                         cfg.max_persons, cfg.det_short_side)
-    stage = _stage_config(cfg, bmeta, dmeta, feature_dim)
+    return backbone, projection, feature_dim, detector, _stage_config(cfg, bmeta, dmeta,
+                                                                      feature_dim)
+
+
+def extract_features(cfg: ExtractConfig) -> dict:
+    """Run the extraction stage (see the module docstring). Returns a summary dict: written,
+    skipped (already complete), failed {video_id: reason}, keyframes, persons {gt, det},
+    decoded_frames, needed_frames, seconds, out. Under torchrun every rank returns the
+    summary of all ranks."""
+    cfg.validate()
+    started = time.time()
+    dist = _Dist.from_env()
+    label_map = load_label_map(cfg.label_map)
+    plans, missing, gt, det = _read_inputs(cfg, label_map)
+
+    device = _device_for(cfg.device, dist, torch.cuda.is_available())
+    if device.type == "cuda":
+        # the rank's own GPU as the current device: pin_memory and any "cuda" tensor of a
+        # library otherwise land on (and open a context on) GPU 0 in every rank
+        torch.cuda.set_device(device)
+    backbone, projection, feature_dim, detector, stage = _load_models(cfg, device)
 
     # -- what is done already (read before anyone writes), who does what
     shards = existing_shards(cfg.out)
@@ -545,45 +536,26 @@ def extract_features(cfg: ExtractConfig) -> dict:
     mine = shard_items(todo, dist.rank, dist.world)
     my_path = shard_path(cfg.out, dist.rank) if (dist.active or shards) else cfg.out
 
-    written, failed = 0, {}
-    persons = {"gt": 0, "det": 0}
-    keyframes_done = decoded = needed = 0
     show = cfg.progress and dist.rank == 0
-    total = sum(len(p.timestamps) for p in mine if p.timestamps is not None)
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, unit="kf", desc="extract" if not dist.active else f"extract rank 0/{dist.world}",
-               disable=not show, dynamic_ncols=True, smoothing=0.05)
-
     with StoreWriter(my_path, feature_dim=feature_dim, label_map=label_map,
                      configs={"extract": stage}) as writer:
+        run = _Run(writer, mine, show, dist)
         if dist.rank == 0:
-            for vid, reason in missing.items():
-                writer.record_failure(vid, reason)
-                failed[vid] = reason
-            if missing:
-                shown = ", ".join(list(missing)[:10]) + (" ..." if len(missing) > 10 else "")
-                tqdm.write(f"extract-features: {len(missing)} video(s) named by the CSVs are "
-                           f"missing (recorded as failed): {shown}")
+            run.record_missing(missing)
         loader = torch.utils.data.DataLoader(
             ClipDataset(mine, cfg, cfg.det_short_side if detector is not None else None),
             batch_size=None, num_workers=cfg.workers if mine else 0,
             pin_memory=device.type == "cuda",
             prefetch_factor=2 if cfg.workers > 0 and mine else None,
             persistent_workers=False)
-        state: dict = {}        # video id -> accumulated results
-        plan_of = {p.video_id: p for p in mine}
         autocast = torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda")
+        num_classes = len(label_map)
         for message in loader:
             kind, vid = message[0], message[1]
             if kind == "start":
-                state[vid] = {"ts": [], "clip": [], "gt": [], "det": [], "planned": len(message[2])}
-                if plan_of[vid].timestamps is None:      # every-second: count known now
-                    bar.total += len(message[2])
-                    bar.refresh()
+                run.start(vid, timestamps=message[2])
             elif kind == "clips":
                 _, _, ts, clips, keys = message
-                st = state[vid]
                 gt_sets = [(gt or {}).get(vid, {}).get(int(t), _empty_persons(num_classes))
                            for t in ts]
                 if detector is not None:
@@ -592,70 +564,126 @@ def extract_features(cfg: ExtractConfig) -> dict:
                     det_sets = [det.get(vid, {}).get(int(t), _empty_persons(num_classes)) for t in ts]
                 else:
                     det_sets = None
-                n = len(ts)
-                sets = gt_sets + (det_sets or [])
-                clip_feat, split = _batch_features(backbone, projection, clips, sets, device,
-                                                   autocast)
-                st["ts"].extend(int(t) for t in ts)
-                st["clip"].append(clip_feat)
-                st["gt"].extend((s, f) for s, f in zip(gt_sets, split[:n]))
-                if det_sets is not None:
-                    st["det"].extend((s, f) for s, f in zip(det_sets, split[n:]))
-                bar.update(n)
-                keyframes_done += n
+                clip_feat, split = _batch_features(backbone, projection, clips,
+                                                   gt_sets + (det_sets or []), device, autocast)
+                run.add_batch(vid, ts, clip_feat, gt_sets, det_sets, split)
             elif kind == "done":
-                stats = message[2]
-                st = state.pop(vid)
-                ps = {}
-                if gt is not None:
-                    ps["gt"] = _person_set(PersonSet, st["gt"], ground_truth=True)
-                if st["det"]:
-                    ps["det"] = _person_set(PersonSet, st["det"], ground_truth=False)
-                try:
-                    writer.add_video(vid, np.asarray(st["ts"], np.int64),
-                                     np.concatenate(st["clip"]), gt=ps.get("gt"),
-                                     det=ps.get("det"), width=stats.get("width"),
-                                     height=stats.get("height"))
-                except StoreError as exc:          # bad input for this video: record, go on
-                    writer.record_failure(vid, str(exc))
-                    failed[vid] = str(exc)
-                    tqdm.write(f"extract-features: FAILED {vid}: {exc}")
-                    continue
-                written += 1
-                for name, p in ps.items():
-                    persons[name] += len(p.boxes)
-                decoded += stats.get("decoded_frames", 0)
-                needed += stats.get("converted_frames", 0)
-                bar.set_postfix(done=written, failed=len(failed), refresh=False)
+                run.write_video(vid, stats=message[2], with_gt=gt is not None)
             elif kind == "failed":
-                st = state.pop(vid, None)   # results of its earlier batches are dropped
-                planned = (len(plan_of[vid].timestamps) if plan_of[vid].timestamps is not None
-                           else st["planned"] if st is not None else 0)
-                bar.total -= planned - (len(st["ts"]) if st is not None else 0)  # ends at 100%
-                writer.record_failure(vid, message[2])
-                failed[vid] = message[2]
-                bar.set_postfix(done=written, failed=len(failed), refresh=False)
-                tqdm.write(f"extract-features: FAILED {vid}: {message[2]}")
-    bar.close()
+                run.fail(vid, reason=message[2])
+        run.close()
 
-    local = {"written": written, "failed": failed, "keyframes": keyframes_done,
-             "persons": persons, "decoded_frames": decoded, "needed_frames": needed}
-    everyone = dist.gather(local)
+    everyone = dist.gather(run.counts)
     if dist.rank == 0 and (dist.active or shards):
-        all_shards = existing_shards(cfg.out)
-        inputs = ([cfg.out] if os.path.exists(cfg.out) else []) + all_shards
-        merging = cfg.out + ".merging.h5"
-        merge_stores(merging, inputs, overwrite=True, progress=show)
-        os.replace(merging, cfg.out)
-        for s in all_shards:
-            os.remove(s)
+        _merge_shards(cfg.out, show)
     dist.barrier()
+    return _summary(cfg.out, everyone, skipped=len(done & {p.video_id for p in plans}),
+                    seconds=time.time() - started, ranks=dist.world)
 
-    summary = {"out": str(cfg.out), "written": 0, "skipped": len(done & {p.video_id for p in plans}),
+
+class _Run:
+    """The main process's side of one extraction: gathers each video's batches, writes the
+    video when its last batch is in, records failures, counts, and drives the progress bar."""
+
+    def __init__(self, writer, plans, show: bool, dist: _Dist):
+        self.writer = writer
+        self.plan_of = {p.video_id: p for p in plans}
+        self.state: dict = {}        # video id -> accumulated results
+        self.failed: dict = {}
+        self.counts = {"written": 0, "failed": self.failed, "keyframes": 0,
+                       "persons": {"gt": 0, "det": 0}, "decoded_frames": 0, "needed_frames": 0}
+        total = sum(len(p.timestamps) for p in plans if p.timestamps is not None)
+        self.bar = tqdm(total=total, unit="kf",
+                        desc="extract" if not dist.active else f"extract rank 0/{dist.world}",
+                        disable=not show, dynamic_ncols=True, smoothing=0.05)
+
+    def record_missing(self, missing: dict) -> None:
+        """Videos named by the CSVs without a file: recorded as failed up front."""
+        for vid, reason in missing.items():
+            self.writer.record_failure(vid, reason)
+            self.failed[vid] = reason
+        if missing:
+            shown = ", ".join(list(missing)[:10]) + (" ..." if len(missing) > 10 else "")
+            tqdm.write(f"extract-features: {len(missing)} video(s) named by the CSVs are "
+                       f"missing (recorded as failed): {shown}")
+
+    def start(self, vid, timestamps) -> None:
+        self.state[vid] = {"ts": [], "clip": [], "gt": [], "det": [], "planned": len(timestamps)}
+        if self.plan_of[vid].timestamps is None:      # every-second: count known now
+            self.bar.total += len(timestamps)
+            self.bar.refresh()
+
+    def add_batch(self, vid, ts, clip_feat, gt_sets, det_sets, split) -> None:
+        """One batch's features: clip_feat (n, C); split: person features of gt_sets, then
+        of det_sets (when not None)."""
+        st, n = self.state[vid], len(ts)
+        st["ts"].extend(int(t) for t in ts)
+        st["clip"].append(clip_feat)
+        st["gt"].extend((s, f) for s, f in zip(gt_sets, split[:n]))
+        if det_sets is not None:
+            st["det"].extend((s, f) for s, f in zip(det_sets, split[n:]))
+        self.bar.update(n)
+        self.counts["keyframes"] += n
+
+    def write_video(self, vid, stats: dict, with_gt: bool) -> None:
+        st = self.state.pop(vid)
+        ps = {}
+        if with_gt:
+            ps["gt"] = _person_set(st["gt"], ground_truth=True)
+        if st["det"]:
+            ps["det"] = _person_set(st["det"], ground_truth=False)
+        try:
+            self.writer.add_video(vid, np.asarray(st["ts"], np.int64),
+                                  np.concatenate(st["clip"]), gt=ps.get("gt"),
+                                  det=ps.get("det"), width=stats.get("width"),
+                                  height=stats.get("height"))
+        except StoreError as exc:          # bad input for this video: record, go on
+            self.writer.record_failure(vid, str(exc))
+            self.failed[vid] = str(exc)
+            tqdm.write(f"extract-features: FAILED {vid}: {exc}")
+            return
+        c = self.counts
+        c["written"] += 1
+        for name, p in ps.items():
+            c["persons"][name] += len(p.boxes)
+        c["decoded_frames"] += stats.get("decoded_frames", 0)
+        c["needed_frames"] += stats.get("converted_frames", 0)
+        self.bar.set_postfix(done=c["written"], failed=len(self.failed), refresh=False)
+
+    def fail(self, vid, reason: str) -> None:
+        st = self.state.pop(vid, None)   # results of its earlier batches are dropped
+        plan = self.plan_of[vid]
+        planned = (len(plan.timestamps) if plan.timestamps is not None
+                   else st["planned"] if st is not None else 0)
+        self.bar.total -= planned - (len(st["ts"]) if st is not None else 0)  # ends at 100%
+        self.writer.record_failure(vid, reason)
+        self.failed[vid] = reason
+        self.bar.set_postfix(done=self.counts["written"], failed=len(self.failed), refresh=False)
+        tqdm.write(f"extract-features: FAILED {vid}: {reason}")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _merge_shards(out: str, show: bool) -> None:
+    """Merge the output (if it exists) and every rank shard into the output; delete the
+    shards."""
+    all_shards = existing_shards(out)
+    inputs = ([out] if os.path.exists(out) else []) + all_shards
+    merging = out + ".merging.h5"
+    merge_stores(merging, inputs, overwrite=True, progress=show)
+    os.replace(merging, out)
+    for s in all_shards:
+        os.remove(s)
+
+
+def _summary(out, parts: list, skipped: int, seconds: float, ranks: int) -> dict:
+    """The run's summary from every rank's counts."""
+    summary = {"out": str(out), "written": 0, "skipped": skipped,
                "failed": {}, "keyframes": 0, "persons": {"gt": 0, "det": 0},
                "decoded_frames": 0, "needed_frames": 0,
-               "seconds": time.time() - started, "ranks": dist.world}
-    for part in everyone:
+               "seconds": seconds, "ranks": ranks}
+    for part in parts:
         summary["written"] += part["written"]
         summary["failed"].update(part["failed"])
         summary["keyframes"] += part["keyframes"]

@@ -36,7 +36,7 @@ default: the paper says "halved at intervals" without the interval; 10000 gives 
 halvings over 50K steps), 50000 steps of `batch` = 50 clips per optimizer step in total:
 each of the W ranks runs `accumulate` micro-batches of ceil(batch / (W * accumulate)) clips
 (the loss of each micro-batch is the mean over its persons x classes, divided by
-accumulate). Loss: sigmoid BCE or focal (`hgrnn.hgrnn_head.loss.sigmoid_focal_loss`).
+accumulate). Loss: sigmoid BCE or focal (`hgrnn.losses.sigmoid_focal_loss`).
 Autocast (bf16 where supported, else fp16 with a gradient scaler) on CUDA.
 DistributedDataParallel under torchrun (NCCL on GPUs, gloo on CPU); rank 0 logs, validates
 and writes checkpoints. The Kinetics `logits` layer is frozen (unused).
@@ -74,11 +74,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm import tqdm
 
+from hgrnn import metrics
+from hgrnn.data.ava import (AvaRows, group_persons, load_label_map, read_annotations,
+                            read_exclusions)
+from hgrnn.losses import sigmoid_focal_loss
 from hgrnn.pipeline.i3d import (FEATURE_DIM, FINETUNE_FORMAT, FINETUNE_VERSION, InceptionI3d,
                                 load_backbone, normalize_frames, person_features)
+from hgrnn.pipeline.video import VideoError, find_frame_folders, find_videos, iter_clips
 
 log = logging.getLogger(__name__)
 
@@ -258,8 +265,6 @@ class Keyframe:
 
 def keyframes_from_csv(path, label_map, exclusions=None) -> list[Keyframe]:
     """Ground-truth CSV -> keyframes with >= 1 person, sorted by (video_id, timestamp)."""
-    from hgrnn.data.ava import group_persons, read_annotations
-
     rows = read_annotations(path, label_map, exclusions, progress=False)
     persons = group_persons(rows, label_map)
     out = []
@@ -278,8 +283,6 @@ def keyframes_from_csv(path, label_map, exclusions=None) -> list[Keyframe]:
 
 def resolve_sources(config: FinetuneConfig, video_ids) -> dict[str, str]:
     """video id -> file or frame folder; raises FinetuneError listing every missing video."""
-    from hgrnn.pipeline.video import find_frame_folders, find_videos
-
     folder = config.videos if config.videos is not None else config.frames
     found = find_videos(folder) if config.videos is not None else find_frame_folders(folder)
     wanted = sorted(set(video_ids))
@@ -323,8 +326,6 @@ class ClipStream(torch.utils.data.IterableDataset):
         return [self.chunks[i] for i in mine]
 
     def _chunk_samples(self, chunk, rng):
-        from hgrnn.pipeline.video import VideoError, iter_clips
-
         c = self.config
         video_id = self.keyframes[chunk[0]].video_id
         by_time = {float(self.keyframes[i].timestamp - c.time_offset): self.keyframes[i]
@@ -417,7 +418,6 @@ def classification_loss(logits, targets, config: FinetuneConfig) -> torch.Tensor
     """Mean over (P, K) of sigmoid BCE or focal loss (logits computed in float32)."""
     logits = logits.float()
     if config.loss == "focal":
-        from hgrnn.hgrnn_head.loss import sigmoid_focal_loss
         return sigmoid_focal_loss(logits, targets, gamma=config.focal_gamma, alpha=config.focal_alpha)
     return F.binary_cross_entropy_with_logits(logits, targets)
 
@@ -446,8 +446,6 @@ def checkpoint_dict(model: PersonActionModel, config: FinetuneConfig, label_map,
 
 def _distributed(device_pref: str):
     """(rank, world, local_rank, device); initialises the process group under torchrun."""
-    import torch.distributed as dist
-
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device_pref == "auto":
@@ -475,10 +473,6 @@ def predict_keyframes(model: PersonActionModel, keyframes, sources, config: Fine
     """Class probabilities of the gt persons of `keyframes` (whole frames at short_side, no
     augmentation, one clip per forward pass). Returns (probs (P, K), video_ids (P,),
     timestamps (P,), boxes (P, 4)), or None when nothing was decoded."""
-    from tqdm import tqdm
-
-    from hgrnn.pipeline.video import iter_clips
-
     model.eval()
     vids, stamps, boxes, probs = [], [], [], []
     by_video: dict[str, list[Keyframe]] = {}
@@ -511,9 +505,6 @@ def predict_keyframes(model: PersonActionModel, keyframes, sources, config: Fine
 def validate(model, keyframes, sources, gt_rows, label_map, config, device, progress=False) -> dict:
     """Frame-mAP (hgrnn.metrics.evaluate) of the model's scores on gt boxes. Returns
     EvalResult.to_dict()."""
-    from hgrnn.data.ava import AvaRows
-    from hgrnn.metrics import evaluate
-
     out = predict_keyframes(model, keyframes, sources, config, device, progress)
     if out is None:
         raise FinetuneError("validation: no keyframe could be decoded")
@@ -523,7 +514,7 @@ def validate(model, keyframes, sources, gt_rows, label_map, config, device, prog
                                   np.repeat(boxes, k, axis=0),
                                   np.tile(np.asarray(label_map.ids, np.int64), len(probs)),
                                   scores=probs.reshape(-1))
-    return evaluate(gt_rows, results, label_map, protocol=config.protocol).to_dict()
+    return metrics.evaluate(gt_rows, results, label_map, protocol=config.protocol).to_dict()
 
 
 def _autocast(device):
@@ -556,11 +547,6 @@ def finetune_backbone(config: FinetuneConfig, resume: bool = False, progress: bo
     """Fine-tune I3D + projection on AVA gt boxes (module docstring). Returns {"checkpoint":
     path of backbone.pt, "val": last validation dict or None, "steps": int, "seconds": float}.
     Under torchrun every rank calls this; rank 0 writes the outputs."""
-    import torch.distributed as dist
-    from tqdm import tqdm
-
-    from hgrnn.data.ava import load_label_map, read_annotations, read_exclusions
-
     t_start = time.time()
     if config.num_threads:
         torch.set_num_threads(config.num_threads)

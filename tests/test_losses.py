@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from hgrnn.hgrnn_head.loss import sigmoid_focal_loss
+from hgrnn.losses import sigmoid_focal_loss
 
 
 def direct_focal(logits, targets, gamma, alpha):

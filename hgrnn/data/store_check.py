@@ -1,0 +1,282 @@
+"""Reading a whole feature store to check it or to describe it (`hgrnn inspect`).
+
+`check_store` verifies every invariant of the schema (the module docstring of
+`hgrnn.data.store` and `docs/store.md`), reading all data; `summarize_store` and
+`format_summary` are what `hgrnn inspect` prints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from hgrnn.data.store import (BOX_TOLERANCE, SOURCES, StoreError, is_complete, open_h5,
+                              read_failures_open, read_info, video_names)
+
+
+def check_store(path, progress=False) -> list:
+    """Verify every invariant of the schema; return a list of problems, each
+    "VIDEO/DATASET: what is wrong" (empty when the store is valid). Reads all data."""
+    problems = []
+    with open_h5(path) as f:
+        info = read_info(f, path)
+        C, K = info.feature_dim, len(info.label_map)
+        if "videos" not in f:
+            return [f"{path}: no /videos group"]
+        names = sorted(f["videos"].keys())
+        it = names
+        if progress:
+            it = tqdm(names, desc="check", unit="video", leave=False, disable=None)
+        for name in it:
+            p = _check_video(f["videos"][name], name, C, K)
+            if p:
+                problems.append(p)
+        if "failures" in f:
+            rows = f["failures"]
+            if rows.ndim != 2 or rows.shape[1] != 2:
+                problems.append(f"failures: shape {rows.shape}, expected (M, 2)")
+    return problems
+
+
+def _check_video(g, name, C, K):
+    """The first broken invariant of one video group, as "video/dataset: problem", or None."""
+    if not isinstance(g, h5py.Group):
+        return f"videos/{name}: not a group"
+    if not is_complete(g):
+        return (f"videos/{name}: no 'complete' attribute (an interrupted write; readers "
+                f"ignore it and the next writer run replaces it)")
+    w = f"videos/{name}"
+    for key in ("timestamps", "clip"):
+        if key not in g:
+            return f"{w}/{key}: missing"
+    try:
+        ts = g["timestamps"][()]
+    except Exception as err:  # noqa: BLE001 - corrupt data is what we are looking for
+        return f"{w}/timestamps: unreadable ({err})"
+    if ts.ndim != 1 or not np.issubdtype(ts.dtype, np.integer) or ts.size == 0:
+        return f"{w}/timestamps: shape {ts.shape} dtype {ts.dtype}, expected (T >= 1,) integers"
+    if (np.diff(ts.astype(np.int64)) <= 0).any():
+        return f"{w}/timestamps: not strictly increasing"
+    T = len(ts)
+    clip = g["clip"]
+    if clip.shape != (T, C) or clip.dtype.kind != "f":
+        return f"{w}/clip: shape {clip.shape} dtype {clip.dtype}, expected ({T}, {C}) float"
+    try:
+        if not np.isfinite(clip[()]).all():
+            return f"{w}/clip: non-finite values"
+    except Exception as err:  # noqa: BLE001
+        return f"{w}/clip: unreadable ({err})"
+    for src in SOURCES:
+        if src not in g:
+            continue
+        s = g[src]
+        ws = f"{w}/{src}"
+        for key in ("offsets", "boxes", "feats", "scores"):
+            if key not in s:
+                return f"{ws}/{key}: missing"
+        try:
+            off = s["offsets"][()]
+            if off.shape != (T + 1,) or not np.issubdtype(off.dtype, np.integer):
+                return f"{ws}/offsets: shape {off.shape} dtype {off.dtype}, expected ({T + 1},) integers"
+            if off[0] != 0 or (np.diff(off) < 0).any():
+                return f"{ws}/offsets: must start at 0 and never decrease"
+            N = int(off[-1])
+            boxes = s["boxes"][()]
+            if boxes.shape != (N, 4):
+                return f"{ws}/boxes: shape {boxes.shape}, expected ({N}, 4)"
+            if not np.isfinite(boxes).all():
+                return f"{ws}/boxes: non-finite values"
+            if N and (boxes.min() < -BOX_TOLERANCE or boxes.max() > 1 + BOX_TOLERANCE):
+                return f"{ws}/boxes: values outside [0, 1]"
+            if N and ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).any():
+                return f"{ws}/boxes: x2 < x1 or y2 < y1"
+            feats = s["feats"]
+            if feats.shape != (N, C) or feats.dtype.kind != "f":
+                return f"{ws}/feats: shape {feats.shape} dtype {feats.dtype}, expected ({N}, {C}) float"
+            if not np.isfinite(feats[()]).all():
+                return f"{ws}/feats: non-finite values"
+            scores = s["scores"][()]
+            if scores.shape != (N,) or not np.isfinite(scores).all():
+                return f"{ws}/scores: shape {scores.shape}, expected ({N},) finite"
+            if "labels" in s:
+                labels = s["labels"][()]
+                if labels.shape != (N, K):
+                    return f"{ws}/labels: shape {labels.shape}, expected ({N}, {K})"
+                if labels.size and not np.isin(labels, (0, 1)).all():
+                    return f"{ws}/labels: values other than 0/1"
+            elif src == "gt":
+                return f"{ws}/labels: missing"
+            if "person_id" in s and s["person_id"].shape != (N,):
+                return f"{ws}/person_id: shape {s['person_id'].shape}, expected ({N},)"
+        except Exception as err:  # noqa: BLE001
+            return f"{ws}: unreadable ({type(err).__name__}: {err})"
+    return None
+
+
+
+HIST_BINS = [(0, 0), (1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 7), (8, 10), (11, 15), (16, None)]
+
+
+def summarize_store(path, progress=False) -> dict:
+    """What `hgrnn inspect` prints, as a JSON-ready dict: videos, keyframes, persons per
+    keyframe (min/mean/max and histogram) and label counts per box source, feature dims and
+    dtypes, configs, failures, size on disk against the raw array bytes."""
+    with open_h5(path) as f:
+        info = read_info(f, path)
+        names = video_names(f)
+        incomplete = video_names(f, complete=False)
+        K = len(info.label_map)
+        T = []
+        t_min, t_max = None, None
+        dtypes = set()
+        raw = 0
+        per = {s: {"videos": 0, "counts": [], "labels": np.zeros(K, np.int64),
+                   "unlabelled": 0, "has_labels": False, "scores": []} for s in SOURCES}
+        it = names
+        if progress:
+            it = tqdm(names, desc="inspect", unit="video", leave=False, disable=None)
+
+        def nbytes(ds):
+            return int(np.prod(ds.shape)) * ds.dtype.itemsize
+
+        for name in it:
+            g = f["videos"][name]
+            try:
+                ts = g["timestamps"][()]
+                T.append(len(ts))
+                if len(ts):
+                    t_min = int(ts[0]) if t_min is None else min(t_min, int(ts[0]))
+                    t_max = int(ts[-1]) if t_max is None else max(t_max, int(ts[-1]))
+                dtypes.add(("clip", str(g["clip"].dtype)))
+                raw += nbytes(g["timestamps"]) + nbytes(g["clip"])
+                for s in SOURCES:
+                    if s not in g:
+                        continue
+                    sg, st = g[s], per[s]
+                    st["videos"] += 1
+                    off = sg["offsets"][()]
+                    st["counts"].append(np.diff(off))
+                    dtypes.add((f"{s}/feats", str(sg["feats"].dtype)))
+                    raw += sum(nbytes(d) for d in sg.values() if isinstance(d, h5py.Dataset))
+                    if "labels" in sg:
+                        st["has_labels"] = True
+                        lab = sg["labels"][()]
+                        st["labels"] += lab.sum(0, dtype=np.int64)
+                        st["unlabelled"] += int((lab.sum(1) == 0).sum())
+                    if s == "det" and sg["scores"].shape[0]:
+                        st["scores"].append(sg["scores"][()])
+            except (KeyError, OSError, ValueError) as err:
+                raise StoreError(f"{path}: videos/{name}: unreadable ({err}); run "
+                                 f"`hgrnn inspect --check`") from None
+        failures = read_failures_open(f)
+    T = np.asarray(T, np.int64)
+    out = {
+        "path": str(path),
+        "size_bytes": os.path.getsize(path),
+        "raw_bytes": raw,
+        "version": info.version,
+        "feature_dim": info.feature_dim,
+        "dtypes": dict(sorted(dtypes)),
+        "streams": info.streams,
+        "num_classes": K,
+        "label_map": info.label_map,
+        "videos": len(names),
+        "incomplete_videos": incomplete,
+        "keyframes": int(T.sum()),
+        "keyframes_per_video": [int(T.min()), float(T.mean()), int(T.max())] if len(T) else None,
+        "time_range": [t_min, t_max],
+        "configs": info.configs,
+        "failures": failures,
+        "sources": {},
+    }
+    for s in SOURCES:
+        st = per[s]
+        if not st["videos"]:
+            continue
+        counts = np.concatenate(st["counts"]) if st["counts"] else np.zeros(0, np.int64)
+        hist = []
+        for lo, hi in HIST_BINS:
+            sel = counts >= lo if hi is None else (counts >= lo) & (counts <= hi)
+            hist.append([f"{lo}+" if hi is None else (str(lo) if lo == hi else f"{lo}-{hi}"),
+                         int(sel.sum())])
+        src = {
+            "videos": st["videos"],
+            "persons": int(counts.sum()),
+            "keyframes_with_persons": int((counts > 0).sum()),
+            "persons_per_keyframe": [int(counts.min()), float(counts.mean()), int(counts.max())]
+            if len(counts) else None,
+            "histogram": hist,
+        }
+        if st["has_labels"]:
+            src["label_counts"] = st["labels"].tolist()
+            src["persons_without_label"] = st["unlabelled"]
+        if st["scores"]:
+            sc = np.concatenate(st["scores"])
+            src["scores"] = [float(sc.min()), float(sc.mean()), float(sc.max())]
+        out["sources"][s] = src
+    return out
+
+
+def format_summary(s: dict) -> str:
+    """The human-readable text of `summarize_store`."""
+    mb = 1024 * 1024
+    lines = [f"{s['path']}  (hgrnn-store v{s['version']})"]
+    ratio = s["size_bytes"] / s["raw_bytes"] if s["raw_bytes"] else float("nan")
+    lines.append(f"  size on disk     {s['size_bytes'] / mb:,.1f} MiB  (raw arrays "
+                 f"{s['raw_bytes'] / mb:,.1f} MiB, ratio {ratio:.2f})")
+    dts = ", ".join(f"{k} {v}" for k, v in s["dtypes"].items())
+    streams = ", ".join(f"{n} [{a}:{b}]" for n, a, b in s["streams"])
+    lines.append(f"  features         C = {s['feature_dim']} ({dts}); streams: {streams}")
+    lm = s["label_map"]
+    lines.append(f"  label map        {s['num_classes']} classes ("
+                 + ", ".join(f"{i} {n}" for i, n in lm[:3]) + (", ..." if len(lm) > 3 else "") + ")")
+    kpv = s["keyframes_per_video"]
+    lines.append(f"  videos           {s['videos']} complete"
+                 + (f", {len(s['incomplete_videos'])} incomplete (ignored): "
+                    + ", ".join(s["incomplete_videos"][:5]) if s["incomplete_videos"] else ""))
+    if kpv:
+        lines.append(f"  keyframes        {s['keyframes']:,} (per video min {kpv[0]} / mean "
+                     f"{kpv[1]:.1f} / max {kpv[2]}; timestamps {s['time_range'][0]}.."
+                     f"{s['time_range'][1]} s)")
+    lines.append(f"  box sources      {', '.join(s['sources']) or 'none'}")
+    for name, src in s["sources"].items():
+        title = {"gt": "ground truth", "det": "detections"}[name]
+        lines.append("")
+        lines.append(f"  [{name}] {title}: {src['persons']:,} persons in {src['videos']} videos; "
+                     f"{src['keyframes_with_persons']:,} keyframes with >= 1 person")
+        ppk = src["persons_per_keyframe"]
+        if ppk:
+            lines.append(f"    persons per keyframe  min {ppk[0]} / mean {ppk[1]:.2f} / max {ppk[2]}")
+            top = max(c for _, c in src["histogram"]) or 1
+            for label, c in src["histogram"]:
+                bar = "#" * int(round(30 * c / top))
+                lines.append(f"      {label:>5} {c:>10,}  {bar}")
+        if "scores" in src:
+            sc = src["scores"]
+            lines.append(f"    scores  min {sc[0]:.3f} / mean {sc[1]:.3f} / max {sc[2]:.3f}")
+        if "label_counts" in src:
+            lines.append(f"    label counts (persons per class; {src['persons_without_label']:,} "
+                         f"persons without any label):")
+            cells = [f"{i:>4} {n[:28]:<28} {c:>8,}" for (i, n), c in zip(lm, src["label_counts"])]
+            for a in range(0, len(cells), 2):
+                lines.append("     " + "   ".join(cells[a:a + 2]))
+    lines.append("")
+    if s["configs"]:
+        lines.append("  stage configs")
+        for stage, cfg in s["configs"].items():
+            lines.append(f"    {stage}: {json.dumps(cfg, sort_keys=True)}")
+    else:
+        lines.append("  stage configs    none recorded")
+    if s["failures"]:
+        lines.append(f"  failures         {len(s['failures'])} videos")
+        for vid, why in list(s["failures"].items())[:10]:
+            lines.append(f"    {vid}: {why}")
+        if len(s["failures"]) > 10:
+            lines.append(f"    ... and {len(s['failures']) - 10} more")
+    else:
+        lines.append("  failures         none")
+    return "\n".join(lines)

@@ -1,0 +1,123 @@
+"""Merging shard stores (written by parallel workers) into one store (`hgrnn merge-stores`)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from hgrnn.data.store import (StoreError, StoreWriter, open_h5, read_failures_open, read_info,
+                              video_names)
+
+
+def _same_video(a, b) -> bool:
+    """True when two video groups hold identical datasets."""
+    def items(g, prefix=""):
+        out = {}
+        for k, v in g.items():
+            if isinstance(v, h5py.Group):
+                out.update(items(v, prefix + k + "/"))
+            else:
+                out[prefix + k] = v
+        return out
+
+    da, db = items(a), items(b)
+    if set(da) != set(db):
+        return False
+    for k in da:
+        if da[k].shape != db[k].shape or not np.array_equal(da[k][()], db[k][()]):
+            return False
+    return True
+
+
+def merge_stores(out, shards: list, overwrite=False, on_duplicate="error", progress=True) -> dict:
+    """Combine shard stores (e.g. written by parallel workers) into one store `out`.
+
+    The shards must agree on feature_dim, label map and streams. Complete videos are copied
+    (with their storage layout and attributes); incomplete ones are skipped. Configs are
+    merged per stage (the first shard's wins when they differ; a warning names the stage).
+    Failures are merged, dropping those of videos that are complete in some shard.
+    A video id present in several shards is an error, unless the copies are identical
+    (then one is kept) or `on_duplicate="first"` (keep the first shard's).
+    The result is written to OUT.partial and renamed at the end. Returns a summary dict.
+    """
+    if on_duplicate not in ("error", "first"):
+        raise ValueError(f"on_duplicate must be 'error' or 'first', got {on_duplicate!r}")
+    out = str(out)
+    if not shards:
+        raise StoreError(f"{out}: no shards to merge")
+    shards = [str(s) for s in shards]
+    if os.path.abspath(out) in {os.path.abspath(s) for s in shards}:
+        raise StoreError(f"{out}: the output is also one of the shards")
+    if os.path.exists(out) and not overwrite:
+        raise StoreError(f"{out}: exists (pass overwrite=True / --overwrite to replace it)")
+    out_dir = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(out_dir):
+        raise StoreError(f"{out}: directory {out_dir} does not exist")
+
+    infos = []
+    for s in shards:
+        with open_h5(s) as f:
+            infos.append(read_info(f, s))
+    first = infos[0]
+    for info in infos[1:]:
+        if info.feature_dim != first.feature_dim:
+            raise StoreError(f"{info.path}: feature_dim {info.feature_dim} differs from "
+                             f"{first.path} ({first.feature_dim})")
+        if info.label_map != first.label_map:
+            raise StoreError(f"{info.path}: label map differs from {first.path}")
+        if info.streams != first.streams:
+            raise StoreError(f"{info.path}: streams {info.streams} differ from {first.path} "
+                             f"({first.streams})")
+    configs, differing = {}, []
+    for info in infos:
+        for stage, cfg in info.configs.items():
+            if stage not in configs:
+                configs[stage] = cfg
+            elif configs[stage] != cfg and stage not in differing:
+                differing.append(stage)
+    for stage in differing:
+        warnings.warn(f"merge-stores: stage {stage!r} config differs between shards; "
+                      f"keeping the first shard's", stacklevel=2)
+
+    partial = out + ".partial"
+    if os.path.exists(partial):
+        os.remove(partial)
+    source_of: dict = {}
+    copied = skipped_incomplete = duplicates = 0
+    failures: dict = {}
+    with StoreWriter(partial, feature_dim=first.feature_dim, label_map=first.label_map,
+                     configs=configs, streams=first.streams) as w:
+        it = shards
+        if progress:
+            it = tqdm(shards, desc="merge", unit="shard", leave=False, disable=None)
+        for s in it:
+            with h5py.File(s, "r") as f:
+                failures_s = read_failures_open(f)
+                for k, v in failures_s.items():
+                    failures.setdefault(k, v)
+                skipped_incomplete += len(video_names(f, complete=False))
+                for name in video_names(f):
+                    if name in source_of:
+                        if _same_video(f["videos"][name], w.video_group(name)):
+                            duplicates += 1
+                            continue
+                        if on_duplicate == "first":
+                            duplicates += 1
+                            continue
+                        raise StoreError(f"{s}: video {name} is also in {source_of[name]} with "
+                                         f"different data (use on_duplicate='first' / "
+                                         f"--keep-first to keep the first copy)")
+                    w.copy_video(f["videos"][name], name)
+                    source_of[name] = s
+                    copied += 1
+        failures = {k: v for k, v in failures.items() if k not in source_of}
+        if failures:
+            w.write_failures(failures)
+    os.replace(partial, out)
+    return {"videos": copied, "duplicates": duplicates, "incomplete_skipped": skipped_incomplete,
+            "failures": len(failures), "differing_configs": differing}
+
