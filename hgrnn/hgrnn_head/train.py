@@ -32,6 +32,7 @@ import torch
 from tqdm import tqdm
 
 from hgrnn.data.windows import ContextWindows
+from hgrnn.hgrnn_head.charts import plot_loss_curve
 from hgrnn.hgrnn_head.checkpoint import (CHECKPOINT_NAME, HeadError, check_store_matches,
                                          load_checkpoint, open_store, resolve_device,
                                          save_checkpoint, torch_threads)
@@ -171,35 +172,6 @@ def _read_metrics(path: Path, upto_step: int) -> list:
     return rows
 
 
-def plot_loss_curve(metrics: list, path) -> bool:
-    """loss (and val mAP) against step as a PNG; False when matplotlib is missing."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    loss = [(m["step"], m["loss"]) for m in metrics if "loss" in m]
-    val = [(m["step"], m["val_mAP"]) for m in metrics if m.get("val_mAP") is not None]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    if loss:
-        ax.plot(*zip(*loss), label="train focal loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("focal loss")
-    ax.set_yscale("log")
-    if val:
-        ax2 = ax.twinx()
-        ax2.plot(*zip(*val), "o-", color="tab:orange", label="val mAP")
-        ax2.set_ylabel("val frame-mAP")
-        ax2.legend(loc="upper right")
-    ax.legend(loc="upper left")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
-
-
 def _open_training_store(train_store, head: HeadConfig, train: TrainConfig):
     """The training FeatureStore, the head config completed from it, and its context
     windows; refuses a store without labels or without a person to train on."""
@@ -322,6 +294,10 @@ def train_head(train_store, out_dir, head: HeadConfig, train: TrainConfig,
     ckpt_path = out / CHECKPOINT_NAME
     device = resolve_device(train.device)
     ckpt = _checkpoint_to_resume(ckpt_path, resume, fs, head, train)
+    chart_title = (f"train-head --model {head.variant} (l={head.context}, J={head.iterations}) "
+                   f"on {Path(fs.path).name}: {train.steps} steps x {train.batch_size} keyframes, "
+                   f"lr {train.lr:g}"
+                   + (f", val {Path(val_fs.path).name} (gt boxes)" if val_fs is not None else ""))
 
     # leave the caller's RNG and thread count as they were
     with torch.random.fork_rng(devices=[]), torch_threads(train.num_threads):
@@ -331,7 +307,8 @@ def train_head(train_store, out_dir, head: HeadConfig, train: TrainConfig,
         def checkpoint(step):
             save_checkpoint(ckpt_path, model=model, optimizer=optimizer, head=head, train=train,
                             label_map=fs.label_map, fingerprint=fs.fingerprint,
-                            store_path=fs.path, step=step)
+                            store_path=fs.path, step=step, store_configs=fs.configs,
+                            store_streams=fs.streams)
 
         def validate(step):
             result = evaluate_model(model, val_fs, device=device)
@@ -389,10 +366,10 @@ def train_head(train_store, out_dir, head: HeadConfig, train: TrainConfig,
             loop_seconds = time.perf_counter() - t_loop
             if bar is not None:
                 bar.close()
-            plot_loss_curve(run_log.rows, out / "loss.png")
+            plot_loss_curve(run_log.rows, out / "loss.png", title=chart_title)
         if val_fs is not None:
             val_result = validate(train.steps)
-            plot_loss_curve(run_log.rows, out / "loss.png")
+            plot_loss_curve(run_log.rows, out / "loss.png", title=chart_title)
     seconds = time.perf_counter() - t_start
     return {"checkpoint": str(ckpt_path), "val": val_result.to_dict() if val_result else None,
             "seconds": seconds, "steps": train.steps, "loss": loss_value,

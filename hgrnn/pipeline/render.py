@@ -220,3 +220,77 @@ def textured_clip(n_frames: int, size=(96, 64), moves=(((12, 10), (20, 16), (3, 
                                  f"{width}x{height} frame at frame {i}")
             out[i, y0:y0 + h, x0:x0 + w] = patch
     return out
+
+
+def shape_box(shape: Shape, t: float, size) -> tuple[float, float, float, float]:
+    """Normalised (x1, y1, x2, y2) box of `shape` at time t in a frame of `size` = (W, H),
+    without wrap-around (a shape crossing the frame edge gets the box of its unwrapped
+    position, clipped to [0, 1])."""
+    width, height = size
+    x0 = (shape.x + shape.vx * t) % width
+    y0 = (shape.y + shape.vy * t) % height
+    if shape.kind == "disc":
+        r = shape.w / 2
+        x1, y1, x2, y2 = x0 - r, y0 - r, x0 + r, y0 + r
+    else:
+        x1, y1, x2, y2 = x0, y0, x0 + shape.w, y0 + shape.h
+    return (min(max(x1 / width, 0.0), 1.0), min(max(y1 / height, 0.0), 1.0),
+            min(max(x2 / width, 0.0), 1.0), min(max(y2 / height, 0.0), 1.0))
+
+
+#: Actors of `render_labelled`: (name, kind, RGB colour, AVA v2.1 action ids, moves). Each
+#: actor's actions are fixed, so a head trained on these videos has something to learn
+#: (what the actor looks like and how it moves).
+ACTORS = (
+    ("walker", "rect", (230, 40, 40), (14, 17), True),     # walk, carry/hold (an object)
+    ("stander", "rect", (40, 200, 60), (12,), False),       # stand
+    ("sitter", "disc", (50, 80, 230), (11, 80), False),     # sit, watch (a person)
+)
+
+
+def labelled_shapes(size, seconds: float, rng) -> tuple[Shape, ...]:
+    """One Shape per ACTORS entry at random places (and speeds for movers) that keep the
+    whole shape inside the frame for `seconds` (so `shape_box` is exact)."""
+    width, height = size
+    shapes = []
+    for _, kind, color, _, moves in ACTORS:
+        w = rng.uniform(0.12, 0.2) * width
+        h = w if kind == "disc" else rng.uniform(0.3, 0.5) * height
+        if kind == "disc":
+            h = w = min(w, 0.4 * height)
+        speed = rng.uniform(0.04, 0.08) * width * rng.choice([-1, 1]) if moves else 0.0
+        travel = abs(speed) * seconds
+        lo = w / 2 if kind == "disc" else 0.0
+        x_min = lo + (travel if speed < 0 else 0.0)
+        x_max = lo + width - w - (travel if speed > 0 else 0.0)
+        y_lo = h / 2 if kind == "disc" else 0.0
+        x = rng.uniform(x_min, max(x_min, x_max))
+        y = rng.uniform(y_lo, y_lo + 0.88 * height - h)       # above the barcode strip
+        shapes.append(Shape(kind, color, float(x), float(y), float(w), float(h), vx=float(speed)))
+    return tuple(shapes)
+
+
+def render_labelled(root, video_ids, *, seconds: float = 6, fps: float = 10, size=(320, 240),
+                    seed: int = 0, det_score: float = 0.9) -> dict:
+    """Rendered videos with ground truth: `<root>/videos/<id>.mp4` showing the ACTORS at
+    random places, `<root>/gt.csv` (AVA ground truth: every actor's box and actions at every
+    whole second 1 .. seconds - 1) and `<root>/det.csv` (the same boxes as person detections
+    scored det_score). Returns {"videos": folder, "gt": path, "det": path, "shapes": {id:
+    shapes}}."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    gt_lines, det_lines, shapes_of = [], [], {}
+    for vid in video_ids:
+        shapes = labelled_shapes(size, seconds, rng)
+        shapes_of[vid] = shapes
+        render_video(root / "videos" / f"{vid}.mp4", seconds=seconds, fps=fps, size=size,
+                     shapes=shapes)
+        for ts in range(1, int(seconds)):
+            for person, (shape, actor) in enumerate(zip(shapes, ACTORS)):
+                box = ",".join(f"{v:.4f}" for v in shape_box(shape, ts, size))
+                det_lines.append(f"{vid},{ts},{box},,{det_score}")
+                gt_lines += [f"{vid},{ts},{box},{action},{person}" for action in actor[3]]
+    (root / "gt.csv").write_text("\n".join(gt_lines) + "\n")
+    (root / "det.csv").write_text("\n".join(det_lines) + "\n")
+    return {"videos": str(root / "videos"), "gt": str(root / "gt.csv"),
+            "det": str(root / "det.csv"), "shapes": shapes_of}

@@ -1,0 +1,356 @@
+"""`hgrnn predict`: videos in, every person's actions out (a result CSV and drawn videos).
+
+For a list of video files and a trained head (`hgrnn train-head` checkpoint):
+
+  1. compatibility: the checkpoint's training store recorded how its features were
+     extracted (feature dim, streams, backbone weights); the extraction settings given here
+     must produce the same kind of features, else the run stops before decoding anything,
+     naming what differs (`check_compatible`). Other clip settings that differ (clip
+     frames, stride, short side) are warned about.
+  2. features: the extraction stage itself (`hgrnn.pipeline.extract.extract_features`, so
+     every extraction option, stream and detector works the same way) writes the videos'
+     clip and person features into OUT/features.h5 (kept: a second run with another head,
+     or more videos, reuses the videos already there) or into a temporary store
+     (keep_store=False). Keyframes: every second by default (or the extraction's
+     --keyframes / the --detections CSV's keyframes). Persons: the 'det' source, from
+     --detections or the person detector.
+  3. scores: the head scores every keyframe of each video with its context window over
+     that video's own keyframes (`hgrnn.hgrnn_head.infer.predict_store`: action probability
+     x person confidence, class-specific NMS); all rows go to OUT/results.csv (AVA result
+     format, `hgrnn eval-csv` and `hgrnn visualize` read it).
+  4. pictures: OUT/<video_id>.mp4, the video with the predictions drawn
+     (`hgrnn.pipeline.visualize`), and a per-video summary (persons per keyframe, the most
+     frequent actions).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hgrnn.hgrnn_head.infer import DEFAULT_NMS_IOU
+
+#: Name of the feature store predict keeps in its output folder.
+STORE_NAME = "features.h5"
+#: Extraction settings that change the features without changing their size: a head
+#: trained with other values still runs, with a warning.
+WARN_FIELDS = ("clip_frames", "frame_stride", "short_side", "fps", "det_short_side")
+
+
+class PredictError(Exception):
+    """Predict cannot run (a checkpoint that does not fit the extraction, a bad video list,
+    an output that would overwrite an input); the message names the file."""
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """What `predict_videos` does besides extraction (the extraction settings are an
+    `ExtractConfig`).
+
+    checkpoint: a train-head checkpoint (RUN/last.pt or RUN). out: output folder.
+    keep_store: write the features to OUT/features.h5 (reused by later runs) instead of a
+        temporary store. nms_iou, min_score: as `hgrnn eval` (min_score drops result rows
+        below it from results.csv). draw_min_score, top_k: drawn labels (actions scored at
+        least draw_min_score, the top_k best per person). draw: write OUT/<video>.mp4.
+    max_size: longer side of the drawn videos (None: the input's size).
+    """
+    checkpoint: str
+    out: str
+    keep_store: bool = True
+    nms_iou: float = DEFAULT_NMS_IOU
+    min_score: float = 0.0
+    draw_min_score: float = 0.3
+    top_k: int = 3
+    draw: bool = True
+    max_size: int | None = None
+    device: str = "auto"
+    num_threads: int = 1
+    progress: bool = True
+
+
+# ----------------------------------------------------------------------------- checks
+
+def training_extraction(ckpt: dict) -> tuple[dict | None, list | None]:
+    """(extract config, streams) of the store the checkpoint was trained on: from the
+    checkpoint itself (store_configs / store_streams), else from its training store file
+    when that still exists; (None, None) when unknown."""
+    configs, streams = ckpt.get("store_configs"), ckpt.get("store_streams") or None
+    if configs is None and ckpt.get("store_path") and os.path.exists(ckpt["store_path"]):
+        from hgrnn.data.store import StoreError, open_h5, read_info
+
+        try:
+            with open_h5(ckpt["store_path"]) as f:
+                info = read_info(f, ckpt["store_path"])
+            configs, streams = info.configs, info.streams
+        except (StoreError, OSError):
+            pass
+    if configs is None:
+        return None, streams
+    return configs.get("extract"), streams
+
+
+def _describe_backbone(meta: dict | None) -> str:
+    if not meta:
+        return "unknown weights"
+    sha = meta.get("sha256")
+    where = f" {meta['path']}" if meta.get("path") else ""
+    return f"{meta.get('kind')}{where}" + (f" (sha256 {sha[:12]})" if sha else "")
+
+
+def check_compatible(ckpt: dict, trained: dict | None, trained_streams, ours: dict,
+                     our_streams=None) -> list[str]:
+    """Refuse (PredictError) a checkpoint whose features cannot be the ones this extraction
+    makes; return warnings for softer differences.
+
+    ckpt: `load_checkpoint` dict (feature_dim, path). trained / trained_streams: the training
+    store's extract config and streams (`training_extraction`; None when unknown). ours: the
+    extract stage config this run will write (`extract._stage_config` layout: feature_dim,
+    backbone {kind, path, sha256}, the ExtractConfig fields). our_streams: this run's store
+    streams when known ([[name, start, stop], ...]).
+    """
+    where = ckpt.get("path", "checkpoint")
+    problems, warn = [], []
+    if int(ckpt["feature_dim"]) != int(ours["feature_dim"]):
+        problems.append(f"feature dim: the head takes {ckpt['feature_dim']}-d features, this "
+                        f"extraction makes {ours['feature_dim']}-d ones (backbone "
+                        f"{_describe_backbone(ours.get('backbone'))}, projection "
+                        f"{'on' if ours.get('projection') else 'off'})")
+    if trained is None:
+        warn.append(f"{where}: its training store records no extraction settings (a synthetic "
+                    f"store?), so the backbone and streams cannot be checked")
+    else:
+        t_streams = trained.get("streams", trained_streams)
+        o_streams = ours.get("streams", our_streams)
+        if t_streams is not None and o_streams is not None and _stream_names(t_streams) != _stream_names(o_streams):
+            problems.append(f"streams: the head was trained on {_stream_names(t_streams)}, "
+                            f"this extraction makes {_stream_names(o_streams)}")
+        tb, ob = trained.get("backbone") or {}, ours.get("backbone") or {}
+        if (tb.get("kind"), tb.get("sha256")) != (ob.get("kind"), ob.get("sha256")):
+            problems.append(f"backbone: the head was trained on features of "
+                            f"{_describe_backbone(tb)}, this extraction uses "
+                            f"{_describe_backbone(ob)}")
+        elif ob.get("kind") == "random":
+            warn.append("backbone weights 'none': random weights are drawn anew on every run, "
+                        "so the head's training features came from other weights; the "
+                        "predictions mean nothing (tests only)")
+        if bool(trained.get("projection", True)) != bool(ours.get("projection", True)):
+            problems.append(f"projection: the head was trained with projection "
+                            f"{'on' if trained.get('projection') else 'off'}, this extraction "
+                            f"has it {'on' if ours.get('projection') else 'off'}")
+        for key in WARN_FIELDS:
+            if key in trained and trained.get(key) != ours.get(key):
+                warn.append(f"{key}: {ours.get(key)!r} here, the head's training store used "
+                            f"{trained.get(key)!r} (features differ somewhat)")
+    if problems:
+        raise PredictError(f"{where} does not fit this extraction: " + "; ".join(problems)
+                           + ". Pass the backbone/stream options the head's training store "
+                             "was extracted with (hgrnn inspect STORE shows them).")
+    return warn
+
+
+def _stream_names(streams) -> list:
+    """Stream names of a store's [[name, start, stop], ...] or a config's list of names."""
+    return [s[0] if isinstance(s, (list, tuple)) else s for s in streams]
+
+
+def video_ids(videos) -> dict[str, Path]:
+    """video id (file name without extension) -> path; refuses missing files and two
+    files with one id."""
+    from hgrnn.pipeline.video import VIDEO_EXTENSIONS
+
+    out: dict[str, Path] = {}
+    for v in videos:
+        path = Path(v)
+        if not path.is_file():
+            raise PredictError(f"{path}: no such video file")
+        if path.suffix.lower() not in VIDEO_EXTENSIONS:
+            raise PredictError(f"{path}: not a video file name (expected one of "
+                               f"{', '.join(VIDEO_EXTENSIONS)})")
+        if path.stem in out:
+            raise PredictError(f"{path}: video id {path.stem!r} is also {out[path.stem]}; "
+                               f"rename one (results.csv names videos by file name)")
+        out[path.stem] = path
+    if not out:
+        raise PredictError("no videos given")
+    return out
+
+
+# ----------------------------------------------------------------------------- the run
+
+def _our_stage(extract, label_map_path: str) -> dict:
+    """The extract stage config this run will write (without running it): loads the
+    backbone weights once to learn their kind, checksum and feature dim."""
+    from hgrnn.pipeline.extract import _stage_config
+    from hgrnn.pipeline.i3d import load_backbone
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # 'none' warns again when extraction loads it
+        _, projection, meta = load_backbone(extract.backbone_weights, "cpu")
+    feature_dim = projection.out_features if (projection is not None and extract.projection) else 1024
+    return _stage_config(dataclasses.replace(extract, label_map=label_map_path), meta, None,
+                         feature_dim)
+
+
+def predict_videos(videos, extract, cfg: PredictConfig) -> dict:
+    """Run `hgrnn predict` (module docstring). extract: an ExtractConfig whose out / videos
+    are replaced (anything else: the user's extraction settings). Returns a dict: out,
+    results (path), store (path or None), videos {id: per-video summary}, failed {id: why},
+    warnings, seconds."""
+    import time
+
+    import torch
+
+    from hgrnn.data.ava import LabelMap, load_label_map, write_results
+    from hgrnn.data.store import StoreError
+    from hgrnn.data.windows import FeatureStore
+    from hgrnn.hgrnn_head.infer import predict_store
+    from hgrnn.hgrnn_head.checkpoint import (check_store_matches, load_checkpoint,
+                                             model_from_checkpoint, resolve_device,
+                                             torch_threads)
+    from hgrnn.pipeline.extract import extract_features
+
+    started = time.time()
+    ckpt = load_checkpoint(cfg.checkpoint)
+    label_map = LabelMap.from_json(ckpt["label_map"])
+    paths = video_ids(videos)
+    out = Path(cfg.out)
+    for vid, path in paths.items():
+        if cfg.draw and (out / f"{vid}.mp4").resolve() == path.resolve():
+            raise PredictError(f"{path}: --out {out} would overwrite this input with the drawn "
+                               f"video; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="hgrnn-predict-"))
+    try:
+        # the checkpoint's label map as a file the extraction can read back
+        map_path = work / "label_map.txt"
+        map_path.write_text("".join(f"{i} {n}\n" for i, n in zip(label_map.ids, label_map.names)),
+                            encoding="utf-8")
+        if load_label_map(str(map_path)) != label_map:
+            raise PredictError(f"{ckpt['path']}: its label map cannot be written as a text "
+                               f"file (class names with quotes or edge spaces)")
+        trained, trained_streams = training_extraction(ckpt)
+        messages = check_compatible(ckpt, trained, trained_streams,
+                                    _our_stage(extract, str(map_path)))
+        for m in messages:
+            warnings.warn(m, stacklevel=2)
+
+        # the videos, under their ids, in one folder the extraction stage reads
+        links = work / "videos"
+        links.mkdir()
+        for vid, path in paths.items():
+            os.symlink(path.resolve(), links / f"{vid}{path.suffix.lower()}")
+        detections = extract.detections
+        if detections is not None:         # only our videos' rows: others are no failures
+            detections = _rows_of(detections, paths, work / "detections.csv")
+        store = out / STORE_NAME if cfg.keep_store else work / STORE_NAME
+        run_cfg = dataclasses.replace(extract, out=str(store), videos=str(links), frames=None,
+                                      label_map=str(map_path), annotations=None,
+                                      detections=detections, progress=cfg.progress)
+        try:
+            summary = extract_features(run_cfg)
+        except ValueError as exc:     # e.g. a kept store extracted with other settings
+            hint = (" (or --no-keep-store)" if cfg.keep_store else "")
+            raise PredictError(f"{exc}{hint}") from None
+        except StoreError as exc:
+            raise PredictError(f"{exc}; use another --out or --no-keep-store") from None
+        failed = {vid: str(reason).replace(str(links / f"{vid}{paths[vid].suffix.lower()}"),
+                                           str(paths[vid]))
+                  for vid, reason in summary["failed"].items() if vid in paths}
+
+        fs = FeatureStore(store, box_source="det")
+        for vid, path in paths.items():
+            if vid not in fs.video_ids and vid not in failed:
+                failed[vid] = (f"{path}: no features: --detections {extract.detections} has no "
+                               f"rows for video id {vid!r}")
+        check_store_matches(ckpt, fs)
+        if trained is not None and trained_streams is not None:
+            if _stream_names(trained_streams) != _stream_names(fs.streams):
+                raise PredictError(f"{ckpt['path']} does not fit {store}: streams "
+                                   f"{_stream_names(trained_streams)} vs "
+                                   f"{_stream_names(fs.streams)}")
+        device = resolve_device(cfg.device)
+        model = model_from_checkpoint(ckpt, device)
+        with torch_threads(cfg.num_threads), torch.no_grad():
+            rows = predict_store(model, fs, device=device, nms_iou=cfg.nms_iou,
+                                 progress=cfg.progress, min_score=cfg.min_score)
+        rows = rows.take(np.flatnonzero(np.isin(rows.video_ids, list(paths))))
+        results = out / "results.csv"
+        write_results(results, rows, progress=False)
+
+        per_video = {}
+        for vid, path in paths.items():
+            if vid in failed:
+                continue
+            per_video[vid] = video_summary(fs, vid, rows, label_map, cfg.draw_min_score)
+            if cfg.draw:
+                per_video[vid]["drawn"] = _draw(path, out / f"{vid}.mp4", rows, vid, label_map,
+                                                cfg, extract.time_offset)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"out": str(out), "results": str(results),
+            "store": str(store) if cfg.keep_store else None, "videos": per_video,
+            "failed": failed, "warnings": messages, "seconds": time.time() - started}
+
+
+def _rows_of(csv_path, paths: dict, target: Path) -> str:
+    """Write the rows of `csv_path` (an AVA detection / result CSV) whose video is one of
+    `paths` to `target`; returns target as str."""
+    from hgrnn.data.ava import read_results, write_results
+
+    rows = read_results(csv_path, progress=False)
+    write_results(target, rows.take(np.flatnonzero(np.isin(rows.video_ids, list(paths)))))
+    return str(target)
+
+
+def _draw(path, target, rows, vid, label_map, cfg: PredictConfig, time_offset) -> str:
+    from hgrnn.pipeline.visualize import draw_video, group_keyframes, label_names
+
+    persons = group_keyframes(rows, vid, label_names(label_map), min_score=cfg.draw_min_score,
+                              top_k=cfg.top_k)
+    draw_video(path, target, results=persons, time_offset=time_offset, max_size=cfg.max_size,
+               show_progress=cfg.progress)
+    return str(target)
+
+
+def video_summary(fs, vid: str, rows, label_map, min_score: float) -> dict:
+    """keyframes, persons per keyframe (mean, max) of the 'det' source, and the most
+    frequent actions: (name, persons x keyframes scored >= min_score), most first."""
+    v = fs.video_ids.index(vid) if vid in fs.video_ids else None
+    if v is None:
+        return {"keyframes": 0, "persons_mean": 0.0, "persons_max": 0, "actions": []}
+    counts = _persons_per_keyframe(fs, v)
+    names = dict(zip(label_map.ids, label_map.names))
+    mine = (rows.video_ids == vid) & (rows.scores >= min_score)
+    actions = collections.Counter(names.get(int(a), f"id {a}") for a in rows.action_ids[mine])
+    return {"keyframes": int(len(counts)), "persons_mean": float(np.mean(counts)) if len(counts) else 0.0,
+            "persons_max": int(np.max(counts)) if len(counts) else 0,
+            "actions": actions.most_common(5)}
+
+
+def _persons_per_keyframe(fs, v: int) -> np.ndarray:
+    """(T,) persons of each keyframe of video index v in FeatureStore fs."""
+    first, stop = fs.video_kf_offsets[v], fs.video_kf_offsets[v + 1]
+    return np.diff(fs.person_offsets[first:stop + 1]).astype(np.int64)
+
+
+def format_summary(result: dict, min_score: float) -> str:
+    """The per-video lines `hgrnn predict` prints."""
+    lines = []
+    for vid, s in result["videos"].items():
+        acts = ", ".join(f"{name} {n}" for name, n in s["actions"][:3]) or "none"
+        lines.append(f"{vid}: {s['keyframes']} keyframes, {s['persons_mean']:.1f} persons per "
+                     f"keyframe (max {s['persons_max']}); most frequent actions (score >= "
+                     f"{min_score:g}): {acts}" + (f"; drawn: {s['drawn']}" if s.get("drawn") else ""))
+    for vid, why in result["failed"].items():
+        lines.append(f"{vid}: FAILED: {why}")
+    lines.append(f"results: {result['results']}" + (f"; features: {result['store']}"
+                                                      if result["store"] else ""))
+    return "\n".join(lines)

@@ -1,0 +1,445 @@
+"""Drawing AVA-format results and ground truth onto a video (`hgrnn visualize`, and the
+videos `hgrnn predict` writes).
+
+Input: any AVA result CSV (``video_id,timestamp,x1,y1,x2,y2,action_id,score``, one row per
+box AND action, from any system) and optionally a ground-truth CSV of the same video.
+
+Persons. Rows of one keyframe with the same box are one person. Every result person is
+drawn; its label lists its ``top_k`` best actions scored at least ``min_score`` as
+``name score`` (class names from the label map, ``id N`` for ids the map does not have); a
+person without such an action gets a thin outline and no label. Ground-truth persons are all drawn, in
+``GT_COLOR``, with their actions (no scores) under the box.
+
+Time mapping (frame-exact). Keyframe timestamp ts (integer seconds, as in AVA CSVs) is video
+time ts - time_offset; frame n of the video (index from its presentation time, as
+`hgrnn.pipeline.video` numbers frames) is at time n / fps. Frame n shows the keyframe
+nearest to it in time:
+
+    ts(n) = floor(n / fps + time_offset + 1/2)        (exact rational arithmetic)
+
+so each keyframe is held for the second centred on it (the clip its features came from is
+centred on it too), and the keyframe's own centre frame round((ts - offset) * fps), the
+frame extraction used, always shows it. Frames whose nearest keyframe has no persons show
+the video unchanged.
+
+Pixels. A normalised box (x1, y1, x2, y2) covers pixel columns round(x1 * W) ..
+round(x2 * W) - 1 and rows round(y1 * H) .. round(y2 * H) - 1 of a W x H frame; its outline
+is drawn on the outermost ``line_width(W, H)`` pixels of that area (inside the box, so the
+drawn pixels are box pixels; ground truth on the outermost half of that, on top). Labels are white or black text on a filled box of the
+person's colour, legible on any frame.
+
+Output: an MP4 with one frame per input frame, at the input's frame rate and size (or scaled
+so the longer side is ``max_size``; sizes are rounded down to even numbers, as 4:2:0 video
+needs), encoded with PyAV: H.264 (libx264) when the FFmpeg build has it, else MPEG-4 part 2.
+A contact sheet (``sheet``) is a PNG grid of evenly spaced keyframes (their centre frames,
+drawn at tile size so labels stay readable) with the timestamp under each.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+#: Colours of result persons (cycled per person of a keyframe), RGB.
+PRED_COLORS = ((255, 140, 0), (0, 160, 255), (230, 40, 200), (255, 220, 0), (160, 90, 255),
+               (255, 70, 70), (0, 210, 200), (255, 160, 190))
+#: Colour of ground-truth boxes and labels, RGB.
+GT_COLOR = (40, 220, 40)
+#: Height of the caption strip under each contact-sheet tile, as a fraction of the tile width.
+SHEET_CAPTION = 0.09
+
+
+class VisualizeError(Exception):
+    """Bad input to drawing (no rows for the video, a bad --out, an unknown codec); the
+    message names the file."""
+
+
+@dataclass
+class Person:
+    """One box of one keyframe and the labels drawn with it."""
+    box: tuple[float, float, float, float]        # normalised x1, y1, x2, y2
+    labels: list[tuple[str, float | None]] = field(default_factory=list)   # (name, score)
+    best: float = 1.0                              # highest score (1 for ground truth)
+
+
+def label_names(label_map) -> dict[int, str]:
+    """action id -> display name (a LabelMap, or None for ids only)."""
+    if label_map is None:
+        return {}
+    return {int(i): str(n) for i, n in zip(label_map.ids, label_map.names)}
+
+
+def group_keyframes(rows, video_id: str, names: dict, *, min_score: float = 0.0,
+                    top_k: int = 3, ground_truth: bool = False) -> dict[int, list[Person]]:
+    """AvaRows -> {timestamp: [Person, ...]} for the rows of `video_id`.
+
+    Results: every person; labels = its top_k actions scored >= min_score, best first (none:
+    the box is drawn thin, without a label); persons sorted by best score (highest first). Ground truth: every person,
+    all its actions in id order (a row with action -1 is a box without action)."""
+    mine = np.flatnonzero(rows.video_ids == video_id)
+    boxes64 = getattr(rows, "boxes64", None)
+    boxes = (boxes64 if boxes64 is not None else rows.boxes)[mine].astype(np.float64)
+    groups: dict[tuple, dict] = {}
+    for k, i in enumerate(mine):
+        key = (int(rows.timestamps[i]), *np.round(boxes[k], 6).tolist())
+        action = int(rows.action_ids[i])
+        score = None if ground_truth or rows.scores is None else float(rows.scores[i])
+        groups.setdefault(key, {})
+        if action >= 0:
+            old = groups[key].get(action)
+            if score is None or old is None or score > old:
+                groups[key][action] = score
+    out: dict[int, list[Person]] = {}
+    for (ts, *box), actions in groups.items():
+        if ground_truth:
+            labels = [(names.get(a, f"id {a}"), None) for a in sorted(actions)]
+            person = Person(tuple(box), labels, 1.0)
+        else:
+            ranked = sorted(((s, a) for a, s in actions.items() if s is not None),
+                            key=lambda sa: (-sa[0], sa[1]))
+            labels = [(names.get(a, f"id {a}"), s) for s, a in ranked[:top_k] if s >= min_score]
+            person = Person(tuple(box), labels, ranked[0][0] if ranked else 0.0)
+        out.setdefault(ts, []).append(person)
+    for persons in out.values():
+        persons.sort(key=lambda p: (-p.best, p.box))
+    return out
+
+
+# ----------------------------------------------------------------------------- time mapping
+
+def keyframe_of_frame(index: int, fps, time_offset=0) -> int:
+    """The keyframe timestamp shown on frame `index`: floor(index / fps + offset + 1/2),
+    computed exactly (fps as a Fraction, e.g. 30000/1001)."""
+    t = Fraction(index) / as_fraction(fps) + Fraction(time_offset) + Fraction(1, 2)
+    return math.floor(t)
+
+
+def centre_frame(ts: int, fps, time_offset=0) -> int:
+    """The frame of keyframe ts that extraction used: round((ts - offset) * fps)."""
+    return int(round(float((Fraction(ts) - Fraction(time_offset)) * as_fraction(fps))))
+
+
+def as_fraction(fps) -> Fraction:
+    """A frame rate as an exact Fraction (floats like 29.97002997 -> 30000/1001)."""
+    if isinstance(fps, Fraction):
+        return fps
+    return Fraction(fps).limit_denominator(1001)
+
+
+# ----------------------------------------------------------------------------- drawing
+
+def box_pixels(box, width: int, height: int) -> tuple[int, int, int, int]:
+    """Normalised xyxy -> inclusive pixel rectangle (left, top, right, bottom), clipped to
+    the frame; right/bottom are the last covered column/row (see the module docstring)."""
+    x1, y1, x2, y2 = box
+    left, top = round(x1 * width), round(y1 * height)
+    right, bottom = round(x2 * width) - 1, round(y2 * height) - 1
+    left, top = min(max(left, 0), width - 1), min(max(top, 0), height - 1)
+    right, bottom = min(max(right, left), width - 1), min(max(bottom, top), height - 1)
+    return left, top, right, bottom
+
+
+def line_width(width: int, height: int) -> int:
+    """Result box outline width in pixels: 4 up to 540p, growing with the frame. Ground-truth
+    outlines are half as wide and drawn on top, so a result box on exactly the ground-truth
+    box shows both colours (ground truth outside, result inside)."""
+    return max(4, round(min(width, height) / 135))
+
+
+def font_size(width: int, height: int) -> int:
+    """Label text height in pixels: readable on a 320x240 tile and on 1080p."""
+    return max(11, round(min(width, height) / 28))
+
+
+_FONTS: dict = {}
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    if size not in _FONTS:
+        try:
+            _FONTS[size] = ImageFont.load_default(size=size)    # scalable (Pillow >= 10.1)
+        except TypeError:                                        # older Pillow: bitmap font
+            _FONTS[size] = ImageFont.load_default()
+    return _FONTS[size]
+
+
+def _text_color(rgb) -> tuple:
+    luminance = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+    return (0, 0, 0) if luminance > 140 else (255, 255, 255)
+
+
+def _label_block(draw, lines, rect, below: bool, color, font, width, height, placed=None):
+    """Text lines on a filled background at the left edge of rect = (left, top, right,
+    bottom): above the box (below=False) or under it (below=True) when there is room, else
+    just inside it; kept inside the frame. placed: label rectangles drawn before; a block
+    that would cover one moves past it (away from its box), a few times at most."""
+    if not lines:
+        return
+    pad = max(1, round(getattr(font, "size", 11) / 6))
+    sizes = [draw.textbbox((0, 0), line, font=font) for line in lines]
+    line_h = max(b[3] for b in sizes) + 2 * pad
+    block_w = max(b[2] for b in sizes) + 2 * pad
+    block_h = line_h * len(lines)
+    left, top, right, bottom = rect
+    x = min(max(left, 0), max(width - block_w, 0))
+    if below:
+        y = bottom + 1 if bottom + 1 + block_h <= height else bottom + 1 - block_h
+    else:
+        y = top - block_h if top - block_h >= 0 else top
+    y = min(max(y, 0), max(height - block_h, 0))
+    placed = [] if placed is None else placed
+    for _ in range(4):
+        hit = [p for p in placed if x < p[2] and p[0] < x + block_w and y < p[3] and p[1] < y + block_h]
+        if not hit:
+            break
+        moved = (max(p[3] for p in hit) if below else min(p[1] for p in hit) - block_h)
+        if not 0 <= moved <= height - block_h:
+            break
+        y = moved
+    placed.append((x, y, x + block_w, y + block_h))
+    draw.rectangle([x, y, x + block_w - 1, y + block_h - 1], fill=color)
+    ink = _text_color(color)
+    for k, line in enumerate(lines):
+        draw.text((x + pad, y + k * line_h + pad), line, fill=ink, font=font)
+
+
+def draw_persons(image, persons: list[Person], gt: list[Person] = (), *, show_legend=False):
+    """Draw result persons (palette colours, labels above the box) and ground-truth persons
+    (GT_COLOR, labels under the box) onto a PIL RGB image, in place. show_legend: a small
+    "ground truth" tag in GT_COLOR at the bottom right."""
+    from PIL import ImageDraw
+
+    width, height = image.size
+    draw = ImageDraw.Draw(image)
+    lw = line_width(width, height)
+    font = _font(font_size(width, height))
+    # boxes first (results, then ground truth on top), then all labels, so that no box
+    # line crosses a label
+    pending = []
+    for k, person in enumerate(persons):
+        color = PRED_COLORS[k % len(PRED_COLORS)]
+        rect = box_pixels(person.box, width, height)
+        draw.rectangle(rect, outline=color, width=lw if person.labels else max(1, lw // 4))
+        lines = [f"{name} {score:.2f}" for name, score in person.labels]
+        pending.append((lines, rect, False, color))
+    for person in gt:
+        rect = box_pixels(person.box, width, height)
+        draw.rectangle(rect, outline=GT_COLOR, width=max(1, lw // 2))
+        lines = [name for name, _ in person.labels] or ["(person)"]
+        pending.append((lines, rect, True, GT_COLOR))
+    if show_legend:          # under the labels: a person's label wins over the legend
+        _label_block(draw, ["ground truth"], (width, 0, width, 0), True, GT_COLOR, font,
+                     width, height)
+    placed: list = []
+    for lines, rect, below, color in pending:
+        _label_block(draw, lines, rect, below, color, font, width, height, placed)
+    return image
+
+
+# ----------------------------------------------------------------------------- encoding
+
+def pick_codec() -> str:
+    """'libx264' (H.264) when this FFmpeg build can encode it, else 'mpeg4'."""
+    import av
+
+    return "libx264" if "libx264" in av.codecs_available else "mpeg4"
+
+
+def output_size(width: int, height: int, max_size: int | None) -> tuple[int, int]:
+    """(W, H) of the output video: the input's, or scaled so max(W, H) <= max_size; both
+    rounded down to even numbers (4:2:0 chroma)."""
+    if max_size and max(width, height) > max_size:
+        scale = max_size / max(width, height)
+        width, height = round(width * scale), round(height * scale)
+    return max(2, width - width % 2), max(2, height - height % 2)
+
+
+def _sheet_picks(timestamps: list[int], cells: int) -> list[int]:
+    """Up to `cells` timestamps evenly spread over the sorted `timestamps`."""
+    if len(timestamps) <= cells:
+        return list(timestamps)
+    idx = np.round(np.linspace(0, len(timestamps) - 1, cells)).astype(int)
+    return [timestamps[i] for i in idx]
+
+
+def draw_video(video, out, *, results=None, gt=None, time_offset=0.0, max_size=None,
+               sheet=None, sheet_grid=(3, 4), sheet_tile_width=320, show_progress=False,
+               codec=None) -> dict:
+    """Decode `video` once and write it with persons drawn.
+
+    results / gt: {timestamp: [Person]} (`group_keyframes`); out: the MP4 to write (None:
+    no video, e.g. for a sheet only); sheet: PNG path for a contact sheet of
+    sheet_grid = (rows, columns) keyframes. Returns a dict: frames, fps, width, height
+    (output), codec, keyframes_drawn, sheet_keyframes.
+    """
+    import av
+    from PIL import Image
+
+    from hgrnn.pipeline.video import VideoError, open_source
+
+    results, gt = results or {}, gt or {}
+    drawn_ts = sorted(set(results) | set(gt))
+    try:
+        source = open_source(video)
+    except VideoError as exc:
+        raise VisualizeError(str(exc)) from None
+    rate = as_fraction(source.fps)
+    width, height = output_size(source.width, source.height, max_size)
+    rows, cols = sheet_grid
+    picks = {}
+    if sheet is not None:
+        for ts in _sheet_picks(drawn_ts, rows * cols):
+            picks[centre_frame(ts, rate, time_offset)] = ts
+    tile_w = int(sheet_tile_width)
+    tile_h = max(2, round(tile_w * source.height / source.width))
+    tiles: dict[int, Image.Image] = {}
+
+    container = stream = None
+    codec = codec or pick_codec()
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        container = av.open(str(out), mode="w")
+        stream = container.add_stream(codec, rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.time_base = 1 / rate
+        if codec == "libx264":
+            stream.options = {"crf": "20", "preset": "veryfast"}
+        else:
+            stream.bit_rate = max(1_000_000, int(width * height * float(rate) * 0.25))
+    bar = None
+    if show_progress:
+        from tqdm import tqdm
+
+        total = (int(source.duration * float(rate)) if math.isfinite(source.duration)
+                 else None)
+        bar = tqdm(total=total, unit="frame", desc=f"draw {Path(str(video)).name}",
+                   dynamic_ncols=True)
+    frames = drawn = 0
+    previous = -1
+    try:
+        for index, raw in source.frames(0):
+            if index <= previous:          # duplicate timestamp: decoded once, written once
+                continue
+            previous = index
+            ts = keyframe_of_frame(index, rate, time_offset)
+            persons, truth = results.get(ts, []), gt.get(ts, [])
+            if container is not None:
+                image = Image.fromarray(source.convert(raw, width, height))
+                if persons or truth:
+                    draw_persons(image, persons, truth, show_legend=bool(gt))
+                    drawn += 1
+                frame = av.VideoFrame.from_image(image)
+                frame.pts = index
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            if index in picks:
+                tile = Image.fromarray(source.convert(raw, tile_w, tile_h))
+                tiles[picks[index]] = draw_persons(tile, persons, truth, show_legend=bool(gt))
+            frames += 1
+            if bar is not None:
+                bar.update(1)
+        if container is not None:
+            for packet in stream.encode():
+                container.mux(packet)
+    except VideoError as exc:
+        raise VisualizeError(str(exc)) from None
+    finally:
+        if bar is not None:
+            bar.close()
+        if container is not None:
+            container.close()
+        source.close()
+    if frames == 0:
+        raise VisualizeError(f"{video}: no frame could be decoded")
+    if sheet is not None:
+        write_sheet(sheet, tiles, rows, cols, tile_w, tile_h)
+    return {"frames": frames, "fps": float(rate), "width": width, "height": height,
+            "codec": codec if out is not None else None, "keyframes_drawn": len(drawn_ts),
+            "frames_drawn": drawn, "sheet_keyframes": sorted(tiles)}
+
+
+def sheet_layout(rows: int, cols: int, tile_w: int, tile_h: int) -> dict:
+    """Pixel layout of a contact sheet: size (W, H), caption height, and the top-left corner
+    of cell (r, c) at cell(r, c)."""
+    caption = max(14, round(SHEET_CAPTION * tile_w))
+    gap = 4
+    return {"size": (cols * tile_w + (cols + 1) * gap, rows * (tile_h + caption) + (rows + 1) * gap),
+            "caption": caption, "gap": gap,
+            "cell": lambda r, c: (gap + c * (tile_w + gap), gap + r * (tile_h + caption + gap))}
+
+
+def write_sheet(path, tiles: dict, rows: int, cols: int, tile_w: int, tile_h: int) -> None:
+    """PNG grid of `tiles` ({timestamp: PIL image tile_w x tile_h}, in time order, row by
+    row) with "t = TS s" centred under each; unused cells stay dark."""
+    from PIL import Image, ImageDraw
+
+    layout = sheet_layout(rows, cols, tile_w, tile_h)
+    sheet = Image.new("RGB", layout["size"], (24, 24, 24))
+    draw = ImageDraw.Draw(sheet)
+    font = _font(max(11, round(layout["caption"] * 0.7)))
+    for k, ts in enumerate(sorted(tiles)[: rows * cols]):
+        x, y = layout["cell"](k // cols, k % cols)
+        sheet.paste(tiles[ts], (x, y))
+        text = f"t = {ts} s"
+        box = draw.textbbox((0, 0), text, font=font)
+        draw.text((x + (tile_w - box[2]) // 2, y + tile_h + (layout["caption"] - box[3]) // 2),
+                  text, fill=(235, 235, 235), font=font)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+
+
+def visualize(video, out=None, *, results_csv=None, gt_csv=None, label_map="ava-v2.1",
+              video_id=None, min_score=0.3, top_k=3, time_offset=0.0, max_size=None,
+              sheet=None, sheet_grid=(3, 4), sheet_tile_width=320, progress=False) -> dict:
+    """`hgrnn visualize`: draw the rows of `results_csv` (and `gt_csv`) for one video.
+
+    video_id: the CSV id of the video (default: the file name without extension).
+    out: an .mp4 path, or a folder (ends with '/' or exists) receiving <video_id>.mp4.
+    Raises VisualizeError / AvaFormatError naming the file. Returns draw_video's dict plus
+    out, video_id, persons (result persons drawn) and gt_persons.
+    """
+    from hgrnn.data.ava import load_label_map, read_annotations, read_results
+
+    if results_csv is None and gt_csv is None:
+        raise VisualizeError("give --results CSV and/or --gt CSV: there is nothing to draw")
+    if out is None and sheet is None:
+        raise VisualizeError("give --out FILE.mp4|DIR/ and/or --sheet FILE.png")
+    video = Path(video)
+    video_id = video_id or (video.name if video.is_dir() else video.stem)
+    if out is not None:
+        is_dir = str(out).endswith(("/", "\\")) or Path(out).is_dir()
+        out = Path(out)
+        if is_dir:
+            out = out / f"{video_id}.mp4"
+        elif out.suffix.lower() != ".mp4":
+            raise VisualizeError(f"--out {out}: expected FILE.mp4 or a folder DIR/")
+        if out.resolve() == video.resolve():
+            raise VisualizeError(f"--out {out} is the input video; choose another file")
+    names = label_names(load_label_map(label_map) if label_map else None)
+    found: dict[str, dict] = {}
+    for kind, path in (("results", results_csv), ("gt", gt_csv)):
+        if path is None:
+            continue
+        rows = (read_results(path, progress=False) if kind == "results"
+                else read_annotations(path, progress=False))
+        if len(rows) and not (rows.video_ids == video_id).any():
+            ids = sorted(set(rows.video_ids.tolist()))
+            shown = ", ".join(ids[:5]) + (" ..." if len(ids) > 5 else "")
+            raise VisualizeError(f"{path}: no rows for video {video_id!r} (it has {shown}); "
+                                 f"pass --video-id")
+        found[kind] = group_keyframes(rows, video_id, names, min_score=min_score, top_k=top_k,
+                                      ground_truth=kind == "gt")
+    summary = draw_video(video, out, results=found.get("results"), gt=found.get("gt"),
+                         time_offset=time_offset, max_size=max_size, sheet=sheet,
+                         sheet_grid=sheet_grid, sheet_tile_width=sheet_tile_width,
+                         show_progress=progress)
+    summary.update(out=None if out is None else str(out), video_id=video_id,
+                   persons=sum(len(p) for p in found.get("results", {}).values()),
+                   gt_persons=sum(len(p) for p in found.get("gt", {}).values()))
+    return summary

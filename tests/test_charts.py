@@ -1,0 +1,69 @@
+"""hgrnn.hgrnn_head.charts: what each chart promises a first-time reader, read back from the
+matplotlib figure (and the PNGs written)."""
+
+import numpy as np
+import pytest
+
+from hgrnn.hgrnn_head import charts
+
+pytest.importorskip("matplotlib")
+
+
+def bars(ax):
+    from matplotlib.patches import Rectangle
+
+    return [p for p in ax.patches if isinstance(p, Rectangle)]
+
+
+def test_per_class_ap_draws_no_instances_visibly_and_sorts():
+    per_class = {"stand": 0.5, "sit": None, "walk": 0.9, "dance": None, "talk": 0.0}
+    fig = charts.per_class_ap_figure(per_class, 0.4667, title=charts.eval_title(
+        "val.h5", "det", "ava-2018", 0.4667))
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["walk", "stand", "talk", "sit", "dance"]
+    widths = [b.get_width() for b in bars(ax)]
+    hatches = [b.get_hatch() for b in bars(ax)]
+    # AP 0 is a zero-length bar; "no instances" fills the axis, hatched, with a text
+    assert widths == [0.9, 0.5, 0.0, 1.0, 1.0]
+    assert hatches == [None, None, None, "///", "///"]
+    assert sum(t.get_text() == "n/a (no instances)" for t in ax.texts) == 2
+    assert ax.get_title() == "frame-mAP 0.4667 · val.h5 · detected boxes · ava-2018"
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[1] == "no instances: 2 of 5 classes (left out of the mAP)"
+
+    fig = charts.per_class_ap_figure(per_class, 0.4667, sort="labelmap")
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == list(per_class)
+
+
+def test_loss_axis_is_linear_unless_the_curve_spans_a_decade(tmp_path):
+    narrow = [{"step": s, "loss": 0.1668 + 0.0005 * np.sin(s)} for s in range(10, 500, 10)]
+    fig = charts.loss_figure(narrow + [{"step": 490, "val_mAP": 0.42}], title="run")
+    loss_ax, val_ax = fig.axes
+    assert loss_ax.get_yscale() == "linear"
+    assert val_ax.get_ylim() == (0.0, 1.0)            # one val point: still the 0-1 axis
+    assert loss_ax.get_title() == "run"
+    labels = [t.get_text() for t in loss_ax.get_legend().get_texts()]
+    assert labels == ["train focal loss (raw)", "train focal loss (smoothed)", "val frame-mAP"]
+    assert loss_ax.get_legend().get_bbox_to_anchor().y0 >= loss_ax.bbox.y1 - 1  # above the plot
+    wide = [{"step": s, "loss": 2.0 * np.exp(-s / 100)} for s in range(10, 500, 10)]
+    assert charts.loss_figure(wide).axes[0].get_yscale() == "log"
+    assert charts.plot_loss_curve(wide, tmp_path / "loss.png") and (tmp_path / "loss.png").stat().st_size > 0
+
+
+def test_smooth_matches_the_weighted_average_it_stands_for():
+    x = np.random.default_rng(0).normal(size=30)
+    for w in (0.5, 0.9):
+        got = charts.smooth(x, w)
+        for t in range(1, len(x) + 1):
+            weights = np.array([w ** (t - i) * (1 - w) for i in range(1, t + 1)])
+            assert got[t - 1] == pytest.approx((weights * x[:t]).sum() / weights.sum())
+
+
+def test_ablation_legend_names_class_groups_apart_from_model_rows():
+    summary = {row: {"gt": {g: (0.5, 0.01) for g in ("all", "person", "temporal")}}
+               for row in ("person", "hgrnn")}
+    fig = charts.ablation_figure(summary, ("all", "person", "temporal", "relational"))
+    ax = fig.axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["mAP (all classes)", "person classes", "temporal classes"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["model: person", "model: hgrnn"]

@@ -1,0 +1,142 @@
+"""`hgrnn predict` end to end on rendered videos: features through the extraction stage with
+`--backbone-weights none`, a head trained here on rendered data, results.csv, the drawn MP4;
+and the checkpoint / extraction compatibility check."""
+
+import av
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from hgrnn.cli import main
+from hgrnn.data.ava import read_results
+from hgrnn.hgrnn_head.predict import PredictError, check_compatible
+from hgrnn.pipeline.render import render_labelled
+from hgrnn.pipeline.visualize import box_pixels, keyframe_of_frame
+
+SIZE = (192, 144)
+SECONDS = 4            # keyframes 1, 2, 3
+SMALL = ["--clip-frames", "8", "--short-side", "64", "--workers", "0"]
+
+
+def invoke(args, expect=0):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == expect, (result.output, result.exception)
+    return result
+
+
+def decode(path):
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Rendered training videos -> store (random I3D) -> a head trained for a few steps."""
+    root = tmp_path_factory.mktemp("predict")
+    data = render_labelled(root / "train", ["t0", "t1"], seconds=SECONDS, size=SIZE, seed=1)
+    with pytest.warns(UserWarning, match="RANDOM"):
+        invoke(["extract-features", "--out", root / "train.h5", "--videos", data["videos"],
+                "--annotations", data["gt"], "--detections", data["det"],
+                "--backbone-weights", "none", "--quiet"] + SMALL)
+    invoke(["train-head", "--store", root / "train.h5", "--out", root / "run", "--steps", "20",
+            "--batch-size", "4", "--lr", "1e-3", "--context", "1", "--quiet"])
+    test = render_labelled(root / "test", ["clip"], seconds=SECONDS, size=SIZE, seed=5)
+    return root, test
+
+
+def test_predict_writes_results_and_a_drawn_video(trained, tmp_path):
+    root, test = trained
+    video = root / "test" / "videos" / "clip.mp4"
+    out = tmp_path / "pred"
+    result = invoke(["predict", video, "--checkpoint", root / "run", "--out", out,
+                     "--backbone-weights", "none", "--detections", test["det"],
+                     "--min-score", "0", "--top-k", "1", "-q"] + SMALL)
+    assert "backbone weights: NONE -- using RANDOM" in result.output
+    assert "clip: 3 keyframes, 3.0 persons per keyframe" in result.output
+    assert "random weights are drawn anew" in result.output       # the honest warning
+    rows = read_results(out / "results.csv", progress=False)
+    assert set(rows.video_ids) == {"clip"}
+    assert sorted(set(rows.timestamps.tolist())) == [1, 2, 3]     # every keyframe
+    assert (out / "features.h5").exists()                          # kept for the next head
+
+    drawn, original = decode(out / "clip.mp4"), decode(video)
+    assert len(drawn) == len(original) == SECONDS * 10
+    assert drawn[0].shape == original[0].shape == (SIZE[1], SIZE[0], 3)
+    # frames 5..34 show keyframes 1..3: the left edge of keyframe 2's best box is drawn on
+    # frame 20, where the input has the video's own pixels; frames of timestamps 0 and 4
+    # (no keyframe) are the input's frames
+    best = np.argmax(np.where(rows.timestamps == 2, rows.scores, -1))
+    left, top, right, bottom = box_pixels(rows.boxes[best], *SIZE)
+    assert keyframe_of_frame(20, 10) == 2
+    edge = (slice(top + 2, bottom - 1), slice(left, left + 2))
+    assert np.abs(drawn[20][edge].astype(float) - original[20][edge]).mean() > 40
+    for n in list(range(0, 5)) + list(range(35, 40)):
+        assert np.abs(drawn[n].astype(float) - original[n]).mean() < 3, n
+
+
+def test_predict_without_keeping_the_store(trained, tmp_path):
+    root, test = trained
+    video = root / "test" / "videos" / "clip.mp4"
+    out = tmp_path / "pred"
+    invoke(["predict", video, "--checkpoint", root / "run" / "last.pt", "--out", out,
+            "--backbone-weights", "none", "--detections", test["det"], "--no-keep-store",
+            "--no-video", "-q"] + SMALL)
+    assert sorted(p.name for p in out.iterdir()) == ["results.csv"]
+
+
+def test_eval_on_a_store_without_ground_truth_writes_results(trained, tmp_path):
+    root, test = trained
+    video = root / "test" / "videos" / "clip.mp4"
+    invoke(["predict", video, "--checkpoint", root / "run", "--out", tmp_path / "pred",
+            "--backbone-weights", "none", "--detections", test["det"], "--no-video", "-q"]
+           + SMALL)
+    result = invoke(["eval", "--store", tmp_path / "pred" / "features.h5", "--checkpoint",
+                     root / "run", "--out", tmp_path / "eval", "-q"])
+    assert "no ground truth to score against" in result.output
+    assert "wrote " + str(tmp_path / "eval") + "/results.csv; nothing to score" in result.output
+    rows = read_results(tmp_path / "eval" / "results.csv", progress=False)
+    again = read_results(tmp_path / "pred" / "results.csv", progress=False)
+    assert len(rows) == len(again) and np.allclose(np.sort(rows.scores), np.sort(again.scores))
+
+
+def test_predict_refuses_a_checkpoint_of_other_features(trained, tmp_path):
+    root, test = trained
+    video = root / "test" / "videos" / "clip.mp4"
+    import torch
+
+    from hgrnn.pipeline.i3d import InceptionI3d
+
+    weights = tmp_path / "other_i3d.pt"
+    torch.save(InceptionI3d().state_dict(), weights)
+    result = invoke(["predict", video, "--checkpoint", root / "run", "--out", tmp_path / "p",
+                     "--backbone-weights", weights, "--detections", test["det"], "-q"] + SMALL,
+                    expect=1)
+    assert "does not fit this extraction: backbone: the head was trained on features of random" in result.output
+    assert "this extraction uses kinetics-i3d" in result.output
+    assert not (tmp_path / "p" / "features.h5").exists()           # refused before extracting
+
+
+def _ckpt(dim=1024):
+    return {"feature_dim": dim, "path": "run/last.pt"}
+
+
+def _stage(dim=1024, kind="kinetics-i3d", sha="ab" * 32, **extra):
+    return {"feature_dim": dim, "projection": True, "clip_frames": 32,
+            "backbone": {"kind": kind, "path": "w.pt", "sha256": sha}, **extra}
+
+
+def test_check_compatible_names_what_differs():
+    assert check_compatible(_ckpt(), _stage(), [["rgb", 0, 1024]], _stage()) == []
+    with pytest.raises(PredictError, match=r"feature dim: the head takes 256-d features, this "
+                                           r"extraction makes 1024-d ones"):
+        check_compatible(_ckpt(256), _stage(256), None, _stage())
+    with pytest.raises(PredictError, match=r"backbone: .* kinetics-i3d w.pt \(sha256 abababababab\)"
+                                           r", this extraction uses kinetics-i3d w.pt \(sha256 cd"):
+        check_compatible(_ckpt(), _stage(), None, _stage(sha="cd" * 32))
+    with pytest.raises(PredictError, match=r"streams: the head was trained on \['rgb', 'flow'\], "
+                                           r"this extraction makes \['rgb'\]"):
+        check_compatible(_ckpt(), _stage(streams=["rgb", "flow"]), None, _stage(streams=["rgb"]))
+    warned = check_compatible(_ckpt(), _stage(), None, _stage(clip_frames=8))
+    assert warned == ["clip_frames: 8 here, the head's training store used 32 (features differ "
+                      "somewhat)"]
+    assert "records no extraction settings" in check_compatible(_ckpt(), None, None, _stage())[0]

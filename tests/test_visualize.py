@@ -1,0 +1,147 @@
+"""`hgrnn visualize` and hgrnn.pipeline.visualize: frame-exact time mapping, boxes at the
+right pixels of the encoded video, labels from results, the contact sheet grid."""
+
+import math
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from hgrnn.cli import main
+from hgrnn.data.ava import AvaRows, load_label_map
+from hgrnn.pipeline import visualize as vis
+from hgrnn.pipeline.render import read_barcode, render_video
+
+FPS = 10
+GT_BOX = (0.25, 0.3, 0.5, 0.75)           # 640x360: columns 160..319, rows 108..269
+
+
+def decode(path):
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        rate = stream.average_rate
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(stream)]
+    return frames, rate
+
+
+@pytest.fixture(scope="module")
+def video640(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vis")
+    render_video(root / "clip.mp4", seconds=2.5, fps=FPS, size=(640, 360), shapes=())
+    (root / "gt.csv").write_text("clip,1," + ",".join(map(str, GT_BOX)) + ",12,0\n"
+                                 "clip,1," + ",".join(map(str, GT_BOX)) + ",80,0\n")
+    return root
+
+
+def test_keyframe_of_frame_matches_a_brute_force_nearest_keyframe():
+    for fps in (Fraction(30000, 1001), Fraction(25), Fraction(10)):
+        for offset in (0, 900, 0.5):
+            for n in range(0, 400, 7):
+                t = Fraction(n) / fps + Fraction(offset)
+                # slow reference: the integer second nearest to t, ties to the later one
+                ref = min(range(math.floor(t) - 1, math.floor(t) + 3),
+                          key=lambda ts: (abs(t - ts), -ts))
+                assert vis.keyframe_of_frame(n, fps, offset) == ref
+            for ts in range(int(offset) + 1, int(offset) + 10):
+                # the frame extraction centres the keyframe's clip on shows that keyframe
+                assert vis.keyframe_of_frame(vis.centre_frame(ts, fps, offset), fps, offset) == ts
+
+
+def test_box_pixels_and_drawing_are_exact():
+    assert vis.box_pixels(GT_BOX, 640, 360) == (160, 108, 319, 269)
+    assert vis.box_pixels((-0.1, 0.0, 1.2, 1.0), 64, 32) == (0, 0, 63, 31)
+    image = Image.new("RGB", (640, 360), (0, 0, 0))
+    gt = [vis.Person(GT_BOX, [("stand", None)])]
+    vis.draw_persons(image, [], gt)
+    a = np.asarray(image)
+    w = max(1, vis.line_width(640, 360) // 2)
+    mid = 200                                               # a row away from the label
+    assert (a[mid, 160:160 + w] == vis.GT_COLOR).all()      # left outline, inside the box
+    assert (a[mid, 320 - w:320] == vis.GT_COLOR).all()      # right outline
+    assert (a[mid, 159] == 0).all() and (a[mid, 320] == 0).all()     # nothing outside
+    assert (a[mid, 160 + w:320 - w] == 0).all()             # the inside is untouched
+    assert (a[108, 200] == vis.GT_COLOR).all() and (a[107, 200] == 0).all()
+
+
+def test_visualize_draws_ground_truth_at_the_right_pixels_and_frames(video640, tmp_path):
+    out = tmp_path / "drawn.mp4"
+    result = CliRunner().invoke(main, ["visualize", str(video640 / "clip.mp4"), "--gt",
+                                       str(video640 / "gt.csv"), "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    drawn, rate = decode(out)
+    original, in_rate = decode(video640 / "clip.mp4")
+    assert len(drawn) == len(original) == 25 and rate == in_rate
+    assert drawn[0].shape == (360, 640, 3)
+    w = max(1, vis.line_width(640, 360) // 2)
+    green = np.asarray(vis.GT_COLOR, float)
+    for n, (frame, ref) in enumerate(zip(drawn, original)):
+        assert read_barcode(frame) == n                     # same frame, same place
+        shown = vis.keyframe_of_frame(n, FPS) == 1          # frames 5..14 show keyframe 1
+        assert shown == (5 <= n <= 14)
+        edge = frame[120:260, 160:160 + w].astype(float)    # left outline (lossy codec)
+        if shown:
+            assert np.abs(edge - green).mean() < 25, n
+            outside = frame[120:260, 157].astype(float) - ref[120:260, 157]
+            assert np.abs(outside).mean() < 12, n           # the column left of the box
+            inside = frame[120:260, 175].astype(float) - ref[120:260, 175]
+            assert np.abs(inside).mean() < 12, n
+        else:
+            assert np.abs(frame.astype(float) - ref).mean() < 3, n
+
+
+def test_labels_from_results_top_k_min_score_and_names():
+    boxes = [(0.1, 0.1, 0.4, 0.9)] * 4 + [(0.5, 0.1, 0.9, 0.9)] * 2
+    rows = AvaRows.from_arrays(["v"] * 6 + [], [3] * 6, boxes, [12, 80, 11, 14, 12, 999],
+                               scores=[0.9, 0.5, 0.2, 0.6, 0.1, 0.35])
+    names = vis.label_names(load_label_map("ava-v2.1"))
+    got = vis.group_keyframes(rows, "v", names, min_score=0.3, top_k=2)
+    assert list(got) == [3]
+    first, second = got[3]
+    assert first.labels == [("stand", pytest.approx(0.9)), ("walk", pytest.approx(0.6))]
+    assert second.labels == [("id 999", pytest.approx(0.35))]   # id unknown to the map
+    # below min_score: still drawn (every person box), without a label
+    assert [p.labels for p in vis.group_keyframes(rows, "v", names, min_score=0.95)[3]] == [[], []]
+    assert vis.group_keyframes(rows, "other", names) == {}
+
+
+def test_sheet_has_the_requested_grid(video640, tmp_path):
+    rows = "\n".join(f"clip,{ts},0.1,0.1,0.4,0.8,12,0.9" for ts in (0, 1, 2)) + "\n"
+    (tmp_path / "res.csv").write_text(rows)
+    sheet = tmp_path / "sheet.png"
+    result = CliRunner().invoke(main, ["visualize", str(video640 / "clip.mp4"), "--results",
+                                       str(tmp_path / "res.csv"), "--sheet", str(sheet),
+                                       "--sheet-grid", "2x3", "--sheet-width", "160", "-q"])
+    assert result.exit_code == 0, result.output
+    layout = vis.sheet_layout(2, 3, 160, 90)
+    image = np.asarray(Image.open(sheet).convert("RGB"))
+    assert image.shape == (layout["size"][1], layout["size"][0], 3)
+    # three keyframes fill the first row; the second row's cells stay dark
+    for k in range(6):
+        x, y = layout["cell"](k // 3, k % 3)
+        cell = image[y:y + 90, x:x + 160].astype(float)
+        assert (cell.std() > 10) == (k < 3), k
+    assert not (tmp_path / "clip.mp4").exists()              # --sheet alone: no video
+
+
+def test_mpeg4_fallback_and_max_size(video640, tmp_path):
+    out = tmp_path / "small.mp4"
+    gt = {1: [vis.Person(GT_BOX, [("stand", None)])]}
+    info = vis.draw_video(video640 / "clip.mp4", out, gt=gt, max_size=321, codec="mpeg4")
+    assert (info["width"], info["height"], info["codec"]) == (320, 180, "mpeg4")
+    frames, _ = decode(out)
+    assert len(frames) == 25 and frames[0].shape == (180, 320, 3)
+
+
+def test_errors_name_the_file(video640, tmp_path):
+    (tmp_path / "res.csv").write_text("someother,1,0.1,0.1,0.4,0.8,12,0.9\n")
+    runner = CliRunner()
+    result = runner.invoke(main, ["visualize", str(video640 / "clip.mp4"), "--results",
+                                  str(tmp_path / "res.csv"), "--out", str(tmp_path / "o.mp4")])
+    assert result.exit_code == 1
+    assert "res.csv: no rows for video 'clip' (it has someother)" in result.output
+    result = runner.invoke(main, ["visualize", str(video640 / "clip.mp4"), "--results",
+                                  str(tmp_path / "res.csv"), "--out", str(tmp_path / "o.avi")])
+    assert result.exit_code == 1 and "expected FILE.mp4 or a folder" in result.output
