@@ -14,10 +14,12 @@ at once. Run `hgrnn COMMAND --help` for each command's options.
 import click
 
 from hgrnn.cli import evaluate, extract, finetune, head, predict, store, synth
+from hgrnn.console import show_warnings_as_lines
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="hgrnn")
+@click.version_option(package_name="hgrnn", prog_name="hgrnn",
+                      message="%(prog)s %(version)s")
 def main():
     """Hierarchical Graph-RNNs for spatio-temporal detection of multiple simultaneous
     activities in video (the AVA task).
@@ -35,6 +37,7 @@ def main():
       hgrnn ablate ...             the paper's ablation tables on a pair of stores
       hgrnn demo                   the whole head on a synthetic AVA-like benchmark
     """
+    show_warnings_as_lines()
 
 
 for _command in (evaluate.eval_csv, evaluate.eval_cmd, store.inspect_cmd, store.merge_stores_cmd,

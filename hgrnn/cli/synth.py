@@ -76,23 +76,28 @@ def synth_cmd(out_path, videos, keyframes, seed, feature_dim, person_noise, clip
 @click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
               help="torch CPU threads (0: torch's default, one per core; on a busy 2-core "
                    "machine that was 5x slower than 1).")
+@click.option("--quick", is_flag=True,
+              help="Train HGRNN alone, without the per-person baseline beside it (half the "
+                   "training time).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def demo_cmd(out_dir, steps, threads, quiet):
+def demo_cmd(out_dir, steps, threads, quick, quiet):
     """Run the whole head on the embedded synthetic benchmark (what `make demo` runs).
 
     Writes a training and a validation store (once; re-used when complete), trains the full
-    HGRNN (l=3, J=2) with the paper's schedule (1000 steps x 50 keyframes, Adam lr 1e-4,
-    focal loss), scores the validation store with ground-truth boxes and with detections,
-    and prints both frame-mAPs and the AP of each class group. About a minute on a 2-core
-    CPU (BENCHMARKS.md). Re-running re-uses the stores and the finished training run; delete
-    OUT/run to train again.
+    HGRNN (l=3, J=2) and, beside it, the per-person baseline head (each person's own feature
+    alone) with the paper's schedule (1000 steps x 50 keyframes, Adam lr 1e-4, focal loss),
+    scores the validation store with ground-truth boxes and with detections, and prints the
+    two heads side by side per class group: the temporal and relational classes are where
+    HGRNN's scene and graph RNNs must gain. DEMO_SECONDS on a 2-core CPU after installation
+    (BENCHMARKS.md). Re-running re-uses the stores and the finished runs; delete OUT/run
+    (or OUT/baseline/run) to train again.
     """
     from hgrnn.data.store import StoreError
     from hgrnn.demo import DemoConfig, format_summary, run_demo
     from hgrnn.hgrnn_head.checkpoint import HeadError
 
     try:
-        summary = run_demo(DemoConfig(out=out_dir, steps=steps, threads=threads),
+        summary = run_demo(DemoConfig(out=out_dir, steps=steps, threads=threads, quick=quick),
                            progress=not quiet)
     except (HeadError, StoreError, ValueError) as err:
         raise click.ClickException(str(err)) from None

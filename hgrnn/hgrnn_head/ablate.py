@@ -52,6 +52,10 @@ ROWS = {
     "hgrnn_J1": ("hgrnn", 3, 1, "HGRNN J=1 (Table 3)"),
     "hgrnn_J3": ("hgrnn", 3, 3, "HGRNN J=3 (Table 3)"),
 }
+# How a row is named in the tables that list every row (Table 4).
+ROW_LABELS = {"person": "per-person head", "graph": "Graph-RNN (l=0, J=2)",
+              "scene": "Scene-RNN (l=3)", "hgrnn_l0": "HGRNN l=0", "hgrnn_l1": "HGRNN l=1",
+              "hgrnn": "HGRNN (l=3, J=2)", "hgrnn_J1": "HGRNN J=1", "hgrnn_J3": "HGRNN J=3"}
 GROUPS = ("all", "person", "temporal", "relational")
 
 
@@ -216,7 +220,9 @@ def _pct(x) -> str:
 
 def _ms(t) -> str:
     mean, std, n = t
-    return "-" if mean is None else f"{100 * mean:.1f} ± {100 * std:.1f}"
+    if mean is None:
+        return "-"
+    return f"{100 * mean:.1f}" if n < 2 else f"{100 * mean:.1f} ± {100 * std:.1f}"
 
 
 def write_csv(path, rows: list) -> None:
@@ -258,8 +264,8 @@ def format_tables(summary: dict, cfg: AblateConfig, train_store, val_store, rows
         return "".join(lines) + "\n"
 
     seconds = sum(r["train_seconds"] for r in rows)
-    md = [f"# Ablation (frame-mAP@0.5 in %, mean ± std over {cfg.seeds} seed(s), "
-          f"ground-truth boxes unless said)\n\n",
+    spread = f"mean ± std over {cfg.seeds} seeds" if cfg.seeds > 1 else "one seed"
+    md = [f"# Ablation (frame-mAP@0.5 in %, {spread}, ground-truth boxes unless said)\n\n",
           f"train store `{train_store}`, validation store `{val_store}`; every run: "
           f"{cfg.steps} steps x {cfg.batch_size} keyframes, Adam lr {cfg.lr}, focal loss "
           f"gamma 2, h0 = {cfg.h0}. {len(rows)} runs, {seconds:.0f} s of training in total.\n\n",
@@ -275,7 +281,8 @@ def format_tables(summary: dict, cfg: AblateConfig, train_store, val_store, rows
                   "hgrnn_J1"), ("J=2", "hgrnn"), ("J=3", "hgrnn_J3")])]
     if cfg.det:
         md.append(table("Table 4: detected boxes (same runs, the store's `det` source)",
-                        [(f"{name}", name) for name in summary], boxes="det"))
+                        [(ROW_LABELS.get(name, name), name) for name in summary],
+                        boxes="det"))
     return "".join(md)
 
 
