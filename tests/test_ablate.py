@@ -63,8 +63,9 @@ def test_temporal_needs_the_scene_rnn(small_grid):
 def test_outputs_and_skip(small_grid, stores):
     out, cfg, r = small_grid
     md = (out / "ablation.md").read_text()
-    for title in ("Table 1", "Table 2", "Table 3", "relational AP", "±"):
+    for title in ("Table 1", "Table 2", "Table 3", "relational AP", "one seed"):
         assert title in md
+    assert "±" not in md            # one seed: no spread to print, not "± 0.0"
     with open(out / "ablation.csv") as f:
         rows = list(csv.DictReader(f))
     assert [x["run"] for x in rows] == ["person_s0", "graph_s0", "scene_s0", "hgrnn_l0_s0",
@@ -99,3 +100,16 @@ def test_grid_and_stats():
     assert A.mean_std([0.4, None]) == (0.4, 0.0, 1)
     with pytest.raises(ValueError, match="nope"):
         A.AblateConfig(rows=("nope",))
+
+
+def test_tables_spread_and_row_names():
+    """With several seeds the tables give mean ± std; Table 4 names rows like the others."""
+    run = {"gt": {"all": (0.5, 0.02, 3)}, "det": {"all": (0.4, 0.01, 3)}}
+    summary = {"person": run, "hgrnn": run}
+    cfg = A.AblateConfig(rows=("person", "hgrnn"), seeds=3)
+    rows = [{"train_seconds": 1.0}]
+    md = A.format_tables(summary, cfg, "t.h5", "v.h5", rows)
+    assert "50.0 ± 2.0" in md and "mean ± std over 3 seeds" in md
+    table4 = md[md.index("Table 4"):]
+    assert "| per-person head |" in table4 and "| HGRNN (l=3, J=2) |" in table4
+    assert "| person |" not in table4
