@@ -20,8 +20,13 @@ from hgrnn.cli.options import device_option, extraction_options, video_source_op
 @device_option
 @click.option("--allow-failures", is_flag=True,
               help="Exit 0 even when some videos failed (they are recorded in the store).")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def extract_features_cmd(allow_failures, quiet, **options):
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the run's summary here as JSON (for scripts): out, written, "
+                   "skipped, failed {video: reason}, keyframes, persons {gt, det}, "
+                   "decoded_frames, needed_frames, seconds, ranks.")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No progress bar; failures are listed in the closing summary.")
+def extract_features_cmd(allow_failures, json_out, quiet, **options):
     """Decode videos and write I3D clip and person features into a feature store.
 
     For every keyframe: a clip of --clip-frames frames centred on it (edge frames repeated
@@ -56,8 +61,13 @@ def extract_features_cmd(allow_failures, quiet, **options):
     except (ValueError, OSError, StoreError, VideoError) as exc:
         raise click.ClickException(str(exc))
     if os.environ.get("RANK", "0") == "0":             # torchrun: rank 0 speaks for all
-        click.echo(format_summary(summary), err=True)
-        click.echo(json.dumps({k: v for k, v in summary.items() if k != "failed"}
-                              | {"failed": sorted(summary["failed"])}))
+        click.echo(format_summary(summary, failures_shown=not quiet))
+        if json_out:
+            try:
+                with open(json_out, "w", encoding="utf-8") as f:
+                    json.dump(summary, f, indent=2)
+                    f.write("\n")
+            except OSError as err:
+                raise click.ClickException(f"cannot write --json {json_out}: {err}")
     if summary["failed"] and not allow_failures:
         sys.exit(1)

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
-from tqdm import tqdm
 
+from hgrnn.console import progress_bar
 from hgrnn.data.csvparse import read_rows, to_unicode
 
 __all__ = [
@@ -472,7 +472,7 @@ def _write_rows(path, rows, last, progress):
     step = 500_000
     steps = range(0, n, step)
     if progress and n > step:
-        steps = tqdm(steps, desc=f"write {os.path.basename(os.fspath(path))}", leave=False)
+        steps = progress_bar(steps, desc=f"write {os.path.basename(os.fspath(path))}", leave=False)
     with open(path, "w", encoding="utf-8", newline="\n") as f:
         for s in steps:
             sl = slice(s, s + step)

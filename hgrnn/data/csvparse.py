@@ -36,7 +36,8 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from tqdm import tqdm
+
+from hgrnn.console import progress_bar
 
 _CHUNK_BYTES = 8 << 20         # 8 MB slices: temporaries stay in cache, few page faults
 _POW10 = np.array([10.0 ** k for k in range(23)])  # exact in float64 up to 1e22
@@ -244,7 +245,7 @@ def read_rows(path, ncols_allowed, columns, progress=False):
     errors = []
     bar = None
     if progress and size > 64 << 20:
-        bar = tqdm(total=size, unit="B", unit_scale=True, leave=False,
+        bar = progress_bar(total=size, unit="B", unit_scale=True, leave=False,
                    desc=f"read {os.path.basename(path)}")
     line0 = 0                                   # lines before this chunk
     pad = _PAD

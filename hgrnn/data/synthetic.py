@@ -55,8 +55,8 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm import tqdm
 
+from hgrnn.console import progress_bar
 from hgrnn.data.ava import LabelMap
 from hgrnn.data.store import PersonSet, StoreWriter, open_h5, read_info
 
@@ -467,7 +467,7 @@ def write_synthetic_store(path, cfg: SynthConfig, *, overwrite: bool = False,
                "det_persons": 0, "written": 0, "reused": 0}
     with StoreWriter(path, feature_dim=cfg.feature_dim, label_map=synth_label_map(),
                      configs={"synth": entry}) as writer:
-        bar = tqdm(range(cfg.videos), desc=f"synth {os.path.basename(path)}", unit="video",
+        bar = progress_bar(range(cfg.videos), desc=f"synth {os.path.basename(path)}", unit="video",
                    disable=not progress, leave=False)
         for i in bar:
             vid = video_id(cfg.seed, i)

@@ -42,8 +42,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from hgrnn.console import progress_bar
 from hgrnn.data.store import (SOURCES, StoreError, _text, open_h5, read_info, to_label_map,
                               video_names)
 
@@ -167,7 +167,7 @@ class FeatureStore:
             self.feats = None if self.lazy else np.empty((P, C), np.float16)
             it = range(V)
             if progress:
-                it = tqdm(it, desc=f"load {os.path.basename(self.path)}", unit="video",
+                it = progress_bar(it, desc=f"load {os.path.basename(self.path)}", unit="video",
                           leave=False, disable=None)
             for v in it:
                 g = groups[v]

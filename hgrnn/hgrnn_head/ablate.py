@@ -34,6 +34,7 @@ import torch
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
+from hgrnn.console import progress_bar
 from hgrnn.data import synthetic
 from hgrnn.data.windows import FeatureStore
 from hgrnn.hgrnn_head.charts import plot_ablation
@@ -172,7 +173,7 @@ def run_ablation(train_store, val_store, out_dir, cfg: AblateConfig, progress=Tr
                    f"{out / 'runs'}, {len(todo)} to do on {cfg.jobs} worker(s)")
     rows = [run_one(s, train_store, val_store, str(out), groups) for s in specs
             if s not in todo]          # finished: read back (and spec-checked) from done.json
-    bar = tqdm(total=len(specs), initial=len(rows), desc="ablate", unit="run",
+    bar = progress_bar(total=len(specs), initial=len(rows), desc="ablate", unit="run",
                disable=not progress, dynamic_ncols=True)
     jobs = Parallel(n_jobs=cfg.jobs, return_as="generator_unordered")(
         delayed(run_one)(s, train_store, val_store, str(out), groups) for s in todo)

@@ -27,8 +27,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from hgrnn.console import progress_bar
 from hgrnn.data.ava import AvaRows, read_annotations, read_exclusions, write_results
 from hgrnn.data.windows import ContextWindows
 from hgrnn.hgrnn_head.charts import eval_title, plot_per_class_ap
@@ -117,7 +117,7 @@ def predict_store(model, fs, device="cpu", nms_iou=DEFAULT_NMS_IOU,
     model.eval()
     starts = range(0, len(windows), batch_keyframes)
     if progress:
-        starts = tqdm(starts, desc=f"eval {os.path.basename(fs.path)}", unit="batch",
+        starts = progress_bar(starts, desc=f"eval {os.path.basename(fs.path)}", unit="batch",
                       dynamic_ncols=True)
     parts = {"video": [], "ts": [], "boxes": [], "action": [], "score": []}
     video_names = []

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from hgrnn.console import progress_bar
 from hgrnn.data.windows import ContextWindows
 from hgrnn.hgrnn_head.charts import plot_loss_curve
 from hgrnn.hgrnn_head.checkpoint import (CHECKPOINT_NAME, HeadError, check_store_matches,
@@ -318,7 +318,7 @@ def train_head(train_store, out_dir, head: HeadConfig, train: TrainConfig,
 
         bar = None
         if progress:
-            bar = tqdm(total=train.steps, initial=start, desc="train-head", unit="step",
+            bar = progress_bar(total=train.steps, initial=start, desc="train-head", unit="step",
                        dynamic_ncols=True)
         model.train()
         losses = [m["loss"] for m in run_log.rows if "loss" in m]

@@ -54,6 +54,7 @@ import torch.distributed as torch_dist
 from torch.utils.data import IterableDataset, get_worker_info
 from tqdm import tqdm
 
+from hgrnn.console import progress_bar
 from hgrnn.data.ava import group_persons, load_label_map, read_annotations, read_results
 from hgrnn.data.store import PersonSet, StoreError, StoreWriter, open_h5, read_info, video_names
 from hgrnn.data.store_merge import merge_stores
@@ -587,13 +588,14 @@ class _Run:
 
     def __init__(self, writer, plans, show: bool, dist: _Dist):
         self.writer = writer
+        self.show = show             # failures are said as they happen when a bar is shown
         self.plan_of = {p.video_id: p for p in plans}
         self.state: dict = {}        # video id -> accumulated results
         self.failed: dict = {}
         self.counts = {"written": 0, "failed": self.failed, "keyframes": 0,
                        "persons": {"gt": 0, "det": 0}, "decoded_frames": 0, "needed_frames": 0}
         total = sum(len(p.timestamps) for p in plans if p.timestamps is not None)
-        self.bar = tqdm(total=total, unit="kf",
+        self.bar = progress_bar(total=total, unit="kf",
                         desc="extract" if not dist.active else f"extract rank 0/{dist.world}",
                         disable=not show, dynamic_ncols=True, smoothing=0.05)
 
@@ -640,7 +642,7 @@ class _Run:
         except StoreError as exc:          # bad input for this video: record, go on
             self.writer.record_failure(vid, str(exc))
             self.failed[vid] = str(exc)
-            tqdm.write(f"extract-features: FAILED {vid}: {exc}")
+            self._say_failed(vid, str(exc))
             return
         c = self.counts
         c["written"] += 1
@@ -659,7 +661,11 @@ class _Run:
         self.writer.record_failure(vid, reason)
         self.failed[vid] = reason
         self.bar.set_postfix(done=self.counts["written"], failed=len(self.failed), refresh=False)
-        tqdm.write(f"extract-features: FAILED {vid}: {reason}")
+        self._say_failed(vid, reason)
+
+    def _say_failed(self, vid, reason: str) -> None:
+        if self.show:
+            tqdm.write(f"extract-features: FAILED {vid}: {reason}")
 
     def close(self) -> None:
         self.bar.close()
@@ -694,8 +700,9 @@ def _summary(out, parts: list, skipped: int, seconds: float, ranks: int) -> dict
     return summary
 
 
-def format_summary(summary: dict) -> str:
-    """Human-readable end-of-run summary (several lines)."""
+def format_summary(summary: dict, failures_shown: bool = False) -> str:
+    """Human-readable end-of-run summary (several lines). failures_shown: the FAILED lines
+    were printed as they happened, so they are counted here, not repeated."""
     s = summary
     lines = [f"extract-features: {s['out']}: {s['written']} video(s) written "
              f"({s['keyframes']} keyframes, {s['persons']['gt']} gt persons, "
@@ -705,6 +712,10 @@ def format_summary(summary: dict) -> str:
     if s["needed_frames"]:
         lines.append(f"  decoded {s['decoded_frames']} frames, {s['needed_frames']} of them used by clips "
                      f"({s['decoded_frames'] / s['needed_frames']:.3f}x)")
-    for vid, reason in sorted(s["failed"].items()):
-        lines.append(f"  FAILED {vid}: {reason}")
+    if failures_shown and s["failed"]:
+        lines.append(f"  {len(s['failed'])} failed video(s) listed above; `hgrnn inspect "
+                     f"{s['out']}` lists every recorded failure")
+    else:
+        for vid, reason in sorted(s["failed"].items()):
+            lines.append(f"  FAILED {vid}: {reason}")
     return "\n".join(lines)

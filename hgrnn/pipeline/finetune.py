@@ -77,9 +77,9 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from hgrnn import metrics
+from hgrnn.console import progress_bar
 from hgrnn.data.ava import (AvaRows, group_persons, load_label_map, read_annotations,
                             read_exclusions)
 from hgrnn.losses import sigmoid_focal_loss
@@ -347,8 +347,7 @@ class ClipStream(torch.utils.data.IterableDataset):
         except VideoError as exc:
             stamps = sorted(k.timestamp for k in by_time.values())
             message = f"skipping keyframes {stamps[0]}..{stamps[-1]} of {video_id}: {exc}"
-            warnings.warn(message)
-            log.warning(message)
+            warnings.warn(message)   # printed once, as one line, by the CLI
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -478,7 +477,7 @@ def predict_keyframes(model: PersonActionModel, keyframes, sources, config: Fine
     by_video: dict[str, list[Keyframe]] = {}
     for k in keyframes:
         by_video.setdefault(k.video_id, []).append(k)
-    bar = tqdm(total=len(keyframes), desc="validate", unit="kf", disable=not progress,
+    bar = progress_bar(total=len(keyframes), desc="validate", unit="kf", disable=not progress,
                leave=False)
     autocast = _autocast(device)
     for video_id, kfs in by_video.items():
@@ -656,7 +655,7 @@ def finetune_backbone(config: FinetuneConfig, resume: bool = False, progress: bo
             dist.barrier()
         return result
 
-    bar = tqdm(total=config.steps, initial=step, desc="finetune", unit="step",
+    bar = progress_bar(total=config.steps, initial=step, desc="finetune", unit="step",
                disable=not progress or rank != 0, dynamic_ncols=True)
     window = {"loss": 0.0, "clips": 0, "persons": 0, "n": 0, "t": time.time()}
     current_epoch = epoch

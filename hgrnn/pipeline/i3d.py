@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import warnings
 from pathlib import Path
@@ -61,7 +60,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-log = logging.getLogger(__name__)
 
 #: Channels of the last feature map (after Mixed_5c).
 FEATURE_DIM = 1024
@@ -375,8 +373,7 @@ def load_backbone(path_or_none, device="cpu", stream: str = "rgb"):
         message = (f"I3D {stream} backbone weights: NONE -- using RANDOM initialisation. Features "
                    f"will be meaningless for recognition; pass {option} {file} or a "
                    f"fine-tuned checkpoint for real use.")
-        warnings.warn(message, stacklevel=2)
-        log.warning(message)
+        warnings.warn(message, stacklevel=2)   # printed once, as one line, by the CLI
         backbone = InceptionI3d(in_channels=channels).to(device).eval()
         meta = {"kind": "random", "path": None, "sha256": None, "feature_dim": FEATURE_DIM,
                 "num_logits": backbone.num_classes, "stream": stream}
