@@ -90,7 +90,8 @@ def inputs(tmp_path_factory):
 def store(inputs, weights, tmp_path_factory):
     out = tmp_path_factory.mktemp("out") / "store.h5"
     result = run(["--out", out, "--videos", inputs / "videos", "--annotations", inputs / "gt.csv",
-                  "--detections", inputs / "det.csv", "--backbone-weights", weights] + SMALL,
+                  "--detections", inputs / "det.csv", "--backbone-weights", weights,
+                  "--json", out.with_suffix(".json")] + SMALL,
                  expect=1)                                     # two videos failed
     return out, result
 
@@ -105,6 +106,10 @@ def test_store_is_valid_and_failures_recorded(store):
     assert "broken.mp4: cannot open" in failures["broken"]
     assert failures["ghost"].startswith("missing")
     assert "FAILED broken" in result.output and "2 video(s) written" in result.output
+    assert result.output.count("FAILED broken") == 1            # said once, not live + summary
+    assert "{" not in result.output                               # JSON only with --json
+    summary = __import__("json").loads(out.with_suffix(".json").read_text())
+    assert summary["written"] == 2 and set(summary["failed"]) == {"broken", "ghost"}
     # one pass per video: vidA (30 frames, clips up to frame 23) and vidB (20 frames)
     decoded, needed = map(int, re.search(r"decoded (\d+) frames, (\d+) of them used by clips",
                                          result.output).groups())
