@@ -18,20 +18,18 @@ LOG_INTERVAL_S = 30.0
 _shown: set = set()
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None):
+def _format_warning(message, category, filename, lineno, line=None) -> str:
     text = str(message)
     if text in _shown:          # the same condition met twice in one run says nothing new
-        return
+        return ""
     _shown.add(text)
-    try:
-        print(f"Warning: {text}", file=file or sys.stderr)
-    except (OSError, ValueError):   # stderr closed: a warning must never stop the run
-        pass
+    return f"Warning: {text}\n"
 
 
 def show_warnings_as_lines() -> None:
-    """Print each distinct warning once, as `Warning: MESSAGE` on stderr."""
-    warnings.showwarning = _show_warning
+    """Print each distinct warning once, as `Warning: MESSAGE` on stderr. Only the format
+    changes: filters, `warnings.catch_warnings(record=True)` and pytest.warns work as before."""
+    warnings.formatwarning = _format_warning
 
 
 class _LineWriter:
