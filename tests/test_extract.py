@@ -323,4 +323,4 @@ def test_torchrun_two_processes_write_shards_and_merge(tmp_path, inputs, weights
         assert sorted(f["videos"]) == ["r1", "r2", "r3"]
     assert not list(tmp_path.glob("s.rank*.h5"))
     assert check_store(out) == []
-    assert "3 video(s) written" in proc.stderr and "on 2 ranks" in proc.stderr
+    assert "3 video(s) written" in proc.stdout and "on 2 ranks" in proc.stdout
