@@ -314,11 +314,11 @@ def draw_video(video, out, *, results=None, gt=None, time_offset=0.0, max_size=N
             stream.bit_rate = max(1_000_000, int(width * height * float(rate) * 0.25))
     bar = None
     if show_progress:
-        from tqdm import tqdm
+        from hgrnn.console import progress_bar
 
         total = (int(source.duration * float(rate)) if math.isfinite(source.duration)
                  else None)
-        bar = tqdm(total=total, unit="frame", desc=f"draw {Path(str(video)).name}",
+        bar = progress_bar(total=total, unit="frame", desc=f"draw {Path(str(video)).name}",
                    dynamic_ncols=True)
     frames = drawn = 0
     previous = -1
