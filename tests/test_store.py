@@ -439,9 +439,11 @@ def test_cli_inspect_and_check(tmp_path):
     r = CliRunner().invoke(main, ["inspect", str(path), "--check"])
     assert r.exit_code == 0, r.output
     for text in ("2 complete", "keyframes        40", "[gt] ground truth", "[det] detections",
-                 "persons per keyframe  min", "C = 16", "float16", '"fps": 30',
+                 "persons per keyframe  min", "C = 16", "float16", "    extract:\n      fps: 30",
                  "zz: cannot decode", "label counts", "check: OK"):
         assert text in r.output, text
+    for name in LM.names:                   # class names whole
+        assert f" {name} " in r.output, name
     gt_persons = sum(int(_video(i, 20)["gt"].offsets[-1]) for i in range(2))
     assert f"{gt_persons:,} persons in 2 videos" in r.output
     r = CliRunner().invoke(main, ["inspect", str(path), "--json"])

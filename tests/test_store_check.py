@@ -22,3 +22,21 @@ def test_check_store_names_first_broken_video_and_dataset(tmp_path, corrupt, exp
         corrupt(f["videos/b"])
     problems = check_store(path)
     assert len(problems) == 1 and problems[0].startswith(expected), problems
+
+
+def test_summary_text_keeps_long_class_names_and_indents_configs(tmp_path):
+    from hgrnn.data.ava import LabelMap
+    from hgrnn.data.store import StoreWriter
+    from hgrnn.data.store_check import format_summary, summarize_store
+    from test_store import C, _video
+
+    long = "talk to (e.g., self, a person, a group)"
+    lm = LabelMap(ids=(1, 3, 4, 6, 80), names=("bend", "crouch", "dance", "fall", long))
+    path = tmp_path / "s.h5"
+    config = {"backbone": {"kind": "random", "seed": 0}, "videos": [f"v{i}" for i in range(20)]}
+    with StoreWriter(path, feature_dim=C, label_map=lm, configs={"extract": config}) as w:
+        w.add_video("a", **_video(0))
+    text = format_summary(summarize_store(path))
+    assert f"  80 {long} " in text
+    assert "    extract:\n      backbone:\n        kind: random\n        seed: 0\n" in text
+    assert '      videos: ["v0", "v1", "v2", "v3", ... (20 in all)]' in text

@@ -47,7 +47,7 @@ def inspect_cmd(store, check, as_json):
         if problems:
             more = f" (and {len(problems) - 1} more broken videos)" if len(problems) > 1 else ""
             raise click.ClickException(f"{store}: check failed: {problems[0]}{more}")
-        click.echo(f"check: OK, {summary['videos']} videos verified", err=True)
+        click.echo(f"check: OK, {summary['videos']} videos verified")
 
 
 @click.command("merge-stores")

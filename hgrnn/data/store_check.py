@@ -261,14 +261,15 @@ def format_summary(s: dict) -> str:
         if "label_counts" in src:
             lines.append(f"    label counts (persons per class; {src['persons_without_label']:,} "
                          f"persons without any label):")
-            cells = [f"{i:>4} {n[:28]:<28} {c:>8,}" for (i, n), c in zip(lm, src["label_counts"])]
-            for a in range(0, len(cells), 2):
-                lines.append("     " + "   ".join(cells[a:a + 2]))
+            width = max((len(n) for _, n in lm), default=0)     # whole names, one per line
+            for (i, n), c in zip(lm, src["label_counts"]):
+                lines.append(f"     {i:>4} {n:<{width}} {c:>9,}")
     lines.append("")
     if s["configs"]:
-        lines.append("  stage configs")
+        lines.append("  stage configs    (`hgrnn inspect --json` gives them raw)")
         for stage, cfg in s["configs"].items():
-            lines.append(f"    {stage}: {json.dumps(cfg, sort_keys=True)}")
+            lines.append(f"    {stage}:")
+            lines += _config_lines(cfg, indent=6)
     else:
         lines.append("  stage configs    none recorded")
     if s["failures"]:
@@ -280,3 +281,20 @@ def format_summary(s: dict) -> str:
     else:
         lines.append("  failures         none")
     return "\n".join(lines)
+
+
+def _config_lines(value, indent: int) -> list:
+    """A stage config as indented `key: value` lines, nested dicts one level deeper."""
+    pad = " " * indent
+    if not isinstance(value, dict):
+        return [pad + json.dumps(value)]
+    lines = []
+    for key, v in value.items():
+        if isinstance(v, dict) and v:
+            lines.append(f"{pad}{key}:")
+            lines += _config_lines(v, indent + 2)
+        elif isinstance(v, list) and len(v) > 8:       # e.g. every video id: say how many
+            lines.append(f"{pad}{key}: {json.dumps(v[:4])[:-1]}, ... ({len(v)} in all)]")
+        else:
+            lines.append(f"{pad}{key}: {v if isinstance(v, str) else json.dumps(v)}")
+    return lines
