@@ -119,6 +119,8 @@ def test_store_is_valid_and_failures_recorded(store):
         assert f["videos/vidA"].attrs["width"] == 96 and f["videos/vidA"].attrs["height"] == 64
         config = __import__("json").loads(f.attrs["configs"])["extract"]
         assert config["clip_frames"] == 8 and config["backbone"]["kind"] == "kinetics-i3d"
+        # what was used: Kinetics weights have no projection, a CSV needs no detector weights
+        assert config["projection"] is False and config["detector_weights"] is None
         assert len(config["backbone"]["sha256"]) == 64
 
 

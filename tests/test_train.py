@@ -189,8 +189,12 @@ def test_val_store_without_labels_is_refused_before_training(tmp_path):
 
 def test_bad_stores_are_clear_errors(tmp_path):
     only_det = make_store(tmp_path / "det.h5", gt=False)
-    with pytest.raises(HeadError, match="det.h5.*no action labels"):
+    with pytest.raises(HeadError, match="det.h5: the store has no 'gt' persons .*sources in "
+                                        "it: det.*--annotations"):
         train_head(only_det, tmp_path / "a", SMALL, quick(), progress=False)
+    only_gt = make_store(tmp_path / "gt.h5", det=False)
+    with pytest.raises(HeadError, match="gt.h5: the store has no 'det' persons .*--box-source gt"):
+        train_head(only_gt, tmp_path / "a2", SMALL, quick(box_source="det"), progress=False)
     empty = make_store(tmp_path / "empty.h5", empty=True)
     with pytest.raises(HeadError, match="empty.h5.*nothing to train on"):
         train_head(empty, tmp_path / "b", SMALL, quick(), progress=False)

@@ -178,3 +178,13 @@ def test_frame_folder_with_mmaction2_names(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(VideoError, match="empty: no frames named empty_NNNNNN.jpg"):
         list(iter_clips(tmp_path / "empty", [0], 4, 1, 48, fps=FPS))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_an_image_named_like_a_video_is_not_a_video(tmp_path, fmt):
+    from PIL import Image
+
+    path = tmp_path / "clip.mp4"
+    Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(path, format=fmt)
+    with pytest.raises(VideoError, match=r"clip\.mp4: not a video .*no video stream"):
+        list(iter_clips(path, [0.0], clip_frames=4, frame_stride=1, short_side=32))

@@ -194,9 +194,10 @@ def _our_stage(extract, label_map_path: str) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")          # 'none' warns again when extraction loads it
         _, projection, meta = load_backbone(extract.backbone_weights, "cpu")
-    feature_dim = projection.out_features if (projection is not None and extract.projection) else 1024
+    used = projection is not None and extract.projection
+    feature_dim = projection.out_features if used else 1024
     return _stage_config(dataclasses.replace(extract, label_map=label_map_path), meta, None,
-                         feature_dim)
+                         feature_dim, used)
 
 
 def predict_videos(videos, extract, cfg: PredictConfig) -> dict:

@@ -176,6 +176,13 @@ def _open_training_store(train_store, head: HeadConfig, train: TrainConfig):
     """The training FeatureStore, the head config completed from it, and its context
     windows; refuses a store without labels or without a person to train on."""
     fs = open_store(train_store, train.box_source)
+    if train.box_source not in fs.sources:
+        have = ", ".join(fs.sources) or "none"
+        fix = ("training needs ground-truth labels: extract with --annotations"
+               if train.box_source == "gt" else "train with --box-source gt, or extract "
+               "with --detections or --detector for 'det' persons")
+        raise HeadError(f"{fs.path}: the store has no '{train.box_source}' persons (box "
+                        f"sources in it: {have}); {fix}")
     if not fs.has_labels:
         raise HeadError(f"{fs.path}: the '{train.box_source}' persons have no action labels; "
                         "training needs a store with ground-truth labels (gt boxes)")

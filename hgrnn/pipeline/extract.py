@@ -441,9 +441,16 @@ def _complete_videos(path) -> set:
 
 # ----------------------------------------------------------------------------- entry point
 
-def _stage_config(cfg: ExtractConfig, backbone_meta: dict, detector_meta, feature_dim: int) -> dict:
+def _stage_config(cfg: ExtractConfig, backbone_meta: dict, detector_meta, feature_dim: int,
+                  projection_used: bool) -> dict:
+    """The extract stage's config as recorded in the store: what was actually used, not what
+    the options defaulted to (no projection without a fine-tuned checkpoint, no detector
+    weights without a detector)."""
     config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUN_ONLY_FIELDS}
     config["keyframes"] = list(cfg.keyframes) if cfg.keyframes else None
+    config["projection"] = projection_used
+    if not cfg.detector:
+        config["detector_weights"] = None
     config.update(
         backbone={k: backbone_meta.get(k) for k in ("kind", "path", "sha256", "feature_dim")},
         input_normalisation="rgb/127.5 - 1 ([-1, 1])", feature_dim=feature_dim,
@@ -503,8 +510,8 @@ def _load_models(cfg: ExtractConfig, device):
     if cfg.detector:
         detector, dmeta = load_detector(cfg.detector_weights, device, cfg.det_threshold,
                                         cfg.max_persons, cfg.det_short_side)
-    return backbone, projection, feature_dim, detector, _stage_config(cfg, bmeta, dmeta,
-                                                                      feature_dim)
+    stage = _stage_config(cfg, bmeta, dmeta, feature_dim, projection is not None)
+    return backbone, projection, feature_dim, detector, stage
 
 
 def extract_features(cfg: ExtractConfig) -> dict:

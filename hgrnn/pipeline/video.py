@@ -143,9 +143,11 @@ class _PyAVSource(_Source):
             container = av.open(str(self.path))
         except (av.FFmpegError, OSError) as exc:
             raise VideoError(f"{self.path}: cannot open ({type(exc).__name__}: {exc})") from exc
-        if not container.streams.video:
-            container.close()
-            raise VideoError(f"{self.path}: no video stream")
+        fmt = container.format.name or ""
+        if not container.streams.video or fmt == "image2" or fmt.endswith("_pipe"):
+            container.close()           # a still image decodes as a one-frame "video"
+            what = f" (it is a {fmt[:-5]} image)" if fmt.endswith("_pipe") else ""
+            raise VideoError(f"{self.path}: not a video{what}: no video stream")
         if self.threads:
             container.streams.video[0].thread_type = "AUTO"
         return container
