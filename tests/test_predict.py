@@ -87,9 +87,11 @@ def test_predict_without_keeping_the_store(trained, tmp_path):
 def test_eval_on_a_store_without_ground_truth_writes_results(trained, tmp_path):
     root, test = trained
     video = root / "test" / "videos" / "clip.mp4"
-    invoke(["predict", video, "--checkpoint", root / "run", "--out", tmp_path / "pred",
-            "--backbone-weights", "none", "--detections", test["det"], "--no-video", "-q"]
-           + SMALL)
+    for reused in (0, 1):       # the second run finds the features in pred/features.h5
+        result = invoke(["predict", video, "--checkpoint", root / "run", "--out",
+                         tmp_path / "pred", "--backbone-weights", "none", "--detections",
+                         test["det"], "--no-video", "-q"] + SMALL)
+        assert f"({1 - reused} video(s) extracted, {reused} reused)" in result.output
     result = invoke(["eval", "--store", tmp_path / "pred" / "features.h5", "--checkpoint",
                      root / "run", "--out", tmp_path / "eval", "-q"])
     assert "no ground truth to score against" in result.output
@@ -136,6 +138,11 @@ def test_check_compatible_names_what_differs():
     with pytest.raises(PredictError, match=r"streams: the head was trained on \['rgb', 'flow'\], "
                                            r"this extraction makes \['rgb'\]"):
         check_compatible(_ckpt(), _stage(streams=["rgb", "flow"]), None, _stage(streams=["rgb"]))
+    flow = {"kind": "kinetics-i3d", "path": "flow.pt", "sha256": "ef" * 32}
+    with pytest.raises(PredictError, match=r"flow backbone: .*flow.pt \(sha256 efefefefefef\), "
+                                           r"this extraction uses random"):
+        check_compatible(_ckpt(), _stage(streams=["rgb", "flow"], flow_backbone=flow), None,
+                         _stage(streams=["rgb", "flow"], flow_backbone={"kind": "random"}))
     warned = check_compatible(_ckpt(), _stage(), None, _stage(clip_frames=8))
     assert warned == ["clip_frames: 8 here, the head's training store used 32 (features differ "
                       "somewhat)"]

@@ -111,10 +111,11 @@ def check_compatible(ckpt: dict, trained: dict | None, trained_streams, ours: di
     makes; return warnings for softer differences.
 
     ckpt: `load_checkpoint` dict (feature_dim, path). trained / trained_streams: the training
-    store's extract config and streams (`training_extraction`; None when unknown). ours: the
-    extract stage config this run will write (`extract._stage_config` layout: feature_dim,
-    backbone {kind, path, sha256}, the ExtractConfig fields). our_streams: this run's store
-    streams when known ([[name, start, stop], ...]).
+    store's extract config and streams (`training_extraction`; None when unknown). ours: what
+    this run's extract config will say (`_our_stage`: feature_dim, streams, projection,
+    backbone / flow_backbone {kind, path, sha256}, the WARN_FIELDS). our_streams: this run's
+    store streams when known ([[name, start, stop], ...]). Every "*backbone" entry present
+    on either side must name the same weights (kind and sha256).
     """
     where = ckpt.get("path", "checkpoint")
     problems, warn = [], []
@@ -132,15 +133,18 @@ def check_compatible(ckpt: dict, trained: dict | None, trained_streams, ours: di
         if t_streams is not None and o_streams is not None and _stream_names(t_streams) != _stream_names(o_streams):
             problems.append(f"streams: the head was trained on {_stream_names(t_streams)}, "
                             f"this extraction makes {_stream_names(o_streams)}")
-        tb, ob = trained.get("backbone") or {}, ours.get("backbone") or {}
-        if (tb.get("kind"), tb.get("sha256")) != (ob.get("kind"), ob.get("sha256")):
-            problems.append(f"backbone: the head was trained on features of "
-                            f"{_describe_backbone(tb)}, this extraction uses "
-                            f"{_describe_backbone(ob)}")
-        elif ob.get("kind") == "random":
-            warn.append("backbone weights 'none': random weights are drawn anew on every run, "
-                        "so the head's training features came from other weights; the "
-                        "predictions mean nothing (tests only)")
+        for key in sorted({k for k in (*trained, *ours) if k.endswith("backbone")}):
+            tb, ob = trained.get(key) or {}, ours.get(key) or {}
+            if not tb or not ob:         # a stream on one side only: the streams differ
+                continue
+            if (tb.get("kind"), tb.get("sha256")) != (ob.get("kind"), ob.get("sha256")):
+                problems.append(f"{key.replace('_', ' ')}: the head was trained on features of "
+                                f"{_describe_backbone(tb)}, this extraction uses "
+                                f"{_describe_backbone(ob)}")
+            elif ob.get("kind") == "random":
+                warn.append(f"{key.replace('_', ' ')} weights 'none': random weights are drawn "
+                            f"anew on every run, so the head's training features came from "
+                            f"other weights; the predictions mean nothing (tests only)")
         if bool(trained.get("projection", True)) != bool(ours.get("projection", True)):
             problems.append(f"projection: the head was trained with projection "
                             f"{'on' if trained.get('projection') else 'off'}, this extraction "
@@ -185,26 +189,37 @@ def video_ids(videos) -> dict[str, Path]:
 
 # ----------------------------------------------------------------------------- the run
 
-def _our_stage(extract, label_map_path: str) -> dict:
-    """The extract stage config this run will write (without running it): loads the
-    backbone weights once to learn their kind, checksum and feature dim."""
-    from hgrnn.pipeline.extract import _stage_config
+def _our_stage(extract) -> dict:
+    """What the extract stage config of this run will say about the features, without
+    running it: streams, per stream the backbone's kind / path / sha256 ("backbone" for RGB,
+    "flow_backbone" for flow), the feature dim (the streams' dims side by side) and the
+    fields of WARN_FIELDS. Loads each backbone's weights once (on the CPU) to learn them."""
     from hgrnn.pipeline.i3d import load_backbone
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")          # 'none' warns again when extraction loads it
-        _, projection, meta = load_backbone(extract.backbone_weights, "cpu")
-    used = projection is not None and extract.projection
-    feature_dim = projection.out_features if used else 1024
-    return _stage_config(dataclasses.replace(extract, label_map=label_map_path), meta, None,
-                         feature_dim, used)
+    fields = dataclasses.asdict(extract)
+    streams = tuple(fields.get("streams") or ("rgb",))       # extraction before streams: RGB
+    ours = {k: fields.get(k) for k in WARN_FIELDS}
+    ours.update(streams=list(streams), projection=False, feature_dim=0)
+    for stream in streams:
+        key = "backbone" if stream == "rgb" else f"{stream}_backbone"
+        weights = fields.get("backbone_weights" if stream == "rgb" else f"{stream}_backbone_weights")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")      # 'none' warns again when extraction loads it
+            _, projection, meta = (load_backbone(weights, "cpu") if stream == "rgb"
+                                   else load_backbone(weights, "cpu", stream=stream))
+        ours[key] = {k: meta.get(k) for k in ("kind", "path", "sha256", "feature_dim")}
+        used = projection is not None and extract.projection     # as the store records it
+        ours["projection"] = ours["projection"] or used
+        ours["feature_dim"] += projection.out_features if used else 1024
+    return ours
 
 
 def predict_videos(videos, extract, cfg: PredictConfig) -> dict:
     """Run `hgrnn predict` (module docstring). extract: an ExtractConfig whose out / videos
     are replaced (anything else: the user's extraction settings). Returns a dict: out,
     results (path), store (path or None), videos {id: per-video summary}, failed {id: why},
-    warnings, seconds."""
+    warnings, extracted / reused (videos whose features were computed / found in the kept
+    store), seconds."""
     import time
 
     import torch
@@ -238,8 +253,7 @@ def predict_videos(videos, extract, cfg: PredictConfig) -> dict:
             raise PredictError(f"{ckpt['path']}: its label map cannot be written as a text "
                                f"file (class names with quotes or edge spaces)")
         trained, trained_streams = training_extraction(ckpt)
-        messages = check_compatible(ckpt, trained, trained_streams,
-                                    _our_stage(extract, str(map_path)))
+        messages = check_compatible(ckpt, trained, trained_streams, _our_stage(extract))
         for m in messages:
             warnings.warn(m, stacklevel=2)
 
@@ -298,7 +312,8 @@ def predict_videos(videos, extract, cfg: PredictConfig) -> dict:
         shutil.rmtree(work, ignore_errors=True)
     return {"out": str(out), "results": str(results),
             "store": str(store) if cfg.keep_store else None, "videos": per_video,
-            "failed": failed, "warnings": messages, "seconds": time.time() - started}
+            "failed": failed, "warnings": messages, "extracted": summary["written"],
+            "reused": summary["skipped"], "seconds": time.time() - started}
 
 
 def _rows_of(csv_path, paths: dict, target: Path) -> str:
@@ -352,6 +367,7 @@ def format_summary(result: dict, min_score: float) -> str:
                      f"{min_score:g}): {acts}" + (f"; drawn: {s['drawn']}" if s.get("drawn") else ""))
     for vid, why in result["failed"].items():
         lines.append(f"{vid}: FAILED: {why}")
-    lines.append(f"results: {result['results']}" + (f"; features: {result['store']}"
-                                                      if result["store"] else ""))
+    lines.append(f"results: {result['results']}; features: "
+                 + (result["store"] or "a temporary store")
+                 + f" ({result['extracted']} video(s) extracted, {result['reused']} reused)")
     return "\n".join(lines)

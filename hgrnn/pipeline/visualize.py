@@ -322,6 +322,7 @@ def draw_video(video, out, *, results=None, gt=None, time_offset=0.0, max_size=N
                    dynamic_ncols=True)
     frames = drawn = 0
     previous = -1
+    overlay: list = [None, None]          # [timestamp, RGBA drawing of its persons]
     try:
         for index, raw in source.frames(0):
             if index <= previous:          # duplicate timestamp: decoded once, written once
@@ -332,7 +333,13 @@ def draw_video(video, out, *, results=None, gt=None, time_offset=0.0, max_size=N
             if container is not None:
                 image = Image.fromarray(source.convert(raw, width, height))
                 if persons or truth:
-                    draw_persons(image, persons, truth, show_legend=bool(gt))
+                    # every frame of a keyframe gets the same drawing: render it once, as an
+                    # RGBA overlay (everything drawn is opaque), and paste it on each frame
+                    if overlay[0] != ts:
+                        layer = Image.new("RGBA", (width, height), (0, 0, 0, 0))
+                        overlay[:] = [ts, draw_persons(layer, persons, truth,
+                                                       show_legend=bool(gt))]
+                    image.paste(overlay[1], (0, 0), overlay[1])
                     drawn += 1
                 frame = av.VideoFrame.from_image(image)
                 frame.pts = index
