@@ -13,6 +13,11 @@ from hgrnn.hgrnn_head.predict import PredictError, check_compatible
 from hgrnn.pipeline.render import render_labelled
 from hgrnn.pipeline.visualize import box_pixels, keyframe_of_frame
 
+# `--backbone-weights none` is what these tests exercise: its two warnings are expected
+# (and asserted once, in test_predict_writes_results_and_a_drawn_video)
+pytestmark = [pytest.mark.filterwarnings("ignore:.*using RANDOM initialisation"),
+              pytest.mark.filterwarnings("ignore:.*random weights are drawn anew")]
+
 SIZE = (192, 144)
 SECONDS = 4            # keyframes 1, 2, 3
 SMALL = ["--clip-frames", "8", "--short-side", "64", "--workers", "0"]
@@ -48,16 +53,20 @@ def test_predict_writes_results_and_a_drawn_video(trained, tmp_path):
     root, test = trained
     video = root / "test" / "videos" / "clip.mp4"
     out = tmp_path / "pred"
-    result = invoke(["predict", video, "--checkpoint", root / "run", "--out", out,
-                     "--backbone-weights", "none", "--detections", test["det"],
-                     "--min-score", "0", "--top-k", "1", "-q"] + SMALL)
-    assert "backbone weights: NONE -- using RANDOM" in result.output
+    with pytest.warns(UserWarning) as caught:
+        result = invoke(["predict", video, "--checkpoint", root / "run", "--out", out,
+                         "--backbone-weights", "none", "--detections", test["det"],
+                         "--min-score", "0", "--top-k", "1", "-q"] + SMALL)
+    said = " ".join(str(w.message) for w in caught)
+    assert "backbone weights: NONE -- using RANDOM" in said
+    assert "random weights are drawn anew" in said                 # the honest warning
     assert "clip: 3 keyframes, 3.0 persons per keyframe" in result.output
-    assert "random weights are drawn anew" in result.output       # the honest warning
     rows = read_results(out / "results.csv", progress=False)
     assert set(rows.video_ids) == {"clip"}
     assert sorted(set(rows.timestamps.tolist())) == [1, 2, 3]     # every keyframe
-    assert (out / "features.h5").exists()                          # kept for the next head
+    assert sorted(p.name for p in out.iterdir()) == [              # kept for the next head
+        "clip.mp4", "features.h5", "features_detections.csv", "features_label_map.txt",
+        "results.csv"]
 
     drawn, original = decode(out / "clip.mp4"), decode(video)
     assert len(drawn) == len(original) == SECONDS * 10

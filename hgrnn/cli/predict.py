@@ -78,7 +78,6 @@ def predict_cmd(videos, checkpoint, out_dir, keep_store, draw_min_score, top_k, 
           --backbone-weights runs/i3d-ft/backbone.pt --detections boxes.csv --no-keep-store
     """
     import sys
-    import warnings
 
     from hgrnn.data.ava import AvaFormatError
     from hgrnn.data.store import StoreError
@@ -96,15 +95,11 @@ def predict_cmd(videos, checkpoint, out_dir, keep_store, draw_min_score, top_k, 
                         nms_iou=nms_iou, draw_min_score=draw_min_score, top_k=top_k,
                         draw=not no_video, max_size=max_size, device=extract.device,
                         num_threads=num_threads, progress=not quiet)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            result = predict_videos(list(videos), extract, cfg)
-        except (PredictError, HeadError, StoreError, VisualizeError, VideoError, AvaFormatError,
-                I3DWeightsError, FileNotFoundError, ValueError) as err:
-            raise click.ClickException(str(err)) from None
-    for w in caught:
-        click.echo(f"warning: {w.message}", err=True)
+    try:
+        result = predict_videos(list(videos), extract, cfg)
+    except (PredictError, HeadError, StoreError, VisualizeError, VideoError, AvaFormatError,
+            I3DWeightsError, FileNotFoundError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
     click.echo(format_summary(result, draw_min_score))
     if result["failed"]:
         sys.exit(1)

@@ -10,7 +10,9 @@ For a list of video files and a trained head (`hgrnn train-head` checkpoint):
   2. features: the extraction stage itself (`hgrnn.pipeline.extract.extract_features`, so
      every extraction option, stream and detector works the same way) writes the videos'
      clip and person features into OUT/features.h5 (kept: a second run with another head,
-     or more videos, reuses the videos already there) or into a temporary store
+     or more videos, reuses the videos already there; the checkpoint's label map and the
+     videos' rows of --detections are written beside it, features_label_map.txt and
+     features_detections.csv, the files its config names) or into a temporary store
      (keep_store=False). Keyframes: every second by default (or the extraction's
      --keyframes / the --detections CSV's keyframes). Persons: the 'det' source, from
      --detections or the person detector.
@@ -38,8 +40,12 @@ import numpy as np
 
 from hgrnn.hgrnn_head.infer import DEFAULT_NMS_IOU
 
-#: Name of the feature store predict keeps in its output folder.
+#: Name of the feature store predict keeps in its output folder; the label map and person
+#: boxes it was extracted with lie beside it (its config names them), so a later run with
+#: the same inputs finds the same config.
 STORE_NAME = "features.h5"
+LABEL_MAP_NAME = "features_label_map.txt"
+DETECTIONS_NAME = "features_detections.csv"
 #: Extraction settings that change the features without changing their size: a head
 #: trained with other values still runs, with a warning.
 WARN_FIELDS = ("clip_frames", "frame_stride", "short_side", "fps", "det_short_side")
@@ -246,7 +252,8 @@ def predict_videos(videos, extract, cfg: PredictConfig) -> dict:
     work = Path(tempfile.mkdtemp(prefix="hgrnn-predict-"))
     try:
         # the checkpoint's label map as a file the extraction can read back
-        map_path = work / "label_map.txt"
+        keep = out if cfg.keep_store else work          # the store and its inputs
+        map_path = keep / LABEL_MAP_NAME
         map_path.write_text("".join(f"{i} {n}\n" for i, n in zip(label_map.ids, label_map.names)),
                             encoding="utf-8")
         if load_label_map(str(map_path)) != label_map:
@@ -264,8 +271,8 @@ def predict_videos(videos, extract, cfg: PredictConfig) -> dict:
             os.symlink(path.resolve(), links / f"{vid}{path.suffix.lower()}")
         detections = extract.detections
         if detections is not None:         # only our videos' rows: others are no failures
-            detections = _rows_of(detections, paths, work / "detections.csv")
-        store = out / STORE_NAME if cfg.keep_store else work / STORE_NAME
+            detections = _rows_of(detections, paths, keep / DETECTIONS_NAME)
+        store = keep / STORE_NAME
         run_cfg = dataclasses.replace(extract, out=str(store), videos=str(links), frames=None,
                                       label_map=str(map_path), annotations=None,
                                       detections=detections, progress=cfg.progress)
