@@ -58,11 +58,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hgrnn.data.ava import AvaRows, LabelMap, keyframe_index, load_label_map
+from hgrnn.official_order import (MAX_PER_KEYFRAME_AND_CLASS_2018, SCORE_FLOOR_2018,
+                                  descending, first_appearance_rank, grouped_descending,
+                                  heap_order)
 
-__all__ = ["PROTOCOLS", "EvalResult", "evaluate", "evaluate_csv", "box_iou",
-           "average_precision", "MAX_RESULTS_PER_KEYFRAME"]
+__all__ = ["PROTOCOLS", "TIES", "EvalResult", "evaluate", "evaluate_csv", "evaluate_persons",
+           "box_iou", "average_precision", "MAX_RESULTS_PER_KEYFRAME", "PERSON_LABEL_MAP"]
 
 PROTOCOLS = ("ava-2018", "ava-2019", "ava-2020")
+TIES = ("official", "stable")
+OFFICIAL_MAP_KEY = "PascalBoxes_Precision/mAP@0.5IOU"
+OFFICIAL_CLASS_KEY = "PascalBoxes_PerformanceByCategory/AP@0.5IOU/"
 MAX_RESULTS_PER_KEYFRAME = 50        # ava-2019 / ava-2020 cap (official ``capacity``)
 IOU_THRESHOLD = 0.5
 
@@ -83,38 +89,82 @@ class EvalResult:
     counts: dict
     protocol: str
     ids: dict = field(default_factory=dict)      # class name -> action id
+    ties: str = "official"
 
     def to_dict(self) -> dict:
-        """JSON-ready dict: {"mAP", "per_class", "counts", "protocol"}."""
-        return {"mAP": None if np.isnan(self.mAP) else float(self.mAP),
-                "per_class": {k: (None if v is None else float(v))
-                              for k, v in self.per_class.items()},
-                "counts": self.counts, "protocol": self.protocol}
+        """JSON-ready dict (fractions, not percents): {"mAP", "per_class" {name: AP or
+        None}, "classes" [{"id", "name", "AP", "instances", "results", "true_positives"}],
+        "counts", "protocol", "ties"} plus the official evaluator's keys
+        ("PascalBoxes_Precision/mAP@0.5IOU" and
+        "PascalBoxes_PerformanceByCategory/AP@0.5IOU/<name>"), so scripts written for the
+        official output keep working."""
+        def f(v):
+            return None if v is None or np.isnan(v) else float(v)
+        inst = self.counts.get("instances", {})
+        res = self.counts.get("results", {})
+        tps = self.counts.get("true_positives", {})
+        d = {"mAP": f(self.mAP),
+             "per_class": {k: f(v) for k, v in self.per_class.items()},
+             "classes": [{"id": self.ids.get(k), "name": k, "AP": f(v),
+                          "instances": inst.get(k, 0), "results": res.get(k, 0),
+                          "true_positives": tps.get(k, 0)} for k, v in self.per_class.items()],
+             "counts": self.counts, "protocol": self.protocol, "ties": self.ties,
+             OFFICIAL_MAP_KEY: f(self.mAP)}
+        for k, v in self.per_class.items():
+            d[OFFICIAL_CLASS_KEY + k] = f(v)
+        return d
 
     def to_json(self, indent=2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
 
+    def coverage_line(self) -> str:
+        """Videos / keyframes in the ground truth, the results and both (one line)."""
+        c = self.counts.get("coverage")
+        if not c:
+            return ""
+        return (f"coverage: ground truth {c['gt_videos']:,} videos / {c['gt_keyframes']:,} "
+                f"keyframes; results {c['results_videos']:,} / {c['results_keyframes']:,}; "
+                f"in both {c['common_videos']:,} / {c['common_keyframes']:,}")
+
+    def coverage_warning(self) -> str | None:
+        """A warning when the results cover only part of the ground truth, else None."""
+        c = self.counts.get("coverage")
+        if not c or c["common_keyframes"] >= c["gt_keyframes"] or not c["common_keyframes"]:
+            return None
+        return (f"warning: the results cover {c['common_videos']:,} of {c['gt_videos']:,} "
+                f"ground-truth videos ({c['common_keyframes']:,} of {c['gt_keyframes']:,} "
+                "keyframes); every uncovered box is a miss, so this mAP is not comparable "
+                "to AVA numbers (evaluate against the ground truth of the covered videos)")
+
     def format_table(self) -> str:
-        """Per-class AP table + mAP, for humans."""
+        """Coverage line, per-class AP table and mAP, for humans; APs in percent (as AVA
+        papers quote them; --json and to_dict() hold fractions)."""
         inst = self.counts.get("instances", {})
         res = self.counts.get("results", {})
         tps = self.counts.get("true_positives", {})
         width = max([len(n) for n in self.per_class] + [10])
-        lines = [f"{'id':>4}  {'class':<{width}}  {'AP':>7}  {'inst':>7}  {'results':>9}  "
-                 f"{'TP':>7}"]
+        lines = [line for line in (self.coverage_line(),) if line]
+        lines.append(f"{'id':>4}  {'class':<{width}}  {'AP %':>7}  {'inst':>7}  "
+                     f"{'results':>9}  {'TP':>7}")
         for name, ap in self.per_class.items():
-            aps = "    n/a" if ap is None else f"{ap:7.4f}"
+            aps = "    n/a" if ap is None else f"{100 * ap:7.2f}"
             lines.append(f"{self.ids.get(name, ''):>4}  {name:<{width}}  {aps}  "
                          f"{inst.get(name, 0):>7}  {res.get(name, 0):>9}  "
                          f"{tps.get(name, 0):>7}")
         n_eval = sum(v is not None for v in self.per_class.values())
-        lines.append(f"mAP ({self.protocol}, {n_eval} classes with instances): "
-                     f"{self.mAP:.6f}")
+        lines.append(f"mAP ({self.protocol}, ties {self.ties}, {n_eval} classes with "
+                     f"instances): {format_percent(self.mAP)} %")
         dropped = {k: v for k, v in self.counts.items()
                    if k.startswith(("gt_", "results_")) and v}
         if dropped:
             lines.append("dropped: " + ", ".join(f"{k}={v}" for k, v in dropped.items()))
         return "\n".join(lines)
+
+
+def format_percent(x) -> str:
+    """A fraction as percent with 4 decimals ("6.4128"), "nan" for NaN/None: how every
+    command prints an AP or mAP for humans."""
+    return "nan" if x is None or np.isnan(x) else f"{100 * x:.4f}"
 
 
 def box_iou(a, b) -> np.ndarray:
@@ -168,12 +218,16 @@ def _f64(rows, name):
 
 
 def evaluate(gt: AvaRows, results: AvaRows, label_map: LabelMap, protocol="ava-2018",
-             exclusions=None) -> EvalResult:
+             exclusions=None, ties="official") -> EvalResult:
     """Official AVA frame-mAP of `results` against `gt` (see the module docstring).
 
     gt: ground-truth rows (one per box and action); results: rows with scores;
     label_map: the evaluated classes; protocol: "ava-2018" | "ava-2019" | "ava-2020";
-    exclusions: set of (video_id, timestamp) or a CSV path (not with ava-2020)."""
+    exclusions: set of (video_id, timestamp) or a CSV path (not with ava-2020);
+    ties: "official" (the official code's order of equal scores and equal IoUs, see
+    :mod:`hgrnn.official_order`) or "stable" (file order, the same on every machine)."""
+    if ties not in TIES:
+        raise ValueError(f"unknown ties {ties!r}; choose one of {', '.join(TIES)}")
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     if results.scores is None and getattr(results, "scores64", None) is None:
@@ -224,6 +278,8 @@ def evaluate(gt: AvaRows, results: AvaRows, label_map: LabelMap, protocol="ava-2
         gsel &= ~gx
         rsel &= ~rx
 
+    counts["coverage"] = _coverage(np.concatenate([gkeys[gsel], gt_all_keys[len(gkeys):]]),
+                                   rkeys[rsel])
     gidx = np.flatnonzero(gsel)
     gkeys, gcls = gkeys[gidx], gcls[gidx]
     gboxes = _f64(gt, "boxes").take(gidx, axis=0)       # (G, 4)
@@ -233,19 +289,40 @@ def evaluate(gt: AvaRows, results: AvaRows, label_map: LabelMap, protocol="ava-2
         ridx = np.flatnonzero(rsel)
         rkeys, rcls, rscores = rkeys[ridx], rcls[ridx], rscores[ridx]
 
+    if ties == "official":
+        img_rank = first_appearance_rank(rkeys)        # the official reader's keyframe order
     # ---- one sort of all results by descending score (ties: file order); srank = position
+    if ties == "official" and protocol == "ava-2018":  # the 2018 NMS keeps scores > -10
+        low = rscores <= SCORE_FLOOR_2018
+        counts["results_dropped_score_not_above_-10"] = int(low.sum())
+        if low.any():
+            ok = np.flatnonzero(~low)
+            rkeys, rcls, rscores, img_rank = rkeys[ok], rcls[ok], rscores[ok], img_rank[ok]
+            ridx = ok if ridx is None else ridx[ok]
     order_s = _argsort_descending(rscores)
     srank = np.empty(len(order_s), np.int64)
     srank[order_s] = np.arange(len(order_s))
-    del rscores
+    del order_s
+    rboxes_all = _f64(results, "boxes")
+    hpos = None                                         # official: heap position, simulated
     keep = None
     if protocol in ("ava-2019", "ava-2020"):            # top 50 per keyframe across classes
-        by_key = order_s[_sort_pairs(_dense_keys(rkeys), srank)]   # keyframe, then score
+        by_key = _rank_inverse(srank)[_sort_pairs(_dense_keys(rkeys), srank)]  # kf, score
         ks = rkeys[by_key]
         start = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
         rank = np.arange(len(ks)) - np.repeat(start, np.diff(np.r_[start, len(ks)]))
         keep = np.zeros(len(ks), bool)
         keep[by_key[rank < MAX_RESULTS_PER_KEYFRAME]] = True
+        if ties == "official":
+            sim = _heap_keyframes(by_key, ks, start, rank, rscores, rcls, K)
+            if len(sim):
+                rows_of = ridx if ridx is not None else None
+                hpos, sim_rows, kept_rows = _simulate_heaps(
+                    sim, rkeys, rscores, ids[rcls],
+                    rboxes_all if rows_of is None else rboxes_all.take(rows_of, axis=0),
+                    MAX_RESULTS_PER_KEYFRAME)
+                keep[sim_rows] = False
+                keep[kept_rows] = True
         counts["results_dropped_over_50_per_keyframe"] = int((~keep).sum())
         del by_key, ks, start, rank
     if protocol == "ava-2020":                          # keyframes absent from gt: ignored
@@ -256,20 +333,46 @@ def evaluate(gt: AvaRows, results: AvaRows, label_map: LabelMap, protocol="ava-2
         keep &= known
     if keep is not None:
         keep = np.flatnonzero(keep)
-        rkeys, rcls, srank = rkeys[keep], rcls[keep], srank[keep]
+        rkeys, rcls, srank, rscores = rkeys[keep], rcls[keep], srank[keep], rscores[keep]
+        if ties == "official":
+            img_rank = img_rank[keep]
+            if hpos is not None:
+                hpos = hpos[keep]
         ridx = keep if ridx is None else ridx[keep]
-    rboxes = _f64(results, "boxes")                     # (R, 4)
-    if ridx is not None:
-        rboxes = rboxes.take(ridx, axis=0)
+    rboxes = rboxes_all if ridx is None else rboxes_all.take(ridx, axis=0)   # (R, 4)
+    del rboxes_all
     valid = (rboxes[:, 2] > rboxes[:, 0]) & (rboxes[:, 3] > rboxes[:, 1])
     counts["results_dropped_invalid_box"] = int((~valid).sum())
     if not valid.all():
-        rkeys, rcls, srank = rkeys[valid], rcls[valid], srank[valid]
-        rboxes = rboxes.take(np.flatnonzero(valid), axis=0)
+        v = np.flatnonzero(valid)
+        rkeys, rcls, srank, rscores = rkeys[v], rcls[v], srank[v], rscores[v]
+        if ties == "official":
+            img_rank = img_rank[v]
+            if hpos is not None:
+                hpos = hpos[v]
+        rboxes = rboxes.take(v, axis=0)
+
+    # ---- the order results are matched and ranked in: cpos = position of each result in
+    # the per-class concatenation (class, then keyframe, then the order inside a keyframe)
+    if ties == "official":
+        cat = _official_concat(rcls, img_rank, srank, rscores, hpos, protocol, len(ids))
+        if protocol == "ava-2018" and len(cat) > MAX_PER_KEYFRAME_AND_CLASS_2018:
+            # the 2018 NMS's max_output_size
+            over = _position_in_group(rcls, img_rank, cat) >= MAX_PER_KEYFRAME_AND_CLASS_2018
+            counts["results_dropped_over_10000_per_keyframe_and_class"] = int(over.sum())
+            if over.any():
+                v = np.flatnonzero(~over)
+                rkeys, rcls, srank, rscores = rkeys[v], rcls[v], srank[v], rscores[v]
+                img_rank, rboxes = img_rank[v], rboxes.take(v, axis=0)
+                cat = _official_concat(rcls, img_rank, srank, rscores, None, protocol, len(ids))
+        del img_rank
+    else:
+        cat = _rank_inverse(srank)[_sort_pairs(rcls, srank)]      # (class, score rank)
+    cpos = _rank_inverse(cat) if len(cat) else np.zeros(0, np.int64)
 
     # ---- ground truth sorted by (keyframe, class), file order inside; block table
     gorder = np.lexsort((gidx, gcls, gkeys))
-    gkeys, gcls, gboxes = gkeys[gorder], gcls[gorder], gboxes[gorder]
+    gkeys, gcls, gboxes, gfile = gkeys[gorder], gcls[gorder], gboxes[gorder], gidx[gorder]
     ukeys, gkey_dense = np.unique(gkeys, return_inverse=True)
     gcode = gkey_dense.ravel().astype(np.int64) * K + gcls          # sorted ascending
     block_len = np.bincount(gcode, minlength=len(ukeys) * K)         # (U*K,)
@@ -296,31 +399,45 @@ def evaluate(gt: AvaRows, results: AvaRows, label_map: LabelMap, protocol="ava-2
     hboxes = rboxes.take(has, axis=0)                              # (A, 4)
     best_iou = np.full(len(has), -1.0)
     best_gt = np.full(len(has), -1, np.int64)
+    n_best = np.zeros(len(has), np.int64)                         # candidates at best IoU
     active = np.arange(len(has))
     slot = 0
     while len(active):
         g = lo[active] + slot
         iou = _pair_iou(hboxes.take(active, axis=0), gboxes.take(g, axis=0))
-        better = iou > best_iou[active]
+        b = best_iou[active]
+        better = iou > b
+        n_best[active] = np.where(better, 1, n_best[active] + (iou == b))
         best_iou[active[better]] = iou[better]
         best_gt[active[better]] = g[better]
         slot += 1
         active = active[ncand[active] > slot]
+    if ties == "official" and protocol != "ava-2018":
+        # 2019/2020 read the ground truth through the heap: among boxes at the same best
+        # IoU, argmax takes the first in heap order, not in file order
+        amb = np.flatnonzero((n_best > 1) & (best_iou >= IOU_THRESHOLD))
+        if len(amb):
+            best_gt[amb] = _first_in_heap_order(amb, lo, ncand, hboxes, best_iou, gt, gfile,
+                                                gkeys, gboxes, ids, gcls)
 
-    # true positive: IoU >= 0.5 and the first such result (in score order) of its box
+    # true positive: IoU >= 0.5 and the first such result (in matching order) of its box
     cand = np.flatnonzero(best_iou >= IOU_THRESHOLD)              # into `has`
     tp = np.zeros(n_res, bool)
     if len(cand):
-        o = cand[np.lexsort((srank[has[cand]], best_gt[cand]))]
+        o = cand[np.lexsort((cpos[has[cand]], best_gt[cand]))]
         first = np.r_[True, best_gt[o][1:] != best_gt[o][:-1]]
         tp[has[o[first]]] = True
 
-    # ---- per class AP over results sorted by (class, score rank)
-    inv = np.empty(int(srank.max()) + 1 if len(srank) else 0, np.int64)
-    inv[srank] = np.arange(len(srank))
-    corder = inv[_sort_pairs(rcls, srank)]
-    rcls_s, tp_s = rcls[corder], tp[corder]
+    # ---- per class AP over the class's results in ranking order
+    rcls_s, tp_s = rcls[cat], tp[cat]
     cstart = np.searchsorted(rcls_s, np.arange(K + 1))
+    if ties == "official":
+        sc_s = rscores[cat]
+        for c in range(K):                 # the official ranking: np.argsort(...)[::-1]
+            a, b = cstart[c], cstart[c + 1]
+            if b - a > 1:
+                tp_s[a:b] = tp_s[a:b][descending(sc_s[a:b])]
+        del sc_s
     n_inst = np.bincount(gcls, minlength=K)
     per_class, inst_c, res_c, tp_c, name_ids = {}, {}, {}, {}, {}
     aps = []
@@ -334,12 +451,250 @@ def evaluate(gt: AvaRows, results: AvaRows, label_map: LabelMap, protocol="ava-2
         ap = average_precision(seg, int(n_inst[c]))
         per_class[name] = ap
         aps.append(ap)
-    mAP = float(np.mean(aps)) if aps else float("nan")
+    mAP = _mean_ap(aps, [a for a, v in zip(label_map.ids, per_class.values()) if v is not None])
     counts = {"instances": inst_c, "results": res_c, "true_positives": tp_c,
               "total_instances": int(n_inst.sum()), "total_results": int(len(tp)),
               "total_true_positives": int(tp.sum()), **counts}
     return EvalResult(mAP=mAP, per_class=per_class, counts=counts, protocol=protocol,
-                      ids=name_ids)
+                      ids=name_ids, ties=ties)
+
+
+PERSON_LABEL_MAP = LabelMap((1,), ("person",))
+
+
+def evaluate_persons(gt: AvaRows, results: AvaRows, exclusions=None, protocol="ava-2018",
+                     ties="official") -> EvalResult:
+    """Class-agnostic AP@0.5 of person boxes: the detector's number ("89.09 AP for detecting
+    the annotated bounding boxes").
+
+    Each ground-truth box counts once per keyframe and each result box once per keyframe
+    with its highest score; action columns are ignored (person-box files with an empty or
+    -1 action column work). Then the official evaluation of one class "person" (id 1), so
+    the number equals the official evaluator run with a one-class label map on those
+    boxes (in order of first appearance). exclusions / protocol / ties as in
+    :func:`evaluate`; the result has one class, "person"."""
+    if results.scores is None and getattr(results, "scores64", None) is None:
+        raise ValueError("results have no scores (is this a ground-truth file?)")
+    return evaluate(_person_boxes(gt, None), _person_boxes(results, _f64(results, "scores")),
+                    PERSON_LABEL_MAP, protocol=protocol, exclusions=exclusions, ties=ties)
+
+
+def _person_boxes(rows, scores):
+    """Rows -> one row per (keyframe, box), action id 1, at the first row of each box;
+    scores: (N,) float64 or None (ground truth), the highest of a box's rows is kept."""
+    n = len(rows)
+    boxes = _f64(rows, "boxes").reshape(-1, 4)
+    keys, _ = keyframe_index(rows.video_ids, rows.timestamps)
+    order = np.lexsort((np.arange(n), boxes[:, 3], boxes[:, 2], boxes[:, 1], boxes[:, 0], keys))
+    k, b = keys[order], boxes[order]
+    new = np.r_[True, (k[1:] != k[:-1]) | (b[1:] != b[:-1]).any(axis=1)] if n else \
+        np.zeros(0, bool)
+    starts = np.flatnonzero(new)
+    first = order[starts]                       # lexsort puts a box's first row first
+    best = np.maximum.reduceat(scores[order], starts) if scores is not None and n else None
+    keep = np.argsort(first, kind="stable")
+    sel = first[keep]
+    s64 = None if best is None else best[keep]
+    return AvaRows(
+        video_ids=rows.video_ids[sel], timestamps=rows.timestamps[sel],
+        boxes=boxes[sel].astype(np.float32), action_ids=np.ones(len(sel), np.int64),
+        person_ids=None, scores=None if s64 is None else s64.astype(np.float32),
+        skipped=dict(rows.skipped or {}), boxes64=boxes[sel], scores64=s64,
+        empty_video_ids=rows.empty_video_ids, empty_timestamps=rows.empty_timestamps,
+        source=rows.source)
+
+
+def _coverage(gkeys, rkeys) -> dict:
+    """Videos and keyframes in the ground truth, in the results and in both."""
+    gk, rk = _unique_keys(gkeys), _unique_keys(rkeys)
+    both = np.intersect1d(gk, rk, assume_unique=True)
+    gv, rv = np.unique(gk >> 32), np.unique(rk >> 32)
+    return {"gt_videos": len(gv), "gt_keyframes": len(gk),
+            "results_videos": len(rv), "results_keyframes": len(rk),
+            "common_videos": len(np.intersect1d(gv, rv, assume_unique=True)),
+            "common_keyframes": len(both)}
+
+
+def _unique_keys(keys):
+    """Sorted unique int64 keys, fast for files grouped by keyframe (runs sorted only)."""
+    if len(keys) == 0:
+        return keys
+    return np.unique(keys[np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])])
+
+
+def check_evaluable(result: "EvalResult", gt_name, results_name) -> None:
+    """Raise ValueError (naming the files) where the result is no AVA number at all: an
+    empty ground truth, no class with instances, no keyframe in common."""
+    cov = result.counts.get("coverage", {})
+    if cov.get("gt_keyframes", 0) == 0:
+        raise ValueError(f"{gt_name}: the ground truth is empty (no annotated keyframe "
+                         "left after the label map and exclusions): nothing to evaluate")
+    if result.counts.get("total_instances", 0) == 0:
+        skipped = result.counts.get("gt_skipped_action_not_in_label_map", 0)
+        why = (f" ({skipped} rows have actions outside the label map: pass --label-map "
+               "with the dataset's classes)" if skipped else "")
+        raise ValueError(f"{gt_name}: no ground-truth box has an action of the label map"
+                         f"{why}: no class to evaluate")
+    if cov.get("common_keyframes", 0) == 0:
+        raise ValueError(
+            f"{results_name} and {gt_name} have no keyframe in common (results: "
+            f"{cov.get('results_videos', 0)} videos, {cov.get('results_keyframes', 0)} "
+            f"keyframes; ground truth: {cov.get('gt_videos', 0)} videos, "
+            f"{cov.get('gt_keyframes', 0)} keyframes): are they from the same videos and "
+            "split?")
+
+
+def _mean_ap(aps, class_ids):
+    """Mean of the APs as the official code takes it: np.nanmean over an array indexed by
+    action id - 1 (NaN for ids without instances), so the summation order is the same."""
+    if not aps:
+        return float("nan")
+    ids = np.asarray(class_ids, np.int64)
+    if ids.min() < 1 or ids.max() > 100000:
+        return float(np.mean(aps))
+    full = np.full(int(ids.max()), np.nan)
+    full[ids - 1] = aps
+    return float(np.nanmean(full))
+
+
+def _rank_inverse(rank):
+    """rank (N,) distinct non-negative ints -> inv with inv[rank[i]] = i."""
+    inv = np.empty(int(rank.max()) + 1 if len(rank) else 0, np.int64)
+    inv[rank] = np.arange(len(rank))
+    return inv
+
+
+def _heap_keyframes(by_key, ks, start, rank, scores, cls, K):
+    """Keyframes (keys) whose rows the 2019/2020 heap must be simulated for: a tie at the
+    50-cap boundary, or two kept results of one class with equal scores.
+
+    by_key: row indices sorted by (keyframe, descending score); ks: their keys; start:
+    first position of each keyframe; rank: position inside the keyframe."""
+    sc = scores[by_key]
+    n = np.diff(np.r_[start, len(ks)])
+    big = start[n > MAX_RESULTS_PER_KEYFRAME]
+    boundary = big[sc[big + MAX_RESULTS_PER_KEYFRAME - 1] == sc[big + MAX_RESULTS_PER_KEYFRAME]]
+    kept = rank < MAX_RESULTS_PER_KEYFRAME
+    same = np.flatnonzero(kept[1:] & kept[:-1] & (ks[1:] == ks[:-1]) & (sc[1:] == sc[:-1]))
+    tied = np.zeros(0, np.int64)
+    if len(same):
+        # rows in runs of equal (keyframe, score): a class seen twice in a run is a tie
+        in_run = np.zeros(len(ks), bool)
+        in_run[same] = in_run[same + 1] = True
+        pos = np.flatnonzero(in_run)
+        run = np.cumsum(np.r_[True, ~((pos[1:] == pos[:-1] + 1)
+                                      & (ks[pos[1:]] == ks[pos[:-1]])
+                                      & (sc[pos[1:]] == sc[pos[:-1]]))]) - 1
+        code = run * K + cls[by_key[pos]]
+        u, c = np.unique(code, return_counts=True)
+        dup_runs = np.unique(u[c > 1] // K)
+        first_pos = pos[np.searchsorted(run, dup_runs)]
+        tied = ks[first_pos]
+    return np.unique(np.concatenate([ks[boundary], tied]))
+
+
+def _simulate_heaps(keys_to_sim, keys, scores, action_ids, boxes, capacity):
+    """Run the 2019/2020 reader's heap for the given keyframes.
+
+    keys (R,) etc.: the results before the cap, in file order. Returns (hpos (R,) int64:
+    position in the keyframe's output order, -1 where not simulated or not kept;
+    sim_rows: all rows of the simulated keyframes; kept_rows: those the heap keeps)."""
+    sim_rows = np.flatnonzero(np.isin(keys, keys_to_sim))
+    o = sim_rows[np.argsort(keys[sim_rows], kind="stable")]        # by key, file order
+    ko = keys[o]
+    st = np.flatnonzero(np.r_[True, ko[1:] != ko[:-1]])
+    en = np.r_[st[1:], len(o)]
+    hpos = np.full(len(keys), -1, np.int64)
+    kept = []
+    for a, b in zip(st.tolist(), en.tolist()):
+        idx = o[a:b]
+        order = idx[heap_order(scores[idx], action_ids[idx], boxes[idx], capacity)]
+        hpos[order] = np.arange(len(order))
+        kept.append(order)
+    kept_rows = np.concatenate(kept) if kept else np.zeros(0, np.int64)
+    return hpos, sim_rows, kept_rows
+
+
+def _official_concat(rcls, img_rank, srank, rscores, hpos, protocol, K):
+    """Result indices in the official per-class concatenation: class, then keyframe in
+    reader order, then inside a keyframe the order results are matched in (2018:
+    np.argsort of the keyframe's scores in file order, reversed; 2019/2020: descending
+    score, equal scores in heap order)."""
+    n = len(rcls)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    n_img = int(img_rank.max()) + 1
+    gkey = rcls.astype(np.int64) * n_img + img_rank
+    cat = _rank_inverse(srank)[_sort_pairs(gkey, srank)] if n_img * K < 2**40 else         np.lexsort((srank, gkey))
+    # cat: groups contiguous, descending score inside, equal scores in file order
+    g, s = gkey[cat], rscores[cat]
+    tie = np.flatnonzero((g[1:] == g[:-1]) & (s[1:] == s[:-1]))
+    if not len(tie):
+        return cat
+    gstart = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    glen = np.diff(np.r_[gstart, n])
+    tied_groups = np.unique(np.searchsorted(gstart, tie, side="right") - 1)
+    pos = np.concatenate([np.arange(gstart[t], gstart[t] + glen[t]) for t in tied_groups])         if len(tied_groups) < 64 else _segments(gstart[tied_groups], glen[tied_groups])
+    rows = cat[pos]                                  # the tied groups' rows, group by group
+    if protocol == "ava-2018":
+        # each group's rows in file order (srank ties are file order, and file order is
+        # what the reader kept), then np.argsort(scores)[::-1] of that array
+        grp = np.repeat(np.arange(len(tied_groups)), glen[tied_groups])
+        rows = rows[np.lexsort((rows, grp))]      # indices into arrays kept in file order
+        rows = rows[grouped_descending(rscores[rows], glen[tied_groups])]
+    else:
+        if hpos is None or (hpos[rows] < 0).any():
+            raise AssertionError("internal: tied results on a keyframe whose reader heap "
+                                 "was not simulated")
+        grp = np.repeat(np.arange(len(tied_groups)), glen[tied_groups])
+        rows = rows[np.lexsort((hpos[rows], -rscores[rows], grp))]
+    cat[pos] = rows
+    return cat
+
+
+def _segments(starts, lengths):
+    """Concatenated aranges [s, s + l) for each (s, l)."""
+    total = int(lengths.sum())
+    base = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+    return base + np.arange(total)
+
+
+def _position_in_group(rcls, img_rank, cat):
+    """Each result's position inside its (class, keyframe) group of the concatenation."""
+    g = rcls[cat].astype(np.int64) * (int(img_rank.max()) + 1) + img_rank[cat]
+    gstart = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    within = np.arange(len(g)) - np.repeat(gstart, np.diff(np.r_[gstart, len(g)]))
+    out = np.empty(len(g), np.int64)
+    out[cat] = within
+    return out
+
+
+def _first_in_heap_order(amb, lo, ncand, hboxes, best_iou, gt, gfile, gkeys, gboxes, ids,
+                         gcls):
+    """For results whose best IoU (>= 0.5) is shared by several ground-truth boxes, the box
+    the 2019/2020 code's argmax takes: the first in its reader's heap order.
+
+    amb: indices into the `has` arrays; lo/ncand: candidate block start and size; gt rows
+    sorted by (keyframe, class, file) with gfile their original row index. Returns (A,)
+    the chosen gt index (into the sorted gt arrays)."""
+    keys = np.unique(gkeys[lo[amb]])
+    rows = np.flatnonzero(np.isin(gkeys, keys))                  # sorted by keyframe
+    heap_rank = np.full(len(gkeys), -1, np.int64)
+    kr = gkeys[rows]
+    st = np.flatnonzero(np.r_[True, kr[1:] != kr[:-1]])
+    en = np.r_[st[1:], len(rows)]
+    for a, b in zip(st.tolist(), en.tolist()):
+        idx = rows[a:b]
+        idx = idx[np.argsort(gfile[idx], kind="stable")]         # file order
+        order = heap_order(np.ones(len(idx)), ids[gcls[idx]], gboxes[idx], 0)
+        heap_rank[idx[order]] = np.arange(len(order))
+    out = np.empty(len(amb), np.int64)
+    for j, i in enumerate(amb.tolist()):
+        g = np.arange(lo[i], lo[i] + ncand[i])
+        iou = _pair_iou(np.repeat(hboxes[i:i + 1], len(g), axis=0), gboxes[g])
+        at_best = g[iou == best_iou[i]]
+        out[j] = at_best[np.argmin(heap_rank[at_best])]
+    return out
 
 
 def _argsort_descending(x):
@@ -436,15 +791,20 @@ def _columns(action_ids, ids):
 
 
 def evaluate_csv(gt_csv, results_csv, label_map="ava-v2.1", exclusions=None,
-                 protocol="ava-2018", progress=True) -> EvalResult:
+                 protocol="ava-2018", progress=True, ties="official",
+                 persons=False) -> EvalResult:
     """Read an AVA ground-truth CSV and a result CSV and evaluate (see :func:`evaluate`).
 
     label_map: a LabelMap, a packaged name or a label-map file; exclusions: excluded
-    timestamps CSV path or set (ava-2018/2019 only)."""
+    timestamps CSV path or set (ava-2018/2019 only); persons: person-box AP instead
+    (:func:`evaluate_persons`; the label map is not used). Raises ValueError naming the
+    files where there is nothing to evaluate (:func:`check_evaluable`)."""
     from hgrnn.data.ava import read_annotations, read_exclusions, read_results
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    lm = label_map if isinstance(label_map, LabelMap) else load_label_map(label_map)
+    lm = None
+    if not persons:
+        lm = label_map if isinstance(label_map, LabelMap) else load_label_map(label_map)
     if isinstance(exclusions, (str, os.PathLike)):
         exclusions = read_exclusions(exclusions)
     if exclusions is not None and protocol == "ava-2020":
@@ -452,4 +812,9 @@ def evaluate_csv(gt_csv, results_csv, label_map="ava-v2.1", exclusions=None,
                          "ava-2018/ava-2019")
     gt = read_annotations(gt_csv, lm, exclusions, progress=progress)
     res = read_results(results_csv, lm, exclusions, progress=progress)
-    return evaluate(gt, res, lm, protocol=protocol)
+    if persons:
+        result = evaluate_persons(gt, res, protocol=protocol, ties=ties)
+    else:
+        result = evaluate(gt, res, lm, protocol=protocol, ties=ties)
+    check_evaluable(result, os.fspath(gt_csv), os.fspath(results_csv))
+    return result

@@ -49,7 +49,8 @@ def ref_ap(tps, n_inst):
 
 def reference_evaluate(gt, res, class_ids, protocol, exclusions=(), empty_keys=()):
     """gt: list of (video, ts, box, action); res: list of (video, ts, box, action, score).
-    Returns {action_id: AP or None}, mAP."""
+    Returns {action_id: AP or None}, mAP. Ties in file order (``ties="stable"``); the
+    official order has its own reference in tests/test_official_order.py."""
     classes = set(class_ids)
     excl = set(exclusions) if protocol != "ava-2020" else set()
     gt_keys = {(v, t) for v, t, _, _ in gt} | set(empty_keys)
@@ -199,7 +200,7 @@ def test_random_cases_match_reference(protocol):
         lm, gt, res, empty, excl = random_case(seed)
         g, r = to_rows(gt, res, empty)
         ex = None if protocol == "ava-2020" else set(excl)
-        got = evaluate(g, r, lm, protocol=protocol, exclusions=ex)
+        got = evaluate(g, r, lm, protocol=protocol, exclusions=ex, ties="stable")
         ref_aps, ref_map = reference_evaluate(gt, res, lm.ids, protocol, excl, empty)
         assert_same(got, ref_aps, ref_map, lm)
         checked_cap += got.counts.get("results_dropped_over_50_per_keyframe", 0) > 0
@@ -218,7 +219,8 @@ def test_random_cases_through_csv_files(tmp_path):
         write_results(tmp_path / "res.csv", r)
         for protocol in PROTOCOLS:
             ex = None if protocol == "ava-2020" else set(excl)
-            got = evaluate_csv(tmp_path / "gt.csv", tmp_path / "res.csv", lm, ex, protocol)
+            got = evaluate_csv(tmp_path / "gt.csv", tmp_path / "res.csv", lm, ex, protocol,
+                               ties="stable")
             ref_aps, ref_map = reference_evaluate(gt, res, lm.ids, protocol, excl, empty)
             assert_same(got, ref_aps, ref_map, lm)
 
@@ -306,8 +308,8 @@ def test_real_sample_against_reference():
     r = [(v, t, tuple(b), a, s) for v, t, b, a, s in zip(
         res.video_ids.tolist(), res.timestamps.tolist(), res.boxes64.tolist(),
         res.action_ids.tolist(), res.scores64.tolist())]
-    for protocol in PROTOCOLS:
-        got = evaluate(gt, res, lm, protocol=protocol)
+    for protocol in PROTOCOLS:          # 3-decimal scores: file-order ties = the reference
+        got = evaluate(gt, res, lm, protocol=protocol, ties="stable")
         ref_aps, ref_map = reference_evaluate(g, r, lm.ids, protocol)
         assert_same(got, ref_aps, ref_map, lm)
     assert got.counts["total_instances"] == 2252
@@ -322,7 +324,11 @@ def test_eval_result_dict_and_table():
     assert d["mAP"] == 1.0 and d["per_class"] == {"a": 1.0, "b": None}
     assert d["protocol"] == "ava-2018" and d["counts"]["instances"]["a"] == 1
     table = e.format_table()
-    assert "mAP" in table and "n/a" in table and "1.0000" in table
+    assert "mAP" in table and "n/a" in table and "100.00" in table and "AP %" in table
+    assert d["PascalBoxes_Precision/mAP@0.5IOU"] == 1.0
+    assert d["PascalBoxes_PerformanceByCategory/AP@0.5IOU/b"] is None
+    assert d["classes"][0] == {"id": 1, "name": "a", "AP": 1.0, "instances": 1, "results": 1,
+                               "true_positives": 1}
 
 
 def test_equal_iou_takes_first_box_in_file_order():

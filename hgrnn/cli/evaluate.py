@@ -19,10 +19,24 @@ import click
               help="Official evaluator revision: ava-2018 (v2.1 challenge code), ava-2019 "
                    "(top 50 results per keyframe), ava-2020 (top 50, no exclusions, results "
                    "on keyframes absent from the ground truth ignored).")
+@click.option("--ties", type=click.Choice(["official", "stable"]), default="official",
+              show_default=True,
+              help="Order of equal scores (and equal IoUs): 'official' takes them as the "
+                   "official code does (its numpy sorts and heap), so the number equals "
+                   "the official one on the same numpy and CPU; 'stable' takes them in file "
+                   "order, the same number on every machine (docs/eval.md says when the two "
+                   "differ).")
+@click.option("--persons", is_flag=True,
+              help="Person-box AP instead (the detector's number): class-agnostic AP@0.5, "
+                   "each box once per keyframe (a result box with its highest score), "
+                   "action columns ignored (may be empty or -1); --label-map unused.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="Also write {mAP, per_class {name: AP or null}, counts, protocol} here.")
-@click.option("--quiet", is_flag=True, help="Print only the mAP line.")
-def eval_csv(gt_csv, results_csv, label_map, exclusions, protocol, json_out, quiet):
+              help="Also write the metrics here (fractions): mAP, per_class {name: AP or "
+                   "null}, classes [{id, name, AP, ...}], counts (with coverage), protocol, "
+                   "ties, and the official evaluator's key names.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the mAP in percent.")
+def eval_csv(gt_csv, results_csv, label_map, exclusions, protocol, ties, persons, json_out,
+             quiet):
     """Official AVA frame-mAP of any system's RESULTS_CSV against GT_CSV.
 
     \b
@@ -31,27 +45,36 @@ def eval_csv(gt_csv, results_csv, label_map, exclusions, protocol, json_out, qui
     RESULTS_CSV rows: video_id,timestamp,x1,y1,x2,y2,action_id,score
     Coordinates are normalised to [0, 1]; no header; one row per box AND action.
 
-    Reproduces ActivityNet's get_ava_performance.py number for number (PASCAL VOC AP at
-    IoU 0.5 per class, mean over classes with instances). Classes without instances are
-    listed as n/a and left out of the mAP. Example:
+    Reproduces ActivityNet's get_ava_performance.py number for number, ties included
+    (PASCAL VOC AP at IoU 0.5 per class, mean over classes with instances). APs are
+    printed in percent, as AVA papers quote them; --json holds fractions like the official
+    output. A coverage line says how many videos and keyframes the two files share; a
+    result file covering only part of the ground truth gets a warning, and files with no
+    keyframe in common, an empty ground truth or no class with instances are an error.
+    Classes without instances are listed as n/a and left out of the mAP. Examples:
 
     \b
       hgrnn eval-csv ava_val_v2.1.csv my_results.csv \\
           --exclusions ava_val_excluded_timestamps_v2.1.csv --json map.json
+      hgrnn eval-csv ava_val_v2.1.csv my_person_boxes.csv --persons
     """
     import json
     import sys
 
     from hgrnn.data.ava import AvaFormatError
-    from hgrnn.metrics import evaluate_csv
+    from hgrnn.metrics import evaluate_csv, format_percent
 
     try:
         result = evaluate_csv(gt_csv, results_csv, label_map=label_map, exclusions=exclusions,
-                              protocol=protocol, progress=sys.stderr.isatty())
+                              protocol=protocol, progress=sys.stderr.isatty() and not quiet,
+                              ties=ties, persons=persons)
     except (AvaFormatError, ValueError, OSError) as err:      # OSError: a directory, no access
         raise click.ClickException(str(err))
+    warning = result.coverage_warning()
+    if warning and not quiet:
+        click.echo(warning, err=True)
     if quiet:
-        click.echo(f"mAP {result.mAP:.6f}")
+        click.echo(format_percent(result.mAP))
     else:
         click.echo(result.format_table())
     if json_out:
@@ -61,6 +84,7 @@ def eval_csv(gt_csv, results_csv, label_map, exclusions, protocol, json_out, qui
                 f.write("\n")
         except OSError as err:
             raise click.ClickException(f"cannot write --json {json_out}: {err}")
+
 
 @click.command("eval")
 @click.option("--store", required=True, type=click.Path(exists=True, dir_okay=False),
@@ -93,7 +117,7 @@ def eval_csv(gt_csv, results_csv, label_map, exclusions, protocol, json_out, qui
 @click.option("--threads", "num_threads", type=click.IntRange(min=0), default=1,
               show_default=True,
               help="torch CPU threads while scoring (0: torch's default, one per core).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar, mAP only.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar; print only the mAP in percent.")
 @click.option("--sort-classes", type=click.Choice(["ap", "labelmap"]), default="ap",
               show_default=True,
               help="Order of the bars in per_class_ap.png: by AP (classes without instances "
@@ -132,7 +156,8 @@ def eval_cmd(store, checkpoint, gt_boxes, out_dir, nms_iou, min_score, gt_csv, e
                    f"store and no --gt-csv): {where}; nothing to score")
         return
     if quiet:
-        click.echo(f"{result.mAP:.6f}")
+        from hgrnn.metrics import format_percent
+        click.echo(format_percent(result.mAP))          # percent, like eval-csv -q
     else:
         click.echo(result.format_table())
         if out_dir:
