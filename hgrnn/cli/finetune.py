@@ -132,4 +132,4 @@ def finetune_backbone_cmd(scale_jitter, resume, quiet, **options):
         click.echo(f"trained {out['steps']} steps in {out['seconds']:.1f} s; checkpoint "
                    f"{out['checkpoint']}")
         if out["val"] is not None:
-            click.echo(f"validation frame-mAP (gt boxes): {out['val']['mAP']:.4f}")
+            click.echo(f"validation frame-mAP (gt boxes): {100 * out['val']['mAP']:.2f} %")

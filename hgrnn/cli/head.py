@@ -114,7 +114,7 @@ def train_head_cmd(store, out_dir, variant, context, iterations, scene_hidden, g
     click.echo(f"trained {out['steps']} steps in {out['seconds']:.1f} s, final loss "
                f"{out['loss']:.5f}; checkpoint {out['checkpoint']}")
     if out["val"] is not None:
-        click.echo(f"validation frame-mAP (gt boxes): {out['val']['mAP']:.4f}")
+        click.echo(f"validation frame-mAP (gt boxes): {100 * out['val']['mAP']:.2f} %")
 
 @click.command("ablate")
 @click.option("--train-store", required=True, type=click.Path(exists=True, dir_okay=False),

@@ -365,7 +365,7 @@ def train_head(train_store, out_dir, head: HeadConfig, train: TrainConfig,
                 if val_fs is not None and train.val_every and done % train.val_every == 0 \
                         and done != train.steps:
                     val_result = validate(done)
-                    val_postfix = {"val_mAP": f"{val_result.mAP:.4f}"}
+                    val_postfix = {"val_mAP%": f"{100 * val_result.mAP:.2f}"}
                 if done % train.checkpoint_every == 0 or done == train.steps:
                     checkpoint(done)
                     last_saved = done

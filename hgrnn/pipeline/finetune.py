@@ -650,7 +650,7 @@ def finetune_backbone(config: FinetuneConfig, resume: bool = False, progress: bo
                               progress)
             metrics_file.write(json.dumps({"step": step, "split": "val", **result}) + "\n")
             metrics_file.flush()
-            log.info("step %d: validation frame-mAP %.4f", step, result["mAP"])
+            log.info("step %d: validation frame-mAP %.2f %%", step, 100 * result["mAP"])
         if world > 1:
             dist.barrier()
         return result
