@@ -326,3 +326,28 @@ def test_torchrun_two_processes_write_shards_and_merge(tmp_path, inputs, weights
     assert not list(tmp_path.glob("s.rank*.h5"))
     assert check_store(out) == []
     assert "3 video(s) written" in proc.stdout and "on 2 ranks" in proc.stdout
+
+
+def test_annotation_csv_errors_before_any_work(tmp_path, inputs):
+    """The same action-id rule as eval-csv (an id that is no AVA action and not in the
+    label map: FILE:LINE error naming the ids); an empty annotation file is an error, not
+    an empty store."""
+    bad = tmp_path / "bad.csv"
+    bad.write_text("vidA,1,0.1,0.1,0.5,0.5,12,0\nvidA,1,0.1,0.1,0.5,0.5,120,0\n")
+    r = run(["--out", tmp_path / "s.h5", "--videos", inputs / "videos", "--annotations", bad,
+             "--backbone-weights", "none"] + SMALL, expect=1)
+    assert "bad.csv:2: unknown action id 120" in r.output and "--label-map" in r.output
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    r = run(["--out", tmp_path / "s.h5", "--videos", inputs / "videos", "--annotations", empty,
+             "--backbone-weights", "none"] + SMALL, expect=1)
+    assert "empty.csv: no annotated keyframe" in r.output
+    assert not (tmp_path / "s.h5").exists()
+
+
+def test_summary_counts_rows_outside_the_label_map():
+    from hgrnn.pipeline.extract import format_summary
+    s = {"out": "x.h5", "written": 1, "keyframes": 2, "persons": {"gt": 2, "det": 0},
+         "skipped": 0, "failed": {}, "seconds": 1.0, "needed_frames": 0,
+         "rows_outside_label_map": {"annotations": 3}}
+    assert "3 annotations row(s) with actions outside the label map" in format_summary(s)

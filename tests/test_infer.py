@@ -216,3 +216,12 @@ def test_cli_train_then_eval(tmp_path):
                              "--steps", "4", "-q"])
     assert r.exit_code == 1 and "Error: " in r.output and "already holds a run" in r.output
     assert r.exception is None or isinstance(r.exception, SystemExit)
+
+
+def test_gt_csv_without_common_keyframes_is_an_error(trained, tmp_path):
+    store, run = trained
+    path = tmp_path / "other.csv"
+    aid = FeatureStore(store, "gt", lazy=True).label_map.ids[0]
+    path.write_text(f"someothervideo,0902,0.1,0.1,0.5,0.5,{aid},0\n")
+    with pytest.raises(ValueError, match="no keyframe in common"):
+        evaluate_store(store, run["checkpoint"], gt_csv=path, progress=False)

@@ -155,6 +155,9 @@ def eval_cmd(store, checkpoint, gt_boxes, out_dir, nms_iou, min_score, gt_csv, e
         click.echo(f"{store}: no ground truth to score against (no labelled 'gt' persons in the "
                    f"store and no --gt-csv): {where}; nothing to score")
         return
+    warning = result.coverage_warning()
+    if warning and not quiet and gt_csv:
+        click.echo(warning, err=True)
     if quiet:
         from hgrnn.metrics import format_percent
         click.echo(format_percent(result.mAP))          # percent, like eval-csv -q

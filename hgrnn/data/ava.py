@@ -265,7 +265,7 @@ def read_exclusions(path) -> set[tuple[str, int]]:
 
 
 def read_annotations(path, label_map: LabelMap | None = None, exclusions=None,
-                     progress=True) -> AvaRows:
+                     progress=True, keep_outside_map=False) -> AvaRows:
     """Ground-truth CSV ``video_id,timestamp,x1,y1,x2,y2,action_id[,person_id]`` -> AvaRows.
 
     2-column rows ``video_id,timestamp`` (annotated keyframes without persons, AVA 2020) go
@@ -274,27 +274,31 @@ def read_annotations(path, label_map: LabelMap | None = None, exclusions=None,
     rows of AVA actions outside it are skipped (counted in ``skipped``); ids that are no
     AVA action (outside 1..80) are an error. ``exclusions``: a set of (video_id,
     timestamp) or a CSV path; those rows are skipped and counted. ``person_ids`` is -1 for
-    7-column rows. progress: tqdm bar on stderr for files over 64 MB."""
+    7-column rows. progress: tqdm bar on stderr for files over 64 MB. keep_outside_map:
+    keep the rows of AVA actions outside the label map (their persons still exist, e.g.
+    for extract-features) and count them under "action not in label map (kept)"."""
     t, errors = read_rows(
         path, {8: "with person_id", 7: "without person_id", 2: "empty keyframe"},
         [("video_id", "str"), ("timestamp", "int"), ("x1", "float"), ("y1", "float"),
          ("x2", "float"), ("y2", "float"), ("action_id", "int?"), ("person_id", "int?")],
         progress=progress)
-    return _finish(t, errors, path, label_map, exclusions, kind="gt")
+    return _finish(t, errors, path, label_map, exclusions, kind="gt",
+                   keep_outside_map=keep_outside_map)
 
 
 def read_results(path, label_map: LabelMap | None = None, exclusions=None,
-                 progress=True) -> AvaRows:
+                 progress=True, keep_outside_map=False) -> AvaRows:
     """Result / detection CSV ``video_id,timestamp,x1,y1,x2,y2,action_id,score`` -> AvaRows.
 
     Also reads person-box files whose action_id is empty or -1 (kept with action -1).
-    Label map and exclusions as in :func:`read_annotations`."""
+    Label map, exclusions and keep_outside_map as in :func:`read_annotations`."""
     t, errors = read_rows(
         path, {8: "video_id,timestamp,x1,y1,x2,y2,action_id,score"},
         [("video_id", "str"), ("timestamp", "int"), ("x1", "float"), ("y1", "float"),
          ("x2", "float"), ("y2", "float"), ("action_id", "int?"), ("score", "float")],
         progress=progress)
-    return _finish(t, errors, path, label_map, exclusions, kind="results")
+    return _finish(t, errors, path, label_map, exclusions, kind="results",
+                   keep_outside_map=keep_outside_map)
 
 
 def _first_error(errors):
@@ -324,7 +328,7 @@ def _first_bad(mask, lines, path, message):
     return [(int(lines[i]), (path, message(i)))]
 
 
-def _finish(t, errors, path, label_map, exclusions, kind):
+def _finish(t, errors, path, label_map, exclusions, kind, keep_outside_map=False):
     """Parsed columns -> validated AvaRows; raises the earliest error of the file."""
     path = os.fspath(path)
     lines = t["_line"]
@@ -365,16 +369,30 @@ def _finish(t, errors, path, label_map, exclusions, kind):
     errors += _first_bad(checked & ((actions < -1) | (actions == 0)), lines, path, lambda i: (
         f"action_id {actions[i]} is not an AVA action id (positive; -1 or empty for a "
         "person box)"))
+    ts = t["timestamp"]
+    errors += _first_bad(checked & ((ts < 0) | (ts > 0xFFFFFFFF)), lines, path, lambda i: (
+        f"timestamp {ts[i]} is out of range (0..4294967295 seconds)"))
     if scores64 is not None:
         errors += _first_bad(checked & ~np.isfinite(scores64), lines, path,
                              lambda i: f"score {scores64[i]} is not a finite number")
+        f32 = float(np.finfo(np.float32).max)
+        errors += _first_bad(checked & np.isfinite(scores64) & (np.abs(scores64) > f32),
+                             lines, path, lambda i: (
+                                 f"score {scores64[i]} does not fit a 32-bit float "
+                                 "(stores and models keep scores as float32)"))
     in_map = None
     if label_map is not None:
         in_map = _member(actions, label_map.ids)
         unknown = ~in_map & (actions > 0) & ~_member(actions, AVA_ACTION_IDS)
-        errors += _first_bad(checked & unknown, lines, path, lambda i: (
-            f"unknown action id {actions[i]}: not in the label map ({len(label_map)} "
-            "classes) nor an AVA action (1..80)"))
+
+        def unknown_ids(i):
+            ids = np.unique(actions[checked & unknown])
+            shown = ", ".join(str(x) for x in ids[:12]) + (", ..." if len(ids) > 12 else "")
+            return (f"unknown action id {actions[i]}: neither in the label map "
+                    f"({len(label_map)} classes) nor an AVA action (1..80); the file holds "
+                    f"{len(ids)} such "
+                    f"id(s): {shown}. A custom dataset needs --label-map with its classes")
+        errors += _first_bad(checked & unknown, lines, path, unknown_ids)
     _first_error(errors)
 
     # ---- rows skipped on purpose, counted
@@ -382,7 +400,9 @@ def _finish(t, errors, path, label_map, exclusions, kind):
     keep = np.ones(len(lines), bool)
     if in_map is not None:
         outside_map = ~in_map & (actions != -1)
-        if outside_map.any():
+        if outside_map.any() and keep_outside_map:
+            skipped["action not in label map (kept)"] = int(outside_map.sum())
+        elif outside_map.any():
             skipped["action not in label map"] = int(outside_map.sum())
             keep &= ~outside_map
     vids = to_unicode(t.pop("video_id"))

@@ -177,6 +177,8 @@ def _slow_numbers(buf, starts, ends, values, bad, integer, lines, what):
         except ValueError:
             kind = "an integer" if integer else "a number"
             return int(lines[i]), f"{what} must be {kind}, got {text!r}"
+        except OverflowError:                   # an integer beyond int64
+            return int(lines[i]), f"{what} {text.strip()} is out of range"
     return None
 
 
@@ -292,9 +294,16 @@ def _parse_chunk(ba, cut, line0, ncols_allowed, columns, out):
     (at most one per check)); bad rows are left out."""
     errors = []
     pad = _PAD
+    if ba.find(b'"', pad, cut) >= 0:                        # quoted fields: CSV meaning
+        ba, cut, err = _unquote_chunk(ba, cut, line0)
+        if err:
+            errors.append(err)
     buf = np.frombuffer(ba, np.uint8)[:cut + pad]
-    if any(ba.find(b, pad, cut) >= 0 for b in _BLANKS):     # CRLF, stray spaces: drop
+    if any(ba.find(b, pad, cut) >= 0 for b in _BLANKS):     # CRLF, spaces around fields
         data = buf[pad:cut]
+        err = _blank_inside_field(data, line0)
+        if err:
+            errors.append(err)
         data = data[(data != 13) & (data != 32) & (data != 9)]
         buf = np.zeros(pad + len(data) + pad, np.uint8)
         buf[pad:pad + len(data)] = data
@@ -357,6 +366,63 @@ def _parse_chunk(ba, cut, line0, ncols_allowed, columns, out):
     return nlines, errors
 
 
+def _blank_inside_field(data, line0):
+    """data: a chunk's bytes (whole lines). Spaces, tabs and CRs next to a comma or a line
+    end are padding (float(" 0.5") is 0.5, CRLF line ends); between two other characters
+    they would join two numbers ("09 02" is no 902). Returns (line, message) of the first
+    such blank, else None."""
+    blank = (data == 13) | (data == 32) | (data == 9)
+    if not blank.any():
+        return None
+    idx = np.arange(len(data))
+    solid = np.where(~blank, idx, -1)
+    prev = np.maximum.accumulate(solid)                      # last non-blank at or before
+    nxt = np.where(~blank, idx, len(data))
+    nxt = np.minimum.accumulate(nxt[::-1])[::-1]             # first non-blank at or after
+    edge = np.r_[data, np.uint8(10)]
+    before = np.where(prev >= 0, edge[np.maximum(prev, 0)], 10)
+    after = edge[nxt]
+    inside = blank & (before != 44) & (before != 10) & (after != 44) & (after != 10)
+    if not inside.any():
+        return None
+    i = int(np.flatnonzero(inside)[0])
+    line = line0 + 1 + int(np.count_nonzero(data[:i] == 10))
+    start = int(data[:i].tobytes().rfind(b"\n")) + 1
+    end = data.tobytes().find(b"\n", i)
+    text = data[start:end if end >= 0 else len(data)].tobytes().decode("utf-8", "replace")
+    what = {13: "carriage return", 32: "space", 9: "tab"}[int(data[i])]
+    return line, f"a {what} inside a field: {text[:120]!r}"
+
+
+def _unquote_chunk(ba, cut, line0):
+    """Lines with double quotes, read the way Python's csv module (the official reader)
+    reads them: "abc" is abc. A quoted field holding a comma, a quote or a line break is
+    refused (one row per line is what makes the vectorised parser possible). Returns
+    (new bytearray with _PAD zeros around, new cut, first error or None)."""
+    import csv
+    pad = _PAD
+    lines = bytes(ba[pad:cut]).split(b"\n")
+    err = None
+    for j, line in enumerate(lines):
+        if b'"' not in line:
+            continue
+        text = line.decode("utf-8", "surrogateescape")
+        try:
+            fields = next(csv.reader([text], strict=True))
+        except (csv.Error, StopIteration) as e:
+            err = err or (line0 + 1 + j, f"bad quoting ({e}): {text[:120]!r}")
+            continue
+        if any(("," in f) or ('"' in f) or ("\r" in f) for f in fields):
+            err = err or (line0 + 1 + j, "a quoted field holding a comma, quote or line "
+                                         f"break is not supported: {text[:120]!r}")
+            continue
+        lines[j] = ",".join(fields).encode("utf-8", "surrogateescape")
+    data = b"\n".join(lines)
+    out = bytearray(pad + len(data) + pad)
+    out[pad:pad + len(data)] = data
+    return out, pad + len(data), err
+
+
 _KEEP_LOW = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [(1 << 64) - 1], np.uint64)
 
 
@@ -374,11 +440,11 @@ def _repeated_prefix(buf, pstart, pend):
     cand = np.flatnonzero(plen[1:] == plen[:-1]) + 1
     if len(cand) == 0 or len(cand) < n // 2:
         return None
-    L = int(plen.max())
-    if int(pstart.max()) + L + 8 > len(buf):
+    sa, sb, ln = pstart[cand], pstart[cand - 1], plen[cand]
+    L = int(ln.max())                                 # (not plen.max(): one long line
+    if int(pstart.max()) + L + 8 > len(buf):          # would cost a pass per 8 bytes)
         return None
     words = _words(buf)
-    sa, sb, ln = pstart[cand], pstart[cand - 1], plen[cand]
     differ = np.zeros(len(cand), np.uint64)
     full = int(ln.min())                              # bytes every compared prefix has
     for j in range(0, L, 8):
@@ -394,18 +460,38 @@ def _repeated_prefix(buf, pstart, pend):
     return np.cumsum(new) - 1, np.flatnonzero(new)
 
 
+MAX_ID_BYTES = 255              # longest video id accepted (a file name's limit)
+
+
 def _gather_str(buf, s, e, lines, what):
-    """Fields buf[s:e] -> numpy bytes array (and the first empty field as an error)."""
+    """Fields buf[s:e] -> numpy bytes array (and the first bad field as an error: empty,
+    longer than MAX_ID_BYTES (which also bounds the array's memory: rows x widest field),
+    or holding a NUL byte, which the bytes array would silently cut)."""
     width = e - s
     err = None
     if (width == 0).any():
         i = int(np.flatnonzero(width == 0)[0])
         err = (int(lines[i]), f"empty {what}")
+    long = width > MAX_ID_BYTES
+    if long.any():
+        i = int(np.flatnonzero(long)[0])
+        if err is None or lines[i] < err[0]:
+            err = (int(lines[i]), f"{what} is {int(width[i])} bytes long (at most "
+                                  f"{MAX_ID_BYTES}): {buf[s[i]:s[i] + 40].tobytes()!r}...")
+        e = np.minimum(e, s + MAX_ID_BYTES)
+        width = e - s
     w = max(int(width.max()), 1)
     if int(s.max()) + w > len(buf):
         buf = np.concatenate([buf, np.zeros(w, np.uint8)])
     chars = np.lib.stride_tricks.sliding_window_view(buf, w)[s]      # (n, w)
-    chars = np.where(np.arange(w) < width[:, None], chars, np.uint8(0))
+    inside = np.arange(w) < width[:, None]
+    nul = ((chars == 0) & inside).any(axis=1)
+    if nul.any():
+        i = int(np.flatnonzero(nul)[0])
+        if err is None or lines[i] < err[0]:
+            err = (int(lines[i]), f"{what} holds a NUL byte: "
+                                  f"{buf[s[i]:e[i]].tobytes()[:60]!r}")
+    chars = np.where(inside, chars, np.uint8(0))
     return np.ascontiguousarray(chars).view(f"S{w}").ravel(), err
 
 

@@ -35,7 +35,7 @@ from hgrnn.hgrnn_head.charts import eval_title, plot_per_class_ap
 from hgrnn.hgrnn_head.checkpoint import (HeadError, check_store_matches, load_checkpoint,
                                          model_from_checkpoint, open_store, resolve_device,
                                          torch_threads)
-from hgrnn.metrics import evaluate
+from hgrnn.metrics import check_evaluable, evaluate
 
 DEFAULT_NMS_IOU = 0.5
 INFER_BATCH_KEYFRAMES = 512
@@ -231,6 +231,8 @@ def evaluate_store(store, checkpoint, gt_boxes=False, out_dir=None, nms_iou=DEFA
     if gt is None:
         return None
     result = evaluate(gt, results, fs.label_map, protocol=protocol, exclusions=exclusions)
+    if gt_csv is not None:                  # no keyframe in common etc.: an error, not 0.0
+        check_evaluable(result, os.fspath(gt_csv), f"the results of {fs.path}")
 
     if out_dir is not None:
         report = result.to_dict()

@@ -211,9 +211,18 @@ def _read_inputs(cfg: ExtractConfig, label_map):
         found = find_frame_folders(cfg.frames)
         folder, kind = cfg.frames, "frame folder"
     gt = det = None
+    outside = {}                        # rows whose action the label map does not hold
     keyframes_of: dict = {}
     if cfg.annotations:
-        rows = read_annotations(cfg.annotations, None, cfg.exclusions, progress=False)
+        # the label map checks action ids as eval-csv does (an id that is no AVA action
+        # and not in the map: FILE:LINE error); rows of other AVA actions keep their person
+        rows = read_annotations(cfg.annotations, label_map, cfg.exclusions, progress=False,
+                                keep_outside_map=True)
+        outside["annotations"] = rows.skipped.get("action not in label map (kept)", 0)
+        if len(rows) == 0 and not (rows.empty_video_ids is not None
+                                   and len(rows.empty_video_ids)):
+            raise ValueError(f"{cfg.annotations}: no annotated keyframe (an empty file, or "
+                             "every row excluded): nothing to extract")
         gt = _persons_by_keyframe(group_persons(rows, label_map))
         for vid, by_ts in gt.items():
             keyframes_of.setdefault(vid, set()).update(by_ts)
@@ -221,7 +230,9 @@ def _read_inputs(cfg: ExtractConfig, label_map):
             for vid, ts in zip(rows.empty_video_ids, rows.empty_timestamps):
                 keyframes_of.setdefault(str(vid), set()).add(int(ts))
     if cfg.detections:
-        rows = read_results(cfg.detections, None, cfg.exclusions, progress=False)
+        rows = read_results(cfg.detections, label_map, cfg.exclusions, progress=False,
+                            keep_outside_map=True)
+        outside["detections"] = rows.skipped.get("action not in label map (kept)", 0)
         det = _persons_by_keyframe(group_persons(rows, label_map), cfg.det_threshold,
                                    cfg.max_persons)
         if not cfg.annotations:
@@ -246,7 +257,7 @@ def _read_inputs(cfg: ExtractConfig, label_map):
         else:
             timestamps = None
         plans.append(_Plan(vid, str(found[vid]), timestamps))
-    return plans, missing, gt, det
+    return plans, missing, gt, det, outside
 
 
 # ----------------------------------------------------------------------------- decoding
@@ -523,7 +534,7 @@ def extract_features(cfg: ExtractConfig) -> dict:
     started = time.time()
     dist = _Dist.from_env()
     label_map = load_label_map(cfg.label_map)
-    plans, missing, gt, det = _read_inputs(cfg, label_map)
+    plans, missing, gt, det, outside = _read_inputs(cfg, label_map)
 
     device = _device_for(cfg.device, dist, torch.cuda.is_available())
     if device.type == "cuda":
@@ -585,8 +596,10 @@ def extract_features(cfg: ExtractConfig) -> dict:
     if dist.rank == 0 and (dist.active or shards):
         _merge_shards(cfg.out, show)
     dist.barrier()
-    return _summary(cfg.out, everyone, skipped=len(done & {p.video_id for p in plans}),
-                    seconds=time.time() - started, ranks=dist.world)
+    summary = _summary(cfg.out, everyone, skipped=len(done & {p.video_id for p in plans}),
+                       seconds=time.time() - started, ranks=dist.world)
+    summary["rows_outside_label_map"] = outside
+    return summary
 
 
 class _Run:
@@ -695,7 +708,7 @@ def _summary(out, parts: list, skipped: int, seconds: float, ranks: int) -> dict
     summary = {"out": str(out), "written": 0, "skipped": skipped,
                "failed": {}, "keyframes": 0, "persons": {"gt": 0, "det": 0},
                "decoded_frames": 0, "needed_frames": 0,
-               "seconds": seconds, "ranks": ranks}
+               "seconds": seconds, "ranks": ranks, "rows_outside_label_map": {}}
     for part in parts:
         summary["written"] += part["written"]
         summary["failed"].update(part["failed"])
@@ -719,6 +732,10 @@ def format_summary(summary: dict, failures_shown: bool = False) -> str:
     if s["needed_frames"]:
         lines.append(f"  decoded {s['decoded_frames']} frames, {s['needed_frames']} of them used by clips "
                      f"({s['decoded_frames'] / s['needed_frames']:.3f}x)")
+    for source, n in (s.get("rows_outside_label_map") or {}).items():
+        if n:
+            lines.append(f"  {n} {source} row(s) with actions outside the label map: their "
+                         "persons are kept, without those labels")
     if failures_shown and s["failed"]:
         lines.append(f"  {len(s['failed'])} failed video(s) listed above; `hgrnn inspect "
                      f"{s['out']}` lists every recorded failure")
