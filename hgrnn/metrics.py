@@ -29,11 +29,12 @@ the revision, so pick the one your baseline used):
   ground-truth file are ignored; 2-column ground-truth rows ``video_id,timestamp`` mark
   annotated keyframes without persons (results there are false positives).
 
-Ties (documented deviation, irrelevant without exact ties): the official code orders tied
-scores by heap order / an unstable quicksort, i.e. arbitrarily, and on exactly equal IoU
-takes the first ground-truth box in its reader's heap order. Here every tie is broken by
-file order (the earlier row first), deterministically: within a keyframe for matching, at
-the 50-cap boundary, in the per-class ranking, and among equal-IoU boxes.
+Ties (``ties=``): "official" (default) takes equal scores and equal IoUs in the order the
+official code's data flow leaves them (its numpy sorts on the same arrays, its reader's
+heap), see :mod:`hgrnn.official_order`; the numbers then equal the official ones whenever
+both run with the same numpy on the same kind of CPU. "stable" breaks every tie by file
+order (the earlier row first): within a keyframe for matching, at the 50-cap boundary, in
+the per-class ranking and among equal-IoU boxes; the same number on every machine.
 
 Numbers are reproduced bit for bit when boxes and scores come as parsed float64
 (``AvaRows.boxes64`` / ``scores64``, what the readers fill in), because every arithmetic
@@ -316,11 +317,8 @@ def evaluate(gt: AvaRows, results: AvaRows, label_map: LabelMap, protocol="ava-2
         if ties == "official":
             sim = _heap_keyframes(by_key, ks, start, rank, rscores, rcls, K)
             if len(sim):
-                rows_of = ridx if ridx is not None else None
                 hpos, sim_rows, kept_rows = _simulate_heaps(
-                    sim, rkeys, rscores, ids[rcls],
-                    rboxes_all if rows_of is None else rboxes_all.take(rows_of, axis=0),
-                    MAX_RESULTS_PER_KEYFRAME)
+                    sim, rkeys, rscores, ids[rcls], rboxes_all, ridx, MAX_RESULTS_PER_KEYFRAME)
                 keep[sim_rows] = False
                 keep[kept_rows] = True
         counts["results_dropped_over_50_per_keyframe"] = int((~keep).sum())
@@ -593,10 +591,11 @@ def _heap_keyframes(by_key, ks, start, rank, scores, cls, K):
     return np.unique(np.concatenate([ks[boundary], tied]))
 
 
-def _simulate_heaps(keys_to_sim, keys, scores, action_ids, boxes, capacity):
+def _simulate_heaps(keys_to_sim, keys, scores, action_ids, boxes, rows_in_boxes, capacity):
     """Run the 2019/2020 reader's heap for the given keyframes.
 
-    keys (R,) etc.: the results before the cap, in file order. Returns (hpos (R,) int64:
+    keys (R,) etc.: the results before the cap, in file order; boxes: (N, 4) of all result
+    rows, rows_in_boxes: (R,) their rows there (None: the same rows). Returns (hpos (R,) int64:
     position in the keyframe's output order, -1 where not simulated or not kept;
     sim_rows: all rows of the simulated keyframes; kept_rows: those the heap keeps)."""
     sim_rows = np.flatnonzero(np.isin(keys, keys_to_sim))
@@ -608,7 +607,8 @@ def _simulate_heaps(keys_to_sim, keys, scores, action_ids, boxes, capacity):
     kept = []
     for a, b in zip(st.tolist(), en.tolist()):
         idx = o[a:b]
-        order = idx[heap_order(scores[idx], action_ids[idx], boxes[idx], capacity)]
+        b4 = boxes[idx if rows_in_boxes is None else rows_in_boxes[idx]]
+        order = idx[heap_order(scores[idx], action_ids[idx], b4, capacity)]
         hpos[order] = np.arange(len(order))
         kept.append(order)
     kept_rows = np.concatenate(kept) if kept else np.zeros(0, np.int64)
