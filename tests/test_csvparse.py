@@ -2,6 +2,9 @@
 AVA readers that use it: chunk boundaries, CRLF/BOM/blank lines, the 8-byte fast paths,
 repeated row prefixes."""
 
+import os
+import re
+
 import numpy as np
 import pytest
 
@@ -128,3 +131,64 @@ def test_repeated_prefixes_parse_like_python(tmp_path, monkeypatch):
     cm = np.flatnonzero(buf == 44).reshape(-1, 7)
     group = csvparse._repeated_prefix(buf, np.r_[16, nl[:-1] + 1], cm[:, 5])
     assert group is not None and len(group[1]) < len(nl)
+
+
+GOOD = "v,902,0.1,0.2,0.3,0.4,12,0.5\n"
+
+
+# ------------------------------------------------------------------------------------------
+# damaged CSVs (the fault-injection audit, issue 17): each a FILE:LINE error, never a
+# traceback, a silently changed value or unbounded memory
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad, message", [
+    (b"v,12345678901234567890,0.1,0.2,0.3,0.4,12,0.5\n", "timestamp 12345678901234567890 is "
+                                                         "out of range"),
+    (b"v,902,0.1,0.2,0.3,0.4,12345678901234567890,0.5\n", "action_id 123.* is out of range"),
+    (b"v,4294967296,0.1,0.2,0.3,0.4,12,0.5\n", "timestamp 4294967296 is out of range"),
+    (b"v,09 02,0.1,0.2,0.3,0.4,12,0.5\n", "a space inside a field"),
+    (b"v,902,0.1,0.2,0.3,0.4,12,0.5 03\n", "a space inside a field"),
+    (b"v,902,0.1,0.2,0.3,0.4,12,0\t5\n", "a tab inside a field"),
+    (b"v,90\r2,0.1,0.2,0.3,0.4,12,0.5\n", "a carriage return inside a field"),
+    (b"v,902,0.1,0.2,0.3,0.4,12,0.5\x00\n", "score must be a number"),
+    (b"v\x00,902,0.1,0.2,0.3,0.4,12,0.5\n", "video_id holds a NUL byte"),
+    (b"v\x00x,902,0.1,0.2,0.3,0.4,12,0.5\n", "video_id holds a NUL byte"),
+    (b"v,902,0.1,0.2,0.3,0.4,12,1e39\n", "score 1e\\+39 does not fit a 32-bit float"),
+    (b"v" * 4000 + b",902,0.1,0.2,0.3,0.4,12,0.5\n", "video_id is 4000 bytes long"),
+    (b'"v,w",902,0.1,0.2,0.3,0.4,12,0.5\n', "quoted field holding a comma"),
+    (b'"v,902,0.1,0.2,0.3,0.4,12,0.5\n', "bad quoting"),
+])
+def test_damaged_fields_are_line_errors(tmp_path, bad, message):
+    p = write(tmp_path, (GOOD + GOOD).encode() + bad + GOOD.encode())
+    with pytest.raises(AvaFormatError, match=rf"^{re.escape(str(p))}:3: .*{message}"):
+        read_results(p)
+
+
+def test_blanks_around_fields_quotes_and_crlf_keep_their_csv_meaning(tmp_path):
+    p = write(tmp_path, b'v,902,0.1,0.2,0.3,0.4,12,0.5\r\n v , 0903 ,0.1,0.2,0.3,0.4,12, 0.25\n'
+                        b'"w","904",0.1,0.2,0.3,0.4,"12","0.75"\n')
+    r = read_results(p)
+    assert r.video_ids.tolist() == ["v", "v", "w"]
+    assert r.timestamps.tolist() == [902, 903, 904]
+    assert r.scores64.tolist() == [0.5, 0.25, 0.75] and r.action_ids.tolist() == [12] * 3
+
+
+def test_wide_video_id_memory_is_bounded(tmp_path):
+    """A 40 KB video id in a 5 MB file: an error, with memory far below rows x width."""
+    import subprocess
+    import sys
+    p = tmp_path / "wide.csv"
+    with open(p, "wb") as f:
+        f.write(b"v,902,0.1,0.2,0.3,0.4,12,0.5\n" * 150_000)
+        f.write(b"x" * 40_000 + b",902,0.1,0.2,0.3,0.4,12,0.5\n")
+    code = ("import sys\nfrom hgrnn.data.ava import read_results, AvaFormatError\n"
+            "try:\n    read_results(sys.argv[1], progress=False)\nexcept AvaFormatError as e:\n"
+            "    print(str(e)[-150:])\n"
+            # VmHWM: this process's own peak (ru_maxrss may carry the forking parent's)
+            "print([int(x.split()[1]) // 1024 for x in open('/proc/self/status')\n"
+            "       if x.startswith('VmHWM')][0])\n")
+    out = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True,
+                         check=True, env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    msg, peak_mib = out.stdout.strip().splitlines()
+    assert ":150001: video_id is 40000 bytes long" in msg
+    assert int(peak_mib) < 400                    # rows x width would be 6 GB
