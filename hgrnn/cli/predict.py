@@ -19,8 +19,8 @@ def _parse_grid(ctx, param, value):
 _draw_options = [
     click.option("--min-score", "draw_min_score", type=click.FloatRange(0, 1), default=0.3,
                  show_default=True,
-                 help="Draw a person's actions scored at least this (persons with none are not "
-                      "drawn)."),
+                 help="Label a person with its actions scored at least this (a person with "
+                      "none gets a thin outline without a label)."),
     click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True,
                  help="At most this many actions per person, best first."),
     click.option("--max-size", type=click.IntRange(min=16), default=None,
