@@ -106,7 +106,7 @@ def predict_cmd(videos, checkpoint, out_dir, keep_store, draw_min_score, top_k, 
 
 
 @click.command("visualize")
-@click.argument("video", type=click.Path(exists=True))
+@click.argument("video", type=click.Path(exists=True, dir_okay=False))
 @click.option("--results", "results_csv", type=click.Path(exists=True, dir_okay=False),
               help="AVA result CSV (video_id,timestamp,x1,y1,x2,y2,action_id,score) of any "
                    "system, e.g. OUT/results.csv of `hgrnn predict` or `hgrnn eval`.")
