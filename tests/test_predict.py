@@ -16,7 +16,8 @@ from hgrnn.pipeline.visualize import box_pixels, keyframe_of_frame
 # `--backbone-weights none` is what these tests exercise: its two warnings are expected
 # (and asserted once, in test_predict_writes_results_and_a_drawn_video)
 pytestmark = [pytest.mark.filterwarnings("ignore:.*using RANDOM initialisation"),
-              pytest.mark.filterwarnings("ignore:.*random weights are drawn anew")]
+              pytest.mark.filterwarnings("ignore:.*random weights are drawn anew"),
+              pytest.mark.filterwarnings("ignore:person detector weights: NONE")]
 
 SIZE = (192, 144)
 SECONDS = 4            # keyframes 1, 2, 3
@@ -155,4 +156,15 @@ def test_check_compatible_names_what_differs():
     warned = check_compatible(_ckpt(), _stage(), None, _stage(clip_frames=8))
     assert warned == ["clip_frames: 8 here, the head's training store used 32 (features differ "
                       "somewhat)"]
-    assert "records no extraction settings" in check_compatible(_ckpt(), None, None, _stage())[0]
+    assert "no record of how its training features" in check_compatible(_ckpt(), None, None,
+                                                                        _stage())[0]
+
+
+def test_a_video_that_cannot_be_decoded_is_named(trained, tmp_path):
+    root, test = trained
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"junk" * 500)
+    result = invoke(["predict", broken, "--checkpoint", root / "run", "--out", tmp_path / "p",
+                     "--backbone-weights", "none", "--detector", "faster-rcnn",
+                     "--detector-weights", "none", "-q"] + SMALL, expect=1)
+    assert "Error: no video could be read: " + str(broken) in result.output

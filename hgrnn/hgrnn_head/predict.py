@@ -131,8 +131,10 @@ def check_compatible(ckpt: dict, trained: dict | None, trained_streams, ours: di
                         f"{_describe_backbone(ours.get('backbone'))}, projection "
                         f"{'on' if ours.get('projection') else 'off'})")
     if trained is None:
-        warn.append(f"{where}: its training store records no extraction settings (a synthetic "
-                    f"store?), so the backbone and streams cannot be checked")
+        warn.append(f"{where}: no record of how its training features were extracted (a "
+                    f"synthetic store, or a checkpoint from before hgrnn recorded it whose "
+                    f"training store {ckpt.get('store_path')} is not found), so the backbone "
+                    f"and streams cannot be checked")
     else:
         t_streams = trained.get("streams", trained_streams)
         o_streams = ours.get("streams", our_streams)
@@ -231,7 +233,7 @@ def predict_videos(videos, extract, cfg: PredictConfig) -> dict:
     import torch
 
     from hgrnn.data.ava import LabelMap, load_label_map, write_results
-    from hgrnn.data.store import StoreError
+    from hgrnn.data.store import StoreError, open_h5, video_names
     from hgrnn.data.windows import FeatureStore
     from hgrnn.hgrnn_head.infer import predict_store
     from hgrnn.hgrnn_head.checkpoint import (check_store_matches, load_checkpoint,
@@ -287,11 +289,16 @@ def predict_videos(videos, extract, cfg: PredictConfig) -> dict:
                                            str(paths[vid]))
                   for vid, reason in summary["failed"].items() if vid in paths}
 
-        fs = FeatureStore(store, box_source="det")
+        with open_h5(store) as f:
+            complete = set(video_names(f))
         for vid, path in paths.items():
-            if vid not in fs.video_ids and vid not in failed:
+            if vid not in complete and vid not in failed:
                 failed[vid] = (f"{path}: no features: --detections {extract.detections} has no "
-                               f"rows for video id {vid!r}")
+                               f"rows for video id {vid!r}" if extract.detections else
+                               f"{path}: no features were written")
+        if len(failed) == len(paths):
+            raise PredictError("no video could be read: " + "; ".join(failed.values()))
+        fs = FeatureStore(store, box_source="det")
         check_store_matches(ckpt, fs)
         if trained is not None and trained_streams is not None:
             if _stream_names(trained_streams) != _stream_names(fs.streams):
