@@ -17,7 +17,7 @@ from hgrnn.pipeline.visualize import box_pixels, keyframe_of_frame
 # (and asserted once, in test_predict_writes_results_and_a_drawn_video)
 pytestmark = [pytest.mark.filterwarnings("ignore:.*using RANDOM initialisation"),
               pytest.mark.filterwarnings("ignore:.*random weights are drawn anew"),
-              pytest.mark.filterwarnings("ignore:person detector weights: NONE")]
+              pytest.mark.filterwarnings("ignore:person detector weights. NONE")]
 
 SIZE = (192, 144)
 SECONDS = 4            # keyframes 1, 2, 3
