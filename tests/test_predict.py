@@ -128,8 +128,8 @@ def test_predict_refuses_a_checkpoint_of_other_features(trained, tmp_path):
     assert not (tmp_path / "p" / "features.h5").exists()           # refused before extracting
 
 
-def _ckpt(dim=1024):
-    return {"feature_dim": dim, "path": "run/last.pt"}
+def _ckpt(dim=1024, streams=None):
+    return {"feature_dim": dim, "path": "run/last.pt", "streams": streams}
 
 
 def _stage(dim=1024, kind="kinetics-i3d", sha="ab" * 32, **extra):
@@ -138,25 +138,31 @@ def _stage(dim=1024, kind="kinetics-i3d", sha="ab" * 32, **extra):
 
 
 def test_check_compatible_names_what_differs():
-    assert check_compatible(_ckpt(), _stage(), [["rgb", 0, 1024]], _stage()) == []
+    assert check_compatible(_ckpt(), _stage(), _stage()) == []
     with pytest.raises(PredictError, match=r"feature dim: the head takes 256-d features, this "
                                            r"extraction makes 1024-d ones"):
-        check_compatible(_ckpt(256), _stage(256), None, _stage())
+        check_compatible(_ckpt(256), _stage(256), _stage())
     with pytest.raises(PredictError, match=r"backbone: .* kinetics-i3d w.pt \(sha256 abababababab\)"
                                            r", this extraction uses kinetics-i3d w.pt \(sha256 cd"):
-        check_compatible(_ckpt(), _stage(), None, _stage(sha="cd" * 32))
-    with pytest.raises(PredictError, match=r"streams: the head was trained on \['rgb', 'flow'\], "
-                                           r"this extraction makes \['rgb'\]"):
-        check_compatible(_ckpt(), _stage(streams=["rgb", "flow"]), None, _stage(streams=["rgb"]))
+        check_compatible(_ckpt(), _stage(), _stage(sha="cd" * 32))
+    # the head's streams decide: a head reading rgb+flow needs both; a head reading rgb of
+    # an rgb+flow store needs only rgb
+    with pytest.raises(PredictError, match=r"streams: the head reads rgb\+flow, this "
+                                           r"extraction makes rgb"):
+        check_compatible(_ckpt(2048, ["rgb", "flow"]), _stage(streams=["rgb", "flow"]),
+                         _stage(streams=["rgb"]))
+    assert check_compatible(_ckpt(1024, ["rgb"]), _stage(streams=["rgb", "flow"]),
+                            _stage(streams=["rgb"])) == []
     flow = {"kind": "kinetics-i3d", "path": "flow.pt", "sha256": "ef" * 32}
     with pytest.raises(PredictError, match=r"flow backbone: .*flow.pt \(sha256 efefefefefef\), "
                                            r"this extraction uses random"):
-        check_compatible(_ckpt(), _stage(streams=["rgb", "flow"], flow_backbone=flow), None,
-                         _stage(streams=["rgb", "flow"], flow_backbone={"kind": "random"}))
-    warned = check_compatible(_ckpt(), _stage(), None, _stage(clip_frames=8))
+        check_compatible(_ckpt(2048, ["rgb", "flow"]),
+                         _stage(streams=["rgb", "flow"], flow_backbone=flow),
+                         _stage(2048, streams=["rgb", "flow"], flow_backbone={"kind": "random"}))
+    warned = check_compatible(_ckpt(), _stage(), _stage(clip_frames=8))
     assert warned == ["clip_frames: 8 here, the head's training store used 32 (features differ "
                       "somewhat)"]
-    assert "no record of how its training features" in check_compatible(_ckpt(), None, None,
+    assert "no record of how its training features" in check_compatible(_ckpt(), None,
                                                                         _stage())[0]
 
 

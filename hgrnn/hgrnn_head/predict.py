@@ -84,23 +84,21 @@ class PredictConfig:
 
 # ----------------------------------------------------------------------------- checks
 
-def training_extraction(ckpt: dict) -> tuple[dict | None, list | None]:
-    """(extract config, streams) of the store the checkpoint was trained on: from the
-    checkpoint itself (store_configs / store_streams), else from its training store file
-    when that still exists; (None, None) when unknown."""
-    configs, streams = ckpt.get("store_configs"), ckpt.get("store_streams") or None
+def training_extraction(ckpt: dict) -> dict | None:
+    """The extract config of the store the checkpoint was trained on: from the checkpoint
+    itself (store_configs), else from its training store file when that still exists; None
+    when unknown."""
+    configs = ckpt.get("store_configs")
     if configs is None and ckpt.get("store_path") and os.path.exists(ckpt["store_path"]):
         from hgrnn.data.store import StoreError, open_h5, read_info
 
         try:
             with open_h5(ckpt["store_path"]) as f:
                 info = read_info(f, ckpt["store_path"])
-            configs, streams = info.configs, info.streams
+            configs = info.configs
         except (StoreError, OSError):
             pass
-    if configs is None:
-        return None, streams
-    return configs.get("extract"), streams
+    return None if configs is None else configs.get("extract")
 
 
 def _describe_backbone(meta: dict | None) -> str:
@@ -111,21 +109,31 @@ def _describe_backbone(meta: dict | None) -> str:
     return f"{meta.get('kind')}{where}" + (f" (sha256 {sha[:12]})" if sha else "")
 
 
-def check_compatible(ckpt: dict, trained: dict | None, trained_streams, ours: dict,
-                     our_streams=None) -> list[str]:
+def head_streams(ckpt: dict) -> tuple:
+    """The feature streams the head reads, in order (checkpoints from before streams: rgb)."""
+    return tuple(ckpt.get("streams") or (ckpt.get("train") or {}).get("streams") or ("rgb",))
+
+
+def check_compatible(ckpt: dict, trained: dict | None, ours: dict) -> list[str]:
     """Refuse (PredictError) a checkpoint whose features cannot be the ones this extraction
     makes; return warnings for softer differences.
 
-    ckpt: `load_checkpoint` dict (feature_dim, path). trained / trained_streams: the training
-    store's extract config and streams (`training_extraction`; None when unknown). ours: what
-    this run's extract config will say (`_our_stage`: feature_dim, streams, projection,
-    backbone / flow_backbone {kind, path, sha256}, the WARN_FIELDS). our_streams: this run's
-    store streams when known ([[name, start, stop], ...]). Every "*backbone" entry present
-    on either side must name the same weights (kind and sha256).
+    ckpt: `load_checkpoint` dict (feature_dim, path, streams: what the head reads, see
+    `head_streams`). trained: the training store's extract config (`training_extraction`;
+    None when unknown). ours: what this run's extract config will say (`_our_stage`:
+    feature_dim, streams, projection, backbone / flow_backbone {kind, path, sha256}, the
+    WARN_FIELDS). Every stream the head reads must be extracted here, each with the backbone
+    weights (kind and sha256) its training store's features came from.
     """
     where = ckpt.get("path", "checkpoint")
     problems, warn = [], []
-    if int(ckpt["feature_dim"]) != int(ours["feature_dim"]):
+    wanted = head_streams(ckpt)
+    made = _stream_names(ours.get("streams") or ["rgb"])
+    missing = [s for s in wanted if s not in made]
+    if missing:
+        problems.append(f"streams: the head reads {'+'.join(wanted)}, this extraction makes "
+                        f"{'+'.join(made)}")
+    elif int(ckpt["feature_dim"]) != int(ours["feature_dim"]):
         problems.append(f"feature dim: the head takes {ckpt['feature_dim']}-d features, this "
                         f"extraction makes {ours['feature_dim']}-d ones (backbone "
                         f"{_describe_backbone(ours.get('backbone'))}, projection "
@@ -136,23 +144,20 @@ def check_compatible(ckpt: dict, trained: dict | None, trained_streams, ours: di
                     f"training store {ckpt.get('store_path')} is not found), so the backbone "
                     f"and streams cannot be checked")
     else:
-        t_streams = trained.get("streams", trained_streams)
-        o_streams = ours.get("streams", our_streams)
-        if t_streams is not None and o_streams is not None and _stream_names(t_streams) != _stream_names(o_streams):
-            problems.append(f"streams: the head was trained on {_stream_names(t_streams)}, "
-                            f"this extraction makes {_stream_names(o_streams)}")
-        for key in sorted({k for k in (*trained, *ours) if k.endswith("backbone")}):
+        for stream in wanted:
+            key = "backbone" if stream == "rgb" else f"{stream}_backbone"
             tb, ob = trained.get(key) or {}, ours.get(key) or {}
-            if not tb or not ob:         # a stream on one side only: the streams differ
+            if not tb or not ob:         # a stream on one side only: said above
                 continue
+            name = key.replace("_", " ")
             if (tb.get("kind"), tb.get("sha256")) != (ob.get("kind"), ob.get("sha256")):
-                problems.append(f"{key.replace('_', ' ')}: the head was trained on features of "
+                problems.append(f"{name}: the head was trained on features of "
                                 f"{_describe_backbone(tb)}, this extraction uses "
                                 f"{_describe_backbone(ob)}")
             elif ob.get("kind") == "random":
-                warn.append(f"{key.replace('_', ' ')} weights 'none': random weights are drawn "
-                            f"anew on every run, so the head's training features came from "
-                            f"other weights; the predictions mean nothing (tests only)")
+                warn.append(f"{name} weights 'none': random weights are drawn anew on every "
+                            f"run, so the head's training features came from other weights; "
+                            f"the predictions mean nothing (tests only)")
         if bool(trained.get("projection", True)) != bool(ours.get("projection", True)):
             problems.append(f"projection: the head was trained with projection "
                             f"{'on' if trained.get('projection') else 'off'}, this extraction "
@@ -234,7 +239,6 @@ def predict_videos(videos, extract, cfg: PredictConfig) -> dict:
 
     from hgrnn.data.ava import LabelMap, load_label_map, write_results
     from hgrnn.data.store import StoreError, open_h5, video_names
-    from hgrnn.data.windows import FeatureStore
     from hgrnn.hgrnn_head.infer import predict_store
     from hgrnn.hgrnn_head.checkpoint import (check_store_matches, load_checkpoint,
                                              model_from_checkpoint, resolve_device,
@@ -261,8 +265,9 @@ def predict_videos(videos, extract, cfg: PredictConfig) -> dict:
         if load_label_map(str(map_path)) != label_map:
             raise PredictError(f"{ckpt['path']}: its label map cannot be written as a text "
                                f"file (class names with quotes or edge spaces)")
-        trained, trained_streams = training_extraction(ckpt)
-        messages = check_compatible(ckpt, trained, trained_streams, _our_stage(extract))
+        extract = _with_streams(extract, head_streams(ckpt), ckpt)
+        trained = training_extraction(ckpt)
+        messages = check_compatible(ckpt, trained, _our_stage(extract))
         for m in messages:
             warnings.warn(m, stacklevel=2)
 
@@ -298,13 +303,8 @@ def predict_videos(videos, extract, cfg: PredictConfig) -> dict:
                                f"{path}: no features were written")
         if len(failed) == len(paths):
             raise PredictError("no video could be read: " + "; ".join(failed.values()))
-        fs = FeatureStore(store, box_source="det")
+        fs = _open_features(store, head_streams(ckpt))
         check_store_matches(ckpt, fs)
-        if trained is not None and trained_streams is not None:
-            if _stream_names(trained_streams) != _stream_names(fs.streams):
-                raise PredictError(f"{ckpt['path']} does not fit {store}: streams "
-                                   f"{_stream_names(trained_streams)} vs "
-                                   f"{_stream_names(fs.streams)}")
         device = resolve_device(cfg.device)
         model = model_from_checkpoint(ckpt, device)
         with torch_threads(cfg.num_threads), torch.no_grad():
@@ -328,6 +328,28 @@ def predict_videos(videos, extract, cfg: PredictConfig) -> dict:
             "store": str(store) if cfg.keep_store else None, "videos": per_video,
             "failed": failed, "warnings": messages, "extracted": summary["written"],
             "reused": summary["skipped"], "seconds": time.time() - started}
+
+
+def _with_streams(extract, streams: tuple, ckpt: dict):
+    """The ExtractConfig with the streams the head reads (the checkpoint decides them)."""
+    if "streams" in {f.name for f in dataclasses.fields(extract)}:
+        return dataclasses.replace(extract, streams=tuple(streams))
+    if tuple(streams) != ("rgb",):
+        raise PredictError(f"{ckpt['path']}: the head reads the {'+'.join(streams)} streams; "
+                           f"this hgrnn's extraction makes RGB features only")
+    return extract
+
+
+def _open_features(store, streams: tuple):
+    """FeatureStore of the 'det' persons reading the head's streams (all dims when the
+    reader has no stream selection: an RGB-only store)."""
+    import inspect
+
+    from hgrnn.data.windows import FeatureStore
+
+    if "streams" in inspect.signature(FeatureStore).parameters:
+        return FeatureStore(store, box_source="det", streams=tuple(streams))
+    return FeatureStore(store, box_source="det")
 
 
 def _rows_of(csv_path, paths: dict, target: Path) -> str:
