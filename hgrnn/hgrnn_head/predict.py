@@ -48,7 +48,7 @@ LABEL_MAP_NAME = "features_label_map.txt"
 DETECTIONS_NAME = "features_detections.csv"
 #: Extraction settings that change the features without changing their size: a head
 #: trained with other values still runs, with a warning.
-WARN_FIELDS = ("clip_frames", "frame_stride", "short_side", "fps", "det_short_side")
+WARN_FIELDS = ("clip_frames", "frame_stride", "short_side", "fps")
 
 
 class PredictError(Exception):
@@ -123,7 +123,10 @@ def check_compatible(ckpt: dict, trained: dict | None, ours: dict) -> list[str]:
     None when unknown). ours: what this run's extract config will say (`_our_stage`:
     feature_dim, streams, projection, backbone / flow_backbone {kind, path, sha256}, the
     WARN_FIELDS). Every stream the head reads must be extracted here, each with the backbone
-    weights (kind and sha256) its training store's features came from.
+    weights (kind and sha256) its training store's features came from, into features of the
+    head's dim (with the same weights, the dim says whether the projection was applied:
+    stores written before the config recorded the projection actually used say "on" for
+    weights without one, so that field is not compared).
     """
     where = ckpt.get("path", "checkpoint")
     problems, warn = [], []
@@ -158,10 +161,6 @@ def check_compatible(ckpt: dict, trained: dict | None, ours: dict) -> list[str]:
                 warn.append(f"{name} weights 'none': random weights are drawn anew on every "
                             f"run, so the head's training features came from other weights; "
                             f"the predictions mean nothing (tests only)")
-        if bool(trained.get("projection", True)) != bool(ours.get("projection", True)):
-            problems.append(f"projection: the head was trained with projection "
-                            f"{'on' if trained.get('projection') else 'off'}, this extraction "
-                            f"has it {'on' if ours.get('projection') else 'off'}")
         for key in WARN_FIELDS:
             if key in trained and trained.get(key) != ours.get(key):
                 warn.append(f"{key}: {ours.get(key)!r} here, the head's training store used "
