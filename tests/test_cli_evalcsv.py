@@ -85,3 +85,36 @@ def test_unwritable_json_and_directory_label_map_are_one_line_errors(tmp_path):
     assert "mAP (ava-2018" in r.output                      # the table came out first
     r = CliRunner().invoke(main, ["eval-csv", gt, res, "--label-map", str(tmp_path)])
     assert r.exit_code == 1 and r.output.startswith("Error: ") and str(tmp_path) in r.output
+
+
+def test_a_store_as_ground_truth_brings_its_label_map(tmp_path):
+    """GT_CSV may be a feature store: its gt persons and its own (here synthetic, 13-class)
+    label map are used, so the store's classes need no --label-map."""
+    from hgrnn.data.synthetic import SynthConfig, write_synthetic_store
+    from hgrnn.data.windows import FeatureStore
+    from hgrnn.hgrnn_head.infer import store_ground_truth
+
+    store = tmp_path / "s.h5"
+    write_synthetic_store(store, SynthConfig(videos=2, keyframes=3, seed=1), progress=False)
+    gt = store_ground_truth(FeatureStore(store))
+    perfect = AvaRows.from_arrays(gt.video_ids, gt.timestamps, gt.boxes, gt.action_ids,
+                                  scores=np.ones(len(gt.timestamps)))
+    write_results(tmp_path / "res.csv", perfect)
+    r = CliRunner().invoke(main, ["eval-csv", str(store), str(tmp_path / "res.csv"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert r.output.strip() == "100.0000"
+    other = CliRunner().invoke(main, ["eval-csv", str(store), str(tmp_path / "res.csv"),
+                                      "--label-map", "ava-v2.2"])
+    assert other.exit_code == 1 and "leave --label-map out" in other.output
+
+
+def test_custom_ids_with_the_default_label_map_get_a_hint(tmp_path):
+    (tmp_path / "gt.csv").write_text("v,1,0.1,0.1,0.5,0.5,101,0\n")
+    (tmp_path / "res.csv").write_text("v,1,0.1,0.1,0.5,0.5,101,0.9\n")
+    r = CliRunner().invoke(main, ["eval-csv", str(tmp_path / "gt.csv"), str(tmp_path / "res.csv")])
+    assert r.exit_code == 1
+    assert "unknown action id 101" in r.output and "--label-map" in r.output
+    (tmp_path / "lm.txt").write_text("101 wave\n")
+    ok = CliRunner().invoke(main, ["eval-csv", str(tmp_path / "gt.csv"), str(tmp_path / "res.csv"),
+                                   "--label-map", str(tmp_path / "lm.txt"), "--quiet"])
+    assert ok.exit_code == 0 and ok.output.strip() == "100.0000"

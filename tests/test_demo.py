@@ -41,7 +41,7 @@ def test_cli_synth(tmp_path):
                                   "5", "--seed", "4", "--quiet"])
     assert r.exit_code != 0 and "s.h5" in r.output and "--overwrite" in r.output
     r = CliRunner().invoke(main, ["synth", "--out", str(tmp_path / "x.h5"), "--feature-dim", "8"])
-    assert r.exit_code != 0 and "feature_dim" in r.output
+    assert r.exit_code != 0 and "--feature-dim" in r.output
 
 
 def test_cli_help():

@@ -271,7 +271,8 @@ def test_too_short_video_is_a_failure_and_allow_failures(tmp_path, inputs, weigh
     result = run(args, expect=1)
     assert "1 failed" in result.output
     failures = read_failures(tmp_path / "s.h5")
-    assert "short.mkv: too short" in failures["short"]      # 2 s video, keyframe at 2 s
+    # 2 s video, keyframe at 2 s: outside the video, the only one -> the video fails
+    assert "short.mkv: 1 of 1 keyframes outside the video (2.0 s long)" in failures["short"]
     run(args + ["--allow-failures"], expect=0)              # retried, fails again, exit 0
 
 
@@ -351,3 +352,25 @@ def test_summary_counts_rows_outside_the_label_map():
          "skipped": 0, "failed": {}, "seconds": 1.0, "needed_frames": 0,
          "rows_outside_label_map": {"annotations": 3}}
     assert "3 annotations row(s) with actions outside the label map" in format_summary(s)
+
+
+def test_keyframes_outside_a_video_are_skipped_and_reported(tmp_path, inputs, weights):
+    # vidA is 3 s long: 5 and 9 lie past its end; vidB (2 s) only has AVA-style timestamps
+    (tmp_path / "gt.csv").write_text(
+        "vidA,1,0.1,0.1,0.5,0.9,12,0\nvidA,2,0.1,0.1,0.5,0.9,12,0\n"
+        "vidA,5,0.1,0.1,0.5,0.9,12,0\nvidA,9,0.1,0.1,0.5,0.9,12,0\n"
+        "vidB,901,0.1,0.1,0.5,0.9,12,0\n")
+    out = tmp_path / "s.h5"
+    args = ["--out", out, "--videos", inputs / "videos", "--annotations", tmp_path / "gt.csv",
+            "--backbone-weights", weights, "--clip-frames", "24"] + SMALL[2:]
+    result = run(args, expect=1)                                  # vidB failed
+    assert "skipped vidA: 2 of 4 keyframes outside the video (3.0 s long) at --time-offset 0: " \
+           "5, 9" in result.output
+    assert "spans 2.4 s at 10 fps" in result.output               # --clip-frames 24 at 10 fps
+    assert result.output.count("spans 2.4 s") == 1                # one warning per run
+    failures = read_failures(out)
+    assert "1 of 1 keyframes outside the video" in failures["vidB"]
+    assert "--time-offset 900 would fit" in failures["vidB"]
+    with h5py.File(out, "r") as f:
+        assert f["videos/vidA/timestamps"][:].tolist() == [1, 2]
+    assert "skipped 2 keyframes outside their video in 1 video(s): vidA (2)" in result.output

@@ -231,9 +231,9 @@ def test_gradients_reach_every_parameter(variant, h0, empty_pool):
 
 
 def test_config_validation_and_round_trip():
-    with pytest.raises(ValueError, match="variant"):
+    with pytest.raises(ValueError, match="--model"):
         HeadConfig(variant="nope")
-    with pytest.raises(ValueError, match="h0"):
+    with pytest.raises(ValueError, match="--h0"):
         HeadConfig(h0="random")
     with pytest.raises(ValueError, match="feature_dim and num_classes"):
         HGRNNHead(HeadConfig())

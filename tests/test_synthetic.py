@@ -263,9 +263,9 @@ def test_resumes_a_store_interrupted_before_its_first_video(tmp_path):
 
 
 def test_config_errors():
-    with pytest.raises(ValueError, match="feature_dim"):
+    with pytest.raises(ValueError, match="--feature-dim"):
         SynthConfig(feature_dim=8)
-    with pytest.raises(ValueError, match="det_miss"):
+    with pytest.raises(ValueError, match="--det-miss"):
         SynthConfig(det_miss=1.5)
 
 

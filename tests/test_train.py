@@ -155,10 +155,10 @@ def test_existing_run_needs_resume(tmp_path):
 def test_resume_refuses_other_config_or_store(tmp_path):
     store = make_store(tmp_path / "s.h5")
     train_head(store, tmp_path / "run", SMALL, quick(steps=2), progress=False)
-    with pytest.raises(HeadError, match="head config differs.*graph_hidden"):
+    with pytest.raises(HeadError, match="other head options.*--graph-hidden 10 -> 12"):
         train_head(store, tmp_path / "run", HeadConfig(context=1, scene_hidden=6, graph_hidden=12),
                    quick(steps=4), resume=True, progress=False)
-    with pytest.raises(HeadError, match="different training settings.*lr"):
+    with pytest.raises(HeadError, match="other training options.*--lr"):
         train_head(store, tmp_path / "run", SMALL, quick(steps=4, lr=0.5), resume=True, progress=False)
     other = make_store(tmp_path / "other.h5", labels=LabelMap((1, 3, 6), ("stand", "sit", "x")))
     with pytest.raises(HeadError, match="label map differs"):

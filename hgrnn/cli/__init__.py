@@ -5,6 +5,7 @@
     head.py       train-head, ablate      synth.py    synth, demo
     extract.py    extract-features        finetune.py finetune-backbone
     predict.py    predict, visualize
+    data.py       render-example, check-data, convert (your own data)
     options.py    options shared by several commands
 
 Heavy imports (torch, h5py, av) live inside the commands so that `hgrnn --help` answers
@@ -13,7 +14,7 @@ at once. Run `hgrnn COMMAND --help` for each command's options.
 
 import click
 
-from hgrnn.cli import evaluate, extract, finetune, head, predict, store, synth
+from hgrnn.cli import data, evaluate, extract, finetune, head, predict, store, synth
 from hgrnn.console import show_warnings_as_lines
 
 
@@ -36,6 +37,11 @@ def main():
       hgrnn visualize VIDEO ...    draw any AVA result / ground-truth CSV onto its video
       hgrnn ablate ...             the paper's ablation tables on a pair of stores
       hgrnn demo                   the whole head on a synthetic AVA-like benchmark
+    \b
+    Your own data (docs/own-data.md):
+      hgrnn render-example DIR     a small ready-to-use example dataset (videos + CSVs)
+      hgrnn convert ...            CVAT for video / VIA exports -> AVA ground-truth CSV
+      hgrnn check-data ...         every problem of a dataset before extraction
     """
     show_warnings_as_lines()
 
@@ -43,5 +49,6 @@ def main():
 for _command in (evaluate.eval_csv, evaluate.eval_cmd, store.inspect_cmd, store.merge_stores_cmd,
                  head.train_head_cmd, head.ablate_cmd, synth.synth_cmd, synth.demo_cmd,
                  extract.extract_features_cmd, finetune.finetune_backbone_cmd,
-                 predict.predict_cmd, predict.visualize_cmd):
+                 predict.predict_cmd, predict.visualize_cmd,
+                 data.render_example_cmd, data.check_data_cmd, data.convert_group):
     main.add_command(_command)

@@ -7,9 +7,11 @@ import click
 @click.command("eval-csv")
 @click.argument("gt_csv", type=click.Path(exists=True, dir_okay=False))
 @click.argument("results_csv", type=click.Path(exists=True, dir_okay=False))
-@click.option("--label-map", "label_map", default="ava-v2.1", show_default=True,
+@click.option("--label-map", "label_map", default=None,
               help="Evaluated classes: a .pbtxt, a plain 'id name' text file, or a packaged "
-                   "name (ava-v2.1 = 60 classes, ava-v2.2 = 80, ava-v2.2-2019 = 60).")
+                   "name (ava-v2.1 = 60 classes, ava-v2.2 = 80, ava-v2.2-2019 = 60). "
+                   "Default: the store's label map when GT_CSV is a feature store, else "
+                   "ava-v2.1.")
 @click.option("--exclusions", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Excluded-timestamps CSV (video_id,timestamp), e.g. "
                    "ava_val_excluded_timestamps_v2.1.csv; dropped from both files "
@@ -51,24 +53,34 @@ def eval_csv(gt_csv, results_csv, label_map, exclusions, protocol, ties, persons
     output. A coverage line says how many videos and keyframes the two files share; a
     result file covering only part of the ground truth gets a warning, and files with no
     keyframe in common, an empty ground truth or no class with instances are an error.
-    Classes without instances are listed as n/a and left out of the mAP. Examples:
+    Classes without instances are listed as n/a and left out of the mAP. GT_CSV may also
+    be a feature store (HDF5): its ground-truth persons are the ground truth and its label
+    map the classes (no --label-map needed). Examples:
 
     \b
       hgrnn eval-csv ava_val_v2.1.csv my_results.csv \\
           --exclusions ava_val_excluded_timestamps_v2.1.csv --json map.json
       hgrnn eval-csv ava_val_v2.1.csv my_person_boxes.csv --persons
+      hgrnn eval-csv val.h5 my_results.csv      # a store's ground truth and label map
     """
     import json
     import sys
 
     from hgrnn.data.ava import AvaFormatError
+    from hgrnn.data.store import StoreError
+    from hgrnn.hgrnn_head.train import HeadError
     from hgrnn.metrics import evaluate_csv, format_percent
 
     try:
-        result = evaluate_csv(gt_csv, results_csv, label_map=label_map, exclusions=exclusions,
-                              protocol=protocol, progress=sys.stderr.isatty() and not quiet,
-                              ties=ties, persons=persons)
-    except (AvaFormatError, ValueError, OSError) as err:      # OSError: a directory, no access
+        if _is_hdf5(gt_csv):
+            result = _evaluate_against_store(gt_csv, results_csv, label_map, exclusions,
+                                             protocol, ties, persons)
+        else:
+            result = evaluate_csv(gt_csv, results_csv, label_map=label_map or "ava-v2.1",
+                                  exclusions=exclusions, protocol=protocol,
+                                  progress=sys.stderr.isatty() and not quiet, ties=ties,
+                                  persons=persons)
+    except (AvaFormatError, ValueError, OSError, StoreError, HeadError) as err:  # OSError: access
         raise click.ClickException(str(err))
     warning = result.coverage_warning()
     if warning and not quiet:
@@ -84,6 +96,37 @@ def eval_csv(gt_csv, results_csv, label_map, exclusions, protocol, ties, persons
                 f.write("\n")
         except OSError as err:
             raise click.ClickException(f"cannot write --json {json_out}: {err}")
+
+
+def _is_hdf5(path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(8) == b"\x89HDF\r\n\x1a\n"
+
+
+def _evaluate_against_store(store, results_csv, label_map, exclusions, protocol, ties,
+                            persons):
+    """Frame-mAP (or person-box AP) of a result CSV against a feature store's ground-truth
+    persons, over the store's label map (or `label_map` when it is the same)."""
+    from hgrnn.data.ava import load_label_map, read_exclusions, read_results
+    from hgrnn.data.windows import FeatureStore
+    from hgrnn.hgrnn_head.infer import store_ground_truth
+    from hgrnn.metrics import check_evaluable, evaluate, evaluate_persons
+
+    fs = FeatureStore(store, box_source="gt", lazy=True)
+    lm = fs.label_map if label_map is None else load_label_map(label_map)
+    if tuple(lm.ids) != tuple(fs.label_map.ids):
+        raise ValueError(f"--label-map {label_map} ({len(lm)} classes) is not the label map "
+                         f"of {store} ({len(fs.label_map)} classes); leave --label-map out to "
+                         "use the store's")
+    excluded = read_exclusions(exclusions) if exclusions else None
+    gt = store_ground_truth(fs)
+    results = read_results(results_csv, None if persons else lm, excluded, progress=False)
+    if persons:
+        result = evaluate_persons(gt, results, exclusions=excluded, protocol=protocol, ties=ties)
+    else:
+        result = evaluate(gt, results, lm, protocol=protocol, exclusions=excluded, ties=ties)
+    check_evaluable(result, str(store), str(results_csv))
+    return result
 
 
 @click.command("eval")

@@ -53,7 +53,7 @@ def merge_stores(out, shards: list, overwrite=False, on_duplicate="error", progr
     if os.path.abspath(out) in {os.path.abspath(s) for s in shards}:
         raise StoreError(f"{out}: the output is also one of the shards")
     if os.path.exists(out) and not overwrite:
-        raise StoreError(f"{out}: exists (pass overwrite=True / --overwrite to replace it)")
+        raise StoreError(f"{out}: exists (pass --overwrite to replace it)")
     out_dir = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(out_dir):
         raise StoreError(f"{out}: directory {out_dir} does not exist")

@@ -137,18 +137,20 @@ class SynthConfig:
 
     def __post_init__(self):
         if self.videos < 1 or self.keyframes < 1:
-            raise ValueError(f"videos and keyframes must be >= 1, got {self.videos}, "
+            raise ValueError(f"--videos and --keyframes must be >= 1, got {self.videos}, "
                              f"{self.keyframes}")
         if self.feature_dim < MIN_FEATURE_DIM:
-            raise ValueError(f"feature_dim must be >= {MIN_FEATURE_DIM} (the synthetic layout "
+            raise ValueError(f"--feature-dim must be >= {MIN_FEATURE_DIM} (the synthetic layout "
                              f"needs that many signal dims), got {self.feature_dim}")
         for name in ("person_noise", "clip_noise", "det_jitter", "det_false_positives",
                      "det_feature_noise"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got "
+                                 f"{getattr(self, name)}")
         for name in ("talk_prob", "dance_prob", "det_miss"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got "
+                                 f"{getattr(self, name)}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -462,7 +464,7 @@ def write_synthetic_store(path, cfg: SynthConfig, *, overwrite: bool = False,
             raise ValueError(
                 f"{path}: exists and was not written by `hgrnn synth` with this config "
                 f"(stored: {json.dumps(existing and existing.get('config'))}); choose another "
-                f"path or pass overwrite (--overwrite)")
+                f"path or pass --overwrite")
     summary = {"path": path, "videos": cfg.videos, "keyframes": 0, "gt_persons": 0,
                "det_persons": 0, "written": 0, "reused": 0}
     with StoreWriter(path, feature_dim=cfg.feature_dim, label_map=synth_label_map(),

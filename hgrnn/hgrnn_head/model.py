@@ -83,18 +83,18 @@ class HeadConfig:
     def __post_init__(self):
         def check(ok, what):
             if not ok:
-                raise ValueError(f"HeadConfig: {what}")
+                raise ValueError(what)
 
-        check(self.variant in VARIANTS, f"variant must be one of {VARIANTS}, got {self.variant!r}")
-        check(self.context >= 0, f"context l must be >= 0, got {self.context}")
-        check(self.iterations >= 0, f"iterations J must be >= 0, got {self.iterations}")
-        check(self.scene_hidden > 0 and self.graph_hidden > 0, "hidden sizes must be > 0")
-        check(self.h0 in ("zeros", "project"), f"h0 must be 'zeros' or 'project', got {self.h0!r}")
+        check(self.variant in VARIANTS, f"--model must be one of {VARIANTS}, got {self.variant!r}")
+        check(self.context >= 0, f"--context (l) must be >= 0, got {self.context}")
+        check(self.iterations >= 0, f"--iterations (J) must be >= 0, got {self.iterations}")
+        check(self.scene_hidden > 0 and self.graph_hidden > 0, "--scene-hidden and --graph-hidden must be > 0")
+        check(self.h0 in ("zeros", "project"), f"--h0 must be 'zeros' or 'project', got {self.h0!r}")
         check(self.empty_pool in ("zeros", "learned"),
-              f"empty_pool must be 'zeros' or 'learned', got {self.empty_pool!r}")
+              f"--empty-pool must be 'zeros' or 'learned', got {self.empty_pool!r}")
         check(self.window_pad in ("edge", "zero"),
-              f"window_pad must be 'edge' or 'zero', got {self.window_pad!r}")
-        check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+              f"--window-pad must be 'edge' or 'zero', got {self.window_pad!r}")
+        check(0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}")
         for name in ("feature_dim", "num_classes"):
             value = getattr(self, name)
             check(value is None or value > 0, f"{name} must be > 0, got {value}")

@@ -79,15 +79,15 @@ class TrainConfig:
     def __post_init__(self):
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"TrainConfig: {name} must be > 0, got {getattr(self, name)}")
+                raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
         if self.val_every < 0 or self.num_workers < 0 or self.num_threads < 0:
-            raise ValueError("TrainConfig: val_every, num_workers and num_threads must be >= 0")
+            raise ValueError("--val-every, --num-workers and --threads must be >= 0")
         if not self.lr > 0:
-            raise ValueError(f"TrainConfig: lr must be > 0, got {self.lr}")
+            raise ValueError(f"--lr must be > 0, got {self.lr}")
         if self.focal_alpha is not None and not 0 <= self.focal_alpha <= 1:
-            raise ValueError(f"TrainConfig: focal_alpha must be in [0, 1], got {self.focal_alpha}")
+            raise ValueError(f"--focal-alpha must be in [0, 1], got {self.focal_alpha}")
         if self.box_source not in ("gt", "det"):
-            raise ValueError(f"TrainConfig: box_source must be 'gt' or 'det', "
+            raise ValueError(f"--box-source must be 'gt' or 'det', "
                              f"got {self.box_source!r}")
 
     def to_dict(self) -> dict:
@@ -101,6 +101,14 @@ class TrainConfig:
 
 # Fields that change what a run computes: a resumed run must keep them.
 _RESUME_FIXED = ("batch_size", "lr", "seed", "focal_gamma", "focal_alpha", "box_source")
+#: train-head's flag of each HeadConfig / TrainConfig field whose flag is not --field-name
+_FLAGS = {"variant": "--model", "num_threads": "--threads"}
+
+
+def _flag_changes(diff: dict) -> str:
+    """{field: (run's value, now)} -> '--flag run -> now; ...' in train-head's flag names."""
+    return "; ".join(f"{_FLAGS.get(k, '--' + k.replace('_', '-'))} {old!r} -> {new!r}"
+                     for k, (old, new) in diff.items())
 
 
 def complete_head_config(head: HeadConfig, fs) -> HeadConfig:
@@ -215,24 +223,24 @@ def _checkpoint_to_resume(ckpt_path: Path, resume: bool, fs, head: HeadConfig,
         return None
     if not resume:
         raise HeadError(f"{ckpt_path.parent}: already holds a run ({CHECKPOINT_NAME}); pass "
-                        "resume=True (--resume) to continue it, or choose another output folder")
+                        "--resume to continue it, or choose another output folder")
     ckpt = load_checkpoint(ckpt_path)
     check_store_matches(ckpt, fs)
     saved_head = HeadConfig.from_dict(ckpt["head"])
     if saved_head != head:
         diff = {k: (v, getattr(head, k)) for k, v in saved_head.to_dict().items()
                 if getattr(head, k) != v}
-        raise HeadError(f"{ckpt_path}: head config differs from the checkpoint's "
-                        f"(field: (checkpoint, now)) {diff}")
+        raise HeadError(f"{ckpt_path}: cannot resume with other head options "
+                        f"({_flag_changes(diff)}); use the run's options or another --out")
     saved_train = TrainConfig.from_dict(ckpt["train"])
     diff = {k: (getattr(saved_train, k), getattr(train, k)) for k in _RESUME_FIXED
             if getattr(saved_train, k) != getattr(train, k)}
     if diff:
-        raise HeadError(f"{ckpt_path}: cannot resume with different training settings "
-                        f"(field: (checkpoint, now)) {diff}")
+        raise HeadError(f"{ckpt_path}: cannot resume with other training options "
+                        f"({_flag_changes(diff)}); use the run's options or another --out")
     if int(ckpt["step"]) > train.steps:
         raise HeadError(f"{ckpt_path}: the run is already at step {ckpt['step']}, past "
-                        f"steps = {train.steps}; pass --steps >= {ckpt['step']} to resume it")
+                        f"--steps {train.steps}; pass --steps >= {ckpt['step']} to resume it")
     if ckpt["store_fingerprint"] != fs.fingerprint:
         raise HeadError(f"{ckpt_path}: was trained on a different store "
                         f"({ckpt['store_path']}, fingerprint {ckpt['store_fingerprint']}) "

@@ -59,6 +59,8 @@ from hgrnn.data.ava import group_persons, load_label_map, read_annotations, read
 from hgrnn.data.store import PersonSet, StoreError, StoreWriter, open_h5, read_info, video_names
 from hgrnn.data.store_merge import merge_stores
 from hgrnn.pipeline.i3d import load_backbone, normalize_frames, person_features, sha256_file
+from hgrnn.pipeline.keyframes import (clip_span_warning, describe_outside, offset_hint,
+                                      split_keyframes)
 from hgrnn.pipeline.video import VideoError, find_frame_folders, find_videos, iter_clips, probe
 
 DETECTORS = ("faster-rcnn",)
@@ -115,9 +117,9 @@ class ExtractConfig:
             raise ValueError(f"--keyframes {self.keyframes[0]}:{self.keyframes[1]}: start > end")
         for name in ("clip_frames", "frame_stride", "short_side", "batch_size", "max_persons"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.workers < 0:
-            raise ValueError(f"workers must be >= 0, got {self.workers}")
+            raise ValueError(f"--workers must be >= 0, got {self.workers}")
 
 
 def shard_path(out, rank: int) -> str:
@@ -283,12 +285,25 @@ class ClipDataset(IterableDataset):
         stats: dict = {}
         try:
             timestamps = plan.timestamps
+            info = probe(plan.path, fps=cfg.fps)
             if timestamps is None:
-                info = probe(plan.path, fps=cfg.fps)
                 timestamps = every_second(info["duration"], info["fps"], cfg.time_offset)
                 if not timestamps:
                     raise VideoError(f"{plan.path}: duration unknown or zero; pass "
                                      f"--keyframes START:END")
+            else:   # keyframes outside the video are skipped and reported, not fatal
+                timestamps, outside = split_keyframes(timestamps, info["fps"],
+                                                      info["duration"], cfg.time_offset)
+                if outside:
+                    text = describe_outside(None, outside, len(plan.timestamps),
+                                            info["duration"], cfg.time_offset)
+                    if not timestamps:
+                        raise VideoError(f"{plan.path}: {text}; "
+                                         f"{offset_hint(outside, info['fps'], info['duration'])}")
+                    yield ("outside", plan.video_id, outside, f"{plan.video_id}: {text}")
+            span = clip_span_warning(cfg.clip_frames, cfg.frame_stride, info["fps"])
+            if span:
+                yield ("note", plan.video_id, span)
             yield ("start", plan.video_id, timestamps)
             times = [ts - cfg.time_offset for ts in timestamps]
             batch_ts, batch_clips, batch_keys = [], [], []
@@ -573,6 +588,10 @@ def extract_features(cfg: ExtractConfig) -> dict:
             kind, vid = message[0], message[1]
             if kind == "start":
                 run.start(vid, timestamps=message[2])
+            elif kind == "outside":
+                run.outside_keyframes(vid, message[2], text=message[3])
+            elif kind == "note":
+                run.note(vid, message[2])
             elif kind == "clips":
                 _, _, ts, clips, keys = message
                 gt_sets = [(gt or {}).get(vid, {}).get(int(t), _empty_persons(num_classes))
@@ -612,8 +631,11 @@ class _Run:
         self.plan_of = {p.video_id: p for p in plans}
         self.state: dict = {}        # video id -> accumulated results
         self.failed: dict = {}
+        self.outside: dict = {}      # video id -> keyframes skipped as outside the video
+        self.notes: set = set()
         self.counts = {"written": 0, "failed": self.failed, "keyframes": 0,
-                       "persons": {"gt": 0, "det": 0}, "decoded_frames": 0, "needed_frames": 0}
+                       "persons": {"gt": 0, "det": 0}, "decoded_frames": 0, "needed_frames": 0,
+                       "outside": self.outside}
         total = sum(len(p.timestamps) for p in plans if p.timestamps is not None)
         self.bar = progress_bar(total=total, unit="kf",
                         desc="extract" if not dist.active else f"extract rank 0/{dist.world}",
@@ -628,6 +650,18 @@ class _Run:
             shown = ", ".join(list(missing)[:10]) + (" ..." if len(missing) > 10 else "")
             tqdm.write(f"extract-features: {len(missing)} video(s) named by the CSVs are "
                        f"missing (recorded as failed): {shown}")
+
+    def outside_keyframes(self, vid, timestamps, text: str) -> None:
+        """Keyframes of `vid` outside the video: skipped (not fatal), reported."""
+        self.outside[vid] = len(timestamps)
+        self.bar.total -= len(timestamps)
+        tqdm.write(f"extract-features: skipped {text}")
+
+    def note(self, vid, text: str) -> None:
+        """A warning about a video's settings, printed once per run."""
+        if text not in self.notes:
+            self.notes.add(text)
+            tqdm.write(f"extract-features: warning: {vid}: {text}")
 
     def start(self, vid, timestamps) -> None:
         self.state[vid] = {"ts": [], "clip": [], "gt": [], "det": [], "planned": len(timestamps)}
@@ -676,7 +710,7 @@ class _Run:
         st = self.state.pop(vid, None)   # results of its earlier batches are dropped
         plan = self.plan_of[vid]
         planned = (len(plan.timestamps) if plan.timestamps is not None
-                   else st["planned"] if st is not None else 0)
+                   else st["planned"] if st is not None else 0) - self.outside.get(vid, 0)
         self.bar.total -= planned - (len(st["ts"]) if st is not None else 0)  # ends at 100%
         self.writer.record_failure(vid, reason)
         self.failed[vid] = reason
@@ -707,11 +741,12 @@ def _summary(out, parts: list, skipped: int, seconds: float, ranks: int) -> dict
     """The run's summary from every rank's counts."""
     summary = {"out": str(out), "written": 0, "skipped": skipped,
                "failed": {}, "keyframes": 0, "persons": {"gt": 0, "det": 0},
-               "decoded_frames": 0, "needed_frames": 0,
+               "decoded_frames": 0, "needed_frames": 0, "outside": {},
                "seconds": seconds, "ranks": ranks, "rows_outside_label_map": {}}
     for part in parts:
         summary["written"] += part["written"]
         summary["failed"].update(part["failed"])
+        summary["outside"].update(part["outside"])
         summary["keyframes"] += part["keyframes"]
         for k in ("gt", "det"):
             summary["persons"][k] += part["persons"][k]
@@ -736,6 +771,11 @@ def format_summary(summary: dict, failures_shown: bool = False) -> str:
         if n:
             lines.append(f"  {n} {source} row(s) with actions outside the label map: their "
                          "persons are kept, without those labels")
+    if s.get("outside"):
+        shown = ", ".join(f"{v} ({n})" for v, n in sorted(s["outside"].items())[:5])
+        lines.append(f"  skipped {sum(s['outside'].values())} keyframes outside their video "
+                     f"in {len(s['outside'])} video(s): {shown}"
+                     + (" ..." if len(s["outside"]) > 5 else ""))
     if failures_shown and s["failed"]:
         lines.append(f"  {len(s['failed'])} failed video(s) listed above; `hgrnn inspect "
                      f"{s['out']}` lists every recorded failure")

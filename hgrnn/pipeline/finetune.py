@@ -156,23 +156,26 @@ class FinetuneConfig:
 
     def __post_init__(self):
         if (self.videos is None) == (self.frames is None):
-            raise ValueError("give exactly one of videos (a folder of <video_id>.<ext> files) "
-                             "or frames (a folder of <video_id>/<video_id>_%06d.jpg folders)")
+            raise ValueError("give exactly one of --videos (a folder of <video_id>.<ext> "
+                             "files) or --frames (a folder of <video_id>/<video_id>_%06d.jpg "
+                             "folders)")
         if self.frames is not None and not self.fps:
-            raise ValueError("frames needs fps (the frame rate the JPEGs were extracted at)")
+            raise ValueError("--frames needs --fps (the frame rate the JPEGs were extracted at)")
         if self.loss not in ("bce", "focal"):
-            raise ValueError(f"loss must be 'bce' or 'focal', got {self.loss!r}")
+            raise ValueError(f"--loss must be 'bce' or 'focal', got {self.loss!r}")
         for name in ("steps", "batch", "accumulate", "clip_frames", "frame_stride",
                      "short_side", "crop_size", "projection_dim", "lr_halve_every",
                      "log_every", "checkpoint_every", "val_every"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got "
+                                 f"{getattr(self, name)}")
         if not 0 < self.scale_min <= self.scale_max:
-            raise ValueError(f"need 0 < scale_min <= scale_max, got {self.scale_min}, {self.scale_max}")
+            raise ValueError(f"--scale-jitter MIN MAX needs 0 < MIN <= MAX, got "
+                             f"{self.scale_min} {self.scale_max}")
         if self.num_workers < 0 or self.num_threads < 0:
-            raise ValueError("num_workers and num_threads must be >= 0")
+            raise ValueError("--workers and --threads must be >= 0")
         if not 0 <= self.flip_prob <= 1 or not 0 < self.min_visible <= 1:
-            raise ValueError("flip_prob must be in [0, 1] and min_visible in (0, 1]")
+            raise ValueError("--flip-prob must be in [0, 1] and --min-visible in (0, 1]")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

@@ -1,0 +1,121 @@
+"""`hgrnn check-data`: every kind of problem reported at once, with FILE:LINE, the
+--time-offset that fits, the clip span, and the exit status (1 errors, 0 warnings)."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from hgrnn.cli import main
+from hgrnn.data.check import check_data, format_report
+from hgrnn.pipeline.render import render_video
+
+LABELS = "7 jump\n101 stand\n102 walk\n"
+
+
+def codes(report, level=None):
+    return {f["code"] for f in report["findings"] if level in (None, f["level"])}
+
+
+def finding(report, code, contains=""):
+    found = [f for f in report["findings"] if f["code"] == code and contains in f["message"]]
+    assert found, (code, contains, report["findings"])
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("videos")
+    render_video(root / "a.mp4", seconds=4, fps=10, size=(64, 48))
+    render_video(root / "b.mp4", seconds=6, fps=25, size=(64, 48))
+    render_video(root / "unused.mp4", seconds=2, fps=10, size=(64, 48))
+    return root
+
+
+def test_a_clean_dataset_passes(tmp_path, videos):
+    (tmp_path / "lm.txt").write_text(LABELS)
+    (tmp_path / "gt.csv").write_text("a,1,0.1,0.1,0.5,0.9,101,0\na,1,0.1,0.1,0.5,0.9,102,0\n"
+                                     "a,2,0.2,0.1,0.6,0.9,101,0\nb,3,0.1,0.2,0.3,0.4,7,1\n"
+                                     "b,4\n")
+    (tmp_path / "det.csv").write_text("a,1,0.1,0.1,0.5,0.9,,0.9\na,2,0.2,0.1,0.6,0.9,-1,0.8\n"
+                                      "b,3,0.1,0.2,0.3,0.4,,0.7\nb,4,0.1,0.2,0.3,0.4,,0.7\n")
+    report = check_data(tmp_path / "gt.csv", detections=tmp_path / "det.csv",
+                        label_map=str(tmp_path / "lm.txt"), videos=videos, clip_frames=16)
+    assert report["ok"] and report["errors"] == 0
+    assert codes(report) == {"video-unused"}
+    a = report["annotations"]
+    assert (a["keyframes"], a["persons"], a["min"], a["max"]) == (4, 3, 0, 1)
+    assert report["instances_per_class"] == {"7 jump": 1, "101 stand": 2, "102 walk": 1}
+    assert report["videos"]["a"]["fps"] == 10 and report["videos"]["b"]["fps"] == 25
+    assert report["videos"]["a"]["clip_seconds"] == 1.6
+    assert "0 error(s)" in format_report(report)
+
+
+def test_every_row_problem_is_reported_with_its_line(tmp_path):
+    (tmp_path / "lm.txt").write_text(LABELS)
+    lines = ["video_id,timestamp,x1,y1,x2,y2,action,person",      # 1 header
+             "a,1,0.1,0.1,0.5,0.9,101,0",                          # 2 fine
+             "a,1,0.1,0.1,0.5,0.9,101,0",                          # 3 duplicate
+             "a,x,0.1,0.1,0.5,0.9,101,0",                          # 4 timestamp
+             "a,2,0.1,0.1,0.5",                                    # 5 columns
+             "a,2,12,30,80,90,101,1",                              # 6 pixels
+             "a,2,0.5,0.1,0.4,0.9,101,2",                          # 7 swapped x
+             "a,2,0.5,0.1,0.5,0.9,101,3",                          # 8 zero width
+             "a,3,0.1,0.1,0.5,0.9,55,0",                           # 9 AVA id outside the map
+             "a,3,0.1,0.1,0.5,0.9,500,0",                          # 10 unknown id
+             "a,3,0.2,0.1,0.6,0.9,101,0"]                          # 11 person 0, other box
+    (tmp_path / "gt.csv").write_text("\n".join(lines) + "\n")
+    report = check_data(tmp_path / "gt.csv", label_map=str(tmp_path / "lm.txt"))
+    assert not report["ok"]
+    gt = str(tmp_path / "gt.csv")
+    assert finding(report, "parse", "header")["examples"] == [f"{gt}:1"]
+    assert finding(report, "parse", "timestamp")["examples"] == [f"{gt}:4"]
+    assert finding(report, "parse", "columns")["examples"] == [f"{gt}:5"]
+    assert "pixel coordinates" in finding(report, "box-range")["message"]
+    assert finding(report, "box-range")["examples"] == [f"{gt}:6"]
+    assert finding(report, "box-order")["examples"] == [f"{gt}:7"]
+    assert finding(report, "box-empty")["examples"] == [f"{gt}:8"]
+    assert finding(report, "duplicate", "repeats")["examples"] == [f"{gt}:3"]
+    assert finding(report, "duplicate", "person_id")["examples"] == [f"{gt}:11"]
+    outside = finding(report, "outside-map")
+    assert outside["level"] == "warning" and "55" in outside["message"]
+    unknown = finding(report, "unknown-id")
+    assert unknown["level"] == "error" and unknown["examples"] == [f"{gt}:10"]
+    assert finding(report, "class-empty")["examples"] == ["7 jump", "102 walk"]
+    assert report["errors"] == 6 and report["warnings"] == 6
+
+
+def test_keyframes_outside_the_videos_suggest_the_offset(tmp_path, videos):
+    # AVA-style timestamps counted from 900 s: a is 4 s long, b 6 s
+    (tmp_path / "gt.csv").write_text("a,901,0.1,0.1,0.5,0.9,12,0\na,903,0.1,0.1,0.5,0.9,12,0\n"
+                                     "b,902,0.1,0.1,0.5,0.9,12,0\nb,905,0.1,0.1,0.5,0.9,12,0\n"
+                                     "ghost,901,0.1,0.1,0.5,0.9,12,0\n")
+    report = check_data(tmp_path / "gt.csv", videos=videos)
+    assert finding(report, "keyframe-range", "a: 2 of 2")
+    hint = finding(report, "keyframe-range", "hint")
+    assert "--time-offset 900 fits every video" in hint["message"]
+    assert finding(report, "video-missing")["examples"] == ["ghost"]
+    assert report["videos"]["b"]["out_of_range"] == 2
+    # with the offset every keyframe fits; 32 frames at 10 fps span 3.2 s: a warning
+    fixed = check_data(tmp_path / "gt.csv", videos=videos, time_offset=900)
+    assert "keyframe-range" not in codes(fixed)
+    span = finding(fixed, "clip-span")
+    assert span["examples"] == ["a"] and "--clip-frames 8" in span["message"]
+    # no offset fits a keyframe span longer than the video
+    (tmp_path / "long.csv").write_text("a,1,0.1,0.1,0.5,0.9,12,0\na,9,0.1,0.1,0.5,0.9,12,0\n")
+    report = check_data(tmp_path / "long.csv", videos=videos)
+    assert finding(report, "keyframe-range", "no single --time-offset")
+
+
+def test_cli_exit_status_and_json(tmp_path, videos):
+    (tmp_path / "ok.csv").write_text("a,1,0.1,0.1,0.5,0.9,12,0\n")
+    (tmp_path / "bad.csv").write_text("a,1,0.1,0.1,0.5,0.9,1200,0\n")
+    runner = CliRunner()
+    ok = runner.invoke(main, ["check-data", "--annotations", str(tmp_path / "ok.csv"),
+                              "--videos", str(videos), "--json"])
+    assert ok.exit_code == 0, ok.output
+    report = json.loads(ok.output)
+    assert report["ok"] and report["warnings"] >= 1          # unused videos, empty classes
+    bad = runner.invoke(main, ["check-data", "--annotations", str(tmp_path / "bad.csv")])
+    assert bad.exit_code == 1
+    assert "ERROR [unknown-id] action id 1200" in bad.output and "--label-map" in bad.output
