@@ -63,7 +63,8 @@ def test_temporal_needs_the_scene_rnn(small_grid):
 def test_outputs_and_skip(small_grid, stores):
     out, cfg, r = small_grid
     md = (out / "ablation.md").read_text()
-    for title in ("Table 1", "Table 2", "Table 3", "relational AP", "one seed"):
+    for title in ("Table 1", "Table 2", "Table 3", "relational AP", "one seed",
+                  "paper's l=0 row"):
         assert title in md
     assert "±" not in md            # one seed: no spread to print, not "± 0.0"
     with open(out / "ablation.csv") as f:
@@ -94,8 +95,13 @@ def test_outputs_and_skip(small_grid, stores):
 def test_grid_and_stats():
     specs = A.AblateConfig().specs()
     assert len(specs) == len(A.ROWS) * 3
-    assert len({(s["variant"], s["context"], s["iterations"], s["seed"]) for s in specs}) == \
+    assert len({(s["variant"], s["context"], s["iterations"], s["seed"],
+                 s.get("graph_pool"), s.get("context_boxes")) for s in specs}) == \
         len(specs)                                                  # deduplicated
+    others = [s for s in specs if s["row"] == "hgrnn_others"]
+    assert others and all(s["graph_pool"] == "others" for s in others)
+    assert all(s["context_boxes"] == "det" for s in specs if s["row"] == "hgrnn_ctxdet")
+    assert "graph_pool" not in specs[0] and "context_boxes" not in specs[0]
     assert A.mean_std([0.1, 0.2, 0.3]) == pytest.approx((0.2, 0.1, 3))
     assert A.mean_std([0.4, None]) == (0.4, 0.0, 1)
     with pytest.raises(ValueError, match="nope"):
@@ -113,3 +119,22 @@ def test_tables_spread_and_row_names():
     table4 = md[md.index("Table 4"):]
     assert "| per-person head |" in table4 and "| HGRNN (l=3, J=2) |" in table4
     assert "| person |" not in table4
+
+
+def test_option_rows_reach_the_head_and_the_training(stores, tmp_path):
+    """hgrnn_others trains a head with graph_pool "others", hgrnn_ctxdet one with detections
+    in the context slots; the tables say which row is the paper's l = 0 and list both."""
+    import torch
+    cfg = A.AblateConfig(rows=("hgrnn_others", "hgrnn_ctxdet"), seeds=1, steps=2,
+                         batch_size=4, jobs=1, scene_hidden=8, graph_hidden=8)
+    r = A.run_ablation(*stores, tmp_path, cfg, progress=False)
+    ck = {n: torch.load(tmp_path / "runs" / f"{n}_s0" / "last.pt", weights_only=True)
+          for n in cfg.rows}
+    assert ck["hgrnn_others"]["head"]["graph_pool"] == "others"
+    assert ck["hgrnn_others"]["train"]["context_boxes"] == "gt"
+    assert ck["hgrnn_ctxdet"]["head"]["graph_pool"] == "all"
+    assert ck["hgrnn_ctxdet"]["train"]["context_boxes"] == "det"
+    md = (tmp_path / "ablation.md").read_text()
+    assert "Options beyond the paper" in md and "graph pool over the other persons" in md
+    assert "`graph` row" in md      # which row is the paper's l = 0, and why
+    assert set(r["summary"]) == {"hgrnn_others", "hgrnn_ctxdet"}

@@ -133,6 +133,42 @@ def test_gt_boxes_fit_well_and_val_matches(trained, tmp_path):
     assert metrics[-1]["val_mAP"] == pytest.approx(result.mAP)
 
 
+def test_no_nms_on_gt_boxes_unless_asked(trained, tmp_path):
+    """Two ground-truth persons whose boxes overlap (IoU 0.9) are two true positives: eval
+    --gt-boxes keeps every person x class row; NMS only when asked, recorded in metrics.json."""
+    from hgrnn.data.store import PersonSet, StoreWriter
+    from test_train import C
+
+    _, run = trained
+    rng = np.random.default_rng(0)
+    path = tmp_path / "close.h5"
+    boxes = np.array([[0.1, 0.1, 0.5, 0.9], [0.12, 0.1, 0.52, 0.9]], np.float32)
+    with StoreWriter(path, feature_dim=C, label_map=LABELS) as w:
+        T = 4
+        gt = PersonSet(offsets=np.arange(0, 2 * T + 1, 2, dtype=np.int64),
+                       boxes=np.tile(boxes, (T, 1)),
+                       feats=rng.standard_normal((2 * T, C)).astype(np.float32),
+                       scores=np.ones(2 * T, np.float32),
+                       labels=np.tile([[1, 0, 1], [1, 1, 0]], (T, 1)).astype(np.uint8),
+                       person_ids=np.tile([0, 1], T).astype(np.int32))
+        w.add_video("close", 902 + np.arange(T), rng.standard_normal((T, C)).astype(np.float32),
+                    gt=gt, det=gt)
+    runs = {}
+    for name, kw in [("gt", dict(gt_boxes=True)), ("gt_nms", dict(gt_boxes=True, nms=True)),
+                     ("det", dict()), ("det_no", dict(nms=False))]:
+        evaluate_store(path, run["checkpoint"], out_dir=tmp_path / name, progress=False, **kw)
+        runs[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+    every = 2 * T * len(LABELS)
+    e = {n: r["configs"]["eval"] for n, r in runs.items()}
+    assert (e["gt"]["nms"], e["gt"]["nms_iou"], e["gt"]["result_rows"]) == (False, None, every)
+    # both persons "stand": both are true positives, NMS throws one away
+    assert runs["gt"]["per_class"]["stand"] == pytest.approx(1.0)
+    assert runs["gt_nms"]["per_class"]["stand"] == pytest.approx(0.5)
+    assert e["gt_nms"]["nms"] is True and e["gt_nms"]["result_rows"] == every // 2
+    assert (e["det"]["nms"], e["det"]["nms_iou"]) == (True, 0.5)
+    assert e["det"]["result_rows"] == every // 2 and e["det_no"]["result_rows"] == every
+
+
 def test_gt_csv_equals_store_ground_truth(trained, tmp_path):
     store, run = trained
     gt = store_ground_truth(FeatureStore(store, "gt", lazy=True))

@@ -6,7 +6,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from hgrnn.hgrnn_head.model import VARIANTS, HeadConfig, HGRNNHead, segment_max
+from hgrnn.hgrnn_head.model import (VARIANTS, HeadConfig, HGRNNHead, segment_max,
+                                    segment_max_others)
 
 C, K = 6, 4
 
@@ -94,9 +95,13 @@ def reference_logits(model, batch):
         else:
             h = [torch.zeros(cfg.graph_hidden) for _ in people]
         for _ in range(g.iterations):
-            m = torch.stack(h).max(dim=0).values if h else None
-            h = [gru_step(torch.cat([v, m]), hv, g.cell.weight_ih, g.cell.weight_hh,
-                          g.cell.bias_ih, g.cell.bias_hh) for v, hv in zip(node_in, h)]
+            if cfg.graph_pool == "others":   # max over every OTHER person, 0 when alone
+                m = [torch.stack([hv for k, hv in enumerate(h) if k != i]).max(dim=0).values
+                     if len(h) > 1 else torch.zeros(cfg.graph_hidden) for i in range(len(h))]
+            else:                            # max over all persons, the person included
+                m = [torch.stack(h).max(dim=0).values] * len(h)
+            h = [gru_step(torch.cat([v, mv]), hv, g.cell.weight_ih, g.cell.weight_hh,
+                          g.cell.bias_ih, g.cell.bias_hh) for v, mv, hv in zip(node_in, m, h)]
         out += [model.classifier.weight @ hv + model.classifier.bias for hv in h]
     return torch.stack(out)
 
@@ -111,6 +116,35 @@ def test_matches_slow_reference(variant, h0, empty_pool):
     got = model(batch)
     assert got.shape == (6, K)
     torch.testing.assert_close(got, reference_logits(model, batch), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["hgrnn", "graph"])
+@pytest.mark.parametrize("h0", ["zeros", "project"])
+def test_graph_pool_others_matches_slow_reference(variant, h0):
+    model = make_model(variant, h0=h0, graph_pool="others")
+    batch = batch_for(variant, [2, 1, 3, 4])
+    got = model(batch)
+    torch.testing.assert_close(got, reference_logits(model, batch), rtol=1e-5, atol=1e-5)
+    # a person alone in its keyframe gets m = 0, whatever the others' states
+    alone = make_model(variant, h0=h0, graph_pool="all")
+    alone.load_state_dict(model.state_dict())
+    if h0 == "project":    # "all" lets the lone person see itself: outputs differ
+        assert not torch.allclose(alone(batch)[2], got[2])
+
+
+def test_segment_max_others_against_brute_force():
+    g = torch.Generator().manual_seed(3)
+    values = torch.randint(-3, 4, (40, 5), generator=g).float()    # many ties
+    segment = torch.randint(0, 9, (40,), generator=g)               # some empty, some alone
+    got = segment_max_others(values, segment, 10)
+    for i in range(40):
+        others = [j for j in range(40) if segment[j] == segment[i] and j != i]
+        want = values[others].max(dim=0).values if others else torch.zeros(5)
+        torch.testing.assert_close(got[i], want)
+    # differentiable, finite gradients also where every row of a segment ties
+    x = torch.tensor([[1.0, 2.0], [1.0, 0.0], [5.0, 5.0]], requires_grad=True)
+    segment_max_others(x, torch.tensor([0, 0, 1]), 2).sum().backward()
+    assert torch.isfinite(x.grad).all()
 
 
 def test_scene_rnn_is_a_bidirectional_gru_read_at_the_centre():
@@ -235,6 +269,8 @@ def test_config_validation_and_round_trip():
         HeadConfig(variant="nope")
     with pytest.raises(ValueError, match="--h0"):
         HeadConfig(h0="random")
+    with pytest.raises(ValueError, match="graph.pool"):
+        HeadConfig(graph_pool="mean")
     with pytest.raises(ValueError, match="feature_dim and num_classes"):
         HGRNNHead(HeadConfig())
     cfg = HeadConfig(feature_dim=8, num_classes=3, variant="graph", context=2)

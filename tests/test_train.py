@@ -256,3 +256,38 @@ def test_resuming_a_finished_run_does_not_log_its_validation_twice(tmp_path):
     assert again["val"]["mAP"] == pytest.approx(first["val"]["mAP"])
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "val_mAP" in r] == [2]
+
+
+def test_context_boxes_det_pools_detections_in_the_context_slots(tmp_path):
+    """--context-boxes det: the scene RNN's context slots pool the store's detections. With
+    detections identical to the ground truth the run is the gt run; with other detections
+    it is not; without detections it is a clear error."""
+    rng = np.random.default_rng(4)
+    same, other = tmp_path / "same.h5", tmp_path / "other.h5"
+    for path in (same, other):
+        with StoreWriter(path, feature_dim=C, label_map=LABELS) as w:
+            r = np.random.default_rng(1)
+            for v in range(2):
+                counts = r.integers(1, 4, 10)
+                gt = person_set(r, counts, 3, True, False)
+                clip = r.standard_normal((10, C)).astype(np.float32)
+                det = (PersonSet(gt.offsets, gt.boxes, gt.feats, gt.scores) if path == same
+                       else person_set(rng, counts[::-1], 3, False, True))
+                w.add_video(f"vid{v}", 902 + np.arange(10), clip, gt=gt, det=det)
+    runs = {}
+    for name, path, ctx in [("gt", same, "gt"), ("same", same, "det"), ("other", other, "det"),
+                            ("other_gt", other, "gt")]:
+        out = train_head(str(path), tmp_path / name, SMALL, quick(context_boxes=ctx),
+                         progress=False)
+        runs[name] = torch.load(out["checkpoint"], weights_only=True)
+    assert runs["same"]["train"]["context_boxes"] == "det"
+    assert states_equal(runs["gt"]["model"], runs["same"]["model"])
+    assert states_equal(runs["gt"]["model"], runs["other_gt"]["model"])   # gt persons equal
+    assert not states_equal(runs["other"]["model"], runs["other_gt"]["model"])
+    with pytest.raises(HeadError, match="context.boxes"):
+        train_head(str(other), tmp_path / "other", SMALL, quick(context_boxes="gt"),
+                   resume=True, progress=False)
+    no_det = make_store(tmp_path / "nodet.h5", det=False)
+    with pytest.raises(HeadError, match="no 'det' boxes"):
+        train_head(no_det, tmp_path / "nodet", SMALL, quick(context_boxes="det"),
+                   progress=False)

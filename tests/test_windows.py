@@ -48,14 +48,17 @@ def store_path(tmp_path_factory):
     return path
 
 
-def reference_window(path, source, video, t, l, pad):
-    """Slow reference for one window: a dict of numpy arrays."""
+def reference_window(path, source, video, t, l, pad, ctx_source=None):
+    """Slow reference for one window: a dict of numpy arrays. ctx_source: the box source of
+    the non-centre slots (default: source)."""
     with h5py.File(path, "r") as f:
         g = f["videos"][video]
         ts = g["timestamps"][()].tolist()
         clip = g["clip"][()].astype(np.float32)
         s = g[source] if source in g else None
         off = s["offsets"][()] if s is not None else np.zeros(len(ts) + 1, int)
+        cs = g[ctx_source or source] if (ctx_source or source) in g else None
+        coff = cs["offsets"][()] if cs is not None else np.zeros(len(ts) + 1, int)
         diffs = [b - a for a, b in zip(ts, ts[1:])]
         step = max(set(diffs), key=lambda d: (diffs.count(d), -d)) if diffs else 1
         i = ts.index(t)
@@ -75,8 +78,9 @@ def reference_window(path, source, video, t, l, pad):
                 continue
             j = min(max(j, first), last)
             out["clip"].append(clip[j])
-            for r in range(off[j], off[j + 1]):
-                out["ctx"].append(s["feats"][r].astype(np.float32))
+            src, src_off = (s, off) if slot == l else (cs, coff)
+            for r in range(src_off[j], src_off[j + 1]):
+                out["ctx"].append(src["feats"][r].astype(np.float32))
                 out["seg"].append(slot)
         rows = list(range(off[i], off[i + 1]))
         out["feats"] = [s["feats"][r].astype(np.float32) for r in rows]
@@ -86,7 +90,7 @@ def reference_window(path, source, video, t, l, pad):
         return out
 
 
-def _assert_batch_matches(path, source, wins, idx, batch, l, pad):
+def _assert_batch_matches(path, source, wins, idx, batch, l, pad, ctx_source=None):
     L = 2 * l + 1
     assert isinstance(batch, WindowBatch)
     B = len(idx)
@@ -96,7 +100,7 @@ def _assert_batch_matches(path, source, wins, idx, batch, l, pad):
     for b, i in enumerate(idx):
         video, t = wins.video_ids[i], int(wins.timestamps[i])
         assert batch.video_ids[b] == video and int(batch.timestamps[b]) == t
-        ref = reference_window(path, source, video, t, l, pad)
+        ref = reference_window(path, source, video, t, l, pad, ctx_source)
         np.testing.assert_array_equal(batch.clip[b].numpy(), np.stack(ref["clip"]))
         assert batch.window_mask[b].tolist() == ref["mask"]
         ctx += ref["ctx"]
@@ -140,6 +144,31 @@ def test_batches_match_reference(store_path, source, lazy, l, pad):
         batch = wins.batch(np.asarray(idx, dtype=np.int64))
         _assert_batch_matches(store_path, source, wins, list(idx), batch, l, pad)
     assert (store.labels is not None) == (source == "gt") == (batch.labels is not None)
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+@pytest.mark.parametrize("l, pad", [(0, "edge"), (2, "edge"), (3, "zero")])
+def test_context_store_fills_the_context_slots(store_path, lazy, l, pad):
+    """gt centre persons, det persons in every other slot (train-head --context-boxes det)."""
+    gt = FeatureStore(store_path, box_source="gt", lazy=lazy)
+    det = FeatureStore(store_path, box_source="det", lazy=lazy)
+    wins = ContextWindows(gt, l, pad=pad, context_store=det)
+    assert len(wins) == len(ContextWindows(gt, l))        # indexed by the centre's persons
+    for idx in (np.arange(len(wins)), [4, 4, 1], []):
+        batch = wins.batch(np.asarray(idx, dtype=np.int64))
+        _assert_batch_matches(store_path, "gt", wins, list(idx), batch, l, pad, "det")
+    if l:   # and it is not the plain gt window
+        full = np.arange(len(wins))
+        assert wins.batch(full).ctx_feats.shape != ContextWindows(gt, l, pad=pad).batch(
+            full).ctx_feats.shape
+
+
+def test_context_store_of_another_store_is_refused(store_path, tmp_path):
+    other = tmp_path / "o.h5"
+    with StoreWriter(other, feature_dim=C, label_map=LM) as w:
+        w.add_video("v-ava", **random_video(np.random.default_rng(1), C, K, 3))
+    with pytest.raises(ValueError, match="keyframes differ"):
+        ContextWindows(FeatureStore(store_path), 1, context_store=FeatureStore(other, "det"))
 
 
 def test_store_attributes(store_path):

@@ -351,9 +351,15 @@ class ContextWindows:
 
     l:   context keyframes on each side (L = 2l + 1 slots; l = 0 gives the keyframe alone)
     pad: "edge" (default) or "zero"; see the module docstring.
+    context_store: None (default: every slot holds `store`'s persons) or another
+        FeatureStore of the same file with another box source: the slots other than the
+        centre then hold ITS persons, while the centre slot and the centre persons (feats,
+        boxes, labels) stay `store`'s. Training with ground-truth centre persons and
+        detected context persons (`train-head --context-boxes det`) sees at the context
+        slots what inference sees there.
     """
 
-    def __init__(self, store: FeatureStore, l: int, pad="edge"):
+    def __init__(self, store: FeatureStore, l: int, pad="edge", context_store=None):
         if int(l) != l or l < 0:
             raise ValueError(f"l must be a non-negative integer, got {l!r}")
         if pad not in ("edge", "zero"):
@@ -361,6 +367,14 @@ class ContextWindows:
         self.store, self.l, self.L, self.pad = store, int(l), 2 * int(l) + 1, pad
         G = store.num_keyframes
         self._counts = np.diff(store.person_offsets)                  # (G,) persons a keyframe
+        self.context_store = context_store
+        if context_store is not None and (
+                context_store.video_ids != store.video_ids
+                or not np.array_equal(context_store.kf_time, store.kf_time)):
+            raise ValueError(f"{context_store.path}: the context store's keyframes differ from "
+                             f"{store.path}'s (it must be the same store, another box source)")
+        self._ctx_counts = (np.diff(context_store.person_offsets) if context_store is not None
+                            else self._counts)                        # (G,)
 
         # segments: a new one starts at each video's first keyframe and after each gap
         boundary = np.ones(G, bool)
@@ -408,21 +422,31 @@ class ContextWindows:
 
         # gather in float16, convert with torch (numpy's float16 cast is ~10x slower)
         clip16 = st.clip_rows(nb.reshape(-1)).reshape(B, L, st.feature_dim)
-        slot_counts = self._counts[nb]                                # (B, L)
+        own = np.zeros((B, L), bool)                                  # slots of `store`'s persons
+        own[:, l] = True
+        if self.context_store is None:
+            own[:] = True
+        slot_counts = np.where(own, self._counts[nb], self._ctx_counts[nb])   # (B, L)
         if self.pad == "zero":
             clip16[~mask] = 0
             slot_counts = np.where(mask, slot_counts, 0)
         clip = _float32(clip16)                                       # (B, L, C)
-        slot_counts = slot_counts.reshape(-1)                         # (B*L,)
-        ctx_rows = _ragged_rows(st.person_offsets[nb.reshape(-1)], slot_counts)   # (Q,)
+        slot_counts, own, nb_flat = slot_counts.reshape(-1), own.reshape(-1), nb.reshape(-1)
         ctx_segment = np.repeat(np.arange(B * L, dtype=np.int64), slot_counts)
-        ctx16 = st.feat_rows(ctx_rows)                                # (Q, C) float16
+        slot_start = np.cumsum(slot_counts) - slot_counts             # (B*L,) first ctx row
+        ctx16 = np.empty((int(slot_counts.sum()), st.feature_dim), np.float16)  # (Q, C)
+        for source, slots in ((st, own), (self.context_store, ~own)):
+            if not slots.any():
+                continue
+            counts = slot_counts[slots]
+            dst = _ragged_rows(slot_start[slots], counts)             # rows of ctx16
+            src = _ragged_rows(source.person_offsets[nb_flat[slots]], counts)
+            ctx16[dst] = source.feat_rows(src)
 
         # centre persons are the rows of slot b*L + l, already gathered in ctx_feats
         centre_counts = self._counts[g]                               # (B,)
-        slot_start = np.cumsum(slot_counts) - slot_counts             # (B*L,) first ctx row
         in_ctx = _ragged_rows(slot_start[np.arange(B) * L + l], centre_counts)  # (P,)
-        rows = ctx_rows[in_ctx]                                       # (P,) global person rows
+        rows = _ragged_rows(st.person_offsets[g], centre_counts)      # (P,) global person rows
         ctx_feats = _float32(ctx16)                                   # (Q, C) float32
         labels = None
         if st.labels is not None:

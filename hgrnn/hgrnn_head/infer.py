@@ -15,7 +15,12 @@ the official AVA frame-mAP (``hgrnn.metrics.evaluate``) against the store's own 
 Default NMS IoU 0.5: it is the overlap at which the AVA metric counts a box as the same
 person, so a second box above it on the same person and class can only be a false positive
 (the first one already took the match), while boxes of two people standing close rarely
-overlap that much. ``nms_iou >= 1`` disables NMS.
+overlap that much. ``nms_iou >= 1`` (or None) disables NMS.
+
+NMS runs on detections only, unless asked for (``nms=True``): ground-truth boxes have no
+duplicates to remove, so on them NMS can only drop true positives (two people whose boxes
+overlap above the IoU). ``default_nms(box_source)`` says the default; metrics.json records
+the choice.
 """
 
 from __future__ import annotations
@@ -40,6 +45,11 @@ from hgrnn.metrics import check_evaluable, evaluate
 DEFAULT_NMS_IOU = 0.5
 INFER_BATCH_KEYFRAMES = 512
 _NMS_CHUNK = 1000  # boxes per batched_nms call: torchvision's single-kernel path on CPU
+
+
+def default_nms(box_source: str) -> bool:
+    """Whether NMS runs by default on persons of `box_source`: on detections, not on gt."""
+    return box_source != "gt"
 
 
 def class_nms(boxes: torch.Tensor, scores: torch.Tensor, keyframe: torch.Tensor,
@@ -109,6 +119,7 @@ def predict_store(model, fs, device="cpu", nms_iou=DEFAULT_NMS_IOU,
                   batch_keyframes=INFER_BATCH_KEYFRAMES, progress=False, min_score=0.0):
     """Score every keyframe of `fs` (a FeatureStore; its box source is used) -> AvaRows of
     results, one row per kept (person box, class), scores = action prob x confidence.
+    nms_iou None (or >= 1): no NMS.
     min_score > 0 drops rows scored below it after NMS (smaller CSVs; it can only lower AP,
     by cutting the tail of each class's ranking)."""
     cfg = model.cfg
@@ -125,7 +136,8 @@ def predict_store(model, fs, device="cpu", nms_iou=DEFAULT_NMS_IOU,
         batch = windows.batch(np.arange(s, min(s + batch_keyframes, len(windows))))
         probs = torch.sigmoid(model(batch.to(device))).float().cpu()  # (P, K)
         scores = probs * batch.scores[:, None]  # (P, K): action prob x person confidence
-        keep = class_nms(batch.boxes, scores, batch.keyframe, nms_iou)  # (P, K)
+        keep = class_nms(batch.boxes, scores, batch.keyframe,
+                         1.0 if nms_iou is None else nms_iou)  # (P, K)
         if min_score > 0:
             keep &= scores >= min_score
         person, cls = keep.nonzero(as_tuple=True)  # kept (person, class) pairs
@@ -176,20 +188,26 @@ def store_ground_truth(fs):
 
 
 def evaluate_model(model, fs, device="cpu", gt=None, nms_iou=DEFAULT_NMS_IOU,
-                   exclusions=None, protocol="ava-2018", progress=False):
+                   exclusions=None, protocol="ava-2018", progress=False, nms=None):
     """Frame-mAP of `model` on FeatureStore `fs` (its box source) against `gt` (AvaRows;
-    default: the store's own ground truth). Returns (EvalResult)."""
-    results = predict_store(model, fs, device=device, nms_iou=nms_iou, progress=progress)
+    default: the store's own ground truth); nms None: ``default_nms(fs.box_source)``.
+    Returns (EvalResult)."""
+    if nms is None:
+        nms = default_nms(fs.box_source)
+    results = predict_store(model, fs, device=device, nms_iou=nms_iou if nms else None,
+                            progress=progress)
     gt = store_ground_truth(fs) if gt is None else gt
     return evaluate(gt, results, fs.label_map, protocol=protocol, exclusions=exclusions)
 
 
 def evaluate_store(store, checkpoint, gt_boxes=False, out_dir=None, nms_iou=DEFAULT_NMS_IOU,
                    gt_csv=None, exclusions=None, protocol="ava-2018", progress=True,
-                   device="auto", min_score=0.0, num_threads=1, sort_classes="ap"):
+                   device="auto", min_score=0.0, num_threads=1, sort_classes="ap", nms=None):
     """Score every keyframe of `store` with the head of `checkpoint` and evaluate it.
 
     gt_boxes: use the store's ground-truth boxes (confidence 1) instead of its detections.
+    nms: class-specific NMS at `nms_iou`; None (default) = on for detections, off for
+        ground-truth boxes (``default_nms``), True / False force it.
     out_dir: when given, writes results.csv (AVA format), metrics.json (EvalResult.to_dict()
         plus "configs": head, train and eval settings) and per_class_ap.png.
     gt_csv / exclusions: AVA ground-truth CSV and excluded-timestamps CSV (or a set of
@@ -221,9 +239,11 @@ def evaluate_store(store, checkpoint, gt_boxes=False, out_dir=None, nms_iou=DEFA
         gt_fs = open_store(store, "gt", lazy=True) if "gt" in fs.sources else None
         gt = store_ground_truth(gt_fs) if gt_fs is not None and gt_fs.has_labels else None
 
+    if nms is None:
+        nms = default_nms(source)
     with torch_threads(num_threads):
-        results = predict_store(model, fs, device=device, nms_iou=nms_iou, progress=progress,
-                                min_score=min_score)
+        results = predict_store(model, fs, device=device, nms_iou=nms_iou if nms else None,
+                                progress=progress, min_score=min_score)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -239,7 +259,8 @@ def evaluate_store(store, checkpoint, gt_boxes=False, out_dir=None, nms_iou=DEFA
         report["configs"] = {
             "head": ckpt["head"], "train": ckpt["train"],
             "eval": {"store": fs.path, "checkpoint": ckpt["path"], "step": ckpt["step"],
-                     "boxes": source, "nms_iou": nms_iou, "min_score": min_score,
+                     "boxes": source, "nms": bool(nms),
+                     "nms_iou": nms_iou if nms else None, "min_score": min_score,
                      "protocol": protocol,
                      "gt": str(gt_csv) if gt_csv is not None else f"{fs.path} (gt persons)",
                      "exclusions": None if exclusions is None else len(exclusions),

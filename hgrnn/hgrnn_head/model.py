@@ -15,6 +15,11 @@ Every max-pool over "the persons of a keyframe" is a segment max over a flat arr
 (``scatter_reduce(..., "amax")`` with segment ids), so there is no Python loop over keyframes
 or persons, and a person's output depends only on its own keyframe and window.
 
+Graph pooling (``graph_pool``): the paper's ``m = maxpool over all nodes`` includes the
+person itself ("all", the default). "others" pools over the OTHER persons of the keyframe
+only (zeros for a person alone): ``segment_max_others`` gets it from each segment's largest
+and second-largest value per dimension, again without a loop.
+
 The four variants of the paper's tables come from this one code path:
 
     hgrnn   scene RNN + J graph iterations (the paper's model)
@@ -35,6 +40,7 @@ import torch
 import torch.nn as nn
 
 VARIANTS = ("hgrnn", "scene", "graph", "person")
+GRAPH_POOLS = ("all", "others")
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,10 @@ class HeadConfig:
         ``ContextWindows(pad=...)``; the model itself sees only the padded window.
     dropout: dropout on the person features and before the classifier (default 0: the
         paper's schedule sees each keyframe about once, it does not overfit).
+    graph_pool: what the graph RNN's message m pools over: "all" persons of the keyframe
+        (default, the paper's literal "maxpool over all nodes", the person itself included)
+        or "others" (every person but itself; zeros when it is alone in the keyframe), so
+        that a person can tell its own state from another's.
     """
 
     feature_dim: int | None = None
@@ -79,6 +89,7 @@ class HeadConfig:
     empty_pool: str = "zeros"
     window_pad: str = "edge"
     dropout: float = 0.0
+    graph_pool: str = "all"
 
     def __post_init__(self):
         def check(ok, what):
@@ -94,6 +105,8 @@ class HeadConfig:
               f"--empty-pool must be 'zeros' or 'learned', got {self.empty_pool!r}")
         check(self.window_pad in ("edge", "zero"),
               f"--window-pad must be 'edge' or 'zero', got {self.window_pad!r}")
+        check(self.graph_pool in GRAPH_POOLS,
+              f"--graph-pool must be one of {GRAPH_POOLS}, got {self.graph_pool!r}")
         check(0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}")
         for name in ("feature_dim", "num_classes"):
             value = getattr(self, name)
@@ -138,6 +151,27 @@ def segment_max(values: torch.Tensor, segment: torch.Tensor, num_segments: int):
     return pooled, nonempty
 
 
+def segment_max_others(values: torch.Tensor, segment: torch.Tensor, num_segments: int):
+    """For every row, the max over the OTHER rows of its segment.
+
+    values (N, D) float, segment (N,) int64 in [0, num_segments) -> (N, D); a row alone in
+    its segment gets 0. Per dimension, a row that holds its segment's largest value alone
+    gets the second-largest value, every other row the largest (ties: another row holds it).
+    """
+    N, D = values.shape
+    first, _ = segment_max(values, segment, num_segments)  # (S, D)
+    first_row = first[segment]  # (N, D)
+    is_max = values == first_row  # (N, D)
+    index = segment[:, None].expand(-1, D)
+    holders = values.new_zeros((num_segments, D)).scatter_add(0, index, is_max.to(values.dtype))
+    below = values.masked_fill(is_max, float("-inf"))  # (N, D): the max holders left out
+    second, _ = segment_max(below, segment, num_segments)  # (S, D); -inf: all rows tie
+    sole = is_max & (holders[segment] == 1)  # (N, D): the row is the only max holder
+    others = torch.where(sole, second[segment], first_row)  # (N, D)
+    alone = torch.bincount(segment, minlength=num_segments)[segment] == 1  # (N,)
+    return others.masked_fill(alone[:, None], 0.0)
+
+
 class SceneRNN(nn.Module):
     """Lower level: temporal scene context h_c of each centre keyframe (paper eq. 2-3).
 
@@ -176,6 +210,7 @@ class GraphRNN(nn.Module):
         C, G = cfg.feature_dim, cfg.graph_hidden
         self.iterations = cfg.graph_iterations
         self.hidden = G
+        self.pool_others = cfg.graph_pool == "others"
         use_projection = cfg.h0 == "project" or self.iterations == 0
         self.project = nn.Linear(C + context_dim, G) if use_projection else None
         self.cell = nn.GRUCell(C + context_dim + G, G) if self.iterations > 0 else None
@@ -187,8 +222,12 @@ class GraphRNN(nn.Module):
         else:
             h = node_in.new_zeros((node_in.shape[0], self.hidden))  # (P, G)
         for _ in range(self.iterations):
-            m, _ = segment_max(h, keyframe, num_keyframes)  # (B, G): maxpool_v h_v^(j-1)
-            a = torch.cat([node_in, m[keyframe]], dim=-1)  # (P, C [+ 2Hs] + G)
+            if self.pool_others:
+                m = segment_max_others(h, keyframe, num_keyframes)  # (P, G): max_{v != i} h_v
+            else:
+                m, _ = segment_max(h, keyframe, num_keyframes)  # (B, G): maxpool_v h_v^(j-1)
+                m = m[keyframe]  # (P, G)
+            a = torch.cat([node_in, m], dim=-1)  # (P, C [+ 2Hs] + G)
             h = self.cell(a, h)  # (P, G)
         return h
 

@@ -52,6 +52,10 @@ class TrainConfig:
     val_every: validate on the val store every N steps and at the end (0: only at the end);
         each validation scores the whole val store (as long as `hgrnn eval --gt-boxes`).
     box_source: which persons of the store train the head ("gt", as in the paper).
+    context_boxes: whose persons the scene RNN pools in the window slots other than the
+        centre: "gt" (default, the paper's literal reading: train on ground truth) or "det"
+        (the store's detections, as at inference; the centre keyframe's persons stay
+        `box_source`'s). See docs/method.md.
     num_workers: processes that build batches in the background (0: in the training loop).
     checkpoint_every: rewrite last.pt every N steps (and always at the end).
     log_every: write a metrics.jsonl line every N steps.
@@ -71,6 +75,7 @@ class TrainConfig:
     focal_alpha: float | None = None
     val_every: int = 500
     box_source: str = "gt"
+    context_boxes: str = "gt"
     num_workers: int = 0
     checkpoint_every: int = 100
     log_every: int = 10
@@ -86,9 +91,10 @@ class TrainConfig:
             raise ValueError(f"--lr must be > 0, got {self.lr}")
         if self.focal_alpha is not None and not 0 <= self.focal_alpha <= 1:
             raise ValueError(f"--focal-alpha must be in [0, 1], got {self.focal_alpha}")
-        if self.box_source not in ("gt", "det"):
-            raise ValueError(f"--box-source must be 'gt' or 'det', "
-                             f"got {self.box_source!r}")
+        for name in ("box_source", "context_boxes"):
+            if getattr(self, name) not in ("gt", "det"):
+                raise ValueError(f"--{name.replace('_', '-')} must be 'gt' or 'det', "
+                                 f"got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -100,7 +106,8 @@ class TrainConfig:
 
 
 # Fields that change what a run computes: a resumed run must keep them.
-_RESUME_FIXED = ("batch_size", "lr", "seed", "focal_gamma", "focal_alpha", "box_source")
+_RESUME_FIXED = ("batch_size", "lr", "seed", "focal_gamma", "focal_alpha", "box_source",
+                 "context_boxes")
 #: train-head's flag of each HeadConfig / TrainConfig field whose flag is not --field-name
 _FLAGS = {"variant": "--model", "num_threads": "--threads"}
 
@@ -195,7 +202,14 @@ def _open_training_store(train_store, head: HeadConfig, train: TrainConfig):
         raise HeadError(f"{fs.path}: the '{train.box_source}' persons have no action labels; "
                         "training needs a store with ground-truth labels (gt boxes)")
     head = complete_head_config(head, fs)
-    windows = ContextWindows(fs, l=head.window_context, pad=head.window_pad)
+    context_fs = None
+    if train.context_boxes != train.box_source and head.window_context > 0:
+        context_fs = open_store(fs.path, train.context_boxes)
+        if train.context_boxes not in context_fs.sources:
+            raise HeadError(f"{fs.path}: the store has no '{train.context_boxes}' boxes for "
+                            f"the context slots (it has {list(context_fs.sources)})")
+    windows = ContextWindows(fs, l=head.window_context, pad=head.window_pad,
+                             context_store=context_fs)
     if len(windows) == 0:
         raise HeadError(f"{fs.path}: no keyframe with a '{train.box_source}' person: "
                         "nothing to train on")
