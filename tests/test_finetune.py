@@ -137,7 +137,7 @@ def tiny_config(root, out, **kw):
                 clip_frames=8, frame_stride=1, short_side=64, crop_size=64,
                 scale_min=1.0, scale_max=1.2, batch=4, steps=6, lr=1e-3, dropout=0.0,
                 lr_halve_every=1000, log_every=1, checkpoint_every=3, num_workers=0,
-                val_every=1000, device="cpu")
+                val_every=1000, device="cpu", freeze_bn=False)   # tiny batches: see test_batchnorm_*
     base.update(kw)
     return FinetuneConfig(**base)
 
@@ -387,3 +387,30 @@ def test_frame_folders_and_time_offset_pick_the_keyframe_clip(tmp_path):
         centre = (s["timestamp"] - 900) * 8
         assert [read_barcode(f) for f in clip] == list(range(centre - 4, centre + 4))
     np.testing.assert_allclose(samples[1]["boxes"][0].numpy(), [0.2, 0.1, 0.7, 0.6], atol=1e-6)
+
+
+def test_batchnorm_statistics_frozen_below_8_clips_per_micro_batch(ava_fixture, tmp_path,
+                                                                   capsys):
+    """Default: frozen when a micro-batch has < 8 clips (the running statistics do not move),
+    updated from 8 clips on; --freeze-bn / --update-bn override; the run says which."""
+    assert ft.resolve_freeze_bn(None, 7)[0] is True
+    assert ft.resolve_freeze_bn(None, 8)[0] is False
+    assert ft.resolve_freeze_bn(False, 2)[0] is False and ft.resolve_freeze_bn(True, 50)[0]
+
+    def running_mean(out):
+        state = torch.load(out / "backbone.pt", weights_only=True)["backbone"]
+        return state["Conv3d_1a_7x7.bn.running_mean"]
+
+    runs = {}
+    for name, kw in [("auto", {"freeze_bn": None}), ("update", {"freeze_bn": False})]:
+        out = tmp_path / name
+        ft.finetune_backbone(tiny_config(ava_fixture, out, steps=1, batch=2, **kw),
+                             progress=True)
+        runs[name] = (running_mean(out), json.loads((out / "config.json").read_text()))
+    err = capsys.readouterr().err
+    assert "BatchNorm statistics frozen: 2 clip(s) per micro-batch < 8" in err
+    assert "BatchNorm statistics updated as asked (--update-bn)" in err
+    assert runs["auto"][1]["freeze_bn_applied"] is True
+    assert runs["update"][1]["freeze_bn_applied"] is False
+    assert torch.equal(runs["auto"][0], torch.zeros_like(runs["auto"][0]))     # initial stats
+    assert not torch.equal(runs["update"][0], runs["auto"][0])

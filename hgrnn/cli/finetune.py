@@ -57,8 +57,11 @@ from hgrnn.cli.options import device_option, video_source_options
                    "store extract-features writes with this checkpoint has this many dims.")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.5,
               show_default=True, help="Dropout between projection and classifier.")
-@click.option("--freeze-bn", is_flag=True,
-              help="Keep BatchNorm statistics fixed (use for small per-GPU batches).")
+@click.option("--freeze-bn/--update-bn", default=None,
+              help="Keep BatchNorm statistics fixed, or update them from every micro-batch. "
+                   "Default: frozen when a micro-batch (clips of one forward pass of one GPU, "
+                   "batch / GPUs / accumulate) has fewer than 8 clips, whose statistics are "
+                   "too noisy; the run says which at the start.")
 @click.option("--loss", type=click.Choice(["bce", "focal"]), default="bce", show_default=True,
               help="Per-class sigmoid binary cross-entropy, or focal loss.")
 @click.option("--focal-gamma", type=click.FloatRange(min=0), default=2.0, show_default=True,

@@ -39,7 +39,10 @@ each of the W ranks runs `accumulate` micro-batches of ceil(batch / (W * accumul
 accumulate). Loss: sigmoid BCE or focal (`hgrnn.losses.sigmoid_focal_loss`).
 Autocast (bf16 where supported, else fp16 with a gradient scaler) on CUDA.
 DistributedDataParallel under torchrun (NCCL on GPUs, gloo on CPU); rank 0 logs, validates
-and writes checkpoints. The Kinetics `logits` layer is frozen (unused).
+and writes checkpoints. The Kinetics `logits` layer is frozen (unused). BatchNorm
+statistics are frozen (the layers' affine parameters still learn) when a micro-batch has
+fewer than BN_MIN_CLIPS = 8 clips, unless freeze_bn says otherwise; the choice and its
+reason are printed at the start and written to config.json.
 
 Outputs in out_dir:
   backbone.pt    the fine-tuning checkpoint (`load_backbone` reads it): {"format":
@@ -67,6 +70,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -97,6 +101,25 @@ INTERLEAVE = 8
 CROP_TRIES = 5
 
 
+#: below this many clips per micro-batch BatchNorm statistics are frozen by default: batch
+#: statistics of a few clips are noisy estimates of the layer's mean and variance, and detection
+#: fine-tuning commonly freezes them for small per-GPU batches (docs/method.md)
+BN_MIN_CLIPS = 8
+
+
+def resolve_freeze_bn(freeze_bn: bool | None, micro_batch: int) -> tuple[bool, str]:
+    """(freeze BatchNorm statistics?, the reason, for the run log). freeze_bn None: freeze
+    when micro_batch < BN_MIN_CLIPS."""
+    if freeze_bn is not None:
+        return bool(freeze_bn), (f"{'frozen' if freeze_bn else 'updated'} as asked "
+                                 f"(--{'freeze' if freeze_bn else 'update'}-bn)")
+    if micro_batch < BN_MIN_CLIPS:
+        return True, (f"frozen: {micro_batch} clip(s) per micro-batch < {BN_MIN_CLIPS} "
+                      f"(--update-bn to update them anyway)")
+    return False, (f"updated: {micro_batch} clips per micro-batch >= {BN_MIN_CLIPS} "
+                   f"(--freeze-bn to freeze them)")
+
+
 class FinetuneError(RuntimeError):
     """A problem with the fine-tuning inputs or a checkpoint; the message names the file."""
 
@@ -110,6 +133,9 @@ class FinetuneConfig:
     time_offset: video time of timestamp 0 (a keyframe at timestamp ts is taken ts -
     time_offset seconds into the video; 900 for the 15-minute AVA cuts, as in extraction).
     num_threads: torch CPU threads (0: torch's default).
+    freeze_bn: keep BatchNorm statistics fixed (True), update them from every micro-batch
+    (False), or None (default): freeze them when a micro-batch (the clips of one forward
+    pass of one rank) has fewer than BN_MIN_CLIPS clips (`resolve_freeze_bn`).
     backbone_weights: initial I3D weights (piergiaj rgb_imagenet.pt, a previous fine-tuning
     checkpoint, or "none" for random init). See the module docstring for the rest.
     """
@@ -138,7 +164,7 @@ class FinetuneConfig:
     min_visible: float = 0.5
     projection_dim: int = 256
     dropout: float = 0.5
-    freeze_bn: bool = False
+    freeze_bn: bool | None = None
     loss: str = "bce"
     focal_gamma: float = 2.0
     focal_alpha: float | None = None
@@ -624,17 +650,23 @@ def finetune_backbone(config: FinetuneConfig, resume: bool = False, progress: bo
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     micro = math.ceil(config.batch / (world * config.accumulate))
+    freeze_bn, bn_reason = resolve_freeze_bn(config.freeze_bn, micro)
     dataset = ClipStream(keyframes, sources, config, rank, world)
     batches = _batches(dataset, micro, config.num_workers, epoch)
     metrics_file = open(out_dir / "metrics.jsonl", "a") if rank == 0 else None
     if rank == 0:
         (out_dir / "config.json").write_text(json.dumps(
             {**dataclasses.asdict(config), "world_size": world, "micro_batch": micro,
-             "initial_weights": meta}, indent=2, sort_keys=True, default=str))
+             "freeze_bn_applied": freeze_bn, "freeze_bn_reason": bn_reason,
+             "initial_weights": meta}, indent=2,
+            sort_keys=True, default=str))
         log.info("fine-tuning on %d keyframes (%d chunks) of %d videos; batch %d = %d ranks x "
                  "%d accumulation x %d clips", len(keyframes), len(dataset.chunks),
                  len(set(k.video_id for k in keyframes)), micro * world * config.accumulate,
                  world, config.accumulate, micro)
+        log.info("BatchNorm statistics %s", bn_reason)
+        if progress:
+            tqdm.write(f"finetune-backbone: BatchNorm statistics {bn_reason}", file=sys.stderr)
 
     def save(val=None):
         if rank != 0:
@@ -662,7 +694,7 @@ def finetune_backbone(config: FinetuneConfig, resume: bool = False, progress: bo
                disable=not progress or rank != 0, dynamic_ncols=True)
     window = {"loss": 0.0, "clips": 0, "persons": 0, "n": 0, "t": time.time()}
     current_epoch = epoch
-    set_train_mode(model, True, config.freeze_bn)
+    set_train_mode(model, True, freeze_bn)
     try:
         while step < config.steps:
             optimizer.zero_grad(set_to_none=True)
@@ -704,7 +736,7 @@ def finetune_backbone(config: FinetuneConfig, resume: bool = False, progress: bo
                 result = run_validation()
                 last_val = result if result is not None else last_val
                 validated = True
-                set_train_mode(model, True, config.freeze_bn)
+                set_train_mode(model, True, freeze_bn)
             if step % config.checkpoint_every == 0 or step == config.steps or validated:
                 save(last_val)
     finally:
