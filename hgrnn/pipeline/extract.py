@@ -13,6 +13,8 @@ Per video (one sequential decoding pass, `hgrnn.pipeline.video.iter_clips`):
   clip feat   fmap averaged over time and space                             (B, 1024)
   person feat fmap averaged over time, RoIAlign of each box (normalised xyxy scaled to the
               map, 7x7 samples), spatial max                                 (P, 1024)
+              (--person-layer mixed_4f: from Mixed_4f, then the last I3D blocks on each
+              box's region; `hgrnn.pipeline.person_layer`)
   projection  a fine-tuned checkpoint's Linear(1024, 256) on both (unless projection=False)
   persons     gt: --annotations rows merged into one person per box (multi-hot labels over
               --label-map, `ava.group_persons`); det: --detections CSV boxes or torchvision
@@ -58,9 +60,11 @@ from hgrnn.console import progress_bar
 from hgrnn.data.ava import group_persons, load_label_map, read_annotations, read_results
 from hgrnn.data.store import PersonSet, StoreError, StoreWriter, open_h5, read_info, video_names
 from hgrnn.data.store_merge import merge_stores
-from hgrnn.pipeline.i3d import load_backbone, normalize_frames, person_features, sha256_file
+from hgrnn.pipeline.i3d import load_backbone, normalize_frames, sha256_file
 from hgrnn.pipeline.keyframes import (clip_span_warning, describe_outside, offset_hint,
                                       split_keyframes)
+from hgrnn.pipeline.person_layer import (backbone_maps, check_layer, layer_of,
+                                         pooled_person_features)
 from hgrnn.pipeline.video import VideoError, find_frame_folders, find_videos, iter_clips, probe
 
 DETECTORS = ("faster-rcnn",)
@@ -94,6 +98,7 @@ class ExtractConfig:
     det_threshold: float = 0.5
     max_persons: int = 30
     det_short_side: int = 800
+    person_layer: str = "mixed_5c"
     projection: bool = True
     clip_frames: int = 32
     frame_stride: int = 1
@@ -120,6 +125,7 @@ class ExtractConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.workers < 0:
             raise ValueError(f"--workers must be >= 0, got {self.workers}")
+        check_layer(self.person_layer)
 
 
 def shard_path(out, rank: int) -> str:
@@ -388,7 +394,8 @@ def _detect(detector, images, threshold: float, max_persons: int, device) -> lis
 
 # ----------------------------------------------------------------------------- features
 
-def _batch_features(backbone, projection, clips, sets, device, autocast):
+def _batch_features(backbone, projection, clips, sets, device, autocast,
+                    person_layer="mixed_5c"):
     """Clip and person features of one batch.
 
     clips: uint8 (B, T, H, W, 3); sets: person dicts (key "boxes" (n_i, 4) normalised xyxy),
@@ -404,11 +411,12 @@ def _batch_features(backbone, projection, clips, sets, device, autocast):
     with torch.no_grad():
         x = normalize_frames(clips.to(device, non_blocking=True))     # (B, 3, T, H, W)
         with autocast:
-            fmap = backbone.extract_features(x)                       # (B, 1024, T', H', W')
-        fmap = fmap.float()
-        clip_feat = fmap.mean(dim=(2, 3, 4))                           # (B, 1024)
-        feats = person_features(fmap, torch.from_numpy(rois).to(device),
-                                image_size=x.shape[-2:])              # (P, 1024)
+            # Mixed_5c map, and the map person features come from (itself or Mixed_4f)
+            fmap, pmap = backbone_maps(backbone, x, person_layer)    # (B, 1024, T', H', W')
+            feats = pooled_person_features(backbone, pmap, torch.from_numpy(rois).to(device),
+                                           x.shape[-2:], person_layer)   # (P, 1024)
+        feats = feats.float()
+        clip_feat = fmap.float().mean(dim=(2, 3, 4))                   # (B, 1024)
         if projection is not None:
             clip_feat, feats = projection(clip_feat), projection(feats)   # (B, D), (P, D)
     feats = feats.float().cpu().numpy()
@@ -481,7 +489,10 @@ def _stage_config(cfg: ExtractConfig, backbone_meta: dict, detector_meta, featur
         backbone={k: backbone_meta.get(k) for k in ("kind", "path", "sha256", "feature_dim")},
         input_normalisation="rgb/127.5 - 1 ([-1, 1])", feature_dim=feature_dim,
         clip_pool="mean over T', H', W' of I3D Mixed_5c",
-        person_pool="mean over T', RoIAlign 7x7 (aligned, stride 32), max over 7x7",
+        person_pool=("mean over T', RoIAlign 7x7 (aligned, stride 32), max over 7x7"
+                     if cfg.person_layer == "mixed_5c" else
+                     "RoIAlign 14x14 (aligned, stride 16) of Mixed_4f per T' slice, "
+                     "MaxPool3d_5a + Mixed_5b + Mixed_5c, mean over T'', max over 7x7"),
         detector_meta=detector_meta)
     return config
 
@@ -490,7 +501,7 @@ def _stage_config(cfg: ExtractConfig, backbone_meta: dict, detector_meta, featur
 # would mix two kinds of features in one store without any trace, so it is refused.
 FEATURE_FIELDS = ("fps", "time_offset", "clip_frames", "frame_stride", "short_side",
                   "projection", "feature_dim", "detector", "det_threshold", "max_persons",
-                  "det_short_side")
+                  "det_short_side", "person_layer")
 
 
 def _check_resume_settings(paths, stage: dict) -> None:
@@ -503,6 +514,7 @@ def _check_resume_settings(paths, stage: dict) -> None:
             old = read_info(f, path).configs.get("extract")
         if not old:
             continue
+        old = {"person_layer": "mixed_5c", **old}        # stores from before the option
         changed = [f"{k} {old.get(k)!r} -> {stage.get(k)!r}" for k in FEATURE_FIELDS
                    if old.get(k) != stage.get(k)]
         old_sha = (old.get("backbone") or {}).get("sha256")
@@ -529,6 +541,11 @@ def _device_for(pref: str, dist: "_Dist", cuda_available: bool) -> torch.device:
 def _load_models(cfg: ExtractConfig, device):
     """(backbone, projection or None, feature_dim, detector or None, stage config)."""
     backbone, projection, bmeta = load_backbone(cfg.backbone_weights, device)
+    if bmeta["kind"] == "finetune" and layer_of(bmeta.get("config")) != cfg.person_layer:
+        raise ValueError(f"{cfg.backbone_weights}: was fine-tuned with person features from "
+                         f"{layer_of(bmeta.get('config'))}, not {cfg.person_layer}; pass "
+                         f"--person-layer {layer_of(bmeta.get('config'))} (the features must be "
+                         f"pooled the way the checkpoint was trained)")
     if not cfg.projection:
         projection = None
     feature_dim = projection.out_features if projection is not None else 1024
@@ -603,7 +620,8 @@ def extract_features(cfg: ExtractConfig) -> dict:
                 else:
                     det_sets = None
                 clip_feat, split = _batch_features(backbone, projection, clips,
-                                                   gt_sets + (det_sets or []), device, autocast)
+                                                   gt_sets + (det_sets or []), device, autocast,
+                                                   cfg.person_layer)
                 run.add_batch(vid, ts, clip_feat, gt_sets, det_sets, split)
             elif kind == "done":
                 run.write_video(vid, stats=message[2], with_gt=gt is not None)

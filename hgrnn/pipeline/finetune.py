@@ -4,7 +4,8 @@ This is the paper's feature training stage (and the vanilla "I3D head" baseline 
 
     clip (B, 3, T, H, W) in [-1, 1]
       -> InceptionI3d.extract_features           (B, 1024, T/8, H/32, W/32)
-      -> person_features (time mean, RoIAlign 7x7 of each gt box, spatial max)  (P, 1024)
+      -> person features of each gt box at person_layer (`hgrnn.pipeline.person_layer`;
+         mixed_5c: time mean, RoIAlign 7x7, spatial max)                 (P, 1024)
       -> projection Linear(1024, 256)            (P, 256)   <- the features extraction stores
       -> dropout -> classifier Linear(256, K)    (P, K) logits, one sigmoid per class
 
@@ -88,7 +89,8 @@ from hgrnn.data.ava import (AvaRows, group_persons, load_label_map, read_annotat
                             read_exclusions)
 from hgrnn.losses import sigmoid_focal_loss
 from hgrnn.pipeline.i3d import (FEATURE_DIM, FINETUNE_FORMAT, FINETUNE_VERSION, InceptionI3d,
-                                load_backbone, normalize_frames, person_features)
+                                load_backbone, normalize_frames)
+from hgrnn.pipeline.person_layer import backbone_maps, layer_of, pooled_person_features
 from hgrnn.pipeline.video import VideoError, find_frame_folders, find_videos, iter_clips
 
 log = logging.getLogger(__name__)
@@ -133,6 +135,8 @@ class FinetuneConfig:
     time_offset: video time of timestamp 0 (a keyframe at timestamp ts is taken ts -
     time_offset seconds into the video; 900 for the 15-minute AVA cuts, as in extraction).
     num_threads: torch CPU threads (0: torch's default).
+    person_layer: the I3D layer person features are pooled from, "mixed_5c" (default) or
+    "mixed_4f" (`hgrnn.pipeline.person_layer`); extract-features must use the same.
     freeze_bn: keep BatchNorm statistics fixed (True), update them from every micro-batch
     (False), or None (default): freeze them when a micro-batch (the clips of one forward
     pass of one rank) has fewer than BN_MIN_CLIPS clips (`resolve_freeze_bn`).
@@ -164,6 +168,7 @@ class FinetuneConfig:
     min_visible: float = 0.5
     projection_dim: int = 256
     dropout: float = 0.5
+    person_layer: str = "mixed_5c"
     freeze_bn: bool | None = None
     loss: str = "bce"
     focal_gamma: float = 2.0
@@ -187,6 +192,8 @@ class FinetuneConfig:
                              "folders)")
         if self.frames is not None and not self.fps:
             raise ValueError("--frames needs --fps (the frame rate the JPEGs were extracted at)")
+        from hgrnn.pipeline.person_layer import check_layer
+        check_layer(self.person_layer)
         if self.loss not in ("bce", "focal"):
             raise ValueError(f"--loss must be 'bce' or 'focal', got {self.loss!r}")
         for name in ("steps", "batch", "accumulate", "clip_frames", "frame_stride",
@@ -415,17 +422,21 @@ class PersonActionModel(nn.Module):
     stores)."""
 
     def __init__(self, backbone: InceptionI3d, num_classes: int, projection_dim: int = 256,
-                 dropout: float = 0.5, projection: nn.Linear | None = None):
+                 dropout: float = 0.5, projection: nn.Linear | None = None,
+                 person_layer: str = "mixed_5c"):
         super().__init__()
         self.backbone = backbone
+        self.person_layer = person_layer
         self.backbone.logits.requires_grad_(False)   # Kinetics classifier: unused
         self.projection = projection if projection is not None else nn.Linear(FEATURE_DIM, projection_dim)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(self.projection.out_features, num_classes)
 
     def features(self, clips: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
-        fmap = self.backbone.extract_features(clips)                      # (B, 1024, T', H', W')
-        pooled = person_features(fmap, rois, clips.shape[-2:])            # (P, 1024) float32
+        # the map of the person layer (Mixed_5c, or Mixed_4f then 5a/5b/5c per region)
+        _, pmap = backbone_maps(self.backbone, clips, self.person_layer, clip_map=False)
+        pooled = pooled_person_features(self.backbone, pmap, rois, clips.shape[-2:],
+                                        self.person_layer)                 # (P, 1024) float32
         return self.projection(pooled.to(self.projection.weight.dtype))   # (P, D)
 
     def forward(self, clips: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
@@ -608,10 +619,15 @@ def finetune_backbone(config: FinetuneConfig, resume: bool = False, progress: bo
 
     torch.manual_seed(config.seed + rank)
     backbone, projection, meta = load_backbone(config.backbone_weights, device="cpu")
+    if meta["kind"] == "finetune" and layer_of(meta.get("config")) != config.person_layer:
+        raise FinetuneError(f"{config.backbone_weights}: was fine-tuned with person layer "
+                            f"{layer_of(meta.get('config'))}, this run uses "
+                            f"{config.person_layer}; pass --person-layer "
+                            f"{layer_of(meta.get('config'))} or start from other weights")
     model = PersonActionModel(backbone, len(label_map), config.projection_dim, config.dropout,
                               projection=projection if (projection is not None and
                                                         projection.out_features == config.projection_dim)
-                              else None).to(device)
+                              else None, person_layer=config.person_layer).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_halve_every, gamma=0.5)
@@ -621,8 +637,10 @@ def finetune_backbone(config: FinetuneConfig, resume: bool = False, progress: bo
     if resume and state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         saved = json.loads(state["config"])
-        for key in ("clip_frames", "frame_stride", "projection_dim", "label_map", "loss"):
-            if saved.get(key) != getattr(config, key):
+        for key in ("clip_frames", "frame_stride", "projection_dim", "label_map", "loss",
+                    "person_layer"):
+            if saved.get(key, layer_of({}) if key == "person_layer" else None) != \
+                    getattr(config, key):
                 raise FinetuneError(f"{state_path}: was trained with {key}={saved.get(key)!r}, "
                                     f"now {getattr(config, key)!r}; use another out_dir")
         model.load_state_dict(state["model"])
