@@ -91,7 +91,7 @@ def store(inputs, weights, tmp_path_factory):
     out = tmp_path_factory.mktemp("out") / "store.h5"
     result = run(["--out", out, "--videos", inputs / "videos", "--annotations", inputs / "gt.csv",
                   "--detections", inputs / "det.csv", "--backbone-weights", weights,
-                  "--json", out.with_suffix(".json")] + SMALL,
+                  "--json", out.with_suffix(".json"), "--det-threshold", "0.5"] + SMALL,
                  expect=1)                                     # two videos failed
     return out, result
 
@@ -374,3 +374,60 @@ def test_keyframes_outside_a_video_are_skipped_and_reported(tmp_path, inputs, we
     with h5py.File(out, "r") as f:
         assert f["videos/vidA/timestamps"][:].tolist() == [1, 2]
     assert "skipped 2 keyframes outside their video in 1 video(s): vidA (2)" in result.output
+
+
+def test_keyframes_are_the_union_of_annotated_and_detected_and_exclusions_are_stored(
+        tmp_path, inputs, weights):
+    """A detected keyframe without ground truth is extracted (its detections are false
+    positives the official evaluation counts); the summary says where keyframes came from;
+    the --exclusions file goes into the store's config and `eval` applies it by default."""
+    import json
+
+    from hgrnn.data.windows import FeatureStore
+    from hgrnn.hgrnn_head.infer import evaluate_store
+    from hgrnn.hgrnn_head.model import HeadConfig
+    from hgrnn.hgrnn_head.train import TrainConfig, train_head
+    from hgrnn.pipeline.extract import union_keyframes
+
+    keyframes, origin = union_keyframes({"a": {1, 2}, "b": {5}}, {"a": {0, 1}, "c": {3}})
+    assert keyframes == {"a": [0, 1, 2], "b": [5], "c": [3]}
+    assert origin["a"] == {0: "detected only", 1: "annotated and detected", 2: "annotated only"}
+
+    (tmp_path / "gt.csv").write_text("\n".join(GT_ROWS[:6]) + "\n")     # vidA 1, 2; vidB 1
+    (tmp_path / "det.csv").write_text("vidA,0,0.1,0.1,0.5,0.9,,0.95\n"   # no ground truth
+                                      "vidA,1,0.05,0.1,0.45,0.9,,0.9\n"
+                                      "vidB,1,0.1,0.1,0.5,0.5,,0.85\n")
+    (tmp_path / "excl.csv").write_text("vidA,2\n")
+    out = tmp_path / "s.h5"
+    result = run(["--out", out, "--videos", inputs / "videos", "--annotations",
+                  tmp_path / "gt.csv", "--detections", tmp_path / "det.csv", "--exclusions",
+                  tmp_path / "excl.csv", "--backbone-weights", weights,
+                  "--json", tmp_path / "summary.json"] + SMALL)
+    assert "keyframes written: 2 annotated and detected, 1 detected only" in result.output
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["keyframe_origins"]["detected only"] == 1
+    store = FeatureStore(out, "det")
+    assert store.kf_time[store.video_kf_offsets[0]:store.video_kf_offsets[1]].tolist() == [0, 1]
+    entry = store.configs["extract"]["excluded_keyframes"]
+    assert entry["keyframes"] == [["vidA", 2]] and len(entry["sha256"]) == 64
+
+    run_dir = train_head(str(out), tmp_path / "run", HeadConfig(context=1, scene_hidden=4,
+                                                                graph_hidden=4),
+                         TrainConfig(steps=1, batch_size=2, device="cpu", val_every=0),
+                         progress=False)
+    by_default = evaluate_store(out, run_dir["checkpoint"], gt_csv=tmp_path / "gt.csv",
+                                out_dir=tmp_path / "ev", progress=False)
+    none = evaluate_store(out, run_dir["checkpoint"], gt_csv=tmp_path / "gt.csv",
+                          exclusions=set(), progress=False)
+    # vidA,2 holds two ground-truth actions: excluded by default, missed without exclusions
+    assert by_default.counts != none.counts
+    report = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert report["configs"]["eval"]["exclusions"]["keyframes"] == 1
+    assert "from the store" in report["configs"]["eval"]["exclusions"]["source"]
+
+
+def test_one_detection_threshold():
+    from hgrnn.pipeline.extract import DEFAULT_DET_THRESHOLD, ExtractConfig
+
+    option = {p.name: p for p in main.commands["extract-features"].params}["det_threshold"]
+    assert option.default == DEFAULT_DET_THRESHOLD == ExtractConfig("o", "w").det_threshold == 0.8

@@ -214,11 +214,11 @@ def test_cli_defaults_are_the_dataclass_defaults():
     head, train = HeadConfig(), TrainConfig()
     assert d["variant"] == head.variant
     for name in ("context", "iterations", "scene_hidden", "graph_hidden", "h0", "empty_pool",
-                 "window_pad", "dropout"):
+                 "window_pad", "dropout", "graph_pool"):
         assert d[name] == getattr(head, name), name
     for name in ("steps", "batch_size", "lr", "focal_gamma", "focal_alpha", "seed", "device",
                  "val_every", "box_source", "checkpoint_every", "log_every", "num_workers",
-                 "num_threads"):
+                 "num_threads", "context_boxes"):
         assert d[name] == getattr(train, name), name
     import inspect
 
@@ -226,7 +226,7 @@ def test_cli_defaults_are_the_dataclass_defaults():
     e = defaults("eval")
     kw = inspect.signature(evaluate_store).parameters
     assert e["nms_iou"] == DEFAULT_NMS_IOU == kw["nms_iou"].default
-    for name in ("min_score", "num_threads", "protocol", "device"):
+    for name in ("min_score", "num_threads", "protocol", "device", "nms"):
         assert e[name] == kw[name].default, name
 
 

@@ -139,11 +139,14 @@ def _evaluate_against_store(store, results_csv, label_map, exclusions, protocol,
                    "(paper Table 4: GT 25.2 vs detected 20.9 mAP).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Write results.csv (AVA format), metrics.json and per_class_ap.png here.")
+@click.option("--nms/--no-nms", default=None,
+              help="Class-specific NMS per keyframe. Default: on for detections, off with "
+                   "--gt-boxes (ground-truth boxes have no duplicates: NMS could only drop a "
+                   "true positive where two people's boxes overlap). metrics.json records it.")
 @click.option("--nms-iou", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-              help="Class-specific NMS per keyframe: drop a box overlapping a higher-scored "
-                   "box of the same class above this IoU. 0.5 is the metric's own matching "
-                   "IoU, so a suppressed box could only have been a false positive on the "
-                   "same person; 1 disables NMS.")
+              help="NMS drops a box overlapping a higher-scored box of the same class above "
+                   "this IoU. 0.5 is the metric's own matching IoU, so a suppressed box could "
+                   "only have been a false positive on the same person; 1 disables NMS.")
 @click.option("--min-score", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Drop result rows scored below this (0 keeps every box x class, as AVA "
                    "result files usually do; e.g. 0.01 makes results.csv much smaller and can "
@@ -165,15 +168,15 @@ def _evaluate_against_store(store, results_csv, label_map, exclusions, protocol,
               show_default=True,
               help="Order of the bars in per_class_ap.png: by AP (classes without instances "
                    "last) or the label map's order.")
-def eval_cmd(store, checkpoint, gt_boxes, out_dir, nms_iou, min_score, gt_csv, exclusions, protocol,
-             device, num_threads, sort_classes, quiet):
+def eval_cmd(store, checkpoint, gt_boxes, out_dir, nms, nms_iou, min_score, gt_csv, exclusions,
+             protocol, device, num_threads, sort_classes, quiet):
     """Score every keyframe of a store with a trained head and print the frame-mAP.
 
-    Score of a (box, class) = action probability x person confidence, then class-specific
-    NMS per keyframe; keyframes without persons produce no rows. Prints the per-class AP
-    table and the mAP (official AVA frame-mAP at IoU 0.5). A store without ground truth
-    (e.g. the features.h5 of `hgrnn predict`) and no --gt-csv: results.csv is written and
-    there is nothing to score (exit status 0).
+    Score of a (box, class) = action probability x person confidence, then (detections
+    only, unless --nms/--no-nms) class-specific NMS per keyframe; keyframes without persons
+    produce no rows. Prints the per-class AP table and the mAP (official AVA frame-mAP at
+    IoU 0.5). A store without ground truth (e.g. the features.h5 of `hgrnn predict`) and no
+    --gt-csv: results.csv is written and there is nothing to score (exit status 0).
 
     \b
     Examples:
@@ -186,7 +189,8 @@ def eval_cmd(store, checkpoint, gt_boxes, out_dir, nms_iou, min_score, gt_csv, e
 
     try:
         result = evaluate_store(store, checkpoint, gt_boxes=gt_boxes, out_dir=out_dir,
-                                nms_iou=nms_iou, gt_csv=gt_csv, exclusions=exclusions,
+                                nms=nms, nms_iou=nms_iou, gt_csv=gt_csv,
+                                exclusions=exclusions,
                                 protocol=protocol, progress=not quiet, device=device,
                                 min_score=min_score, num_threads=num_threads,
                                 sort_classes=sort_classes)

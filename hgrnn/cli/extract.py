@@ -15,7 +15,9 @@ from hgrnn.cli.options import device_option, extraction_options, video_source_op
 @click.option("--label-map", default="ava-v2.1", show_default=True,
               help="Label map file (.pbtxt / 'id name' text) or ava-v2.1 | ava-v2.2 | ava-v2.2-2019.")
 @click.option("--exclusions", type=click.Path(exists=True, dir_okay=False),
-              help="AVA excluded-timestamps CSV (rows of those keyframes are dropped).")
+              help="AVA excluded-timestamps CSV: rows of those keyframes are dropped, and "
+                   "the file's keyframes are stored in the store's config so that `hgrnn eval` "
+                   "excludes them by default.")
 @extraction_options
 @device_option
 @click.option("--allow-failures", is_flag=True,

@@ -38,6 +38,11 @@ import click
                    "edge keyframe, or a zero clip feature without persons.")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0,
               show_default=True, help="Dropout on person features and before the classifier.")
+@click.option("--graph-pool", type=click.Choice(["all", "others"]), default="all",
+              show_default=True,
+              help="What the graph RNN's message max-pools over: all persons of the keyframe "
+                   "(the paper's 'maxpool over all nodes', the person itself included) or the "
+                   "others only (zeros for a person alone).")
 @click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Training steps (paper: 1000).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=50, show_default=True,
@@ -61,6 +66,11 @@ import click
                    "the whole val store, about as long as `hgrnn eval --gt-boxes`.")
 @click.option("--box-source", type=click.Choice(["gt", "det"]), default="gt", show_default=True,
               help="Persons to train on (paper: ground-truth boxes).")
+@click.option("--context-boxes", type=click.Choice(["gt", "det"]), default="gt",
+              show_default=True,
+              help="Persons the scene RNN pools in the context keyframes (all window slots but "
+                   "the centre, whose persons stay --box-source): gt (the paper's reading) or "
+                   "the store's detections, as at inference.")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=100, show_default=True,
               help="Rewrite RUN_DIR/last.pt every N steps (and at the end).")
 @click.option("--log-every", type=click.IntRange(min=1), default=10, show_default=True,
@@ -78,9 +88,10 @@ import click
                    "settings; --steps may be larger to extend a finished run).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def train_head_cmd(store, out_dir, variant, context, iterations, scene_hidden, graph_hidden, h0,
-                   empty_pool, window_pad, dropout, steps, batch_size, lr, focal_gamma,
-                   focal_alpha, seed, device, val_store, val_every, box_source, checkpoint_every,
-                   log_every, num_workers, num_threads, resume, quiet):
+                   empty_pool, window_pad, dropout, graph_pool, steps, batch_size, lr,
+                   focal_gamma, focal_alpha, seed, device, val_store, val_every, box_source,
+                   context_boxes, checkpoint_every, log_every, num_workers, num_threads, resume,
+                   quiet):
     """Train the HGRNN head on a feature store.
 
     Defaults are the paper's: Adam, constant lr 1e-4, 1000 steps of 50 keyframes, random
@@ -101,10 +112,12 @@ def train_head_cmd(store, out_dir, variant, context, iterations, scene_hidden, g
     try:
         head = HeadConfig(variant=variant, context=context, iterations=iterations,
                           scene_hidden=scene_hidden, graph_hidden=graph_hidden, h0=h0,
-                          empty_pool=empty_pool, window_pad=window_pad, dropout=dropout)
+                          empty_pool=empty_pool, window_pad=window_pad, dropout=dropout,
+                          graph_pool=graph_pool)
         train = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
                             focal_gamma=focal_gamma, focal_alpha=focal_alpha,
                             val_every=val_every, box_source=box_source,
+                            context_boxes=context_boxes,
                             num_workers=num_workers, checkpoint_every=checkpoint_every,
                             log_every=log_every, num_threads=num_threads)
         out = train_head(store, out_dir, head, train, val_store=val_store, resume=resume,

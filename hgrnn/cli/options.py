@@ -2,6 +2,8 @@
 
 import click
 
+from hgrnn.pipeline.defaults import DEFAULT_DET_THRESHOLD
+
 
 def parse_keyframes(ctx, param, value):
     if value is None:
@@ -62,8 +64,9 @@ person_layer_option = click.option(
 _EXTRACTION_OPTIONS = [
     click.option("--keyframes", callback=parse_keyframes, metavar="START:END",
                  help="Keyframe timestamps START..END (inclusive, 1 s apart), e.g. 902:1798 for AVA. "
-                      "Default: the --annotations keyframes, else the --detections keyframes, "
-                      "else every second of the video."),
+                      "Default: the union of the --annotations and --detections keyframes (a "
+                      "detected keyframe without ground truth is scored too, as the official "
+                      "evaluation scores it), else every second of the video."),
     click.option("--detections", type=click.Path(exists=True, dir_okay=False),
                  help="Person boxes for the 'det' source: AVA-format CSV "
                       "video,ts,x1,y1,x2,y2,action(empty|-1),score."),
@@ -73,8 +76,11 @@ _EXTRACTION_OPTIONS = [
     click.option("--detector-weights", default="default", show_default=True,
                  help="Faster R-CNN state dict file, 'default' (torchvision's COCO weights; "
                       "downloaded once, needs a network) or 'none' (random, tests only)."),
-    click.option("--det-threshold", type=float, default=0.5, show_default=True,
-                 help="Keep person boxes scoring at least this (both --detections and --detector)."),
+    click.option("--det-threshold", type=float, default=DEFAULT_DET_THRESHOLD, show_default=True,
+                 help="Keep person boxes scoring at least this (both --detections and "
+                      "--detector). 0.8: PySlowFast's AVA configs use it on the same person-box "
+                      "files, and the head max-pools every kept box whatever its confidence "
+                      "(docs/method.md)."),
     click.option("--max-persons", type=int, default=30, show_default=True,
                  help="Keep at most this many highest-scoring person boxes per keyframe."),
     click.option("--det-short-side", type=int, default=800, show_default=True,

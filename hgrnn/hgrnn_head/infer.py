@@ -187,6 +187,16 @@ def store_ground_truth(fs):
                                person_ids=cat["pid"])
 
 
+def stored_exclusions(fs) -> tuple[set | None, str | None]:
+    """The excluded keyframes `extract-features --exclusions` recorded in the store's extract
+    config -> ({(video_id, timestamp)}, "PATH (sha256 ...)") or (None, None)."""
+    entry = (fs.configs.get("extract") or {}).get("excluded_keyframes")
+    if not entry:
+        return None, None
+    keys = {(str(v), int(t)) for v, t in entry["keyframes"]}
+    return keys, f"{entry['path']} (sha256 {str(entry['sha256'])[:12]}, from the store)"
+
+
 def evaluate_model(model, fs, device="cpu", gt=None, nms_iou=DEFAULT_NMS_IOU,
                    exclusions=None, protocol="ava-2018", progress=False, nms=None):
     """Frame-mAP of `model` on FeatureStore `fs` (its box source) against `gt` (AvaRows;
@@ -211,7 +221,9 @@ def evaluate_store(store, checkpoint, gt_boxes=False, out_dir=None, nms_iou=DEFA
     out_dir: when given, writes results.csv (AVA format), metrics.json (EvalResult.to_dict()
         plus "configs": head, train and eval settings) and per_class_ap.png.
     gt_csv / exclusions: AVA ground-truth CSV and excluded-timestamps CSV (or a set of
-        (video_id, timestamp)); default ground truth: the store's own gt persons.
+        (video_id, timestamp)); default ground truth: the store's own gt persons, default
+        exclusions: those `extract-features --exclusions` recorded in the store (none when
+        it had none).
     min_score: drop result rows scored below it (default 0: every box x class is kept, as
         AVA result files usually are; see ``predict_store``).
     num_threads: torch CPU threads while scoring (0: torch's default; 1, the default, for
@@ -231,8 +243,14 @@ def evaluate_store(store, checkpoint, gt_boxes=False, out_dir=None, nms_iou=DEFA
     device = resolve_device(device)
     model = model_from_checkpoint(ckpt, device)
 
+    exclusions_source = None
     if isinstance(exclusions, (str, os.PathLike)):
+        exclusions_source = str(exclusions)
         exclusions = read_exclusions(exclusions)
+    elif exclusions is None:
+        exclusions, exclusions_source = stored_exclusions(fs)
+    elif exclusions is not None:
+        exclusions_source = "given as a set"
     if gt_csv is not None:
         gt = read_annotations(gt_csv, fs.label_map)
     else:
@@ -263,7 +281,8 @@ def evaluate_store(store, checkpoint, gt_boxes=False, out_dir=None, nms_iou=DEFA
                      "nms_iou": nms_iou if nms else None, "min_score": min_score,
                      "protocol": protocol,
                      "gt": str(gt_csv) if gt_csv is not None else f"{fs.path} (gt persons)",
-                     "exclusions": None if exclusions is None else len(exclusions),
+                     "exclusions": None if exclusions is None else
+                     {"keyframes": len(exclusions), "source": exclusions_source},
                      "result_rows": len(results)},
         }
         (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")

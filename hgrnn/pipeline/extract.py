@@ -2,9 +2,12 @@
 
 Per video (one sequential decoding pass, `hgrnn.pipeline.video.iter_clips`):
 
-  keyframes   --keyframes START:END, else the keyframes of --annotations, else those of
-              --detections, else every whole second of the video. A keyframe timestamp ts
-              (integer seconds, as in AVA CSVs) is video time ts - time_offset.
+  keyframes   --keyframes START:END, else the union of the keyframes of --annotations and
+              of --detections (a keyframe with detections but no ground truth is scored
+              like any other by the official evaluation: its detections are its false
+              positives), else every whole second of the video. The run summary counts
+              where the keyframes came from. A keyframe timestamp ts (integer seconds, as in
+              AVA CSVs) is video time ts - time_offset.
   clip        clip_frames frames at frame_stride centred on the keyframe, short side resized
               to short_side (aspect kept, whole frame, no crop), RGB scaled to [-1, 1] (what
               the piergiaj I3D port / Kinetics weights expect); past the video's start/end
@@ -61,6 +64,7 @@ from hgrnn.data.ava import group_persons, load_label_map, read_annotations, read
 from hgrnn.data.store import PersonSet, StoreError, StoreWriter, open_h5, read_info, video_names
 from hgrnn.data.store_merge import merge_stores
 from hgrnn.pipeline.i3d import load_backbone, normalize_frames, sha256_file
+from hgrnn.pipeline.defaults import DEFAULT_DET_THRESHOLD
 from hgrnn.pipeline.keyframes import (clip_span_warning, describe_outside, offset_hint,
                                       split_keyframes)
 from hgrnn.pipeline.person_layer import (backbone_maps, check_layer, layer_of,
@@ -68,6 +72,7 @@ from hgrnn.pipeline.person_layer import (backbone_maps, check_layer, layer_of,
 from hgrnn.pipeline.video import VideoError, find_frame_folders, find_videos, iter_clips, probe
 
 DETECTORS = ("faster-rcnn",)
+
 #: ExtractConfig fields that do not change the features (left out of the stored config).
 RUN_ONLY_FIELDS = ("out", "workers", "device", "batch_size", "progress", "videos", "frames")
 
@@ -95,7 +100,7 @@ class ExtractConfig:
     detections: str | None = None
     detector: str | None = None
     detector_weights: str = "default"
-    det_threshold: float = 0.5
+    det_threshold: float = DEFAULT_DET_THRESHOLD
     max_persons: int = 30
     det_short_side: int = 800
     person_layer: str = "mixed_5c"
@@ -207,6 +212,27 @@ class _Plan:
     video_id: str
     path: str
     timestamps: list | None          # None: every second, decided when the video is open
+    origin: dict | str | None = None  # timestamp -> its origin (KEYFRAME_ORIGINS), or one
+                                      # origin for all; None: every second
+
+
+#: where a video's keyframes come from, as counted in the run summary
+KEYFRAME_ORIGINS = ("annotated and detected", "annotated only", "detected only",
+                    "--keyframes", "every second")
+
+
+def union_keyframes(annotated: dict, detected: dict) -> tuple[dict, dict]:
+    """{video: set of timestamps} of the annotations and of the detections -> ({video:
+    sorted union}, {video: {timestamp: origin}}) with origins "annotated and detected",
+    "annotated only", "detected only"."""
+    keyframes, origin = {}, {}
+    for vid in sorted(set(annotated) | set(detected)):
+        a, d = annotated.get(vid, set()), detected.get(vid, set())
+        keyframes[vid] = sorted(a | d)
+        origin[vid] = {t: ("annotated and detected" if t in a and t in d else
+                           "annotated only" if t in a else "detected only")
+                       for t in keyframes[vid]}
+    return keyframes, origin
 
 
 def _read_inputs(cfg: ExtractConfig, label_map):
@@ -220,7 +246,8 @@ def _read_inputs(cfg: ExtractConfig, label_map):
         folder, kind = cfg.frames, "frame folder"
     gt = det = None
     outside = {}                        # rows whose action the label map does not hold
-    keyframes_of: dict = {}
+    annotated: dict = {}
+    detected: dict = {}
     if cfg.annotations:
         # the label map checks action ids as eval-csv does (an id that is no AVA action
         # and not in the map: FILE:LINE error); rows of other AVA actions keep their person
@@ -233,21 +260,19 @@ def _read_inputs(cfg: ExtractConfig, label_map):
                              "every row excluded): nothing to extract")
         gt = _persons_by_keyframe(group_persons(rows, label_map))
         for vid, by_ts in gt.items():
-            keyframes_of.setdefault(vid, set()).update(by_ts)
+            annotated.setdefault(vid, set()).update(by_ts)
         if rows.empty_video_ids is not None:          # annotated keyframes without persons
             for vid, ts in zip(rows.empty_video_ids, rows.empty_timestamps):
-                keyframes_of.setdefault(str(vid), set()).add(int(ts))
+                annotated.setdefault(str(vid), set()).add(int(ts))
     if cfg.detections:
         rows = read_results(cfg.detections, label_map, cfg.exclusions, progress=False,
                             keep_outside_map=True)
         outside["detections"] = rows.skipped.get("action not in label map (kept)", 0)
         det = _persons_by_keyframe(group_persons(rows, label_map), cfg.det_threshold,
                                    cfg.max_persons)
-        if not cfg.annotations:
-            by_vid: dict = {}
-            for vid, ts in zip(rows.video_ids, rows.timestamps):   # also keyframes < threshold
-                by_vid.setdefault(str(vid), set()).add(int(ts))
-            keyframes_of = by_vid
+        for vid, ts in zip(rows.video_ids, rows.timestamps):      # also keyframes < threshold
+            detected.setdefault(str(vid), set()).add(int(ts))
+    keyframes_of, origin_of = union_keyframes(annotated, detected)
     if cfg.annotations or cfg.detections:
         wanted = sorted(keyframes_of)
     else:
@@ -260,11 +285,12 @@ def _read_inputs(cfg: ExtractConfig, label_map):
             continue
         if cfg.keyframes is not None:
             timestamps = list(range(cfg.keyframes[0], cfg.keyframes[1] + 1))
+            origin = "--keyframes"
         elif vid in keyframes_of:
-            timestamps = sorted(keyframes_of[vid])
+            timestamps, origin = keyframes_of[vid], origin_of[vid]
         else:
-            timestamps = None
-        plans.append(_Plan(vid, str(found[vid]), timestamps))
+            timestamps, origin = None, None
+        plans.append(_Plan(vid, str(found[vid]), timestamps, origin))
     return plans, missing, gt, det, outside
 
 
@@ -493,8 +519,22 @@ def _stage_config(cfg: ExtractConfig, backbone_meta: dict, detector_meta, featur
                      if cfg.person_layer == "mixed_5c" else
                      "RoIAlign 14x14 (aligned, stride 16) of Mixed_4f per T' slice, "
                      "MaxPool3d_5a + Mixed_5b + Mixed_5c, mean over T'', max over 7x7"),
-        detector_meta=detector_meta)
+        detector_meta=detector_meta,
+        excluded_keyframes=_exclusions_entry(cfg.exclusions))
     return config
+
+
+def _exclusions_entry(path) -> dict | None:
+    """The --exclusions file as stored in the extract config: {"path", "sha256", "keyframes":
+    sorted [[video_id, timestamp], ...]}, so that `eval` applies the same exclusions by
+    default (`hgrnn.hgrnn_head.infer.stored_exclusions`); None without one."""
+    if not path:
+        return None
+    from hgrnn.data.ava import read_exclusions
+    from hgrnn.pipeline.i3d import sha256_file
+
+    return {"path": str(path), "sha256": sha256_file(path),
+            "keyframes": [[v, int(t)] for v, t in sorted(read_exclusions(path))]}
 
 
 # Settings that change what the features of a video are: resuming a store with other values
@@ -559,7 +599,8 @@ def _load_models(cfg: ExtractConfig, device):
 
 def extract_features(cfg: ExtractConfig) -> dict:
     """Run the extraction stage (see the module docstring). Returns a summary dict: written,
-    skipped (already complete), failed {video_id: reason}, keyframes, persons {gt, det},
+    skipped (already complete), failed {video_id: reason}, keyframes, keyframe_origins
+    {origin: keyframes of the written videos} (KEYFRAME_ORIGINS), persons {gt, det},
     decoded_frames, needed_frames, seconds, out. Under torchrun every rank returns the
     summary of all ranks."""
     cfg.validate()
@@ -653,7 +694,8 @@ class _Run:
         self.notes: set = set()
         self.counts = {"written": 0, "failed": self.failed, "keyframes": 0,
                        "persons": {"gt": 0, "det": 0}, "decoded_frames": 0, "needed_frames": 0,
-                       "outside": self.outside}
+                       "outside": self.outside,
+                       "keyframe_origins": dict.fromkeys(KEYFRAME_ORIGINS, 0)}
         total = sum(len(p.timestamps) for p in plans if p.timestamps is not None)
         self.bar = progress_bar(total=total, unit="kf",
                         desc="extract" if not dist.active else f"extract rank 0/{dist.world}",
@@ -720,6 +762,9 @@ class _Run:
         c["written"] += 1
         for name, p in ps.items():
             c["persons"][name] += len(p.boxes)
+        origin = self.plan_of[vid].origin or "every second"
+        for t in st["ts"]:              # the keyframes written (skipped ones are not)
+            c["keyframe_origins"][origin[t] if isinstance(origin, dict) else origin] += 1
         c["decoded_frames"] += stats.get("decoded_frames", 0)
         c["needed_frames"] += stats.get("converted_frames", 0)
         self.bar.set_postfix(done=c["written"], failed=len(self.failed), refresh=False)
@@ -759,6 +804,7 @@ def _summary(out, parts: list, skipped: int, seconds: float, ranks: int) -> dict
     """The run's summary from every rank's counts."""
     summary = {"out": str(out), "written": 0, "skipped": skipped,
                "failed": {}, "keyframes": 0, "persons": {"gt": 0, "det": 0},
+               "keyframe_origins": dict.fromkeys(KEYFRAME_ORIGINS, 0),
                "decoded_frames": 0, "needed_frames": 0, "outside": {},
                "seconds": seconds, "ranks": ranks, "rows_outside_label_map": {}}
     for part in parts:
@@ -768,6 +814,8 @@ def _summary(out, parts: list, skipped: int, seconds: float, ranks: int) -> dict
         summary["keyframes"] += part["keyframes"]
         for k in ("gt", "det"):
             summary["persons"][k] += part["persons"][k]
+        for k, n in part["keyframe_origins"].items():
+            summary["keyframe_origins"][k] += n
         summary["decoded_frames"] += part["decoded_frames"]
         summary["needed_frames"] += part["needed_frames"]
     return summary
@@ -782,6 +830,12 @@ def format_summary(summary: dict, failures_shown: bool = False) -> str:
              f"{s['persons']['det']} det persons), {s['skipped']} already complete, "
              f"{len(s['failed'])} failed, {s['seconds']:.1f} s"
              + (f" on {s['ranks']} ranks" if s.get("ranks", 1) > 1 else "")]
+    origins = {k: n for k, n in s.get("keyframe_origins", {}).items() if n}
+    if origins:
+        lines.append("  keyframes written: " + ", ".join(f"{n} {k}" for k, n in origins.items())
+                     + ("  (detected only: no ground truth there, their detections count as "
+                        "the official evaluation counts them)" if origins.get("detected only")
+                        else ""))
     if s["needed_frames"]:
         lines.append(f"  decoded {s['decoded_frames']} frames, {s['needed_frames']} of them used by clips "
                      f"({s['decoded_frames'] / s['needed_frames']:.3f}x)")
