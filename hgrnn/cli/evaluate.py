@@ -155,7 +155,8 @@ def _evaluate_against_store(store, results_csv, label_map, exclusions, protocol,
               help="AVA ground-truth CSV to evaluate against (default: the store's own "
                    "ground-truth persons).")
 @click.option("--exclusions", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="AVA excluded-timestamps CSV (e.g. ava_val_excluded_timestamps_v2.1.csv).")
+              help="AVA excluded-timestamps CSV (e.g. ava_val_excluded_timestamps_v2.1.csv). "
+                   "Default: the exclusions extract-features recorded in the store, if any.")
 @click.option("--protocol", type=click.Choice(["ava-2018", "ava-2019", "ava-2020"]),
               default="ava-2018", show_default=True,
               help="Evaluation protocol (ava-2018: the official v2.1 frame-mAP the paper uses).")
@@ -182,6 +183,8 @@ def eval_cmd(store, checkpoint, gt_boxes, out_dir, nms, nms_iou, min_score, gt_c
     Examples:
       hgrnn eval --store val.h5 --checkpoint runs/hgrnn --out runs/hgrnn/eval-det
       hgrnn eval --store val.h5 --checkpoint runs/hgrnn/last.pt --gt-boxes
+      hgrnn eval --store ava_val_v2.1.h5 --checkpoint runs/hgrnn --gt-csv ava_val_v2.1.csv \\
+        --exclusions ava_val_excluded_timestamps_v2.1.csv
     """
     from hgrnn.data.store import StoreError
     from hgrnn.hgrnn_head.checkpoint import HeadError

@@ -11,8 +11,9 @@
                                                                           (P, 1024, T/8, 7, 7)
         person = mean over time, max over 7x7                            (P, 1024)
 
-At Mixed_5c a median AVA box is about 4.5 x 6 cells and the smallest tenth are under 2 cells
-wide (`benchmarks/box_cells.py`); at Mixed_4f the same boxes are twice as many cells wide and
+At Mixed_5c the median person box of the shared AVA val ground truth is 4.2 x 5.8 cells and a
+fifth of the boxes are under 2 cells wide (16:9 frames at short side 256,
+`benchmarks/box_cells.py`); at Mixed_4f the same boxes are twice as many cells wide and
 high, and the last two Inception blocks still run on every person's region. The clip
 feature stays the mean of the full-frame Mixed_5c map in both cases.
 
