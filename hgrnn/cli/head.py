@@ -139,8 +139,10 @@ def train_head_cmd(store, out_dir, variant, context, iterations, scene_hidden, g
               help="Output folder: runs/<row>_s<seed>/, ablation.md, ablation.csv, ablation.png. "
                    "Finished runs found there are skipped.")
 @click.option("--rows", default=None,
-              help="Comma-separated subset of the grid (default: all): person, graph, scene, "
-                   "hgrnn_l0, hgrnn_l1, hgrnn (l=3 J=2), hgrnn_J1, hgrnn_J3.")
+              help="Comma-separated subset of the grid (default: all): person, graph (the "
+                   "paper's Graph-RNN / l=0 row), scene, hgrnn_l0, hgrnn_l1, hgrnn (l=3 J=2), "
+                   "hgrnn_J1, hgrnn_J3, and two options beyond the paper: hgrnn_others "
+                   "(--graph-pool others), hgrnn_ctxdet (--context-boxes det).")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
               help="Seeds per row (0..N-1); tables give mean ± std over them.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=2, show_default=True,
