@@ -684,7 +684,7 @@ def finetune_backbone(config: FinetuneConfig, resume: bool = False, progress: bo
                  world, config.accumulate, micro)
         log.info("BatchNorm statistics %s", bn_reason)
         if progress:
-            tqdm.write(f"finetune-backbone: BatchNorm statistics {bn_reason}", file=sys.stderr)
+            print(f"finetune-backbone: BatchNorm statistics {bn_reason}", file=sys.stderr)
 
     def save(val=None):
         if rank != 0:
