@@ -290,15 +290,16 @@ def evaluate(gt: AvaRows, results: AvaRows, label_map: LabelMap, protocol="ava-2
         ridx = np.flatnonzero(rsel)
         rkeys, rcls, rscores = rkeys[ridx], rcls[ridx], rscores[ridx]
 
+    img_rank = None                                     # official: reader's keyframe order
     if ties == "official":
-        img_rank = first_appearance_rank(rkeys)        # the official reader's keyframe order
+        img_rank = first_appearance_rank(rkeys)
     # ---- one sort of all results by descending score (ties: file order); srank = position
     if ties == "official" and protocol == "ava-2018":  # the 2018 NMS keeps scores > -10
         low = rscores <= SCORE_FLOOR_2018
         counts["results_dropped_score_not_above_-10"] = int(low.sum())
         if low.any():
             ok = np.flatnonzero(~low)
-            rkeys, rcls, rscores, img_rank = rkeys[ok], rcls[ok], rscores[ok], img_rank[ok]
+            rkeys, rcls, rscores, img_rank = _select(ok, rkeys, rcls, rscores, img_rank)
             ridx = ok if ridx is None else ridx[ok]
     order_s = _argsort_descending(rscores)
     srank = np.empty(len(order_s), np.int64)
@@ -331,11 +332,8 @@ def evaluate(gt: AvaRows, results: AvaRows, label_map: LabelMap, protocol="ava-2
         keep &= known
     if keep is not None:
         keep = np.flatnonzero(keep)
-        rkeys, rcls, srank, rscores = rkeys[keep], rcls[keep], srank[keep], rscores[keep]
-        if ties == "official":
-            img_rank = img_rank[keep]
-            if hpos is not None:
-                hpos = hpos[keep]
+        rkeys, rcls, srank, rscores, img_rank, hpos = _select(
+            keep, rkeys, rcls, srank, rscores, img_rank, hpos)
         ridx = keep if ridx is None else ridx[keep]
     rboxes = rboxes_all if ridx is None else rboxes_all.take(ridx, axis=0)   # (R, 4)
     del rboxes_all
@@ -343,11 +341,8 @@ def evaluate(gt: AvaRows, results: AvaRows, label_map: LabelMap, protocol="ava-2
     counts["results_dropped_invalid_box"] = int((~valid).sum())
     if not valid.all():
         v = np.flatnonzero(valid)
-        rkeys, rcls, srank, rscores = rkeys[v], rcls[v], srank[v], rscores[v]
-        if ties == "official":
-            img_rank = img_rank[v]
-            if hpos is not None:
-                hpos = hpos[v]
+        rkeys, rcls, srank, rscores, img_rank, hpos = _select(
+            v, rkeys, rcls, srank, rscores, img_rank, hpos)
         rboxes = rboxes.take(v, axis=0)
 
     # ---- the order results are matched and ranked in: cpos = position of each result in
@@ -360,8 +355,9 @@ def evaluate(gt: AvaRows, results: AvaRows, label_map: LabelMap, protocol="ava-2
             counts["results_dropped_over_10000_per_keyframe_and_class"] = int(over.sum())
             if over.any():
                 v = np.flatnonzero(~over)
-                rkeys, rcls, srank, rscores = rkeys[v], rcls[v], srank[v], rscores[v]
-                img_rank, rboxes = img_rank[v], rboxes.take(v, axis=0)
+                rkeys, rcls, srank, rscores, img_rank = _select(
+                    v, rkeys, rcls, srank, rscores, img_rank)
+                rboxes = rboxes.take(v, axis=0)
                 cat = _official_concat(rcls, img_rank, srank, rscores, None, protocol, len(ids))
         del img_rank
     else:
@@ -553,6 +549,11 @@ def _mean_ap(aps, class_ids):
     full = np.full(int(ids.max()), np.nan)
     full[ids - 1] = aps
     return float(np.nanmean(full))
+
+
+def _select(index, *arrays):
+    """The same rows of several per-result arrays (None stays None)."""
+    return tuple(None if a is None else a[index] for a in arrays)
 
 
 def _rank_inverse(rank):
