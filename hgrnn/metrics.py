@@ -348,8 +348,8 @@ def evaluate(gt: AvaRows, results: AvaRows, label_map: LabelMap, protocol="ava-2
     # ---- the order results are matched and ranked in: cpos = position of each result in
     # the per-class concatenation (class, then keyframe, then the order inside a keyframe)
     if ties == "official":
-        cat = _official_concat(rcls, img_rank, srank, rscores, hpos, protocol, len(ids))
-        if protocol == "ava-2018" and len(cat) > MAX_PER_KEYFRAME_AND_CLASS_2018:
+        cat, largest = _official_concat(rcls, img_rank, srank, rscores, hpos, protocol, K)
+        if protocol == "ava-2018" and largest > MAX_PER_KEYFRAME_AND_CLASS_2018:
             # the 2018 NMS's max_output_size
             over = _position_in_group(rcls, img_rank, cat) >= MAX_PER_KEYFRAME_AND_CLASS_2018
             counts["results_dropped_over_10000_per_keyframe_and_class"] = int(over.sum())
@@ -358,7 +358,9 @@ def evaluate(gt: AvaRows, results: AvaRows, label_map: LabelMap, protocol="ava-2
                 rkeys, rcls, srank, rscores, img_rank = _select(
                     v, rkeys, rcls, srank, rscores, img_rank)
                 rboxes = rboxes.take(v, axis=0)
-                cat = _official_concat(rcls, img_rank, srank, rscores, None, protocol, len(ids))
+                # the same order without the dropped (not a new argsort of fewer values)
+                new_index = np.cumsum(~over) - 1
+                cat = new_index[cat[~over[cat]]]
         del img_rank
     else:
         cat = _rank_inverse(srank)[_sort_pairs(rcls, srank)]      # (class, score rank)
@@ -620,22 +622,26 @@ def _official_concat(rcls, img_rank, srank, rscores, hpos, protocol, K):
     """Result indices in the official per-class concatenation: class, then keyframe in
     reader order, then inside a keyframe the order results are matched in (2018:
     np.argsort of the keyframe's scores in file order, reversed; 2019/2020: descending
-    score, equal scores in heap order)."""
+    score, equal scores in heap order). Returns (cat (R,), the largest group's size)."""
     n = len(rcls)
     if n == 0:
-        return np.zeros(0, np.int64)
+        return np.zeros(0, np.int64), 0
     n_img = int(img_rank.max()) + 1
     gkey = rcls.astype(np.int64) * n_img + img_rank
-    cat = _rank_inverse(srank)[_sort_pairs(gkey, srank)] if n_img * K < 2**40 else         np.lexsort((srank, gkey))
+    if n_img * K < 2**40:
+        cat = _rank_inverse(srank)[_sort_pairs(gkey, srank)]
+    else:
+        cat = np.lexsort((srank, gkey))
     # cat: groups contiguous, descending score inside, equal scores in file order
     g, s = gkey[cat], rscores[cat]
-    tie = np.flatnonzero((g[1:] == g[:-1]) & (s[1:] == s[:-1]))
-    if not len(tie):
-        return cat
-    gstart = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    same_group = g[1:] == g[:-1]
+    gstart = np.flatnonzero(np.r_[True, ~same_group])
     glen = np.diff(np.r_[gstart, n])
+    tie = np.flatnonzero(same_group & (s[1:] == s[:-1]))
+    if not len(tie):
+        return cat, int(glen.max())
     tied_groups = np.unique(np.searchsorted(gstart, tie, side="right") - 1)
-    pos = np.concatenate([np.arange(gstart[t], gstart[t] + glen[t]) for t in tied_groups])         if len(tied_groups) < 64 else _segments(gstart[tied_groups], glen[tied_groups])
+    pos = _segments(gstart[tied_groups], glen[tied_groups])
     rows = cat[pos]                                  # the tied groups' rows, group by group
     if protocol == "ava-2018":
         # each group's rows in file order (srank ties are file order, and file order is
@@ -650,7 +656,7 @@ def _official_concat(rcls, img_rank, srank, rscores, hpos, protocol, K):
         grp = np.repeat(np.arange(len(tied_groups)), glen[tied_groups])
         rows = rows[np.lexsort((hpos[rows], -rscores[rows], grp))]
     cat[pos] = rows
-    return cat
+    return cat, int(glen.max())
 
 
 def _segments(starts, lengths):

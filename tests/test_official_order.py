@@ -426,3 +426,18 @@ def test_persons_equal_the_official_output(tmp_path):
                                tmp_path / "excl.csv", protocol=protocol, persons=True,
                                progress=False)
             assert abs(got.mAP - case[REVISION[protocol]]) < 1e-9, (case["seed"], protocol)
+
+
+def test_2018_keeps_10000_results_per_keyframe_and_class():
+    """The 2018 code's NMS (IoU 1.0) returns at most 10,000 boxes per keyframe and class."""
+    lm = LabelMap((1,), ("a",))
+    gt = [("v", 1, (0.0, 0.0, 0.5, 0.5), 1), ("v", 1, (0.5, 0.5, 1.0, 1.0), 1)]
+    res = [("v", 1, (0.5, 0.5, 1.0, 1.0), 1, 0.1)]                      # the 10,001st: a TP
+    res += [("v", 1, (0.0, 0.5, 0.25, 1.0), 1, 0.2 + (i % 7) / 10) for i in range(10000)]
+    res.append(("v", 1, (0.0, 0.0, 0.5, 0.5), 1, 0.5))
+    g, r = rows_of(gt, res)
+    got = evaluate(g, r, lm, protocol="ava-2018")
+    want, _ = official_reference(gt, res, lm.ids, "ava-2018")
+    assert got.per_class["a"] == pytest.approx(want[1], abs=1e-12)
+    assert got.counts["results_dropped_over_10000_per_keyframe_and_class"] == 2
+    assert evaluate(g, r, lm, protocol="ava-2018", ties="stable").counts["true_positives"]["a"] == 2
