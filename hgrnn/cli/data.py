@@ -3,6 +3,8 @@
 
 import click
 
+from hgrnn.cli.options import video_source_options
+
 
 @click.command("render-example")
 @click.argument("out_dir", type=click.Path(file_okay=False))
@@ -56,14 +58,7 @@ def render_example_cmd(out_dir, videos, seconds, fps, size, persons, seed, overw
 @click.option("--label-map", default=None,
               help="Your classes: a .pbtxt, an 'id name' text file or a packaged name "
                    "(default: ava-v2.1, as every other command).")
-@click.option("--videos", type=click.Path(exists=True, file_okay=False),
-              help="Folder of <video_id>.<ext> files: check that every video is there and "
-                   "every keyframe inside its video.")
-@click.option("--frames", type=click.Path(exists=True, file_okay=False),
-              help="Instead of --videos: folder of <video_id>/<video_id>_%06d.jpg frames.")
-@click.option("--fps", type=float, help="Frame rate of --frames folders.")
-@click.option("--time-offset", type=float, default=0.0, show_default=True,
-              help="Video time of timestamp 0, as you will give it to extract-features.")
+@video_source_options
 @click.option("--exclusions", type=click.Path(exists=True, dir_okay=False),
               help="Excluded-timestamps CSV (video_id,timestamp).")
 @click.option("--clip-frames", type=click.IntRange(min=1), default=32, show_default=True,
@@ -81,6 +76,8 @@ def check_data_cmd(annotations, detections, label_map, videos, frames, fps, time
     past its end (with the --time-offset that would fit), videos in the CSV but not on disk
     and the reverse, frame rate and clip span per video, persons per keyframe, instances
     per class (and classes with none). Exit status 1 on errors, 0 with warnings only.
+    Videos are checked when --videos or --frames is given; pass the --time-offset,
+    --clip-frames and --frame-stride you will give extract-features.
 
     \b
     Example:
