@@ -18,7 +18,40 @@ from hgrnn.cli import data, evaluate, extract, finetune, head, predict, store, s
 from hgrnn.console import show_warnings_as_lines
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def os_error_text(err: OSError) -> str:
+    """One line for an OS error no command turned into its own message: the file, the
+    reason, and for a full disk the space left ("out/run/last.pt: Read-only file system")."""
+    import errno
+    import os
+    import shutil
+
+    where = err.filename if err.filename is not None else ""
+    reason = err.strerror or (str(err).splitlines()[0] if str(err) else type(err).__name__)
+    text = f"{where}: {reason}" if where else reason
+    if err.errno in (errno.ENOSPC, errno.EDQUOT) and where:
+        try:
+            free = shutil.disk_usage(os.path.dirname(os.path.abspath(str(where)))).free
+            text += f" ({free / 2 ** 20:.1f} MiB free)"
+        except OSError:
+            pass
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        text += "; choose a folder you can write to, or fix its permissions"
+    return text
+
+
+class _Main(click.Group):
+    """The group: an OSError that escapes a command (an unwritable output folder, a full
+    disk, a read-only file) ends it with one line instead of a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except OSError as err:
+            raise click.ClickException(os_error_text(err)) from None
+
+
+@click.group(cls=_Main,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="hgrnn", prog_name="hgrnn",
                       message="%(prog)s %(version)s")
 def main():

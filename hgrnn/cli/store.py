@@ -7,8 +7,9 @@ import click
 @click.argument("store", type=click.Path(dir_okay=False))
 @click.option("--check", is_flag=True,
               help="Also read every dataset and verify every rule of docs/store.md (offsets, "
-                   "shapes, dtypes, finite values, box ranges, 0/1 labels, complete flags); "
-                   "exit 1 naming the first broken video and dataset.")
+                   "shapes, dtypes, finite values, box ranges, 0/1 labels, complete flags) "
+                   "and each video's digest (bytes changed after writing); exit 1 naming "
+                   "the first broken video and dataset.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of text.")
 def inspect_cmd(store, check, as_json):
     """Summarise a feature store (HDF5, docs/store.md).

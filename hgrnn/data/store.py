@@ -55,6 +55,12 @@ on-disk metadata is exactly the last flushed state; it flushes after every video
 therefore leaves a file whose earlier videos are intact; the partial video has no `complete`
 flag, readers ignore it, and the next `StoreWriter` on the file deletes it.
 
+One writer, clean failures (`hgrnn.data.store_io`): a writer holds an exclusive lock
+(`PATH.lock`) from before its existence check until it closes, so a second writer is refused
+naming the first; children it forks drop its file descriptor and lock. A write error (a full
+disk) abandons the file as it was at the last flush and raises one StoreError naming the
+file and the free space; the writer is then closed for good.
+
 Typical use::
 
     with StoreWriter("train.h5", feature_dim=256, label_map=lm, configs={"extract": cfg}) as w:
@@ -66,6 +72,7 @@ Typical use::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -78,6 +85,8 @@ import numpy as np
 
 from hgrnn import __version__
 from hgrnn.data.ava import LabelMap
+from hgrnn.data.store_io import (WriterLock, abandon_h5, detach_h5, forget_in_child,
+                                 is_write_error, read_errors, write_error)
 
 FORMAT = "hgrnn-store"
 FORMAT_VERSION = 1
@@ -177,11 +186,12 @@ def _config_dict(config) -> dict:
 def open_h5(path, mode="r"):
     """h5py.File(path, mode), with a one-line StoreError for a missing, truncated or
     non-HDF5 file."""
-
     path = str(path)
     if mode == "r" and not os.path.exists(path):
         raise StoreError(f"{path}: no such file")
     try:
+        if mode == "a" and os.path.exists(path):
+            return _open_unbuffered(path)
         return h5py.File(path, mode)
     except OSError as err:
         msg = str(err)
@@ -194,6 +204,21 @@ def open_h5(path, mode="r"):
         else:
             why = msg.splitlines()[0] if msg else type(err).__name__
         raise StoreError(f"{path}: cannot open as a feature store: {why}") from None
+    except Exception as err:  # noqa: BLE001 - h5py on a damaged superblock: RuntimeError...
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise StoreError(f"{path}: cannot open as a feature store: damaged HDF5 file "
+                         f"({type(err).__name__}: {first}); restore it from a copy or "
+                         f"re-extract") from None
+
+
+def _open_unbuffered(path):
+    """h5py.File(path, "r+") without HDF5's sieve buffer (the writer's file): a dataset
+    write then reaches the file, or fails, inside create_dataset, never later while h5py
+    closes the dataset, where a full disk could only be reported as "Exception ignored"."""
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_EARLIEST, h5py.h5f.LIBVER_LATEST)
+    fapl.set_sieve_buf_size(0)
+    return h5py.File(h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDWR, fapl=fapl))
 
 
 @dataclass(frozen=True)
@@ -212,7 +237,11 @@ class StoreInfo:
 def read_info(f, path=None) -> StoreInfo:
     """Parse and check the root attributes of an open h5py.File."""
     path = path or f.filename
-    a = f.attrs
+    with read_errors(path, dataset="root attributes"):
+        return _read_info(f.attrs, path)
+
+
+def _read_info(a, path) -> StoreInfo:
     if _text(a.get("format", "")) != FORMAT:
         got = a.get("format")
         raise StoreError(f"{path}: not an hgrnn feature store (root attribute 'format' is "
@@ -244,8 +273,11 @@ def read_info(f, path=None) -> StoreInfo:
 
 
 def is_complete(group) -> bool:
-    """True when a /videos/<id> group carries a true `complete` attribute."""
-    value = group.attrs.get("complete", False)
+    """True when a /videos/<id> group carries a true `complete` attribute. An attribute
+    that exists but cannot be read (a damaged file, not an interrupted write) raises."""
+    if "complete" not in group.attrs:
+        return False
+    value = group.attrs["complete"]
     try:
         return bool(np.asarray(value).reshape(-1)[0]) if np.size(value) else False
     except (TypeError, ValueError):
@@ -254,10 +286,17 @@ def is_complete(group) -> bool:
 
 def video_names(f, complete=True) -> list:
     """Sorted names of the complete (or, complete=False, incomplete) videos of an open file."""
-    if "videos" not in f:
-        return []
-    videos = f["videos"]
-    return sorted(k for k in videos.keys() if is_complete(videos[k]) == complete)
+    with read_errors(f.filename, dataset="/videos"):
+        if "videos" not in f:
+            return []
+        videos = f["videos"]
+        names = list(videos.keys())
+    out = []
+    for k in names:
+        with read_errors(f.filename, k):
+            if is_complete(videos[k]) == complete:
+                out.append(k)
+    return sorted(out)
 
 
 def read_failures_open(f) -> dict:
@@ -271,7 +310,8 @@ def read_failures(path) -> dict:
     """{video_id: reason} recorded by the stages that wrote the store (empty if none)."""
     with open_h5(path) as f:
         read_info(f, path)
-        return read_failures_open(f)
+        with read_errors(path, dataset="/failures"):
+            return read_failures_open(f)
 
 
 def video_digest(timestamps, clip, sets: dict) -> str:
@@ -294,8 +334,10 @@ def video_digest(timestamps, clip, sets: dict) -> str:
 # --------------------------------------------------------------------------- validation
 
 def _check_video_id(video_id, path):
-    if not isinstance(video_id, str) or not video_id or "/" in video_id or video_id in (".", ".."):
-        raise StoreError(f"{path}: invalid video id {video_id!r} (a non-empty string without '/')")
+    if (not isinstance(video_id, str) or not video_id or "/" in video_id or "\0" in video_id
+            or video_id in (".", "..")):
+        raise StoreError(f"{path}: invalid video id {video_id!r} (a non-empty string without "
+                         f"'/' or NUL)")
 
 
 def _finite_float16(arr, where, C=None):
@@ -395,18 +437,26 @@ class StoreWriter:
             raise StoreError(f"{self.path}: feature_dim must be positive, got {feature_dim}")
         self._label_pairs = label_map_pairs(label_map)
         self.num_classes = len(self._label_pairs)
-        if not (os.path.exists(self.path) and os.path.getsize(self.path) > 0):
-            self._create(streams)
-        self._f = open_h5(self.path, "a")
+        self._f, self._broken, self._pid = None, None, os.getpid()
+        # held from the existence check to close(): a second writer is refused (store_io)
+        self._lock = WriterLock(self.path).acquire()
         try:
+            if not (os.path.exists(self.path) and os.path.getsize(self.path) > 0):
+                self._create(streams)
+            self._f = open_h5(self.path, "a")
+            forget_in_child(self)
             self._disable_metadata_evictions()
             self._reopen(streams)
             for stage, cfg in (configs or {}).items():
                 self.set_config(stage, cfg)
             self._drop_incomplete()
-            self._f.flush()
+            with self._writing():
+                self._f.flush()
         except BaseException:
-            self._f.close()
+            if self._f is not None and self._broken is None:
+                self._f.close()
+            self._f = None
+            self._lock.release()
             raise
 
     # -- setup
@@ -422,12 +472,18 @@ class StoreWriter:
 
     def _create(self, streams):
         # an empty store is written under a temporary name and renamed, so that `path`
-        # is never a half-created file
-    
+        # is never a half-created file (the writer lock makes the name ours alone)
         tmp = self.path + ".creating"
-        with h5py.File(tmp, "w") as f:
-            self._write_root(f, streams)
-        os.replace(tmp, self.path)
+        try:
+            with h5py.File(tmp, "w") as f:
+                self._write_root(f, streams)
+            os.replace(tmp, self.path)
+        except BaseException as err:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            if isinstance(err, OSError):
+                raise write_error(self.path, err) from None
+            raise
 
     def _write_root(self, f, streams):
         a = f.attrs
@@ -467,8 +523,9 @@ class StoreWriter:
             self._f.create_group("videos")
 
     def _drop_incomplete(self):
-        for name in video_names(self._f, complete=False):
-            del self._f["videos"][name]
+        with self._writing():
+            for name in video_names(self._f, complete=False):
+                del self._f["videos"][name]
 
     # -- context manager
     def __enter__(self):
@@ -478,15 +535,52 @@ class StoreWriter:
         self.close()
 
     def close(self):
-        if self._f is not None and self._f.id.valid:
-            self._f.flush()
-            self._f.close()
-        self._f = None
+        if self._pid != os.getpid():     # a forked copy: the parent owns file and lock
+            return
+        try:
+            if self._f is not None and self._f.id.valid and self._broken is None:
+                with self._writing():
+                    self._f.flush()
+                self._f.close()
+        finally:
+            self._f = None
+            self._lock.release()
 
     def _file(self):
+        if self._broken is not None:
+            raise self._broken
         if self._f is None:
             raise StoreError(f"{self.path}: writer is closed")
         return self._f
+
+    def _forget_in_child(self):
+        # a forked child (a DataLoader worker) must neither hold the file's HDF5 lock after
+        # we die nor ever flush our in-memory metadata into the file: detach its copy
+        if self._f is not None and self._pid != os.getpid():
+            detach_h5(self._f)
+
+    @contextlib.contextmanager
+    def _writing(self, needed=None):
+        """Around every h5py write: an I/O error (a full disk...) abandons the file as it
+        was at the last flush (complete videos intact) and becomes a one-line StoreError;
+        the writer is then closed for good."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except Exception as err:  # noqa: BLE001 - h5py raises OSError, RuntimeError, ...
+            raise self._fail(err, needed) from None
+
+    def _fail(self, err, needed=None) -> StoreError:
+        """Abandon the file after write error `err` (it stays as last flushed) and close the
+        writer for good; returns the StoreError to raise."""
+        if self._f is not None and self._broken is None:
+            abandon_h5(self._f)
+        if self._broken is None:
+            self._broken = write_error(
+                self.path, err, needed,
+                done="the videos completed before are kept" if is_write_error(err) else None)
+        return self._broken
 
     # -- API
     def has_video(self, video_id) -> bool:
@@ -509,8 +603,9 @@ class StoreWriter:
             warnings.warn(f"{self.path}: stage {stage!r} config changes ({', '.join(changed)}); "
                           f"videos written before used the old one", stacklevel=2)
         configs[stage] = new
-        f.attrs["configs"] = json.dumps(configs, sort_keys=True)
-        f.flush()
+        with self._writing():
+            f.attrs["configs"] = json.dumps(configs, sort_keys=True)
+            f.flush()
 
     def record_failure(self, video_id: str, reason: str) -> None:
         """Record that a stage could not process `video_id` (stored in `/failures`; a later
@@ -524,14 +619,14 @@ class StoreWriter:
 
     def write_failures(self, failures: dict) -> None:
         """Replace the `/failures` table by `failures` ({video_id: reason}); flushed."""
-    
         f = self._file()
-        if "failures" in f:
-            del f["failures"]
-        if failures:
-            rows = np.array([[k, v] for k, v in sorted(failures.items())], dtype=object)
-            f.create_dataset("failures", data=rows, dtype=h5py.string_dtype("utf-8"))
-        f.flush()
+        with self._writing():
+            if "failures" in f:
+                del f["failures"]
+            if failures:
+                rows = np.array([[k, v] for k, v in sorted(failures.items())], dtype=object)
+                f.create_dataset("failures", data=rows, dtype=h5py.string_dtype("utf-8"))
+            f.flush()
 
     def video_group(self, video_id):
         """The h5py group of a video already in the store (to read it)."""
@@ -539,10 +634,25 @@ class StoreWriter:
 
     def copy_video(self, group, video_id) -> None:
         """Copy a complete video group of another open store as it is (storage layout and
-        attributes kept), then flush (`merge_stores`)."""
+        attributes kept), then flush (`merge_stores`). A write error ends the writer
+        (StoreError); an error reading `group` propagates as h5py raised it."""
         f = self._file()
-        group.file.copy(group, f["videos"], name=video_id)
-        f.flush()
+        try:
+            group.file.copy(group, f["videos"], name=video_id)
+        except Exception as err:  # noqa: BLE001 - h5py: OSError, RuntimeError...
+            if is_write_error(err):
+                raise self._fail(err) from None
+            raise
+        with self._writing():
+            f.flush()
+
+    def drop_video(self, video_id) -> None:
+        """Delete a video, complete or not (e.g. a copy that failed half-way); flushed."""
+        f = self._file()
+        with self._writing():
+            if video_id in f["videos"]:
+                del f["videos"][video_id]
+            f.flush()
 
     def add_video(self, video_id, timestamps, clip, *, gt=None, det=None, width=None,
                   height=None, overwrite=False) -> None:
@@ -590,37 +700,48 @@ class StoreWriter:
                 raise StoreError(f"{where}: already in the store (pass overwrite=True to replace it)")
             # Delete and flush before writing: freed space may be reused by the new data,
             # and the on-disk state must never point at the old video meanwhile.
-            del videos[video_id]
-            f.flush()
+            with self._writing():
+                del videos[video_id]
+                f.flush()
+        needed = ts.nbytes + clip.nbytes + sum(a.nbytes for s in sets.values() for a in s.values())
         try:
-            g = videos.create_group(video_id)
-            g.create_dataset("timestamps", data=ts)
-            g.create_dataset("clip", data=clip)
-            for name, arrays in sets.items():
-                sg = g.create_group(name)
-                for key in ("offsets", "boxes", "feats", "scores", "person_id"):
-                    if key in arrays:
-                        sg.create_dataset(key, data=arrays[key])
-                if "labels" in arrays:
-                    labels = arrays["labels"]
-                    sg.create_dataset("labels", data=labels, maxshape=(None, K),
-                                      chunks=(max(1, min(len(labels), LABEL_CHUNK_ROWS)), K),
-                                      compression="gzip", compression_opts=4)
-            if width is not None:
-                g.attrs["width"] = np.int64(width)
-            if height is not None:
-                g.attrs["height"] = np.int64(height)
-            g.attrs["digest"] = video_digest(ts, clip, sets)
-            g.attrs["complete"] = True            # last: the video now exists for readers
-        except BaseException:
+            with self._writing(needed):
+                self._write_video(videos, video_id, ts, clip, sets, width, height)
+        except KeyboardInterrupt:
             if video_id in videos:
                 try:
                     del videos[video_id]
                 except Exception:  # noqa: BLE001 - the original error matters more
                     pass
             raise
-        if "failures" in f:
-            failures = read_failures_open(f)
-            if failures.pop(video_id, None) is not None:
-                self.write_failures(failures)
-        f.flush()
+        with self._writing():
+            if "failures" in f:
+                failures = read_failures_open(f)
+                if failures.pop(video_id, None) is not None:
+                    self.write_failures(failures)
+            f.flush()
+
+    def _write_video(self, videos, video_id, ts, clip, sets, width, height):
+        """Create the groups and datasets of one validated video; `complete` last."""
+        K = self.num_classes
+        g = videos.create_group(video_id)
+        g.create_dataset("timestamps", data=ts)
+        g.create_dataset("clip", data=clip)
+        for name, arrays in sets.items():
+            sg = g.create_group(name)
+            for key in ("offsets", "boxes", "feats", "scores", "person_id"):
+                if key in arrays:
+                    sg.create_dataset(key, data=arrays[key])
+            if "labels" in arrays:
+                labels = arrays["labels"]
+                sg.create_dataset("labels", data=labels, maxshape=(None, K),
+                                  chunks=(max(1, min(len(labels), LABEL_CHUNK_ROWS)), K),
+                                  compression="gzip", compression_opts=4,
+                                  rdcc_nbytes=0)   # no chunk cache: a failed write raises here,
+                                                   # not later in h5py's __dealloc__
+        if width is not None:
+            g.attrs["width"] = np.int64(width)
+        if height is not None:
+            g.attrs["height"] = np.int64(height)
+        g.attrs["digest"] = video_digest(ts, clip, sets)
+        g.attrs["complete"] = True            # last: the video now exists for readers

@@ -1,7 +1,7 @@
 """Reading a whole feature store to check it or to describe it (`hgrnn inspect`).
 
 `check_store` verifies every invariant of the schema (the module docstring of
-`hgrnn.data.store` and `docs/store.md`), reading all data; `summarize_store` and
+`hgrnn.data.store` and `docs/store.md`) and each video's digest, reading all data; `summarize_store` and
 `format_summary` are what `hgrnn inspect` prints.
 """
 
@@ -14,36 +14,51 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from hgrnn.data.store import (BOX_TOLERANCE, SOURCES, StoreError, is_complete, open_h5,
-                              read_failures_open, read_info, video_names)
+from hgrnn.data.store import (BOX_TOLERANCE, SOURCES, StoreError, _text, is_complete, open_h5,
+                              read_failures_open, read_info, video_digest, video_names)
+from hgrnn.data.store_io import read_errors
 
 
 def check_store(path, progress=False) -> list:
-    """Verify every invariant of the schema; return a list of problems, each
-    "VIDEO/DATASET: what is wrong" (empty when the store is valid). Reads all data."""
+    """Verify every invariant of the schema and every video's `digest`; return a list of
+    problems, each "videos/VIDEO/DATASET: what is wrong" (empty when the store is valid).
+    Reads all data. Raises StoreError when the file's own structure (superblock, root
+    attributes, the /videos index) is unreadable."""
     problems = []
     with open_h5(path) as f:
         info = read_info(f, path)
         C, K = info.feature_dim, len(info.label_map)
-        if "videos" not in f:
-            return [f"{path}: no /videos group"]
-        names = sorted(f["videos"].keys())
+        with read_errors(path, dataset="/videos"):
+            if "videos" not in f:
+                return [f"{path}: no /videos group"]
+            names = sorted(f["videos"].keys())
         it = names
         if progress:
-            it = tqdm(names, desc="check", unit="video", leave=False, disable=None)
+            it = tqdm(names, desc="check (reads everything)", unit="video", leave=False,
+                      disable=None)
         for name in it:
-            p = _check_video(f["videos"][name], name, C, K)
+            try:
+                p = _check_video(f["videos"][name], name, C, K)
+            except Exception as err:  # noqa: BLE001 - a damaged object header, B-tree...
+                first = str(err).splitlines()[0] if str(err) else ""
+                p = f"videos/{name}: unreadable ({type(err).__name__}: {first})"
             if p:
                 problems.append(p)
-        if "failures" in f:
-            rows = f["failures"]
-            if rows.ndim != 2 or rows.shape[1] != 2:
-                problems.append(f"failures: shape {rows.shape}, expected (M, 2)")
+        try:
+            if "failures" in f:
+                rows = f["failures"]
+                if rows.ndim != 2 or rows.shape[1] != 2:
+                    problems.append(f"failures: shape {rows.shape}, expected (M, 2)")
+                else:
+                    read_failures_open(f)
+        except Exception as err:  # noqa: BLE001
+            problems.append(f"failures: unreadable ({type(err).__name__}: {err})")
     return problems
 
 
 def _check_video(g, name, C, K):
-    """The first broken invariant of one video group, as "video/dataset: problem", or None."""
+    """The first broken invariant of one video group, as "video/dataset: problem", or None.
+    Exceptions of h5py reading a damaged file propagate (check_store reports them)."""
     if not isinstance(g, h5py.Group):
         return f"videos/{name}: not a group"
     if not is_complete(g):
@@ -53,10 +68,7 @@ def _check_video(g, name, C, K):
     for key in ("timestamps", "clip"):
         if key not in g:
             return f"{w}/{key}: missing"
-    try:
-        ts = g["timestamps"][()]
-    except Exception as err:  # noqa: BLE001 - corrupt data is what we are looking for
-        return f"{w}/timestamps: unreadable ({err})"
+    ts = g["timestamps"][()]
     if ts.ndim != 1 or not np.issubdtype(ts.dtype, np.integer) or ts.size == 0:
         return f"{w}/timestamps: shape {ts.shape} dtype {ts.dtype}, expected (T >= 1,) integers"
     if (np.diff(ts.astype(np.int64)) <= 0).any():
@@ -65,11 +77,10 @@ def _check_video(g, name, C, K):
     clip = g["clip"]
     if clip.shape != (T, C) or clip.dtype.kind != "f":
         return f"{w}/clip: shape {clip.shape} dtype {clip.dtype}, expected ({T}, {C}) float"
-    try:
-        if not np.isfinite(clip[()]).all():
-            return f"{w}/clip: non-finite values"
-    except Exception as err:  # noqa: BLE001
-        return f"{w}/clip: unreadable ({err})"
+    clip = clip[()]
+    if not np.isfinite(clip).all():
+        return f"{w}/clip: non-finite values"
+    sets = {}
     for src in SOURCES:
         if src not in g:
             continue
@@ -78,42 +89,51 @@ def _check_video(g, name, C, K):
         for key in ("offsets", "boxes", "feats", "scores"):
             if key not in s:
                 return f"{ws}/{key}: missing"
-        try:
-            off = s["offsets"][()]
-            if off.shape != (T + 1,) or not np.issubdtype(off.dtype, np.integer):
-                return f"{ws}/offsets: shape {off.shape} dtype {off.dtype}, expected ({T + 1},) integers"
-            if off[0] != 0 or (np.diff(off) < 0).any():
-                return f"{ws}/offsets: must start at 0 and never decrease"
-            N = int(off[-1])
-            boxes = s["boxes"][()]
-            if boxes.shape != (N, 4):
-                return f"{ws}/boxes: shape {boxes.shape}, expected ({N}, 4)"
-            if not np.isfinite(boxes).all():
-                return f"{ws}/boxes: non-finite values"
-            if N and (boxes.min() < -BOX_TOLERANCE or boxes.max() > 1 + BOX_TOLERANCE):
-                return f"{ws}/boxes: values outside [0, 1]"
-            if N and ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).any():
-                return f"{ws}/boxes: x2 < x1 or y2 < y1"
-            feats = s["feats"]
-            if feats.shape != (N, C) or feats.dtype.kind != "f":
-                return f"{ws}/feats: shape {feats.shape} dtype {feats.dtype}, expected ({N}, {C}) float"
-            if not np.isfinite(feats[()]).all():
-                return f"{ws}/feats: non-finite values"
-            scores = s["scores"][()]
-            if scores.shape != (N,) or not np.isfinite(scores).all():
-                return f"{ws}/scores: shape {scores.shape}, expected ({N},) finite"
-            if "labels" in s:
-                labels = s["labels"][()]
-                if labels.shape != (N, K):
-                    return f"{ws}/labels: shape {labels.shape}, expected ({N}, {K})"
-                if labels.size and not np.isin(labels, (0, 1)).all():
-                    return f"{ws}/labels: values other than 0/1"
-            elif src == "gt":
-                return f"{ws}/labels: missing"
-            if "person_id" in s and s["person_id"].shape != (N,):
-                return f"{ws}/person_id: shape {s['person_id'].shape}, expected ({N},)"
-        except Exception as err:  # noqa: BLE001
-            return f"{ws}: unreadable ({type(err).__name__}: {err})"
+        off = s["offsets"][()]
+        if off.shape != (T + 1,) or not np.issubdtype(off.dtype, np.integer):
+            return f"{ws}/offsets: shape {off.shape} dtype {off.dtype}, expected ({T + 1},) integers"
+        if off[0] != 0 or (np.diff(off) < 0).any():
+            return f"{ws}/offsets: must start at 0 and never decrease"
+        N = int(off[-1])
+        boxes = s["boxes"][()]
+        if boxes.shape != (N, 4):
+            return f"{ws}/boxes: shape {boxes.shape}, expected ({N}, 4)"
+        if not np.isfinite(boxes).all():
+            return f"{ws}/boxes: non-finite values"
+        if N and (boxes.min() < -BOX_TOLERANCE or boxes.max() > 1 + BOX_TOLERANCE):
+            return f"{ws}/boxes: values outside [0, 1]"
+        if N and ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).any():
+            return f"{ws}/boxes: x2 < x1 or y2 < y1"
+        feats = s["feats"]
+        if feats.shape != (N, C) or feats.dtype.kind != "f":
+            return f"{ws}/feats: shape {feats.shape} dtype {feats.dtype}, expected ({N}, {C}) float"
+        feats = feats[()]
+        if not np.isfinite(feats).all():
+            return f"{ws}/feats: non-finite values"
+        scores = s["scores"][()]
+        if scores.shape != (N,) or not np.isfinite(scores).all():
+            return f"{ws}/scores: shape {scores.shape}, expected ({N},) finite"
+        arrays = {"offsets": off, "boxes": boxes, "feats": feats, "scores": scores}
+        if "labels" in s:
+            labels = s["labels"][()]
+            if labels.shape != (N, K):
+                return f"{ws}/labels: shape {labels.shape}, expected ({N}, {K})"
+            if labels.size and not np.isin(labels, (0, 1)).all():
+                return f"{ws}/labels: values other than 0/1"
+            arrays["labels"] = labels
+        elif src == "gt":
+            return f"{ws}/labels: missing"
+        if "person_id" in s:
+            pid = s["person_id"][()]
+            if pid.shape != (N,):
+                return f"{ws}/person_id: shape {pid.shape}, expected ({N},)"
+            arrays["person_id"] = pid
+        sets[src] = arrays
+    if "digest" in g.attrs:
+        stored = _text(g.attrs["digest"])
+        if stored != video_digest(ts, clip, sets):
+            return (f"{w}: content differs from its digest (bytes changed after writing: a "
+                    f"damaged disk or copy); re-extract the video or restore the file")
     return None
 
 
@@ -169,10 +189,11 @@ def summarize_store(path, progress=False) -> dict:
                         st["unlabelled"] += int((lab.sum(1) == 0).sum())
                     if s == "det" and sg["scores"].shape[0]:
                         st["scores"].append(sg["scores"][()])
-            except (KeyError, OSError, ValueError) as err:
-                raise StoreError(f"{path}: videos/{name}: unreadable ({err}); run "
-                                 f"`hgrnn inspect --check`") from None
-        failures = read_failures_open(f)
+            except Exception as err:  # noqa: BLE001 - h5py on a damaged file
+                with read_errors(path, name):
+                    raise err
+        with read_errors(path, dataset="/failures"):
+            failures = read_failures_open(f)
     T = np.asarray(T, np.int64)
     out = {
         "path": str(path),

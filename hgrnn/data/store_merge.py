@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 
@@ -9,8 +10,9 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from hgrnn.data.store import (StoreError, StoreWriter, open_h5, read_failures_open, read_info,
-                              video_names)
+from hgrnn.data.store import (StoreError, StoreWriter, is_complete, open_h5, read_failures_open,
+                              read_info)
+from hgrnn.data.store_io import WriterLock, read_errors, write_error
 
 
 def _same_video(a, b) -> bool:
@@ -37,12 +39,15 @@ def merge_stores(out, shards: list, overwrite=False, on_duplicate="error", progr
     """Combine shard stores (e.g. written by parallel workers) into one store `out`.
 
     The shards must agree on feature_dim, label map and streams. Complete videos are copied
-    (with their storage layout and attributes); incomplete ones are skipped. Configs are
-    merged per stage (the first shard's wins when they differ; a warning names the stage).
+    (with their storage layout and attributes); incomplete ones are skipped, and so are
+    videos whose HDF5 objects cannot be read (a damaged shard; a warning names each). Configs
+    are merged per stage (the first shard's wins when they differ; a warning names the stage).
     Failures are merged, dropping those of videos that are complete in some shard.
     A video id present in several shards is an error, unless the copies are identical
     (then one is kept) or `on_duplicate="first"` (keep the first shard's).
-    The result is written to OUT.partial and renamed at the end. Returns a summary dict.
+    The result is written to OUT.partial and renamed at the end, all under OUT's writer
+    lock (a second merge into OUT is refused); on any error OUT.partial is removed.
+    Returns a summary dict.
     """
     if on_duplicate not in ("error", "first"):
         raise ValueError(f"on_duplicate must be 'error' or 'first', got {on_duplicate!r}")
@@ -52,6 +57,13 @@ def merge_stores(out, shards: list, overwrite=False, on_duplicate="error", progr
     shards = [str(s) for s in shards]
     if os.path.abspath(out) in {os.path.abspath(s) for s in shards}:
         raise StoreError(f"{out}: the output is also one of the shards")
+    # OUT's writer lock, held from the existence check to the rename: a second merge into
+    # the same OUT (or a writer of it) is refused instead of deleting our .partial
+    with WriterLock(out):
+        return _merge_locked(out, shards, overwrite, on_duplicate, progress)
+
+
+def _merge_locked(out, shards, overwrite, on_duplicate, progress) -> dict:
     if os.path.exists(out) and not overwrite:
         raise StoreError(f"{out}: exists (pass --overwrite to replace it)")
     out_dir = os.path.dirname(os.path.abspath(out))
@@ -81,12 +93,32 @@ def merge_stores(out, shards: list, overwrite=False, on_duplicate="error", progr
                 differing.append(stage)
     for stage in differing:
         warnings.warn(f"merge-stores: stage {stage!r} config differs between shards; "
-                      f"keeping the first shard's", stacklevel=2)
+                      f"keeping the first shard's", stacklevel=3)
 
     partial = out + ".partial"
     if os.path.exists(partial):
-        os.remove(partial)
+        os.remove(partial)       # left by a killed merge (ours is locked: not another's)
+    try:
+        summary = _copy_shards(partial, shards, first, configs, on_duplicate, progress)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            os.remove(partial)
+        if isinstance(err, StoreError) and str(err).startswith(partial):
+            raise StoreError(out + str(err)[len(partial):]) from None
+        raise
+    try:
+        os.replace(partial, out)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.remove(partial)
+        raise write_error(out, err) from None
+    return dict(summary, differing_configs=differing)
+
+
+def _copy_shards(partial, shards, first, configs, on_duplicate, progress) -> dict:
+    """Copy the complete videos of `shards` into a new store `partial`; the summary."""
     source_of: dict = {}
+    damaged: list = []
     copied = skipped_incomplete = duplicates = 0
     failures: dict = {}
     with StoreWriter(partial, feature_dim=first.feature_dim, label_map=first.label_map,
@@ -95,29 +127,45 @@ def merge_stores(out, shards: list, overwrite=False, on_duplicate="error", progr
         if progress:
             it = tqdm(shards, desc="merge", unit="shard", leave=False, disable=None)
         for s in it:
-            with h5py.File(s, "r") as f:
-                failures_s = read_failures_open(f)
+            with open_h5(s) as f:
+                with read_errors(s):
+                    failures_s = read_failures_open(f)
+                    listed = sorted(f["videos"].keys()) if "videos" in f else []
+                incomplete, names = [], []
+                for name in listed:
+                    try:
+                        (names if is_complete(f["videos"][name]) else incomplete).append(name)
+                    except Exception:  # noqa: BLE001 - a damaged object header: skip it
+                        damaged.append(f"{s}: {name}")
                 for k, v in failures_s.items():
                     failures.setdefault(k, v)
-                skipped_incomplete += len(video_names(f, complete=False))
-                for name in video_names(f):
+                skipped_incomplete += len(incomplete)
+                for name in names:
                     if name in source_of:
-                        if _same_video(f["videos"][name], w.video_group(name)):
-                            duplicates += 1
-                            continue
-                        if on_duplicate == "first":
+                        with read_errors(s, name):
+                            same = _same_video(f["videos"][name], w.video_group(name))
+                        if same or on_duplicate == "first":
                             duplicates += 1
                             continue
                         raise StoreError(f"{s}: video {name} is also in {source_of[name]} with "
                                          f"different data (use on_duplicate='first' / "
                                          f"--keep-first to keep the first copy)")
-                    w.copy_video(f["videos"][name], name)
+                    try:
+                        w.copy_video(f["videos"][name], name)
+                    except StoreError:
+                        raise                       # the writer's own (a full disk...)
+                    except Exception:  # noqa: BLE001 - an unreadable video of the shard
+                        w.drop_video(name)
+                        damaged.append(f"{s}: {name}")
+                        continue
                     source_of[name] = s
                     copied += 1
         failures = {k: v for k, v in failures.items() if k not in source_of}
         if failures:
             w.write_failures(failures)
-    os.replace(partial, out)
+    for d in damaged:
+        warnings.warn(f"merge-stores: skipped unreadable video {d} (a damaged file)",
+                      stacklevel=3)
     return {"videos": copied, "duplicates": duplicates, "incomplete_skipped": skipped_incomplete,
-            "failures": len(failures), "differing_configs": differing}
+            "failures": len(failures), "damaged_skipped": damaged}
 

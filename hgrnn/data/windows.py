@@ -46,6 +46,7 @@ import torch
 from hgrnn.console import progress_bar
 from hgrnn.data.store import (SOURCES, StoreError, _text, open_h5, read_info, to_label_map,
                               video_names)
+from hgrnn.data.store_io import read_errors
 
 # lazy reads: neighbouring rows closer than this are read with one slice
 _MAX_GAP_ROWS = 64
@@ -104,7 +105,10 @@ class FeatureStore:
             self.video_ids = video_names(f)
             if not self.video_ids:
                 raise StoreError(f"{self.path}: no complete videos")
-            groups = [f["videos"][v] for v in self.video_ids]
+            groups = []
+            for v in self.video_ids:
+                with read_errors(self.path, v):
+                    groups.append(f["videos"][v])
 
             # pass 1: sizes, timestamps, person offsets (small), fingerprint material
             T = np.zeros(len(groups), np.int64)
@@ -112,35 +116,15 @@ class FeatureStore:
             times, offs, ident = [], [], []
             sources, labelled = set(), []
             for v, g in enumerate(groups):
-                where = f"{self.path}: videos/{self.video_ids[v]}"
-                missing = [k for k in ("timestamps", "clip") if k not in g] + [
-                    f"{s}/{k}" for s in SOURCES if s in g
-                    for k in ("offsets", "boxes", "feats", "scores") if k not in g[s]]
-                if missing:
-                    raise StoreError(f"{where}/{missing[0]}: missing (run `hgrnn inspect --check`)")
-                ts = g["timestamps"][()].astype(np.int64)
+                with read_errors(self.path, self.video_ids[v]):
+                    ts, o, shapes, has_labels, digest = self._index_video(g, v, C)
                 T[v] = len(ts)
                 times.append(ts)
-                if g["clip"].shape != (len(ts), C):
-                    raise StoreError(f"{where}/clip: shape {g['clip'].shape}, expected ({len(ts)}, {C})")
-                shapes = {}
-                for s in SOURCES:
-                    if s in g:
-                        sources.add(s)
-                        shapes[s] = int(g[s]["boxes"].shape[0])
-                if src in g:
-                    o = g[src]["offsets"][()].astype(np.int64)
-                    if o.shape != (len(ts) + 1,) or o[0] != 0 or o[-1] != shapes[src]:
-                        raise StoreError(f"{where}/{src}/offsets: shape {o.shape}, expected "
-                                         f"({len(ts) + 1},) from 0 to {shapes[src]} (run "
-                                         f"`hgrnn inspect --check`)")
-                    labelled.append("labels" in g[src])
-                else:
-                    o = np.zeros(len(ts) + 1, np.int64)
+                sources.update(shapes)
+                if has_labels is not None:
+                    labelled.append(has_labels)
                 offs.append(o)
                 N[v] = o[-1]
-                digest = _text(g.attrs["digest"]) if "digest" in g.attrs else \
-                    hashlib.sha1(ts.tobytes()).hexdigest()
                 ident.append([self.video_ids[v], int(T[v]), shapes, digest])
             self.sources = tuple(s for s in SOURCES if s in sources)
             self.has_labels = bool(labelled) and all(labelled)
@@ -170,22 +154,75 @@ class FeatureStore:
                 it = progress_bar(it, desc=f"load {os.path.basename(self.path)}", unit="video",
                           leave=False, disable=None)
             for v in it:
-                g = groups[v]
                 k0, k1 = self.video_kf_offsets[v], self.video_kf_offsets[v + 1]
                 p0, p1 = video_person_start[v], video_person_start[v + 1]
-                if not self.lazy:
-                    _read_into(g["clip"], self.clip, k0, k1)
-                if src not in g or p1 == p0:
-                    continue
-                s = g[src]
-                _read_into(s["boxes"], self.boxes, p0, p1)
-                _read_into(s["scores"], self.scores, p0, p1)
-                if self.labels is not None:
-                    _read_into(s["labels"], self.labels, p0, p1)
-                if "person_id" in s:
-                    _read_into(s["person_id"], self.person_ids, p0, p1)
-                if not self.lazy:
-                    _read_into(s["feats"], self.feats, p0, p1)
+                with read_errors(self.path, self.video_ids[v]):
+                    self._read_video(groups[v], k0, k1, p0, p1)
+                self._check_values(v, k0, k1, p0, p1)
+
+    def _index_video(self, g, v, C):
+        """Pass 1 for video group g: (timestamps (T,) int64, offsets (T+1,) of the chosen
+        box source, {source: persons}, whether that source has labels (None: absent),
+        digest or a hash of the timestamps)."""
+        src = self.box_source
+        where = f"{self.path}: videos/{self.video_ids[v]}"
+        missing = [k for k in ("timestamps", "clip") if k not in g] + [
+            f"{s}/{k}" for s in SOURCES if s in g
+            for k in ("offsets", "boxes", "feats", "scores") if k not in g[s]]
+        if missing:
+            raise StoreError(f"{where}/{missing[0]}: missing (run `hgrnn inspect --check`)")
+        ts = g["timestamps"][()].astype(np.int64)
+        if g["clip"].shape != (len(ts), C):
+            raise StoreError(f"{where}/clip: shape {g['clip'].shape}, expected ({len(ts)}, {C})")
+        shapes = {s: int(g[s]["boxes"].shape[0]) for s in SOURCES if s in g}
+        has_labels = None
+        if src in g:
+            o = g[src]["offsets"][()].astype(np.int64)
+            if o.shape != (len(ts) + 1,) or o[0] != 0 or o[-1] != shapes[src]:
+                raise StoreError(f"{where}/{src}/offsets: shape {o.shape}, expected "
+                                 f"({len(ts) + 1},) from 0 to {shapes[src]} (run "
+                                 f"`hgrnn inspect --check`)")
+            has_labels = "labels" in g[src]
+        else:
+            o = np.zeros(len(ts) + 1, np.int64)
+        digest = _text(g.attrs["digest"]) if "digest" in g.attrs else \
+            hashlib.sha1(ts.tobytes()).hexdigest()
+        return ts, o, shapes, has_labels, digest
+
+    def _read_video(self, g, k0, k1, p0, p1):
+        """Pass 2: read video group g into keyframes k0:k1 and person rows p0:p1."""
+        src = self.box_source
+        if not self.lazy:
+            _read_into(g["clip"], self.clip, k0, k1)
+        if src not in g or p1 == p0:
+            return
+        s = g[src]
+        _read_into(s["boxes"], self.boxes, p0, p1)
+        _read_into(s["scores"], self.scores, p0, p1)
+        if self.labels is not None:
+            _read_into(s["labels"], self.labels, p0, p1)
+        if "person_id" in s:
+            _read_into(s["person_id"], self.person_ids, p0, p1)
+        if not self.lazy:
+            _read_into(s["feats"], self.feats, p0, p1)
+
+    def _check_values(self, v, k0, k1, p0, p1):
+        """Refuse values no writer stores (a damaged file): non-finite features, boxes or
+        scores, labels other than 0/1. Keyframes k0:k1 and person rows p0:p1 of video v."""
+        arrays = [("boxes", self.boxes[p0:p1]), ("scores", self.scores[p0:p1])]
+        if not self.lazy:
+            arrays += [("clip", self.clip[k0:k1]), ("feats", self.feats[p0:p1])]
+        for name, arr in arrays:
+            if not np.isfinite(arr).all():
+                self._refuse(v, name, "non-finite values (NaN/inf)")
+        if self.labels is not None and (self.labels[p0:p1] > 1).any():
+            self._refuse(v, "labels", "values other than 0/1")
+
+    def _refuse(self, v, name, what):
+        where = name if name == "clip" else f"{self.box_source}/{name}"
+        raise StoreError(f"{self.path}: videos/{self.video_ids[v]}/{where}: {what}; the file is "
+                         f"damaged: run `hgrnn inspect --check {self.path}`, re-extract that "
+                         f"video or `hgrnn merge-stores` the good ones into a new store")
 
     # ------------------------------------------------------------------ fork/pickle safety
     def __getstate__(self):
@@ -256,7 +293,10 @@ class FeatureStore:
             v = int(vid[s])
             a = int(u[s] - owner_start[v])
             b = int(u[e - 1] - owner_start[v]) + 1
-            block = self._dataset(v, name)[a:b]
+            with read_errors(self.path, self.video_ids[v], name):
+                block = self._dataset(v, name)[a:b]
+            if not np.isfinite(block).all():
+                self._refuse(v, name.split("/")[-1], "non-finite values (NaN/inf)")
             got[s:e] = block[u[s:e] - u[s]]
         out[:] = got[inv]
         return out

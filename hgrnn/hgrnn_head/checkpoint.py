@@ -16,6 +16,8 @@ from hgrnn.data.ava import LabelMap
 from hgrnn.data.store import StoreError
 from hgrnn.data.windows import FeatureStore
 from hgrnn.hgrnn_head.model import HeadConfig, HGRNNHead
+from hgrnn.torchfile import TorchFileError, save_atomic
+from hgrnn.torchfile import load as load_torch_file
 
 CHECKPOINT_FORMAT = "hgrnn-head-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -109,9 +111,10 @@ def save_checkpoint(path, *, model, optimizer, head: HeadConfig, train, label_ma
         "store_configs": store_configs or {},
         "store_streams": [[str(n), int(a), int(b)] for n, a, b in (store_streams or [])],
     }
-    tmp = f"{path}.tmp"
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
+    try:
+        save_atomic(ckpt, path)          # no last.pt.tmp is left when writing fails
+    except TorchFileError as err:
+        raise HeadError(str(err)) from None
 
 
 def load_checkpoint(path) -> dict:
@@ -120,23 +123,52 @@ def load_checkpoint(path) -> dict:
     path = str(path)
     if os.path.isdir(path):
         path = os.path.join(path, CHECKPOINT_NAME)
-    if not os.path.exists(path):
-        raise HeadError(f"{path}: no such checkpoint")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated or foreign file: say which
-        raise HeadError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from e
+        ckpt = load_torch_file(path)     # weights_only; never torch's advice to load unsafely
+    except TorchFileError as err:
+        raise HeadError(str(err)) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise HeadError(f"{path}: not an hgrnn head checkpoint (no format '{CHECKPOINT_FORMAT}')")
     if ckpt.get("version") != CHECKPOINT_VERSION:
         raise HeadError(f"{path}: checkpoint version {ckpt.get('version')}, "
                         f"this hgrnn reads {CHECKPOINT_VERSION}")
+    for key, kind in _CHECKPOINT_KEYS.items():
+        if key not in ckpt:
+            raise HeadError(f"{path}: damaged checkpoint: key {key!r} is missing")
+        if not isinstance(ckpt[key], kind):
+            raise HeadError(f"{path}: damaged checkpoint: {key!r} is a "
+                            f"{type(ckpt[key]).__name__}, expected {kind.__name__}")
+    try:
+        HeadConfig.from_dict(ckpt["head"])
+    except (TypeError, ValueError) as err:
+        raise HeadError(f"{path}: damaged checkpoint: 'head' is not a head config ({err})") from None
     ckpt["path"] = path
     return ckpt
+
+
+# what every checkpoint holds (save_checkpoint), checked on loading
+_CHECKPOINT_KEYS = {"step": int, "model": dict, "optimizer": dict, "head": dict, "train": dict,
+                    "label_map": str, "feature_dim": int, "store_fingerprint": str,
+                    "store_path": str, "rng_torch": torch.Tensor}
+
+
+@contextlib.contextmanager
+def restoring(ckpt: dict, what: str):
+    """Around loading a part of a checkpoint into a model, optimizer or RNG: torch's errors
+    (a tensor of the wrong shape, a bad state) become one HeadError naming the file."""
+    try:
+        yield
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if len(str(err).strip().splitlines()) > 1:       # load_state_dict: the first mismatch
+            first += " " + str(err).strip().splitlines()[1].strip()
+        raise HeadError(f"{ckpt.get('path', 'checkpoint')}: damaged checkpoint: the {what} "
+                        f"does not fit ({first})") from None
 
 
 def model_from_checkpoint(ckpt: dict, device="cpu") -> HGRNNHead:
     """The checkpoint's head with its weights, on `device`, in eval mode."""
     model = HGRNNHead(HeadConfig.from_dict(ckpt["head"]))
-    model.load_state_dict(ckpt["model"])
+    with restoring(ckpt, "model weights"):
+        model.load_state_dict(ckpt["model"])
     return model.to(device).eval()

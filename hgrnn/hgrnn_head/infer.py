@@ -29,12 +29,13 @@ import json
 import os
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
 from hgrnn.console import progress_bar
 from hgrnn.data.ava import AvaRows, read_annotations, read_exclusions, write_results
+from hgrnn.data.store import open_h5
+from hgrnn.data.store_io import read_errors
 from hgrnn.data.windows import ContextWindows
 from hgrnn.hgrnn_head.charts import eval_title, plot_per_class_ap
 from hgrnn.hgrnn_head.checkpoint import (HeadError, check_store_matches, load_checkpoint,
@@ -162,23 +163,24 @@ def store_ground_truth(fs):
     read with h5py following the store schema (hgrnn/data/store.py)."""
     ids = np.asarray(fs.label_map.ids, np.int64)
     cols = {"video": [], "ts": [], "boxes": [], "action": [], "pid": []}
-    with h5py.File(fs.path, "r") as f:
+    with open_h5(fs.path) as f:
         for vid in fs.video_ids:
-            g = f["videos"][vid]
-            if "gt" not in g or "labels" not in g["gt"]:
-                continue
-            gt = g["gt"]
-            ts = g["timestamps"][:].astype(np.int64)
-            offsets = gt["offsets"][:]
-            labels = gt["labels"][:]
-            person, cls = np.nonzero(labels)
-            t = np.searchsorted(offsets, person, side="right") - 1  # keyframe of each row
-            cols["video"].append(np.full(len(person), vid))
-            cols["ts"].append(ts[t])
-            cols["boxes"].append(gt["boxes"][:][person])
-            cols["action"].append(ids[cls])
-            pid = gt["person_id"][:] if "person_id" in gt else np.full(len(labels), -1)
-            cols["pid"].append(pid[person])
+            with read_errors(fs.path, vid, "gt"):
+                g = f["videos"][vid]
+                if "gt" not in g or "labels" not in g["gt"]:
+                    continue
+                gt = g["gt"]
+                ts = g["timestamps"][:].astype(np.int64)
+                offsets = gt["offsets"][:]
+                labels = gt["labels"][:]
+                person, cls = np.nonzero(labels)
+                t = np.searchsorted(offsets, person, side="right") - 1  # keyframe of each row
+                cols["video"].append(np.full(len(person), vid))
+                cols["ts"].append(ts[t])
+                cols["boxes"].append(gt["boxes"][:][person])
+                cols["action"].append(ids[cls])
+                pid = gt["person_id"][:] if "person_id" in gt else np.full(len(labels), -1)
+                cols["pid"].append(pid[person])
     if not cols["video"]:
         raise HeadError(f"{fs.path}: the store has no ground-truth labels to evaluate against; "
                         "pass a ground-truth CSV (--gt-csv)")
@@ -208,6 +210,17 @@ def evaluate_model(model, fs, device="cpu", gt=None, nms_iou=DEFAULT_NMS_IOU,
                             progress=progress)
     gt = store_ground_truth(fs) if gt is None else gt
     return evaluate(gt, results, fs.label_map, protocol=protocol, exclusions=exclusions)
+
+
+def _check_common_videos(gt_csv, gt, fs) -> None:
+    """A ground-truth CSV that shares no video with the store would score 0 (or nan)
+    without a hint of the mistake: refuse it, naming both files."""
+    gt_videos = set(np.unique(np.asarray(gt.video_ids, dtype=str)).tolist())
+    if not gt_videos & set(fs.video_ids):
+        example = sorted(gt_videos)[:3] if gt_videos else "none: no rows"
+        raise HeadError(f"{gt_csv}: no video in common with the store {fs.path} (CSV videos: "
+                        f"{example}; store videos: {fs.video_ids[:3]}); is it the ground "
+                        f"truth of another split?")
 
 
 def evaluate_store(store, checkpoint, gt_boxes=False, out_dir=None, nms_iou=DEFAULT_NMS_IOU,
@@ -253,6 +266,7 @@ def evaluate_store(store, checkpoint, gt_boxes=False, out_dir=None, nms_iou=DEFA
         exclusions_source = "given as a set"
     if gt_csv is not None:
         gt = read_annotations(gt_csv, fs.label_map)
+        _check_common_videos(gt_csv, gt, fs)
     else:
         gt_fs = open_store(store, "gt", lazy=True) if "gt" in fs.sources else None
         gt = store_ground_truth(gt_fs) if gt_fs is not None and gt_fs.has_labels else None

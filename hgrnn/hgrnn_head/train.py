@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ from hgrnn.data.windows import ContextWindows
 from hgrnn.hgrnn_head.charts import plot_loss_curve
 from hgrnn.hgrnn_head.checkpoint import (CHECKPOINT_NAME, HeadError, check_store_matches,
                                          load_checkpoint, open_store, resolve_device,
-                                         save_checkpoint, torch_threads)
+                                         restoring, save_checkpoint, torch_threads)
 from hgrnn.hgrnn_head.infer import evaluate_model
 from hgrnn.hgrnn_head.model import HeadConfig, HGRNNHead
 from hgrnn.losses import sigmoid_focal_loss
@@ -177,13 +178,28 @@ def make_adam(params: list, lr: float) -> torch.optim.Adam:
 
 
 def _read_metrics(path: Path, upto_step: int) -> list:
+    """The rows of metrics.jsonl up to `upto_step`. A torn last line (the run was killed
+    while writing it) is dropped, saying so; a bad line elsewhere is an error."""
     rows = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                if row.get("step", 0) <= upto_step:
-                    rows.append(row)
+    if not path.exists():
+        return rows
+    lines = path.read_text().splitlines()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as err:
+            if number == len(lines):
+                print(f"train-head: {path}: dropped a torn last line (the run was stopped "
+                      f"while writing it): {line[:60]!r}", file=sys.stderr)
+                continue
+            raise HeadError(f"{path}:{number}: not a JSON object ({err}); fix or delete the "
+                            f"line to resume") from None
+        if row.get("step", 0) <= upto_step:
+            rows.append(row)
     return rows
 
 
@@ -270,9 +286,12 @@ def _model_and_optimizer(head: HeadConfig, train: TrainConfig, device, ckpt):
     optimizer = make_adam(list(model.parameters()), train.lr)
     if ckpt is None:
         return model, optimizer, 0
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    torch.set_rng_state(ckpt["rng_torch"])
+    with restoring(ckpt, "model weights"):
+        model.load_state_dict(ckpt["model"])
+    with restoring(ckpt, "optimizer state"):
+        optimizer.load_state_dict(ckpt["optimizer"])
+    with restoring(ckpt, "RNG state"):
+        torch.set_rng_state(ckpt["rng_torch"])
     return model, optimizer, int(ckpt["step"])
 
 

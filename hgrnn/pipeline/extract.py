@@ -274,6 +274,9 @@ def _read_inputs(cfg: ExtractConfig, label_map):
             detected.setdefault(str(vid), set()).add(int(ts))
     keyframes_of, origin_of = union_keyframes(annotated, detected)
     if cfg.annotations or cfg.detections:
+        if not keyframes_of:            # an empty store with exit 0 would hide the mistake
+            raise ValueError(f"{cfg.annotations or cfg.detections}: no annotated keyframe "
+                             f"(an empty or header-only file?); nothing to extract")
         wanted = sorted(keyframes_of)
     else:
         wanted = sorted(found)
@@ -384,7 +387,12 @@ def load_detector(weights: str, device, threshold: float, max_persons: int, shor
         path = Path(weights)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: detector weights file not found")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        from hgrnn.torchfile import TorchFileError, load
+
+        try:
+            state = load(path, "weights file")
+        except TorchFileError as exc:
+            raise ValueError(str(exc)) from None
         if isinstance(state, dict) and isinstance(state.get("model"), dict):
             state = state["model"]
         key = "roi_heads.box_predictor.cls_score.weight"
@@ -512,7 +520,8 @@ def _stage_config(cfg: ExtractConfig, backbone_meta: dict, detector_meta, featur
     if not cfg.detector:
         config["detector_weights"] = None
     config.update(
-        backbone={k: backbone_meta.get(k) for k in ("kind", "path", "sha256", "feature_dim")},
+        backbone={k: backbone_meta.get(k) for k in ("kind", "path", "sha256", "feature_dim",
+                                                     "seed")},
         input_normalisation="rgb/127.5 - 1 ([-1, 1])", feature_dim=feature_dim,
         clip_pool="mean over T', H', W' of I3D Mixed_5c",
         person_pool=("mean over T', RoIAlign 7x7 (aligned, stride 32), max over 7x7"
@@ -557,10 +566,15 @@ def _check_resume_settings(paths, stage: dict) -> None:
         old = {"person_layer": "mixed_5c", **old}        # stores from before the option
         changed = [f"{k} {old.get(k)!r} -> {stage.get(k)!r}" for k in FEATURE_FIELDS
                    if old.get(k) != stage.get(k)]
-        old_sha = (old.get("backbone") or {}).get("sha256")
-        if old_sha != stage["backbone"]["sha256"]:
+        old_backbone, backbone = old.get("backbone") or {}, stage["backbone"]
+        old_sha = old_backbone.get("sha256")
+        if old_sha != backbone["sha256"]:
             changed.append(f"backbone weights sha256 {str(old_sha)[:12]} -> "
-                           f"{str(stage['backbone']['sha256'])[:12]}")
+                           f"{str(backbone['sha256'])[:12]}")
+        elif backbone.get("kind") == "random" and old_backbone.get("seed") != backbone.get("seed"):
+            # random weights have no file to hash: the seed that made them identifies them
+            changed.append(f"random backbone seed {old_backbone.get('seed')!r} -> "
+                           f"{backbone.get('seed')!r}")
         if changed:
             raise ValueError(f"{path}: was extracted with other feature settings "
                              f"({'; '.join(changed)}); resuming would mix two kinds of "

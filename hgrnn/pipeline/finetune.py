@@ -88,6 +88,8 @@ from hgrnn.console import progress_bar
 from hgrnn.data.ava import (AvaRows, group_persons, load_label_map, read_annotations,
                             read_exclusions)
 from hgrnn.losses import sigmoid_focal_loss
+from hgrnn.torchfile import TorchFileError, save_atomic
+from hgrnn.torchfile import load as load_torch_file
 from hgrnn.pipeline.i3d import (FEATURE_DIM, FINETUNE_FORMAT, FINETUNE_VERSION, InceptionI3d,
                                 load_backbone, normalize_frames)
 from hgrnn.pipeline.person_layer import backbone_maps, layer_of, pooled_person_features
@@ -464,9 +466,10 @@ def classification_loss(logits, targets, config: FinetuneConfig) -> torch.Tensor
 # ----------------------------------------------------------------------------- checkpoints
 
 def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        save_atomic(obj, path)             # temporary + rename; no .tmp left on failure
+    except TorchFileError as err:
+        raise FinetuneError(str(err)) from None
 
 
 def checkpoint_dict(model: PersonActionModel, config: FinetuneConfig, label_map, step: int,
@@ -635,30 +638,44 @@ def finetune_backbone(config: FinetuneConfig, resume: bool = False, progress: bo
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     step, epoch, last_val = 0, 0, None
     if resume and state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        saved = json.loads(state["config"])
-        for key in ("clip_frames", "frame_stride", "projection_dim", "label_map", "loss",
-                    "person_layer"):
-            if saved.get(key, layer_of({}) if key == "person_layer" else None) != \
-                    getattr(config, key):
-                raise FinetuneError(f"{state_path}: was trained with {key}={saved.get(key)!r}, "
-                                    f"now {getattr(config, key)!r}; use another out_dir")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        # the saved scheduler brings its own interval: a new --lr-halve-every applies from here
-        # on (the current lr is kept); a new --lr cannot apply without undoing the halvings
-        scheduler.step_size = config.lr_halve_every
-        if saved.get("lr_halve_every") != config.lr_halve_every:
-            log.warning("%s: lr_halve_every %s -> %s from step %d on", state_path,
-                        saved.get("lr_halve_every"), config.lr_halve_every, int(state["step"]))
-        if saved.get("lr") != config.lr:
-            log.warning("%s: --lr %s ignored on resume; the run continues its schedule from "
-                        "lr %s", state_path, config.lr, saved.get("lr"))
-        scaler.load_state_dict(state["scaler"])
-        step, epoch = int(state["step"]), int(state["epoch"]) + 1
-        last_val = json.loads(state["val"]) if state.get("val") else None
-        torch.set_rng_state(state["rng"])
+        try:
+            state = load_torch_file(state_path, "resume state")
+            saved = json.loads(state["config"])
+            for key in ("clip_frames", "frame_stride", "projection_dim", "label_map", "loss",
+                        "person_layer"):
+                if saved.get(key, layer_of({}) if key == "person_layer" else None) != \
+                        getattr(config, key):
+                    raise FinetuneError(f"{state_path}: was trained with "
+                                        f"{key}={saved.get(key)!r}, now "
+                                        f"{getattr(config, key)!r}; use another out_dir")
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            # the saved scheduler brings its own interval: a new --lr-halve-every applies from
+            # here on (the current lr is kept); a new --lr cannot apply without undoing the
+            # halvings
+            scheduler.step_size = config.lr_halve_every
+            if saved.get("lr_halve_every") != config.lr_halve_every:
+                log.warning("%s: lr_halve_every %s -> %s from step %d on", state_path,
+                            saved.get("lr_halve_every"), config.lr_halve_every,
+                            int(state["step"]))
+            if saved.get("lr") != config.lr:
+                log.warning("%s: --lr %s ignored on resume; the run continues its schedule "
+                            "from lr %s", state_path, config.lr, saved.get("lr"))
+            scaler.load_state_dict(state["scaler"])
+            step, epoch = int(state["step"]), int(state["epoch"]) + 1
+            last_val = json.loads(state["val"]) if state.get("val") else None
+            torch.set_rng_state(state["rng"])
+        except TorchFileError as err:
+            raise FinetuneError(str(err)) from None
+        except FinetuneError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:
+            # a damaged state.pt: one line, never a traceback
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise FinetuneError(f"{state_path}: damaged resume state ({type(err).__name__}: "
+                                f"{first}); restore it from a copy, or start a new run in "
+                                f"another out_dir") from None
         log.info("resuming %s at step %d", state_path, step)
     elif resume:
         log.warning("%s: nothing to resume, starting from step 0", state_path)

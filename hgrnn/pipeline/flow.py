@@ -180,7 +180,12 @@ def load_raft(method: str, weights="default"):
         path = Path(weights)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: RAFT weights file not found")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        from hgrnn.torchfile import TorchFileError, load
+
+        try:
+            state = load(path, "weights file")
+        except TorchFileError as exc:
+            raise FlowError(str(exc)) from None
         model = build(weights=None)
         try:
             model.load_state_dict(state, strict=True)

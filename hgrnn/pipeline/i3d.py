@@ -351,7 +351,10 @@ def is_finetune_checkpoint(obj) -> bool:
     return isinstance(obj, dict) and obj.get("format") == FINETUNE_FORMAT
 
 
-def load_backbone(path_or_none, device="cpu", stream: str = "rgb"):
+RANDOM_SEED = 0   # the random backbone (--backbone-weights none) is made from this seed
+
+
+def load_backbone(path_or_none, device="cpu", stream: str = "rgb", seed: int = RANDOM_SEED):
     """Load the I3D backbone (and projection) of one stream for feature extraction.
 
     path_or_none: a piergiaj-layout state dict file (rgb_imagenet.pt; flow_imagenet.pt for
@@ -360,7 +363,8 @@ def load_backbone(path_or_none, device="cpu", stream: str = "rgb"):
     channels) or "flow" (2). Returns (backbone, projection, meta): the backbone in eval mode on
     `device`; projection an nn.Linear(1024, 256) in eval mode, or None; meta a JSON-ready dict
     with keys kind ("kinetics-i3d" | "finetune" | "random"), path, sha256 (of the file, None
-    for random), feature_dim (1024 or the projection's output size), num_logits, and for a
+    for random; then `seed`: random weights are drawn from torch.manual_seed(seed), so
+    the same seed gives the same network in every run), feature_dim (1024 or the projection's output size), num_logits, and for a
     fine-tuning checkpoint also config (dict) and label_map (LabelMap JSON text); every
     meta has `stream`. Raises FileNotFoundError / I3DWeightsError naming the file.
     """
@@ -374,20 +378,24 @@ def load_backbone(path_or_none, device="cpu", stream: str = "rgb"):
                    f"will be meaningless for recognition; pass {option} {file} or a "
                    f"fine-tuned checkpoint for real use.")
         warnings.warn(message, stacklevel=2)   # printed once, as one line, by the CLI
-        backbone = InceptionI3d(in_channels=channels).to(device).eval()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            backbone = InceptionI3d(in_channels=channels)
+        backbone = backbone.to(device).eval()
         meta = {"kind": "random", "path": None, "sha256": None, "feature_dim": FEATURE_DIM,
-                "num_logits": backbone.num_classes, "stream": stream}
+                "num_logits": backbone.num_classes, "stream": stream, "seed": int(seed)}
         return backbone, None, meta
 
     path = Path(path_or_none)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: backbone weights file not found")
     digest = sha256_file(path)
+    from hgrnn.torchfile import TorchFileError, load
+
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the file name
-        raise I3DWeightsError(f"{path}: cannot be read as a PyTorch weights file "
-                              f"({type(exc).__name__}: {exc})") from exc
+        obj = load(path, "weights file")   # weights_only, one line (never the unsafe advice)
+    except TorchFileError as exc:
+        raise I3DWeightsError(str(exc)) from None
 
     if is_finetune_checkpoint(obj):
         version = obj.get("version")
