@@ -255,6 +255,23 @@ def test_training_lowers_the_loss_resumes_validates_and_checkpoint_loads(ava_fix
     first = torch.load(out / "backbone.pt", weights_only=True)
     assert first["step"] == 4
 
+    # a damaged state.pt is one FinetuneError naming it (issue 17), never a traceback
+    import shutil
+    state = torch.load(out / "state.pt", weights_only=True)
+    for name, damage in (("no-optimizer", lambda: torch.save(
+            {k: v for k, v in state.items() if k != "optimizer"}, bad / "state.pt")),
+            ("bad-rng", lambda: torch.save(dict(state, rng=torch.zeros(3, dtype=torch.uint8)),
+                                           bad / "state.pt")),
+            ("truncated", lambda: (bad / "state.pt").write_bytes(
+                (out / "state.pt").read_bytes()[:500]))):
+        bad = tmp_path / name
+        shutil.copytree(out, bad)
+        damage()
+        with pytest.raises(ft.FinetuneError, match=f"{bad / 'state.pt'}: .*damaged") as err:
+            ft.finetune_backbone(tiny_config(ava_fixture, bad, steps=6), resume=True,
+                                 progress=False)
+        assert "weights_only" not in str(err.value) and "\n" not in str(err.value)
+
     # resume to 6 steps with a validation at the end, through the evaluator's contract
     calls = []
 
