@@ -37,13 +37,17 @@ def load(path, what="checkpoint"):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        # name what it holds ("GLOBAL posix.system"), never torch's advice to load unsafely
-        found = re.search(r"(?:unsupported|Unsupported)[^\n]*?(GLOBAL [\w.]+|operand \S+)",
-                          str(err))
-        detail = f" ({found.group(1)})" if found else ""
+        # a reference to a Python object ("GLOBAL posix.system") is refused, naming it;
+        # anything else is a damaged file. Never torch's advice to load unsafely.
+        found = re.search(r"GLOBAL [\w.]+", str(err))
+        if found is None:
+            first = "invalid pickle data" if "weights only" in str(err).lower() \
+                else _first_line(err)
+            raise TorchFileError(f"{path}: not a readable {what}, truncated or damaged "
+                                 f"(UnpicklingError: {first})") from None
         raise TorchFileError(f"{path}: refused: the file holds pickled Python objects that only "
-                             f"an unsafe load could read{detail}; it is not a {what} written "
-                             f"by hgrnn (or it is damaged)") from None
+                             f"an unsafe load could read ({found.group(0)}); it is not a {what} "
+                             f"written by hgrnn") from None
     except Exception as err:  # noqa: BLE001 - zip, pickle and storage errors of a damaged file
         first = _first_line(err).split(". ")[0]            # torch adds sentences of advice
         raise TorchFileError(f"{path}: not a readable {what}, truncated or damaged "

@@ -21,7 +21,19 @@ def test_load_checkpoint_refuses_foreign_and_other_versions(tmp_path):
     with pytest.raises(HeadError, match=f"version {CHECKPOINT_VERSION + 1}"):
         load_checkpoint(run / "last.pt")
     torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION}, run / "last.pt")
+    with pytest.raises(HeadError, match="damaged checkpoint: key 'step' is missing"):
+        load_checkpoint(run)
+    from hgrnn.hgrnn_head.model import HeadConfig
+
+    complete = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": 0,
+                "model": {}, "optimizer": {}, "head": HeadConfig(4, 2).to_dict(), "train": {},
+                "label_map": "[]", "feature_dim": 4, "store_fingerprint": "", "store_path": "",
+                "rng_torch": torch.get_rng_state()}
+    torch.save(complete, run / "last.pt")
     assert load_checkpoint(run)["path"] == str(run / "last.pt")
+    torch.save(dict(complete, head={"no such field": 1}), run / "last.pt")
+    with pytest.raises(HeadError, match="'head' is not a head config"):
+        load_checkpoint(run)
 
 
 def test_resolve_device_and_open_store_errors(tmp_path):

@@ -81,16 +81,19 @@ def test_second_writer_is_refused_naming_the_first(tmp_path):
 
 
 WRITER = """
-import sys, time
+import os, sys, time
 import numpy as np
 from hgrnn.data.store import StoreError, StoreWriter
 from storegen import random_video
-path, tag, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
-time.sleep(max(0.0, start - time.time()))
+path, tag, other = sys.argv[1], sys.argv[2], sys.argv[3]
+open(path + "." + tag + ".ready", "w").close()          # a barrier: start together
+while not os.path.exists(path + "." + other + ".ready"):
+    time.sleep(0.001)
 try:
     with StoreWriter(path, feature_dim=16, label_map=[[i, str(i)] for i in range(1, 6)]) as w:
         for i in range(4):
             w.add_video(f"{tag}{i}", **random_video(np.random.default_rng(i), 16, 5, 4))
+        time.sleep(1.0)                                  # still writing when the other opens
 except StoreError as e:
     print("refused:", e)
     sys.exit(1)
@@ -102,10 +105,9 @@ def test_writers_creating_one_store_together_never_both_succeed(tmp_path):
     # the audit: 8 of 22 pairs both reported success and one writer's videos were lost
     for run in range(3):
         path = tmp_path / f"s{run}.h5"
-        start = time.time() + 1.5
-        procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), tag, str(start)],
+        procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), tag, other],
                                   env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True) for tag in "ab"]
+                                  text=True) for tag, other in ("ab", "ba")]
         out = [(p.wait(timeout=120), p.stdout.read(), p.stderr.read()) for p in procs]
         winners = [o for o in out if o[0] == 0]
         assert len(winners) == 1, out
