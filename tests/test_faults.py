@@ -147,15 +147,16 @@ def test_orphaned_fork_of_a_writer_does_not_keep_the_store_locked(tmp_path):
         w = StoreWriter({str(path)!r}, feature_dim={C}, label_map={LABELS!r})
         w.add_video("a", **random_video(np.random.default_rng(0), {C}, {K}, 4))
         if os.fork() == 0:          # a worker: outlives its parent for a while
+            os.write(1, b"worker\\n")         # (its at-fork handlers have run by now)
             time.sleep(20)
             os._exit(0)
-        print("ready", flush=True)
+        os.write(1, b"ready\\n")
         time.sleep(60)
         """
     p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=ENV,
                          stdout=subprocess.PIPE, text=True)
     try:
-        assert p.stdout.readline().strip() == "ready"
+        assert sorted(p.stdout.readline().strip() for _ in range(2)) == ["ready", "worker"]
         p.send_signal(signal.SIGKILL)
         p.wait()
         with h5py.File(path, "r") as f:          # no "unable to lock file"
