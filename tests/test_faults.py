@@ -519,26 +519,6 @@ def test_train_head_on_a_full_disk_leaves_no_temporary(run_dir, tmp_path):
 
 # ---------------------------------------------------------------- inputs
 
-def test_eval_gt_csv_without_a_common_video_is_an_error(run_dir, tmp_path):
-    gt = tmp_path / "other_split.csv"
-    gt.write_text("someothervideo,902,0.1,0.1,0.5,0.5,1,0\n")
-    p = _cli("eval", "--store", run_dir / "s.h5", "--checkpoint", run_dir / "run",
-               "--gt-boxes", "--gt-csv", gt, "-q")
-    _one_line_error(p, str(gt), "no video in common")
-
-
-def test_extract_features_refuses_empty_annotations(tmp_path):
-    from hgrnn.pipeline.extract import ExtractConfig, extract_features
-
-    (tmp_path / "videos").mkdir()
-    (tmp_path / "gt.csv").write_text("")
-    cfg = ExtractConfig(out=str(tmp_path / "s.h5"), videos=str(tmp_path / "videos"),
-                        annotations=str(tmp_path / "gt.csv"), backbone_weights="none")
-    with pytest.raises(ValueError, match="gt.csv: no annotated keyframe"):
-        extract_features(cfg)
-    assert not (tmp_path / "s.h5").exists()
-
-
 def test_random_backbone_is_seeded_and_resume_refuses_another_seed(tmp_path):
     import torch
 

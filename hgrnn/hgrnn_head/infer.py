@@ -212,17 +212,6 @@ def evaluate_model(model, fs, device="cpu", gt=None, nms_iou=DEFAULT_NMS_IOU,
     return evaluate(gt, results, fs.label_map, protocol=protocol, exclusions=exclusions)
 
 
-def _check_common_videos(gt_csv, gt, fs) -> None:
-    """A ground-truth CSV that shares no video with the store would score 0 (or nan)
-    without a hint of the mistake: refuse it, naming both files."""
-    gt_videos = set(np.unique(np.asarray(gt.video_ids, dtype=str)).tolist())
-    if not gt_videos & set(fs.video_ids):
-        example = sorted(gt_videos)[:3] if gt_videos else "none: no rows"
-        raise HeadError(f"{gt_csv}: no video in common with the store {fs.path} (CSV videos: "
-                        f"{example}; store videos: {fs.video_ids[:3]}); is it the ground "
-                        f"truth of another split?")
-
-
 def evaluate_store(store, checkpoint, gt_boxes=False, out_dir=None, nms_iou=DEFAULT_NMS_IOU,
                    gt_csv=None, exclusions=None, protocol="ava-2018", progress=True,
                    device="auto", min_score=0.0, num_threads=1, sort_classes="ap", nms=None):
@@ -266,7 +255,6 @@ def evaluate_store(store, checkpoint, gt_boxes=False, out_dir=None, nms_iou=DEFA
         exclusions_source = "given as a set"
     if gt_csv is not None:
         gt = read_annotations(gt_csv, fs.label_map)
-        _check_common_videos(gt_csv, gt, fs)
     else:
         gt_fs = open_store(store, "gt", lazy=True) if "gt" in fs.sources else None
         gt = store_ground_truth(gt_fs) if gt_fs is not None and gt_fs.has_labels else None
