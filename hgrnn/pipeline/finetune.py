@@ -88,12 +88,12 @@ from hgrnn.console import progress_bar
 from hgrnn.data.ava import (AvaRows, group_persons, load_label_map, read_annotations,
                             read_exclusions)
 from hgrnn.losses import sigmoid_focal_loss
-from hgrnn.torchfile import TorchFileError, save_atomic
-from hgrnn.torchfile import load as load_torch_file
 from hgrnn.pipeline.i3d import (FEATURE_DIM, FINETUNE_FORMAT, FINETUNE_VERSION, InceptionI3d,
                                 load_backbone, normalize_frames)
 from hgrnn.pipeline.person_layer import backbone_maps, layer_of, pooled_person_features
 from hgrnn.pipeline.video import VideoError, find_frame_folders, find_videos, iter_clips
+from hgrnn.torchfile import TorchFileError, save_atomic
+from hgrnn.torchfile import load as load_torch_file
 
 log = logging.getLogger(__name__)
 
