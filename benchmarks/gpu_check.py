@@ -923,6 +923,16 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def write_report(out: Path, report: dict, ctx: Context, started: float) -> None:
+    """Complete `report` (projection, seconds, failed) and write OUT/gpu_check.json."""
+    report["projection"] = projection(ctx.values, ctx.workers)
+    report["seconds"] = time.perf_counter() - started
+    report["failed"] = [r["name"] for r in report["parts"] if r["status"] in ("failed", "error")]
+    tmp = out / "gpu_check.json.part"
+    tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    os.replace(tmp, out / "gpu_check.json")
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 epilog="Details: the module docstring (head -50 of this file).")
@@ -994,14 +1004,13 @@ def main(argv=None) -> int:
         log(f"{part.name}: {record['status']} in {record['seconds']:.1f} s: {record['summary']}")
         if record.get("traceback"):
             log(record["traceback"])
+        write_report(out, report, ctx, started)      # after every part: a killed run tells
         if part.kind == "setup" and record["status"] != "ok":
             break
-    report["projection"] = projection(ctx.values, workers)
-    report["seconds"] = time.perf_counter() - started
-    report["failed"] = [r["name"] for r in report["parts"] if r["status"] in ("failed", "error")]
-    (out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    write_report(out, report, ctx, started)
     table = format_table(report)
     log.file.write(table + "\n")
+    log.file.close()
     print(table)
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
