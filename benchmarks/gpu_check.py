@@ -482,10 +482,9 @@ def check_eval(ctx: Context) -> dict:
         out = ctx.work / f"eval_{device.replace(':', '')}"
         # gt boxes: never closer than IoU 0.3 in a synthetic store, so the class NMS cannot
         # flip between near-equal scores and the rows must be the same
-        printed = cli("eval", "--store", val, "--checkpoint", ctx.made["head_run"], "--out",
-                      out, "--gt-boxes", "--device", device, "--threads", ctx.threads,
-                      "--quiet")
-        maps[device] = float(printed.strip().splitlines()[-1])
+        cli("eval", "--store", val, "--checkpoint", ctx.made["head_run"], "--out", out,
+            "--gt-boxes", "--device", device, "--threads", ctx.threads, "--quiet")
+        maps[device] = json.loads((out / "metrics.json").read_text())["mAP"]     # a fraction
         r = read_results(out / "results.csv")
         key = np.lexsort((r.action_ids, *r.boxes.T[::-1], r.timestamps, r.video_ids))
         rows[device] = (r.video_ids[key], r.timestamps[key], r.boxes[key], r.action_ids[key],
