@@ -4,7 +4,7 @@
     evaluate.py   eval-csv, eval          store.py    inspect, merge-stores
     head.py       train-head, ablate      synth.py    synth, demo
     extract.py    extract-features        finetune.py finetune-backbone
-    predict.py    predict, visualize
+    predict.py    predict, visualize      detect.py   finetune-detector, detect
     data.py       render-example, check-data, convert (your own data)
     options.py    options shared by several commands
 
@@ -14,7 +14,7 @@ at once. Run `hgrnn COMMAND --help` for each command's options.
 
 import click
 
-from hgrnn.cli import data, evaluate, extract, finetune, head, predict, store, synth
+from hgrnn.cli import data, detect, evaluate, extract, finetune, head, predict, store, synth
 from hgrnn.console import show_warnings_as_lines
 
 
@@ -61,6 +61,8 @@ def main():
     \b
     Typical flow:
       hgrnn finetune-backbone ...  fine-tune I3D + 1024->256 projection on AVA (GPU, once)
+      hgrnn finetune-detector ...  fine-tune the Faster R-CNN person detector (GPU, once)
+      hgrnn detect ...             videos -> AVA person-box CSV (the 'det' persons)
       hgrnn extract-features ...   videos -> HDF5 feature store (GPU, once)
       hgrnn inspect STORE          what a store holds; --check verifies it
       hgrnn train-head ...         train the HGRNN head on a store (minutes on a CPU)
@@ -83,5 +85,6 @@ for _command in (evaluate.eval_csv, evaluate.eval_cmd, store.inspect_cmd, store.
                  head.train_head_cmd, head.ablate_cmd, synth.synth_cmd, synth.demo_cmd,
                  extract.extract_features_cmd, finetune.finetune_backbone_cmd,
                  predict.predict_cmd, predict.visualize_cmd,
-                 data.render_example_cmd, data.check_data_cmd, data.convert_group):
+                 data.render_example_cmd, data.check_data_cmd, data.convert_group,
+                 detect.finetune_detector_cmd, detect.detect_cmd):
     main.add_command(_command)

@@ -27,7 +27,8 @@ time_offset_option = click.option(
 
 def video_source_options(command):
     """--videos / --frames / --fps / --time-offset, shared by every stage that decodes
-    video (extract-features, finetune-backbone), so that both read the same clips."""
+    video (extract-features, finetune-backbone, finetune-detector, detect), so that all read
+    the same frames."""
     options = [
         click.option("--videos", type=click.Path(exists=True, file_okay=False),
                      help="Folder of <video_id>.<ext> files (mp4, mkv, webm, avi)."),
@@ -70,12 +71,14 @@ _EXTRACTION_OPTIONS = [
     click.option("--detections", type=click.Path(exists=True, dir_okay=False),
                  help="Person boxes for the 'det' source: AVA-format CSV "
                       "video,ts,x1,y1,x2,y2,action(empty|-1),score."),
-    click.option("--detector", type=click.Choice(["faster-rcnn"]),
-                 help="Instead of --detections: run torchvision's Faster R-CNN (ResNet-50 FPN) "
-                      "on each keyframe, person class only."),
+    click.option("--detector",
+                 help="Instead of --detections: 'faster-rcnn' (torchvision's COCO ResNet-50 "
+                      "FPN, person class) or a finetune-detector checkpoint (RUN/detector.pt), "
+                      "run on each keyframe (the detection function of `hgrnn detect`)."),
     click.option("--detector-weights", default="default", show_default=True,
-                 help="Faster R-CNN state dict file, 'default' (torchvision's COCO weights; "
-                      "downloaded once, needs a network) or 'none' (random, tests only)."),
+                 help="For --detector faster-rcnn: a state dict file, 'default' (torchvision's "
+                      "COCO weights; downloaded once, needs a network) or 'none' (random, "
+                      "tests only)."),
     click.option("--det-threshold", type=float, default=DEFAULT_DET_THRESHOLD, show_default=True,
                  help="Keep person boxes scoring at least this (both --detections and "
                       "--detector). 0.8: PySlowFast's AVA configs use it on the same person-box "

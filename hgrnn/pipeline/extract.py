@@ -20,8 +20,9 @@ Per video (one sequential decoding pass, `hgrnn.pipeline.video.iter_clips`):
               box's region; `hgrnn.pipeline.person_layer`)
   projection  a fine-tuned checkpoint's Linear(1024, 256) on both (unless projection=False)
   persons     gt: --annotations rows merged into one person per box (multi-hot labels over
-              --label-map, `ava.group_persons`); det: --detections CSV boxes or torchvision
-              Faster R-CNN on the keyframe (person class), score >= det_threshold, at most
+              --label-map, `ava.group_persons`); det: --detections CSV boxes or a Faster
+              R-CNN on the keyframe (`detect.detect_persons`: torchvision's COCO model or a
+              finetune-detector checkpoint, person class), score >= det_threshold, at most
               max_persons per keyframe (highest scores).
 
 Data flow: a torch DataLoader over an IterableDataset of videos; each worker process decodes
@@ -49,7 +50,6 @@ import math
 import os
 import re
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,13 +63,15 @@ from hgrnn.console import progress_bar
 from hgrnn.data.ava import group_persons, load_label_map, read_annotations, read_results
 from hgrnn.data.store import PersonSet, StoreError, StoreWriter, open_h5, read_info, video_names
 from hgrnn.data.store_merge import merge_stores
-from hgrnn.pipeline.i3d import load_backbone, normalize_frames, sha256_file
 from hgrnn.pipeline.defaults import DEFAULT_DET_THRESHOLD
+from hgrnn.pipeline.detect import detect_persons, load_person_detector
+from hgrnn.pipeline.i3d import load_backbone, normalize_frames, sha256_file
 from hgrnn.pipeline.keyframes import (clip_span_warning, describe_outside, offset_hint,
                                       split_keyframes)
 from hgrnn.pipeline.person_layer import (backbone_maps, check_layer, layer_of,
                                          pooled_person_features)
-from hgrnn.pipeline.video import VideoError, find_frame_folders, find_videos, iter_clips, probe
+from hgrnn.pipeline.video import (VideoError, check_video_source, find_frame_folders,
+                                  find_videos, iter_clips, probe)
 
 DETECTORS = ("faster-rcnn",)
 
@@ -84,8 +86,9 @@ class ExtractConfig:
     out: store to write or resume. videos / frames: exactly one input folder (`<id>.<ext>`
     video files, or `<id>/<id>_%06d.jpg` frame folders at `fps`). keyframes: (start, end)
     inclusive seconds or None. backbone_weights: I3D weights file, or "none" for random
-    initialisation (tests). detector: None or "faster-rcnn"; detector_weights: a file,
-    "default" (torchvision's COCO weights, downloaded once) or "none" (random, tests).
+    initialisation (tests). detector: None, "faster-rcnn" or a finetune-detector checkpoint;
+    detector_weights (faster-rcnn only): a file, "default" (torchvision's COCO weights,
+    downloaded once) or "none" (random, tests).
     """
     out: str
     backbone_weights: str
@@ -115,14 +118,13 @@ class ExtractConfig:
     progress: bool = True
 
     def validate(self) -> None:
-        if (self.videos is None) == (self.frames is None):
-            raise ValueError("give exactly one of --videos DIR and --frames DIR")
-        if self.frames is not None and not self.fps:
-            raise ValueError("--frames needs --fps (the frame rate the frames were extracted at)")
+        check_video_source(self.videos, self.frames, self.fps)
         if self.detections and self.detector:
             raise ValueError("give at most one of --detections CSV and --detector")
-        if self.detector is not None and self.detector not in DETECTORS:
-            raise ValueError(f"--detector {self.detector!r}: expected one of {DETECTORS}")
+        if (self.detector is not None and self.detector not in DETECTORS
+                and not Path(self.detector).is_file()):
+            raise ValueError(f"--detector {self.detector!r}: expected 'faster-rcnn' or a "
+                             f"finetune-detector checkpoint file")
         if self.keyframes is not None and self.keyframes[0] > self.keyframes[1]:
             raise ValueError(f"--keyframes {self.keyframes[0]}:{self.keyframes[1]}: start > end")
         for name in ("clip_frames", "frame_stride", "short_side", "batch_size", "max_persons"):
@@ -166,6 +168,18 @@ def every_second(duration: float, fps: float, time_offset: float) -> list[int]:
             out.append(ts)
         ts += 1
     return out
+
+
+def plan_timestamps(path, timestamps, fps, time_offset: float) -> list[int]:
+    """The keyframes of a video: `timestamps` when given, else every whole second of it
+    (opens the video; raises VideoError when its duration is unknown)."""
+    if timestamps is not None:
+        return timestamps
+    info = probe(path, fps=fps)
+    found = every_second(info["duration"], info["fps"], time_offset)
+    if not found:
+        raise VideoError(f"{path}: duration unknown or zero; pass --keyframes START:END")
+    return found
 
 
 # ----------------------------------------------------------------------------- persons
@@ -361,66 +375,8 @@ class ClipDataset(IterableDataset):
 
 # ----------------------------------------------------------------------------- detector
 
-def load_detector(weights: str, device, threshold: float, max_persons: int, short_side: int):
-    """torchvision Faster R-CNN (ResNet-50 FPN). weights: a state-dict file (torchvision's
-    layout, any number of classes, person = class 1), "default" (COCO weights via torchvision)
-    or "none" (random init, tests). Returns (model in eval mode, meta dict)."""
-    # torchvision's detection models take seconds to import: only when a detector runs
-    from torchvision.models.detection import (FasterRCNN_ResNet50_FPN_Weights,
-                                              fasterrcnn_resnet50_fpn)
-
-    kwargs = dict(min_size=short_side, max_size=max(1333, 2 * short_side),
-                  box_score_thresh=threshold, box_detections_per_img=max(100, max_persons))
-    meta = {"weights": str(weights), "sha256": None}
-    if str(weights).lower() == "none":
-        warnings.warn("person detector weights: NONE -- random Faster R-CNN, detections are "
-                      "meaningless (tests only)", stacklevel=2)
-        model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, **kwargs)
-    elif str(weights).lower() == "default":
-        model = fasterrcnn_resnet50_fpn(weights=FasterRCNN_ResNet50_FPN_Weights.DEFAULT,
-                                        weights_backbone=None, **kwargs)
-        meta["weights"] = "torchvision:" + str(FasterRCNN_ResNet50_FPN_Weights.DEFAULT)
-    else:
-        path = Path(weights)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: detector weights file not found")
-        from hgrnn.torchfile import TorchFileError, load
-
-        try:
-            state = load(path, "weights file")
-        except TorchFileError as exc:
-            raise ValueError(str(exc)) from None
-        if isinstance(state, dict) and isinstance(state.get("model"), dict):
-            state = state["model"]
-        key = "roi_heads.box_predictor.cls_score.weight"
-        if not isinstance(state, dict) or key not in state:
-            raise ValueError(f"{path}: not a torchvision Faster R-CNN state dict (no {key})")
-        model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None,
-                                        num_classes=int(state[key].shape[0]), **kwargs)
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise ValueError(f"{path}: does not fit torchvision's fasterrcnn_resnet50_fpn: "
-                             f"{exc}") from exc
-        meta["sha256"] = sha256_file(path)
-    return model.to(device).eval(), meta
-
-
-def _detect(detector, images, threshold: float, max_persons: int, device) -> list:
-    """images: list of uint8 (H, W, 3) tensors -> per image dict(boxes (n, 4) normalised xyxy,
-    scores (n,)) of the person class (label 1), best max_persons above threshold."""
-    inputs = [img.to(device).permute(2, 0, 1).float().div_(255) for img in images]
-    with torch.no_grad():
-        outputs = detector(inputs)
-    result = []
-    for img, out in zip(images, outputs):
-        h, w = img.shape[:2]
-        keep = (out["labels"] == 1) & (out["scores"] >= threshold)
-        boxes, scores = out["boxes"][keep].float().cpu(), out["scores"][keep].float().cpu()
-        order = torch.argsort(scores, descending=True, stable=True)[:max_persons]
-        boxes = boxes[order] / torch.tensor([w, h, w, h], dtype=torch.float32)
-        result.append({"boxes": boxes.clamp_(0, 1).numpy(), "scores": scores[order].numpy()})
-    return result
+# person detection: hgrnn.pipeline.detect (load_person_detector, detect_persons), the one
+# detection path shared with `hgrnn detect`
 
 
 # ----------------------------------------------------------------------------- features
@@ -602,8 +558,11 @@ def _load_models(cfg: ExtractConfig, device):
     feature_dim = projection.out_features if projection is not None else 1024
     detector, dmeta = None, None
     if cfg.detector:
-        detector, dmeta = load_detector(cfg.detector_weights, device, cfg.det_threshold,
-                                        cfg.max_persons, cfg.det_short_side)
+        detector = load_person_detector(cfg.detector, weights=cfg.detector_weights,
+                                        device=device, min_score=cfg.det_threshold,
+                                        max_persons=cfg.max_persons,
+                                        short_side=cfg.det_short_side)
+        dmeta = detector.meta
     stage = _stage_config(cfg, bmeta, dmeta, feature_dim, projection is not None)
     return backbone, projection, feature_dim, detector, stage
 
@@ -666,7 +625,7 @@ def extract_features(cfg: ExtractConfig) -> dict:
                 gt_sets = [(gt or {}).get(vid, {}).get(int(t), _empty_persons(num_classes))
                            for t in ts]
                 if detector is not None:
-                    det_sets = _detect(detector, keys, cfg.det_threshold, cfg.max_persons, device)
+                    det_sets = detect_persons(detector, keys, cfg.det_threshold, cfg.max_persons)
                 elif det is not None:
                     det_sets = [det.get(vid, {}).get(int(t), _empty_persons(num_classes)) for t in ts]
                 else:

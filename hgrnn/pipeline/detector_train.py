@@ -1,0 +1,595 @@
+"""`hgrnn finetune-detector`: fine-tune a class-agnostic Faster R-CNN on AVA person boxes.
+
+The paper's person detector: Faster R-CNN with a ResNet-101 backbone initialised from
+ImageNet, fine-tuned on the person boxes of AVA's training set (Adam, lr 1e-5 halved at
+regular intervals, 100K steps, batch 20), reported at 89.09 person AP on validation.
+
+Model (`hgrnn.pipeline.detect.build_detector`): torchvision FasterRCNN on a ResNet FPN
+backbone, two classes (background, person). Init: ImageNet ResNet weights (frozen
+BatchNorm, the top `trainable_layers` of 5 ResNet stages train), torchvision's COCO
+ResNet-50 model with its predictor cut to (background, person), or random (BatchNorm
+trains, all stages train).
+
+Data. Training keyframes are the keyframes of the annotation CSV with at least one box;
+each distinct box of a keyframe is one person, whatever its actions (`group_persons`).
+Keyframe images come from the keyframe cache (`hgrnn.pipeline.keyframe_cache`; decoded once
+with the extraction decoder at short side min_size, the size torchvision's detection
+transform resizes to). Each image is flipped left-right with probability flip_prob; the
+model's own transform then resizes it to min_size / max_size and normalises it.
+
+Sample order (exact resume). Sample number n (counted over the whole run and all ranks) is
+keyframe perm_e[n mod N] of epoch e = n div N, perm_e = permutation of the N keyframes drawn
+from (seed, e), flipped when a generator seeded with (seed, n) draws below flip_prob.
+Optimizer step s takes samples s*B .. s*B + B - 1 with B = W ranks x accumulate x micro;
+micro-batch m of rank r takes micro of them. The order is a function of the step alone, and
+the torch RNG (proposal sampling) is saved with the weights, so a run resumed from a
+checkpoint is the same run as one that was never interrupted.
+
+Optimisation: Adam, lr halved every lr_halve_every optimizer steps (StepLR), loss = the sum
+of torchvision's four losses (RPN objectness + box regression, box classifier + box
+regression), divided by accumulate. Autocast (bf16 where supported, else fp16 with a
+gradient scaler) on CUDA. DistributedDataParallel under torchrun like `finetune-backbone`;
+rank 0 logs, validates and writes checkpoints.
+
+Validation: every val_every steps (and at step 0 and at the end) rank 0 detects persons on
+the validation keyframes with `detect.detect_persons` (the same function as `hgrnn detect`)
+and scores them with `hgrnn.metrics.evaluate_persons` (class-agnostic person AP@0.5).
+
+Outputs in out_dir:
+  detector.pt    the checkpoint `hgrnn detect --detector` and `extract-features --detector`
+                 take (format in `hgrnn.pipeline.detect`)
+  state.pt       everything to resume: model, optimizer, LR schedule, gradient scaler, step,
+                 torch RNG state, config
+  metrics.jsonl  {"step", "split": "train", "loss", "loss_objectness", "loss_rpn_box_reg",
+                 "loss_classifier", "loss_box_reg", "lr", "images_per_s", "epoch"} every
+                 log_every steps (means over the window's micro-batches of rank 0), and
+                 {"step", "split": "val", "AP", "mAP", "counts", ...} after each validation;
+                 on resume, lines after the resumed step are dropped first
+  loss.png       the loss curve (log scale) with the validation person AP
+  config.json    the config, world size and micro-batch
+  keyframes/     the keyframe cache (unless `cache` names another folder)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from hgrnn import metrics
+from hgrnn.console import progress_bar
+from hgrnn.data.ava import AvaRows, group_persons, read_annotations, read_exclusions
+from hgrnn.pipeline.detect import (BACKBONES, DETECTOR_FORMAT, DETECTOR_VERSION, INITS,
+                                   DetectorArch, DetectorError, PersonDetector, build_detector,
+                                   detect_persons)
+from hgrnn.pipeline.finetune import _atomic_save, _autocast, _distributed, resolve_sources
+from hgrnn.pipeline.keyframe_cache import (cache_settings, cached_timestamps, fill_cache,
+                                           open_cache, read_keyframe)
+from hgrnn.pipeline.video import check_video_source
+
+log = logging.getLogger(__name__)
+
+#: the four losses torchvision's Faster R-CNN returns in training mode
+LOSS_NAMES = ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg")
+#: config fields a resumed run must share with the saved one
+ARCH_FIELDS = ("backbone", "init", "trainable_layers", "min_size", "max_size",
+               "proposals_train", "proposals_test", "roi_batch", "box_head_dim",
+               "fpn_dim")
+
+
+@dataclass(frozen=True)
+class FinetuneDetectorConfig:
+    """Settings of `finetune_detector` (written into checkpoints and config.json); see
+    `hgrnn finetune-detector --help` for each option. trainable_layers None: 3 for a
+    pretrained init (torchvision's default), 5 (everything) for init "none"."""
+
+    annotations: str
+    out_dir: str
+    videos: str | None = None
+    frames: str | None = None
+    fps: float | None = None
+    time_offset: float = 0.0
+    exclusions: str | None = None
+    cache: str | None = None
+    cache_quality: int = 95
+    backbone: str = "resnet101"
+    init: str = "imagenet"
+    init_weights: str | None = None
+    trainable_layers: int | None = None
+    min_size: int = 800
+    max_size: int = 1333
+    proposals_train: int = 2000
+    proposals_test: int = 1000
+    roi_batch: int = 512
+    box_head_dim: int = 1024
+    fpn_dim: int = 256
+    flip_prob: float = 0.5
+    lr: float = 1e-5
+    lr_halve_every: int = 20000
+    steps: int = 100000
+    batch_size: int = 20
+    accumulate: int = 1
+    val_annotations: str | None = None
+    val_exclusions: str | None = None
+    val_every: int = 5000
+    val_max_keyframes: int | None = None
+    protocol: str = "ava-2018"
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 2
+    num_threads: int = 0
+    log_every: int = 20
+    checkpoint_every: int = 1000
+
+    def __post_init__(self):
+        check_video_source(self.videos, self.frames, self.fps)
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone {self.backbone!r}: expected one of {', '.join(BACKBONES)}")
+        if self.init not in INITS:
+            raise ValueError(f"init {self.init!r}: expected one of {', '.join(INITS)}")
+        for name in ("steps", "batch_size", "accumulate", "lr_halve_every", "log_every",
+                     "checkpoint_every", "val_every", "min_size", "max_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.flip_prob <= 1:
+            raise ValueError(f"flip_prob must be in [0, 1], got {self.flip_prob}")
+        if not 1 <= self.cache_quality <= 100:
+            raise ValueError(f"cache_quality must be in 1..100, got {self.cache_quality}")
+        if self.num_workers < 0 or self.num_threads < 0:
+            raise ValueError("num_workers and num_threads must be >= 0")
+        self.arch()                                  # validates the model fields
+
+    def arch(self) -> DetectorArch:
+        layers = self.trainable_layers
+        if layers is None:
+            layers = 5 if self.init == "none" else 3
+        return DetectorArch(backbone=self.backbone, norm="batch" if self.init == "none" else "frozen",
+                            trainable_layers=layers, min_size=self.min_size,
+                            max_size=self.max_size, proposals_train=self.proposals_train,
+                            proposals_test=self.proposals_test, roi_batch=self.roi_batch,
+                            box_head_dim=self.box_head_dim, fpn_dim=self.fpn_dim)
+
+    def cache_dir(self) -> str:
+        return self.cache or str(Path(self.out_dir) / "keyframes")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+# ----------------------------------------------------------------------------- data
+
+@dataclass(frozen=True)
+class PersonKeyframe:
+    """The distinct person boxes (P, 4) float32 normalised xyxy of one keyframe."""
+    video_id: str
+    timestamp: int
+    boxes: np.ndarray
+
+
+def person_keyframes(path, exclusions=None) -> list[PersonKeyframe]:
+    """Ground-truth CSV -> keyframes with >= 1 box, each box once, sorted by (video, time)."""
+    persons = group_persons(read_annotations(path, None, exclusions, progress=False),
+                            metrics.PERSON_LABEL_MAP)
+    out = []
+    key = np.char.add(np.char.add(persons.video_ids.astype(str), "\x00"),
+                      persons.timestamps.astype(str))
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else []
+    ends = np.r_[starts[1:], len(key)] if len(key) else []
+    for s, e in zip(starts, ends):
+        out.append(PersonKeyframe(str(persons.video_ids[s]), int(persons.timestamps[s]),
+                                  persons.boxes[s:e].astype(np.float32)))
+    return out
+
+
+def flip_image(image: np.ndarray, boxes_px: np.ndarray):
+    """Mirror left-right: image (H, W, 3), boxes (P, 4) pixel xyxy -> the mirrored image and
+    boxes (x1, x2 -> W - x2, W - x1)."""
+    width = image.shape[1]
+    flipped = np.stack([width - boxes_px[:, 2], boxes_px[:, 1], width - boxes_px[:, 0],
+                        boxes_px[:, 3]], axis=1)
+    return np.ascontiguousarray(image[:, ::-1]), flipped.astype(np.float32)
+
+
+class KeyframeSamples(torch.utils.data.Dataset):
+    """Sample number n -> (image uint8 (H, W, 3) tensor, boxes (P, 4) float32 pixel tensor)
+    following the module docstring's order (any n >= 0)."""
+
+    def __init__(self, keyframes: list[PersonKeyframe], cache_root, seed: int, flip_prob: float):
+        self.keyframes, self.cache_root = keyframes, str(cache_root)
+        self.seed, self.flip_prob = seed, flip_prob
+        self._perm = (None, None)        # (epoch, permutation) of the last epoch used
+
+    def keyframe_of(self, n: int) -> int:
+        epoch, i = divmod(int(n), len(self.keyframes))
+        if self._perm[0] != epoch:
+            self._perm = (epoch, np.random.default_rng([self.seed, epoch]).permutation(
+                len(self.keyframes)))
+        return int(self._perm[1][i])
+
+    def __getitem__(self, n: int):
+        kf = self.keyframes[self.keyframe_of(n)]
+        image = read_keyframe(self.cache_root, kf.video_id, kf.timestamp)
+        h, w = image.shape[:2]
+        boxes = kf.boxes * np.array([w, h, w, h], np.float32)
+        if np.random.default_rng([self.seed, int(n), 7]).random() < self.flip_prob:
+            image, boxes = flip_image(image, boxes)
+        return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(boxes)
+
+    def __len__(self):
+        return len(self.keyframes)
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """Micro-batches of sample numbers for one rank, from optimizer step `start` to `stop`:
+    step s, micro-batch m, rank r -> s*B + (m*W + r)*micro + [0, micro)."""
+
+    def __init__(self, start: int, stop: int, micro: int, accumulate: int, rank: int, world: int):
+        self.start, self.stop, self.micro = start, stop, micro
+        self.accumulate, self.rank, self.world = accumulate, rank, world
+
+    def __iter__(self):
+        per_step = self.micro * self.accumulate * self.world
+        for s in range(self.start, self.stop):
+            for m in range(self.accumulate):
+                first = s * per_step + (m * self.world + self.rank) * self.micro
+                yield list(range(first, first + self.micro))
+
+    def __len__(self):
+        return (self.stop - self.start) * self.accumulate
+
+
+def _collate(samples):
+    return samples
+
+
+# ----------------------------------------------------------------------------- person AP
+
+def detections_to_rows(keys, detections):
+    """[(video_id, timestamp)] and `detect_persons` outputs -> AvaRows of person boxes
+    (action -1, scores)."""
+    counts = [len(d["scores"]) for d in detections]
+    vids = np.repeat(np.asarray([k[0] for k in keys], dtype=str), counts)
+    stamps = np.repeat(np.asarray([k[1] for k in keys], np.int64), counts)
+    boxes = (np.concatenate([d["boxes"] for d in detections]) if detections
+             else np.zeros((0, 4), np.float32))
+    scores = (np.concatenate([d["scores"] for d in detections]) if detections
+              else np.zeros(0, np.float32))
+    return AvaRows.from_arrays(vids, stamps, boxes.reshape(-1, 4),
+                               np.full(len(scores), -1, np.int64), scores=scores)
+
+
+@torch.no_grad()
+def validate_detector(model, keyframes: list[PersonKeyframe], cache_root, gt_rows, device,
+                      protocol="ava-2018", batch: int = 4, progress=False) -> dict:
+    """Person AP of `model` on cached validation keyframes (whole images, no flip).
+    Returns EvalResult.to_dict() plus "AP" (the person AP)."""
+    was_training = model.training
+    model.eval()
+    detector = PersonDetector(model, torch.device(device), 0, {})
+    keys, detections = [], []
+    for i in progress_bar(range(0, len(keyframes), batch), desc="validate", leave=False,
+                  disable=not progress):
+        chunk = keyframes[i:i + batch]
+        images = [read_keyframe(cache_root, k.video_id, k.timestamp) for k in chunk]
+        detections += detect_persons(detector, images, min_score=0.0, max_persons=100)
+        keys += [(k.video_id, k.timestamp) for k in chunk]
+    model.train(was_training)
+    results = detections_to_rows(keys, detections)
+    if len(results) == 0:                # nothing above the model's score threshold yet
+        return {"AP": 0.0, "mAP": 0.0, "per_class": {"person": 0.0}, "protocol": protocol,
+                "counts": {"results": 0}}
+    result = metrics.evaluate_persons(gt_rows, results, protocol=protocol).to_dict()
+    result["AP"] = result["mAP"]
+    return result
+
+
+# ----------------------------------------------------------------------------- outputs
+
+def checkpoint_dict(model, config: FinetuneDetectorConfig, step: int, val=None) -> dict:
+    """The `detector.pt` content; tensors on CPU."""
+    return {"format": DETECTOR_FORMAT, "version": DETECTOR_VERSION,
+            "arch": dataclasses.asdict(config.arch()),
+            "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            "config": config.to_json(), "step": int(step),
+            "val": None if val is None else json.dumps(val)}
+
+
+def read_metrics(path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def truncate_metrics(path, step: int) -> None:
+    """Drop metrics lines after `step` (written by a run that stopped before its next
+    checkpoint), so that a resumed run's log equals an uninterrupted one."""
+    rows = [r for r in read_metrics(path) if r["step"] <= step]
+    Path(path).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def plot_loss(metrics: list[dict], path) -> bool:
+    """Training loss (total and its four parts, log scale) and validation person AP against
+    step, as a PNG. False when matplotlib is missing or there is nothing to plot."""
+    train = [m for m in metrics if m.get("split") == "train"]
+    val = [m for m in metrics if m.get("split") == "val"]
+    if not train and not val:
+        return False
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    steps = [m["step"] for m in train]
+    if train:
+        ax.plot(steps, [m["loss"] for m in train], color="black", lw=1.8, label="total loss")
+        for name, colour in zip(LOSS_NAMES, ("tab:blue", "tab:orange", "tab:green", "tab:purple")):
+            ax.plot(steps, [m[name] for m in train], lw=0.9, color=colour,
+                    label=name.replace("loss_", ""))
+        ax.set_yscale("log")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (sum of 4 parts)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=5, fontsize=8,
+              frameon=False)                       # below the axes: clear of both curves
+    if val:
+        ax2 = ax.twinx()
+        ax2.plot([m["step"] for m in val], [m["AP"] for m in val], "o-", color="tab:red",
+                 label="val person AP@0.5")
+        ax2.set_ylabel("validation person AP")
+        ax2.set_ylim(0, 1)
+        ax2.legend(loc="upper right", fontsize=8)
+    ax.set_title("finetune-detector")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+# ----------------------------------------------------------------------------- training
+
+def _prepare_cache(config: FinetuneDetectorConfig, keyframes, val_keyframes, rank, world,
+                   progress):
+    """Fill the keyframe cache (videos dealt round-robin to ranks) and drop the keyframes of
+    videos that failed. Returns (keyframes, val_keyframes, failures)."""
+    settings = cache_settings(short_side=config.min_size, time_offset=config.time_offset,
+                              fps=config.fps, quality=config.cache_quality)
+    root = config.cache_dir()
+    if rank == 0:
+        open_cache(root, settings)
+    if world > 1:
+        dist.barrier()
+    open_cache(root, settings)
+    sources = resolve_sources(config, [k.video_id for k in keyframes + val_keyframes])
+    wanted: dict = {}
+    for k in keyframes + val_keyframes:
+        wanted.setdefault(k.video_id, (sources[k.video_id], set()))[1].add(k.timestamp)
+    mine = {vid: wanted[vid] for vid in sorted(wanted)[rank::world]}
+    failures = fill_cache(root, settings, mine, workers=config.num_workers,
+                          progress=progress and rank == 0)
+    if world > 1:
+        gathered = [None] * world
+        dist.all_gather_object(gathered, failures)
+        failures = {k: v for part in gathered for k, v in part.items()}
+    have = {vid: cached_timestamps(root, vid) for vid in wanted}
+    keep = [k for k in keyframes if k.timestamp in have[k.video_id]]
+    keep_val = [k for k in val_keyframes if k.timestamp in have[k.video_id]]
+    if len(keep) < len(keyframes) and rank == 0:
+        log.warning("finetune-detector: %d of %d training keyframes could not be decoded "
+                    "(videos: %s); training without them", len(keyframes) - len(keep),
+                    len(keyframes), ", ".join(sorted(failures)) or "?")
+    return keep, keep_val, failures
+
+
+def finetune_detector(config: FinetuneDetectorConfig, resume: bool = False,
+                      progress: bool = True) -> dict:
+    """Fine-tune the person detector (module docstring). Returns {"checkpoint": path of
+    detector.pt, "val": last validation dict or None, "steps", "seconds", "failed": {video:
+    reason}}. Under torchrun every rank calls this; rank 0 writes the outputs."""
+    t_start = time.time()
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    rank, world, _local_rank, device = _distributed(config.device)
+    out_dir = Path(config.out_dir)
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    state_path, ckpt_path = out_dir / "state.pt", out_dir / "detector.pt"
+    metrics_path = out_dir / "metrics.jsonl"
+    if not resume and (state_path.exists() or ckpt_path.exists()):
+        raise DetectorError(f"{out_dir}: already holds a detector run (detector.pt/state.pt); "
+                            f"pass --resume to continue it or choose another --out")
+
+    exclusions = read_exclusions(config.exclusions) if config.exclusions else None
+    keyframes = person_keyframes(config.annotations, exclusions)
+    if not keyframes:
+        raise DetectorError(f"{config.annotations}: no keyframe with a person box")
+    val_keyframes, val_gt, val_excl = [], None, None
+    if config.val_annotations:
+        val_excl = read_exclusions(config.val_exclusions) if config.val_exclusions else None
+        val_keyframes = person_keyframes(config.val_annotations, val_excl)
+        if config.val_max_keyframes:
+            val_keyframes = val_keyframes[:config.val_max_keyframes]
+    keyframes, val_keyframes, failures = _prepare_cache(config, keyframes, val_keyframes,
+                                                        rank, world, progress)
+    if not keyframes:
+        raise DetectorError(f"{config.annotations}: no training keyframe could be decoded")
+    if config.val_annotations:
+        val_gt = read_annotations(config.val_annotations, None, val_excl, progress=False)
+        kept = {(k.video_id, k.timestamp) for k in val_keyframes}
+        val_gt = val_gt.take(np.array([(v, int(t)) in kept for v, t in
+                                       zip(val_gt.video_ids, val_gt.timestamps)], bool))
+
+    torch.manual_seed(config.seed + rank)
+    model, init_meta = build_detector(config.arch(), init=config.init,
+                                      init_weights=config.init_weights)
+    model.to(device)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_halve_every,
+                                                gamma=0.5)
+    use_scaler = device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    step, last_val = 0, None
+    if resume and state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        saved = json.loads(state["config"])
+        for key in ARCH_FIELDS:
+            if saved.get(key) != getattr(config, key):
+                raise DetectorError(f"{state_path}: was trained with {key}={saved.get(key)!r}, "
+                                    f"now {getattr(config, key)!r}; use another --out")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scheduler.step_size = config.lr_halve_every          # a new interval applies from here
+        scaler.load_state_dict(state["scaler"])
+        step = int(state["step"])
+        last_val = json.loads(state["val"]) if state.get("val") else None
+        torch.set_rng_state(state["rng"])
+        if rank == 0:
+            truncate_metrics(metrics_path, step)
+        log.info("resuming %s at step %d", state_path, step)
+    elif resume:
+        log.warning("%s: nothing to resume, starting from step 0", state_path)
+
+    net = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    micro = math.ceil(config.batch_size / (world * config.accumulate))
+    samples = KeyframeSamples(keyframes, config.cache_dir(), config.seed, config.flip_prob)
+    loader = torch.utils.data.DataLoader(
+        samples, batch_sampler=StepBatches(step, config.steps, micro, config.accumulate, rank,
+                                           world),
+        num_workers=config.num_workers, collate_fn=_collate,
+        generator=torch.Generator(),                # leaves the global RNG alone (resume)
+        pin_memory=device.type == "cuda")
+    batches = iter(loader)
+    metrics_file = open(metrics_path, "a") if rank == 0 else None
+    if rank == 0:
+        (out_dir / "config.json").write_text(json.dumps(
+            {**dataclasses.asdict(config), "world_size": world, "micro_batch": micro,
+             "initial_weights": init_meta, "failed_videos": failures},
+            indent=2, sort_keys=True, default=str))
+        log.info("fine-tuning the detector on %d keyframes of %d videos; batch %d = %d ranks x "
+                 "%d accumulation x %d images", len(keyframes),
+                 len({k.video_id for k in keyframes}), micro * world * config.accumulate,
+                 world, config.accumulate, micro)
+
+    def write_metrics(record):
+        if metrics_file is not None:
+            metrics_file.write(json.dumps(record) + "\n")
+            metrics_file.flush()
+
+    def save(val):
+        if rank != 0:
+            return
+        _atomic_save(checkpoint_dict(model, config, step, val), ckpt_path)
+        _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                      "step": step, "config": config.to_json(), "rng": torch.get_rng_state(),
+                      "val": None if val is None else json.dumps(val)}, state_path)
+        plot_loss(read_metrics(metrics_path), out_dir / "loss.png")
+
+    def run_validation():
+        result = None
+        if rank == 0 and val_keyframes:
+            result = validate_detector(model, val_keyframes, config.cache_dir(), val_gt, device,
+                                       config.protocol, progress=progress)
+            write_metrics({"step": step, "split": "val", **result})
+            log.info("step %d: validation person AP %.4f", step, result["AP"])
+        if world > 1:
+            dist.barrier()
+        return result
+
+    if step == 0 and val_keyframes:
+        last_val = run_validation() or last_val
+    bar = progress_bar(total=config.steps, initial=step, desc="finetune-detector", unit="step",
+               disable=not progress or rank != 0, dynamic_ncols=True)
+    window = _new_window()
+    model.train()
+    try:
+        while step < config.steps:
+            optimizer.zero_grad(set_to_none=True)
+            for micro_step in range(config.accumulate):
+                images, targets = _to_device(next(batches), device)
+                last = micro_step == config.accumulate - 1
+                context = net.no_sync() if (world > 1 and not last) else _NullContext()
+                with context:
+                    with _autocast(device):
+                        losses = net(images, targets)
+                    loss = sum(losses.values()) / config.accumulate
+                    scaler.scale(loss).backward()
+                window["n"] += 1
+                window["images"] += len(images)
+                for name in LOSS_NAMES:
+                    window[name] += float(losses[name].detach())
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            bar.update(1)
+            if step % config.log_every == 0 or step == config.steps:
+                record = _window_record(window, step, scheduler.get_last_lr()[0], world,
+                                        len(keyframes), micro * world * config.accumulate)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+                write_metrics(record)
+                window = _new_window()
+            validated = False
+            if val_keyframes and (step % config.val_every == 0 or step == config.steps):
+                last_val = run_validation() or last_val
+                validated = True
+            if step % config.checkpoint_every == 0 or step == config.steps or validated:
+                save(last_val)
+    finally:
+        del batches                                     # ends the DataLoader workers
+        bar.close()
+        if metrics_file is not None:
+            metrics_file.close()
+    if rank == 0 and not ckpt_path.exists():
+        save(last_val)                  # resumed a finished run: make sure the checkpoint exists
+    if world > 1:
+        dist.barrier()
+    return {"checkpoint": str(ckpt_path), "val": last_val, "steps": step,
+            "seconds": time.time() - t_start, "failed": failures}
+
+
+def _to_device(batch, device):
+    """[(image uint8 (H, W, 3), boxes (P, 4) pixels)] -> (list of (3, H, W) float in [0, 1],
+    list of {"boxes", "labels"} targets) on `device`."""
+    images, targets = [], []
+    for image, boxes in batch:
+        images.append(image.to(device, non_blocking=True).permute(2, 0, 1).float().div_(255))
+        boxes = boxes.to(device)
+        targets.append({"boxes": boxes,
+                        "labels": torch.ones(len(boxes), dtype=torch.int64, device=device)})
+    return images, targets
+
+
+def _new_window() -> dict:
+    return {"n": 0, "images": 0, "t": time.time(), **{name: 0.0 for name in LOSS_NAMES}}
+
+
+def _window_record(window, step, lr, world, n_keyframes, batch) -> dict:
+    seconds = max(time.time() - window["t"], 1e-9)
+    parts = {name: window[name] / max(window["n"], 1) for name in LOSS_NAMES}
+    return {"step": step, "split": "train", "loss": sum(parts.values()), **parts, "lr": lr,
+            "images_per_s": window["images"] * world / seconds,
+            "epoch": (step * batch) // max(n_keyframes, 1)}
+
+
+class _NullContext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
