@@ -464,3 +464,44 @@ def test_person_layer_is_shared_by_finetuning_and_extraction(ava_fixture, tmp_pa
 def load_backbone_none():
     from hgrnn.pipeline.i3d import load_backbone
     return load_backbone("none")
+
+
+def test_flow_stream_finetunes_on_extraction_flow_and_checkpoint_is_stream_checked(ava_fixture,
+                                                                                   tmp_path):
+    from hgrnn.pipeline.flow import FlowComputer, flow_to_input
+    from hgrnn.pipeline.i3d import I3DWeightsError, load_backbone
+
+    config = tiny_config(ava_fixture, tmp_path / "flow", stream="flow", flow="tvl1",
+                         clip_frames=4, short_side=48, crop_size=48, batch=2, steps=2,
+                         checkpoint_every=2)
+    # the samples carry the flow of their augmented clip, computed as extraction does
+    from hgrnn.data.ava import load_label_map
+
+    kfs = ft.keyframes_from_csv(ava_fixture / "train.csv", load_label_map(config.label_map))
+    sources = ft.resolve_sources(config, [k.video_id for k in kfs])
+    flow = FlowComputer("tvl1")
+    sample = next(iter(ft.ClipStream(kfs[:2], sources, config, flow=flow)))
+    assert sample["flow"].shape == (3, 48, 48, 2) and sample["flow"].dtype == torch.float16
+    np.testing.assert_allclose(sample["flow"].float().numpy(),
+                               FlowComputer("tvl1")(sample["clip"][None])[0].numpy(), atol=1e-3)
+    batch = ft.collate([sample])
+    x = ft.network_input(batch["clips"], batch["flow"], config, None, "cpu")
+    assert x.shape == (1, 2, 3, 48, 48)
+    assert torch.equal(x, flow_to_input(batch["flow"].float()))
+    # ... and the same input when the main process computes the flow (RAFT on a GPU)
+    assert torch.allclose(ft.network_input(batch["clips"], None, config, flow, "cpu"), x,
+                          atol=1e-3)
+
+    result = ft.finetune_backbone(config, progress=False)
+    assert result["steps"] == 2
+    backbone, projection, meta = load_backbone(result["checkpoint"], stream="flow")
+    assert meta["stream"] == "flow" and meta["feature_dim"] == 256
+    assert backbone.Conv3d_1a_7x7.conv3d.in_channels == 2
+    with pytest.raises(I3DWeightsError, match="a fine-tuning checkpoint of the flow stream, "
+                                              "the rgb stream was asked for"):
+        load_backbone(result["checkpoint"])
+    with pytest.raises(ft.FinetuneError, match="stream='flow', now 'rgb'"):
+        ft.finetune_backbone(tiny_config(ava_fixture, tmp_path / "flow", steps=3, clip_frames=4),
+                             resume=True, progress=False)
+    with pytest.raises(ValueError, match="stream must be 'rgb' or 'flow'"):
+        tiny_config(ava_fixture, tmp_path / "x", stream="depth")

