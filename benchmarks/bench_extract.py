@@ -12,6 +12,12 @@
    (t_model: normalisation + I3D + pooling, batches of --batch-size), and the whole stage
    `extract_features` with DataLoader decoding workers (t_stage, model loading excluded by
    subtracting its separately timed load). Target: t_stage <= 1.3 x (t_decode + t_model).
+4. The flow stream (--flow-pairs > 0): on frame pairs of the decoded clips (extraction
+   resolution), TV-L1 (OpenCV, one thread) and RAFT-small (torchvision, random weights, 12
+   updates, one torch thread) in frame pairs/s, and the flow I3D forward on one flow clip;
+   from these the share of a keyframe's extraction time that flow takes on this CPU with
+   --streams rgb,flow: flow / (decode + RGB I3D + flow + flow I3D), clip_frames - 1 pairs per
+   keyframe.
 
 The real InceptionI3d with random weights (`--backbone-weights none`). On a CPU the model
 dominates, so the default uses few model keyframes; say so when quoting the numbers.
@@ -57,6 +63,8 @@ def main(argv=None):
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (main process)")
     p.add_argument("--workdir", default=None, help="keep the rendered video here (default: a temp dir)")
+    p.add_argument("--flow-pairs", type=int, default=4,
+                   help="frame pairs timed per flow method (0: skip the flow part)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message=".*RANDOM initialisation.*")
@@ -121,9 +129,10 @@ def main(argv=None):
              "stage_over_decode_plus_model": round(t_stage / (t_decode + t_model), 3),
              "seeked": sub_stats["seeked"], "decoded_frames": sub_stats["decoded_frames"],
              "needed_frames": sub_stats["converted_frames"]}
+    flow = measure_flow(video, sub, args, t_decode / n, t_model / n) if args.flow_pairs else None
     result = {"video": {"seconds": args.seconds, "fps": args.fps, "size": args.size},
               "clip_frames": args.clip_frames, "short_side": args.short_side,
-              "decode_every_second": decode_all, "stage": stage,
+              "decode_every_second": decode_all, "stage": stage, "flow": flow,
               "torch": torch.__version__, "cpu_threads": torch.get_num_threads()}
     print(json.dumps(result, indent=2))
     print(f"\n| measurement | value |\n|---|---|\n"
@@ -134,6 +143,53 @@ def main(argv=None):
           f"| model alone, {n} keyframes | {stage['model_keyframes_per_s']} keyframes/s |\n"
           f"| whole stage, {n} keyframes | {stage['stage_keyframes_per_s']} keyframes/s |\n"
           f"| stage / (decode + model) | {stage['stage_over_decode_plus_model']} |")
+    if flow:
+        print(f"| TV-L1, {flow['pairs']} pairs at {flow['frame_size']} | "
+              f"{flow['tvl1_pairs_per_s']} pairs/s |\n"
+              f"| RAFT-small (CPU), same pairs | {flow['raft_small_pairs_per_s']} pairs/s |\n"
+              f"| flow I3D, one clip | {flow['flow_i3d_seconds_per_clip']} s |\n"
+              f"| flow share of a keyframe's rgb,flow extraction, TV-L1 / RAFT-small | "
+              f"{flow['share_tvl1']} / {flow['share_raft_small']} |")
+
+
+def measure_flow(video, times, args, decode_per_kf, model_per_kf) -> dict:
+    """Section 4 of the module docstring: flow rates and the share of extraction time."""
+    from hgrnn.pipeline.flow import FlowComputer, flow_to_input, tvl1_available
+
+    warnings.filterwarnings("ignore", message=".*flow weights: NONE.*")
+    _, clips, _ = decode(video, times[:1], args)
+    clip = torch.from_numpy(clips[0][None])                 # (1, T, H, W, 3)
+    pairs = min(args.flow_pairs, clip.shape[1] - 1)
+    part = clip[:, :pairs + 1]
+    out = {"pairs": pairs, "frame_size": f"{clip.shape[3]}x{clip.shape[2]}",
+           "pairs_per_keyframe": args.clip_frames - 1}
+    rates = {}
+    methods = (["tvl1"] if tvl1_available() else []) + ["raft-small"]
+    for method in methods:
+        flow = FlowComputer(method, weights="none", threads=1)
+        flow(part[:, :2])                                     # warm-up (RAFT: build the net)
+        flow.seconds, flow.pairs = 0.0, 0
+        flow(part)
+        rates[method] = flow.pairs / flow.seconds
+        out[f"{method.replace('-', '_')}_pairs_per_s"] = round(rates[method], 3)
+    if "tvl1" not in rates:
+        out["tvl1_pairs_per_s"] = None
+    backbone, _, _ = load_backbone(None, stream="flow")
+    x = flow_to_input(torch.zeros((1, args.clip_frames - 1) + tuple(clip.shape[2:4]) + (2,)))
+    t = time.perf_counter()
+    with torch.no_grad():
+        clip_features(backbone.extract_features(x))
+    out["flow_i3d_seconds_per_clip"] = round(time.perf_counter() - t, 2)
+    for method in ("tvl1", "raft-small"):
+        key = f"share_{method.replace('-', '_')}"
+        if method not in rates:
+            out[key] = None
+            continue
+        flow_s = (args.clip_frames - 1) / rates[method]
+        total = decode_per_kf + model_per_kf + flow_s + out["flow_i3d_seconds_per_clip"]
+        out[key] = round(flow_s / total, 3)
+        out[f"{method.replace('-', '_')}_seconds_per_keyframe"] = round(flow_s, 2)
+    return out
 
 
 if __name__ == "__main__":

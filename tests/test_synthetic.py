@@ -276,3 +276,65 @@ def test_group_aps():
     g = S.group_aps(per_class, S.CLASS_GROUPS)
     assert g["relational"] == pytest.approx(0.9) and g["person"] == pytest.approx(0.5)
     assert g["all"] == pytest.approx((0.5 * 11 + 0.9) / 12)
+
+
+# --------------------------------------------------------------- the flow stream (motion)
+
+def test_flow_stream_adds_motion_only_flow_reveals_and_keeps_the_rgb_part():
+    rgb_cfg, two_cfg = small(videos=6, keyframes=40), small(videos=6, keyframes=40,
+                                                             streams=("rgb", "flow"))
+    C, K = 64, len(S.CLASS_NAMES)
+    rgb_feats, flow_feats, motion, labels = [], [], [], []
+    for i in range(6):
+        a, b = generate_video(rgb_cfg, i), generate_video(two_cfg, i)
+        # the RGB part is exactly the RGB-only store's
+        np.testing.assert_array_equal(b.clip[:, :C], a.clip)
+        np.testing.assert_array_equal(b.gt_feats[:, :C], a.gt_feats)
+        np.testing.assert_array_equal(b.det_feats[:, :C], a.det_feats)
+        np.testing.assert_array_equal(b.gt_labels[:, :K], a.gt_labels)
+        assert b.clip.shape[1] == b.gt_feats.shape[1] == b.det_feats.shape[1] == 2 * C
+        m = b.causes["motion"]
+        kf = np.repeat(np.arange(len(b.timestamps)), np.diff(b.gt_offsets))
+        # rules: at most one motion per person, none in vehicles, labels = the cause
+        assert (b.gt_labels[:, K:].sum(1) <= 1).all()
+        assert (m[b.causes["scene_type"][kf] == S.VEHICLE] == -1).all()
+        np.testing.assert_array_equal(b.gt_labels[:, K:].argmax(1)[m >= 0], m[m >= 0])
+        assert (b.gt_labels[m < 0, K:] == 0).all()
+        rgb_feats.append(b.gt_feats[:, :C])
+        flow_feats.append(b.gt_feats[:, C:])
+        motion.append(m)
+        labels.append(b.gt_labels[:, K:])
+    rgb_feats, flow_feats = np.concatenate(rgb_feats), np.concatenate(flow_feats)
+    labels = np.concatenate(labels).astype(float)
+    assert 0.15 < labels.sum(1).mean() < 0.35          # motion_prob 0.3 outside vehicles
+
+    def probe_r2(x, y):
+        """Held-out R^2 of a least-squares linear probe (with bias) of y from x: fit on the
+        first half of the persons, score on the second."""
+        x1 = np.concatenate([x, np.ones((len(x), 1))], 1)
+        h = len(x) // 2
+        w, *_ = np.linalg.lstsq(x1[:h], y[:h], rcond=None)
+        return 1 - ((x1[h:] @ w - y[h:]) ** 2).sum() / ((y[h:] - y[:h].mean(0)) ** 2).sum()
+
+    print("held-out R^2: flow", probe_r2(flow_feats, labels), "rgb", probe_r2(rgb_feats, labels))
+    assert probe_r2(flow_feats, labels) > 0.35         # the flow stream shows the motion ...
+    assert probe_r2(rgb_feats, labels) < 0.05          # ... the RGB stream does not
+
+
+def test_two_stream_store_names_its_streams_and_motion_group(tmp_path):
+    from hgrnn.data.windows import FeatureStore
+
+    path = tmp_path / "two.h5"
+    cfg = small(streams=("rgb", "flow"))
+    write_synthetic_store(path, cfg, progress=False)
+    fs = FeatureStore(str(path))
+    assert fs.streams == [("rgb", 0, 64), ("flow", 64, 128)] and fs.feature_dim == 128
+    assert tuple(fs.label_map.names) == S.CLASS_NAMES + S.MOTION_CLASSES
+    entry = fs.configs["synth"]
+    assert entry["class_groups"]["motion"] == list(S.MOTION_CLASSES)
+    assert entry["config"]["streams"] == ["rgb", "flow"] and S.is_complete(path, cfg)
+    assert FeatureStore(str(path), streams=("rgb",)).feature_dim == 64
+    # an RGB config reads as before the flow stream existed (old stores stay complete)
+    assert "streams" not in small().to_dict() and "motion_prob" not in small().to_dict()
+    with pytest.raises(ValueError, match="streams must be rgb or rgb,flow"):
+        small(streams=("flow",))

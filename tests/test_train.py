@@ -33,9 +33,9 @@ def person_set(rng, counts, K, labelled, det, C=C):
 
 
 def make_store(path, videos=2, keyframes=12, seed=0, gt=True, det=True, labels=LABELS,
-               max_persons=3, empty=False, C=C):
+               max_persons=3, empty=False, C=C, streams=None):
     rng = np.random.default_rng(seed)
-    with StoreWriter(path, feature_dim=C, label_map=labels) as w:
+    with StoreWriter(path, feature_dim=C, label_map=labels, streams=streams) as w:
         for v in range(videos):
             counts = np.zeros(keyframes, int) if empty else rng.integers(0, max_persons + 1, keyframes)
             w.add_video(f"vid{v}", 902 + np.arange(keyframes),
@@ -291,3 +291,33 @@ def test_context_boxes_det_pools_detections_in_the_context_slots(tmp_path):
     with pytest.raises(HeadError, match="no 'det' boxes"):
         train_head(no_det, tmp_path / "nodet", SMALL, quick(context_boxes="det"),
                    progress=False)
+
+
+def test_streams_are_concatenated_recorded_and_required_by_eval(tmp_path):
+    from hgrnn.hgrnn_head.infer import evaluate_store
+
+    two = make_store(tmp_path / "two.h5", C=2 * C, streams=[("rgb", 0, C), ("flow", C, 2 * C)])
+    out = train_head(two, tmp_path / "rgbflow", SMALL, quick(streams=("rgb", "flow")),
+                     progress=False)
+    ckpt = load_checkpoint(out["checkpoint"])
+    assert ckpt["streams"] == ["rgb", "flow"] and ckpt["train"]["streams"] == ["rgb", "flow"]
+    assert ckpt["feature_dim"] == 2 * C and ckpt["head"]["feature_dim"] == 2 * C
+    # the default (rgb) on the same store: half the dims
+    out_rgb = train_head(two, tmp_path / "rgb", SMALL, quick(), progress=False)
+    assert load_checkpoint(out_rgb["checkpoint"])["feature_dim"] == C
+    assert evaluate_store(two, out["checkpoint"], gt_boxes=True, progress=False,
+                          device="cpu").mAP >= 0
+    # eval refuses a store without the checkpoint's streams
+    rgb_only = make_store(tmp_path / "rgb_only.h5", C=2 * C)
+    with pytest.raises(HeadError, match="rgb_only.h5: no 'flow' feature stream .*trained on "
+                                        r"rgb\+flow"):
+        evaluate_store(rgb_only, out["checkpoint"], gt_boxes=True, progress=False, device="cpu")
+    # a flow-only store trains with streams=("flow",), and says what it has otherwise
+    flow = make_store(tmp_path / "flow.h5", streams=[("flow", 0, C)])
+    train_head(flow, tmp_path / "flowrun", SMALL, quick(streams=("flow",)), progress=False)
+    with pytest.raises(HeadError, match="no 'rgb' feature stream \\(the store has flow\\)"):
+        train_head(flow, tmp_path / "x", SMALL, quick(), progress=False)
+    # resuming with other streams is refused, even at the same width
+    with pytest.raises(HeadError, match="other training options.*--streams"):
+        train_head(two, tmp_path / "rgb", SMALL, quick(steps=8, streams=("flow",)),
+                   resume=True, progress=False)

@@ -323,3 +323,31 @@ def test_missing_dataset_is_a_store_error(store_path, tmp_path):
         del f["videos/v-gap/gt/scores"]
     with pytest.raises(StoreError, match="videos/v-gap/gt/scores: missing"):
         FeatureStore(path)
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_streams_select_and_concatenate_the_named_slices(tmp_path, lazy):
+    from hgrnn.data.windows import MissingStreamError
+
+    path = tmp_path / "two.h5"
+    rng = np.random.default_rng(3)
+    with StoreWriter(path, feature_dim=12, label_map=LM,
+                     streams=[("rgb", 0, 8), ("flow", 8, 12)]) as w:
+        for vid in ("a", "b"):
+            w.add_video(vid, **random_video(rng, 12, K, 6, counts=[0, 1, 3, 2, 0, 4]))
+    with h5py.File(path, "r") as f:                       # the reference: plain h5py slices
+        clip = np.concatenate([f[f"videos/{v}/clip"][()] for v in ("a", "b")])
+        feats = np.concatenate([f[f"videos/{v}/gt/feats"][()] for v in ("a", "b")])
+    span = {"rgb": np.arange(0, 8), "flow": np.arange(8, 12)}
+    for wanted in [("rgb",), ("flow",), ("rgb", "flow"), ("flow", "rgb"), None]:
+        fs = FeatureStore(path, lazy=lazy, streams=wanted)
+        cols = np.concatenate([span[s] for s in (wanted or ("rgb", "flow"))])
+        assert fs.feature_dim == len(cols) and fs.store_feature_dim == 12
+        assert fs.selected_streams == (wanted or ("rgb", "flow"))
+        np.testing.assert_array_equal(fs.clip_rows(np.arange(12)), clip[:, cols])
+        np.testing.assert_array_equal(fs.feat_rows(np.arange(len(feats))), feats[:, cols])
+        batch = ContextWindows(fs, l=1).batch([0, 1, 2])
+        assert batch.clip.shape[-1] == batch.feats.shape[-1] == len(cols)
+    with pytest.raises(MissingStreamError, match="two.h5: no 'depth' feature stream "
+                                                 r"\(the store has rgb\+flow\)"):
+        FeatureStore(path, lazy=lazy, streams=("rgb", "depth"))

@@ -3,6 +3,15 @@
 import click
 
 
+def _parse_head_streams(ctx, param, value):
+    """"rgb+flow" (or "rgb,flow") -> ("rgb", "flow")."""
+    streams = tuple(v.strip() for v in value.replace(",", "+").split("+") if v.strip())
+    if not streams or len(set(streams)) != len(streams):
+        raise click.BadParameter(f"{value!r}: expected stream names joined by '+', e.g. "
+                                 f"rgb, flow or rgb+flow")
+    return streams
+
+
 @click.command("train-head")
 @click.option("--store", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Training feature store (HDF5, `hgrnn extract-features` or `hgrnn synth`). "
@@ -71,6 +80,10 @@ import click
               help="Persons the scene RNN pools in the context keyframes (all window slots but "
                    "the centre, whose persons stay --box-source): gt (the paper's reading) or "
                    "the store's detections, as at inference.")
+@click.option("--streams", default="rgb", show_default=True, callback=_parse_head_streams,
+              help="Feature streams of the store the head sees: rgb, flow or rgb+flow "
+                   "(concatenated per keyframe and per person: the paper's RGB+Flow, C = 512 "
+                   "for two 256-d streams). The checkpoint records them; eval reads the same.")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=100, show_default=True,
               help="Rewrite RUN_DIR/last.pt every N steps (and at the end).")
 @click.option("--log-every", type=click.IntRange(min=1), default=10, show_default=True,
@@ -90,8 +103,8 @@ import click
 def train_head_cmd(store, out_dir, variant, context, iterations, scene_hidden, graph_hidden, h0,
                    empty_pool, window_pad, dropout, graph_pool, steps, batch_size, lr,
                    focal_gamma, focal_alpha, seed, device, val_store, val_every, box_source,
-                   context_boxes, checkpoint_every, log_every, num_workers, num_threads, resume,
-                   quiet):
+                   context_boxes, streams, checkpoint_every, log_every, num_workers,
+                   num_threads, resume, quiet):
     """Train the HGRNN head on a feature store.
 
     Defaults are the paper's: Adam, constant lr 1e-4, 1000 steps of 50 keyframes, random
@@ -103,6 +116,7 @@ def train_head_cmd(store, out_dir, variant, context, iterations, scene_hidden, g
       hgrnn train-head --store train.h5 --out runs/hgrnn --val-store val.h5
       hgrnn train-head --store train.h5 --out runs/l0 --model graph        # Table 1, l=0
       hgrnn train-head --store train.h5 --out runs/hgrnn --resume --steps 2000
+      hgrnn train-head --store two.h5 --out runs/rgbflow --streams rgb+flow   # Table 4
     """
     from hgrnn.data.store import StoreError
     from hgrnn.hgrnn_head.checkpoint import HeadError
@@ -117,7 +131,7 @@ def train_head_cmd(store, out_dir, variant, context, iterations, scene_hidden, g
         train = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
                             focal_gamma=focal_gamma, focal_alpha=focal_alpha,
                             val_every=val_every, box_source=box_source,
-                            context_boxes=context_boxes,
+                            context_boxes=context_boxes, streams=streams,
                             num_workers=num_workers, checkpoint_every=checkpoint_every,
                             log_every=log_every, num_threads=num_threads)
         out = train_head(store, out_dir, head, train, val_store=val_store, resume=resume,
@@ -139,10 +153,11 @@ def train_head_cmd(store, out_dir, variant, context, iterations, scene_hidden, g
               help="Output folder: runs/<row>_s<seed>/, ablation.md, ablation.csv, ablation.png. "
                    "Finished runs found there are skipped.")
 @click.option("--rows", default=None,
-              help="Comma-separated subset of the grid (default: all): person, graph (the "
-                   "paper's Graph-RNN / l=0 row), scene, hgrnn_l0, hgrnn_l1, hgrnn (l=3 J=2), "
-                   "hgrnn_J1, hgrnn_J3, and two options beyond the paper: hgrnn_others "
-                   "(--graph-pool others), hgrnn_ctxdet (--context-boxes det).")
+              help="Comma-separated subset of the grid (default: all the stores support): "
+                   "person, graph (the paper's Graph-RNN / l=0 row), scene, hgrnn_l0, "
+                   "hgrnn_l1, hgrnn (l=3 J=2), hgrnn_J1, hgrnn_J3, two options beyond the "
+                   "paper: hgrnn_others (--graph-pool others), hgrnn_ctxdet (--context-boxes "
+                   "det), and hgrnn_flow (RGB+Flow, Table 4; stores with a flow stream).")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
               help="Seeds per row (0..N-1); tables give mean ± std over them.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=2, show_default=True,
@@ -167,7 +182,8 @@ def ablate_cmd(train_store, val_store, out_dir, rows, seeds, jobs, steps, batch_
     """Reproduce the paper's ablations (Tables 1-4) as a grid of head runs.
 
     Rows: the per-person baseline, Graph-RNN only, Scene-RNN only, HGRNN with l = 0/1/3 and
-    J = 1/2/3; each trained with --seeds seeds in parallel processes and scored on the
+    J = 1/2/3, and on a store with a flow stream HGRNN on RGB+Flow (Table 4: RGB vs
+    RGB+Flow x GT vs detected boxes); each trained with --seeds seeds in parallel processes and scored on the
     validation store. Writes ablation.md (tables, mean ± std over seeds, overall and per class
     group of a synthetic store), ablation.csv (every run, every class) and ablation.png.
 
@@ -175,13 +191,19 @@ def ablate_cmd(train_store, val_store, out_dir, rows, seeds, jobs, steps, batch_
     Example (the embedded benchmark; the demo's stores):
       hgrnn demo
       hgrnn ablate --train-store demo_out/train.h5 --val-store demo_out/val.h5 --out abl -j 2
+    \b
+    Table 4 (RGB vs RGB+Flow) on two-stream synthetic stores:
+      hgrnn synth --out tr2.h5 --videos 60 --keyframes 50 --seed 1 --streams rgb,flow
+      hgrnn synth --out va2.h5 --videos 20 --keyframes 50 --seed 2 --streams rgb,flow
+      hgrnn ablate --train-store tr2.h5 --val-store va2.h5 --rows hgrnn,hgrnn_flow --out t4
     """
     from hgrnn.data.store import StoreError
-    from hgrnn.hgrnn_head.ablate import ROWS, AblateConfig, run_ablation
+    from hgrnn.hgrnn_head.ablate import AblateConfig, rows_for_store, run_ablation
     from hgrnn.hgrnn_head.checkpoint import HeadError
 
     try:
-        cfg = AblateConfig(rows=tuple(r.strip() for r in rows.split(",")) if rows else tuple(ROWS),
+        cfg = AblateConfig(rows=tuple(r.strip() for r in rows.split(",")) if rows
+                           else rows_for_store(val_store),
                            seeds=seeds, steps=steps, batch_size=batch_size, lr=lr, jobs=jobs,
                            h0=h0, det=not no_det, scene_hidden=scene_hidden,
                            graph_hidden=graph_hidden)

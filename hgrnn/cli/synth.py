@@ -31,11 +31,17 @@ import click
               help="Probability that the detector misses a person.")
 @click.option("--det-false-positives", type=click.FloatRange(min=0), default=None,
               help="Mean number of background false positives per keyframe (Poisson).")
+@click.option("--streams", type=click.Choice(["rgb", "rgb,flow"]), default="rgb",
+              show_default=True,
+              help="rgb,flow adds a flow feature stream (store dims C..2C-1) and three motion "
+                   "classes (run/jog, jump/leap, fall down) that only the flow stream shows.")
+@click.option("--motion-prob", type=click.FloatRange(0, 1), default=None,
+              help="Probability that a person runs, jumps or falls (with --streams rgb,flow).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store at --out.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def synth_cmd(out_path, videos, keyframes, seed, feature_dim, person_noise, clip_noise,
-              talk_prob, dance_prob, det_jitter, det_miss, det_false_positives, overwrite,
-              quiet):
+              talk_prob, dance_prob, det_jitter, det_miss, det_false_positives, streams,
+              motion_prob, overwrite, quiet):
     """Write a synthetic AVA-like feature store whose labels have KNOWN causes.
 
     A normal store (gt and det sources, its own 13-class label map) in which person classes
@@ -49,15 +55,20 @@ def synth_cmd(out_path, videos, keyframes, seed, feature_dim, person_noise, clip
       hgrnn synth --out train.h5 --videos 60 --keyframes 50 --seed 1
       hgrnn synth --out val.h5 --videos 20 --keyframes 50 --seed 2
       hgrnn train-head --store train.h5 --out runs/hgrnn --val-store val.h5
+    \b
+    With a flow stream (the paper's Table 4, RGB vs RGB+Flow):
+      hgrnn synth --out train2.h5 --videos 60 --keyframes 50 --seed 1 --streams rgb,flow
+      hgrnn train-head --store train2.h5 --out runs/rgbflow --streams rgb+flow
     """
     from hgrnn.data.store import StoreError
     from hgrnn.data.synthetic import SynthConfig, write_synthetic_store
 
     given = {"person_noise": person_noise, "clip_noise": clip_noise, "talk_prob": talk_prob,
              "dance_prob": dance_prob, "det_jitter": det_jitter, "det_miss": det_miss,
-             "det_false_positives": det_false_positives}
+             "det_false_positives": det_false_positives, "motion_prob": motion_prob}
     try:
         cfg = SynthConfig(videos=videos, keyframes=keyframes, seed=seed, feature_dim=feature_dim,
+                          streams=tuple(streams.split(",")),
                           **{k: v for k, v in given.items() if v is not None})
         s = write_synthetic_store(out_path, cfg, overwrite=overwrite, progress=not quiet)
     except (StoreError, ValueError) as err:

@@ -19,7 +19,7 @@ K = number of label-map classes)::
         configs      str    JSON object: stage name -> the config that stage ran with
         streams      str    JSON list of [name, start, stop]: named slices of the C feature
                             dims, e.g. [["rgb", 0, 256], ["flow", 256, 512]];
-                            optional, default [["rgb", 0, C]]
+                            optional, default [["rgb", 0, C]] (see "Streams" below)
         writer       str    optional: the program that created the file, e.g. "hgrnn 0.1.0"
       /videos                           group, one subgroup per video
         /<video_id>                     group (any name without "/")
@@ -43,6 +43,15 @@ K = number of label-map classes)::
                                          confidence
       /failures    vlen str [M, 2]      optional: rows of (video_id, reason) for videos a
                                          stage could not process
+
+Streams: a store may hold several feature streams (`extract-features --streams rgb,flow`:
+I3D on RGB frames and I3D on optical flow). Every `clip` row and every `feats` row is then the
+concatenation of the streams' features, and `streams` names the slices, which tile the C dims
+in order: stream s of a keyframe is `clip[t, start:stop]`, of a person `feats[n, start:stop]`.
+Schema v1 reserved this attribute from the start, so adding the flow stream changed nothing
+else: an RGB store (`[["rgb", 0, C]]`, or no attribute at all) is valid and reads as before,
+and `version` stays 1. Readers select streams by name (`FeatureStore(..., streams=...)`);
+`merge_stores` and a resuming writer refuse other streams.
 
 A keyframe may have zero persons (offsets[t] == offsets[t+1]); a video may have neither
 `gt` nor `det`. Any HDF5 storage layout (contiguous, chunked, any standard filter) is read

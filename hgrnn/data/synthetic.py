@@ -20,6 +20,14 @@ every class is caused by exactly one kind of information, mirroring the paper's 
   J >= 2 iterations can rebuild the conjunction per person in iteration 1 and compare it with
   its own group in iteration 2. With h0 = 0, J = 1 sees no other person.
 
+With ``streams=("rgb", "flow")`` (`hgrnn synth --streams rgb,flow`) the store gets a second,
+**flow** feature stream (the store's `streams` attribute: rgb dims 0..C-1, flow dims
+C..2C-1) and a fourth group, **motion classes** (`run/jog`, `jump/leap`, `fall down`),
+visible ONLY in the flow stream's person feature: the RGB stream carries nothing about them,
+as the paper's flow stream sees motion the RGB frames do not show. The RGB part of such a
+store is exactly the RGB-only store of the same config (the flow part is drawn from its own
+generator ``default_rng([seed, video_index, SYNTH_VERSION, FLOW_STREAM_KEY])``).
+
 Scene types (`street`, `room`, `vehicle`, visible in ``x_c``) make classes co-occur or exclude
 each other (in a vehicle everyone sits and exactly one person drives; only rooms have dancers;
 doors open/close in rooms and vehicles, objects are pushed/pulled in streets). The `det` source
@@ -45,6 +53,12 @@ several dims, each with its own noise; the dims after the signal are nuisance no
                 door level (8)              LEVEL_AMP * level (drives open/close)
                 object position (8)         LEVEL_AMP * level (drives push/pull)
                 + N(0, clip_noise) on every signal dim (times LEVEL_AMP on the level dims)
+    flow x_p    run/jog, jump/leap, fall down   MOTION_AMP on the person's motion (one at
+                (MREP each)                 most; none in vehicles)
+                person-ness (1)             1 (0 for a false-positive detection)
+                + N(0, person_noise) on every signal dim; nuisance N(0, 0.2) elsewhere
+    flow x_c    motion energy (MREP)        MOTION_AMP * fraction of moving persons
+                + N(0, clip_noise) on it
 """
 
 from __future__ import annotations
@@ -70,6 +84,13 @@ RELATIONAL_CLASSES = ("listen to (a person)", "watch (a person)")
 CLASS_NAMES = PERSON_CLASSES + TEMPORAL_CLASSES + RELATIONAL_CLASSES
 CLASS_GROUPS = {"person": PERSON_CLASSES, "temporal": TEMPORAL_CLASSES,
                 "relational": RELATIONAL_CLASSES}
+# only in stores with a flow stream: label columns 13..15, after CLASS_NAMES
+MOTION_CLASSES = ("run/jog", "jump/leap", "fall down")
+STREAMS = ("rgb", "flow")
+FLOW_STREAM_KEY = 1           # the flow stream's generator: default_rng([seed, i, VERSION, 1])
+MOTION_AMP = 2.0
+MREP = 4                      # dims per motion channel of the flow stream
+FLOW_PERSON_DIMS = 3 * MREP + 1
 # label columns, by short name (column order = CLASS_NAMES order)
 (STAND, SIT, WALK, CARRY, DRIVE, TALK, DANCE, OPEN, CLOSE, PUSH, PULL, LISTEN, WATCH) = range(13)
 
@@ -121,6 +142,9 @@ class SynthConfig:
     det_miss: probability that the detector misses a gt person.
     det_false_positives: mean number (Poisson) of background false positives per keyframe.
     det_feature_noise: std of the extra noise on a detected person's feature (other RoI).
+    streams: ("rgb",) or ("rgb", "flow"): the flow stream and the motion classes.
+    motion_prob: probability that a person (outside vehicles) runs, jumps or falls (each a
+        third of it); used with the flow stream only.
     """
     videos: int = 40
     keyframes: int = 60
@@ -134,8 +158,15 @@ class SynthConfig:
     det_miss: float = 0.1
     det_false_positives: float = 0.4
     det_feature_noise: float = 0.1
+    streams: tuple = ("rgb",)
+    motion_prob: float = 0.3
 
     def __post_init__(self):
+        object.__setattr__(self, "streams", tuple(self.streams))
+        if self.streams not in (("rgb",), ("rgb", "flow")):
+            raise ValueError(f"streams must be rgb or rgb,flow, got {','.join(self.streams)}")
+        if not 0.0 <= self.motion_prob <= 1.0:
+            raise ValueError(f"motion_prob must be in [0, 1], got {self.motion_prob}")
         if self.videos < 1 or self.keyframes < 1:
             raise ValueError(f"--videos and --keyframes must be >= 1, got {self.videos}, "
                              f"{self.keyframes}")
@@ -152,19 +183,43 @@ class SynthConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got "
                                  f"{getattr(self, name)}")
 
+    @property
+    def flow(self) -> bool:
+        return "flow" in self.streams
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if not self.flow:      # an RGB store's config reads as before the flow stream existed
+            del d["streams"], d["motion_prob"]
+        else:
+            d["streams"] = list(self.streams)
+        return d
 
 
-def synth_label_map():
-    """The benchmark's label map: ids 1..13 in CLASS_NAMES order."""
-    return LabelMap(ids=tuple(range(1, len(CLASS_NAMES) + 1)), names=CLASS_NAMES)
+def class_names(cfg: SynthConfig | None = None) -> tuple:
+    """The label map's class names: CLASS_NAMES, plus MOTION_CLASSES with the flow stream."""
+    return CLASS_NAMES + (MOTION_CLASSES if cfg is not None and cfg.flow else ())
+
+
+def class_groups(cfg: SynthConfig | None = None) -> dict:
+    """{group: class names}: CLASS_GROUPS, plus "motion" with the flow stream."""
+    groups = dict(CLASS_GROUPS)
+    if cfg is not None and cfg.flow:
+        groups["motion"] = MOTION_CLASSES
+    return groups
+
+
+def synth_label_map(cfg: SynthConfig | None = None):
+    """The benchmark's label map: ids 1..13 in CLASS_NAMES order (1..16 with the motion
+    classes of a flow-stream store)."""
+    names = class_names(cfg)
+    return LabelMap(ids=tuple(range(1, len(names) + 1)), names=names)
 
 
 def store_config_entry(cfg: SynthConfig) -> dict:
     """What goes into ``configs["synth"]``: the config, the class groups, the layout."""
     return {"version": SYNTH_VERSION, "config": cfg.to_dict(),
-            "class_groups": {g: list(names) for g, names in CLASS_GROUPS.items()},
+            "class_groups": {g: list(names) for g, names in class_groups(cfg).items()},
             "scene_types": list(SCENE_TYPES), "group_slots": GROUP_SLOTS,
             "video_ids": [video_id(cfg.seed, i) for i in range(cfg.videos)]}
 
@@ -184,7 +239,10 @@ class SynthVideo:
     causes: the hidden variables labels were drawn from (for tests and probes):
       scene_type (T,), door_dir (T,), object_dir (T,) in {-1, 0, +1}, door_level (T,),
       object_level (T,); group (N,) slot of each gt person, talk (N,), dance (N,) bool;
-      det_match (D,) index of the gt row a detection copies, -1 for a false positive.
+      det_match (D,) index of the gt row a detection copies, -1 for a false positive;
+      with the flow stream also motion (N,) in {-1 none, 0 run, 1 jump, 2 fall}.
+    With the flow stream the feature arrays have 2C columns (rgb, then flow) and the
+    labels K = 16 columns (the motion classes last).
     """
     video_id: str
     timestamps: np.ndarray
@@ -430,7 +488,7 @@ def generate_video(cfg: SynthConfig, index: int) -> SynthVideo:
               "door_level": door_level, "object_level": obj_level,
               "group": cat(groups_all, np.int64), "talk": cat(talk_all, bool),
               "dance": cat(dance_all, bool), "det_match": cat(det_match, np.int64)}
-    return SynthVideo(
+    video = SynthVideo(
         video_id=video_id(cfg.seed, index), timestamps=timestamps,
         clip=clip.astype(np.float32),
         gt_offsets=np.asarray(gt_offsets, np.int64), gt_boxes=cat(gt_boxes, np.float32, 4),
@@ -439,6 +497,50 @@ def generate_video(cfg: SynthConfig, index: int) -> SynthVideo:
         det_offsets=np.asarray(det_offsets, np.int64), det_boxes=cat(det_boxes, np.float32, 4),
         det_feats=cat(det_feats, np.float32, C), det_scores=cat(det_scores, np.float32),
         causes=causes)
+    return add_flow_stream(cfg, index, video) if cfg.flow else video
+
+
+def add_flow_stream(cfg: SynthConfig, index: int, v: SynthVideo) -> SynthVideo:
+    """The flow stream of video ``index``: motion labels and flow features appended to the
+    RGB video ``v`` (its own generator, so the RGB part is untouched; module docstring)."""
+    rng = np.random.default_rng([cfg.seed, index, SYNTH_VERSION, FLOW_STREAM_KEY])
+    C = cfg.feature_dim
+    n_gt, T = len(v.gt_boxes), len(v.timestamps)
+    kf = np.repeat(np.arange(T), np.diff(v.gt_offsets))               # keyframe of each person
+    moves = (rng.random(n_gt) < cfg.motion_prob) & (v.causes["scene_type"][kf] != VEHICLE)
+    motion = np.where(moves, rng.integers(0, 3, n_gt), -1)
+    labels = np.zeros((n_gt, 3), np.uint8)
+    labels[moves, motion[moves]] = 1
+
+    def person_flow(n, motion_of):
+        feats = rng.normal(0.0, NUISANCE_STD, (n, C))
+        signal = np.zeros((n, 4))
+        signal[motion_of >= 0, motion_of[motion_of >= 0]] = MOTION_AMP
+        signal[:, 3] = 1.0
+        feats[:, :FLOW_PERSON_DIMS] = (np.repeat(signal, [MREP, MREP, MREP, 1], axis=1)
+                                       + rng.normal(0.0, cfg.person_noise, (n, FLOW_PERSON_DIMS)))
+        return feats
+
+    gt_flow = person_flow(n_gt, motion)
+    match = v.causes["det_match"]
+    det_flow = np.where((match >= 0)[:, None],
+                        gt_flow[np.maximum(match, 0)]
+                        + rng.normal(0.0, cfg.det_feature_noise, (len(match), C)),
+                        0.0)
+    fp = match < 0
+    det_flow[fp] = rng.normal(0.0, NUISANCE_STD, (int(fp.sum()), C))
+    det_flow[fp, :FLOW_PERSON_DIMS] = rng.normal(0.0, cfg.person_noise,
+                                                 (int(fp.sum()), FLOW_PERSON_DIMS))
+    counts = np.maximum(np.diff(v.gt_offsets), 1)
+    energy = np.bincount(kf, weights=moves.astype(float), minlength=T) / counts
+    clip_flow = rng.normal(0.0, NUISANCE_STD, (T, C))
+    clip_flow[:, :MREP] = MOTION_AMP * energy[:, None] + rng.normal(0.0, cfg.clip_noise, (T, MREP))
+    causes = dict(v.causes, motion=motion)
+    return dataclasses.replace(
+        v, clip=np.concatenate([v.clip, clip_flow], 1).astype(np.float32),
+        gt_feats=np.concatenate([v.gt_feats, gt_flow], 1).astype(np.float32),
+        gt_labels=np.concatenate([v.gt_labels, labels], 1),
+        det_feats=np.concatenate([v.det_feats, det_flow], 1).astype(np.float32), causes=causes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -467,8 +569,11 @@ def write_synthetic_store(path, cfg: SynthConfig, *, overwrite: bool = False,
                 f"path or pass --overwrite")
     summary = {"path": path, "videos": cfg.videos, "keyframes": 0, "gt_persons": 0,
                "det_persons": 0, "written": 0, "reused": 0}
-    with StoreWriter(path, feature_dim=cfg.feature_dim, label_map=synth_label_map(),
-                     configs={"synth": entry}) as writer:
+    C = cfg.feature_dim
+    with StoreWriter(path, feature_dim=C * len(cfg.streams), label_map=synth_label_map(cfg),
+                     configs={"synth": entry},
+                     streams=[[name, k * C, (k + 1) * C] for k, name in enumerate(cfg.streams)]
+                     ) as writer:
         bar = progress_bar(range(cfg.videos), desc=f"synth {os.path.basename(path)}", unit="video",
                    disable=not progress, leave=False)
         for i in bar:

@@ -24,6 +24,11 @@ All videos are laid end to end ("global" numbering):
 `clip_rows(g)` and `feat_rows(r)` gather rows in either mode (lazy mode reads the runs of
 neighbouring rows of each video with one HDF5 slice each).
 
+Streams: `FeatureStore(..., streams=("rgb", "flow"))` gives the head the named feature
+slices of the store (its `streams` attribute, `hgrnn.data.store`), concatenated in the
+order asked for: C is then the sum of their widths and every array above holds only those
+dims. `streams=None` (default) keeps all C dims of the file as they are.
+
 Windows: a keyframe's neighbours are the keyframes that exist in the store for its video.
 Each video is cut into segments at gaps: where two consecutive timestamps differ by more
 than the video's usual step (the most common difference; 1 s for AVA). Slot s of the
@@ -52,6 +57,28 @@ from hgrnn.data.store_io import read_errors
 _MAX_GAP_ROWS = 64
 
 
+class MissingStreamError(StoreError):
+    """A feature stream was asked for that the store does not have."""
+
+
+def stream_columns(layout, wanted, path="store"):
+    """Feature columns of the streams `wanted` (names, in the order wanted) in a store whose
+    `streams` attribute is `layout` ([[name, start, stop], ...]). Returns None when they are
+    all the store's dims in the store's order (nothing to select), else an int64 array.
+    Raises MissingStreamError naming the streams the store has."""
+    spans = {str(n): (int(a), int(b)) for n, a, b in layout}
+    missing = [w for w in wanted if w not in spans]
+    if missing:
+        raise MissingStreamError(
+            f"{path}: no {', '.join(repr(m) for m in missing)} feature stream (the store has "
+            f"{'+'.join(spans) or 'none'})")
+    cols = np.concatenate([np.arange(*spans[w], dtype=np.int64) for w in wanted])
+    total = max(b for a, b in spans.values())
+    if len(cols) == total and (cols == np.arange(total)).all():
+        return None
+    return cols
+
+
 def _ragged_rows(starts, counts):
     """Flat row indices of ragged runs: concat(arange(s, s + c) for s, c in zip(...))."""
     counts = np.asarray(counts, np.int64)
@@ -73,19 +100,25 @@ class FeatureStore:
     Incomplete videos (no `complete` flag) are skipped. A video without the chosen box
     source has zero persons at every keyframe (its clip features still give context).
 
+    streams: names of the feature streams to read, concatenated in this order (None: all the
+    file's dims); feature_dim is then the width of the selection, store_feature_dim the
+    file's C.
+
     Attributes besides the arrays of the module docstring: path, box_source, lazy,
-    video_ids, feature_dim, label_map (LabelMap), configs (stage -> dict), streams,
+    video_ids, feature_dim, label_map (LabelMap), configs (stage -> dict), streams (the
+    file's [(name, start, stop), ...]), selected_streams (the names read),
     sources (box sources present in the file), has_labels (the chosen source carries
     labels), fingerprint (16 hex digits over video ids, shapes, per-video digests or
     timestamps, label map and configs: stable across copies, changes with the content).
     """
 
-    def __init__(self, path, box_source="gt", lazy=False, progress=False):
+    def __init__(self, path, box_source="gt", lazy=False, progress=False, streams=None):
         if box_source not in SOURCES:
             raise ValueError(f"box_source must be one of {SOURCES}, got {box_source!r}")
         self.path = str(path)
         self.box_source = box_source
         self.lazy = bool(lazy)
+        self._wanted = None if streams is None else tuple(streams)
         self._h5 = None
         self._pid = None
         self._ds = {}
@@ -93,14 +126,17 @@ class FeatureStore:
 
     # ------------------------------------------------------------------ loading
     def _load(self, progress):
-        src = self.box_source
         with open_h5(self.path) as f:
             info = read_info(f, self.path)
             self.version = info.version
-            self.feature_dim = C = info.feature_dim
+            self.store_feature_dim = C = info.feature_dim
             self.label_map = to_label_map(info.label_map)
             self.configs = info.configs
             self.streams = [tuple(s) for s in info.streams]
+            wanted = self._wanted or tuple(str(s[0]) for s in self.streams)
+            self._cols = stream_columns(self.streams, wanted, self.path)
+            self.selected_streams = wanted
+            self.feature_dim = C if self._cols is None else len(self._cols)
             K = len(info.label_map)
             self.video_ids = video_names(f)
             if not self.video_ids:
@@ -159,6 +195,9 @@ class FeatureStore:
                 with read_errors(self.path, self.video_ids[v]):
                     self._read_video(groups[v], k0, k1, p0, p1)
                 self._check_values(v, k0, k1, p0, p1)
+            if self._cols is not None and not self.lazy:     # keep the selected streams only
+                self.clip = np.ascontiguousarray(self.clip[:, self._cols])
+                self.feats = np.ascontiguousarray(self.feats[:, self._cols])
 
     def _index_video(self, g, v, C):
         """Pass 1 for video group g: (timestamps (T,) int64, offsets (T+1,) of the chosen
@@ -297,6 +336,8 @@ class FeatureStore:
                 block = self._dataset(v, name)[a:b]
             if not np.isfinite(block).all():
                 self._refuse(v, name.split("/")[-1], "non-finite values (NaN/inf)")
+            if self._cols is not None:
+                block = block[:, self._cols]
             got[s:e] = block[u[s:e] - u[s]]
         out[:] = got[inv]
         return out

@@ -55,13 +55,15 @@ ROWS = {
     "hgrnn_others": ("hgrnn", 3, 2, "HGRNN l=3, J=2, graph pooling over the OTHER persons"),
     "hgrnn_ctxdet": ("hgrnn", 3, 2, "HGRNN l=3, J=2, trained with detections in the context "
                                     "slots"),
+    "hgrnn_flow": ("hgrnn", 3, 2, "HGRNN l=3, J=2 on RGB+Flow features (Table 4)"),
 }
 # How a row is named in the tables that list every row (Table 4).
 ROW_LABELS = {"person": "per-person head", "graph": "Graph-RNN (l=0, J=2)",
               "scene": "Scene-RNN (l=3)", "hgrnn_l0": "HGRNN l=0", "hgrnn_l1": "HGRNN l=1",
               "hgrnn": "HGRNN (l=3, J=2)", "hgrnn_J1": "HGRNN J=1", "hgrnn_J3": "HGRNN J=3",
               "hgrnn_others": "HGRNN, graph pool over others",
-              "hgrnn_ctxdet": "HGRNN, context boxes det"}
+              "hgrnn_ctxdet": "HGRNN, context boxes det",
+              "hgrnn_flow": "HGRNN RGB+Flow (l=3, J=2)"}
 # Rows that differ from the paper's model in a head or training option (name -> options;
 # "graph_pool" is a HeadConfig field, "context_boxes" a TrainConfig field). Only these rows
 # carry the keys in their spec, so finished runs of the other rows keep their spec.
@@ -77,14 +79,19 @@ PAPER_L0 = ("The paper's l = 0 row (Table 1) and its \"Graph-RNN\" row (Table 2)
             "scene level is absent there. `hgrnn_l0` (the scene RNN over a one-keyframe window, "
             "i.e. the keyframe's clip feature and pooled persons, then the graph RNN) is the "
             "other possible reading of \"l = 0\"; it is reported for comparison only.")
-GROUPS = ("all", "person", "temporal", "relational")
+# rows on other feature streams than the store's "rgb" (train-head --streams)
+ROW_STREAMS = {"hgrnn_flow": ("rgb", "flow")}
+#: the rows of a store with the RGB stream only
+RGB_ROWS = tuple(r for r in ROWS if r not in ROW_STREAMS)
+GROUPS = ("all", "person", "temporal", "relational", "motion")
 
 
 @dataclass(frozen=True)
 class AblateConfig:
     """The grid and the schedule of every run.
 
-    rows: names from ROWS (default: all of them, the paper's tables deduplicated).
+    rows: names from ROWS (default: the RGB rows, the paper's tables deduplicated; the CLI
+        adds the RGB+Flow row when the stores have a flow stream: `rows_for_store`).
     seeds: seeds 0..seeds-1 per row. steps, batch_size, lr: the schedule (paper: 1000, 50, 1e-4).
     jobs: parallel worker processes (joblib); each uses one torch thread.
     h0: the graph RNN's initial state ("zeros": J=1 sees no other person).
@@ -92,7 +99,7 @@ class AblateConfig:
     scene_hidden, graph_hidden: the head's hidden sizes (None: HeadConfig's defaults; the
         paper does not state them).
     """
-    rows: tuple = tuple(ROWS)
+    rows: tuple = RGB_ROWS
     seeds: int = 3
     steps: int = 1000
     batch_size: int = 50
@@ -120,12 +127,29 @@ class AblateConfig:
         for row in self.rows:
             variant, l, J, _ = ROWS[row]
             for seed in range(self.seeds):
-                out.append({"name": f"{row}_s{seed}", "row": row, "variant": variant,
-                            "context": l, "iterations": J, "seed": seed, "steps": self.steps,
-                            "batch_size": self.batch_size, "lr": self.lr, "h0": self.h0,
-                            "det": self.det, "scene_hidden": scene_hidden,
-                            "graph_hidden": graph_hidden, **ROW_OPTIONS.get(row, {})})
+                spec = {"name": f"{row}_s{seed}", "row": row, "variant": variant,
+                        "context": l, "iterations": J, "seed": seed, "steps": self.steps,
+                        "batch_size": self.batch_size, "lr": self.lr, "h0": self.h0,
+                        "det": self.det, "scene_hidden": scene_hidden,
+                        "graph_hidden": graph_hidden, **ROW_OPTIONS.get(row, {})}
+                if row in ROW_STREAMS:      # (RGB rows' specs stay as runs before streams)
+                    spec["streams"] = list(ROW_STREAMS[row])
+                out.append(spec)
         return out
+
+
+def store_streams(store_path) -> tuple:
+    """Names of the feature streams of a store (root attribute `streams`)."""
+    from hgrnn.data.store import open_h5, read_info
+    with open_h5(os.fspath(store_path)) as f:
+        return tuple(str(s[0]) for s in read_info(f, os.fspath(store_path)).streams)
+
+
+def rows_for_store(store_path) -> tuple:
+    """The default grid for a store: the RGB rows, plus the RGB+Flow row (Table 4) when the
+    store has a flow stream."""
+    have = set(store_streams(store_path))
+    return RGB_ROWS + tuple(r for r, streams in ROW_STREAMS.items() if set(streams) <= have)
 
 
 def class_groups_of(store_path) -> dict:
@@ -162,7 +186,8 @@ def run_one(spec: dict, train_store: str, val_store: str, out_dir: str,
                       graph_pool=spec.get("graph_pool", "all"))
     train = TrainConfig(steps=spec["steps"], batch_size=spec["batch_size"], lr=spec["lr"],
                         seed=spec["seed"], device="cpu", val_every=0, num_threads=1,
-                        context_boxes=spec.get("context_boxes", "gt"))
+                        context_boxes=spec.get("context_boxes", "gt"),
+                        streams=tuple(spec.get("streams", ("rgb",))))
     result = train_head(train_store, run, head, train, val_store=None,
                         resume=(run / "last.pt").exists(), progress=False)
     row = {"spec": spec, "train_seconds": result["seconds"]}
@@ -189,6 +214,13 @@ def run_ablation(train_store, val_store, out_dir, cfg: AblateConfig, progress=Tr
     (out / "runs").mkdir(parents=True, exist_ok=True)
     groups = class_groups_of(val_store)
     specs = cfg.specs()
+    for path in (train_store, val_store):
+        have = store_streams(path)
+        lacking = sorted({r for r in cfg.rows if not set(ROW_STREAMS.get(r, ("rgb",))) <= set(have)})
+        if lacking:
+            raise ValueError(f"{path}: rows {', '.join(lacking)} need feature streams the store "
+                             f"lacks (it has {'+'.join(have)}); write one with `hgrnn synth "
+                             f"--streams rgb,flow` or leave those rows out")
     todo = [s for s in specs if not (out / "runs" / s["name"] / "done.json").exists()]
     if progress:
         tqdm.write(f"ablate: {len(specs)} runs, {len(specs) - len(todo)} already finished in "
@@ -280,9 +312,10 @@ def format_tables(summary: dict, cfg: AblateConfig, train_store, val_store, rows
 
     def table(title, entries, boxes="gt"):
         lines = [f"### {title}\n\n", head]
-        for label, name in entries:
-            if name in summary and boxes in summary[name]:
-                lines.append("| " + " | ".join([label] + [_ms(summary[name][boxes][g])
+        for label, name, *which in entries:          # (label, row[, boxes of this line])
+            b = which[0] if which else boxes
+            if name in summary and b in summary[name]:
+                lines.append("| " + " | ".join([label] + [_ms(summary[name][b].get(g, (None,) * 3))
                                                           for g in groups]) + " |\n")
         return "".join(lines) + "\n"
 
@@ -316,7 +349,38 @@ def format_tables(summary: dict, cfg: AblateConfig, train_store, val_store, rows
                         options))
         if cfg.det:
             md.append(table("Options beyond the paper, detected boxes", options, boxes="det"))
+    if "hgrnn_flow" in summary and "hgrnn" in summary:
+        lines = [("RGB, GT boxes", "hgrnn", "gt"), ("RGB+Flow, GT boxes", "hgrnn_flow", "gt")]
+        if cfg.det:
+            lines += [("RGB, detected boxes", "hgrnn", "det"),
+                      ("RGB+Flow, detected boxes", "hgrnn_flow", "det")]
+        md.append(table("Table 4 (paper): RGB vs RGB+Flow (HGRNN l=3, J=2; streams "
+                        "concatenated)", lines))
+        gains = flow_gain(summary)
+        md.append("RGB+Flow minus RGB, in AP points (and in units of the larger of the two "
+                  "rows' std over seeds):\n\n")
+        for boxes, by_group in gains.items():
+            md.append(f"- {boxes} boxes: " + ", ".join(
+                f"{g} {100 * d:+.1f} ({z:+.1f} std)" if z is not None else f"{g} {100 * d:+.1f}"
+                for g, (d, z) in by_group.items()) + "\n")
+        md.append("\n")
     return "".join(md)
+
+
+def flow_gain(summary: dict, flow_row: str = "hgrnn_flow", rgb_row: str = "hgrnn") -> dict:
+    """{boxes: {group: (mean AP of RGB+Flow - mean AP of RGB, that difference / the larger
+    std of the two rows (None when both stds are 0))}} over the groups both rows scored."""
+    out = {}
+    for boxes in ("gt", "det"):
+        a, b = summary.get(flow_row, {}).get(boxes), summary.get(rgb_row, {}).get(boxes)
+        if not a or not b:
+            continue
+        out[boxes] = {}
+        for g in a:
+            if g in b and a[g][0] is not None and b[g][0] is not None:
+                diff, std = a[g][0] - b[g][0], max(a[g][1], b[g][1])
+                out[boxes][g] = (diff, diff / std if std > 0 else None)
+    return out
 
 
 def config_from_dict(d: dict) -> AblateConfig:

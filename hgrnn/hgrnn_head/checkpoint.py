@@ -59,14 +59,15 @@ def _store_path(store) -> str:
     return str(getattr(store, "path", store))
 
 
-def open_store(store, box_source: str, lazy=False) -> FeatureStore:
+def open_store(store, box_source: str, lazy=False, streams=None) -> FeatureStore:
     """FeatureStore of `store` (a path or a FeatureStore) reading `box_source` boxes
-    (lazy: features stay in the file)."""
+    (lazy: features stay in the file) and the feature `streams` (names, concatenated in that
+    order; None: all the store's dims)."""
     path = _store_path(store)
     if not os.path.exists(path):
         raise HeadError(f"{path}: no such store")
     try:
-        fs = FeatureStore(path, box_source=box_source, lazy=lazy)
+        fs = FeatureStore(path, box_source=box_source, lazy=lazy, streams=streams)
     except StoreError as e:
         raise HeadError(str(e)) from e
     return fs
@@ -98,7 +99,8 @@ def save_checkpoint(path, *, model, optimizer, head: HeadConfig, train, label_ma
         store_fingerprint, store_path, rng_torch (CPU RNG state, uint8 tensor),
         store_configs (the training store's stage configs, e.g. {"extract": {...}}: how its
         features were made, which `hgrnn predict` checks), store_streams ([[name, start,
-        stop], ...]); the last two are absent from older checkpoints
+        stop], ...]); the last two are absent from older checkpoints; streams (the feature
+        streams the head reads, concatenated in this order, also in train; absent: rgb)
     """
     ckpt = {
         "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "step": int(step),
@@ -110,6 +112,7 @@ def save_checkpoint(path, *, model, optimizer, head: HeadConfig, train, label_ma
         "rng_torch": torch.get_rng_state(),
         "store_configs": store_configs or {},
         "store_streams": [[str(n), int(a), int(b)] for n, a, b in (store_streams or [])],
+        "streams": list(getattr(train, "streams", ("rgb",))),
     }
     try:
         save_atomic(ckpt, path)          # no last.pt.tmp is left when writing fails

@@ -237,7 +237,15 @@ def evaluate_store(store, checkpoint, gt_boxes=False, out_dir=None, nms_iou=DEFA
     """
     ckpt = load_checkpoint(checkpoint)
     source = "gt" if gt_boxes else "det"
-    fs = open_store(store, source)
+    # the streams the head was trained on (checkpoints from before streams: the RGB store)
+    streams = tuple(ckpt.get("streams") or ckpt["train"].get("streams") or ("rgb",))
+    try:
+        fs = open_store(store, source, streams=streams)
+    except HeadError as exc:
+        if "feature stream" not in str(exc):
+            raise
+        raise HeadError(f"{exc}; checkpoint {ckpt['path']} was trained on "
+                        f"{'+'.join(streams)}") from None
     if source not in fs.sources:
         raise HeadError(f"{fs.path}: the store has no '{source}' boxes (it has {list(fs.sources)})"
                         + ("" if gt_boxes else "; use --gt-boxes to score the ground-truth boxes"))
@@ -256,7 +264,8 @@ def evaluate_store(store, checkpoint, gt_boxes=False, out_dir=None, nms_iou=DEFA
     if gt_csv is not None:
         gt = read_annotations(gt_csv, fs.label_map)
     else:
-        gt_fs = open_store(store, "gt", lazy=True) if "gt" in fs.sources else None
+        gt_fs = (open_store(store, "gt", lazy=True, streams=streams)
+                 if "gt" in fs.sources else None)
         gt = store_ground_truth(gt_fs) if gt_fs is not None and gt_fs.has_labels else None
 
     if nms is None:

@@ -57,6 +57,10 @@ class TrainConfig:
         centre: "gt" (default, the paper's literal reading: train on ground truth) or "det"
         (the store's detections, as at inference; the centre keyframe's persons stay
         `box_source`'s). See docs/method.md.
+    streams: the store's feature streams the head sees, concatenated per keyframe and per
+        person in this order (("rgb",): today's stores; ("rgb", "flow"): the paper's
+        RGB+Flow, C = 512 for two 256-d streams; docs/method.md). Recorded in the
+        checkpoint; evaluation reads the same streams.
     num_workers: processes that build batches in the background (0: in the training loop).
     checkpoint_every: rewrite last.pt every N steps (and always at the end).
     log_every: write a metrics.jsonl line every N steps.
@@ -81,8 +85,13 @@ class TrainConfig:
     checkpoint_every: int = 100
     log_every: int = 10
     num_threads: int = 1
+    streams: tuple = ("rgb",)
 
     def __post_init__(self):
+        streams = tuple(str(s) for s in self.streams)
+        if not streams or len(set(streams)) != len(streams):
+            raise ValueError(f"--streams must be distinct stream names, got {self.streams!r}")
+        object.__setattr__(self, "streams", streams)          # a JSON list -> tuple
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
@@ -98,7 +107,7 @@ class TrainConfig:
                                  f"got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "streams": list(self.streams)}   # JSON-shaped
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -108,7 +117,7 @@ class TrainConfig:
 
 # Fields that change what a run computes: a resumed run must keep them.
 _RESUME_FIXED = ("batch_size", "lr", "seed", "focal_gamma", "focal_alpha", "box_source",
-                 "context_boxes")
+                 "context_boxes", "streams")
 #: train-head's flag of each HeadConfig / TrainConfig field whose flag is not --field-name
 _FLAGS = {"variant": "--model", "num_threads": "--threads"}
 
@@ -206,7 +215,7 @@ def _read_metrics(path: Path, upto_step: int) -> list:
 def _open_training_store(train_store, head: HeadConfig, train: TrainConfig):
     """The training FeatureStore, the head config completed from it, and its context
     windows; refuses a store without labels or without a person to train on."""
-    fs = open_store(train_store, train.box_source)
+    fs = open_store(train_store, train.box_source, streams=train.streams)
     if train.box_source not in fs.sources:
         have = ", ".join(fs.sources) or "none"
         fix = ("training needs ground-truth labels: extract with --annotations"
@@ -235,7 +244,7 @@ def _open_training_store(train_store, head: HeadConfig, train: TrainConfig):
 def _open_validation_store(val_store, fs):
     """The validation FeatureStore (gt boxes); it must match the training store `fs` and
     have labelled ground-truth persons."""
-    val_fs = open_store(val_store, "gt")
+    val_fs = open_store(val_store, "gt", streams=fs.selected_streams)
     if (val_fs.feature_dim, val_fs.label_map) != (fs.feature_dim, fs.label_map):
         raise HeadError(f"{val_fs.path}: the validation store's feature dim or label map differs "
                         f"from the training store {fs.path}")
