@@ -35,8 +35,8 @@ from hgrnn.hgrnn_head.infer import evaluate_store
 from hgrnn.hgrnn_head.model import HeadConfig
 from hgrnn.hgrnn_head.train import TrainConfig, train_head
 
-# Store sizes chosen so that the whole demo (stores + 1000 steps + two evaluations) stays
-# well under 3 minutes on a 2-core CPU (BENCHMARKS.md); the head sees every training keyframe
+# Store sizes chosen so that the whole demo (stores + two heads x 1000 steps + four
+# evaluations) stays around a minute on a 2-core CPU (BENCHMARKS.md); the head sees every training keyframe
 # about 15 times.
 DEMO_TRAIN_VIDEOS, DEMO_VAL_VIDEOS, DEMO_KEYFRAMES = 60, 20, 50
 

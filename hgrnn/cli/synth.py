@@ -99,8 +99,8 @@ def demo_cmd(out_dir, steps, threads, quick, quiet):
     alone) with the paper's schedule (1000 steps x 50 keyframes, Adam lr 1e-4, focal loss),
     scores the validation store with ground-truth boxes and with detections, and prints the
     two heads side by side per class group: the temporal and relational classes are where
-    HGRNN's scene and graph RNNs must gain. DEMO_SECONDS on a 2-core CPU after installation
-    (BENCHMARKS.md). Re-running re-uses the stores and the finished runs; delete OUT/run
+    HGRNN's scene and graph RNNs must gain. About 50 s on a 2-core CPU after installation,
+    both heads and the stores included (`time hgrnn demo`, BENCHMARKS.md). Re-running re-uses the stores and the finished runs; delete OUT/run
     (or OUT/baseline/run) to train again.
     """
     from hgrnn.data.store import StoreError
