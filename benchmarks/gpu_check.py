@@ -612,16 +612,18 @@ def figure_detector(ctx: Context) -> dict:
     """Faster R-CNN R50-FPN (random weights, as extract-features loads it) keyframes/s."""
     import torch
 
-    from hgrnn.pipeline.extract import _detect, load_detector
+    from hgrnn.pipeline.detect import detect_persons, load_person_detector
     s = ctx.sizes
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model, _ = load_detector("none", ctx.device, 0.5, 30, s.det_short_side)
+        model = load_person_detector("faster-rcnn", weights="none", device=ctx.device,
+                                     min_score=0.5, max_persons=30,
+                                     short_side=s.det_short_side)
     gen = torch.Generator().manual_seed(0)
     w, h = s.ava_size
     images = [torch.randint(0, 256, (h, w, 3), dtype=torch.uint8, generator=gen)
               for _ in range(s.batch)]
-    t = timed_loop(ctx, lambda: _detect(model, images, 0.5, 30, ctx.device), s.bench_seconds)
+    t = timed_loop(ctx, lambda: detect_persons(model, images, 0.5, 30), s.bench_seconds)
     rate = s.batch / t["median_s"]
     return {"image": [w, h], "short_side": s.det_short_side, "batch": s.batch,
             "keyframes_per_s": rate, "calls": t["calls"],
@@ -683,7 +685,8 @@ def figure_extract(ctx: Context) -> dict:
     boxes (3 a keyframe), then with the Faster R-CNN detector; model loading excluded."""
     import torch
 
-    from hgrnn.pipeline.extract import ExtractConfig, extract_features, load_detector
+    from hgrnn.pipeline.detect import load_person_detector
+    from hgrnn.pipeline.extract import ExtractConfig, extract_features
     from hgrnn.pipeline.i3d import load_backbone
     s = ctx.sizes
     folder = ava_videos(ctx, ctx.workers)
@@ -692,8 +695,9 @@ def figure_extract(ctx: Context) -> dict:
                            for p in sorted(folder.iterdir()) for ts in range(s.ava_seconds)
                            for k in range(3)))
     load_s = {None: _seconds(load_backbone, ctx.made["weights"], ctx.device)}
-    load_s["faster-rcnn"] = load_s[None] + _seconds(load_detector, "none", ctx.device, 0.5, 30,
-                                                    s.det_short_side)
+    load_s["faster-rcnn"] = load_s[None] + _seconds(
+        load_person_detector, "faster-rcnn", weights="none", device=ctx.device, min_score=0.5,
+        max_persons=30, short_side=s.det_short_side)
     out = {"workers": ctx.workers, "videos": ctx.workers, "video": list(s.ava_size),
            "model_load_s": load_s[None]}
     for name, detector in (("gt_boxes", None), ("detector", "faster-rcnn")):
@@ -723,12 +727,13 @@ def figure_extract(ctx: Context) -> dict:
     return out
 
 
-def _seconds(function, *args) -> float:
-    """Seconds one call of function(*args) takes (model loading, subtracted from runs)."""
+def _seconds(function, *args, **kwargs) -> float:
+    """Seconds one call of function(*args, **kwargs) takes (model loading, subtracted from
+    runs)."""
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        function(*args)
+        function(*args, **kwargs)
     return time.perf_counter() - t
 
 
