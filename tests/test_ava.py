@@ -231,3 +231,32 @@ def test_outside_label_map_rule_and_kept_rows(tmp_path):
         with pytest.raises(AvaFormatError, match=r":2: unknown action id 99: .* 2 such id\(s\): "
                                                  r"99, 120\. A custom dataset needs --label-map"):
             read_results(p, lm, keep_outside_map=keep)
+
+
+def test_vectorised_checks_agree_with_the_row_checks():
+    """The fast reader's vectorised value checks (_values_ok) pass exactly when the slow
+    reader's row checks (_row_problem, which name the problem) find nothing: random rows
+    with random defects at the edges of every rule, with and without a label map."""
+    from hgrnn.data.ava import _row_problem, _values_ok
+    rng = np.random.default_rng(7)
+    lm = load_label_map("ava-v2.1")
+    edges = {1: [-1, 0, 4294967295, 4294967296],
+             2: [-0.0011, -0.001, 0.0, 0.05, 0.35, 1.001, 1.0011, float("nan"), float("inf")],
+             6: [-2, -1, 0, 1, 2, 80, 81, 99],
+             7: [float("nan"), float("inf"), -float("inf"), 1e39, -1e39, 3.4e38, 0.0]}
+    outcomes = set()
+    for trial in range(600):
+        rows = [["v", 902, 0.1, 0.2, 0.3, 0.4, 12, 0.5] for _ in range(4)]
+        for _ in range(int(rng.integers(0, 3))):
+            c = int(rng.integers(1, 8))
+            rows[int(rng.integers(4))][c] = edges[min(c, 2) if c < 6 else c][
+                int(rng.integers(len(edges[min(c, 2) if c < 6 else c])))]
+        for kind in ("gt", "results"):
+            label_map = lm if trial % 2 else None
+            t = {name: np.array([r[c] for r in rows]) for c, name in enumerate(
+                ["video_id", "timestamp", "x1", "y1", "x2", "y2", "action_id",
+                 "score" if kind == "results" else "person_id"])}
+            ok = all(_row_problem(r, kind, label_map) is None for r in rows)
+            assert _values_ok(t, kind, label_map) == ok, (rows, kind, trial)
+            outcomes.add(ok)
+    assert outcomes == {True, False}

@@ -23,12 +23,17 @@ def test_per_class_ap_draws_no_instances_visibly_and_sorts():
     assert [t.get_text() for t in ax.get_yticklabels()] == ["walk", "stand", "talk", "sit", "dance"]
     widths = [b.get_width() for b in bars(ax)]
     hatches = [b.get_hatch() for b in bars(ax)]
-    # AP 0 is a zero-length bar; "no instances" fills the axis, hatched, with a text
-    assert widths == [0.9, 0.5, 0.0, 1.0, 1.0]
+    # AP 0 is a zero-length bar; "no instances" fills the axis, hatched, with a text;
+    # percents, as every command's table prints them
+    assert widths == [90.0, 50.0, 0.0, 100.0, 100.0]
+    assert ax.get_xlim() == (0.0, 100.0) and ax.get_xlabel().startswith("AP %")
+    assert {"90.00", "50.00", "0.00"} <= {t.get_text() for t in ax.texts}
+    assert ax.lines[0].get_xdata()[0] == pytest.approx(46.67)
     assert hatches == [None, None, None, "///", "///"]
     assert sum(t.get_text() == "n/a (no instances)" for t in ax.texts) == 2
-    assert ax.get_title() == "frame-mAP 0.4667 · val.h5 · detected boxes · ava-2018"
+    assert ax.get_title() == "frame-mAP 46.6700 % · val.h5 · detected boxes · ava-2018"
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[0] == "mAP 46.6700 % (mean over the classes with instances)"
     assert legend[1] == "no instances: 2 of 5 classes (left out of the mAP)"
 
     fig = charts.per_class_ap_figure(per_class, 0.4667, sort="labelmap")
@@ -40,7 +45,9 @@ def test_loss_axis_is_linear_unless_the_curve_spans_a_decade(tmp_path):
     fig = charts.loss_figure(narrow + [{"step": 490, "val_mAP": 0.42}], title="run")
     loss_ax, val_ax = fig.axes
     assert loss_ax.get_yscale() == "linear"
-    assert val_ax.get_ylim() == (0.0, 1.0)            # one val point: still the 0-1 axis
+    assert val_ax.get_ylim() == (0.0, 100.0)          # one val point: still the 0-100 % axis
+    assert val_ax.lines[0].get_ydata()[0] == pytest.approx(42.0)
+    assert val_ax.get_ylabel() == "val frame-mAP (%)"
     assert loss_ax.get_title() == "run"
     labels = [t.get_text() for t in loss_ax.get_legend().get_texts()]
     assert labels == ["train focal loss (raw)", "train focal loss (smoothed)", "val frame-mAP"]

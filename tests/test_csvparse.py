@@ -1,6 +1,6 @@
-"""The vectorised CSV parser (hgrnn.data.csvparse) against Python's own parsing, through the
-AVA readers that use it: chunk boundaries, CRLF/BOM/blank lines, the 8-byte fast paths,
-repeated row prefixes."""
+"""The CSV readers (hgrnn.data.csvparse): the fast reader (pyarrow) against the slow
+line-by-line reader and Python's own parsing, through the AVA readers that use them; the
+slow reader's FILE:LINE errors on damaged files; which files the fast reader refuses."""
 
 import os
 import re
@@ -19,7 +19,46 @@ def python_parse(text):
     return rows
 
 
-def test_fast_parser_equals_python_float(tmp_path):
+@pytest.fixture(params=["fast", "slow"])
+def reader(request, monkeypatch):
+    """Run a test with the fast reader (and check that it was used), or with the slow
+    reader alone (the fast reader refusing every file)."""
+    used = []
+    if request.param == "slow":
+        monkeypatch.setattr(csvparse, "read_fast", lambda *a, **k: used.append(0))
+    else:
+        fast = csvparse.read_fast
+
+        def spy(*a, **k):
+            out = fast(*a, **k)
+            used.append(out is not None)
+            return out
+        monkeypatch.setattr(csvparse, "read_fast", spy)
+    yield request.param, used
+
+
+def assert_reader_used(reader):
+    """The fast reader took the file when it was on (and was not asked when off)."""
+    mode, used = reader
+    assert used == ([True] if mode == "fast" else [0])
+
+
+def refuse_slow(monkeypatch):
+    """Make any use of the slow reader fail the test."""
+    def no(*a, **k):
+        raise AssertionError("the slow reader was used")
+    monkeypatch.setattr(csvparse, "iter_rows", no)
+
+
+def assert_rows_equal(a, b):
+    for f in ("video_ids", "timestamps", "boxes64", "action_ids", "person_ids", "scores64",
+              "empty_video_ids", "empty_timestamps"):
+        x, y = getattr(a, f), getattr(b, f)
+        assert (x is None and y is None) or (np.array_equal(x, y) and x.dtype == y.dtype), f
+    assert a.skipped == b.skipped
+
+
+def test_readers_equal_python_float(tmp_path, reader):
     rng = np.random.default_rng(0)
     n = 3000
     texts = []
@@ -28,11 +67,12 @@ def test_fast_parser_equals_python_float(tmp_path):
         w = [f"{x1:.{rng.integers(0, 9)}f}", f"{y1:.3f}", f"{x1 + 0.4:.17f}",
              f"{min(y1 + 0.3, 1):.5g}"]
         s = [f"{rng.random():.6f}", f"{rng.random():.3e}", f"{rng.random()}", "1", "0.",
-             ".5", "+0.25", f"{rng.random() * 1e-6:.20f}"][i % 8]
+             ".5", "-0.25", f"{rng.random() * 1e-6:.20f}"][i % 8]
         texts.append(f"vid{i % 7},{902 + i % 5:04d},{','.join(w)},{1 + i % 80},{s}")
     text = "\n".join(texts)
     p = write(tmp_path, text)
     r = read_results(p)
+    assert_reader_used(reader)
     ref = python_parse(text)
     assert len(r) == n
     assert r.video_ids.tolist() == [x[0] for x in ref]
@@ -44,60 +84,92 @@ def test_fast_parser_equals_python_float(tmp_path):
     assert r.timestamps.dtype == np.int64 and r.action_ids.dtype == np.int64
 
 
-def test_chunk_boundaries(tmp_path, monkeypatch):
+def test_block_boundaries_and_first_bad_line(tmp_path, monkeypatch):
+    """Files spanning many pyarrow blocks (rows cut by block ends), with and without a
+    last newline: the fast reader equals the slow one; an error in block 10 names its
+    line (the fast reader fails, the slow one finds the line)."""
     rows = "\n".join(f"v{i},{900 + i},0.1,0.2,0.3,0.4,{1 + i % 3},{i}" for i in range(500))
-    p = write(tmp_path, rows)                       # no trailing newline either
-    whole = read_annotations(p)
-    for chunk in (97, 7):                           # lines cut; lines longer than a chunk
-        monkeypatch.setattr(csvparse, "_CHUNK_BYTES", chunk)
-        parts = read_annotations(p)
-        assert len(parts) == 500
-        for f in ("video_ids", "timestamps", "boxes", "action_ids", "person_ids"):
-            assert np.array_equal(getattr(whole, f), getattr(parts, f))
-    monkeypatch.setattr(csvparse, "_CHUNK_BYTES", 97)
+    for text in (rows, rows + "\n"):
+        p = write(tmp_path, text)
+        slow = _slow(monkeypatch, read_annotations, p)
+        for block in (97, 1 << 20):
+            monkeypatch.setattr(csvparse, "_BLOCK_BYTES", block)
+            with monkeypatch.context() as m:
+                refuse_slow(m)
+                fast = read_annotations(p)
+            assert len(fast) == 500
+            assert_rows_equal(fast, slow)
+    monkeypatch.setattr(csvparse, "_BLOCK_BYTES", 97)
     bad = rows.replace("v400,1300,0.1", "v400,1300,x0.1")
     p = write(tmp_path, bad)
     with pytest.raises(AvaFormatError, match=r"f.csv:401: x1 must be a number, got 'x0.1'"):
         read_annotations(p)
 
 
-def test_blank_lines_crlf_and_timestamps(tmp_path):
+def _slow(monkeypatch, fn, *args, **kwargs):
+    with monkeypatch.context() as m:
+        m.setattr(csvparse, "read_fast", lambda *a, **k: None)
+        return fn(*args, **kwargs)
+
+
+def test_blank_lines_crlf_and_timestamps(tmp_path, reader):
     p = write(tmp_path, b"\xef\xbb\xbfv,0902,0.1,0.2,0.3,0.4,12,1\r\n\r\n"   # BOM, CRLF,
                         b"v,902,0.1,0.2,0.3,0.4,79,1\r\n\n")              # blank lines
     r = read_annotations(p)
+    assert_reader_used(reader)
     assert r.timestamps.tolist() == [902, 902]
     assert r.action_ids.tolist() == [12, 79] and r.person_ids.tolist() == [1, 1]
     assert r.video_ids.tolist() == ["v", "v"]
 
 
-def test_fast_number_paths_fuzz():
-    """Random strings of number characters: whatever the vectorised paths accept must be
-    exactly Python's float()/int() of the text; the rest goes to the Python slow path."""
+def test_fast_reader_numbers_are_python_numbers(tmp_path):
+    """Random strings of number characters, one file each: whatever the fast reader
+    accepts must be exactly Python's float()/int() of the text, and a text the rules
+    refuse (a blank inside) must be refused; what it leaves to the slow reader is
+    Python's value there (or the slow reader's error)."""
     rng = np.random.default_rng(3)
-    alphabet = list("0123456789" * 3 + "..-+e ")
-    texts = ["".join(rng.choice(alphabet, size=int(rng.integers(0, 18)))) for _ in range(20000)]
+    alphabet = list("0123456789" * 4 + "..-+e \tnaif_x")
+    texts = ["".join(rng.choice(alphabet, size=int(rng.integers(0, 12)))) for _ in range(900)]
     texts += ["0", "-0", "1.", ".5", "-.5", "+7", "12345678", "1234567.8", "0.1234567",
-              "123456789", "0.12345678", "-0.0000001", "00000000.5", "99999999", "1e5", "--1"]
-    texts = [t.replace(" ", "") for t in texts]
-    raw = bytes(16) + ",".join(texts).encode() + b"\n"
-    buf = np.frombuffer(raw, np.uint8)
-    seps = np.flatnonzero((buf == 44) | (buf == 10))
-    starts = np.r_[16, seps[:-1] + 1]
-    ends = seps
-    for integer, conv in ((False, float), (True, int)):
-        values, bad = csvparse._parse_numbers(buf, starts, ends, integer, allow_empty=False)
-        fast = 0
-        for text, v, b in zip(texts, values.tolist(), bad.tolist()):
-            if b:
-                continue
-            fast += 1
-            assert v == conv(text) and type(v) is conv, (text, v)
-        assert fast > 2000
+              "123456789", "0.12345678", "-0.0000001", "00000000.5", "99999999", "1e5", "--1",
+              "nan", "NaN", "inf", "-Infinity", "1e400", "1e-400", "1E5", " 7", "7 ", "\t7",
+              "7 1", "1_000", "0x10", "9223372036854775807", "9223372036854775808",
+              "-9223372036854775809", "0.1234567890123456789", "4.9e-324", "1.7976931348623157e308"]
+    fast_accepted = 0
+    p = tmp_path / "n.csv"
+    for kind, conv in (("float", float), ("int", int)):
+        columns = [("video_id", "str"), ("value", kind)]
+        for text in texts:
+            p.write_bytes(f"v,{text}\n".encode())
+            try:
+                want = conv(text)
+                if kind == "int" and not -2 ** 63 <= want < 2 ** 63:
+                    want = None
+            except ValueError:
+                want = None
+            inside_blank = any(b in text.strip(" \t") for b in " \t")
+            out = csvparse.read_fast(p, columns, {2: "v,x"})
+            if out is not None:
+                got = out[0]["value"][0].item()
+                assert want is not None and not inside_blank, text
+                assert type(got) is conv and (got == want or (want != want and got != got)), \
+                    (text, got, want)
+                fast_accepted += 1
+            try:
+                rows = list(csvparse.iter_rows(p, {2: "v,x"}, columns))
+                got = rows[0][2][1] if rows else None
+            except csvparse.CsvLineError:
+                got = None
+            if inside_blank or not text.strip(" \t"):
+                want = None
+            assert (got is None and want is None) or got == want or (got != got and want != want), \
+                (text, got, want)
+    assert fast_accepted > 300
 
 
-def test_repeated_prefixes_parse_like_python(tmp_path, monkeypatch):
-    """Rows repeating the previous row's video..y2 (one row per box and class) reuse its
-    values; prefixes differing in any single byte, or in length, must not be merged."""
+def test_rows_repeating_a_box_read_like_python(tmp_path, reader):
+    """AVA files hold one row per box and class: rows repeating the previous row's
+    video..y2, or differing from it in one byte, or in length only, read like Python."""
     rng = np.random.default_rng(5)
     lines = []
     base = ["vidA", "0902", "0.125", "0.25", "0.5", "0.75"]
@@ -117,7 +189,6 @@ def test_repeated_prefixes_parse_like_python(tmp_path, monkeypatch):
                                             f"{rng.random():.6f}"]))
     text = "\n".join(lines) + "\n"
     p = write(tmp_path, text)
-    monkeypatch.setattr(csvparse, "_CHUNK_BYTES", 4096)
     r = read_results(p)
     ref = python_parse(text)
     assert r.video_ids.tolist() == [x[0] for x in ref]
@@ -125,12 +196,49 @@ def test_repeated_prefixes_parse_like_python(tmp_path, monkeypatch):
     assert r.boxes64.tolist() == [[float(v) for v in x[2:6]] for x in ref]
     assert r.action_ids.tolist() == [int(x[6]) for x in ref]
     assert r.scores64.tolist() == [float(x[7]) for x in ref]
-    # and the shortcut is really taken on such a file
-    buf = np.frombuffer(bytes(16) + text.encode(), np.uint8)
-    nl = np.flatnonzero(buf == 10)
-    cm = np.flatnonzero(buf == 44).reshape(-1, 7)
-    group = csvparse._repeated_prefix(buf, np.r_[16, nl[:-1] + 1], cm[:, 5])
-    assert group is not None and len(group[1]) < len(nl)
+
+
+def test_ground_truth_with_empty_keyframes_is_read_fast(tmp_path, monkeypatch):
+    """2-column rows among 8-column ones (also first, after blank lines, CRLF) go to the
+    empty keyframes in file order, without the slow reader."""
+    text = ("a,0903\r\nv,902,0.1,0.2,0.3,0.4,12,5\r\n\r\nb,0904\r\n"
+            "w,0902,0.1,0.2,0.3,0.4,14,6\r\nc,7\r\n")
+    p = write(tmp_path, text)
+    slow = _slow(monkeypatch, read_annotations, p)
+    refuse_slow(monkeypatch)
+    fast = read_annotations(p)
+    assert_rows_equal(fast, slow)
+    assert fast.empty_video_ids.tolist() == ["a", "b", "c"]
+    assert fast.empty_timestamps.tolist() == [903, 904, 7]
+    assert fast.video_ids.tolist() == ["v", "w"] and fast.person_ids.tolist() == [5, 6]
+
+
+@pytest.mark.parametrize("text, why, error", [
+    (b"v,902,0.1,0.2,0.3,0.4,12,0.5\rv,903,0.1,0.2,0.3,0.4,12,0.5\n", "a lone CR",
+     ":1: a carriage return inside a field"),
+    (b' v ,902,0.1,0.2,0.3,0.4,12,0.5\n', "blanks around a string", None),
+    (b'"v",902,0.1,0.2,0.3,0.4,12,0.5\n', "quotes", None),
+    (b'v,902,0.1,0.2,0.3,0.4,12,"0.5"\n', "quotes", None),
+    (b'v"w,902,0.1,0.2,0.3,0.4,12,0.5\n', "a quote inside", ":1: a quoted field holding"),
+    (b"v,902,0.1_0,0.2,0.3,0.4,12,0.5\n", "a number pyarrow does not take", None),
+    (b"v,0x10,0.1,0.2,0.3,0.4,12,0.5\n", "hexadecimal, which pyarrow's int64 takes",
+     ":1: timestamp must be an integer, got '0x10'"),
+    (b"v,902,0.1,0.2,0.3,0.4,12,0.5\n \n", "a line of blanks", None),
+    (b"", "an empty file", None),
+])
+def test_fast_reader_leaves_to_the_slow_one(tmp_path, text, why, error):
+    """Files pyarrow would read differently from the rules, or not at all: the fast
+    reader refuses; the slow reader reads them by the rules, or names the bad line."""
+    p = write(tmp_path, text)
+    assert csvparse.read_fast(p, [("video_id", "str"), ("t", "int")] + [
+        (f"c{i}", "float") for i in range(6)], {8: "x"}) is None, why
+    if error:
+        with pytest.raises(AvaFormatError, match=re.escape(error)):
+            read_results(p)
+        return
+    r = read_results(p)
+    assert r.video_ids.tolist() == ["v"] * len(text.strip().splitlines())
+    assert r.boxes64.tolist() == [[0.1, 0.2, 0.3, 0.4]] * len(r)
 
 
 GOOD = "v,902,0.1,0.2,0.3,0.4,12,0.5\n"

@@ -18,14 +18,17 @@ Formats (no header; coordinates normalised to [0, 1]; one row per box AND action
 
 Keyframe keys are ``(video_id, timestamp)`` with integer timestamps (``0902`` == ``902``).
 
-Files are read by the vectorised byte-level parser of :mod:`hgrnn.data.csvparse` (why
-there is one: see there). Validation is vectorised as well; every check yields its first
-failing line and the earliest of them is reported.
+Files are read by pyarrow's CSV reader and the values checked vectorised; when pyarrow
+cannot read a file, or a check fails, the slow line-by-line reader of
+:mod:`hgrnn.data.csvparse` goes through it and reports the first bad line (the rules, and
+why two readers: see there), checking each row with :func:`_row_problem`.
 """
 
 from __future__ import annotations
 
+import array
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -34,7 +37,7 @@ from importlib import resources
 import numpy as np
 
 from hgrnn.console import progress_bar
-from hgrnn.data.csvparse import read_rows, to_unicode
+from hgrnn.data import csvparse
 
 __all__ = [
     "AvaFormatError", "LabelMap", "load_label_map", "PACKAGED_LABEL_MAPS",
@@ -255,13 +258,20 @@ def keyframe_index(video_ids, timestamps, vocabulary=None):
 # readers / writers
 # ----------------------------------------------------------------------------------------
 
+_GT_WIDTHS = {8: "with person_id", 7: "without person_id", 2: "empty keyframe"}
+_RESULT_WIDTHS = {8: "video_id,timestamp,x1,y1,x2,y2,action_id,score"}
+_BOX = ("x1", "y1", "x2", "y2")
+_ROW_COLUMNS = [("video_id", "str"), ("timestamp", "int"), ("x1", "float"), ("y1", "float"),
+                ("x2", "float"), ("y2", "float"), ("action_id", "int?")]
+_GT_COLUMNS = _ROW_COLUMNS + [("person_id", "int?")]
+_RESULT_COLUMNS = _ROW_COLUMNS + [("score", "float")]
+
+
 def read_exclusions(path) -> set[tuple[str, int]]:
     """Excluded-timestamps CSV (``video_id,timestamp`` rows) -> {(video_id, timestamp)}."""
-    t, errors = read_rows(path, {2: "video_id,timestamp"},
-                           [("video_id", "str"), ("timestamp", "int")])
-    _first_error(errors)
-    vids = to_unicode(t["video_id"])
-    return set(zip(vids.tolist(), t["timestamp"].tolist()))
+    t, _ = _read_checked(path, {2: "video_id,timestamp"},
+                         [("video_id", "str"), ("timestamp", "int")], None, None, False)
+    return set(zip(t["video_id"].tolist(), t["timestamp"].tolist()))
 
 
 def read_annotations(path, label_map: LabelMap | None = None, exclusions=None,
@@ -274,16 +284,12 @@ def read_annotations(path, label_map: LabelMap | None = None, exclusions=None,
     rows of AVA actions outside it are skipped (counted in ``skipped``); ids that are no
     AVA action (outside 1..80) are an error. ``exclusions``: a set of (video_id,
     timestamp) or a CSV path; those rows are skipped and counted. ``person_ids`` is -1 for
-    7-column rows. progress: tqdm bar on stderr for files over 64 MB. keep_outside_map:
-    keep the rows of AVA actions outside the label map (their persons still exist, e.g.
-    for extract-features) and count them under "action not in label map (kept)"."""
-    t, errors = read_rows(
-        path, {8: "with person_id", 7: "without person_id", 2: "empty keyframe"},
-        [("video_id", "str"), ("timestamp", "int"), ("x1", "float"), ("y1", "float"),
-         ("x2", "float"), ("y2", "float"), ("action_id", "int?"), ("person_id", "int?")],
-        progress=progress)
-    return _finish(t, errors, path, label_map, exclusions, kind="gt",
-                   keep_outside_map=keep_outside_map)
+    7-column rows. progress: tqdm bar on stderr when a file over 64 MB has to be checked
+    line by line (a bad line somewhere). keep_outside_map: keep the rows of AVA actions
+    outside the label map (their persons still exist, e.g. for extract-features) and
+    count them under "action not in label map (kept)"."""
+    t, side = _read_checked(path, _GT_WIDTHS, _GT_COLUMNS, "gt", label_map, progress)
+    return _finish(t, side, path, label_map, exclusions, "gt", keep_outside_map)
 
 
 def read_results(path, label_map: LabelMap | None = None, exclusions=None,
@@ -291,21 +297,27 @@ def read_results(path, label_map: LabelMap | None = None, exclusions=None,
     """Result / detection CSV ``video_id,timestamp,x1,y1,x2,y2,action_id,score`` -> AvaRows.
 
     Also reads person-box files whose action_id is empty or -1 (kept with action -1).
-    Label map, exclusions and keep_outside_map as in :func:`read_annotations`."""
-    t, errors = read_rows(
-        path, {8: "video_id,timestamp,x1,y1,x2,y2,action_id,score"},
-        [("video_id", "str"), ("timestamp", "int"), ("x1", "float"), ("y1", "float"),
-         ("x2", "float"), ("y2", "float"), ("action_id", "int?"), ("score", "float")],
-        progress=progress)
-    return _finish(t, errors, path, label_map, exclusions, kind="results",
-                   keep_outside_map=keep_outside_map)
+    Label map, exclusions, progress and keep_outside_map as in :func:`read_annotations`."""
+    t, side = _read_checked(path, _RESULT_WIDTHS, _RESULT_COLUMNS, "results", label_map,
+                            progress)
+    return _finish(t, side, path, label_map, exclusions, "results", keep_outside_map)
 
 
-def _first_error(errors):
-    """errors: list of (line, message) candidates -> raise the earliest."""
-    if errors:
-        line, msg = min(errors, key=lambda e: e[0])
-        raise AvaFormatError(f"{msg[0]}:{int(line)}: {msg[1]}")
+def _read_checked(path, widths, columns, kind, label_map, progress):
+    """Read and check a file -> ({name: (N,) array} in file order, [(line, [video_id,
+    timestamp])] of 2-column ground-truth rows). Raises AvaFormatError naming the file's
+    first bad line.
+
+    The fast reader (pyarrow) reads the file and the values are checked vectorised; when
+    it cannot read the file, or a check fails, the slow reader (:func:`_read_slow`) goes
+    through the file line by line: it finds the first bad line, or reads a file that only
+    pyarrow refused (e.g. quoted fields)."""
+    path = os.fspath(path)
+    fast = csvparse.read_fast(path, columns, widths, separate=(2,) if kind == "gt" else (),
+                              stack=_BOX if kind is not None else ())
+    if fast is not None and (kind is None or _values_ok(fast[0], kind, label_map)):
+        return fast
+    return _read_slow(path, widths, columns, kind, label_map, progress)
 
 
 def _member(a, values):
@@ -315,97 +327,156 @@ def _member(a, values):
     if len(values) == 0:
         return np.zeros(len(a), bool)
     lo, hi = int(values.min()), int(values.max())
-    table = np.zeros(hi - lo + 2, bool)                 # last slot: outside [lo, hi]
-    table[values - lo] = True
-    return table[np.where((a >= lo) & (a <= hi), a - lo, hi - lo + 1)]
+    table = np.zeros(hi - lo + 3, bool)         # first / last slot: below / above [lo, hi]
+    table[values - lo + 1] = True
+    index = a - (lo - 1)
+    np.clip(index, 0, hi - lo + 2, out=index)
+    return table[index]
 
 
-def _first_bad(mask, lines, path, message):
-    """[(line, (path, message(i)))] for the first True of mask (rows are in file order)."""
-    if not mask.any():
-        return []
-    i = int(np.argmax(mask))
-    return [(int(lines[i]), (path, message(i)))]
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
-def _finish(t, errors, path, label_map, exclusions, kind, keep_outside_map=False):
-    """Parsed columns -> validated AvaRows; raises the earliest error of the file."""
-    path = os.fspath(path)
-    lines = t["_line"]
-    if len(lines) > 1 and (np.diff(lines) < 0).any():     # mixed widths: back to file order
-        order = np.argsort(lines, kind="stable")
-        t = {k: v[order] for k, v in t.items()}
-        lines = t["_line"]
-    empty_vids = empty_ts = None
-    if kind == "gt":
-        is_empty = t["_ncols"] == 2
-        if is_empty.any():
-            empty_vids = to_unicode(t["video_id"][is_empty])
-            empty_ts = t["timestamp"][is_empty]
-            keep = ~is_empty
-            t = {k: v[keep] for k, v in t.items()}
-            lines = t["_line"]
-    boxes64 = t.pop("_box")                                            # (N, 4) float64
-    actions = t["action_id"]
-    scores64 = t["score"] if kind == "results" else None
-
-    # ---- value checks, vectorised; only rows before the first parse error count
-    checked = lines < min(e[0] for e in errors) if errors else np.ones(len(lines), bool)
+def _values_ok(t, kind, label_map):
+    """Whether every row passes the value checks of :func:`_row_problem` (vectorised;
+    which row fails, and why, is the slow reader's job)."""
+    if len(t["timestamp"]) == 0:
+        return True
     tol = COORD_TOLERANCE
-    with np.errstate(invalid="ignore"):
-        outside = ~((boxes64 >= -tol) & (boxes64 <= 1 + tol)).all(axis=1)  # NaN too
-    xflip = boxes64[:, 2] < boxes64[:, 0]
-    yflip = boxes64[:, 3] < boxes64[:, 1]
+    x1, y1, x2, y2 = (t[name] for name in _BOX)
+    # min/max are NaN when a value is: the comparison then fails as well
+    if not all(v.min() >= -tol and v.max() <= 1 + tol for v in (x1, y1, x2, y2)):
+        return False
+    if (x2 < x1).any() or (y2 < y1).any():
+        return False
+    a, ts = t["action_id"], t["timestamp"]
+    if a.min() < -1 or (a == 0).any() or ts.min() < 0 or ts.max() > 0xFFFFFFFF:
+        return False
+    if kind == "results" and not (t["score"].min() >= -_F32_MAX
+                                  and t["score"].max() <= _F32_MAX):
+        return False
+    if (label_map is not None and a.max() > AVA_ACTION_IDS[-1]
+            and ((a > AVA_ACTION_IDS[-1]) & ~_member(a, label_map.ids)).any()):
+        return False                            # an id neither in the map nor in AVA
+    return True
 
-    def box(i):
-        return "box ({}, {}, {}, {})".format(*boxes64[i].tolist())
-    errors = list(errors)
-    errors += _first_bad(checked & outside, lines, path, lambda i: (
-        f"{box(i)} has a coordinate outside [0, 1] (normalised coordinates expected)"))
-    errors += _first_bad(checked & ~outside & xflip, lines, path,
-                         lambda i: f"{box(i)} has x2 < x1")
-    errors += _first_bad(checked & ~outside & ~xflip & yflip, lines, path,
-                         lambda i: f"{box(i)} has y2 < y1")
-    errors += _first_bad(checked & ((actions < -1) | (actions == 0)), lines, path, lambda i: (
-        f"action_id {actions[i]} is not an AVA action id (positive; -1 or empty for a "
-        "person box)"))
-    ts = t["timestamp"]
-    errors += _first_bad(checked & ((ts < 0) | (ts > 0xFFFFFFFF)), lines, path, lambda i: (
-        f"timestamp {ts[i]} is out of range (0..4294967295 seconds)"))
-    if scores64 is not None:
-        errors += _first_bad(checked & ~np.isfinite(scores64), lines, path,
-                             lambda i: f"score {scores64[i]} is not a finite number")
-        f32 = float(np.finfo(np.float32).max)
-        errors += _first_bad(checked & np.isfinite(scores64) & (np.abs(scores64) > f32),
-                             lines, path, lambda i: (
-                                 f"score {scores64[i]} does not fit a 32-bit float "
-                                 "(stores and models keep scores as float32)"))
-    in_map = None
-    if label_map is not None:
-        in_map = _member(actions, label_map.ids)
-        unknown = ~in_map & (actions > 0) & ~_member(actions, AVA_ACTION_IDS)
 
-        def unknown_ids(i):
-            ids = np.unique(actions[checked & unknown])
+_UNKNOWN_ACTION = "unknown action id"       # placeholder until all such ids are known
+
+
+def _row_problem(values, kind, label_map):
+    """One row's values (list: video_id, timestamp, x1, y1, x2, y2, action_id[, score]) ->
+    the message of its first failing value check, or None. The order of the checks
+    decides which message a row with several problems gets."""
+    box = [float(v) for v in values[2:6]]
+    x1, y1, x2, y2 = box
+    action, ts = values[6], values[1]
+    text = "box ({}, {}, {}, {})".format(*box)
+    tol = COORD_TOLERANCE
+    if not all(-tol <= v <= 1 + tol for v in box):                  # NaN fails too
+        return f"{text} has a coordinate outside [0, 1] (normalised coordinates expected)"
+    if x2 < x1:
+        return f"{text} has x2 < x1"
+    if y2 < y1:
+        return f"{text} has y2 < y1"
+    if action < -1 or action == 0:
+        return (f"action_id {action} is not an AVA action id (positive; -1 or empty for a "
+                "person box)")
+    if ts < 0 or ts > 0xFFFFFFFF:
+        return f"timestamp {ts} is out of range (0..4294967295 seconds)"
+    if kind == "results":
+        score = values[7]
+        if not math.isfinite(score):
+            return f"score {score} is not a finite number"
+        if abs(score) > _F32_MAX:
+            return (f"score {score} does not fit a 32-bit float (stores and models keep "
+                    "scores as float32)")
+    if _is_unknown_action(action, label_map):
+        return _UNKNOWN_ACTION
+    return None
+
+
+def _is_unknown_action(action, label_map):
+    return (label_map is not None and action > 0 and action not in label_map.ids
+            and action not in AVA_ACTION_IDS)
+
+
+def _read_slow(path, widths, columns, kind, label_map, progress):
+    """The slow reader with the value checks row by row: raises AvaFormatError at the
+    first line that breaks a rule or fails a check (the first of its problems, in the
+    order of the parse and then of :func:`_row_problem`); else returns what
+    :func:`csvparse.read_fast` would."""
+    first = None                        # (line, message) of the first bad line
+    unknown = set()                     # unknown action ids before the first parse error
+    kinds = dict(columns)
+    store = {name: ([] if kind_ == "str" else array.array("d" if kind_ == "float" else "q"))
+             for name, kind_ in columns}
+    strings = {}                        # one str object per distinct id
+    side = []
+    try:
+        for line, ncols, values in csvparse.iter_rows(path, widths, columns, progress):
+            if kind == "gt" and ncols == 2:
+                side.append((line, values))
+                continue
+            if kind is not None:
+                if _is_unknown_action(values[6], label_map):
+                    unknown.add(values[6])
+                if first is None:
+                    problem = _row_problem(values, kind, label_map)
+                    if problem is not None:
+                        first = (line, problem, values[6])
+                if first is not None:
+                    if first[1] is not _UNKNOWN_ACTION:
+                        break
+                    continue                    # only the unknown ids are still wanted
+            values[0] = strings.setdefault(values[0], values[0])
+            for (name, _), v in zip(columns, values + [None] * (len(columns) - ncols)):
+                store[name].append(v if v is not None
+                                   else math.nan if kinds[name] == "float" else -1)
+    except csvparse.CsvLineError as e:
+        if first is None:
+            first = (e.line, e.message, None)
+    if first is not None:
+        line, message, action = first
+        if message is _UNKNOWN_ACTION:
+            ids = sorted(unknown)
             shown = ", ".join(str(x) for x in ids[:12]) + (", ..." if len(ids) > 12 else "")
-            return (f"unknown action id {actions[i]}: neither in the label map "
-                    f"({len(label_map)} classes) nor an AVA action (1..80); the file holds "
-                    f"{len(ids)} such "
-                    f"id(s): {shown}. A custom dataset needs --label-map with its classes")
-        errors += _first_bad(checked & unknown, lines, path, unknown_ids)
-    _first_error(errors)
+            message = (f"unknown action id {action}: neither in "
+                       f"the label map ({len(label_map)} classes) nor an AVA action "
+                       f"(1..80); the file holds {len(ids)} such id(s): {shown}. A custom "
+                       "dataset needs --label-map with its classes")
+        raise AvaFormatError(f"{path}:{int(line)}: {message}")
+    t = {name: np.asarray(v, dtype=csvparse.kind_dtype(kinds[name]))
+         for name, v in store.items()}
+    if kind is not None:
+        t["_stack"] = np.stack([t[name] for name in _BOX], axis=1)
+    return t, side
+
+
+def _finish(t, side, path, label_map, exclusions, kind, keep_outside_map=False):
+    """Checked columns -> AvaRows: label-map and exclusion skipping, empty keyframes."""
+    path = os.fspath(path)
+    empty_vids = empty_ts = None
+    if side:
+        empty_vids = np.asarray([v[0] for _, v in side], dtype=str)
+        empty_ts = np.asarray([v[1] for _, v in side], np.int64)
+    boxes64 = t.pop("_stack")                                           # (N, 4) float64
+    for name in _BOX:
+        del t[name]
+    actions = t.pop("action_id")
+    scores64 = t.pop("score") if kind == "results" else None
 
     # ---- rows skipped on purpose, counted
     skipped = {}
-    keep = np.ones(len(lines), bool)
-    if in_map is not None:
-        outside_map = ~in_map & (actions != -1)
+    keep = np.ones(len(actions), bool)
+    if label_map is not None:
+        outside_map = ~_member(actions, label_map.ids) & (actions != -1)
         if outside_map.any() and keep_outside_map:
             skipped["action not in label map (kept)"] = int(outside_map.sum())
         elif outside_map.any():
             skipped["action not in label map"] = int(outside_map.sum())
             keep &= ~outside_map
-    vids = to_unicode(t.pop("video_id"))
+    vids = t.pop("video_id")
     if kind == "gt" and not keep.all():
         # keyframes all of whose rows fall outside the label map stay known as annotated
         # (ava-2020 ignores results only on keyframes absent from the ground-truth file)

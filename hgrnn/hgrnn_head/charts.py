@@ -12,15 +12,20 @@ What they promise a first-time reader:
                 and the mAP.
   loss          a linear loss axis unless the curve spans a decade or more (then log); the
                 loss smoothed (EMA) over the raw loss drawn faintly; validation frame-mAP on a
-                fixed 0-1 axis; legends outside the curves; a title.
+                fixed 0-100 % axis; legends outside the curves; a title.
   ablation      bars per model row and class group with ±std; the groups are named
                 "... classes" so that the class group "person" is not read as the model row
                 "person".
+
+APs and mAPs are drawn and written in percent, as every command's table prints them (and
+as AVA papers quote them): the functions take fractions, as the evaluator returns them.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from hgrnn.metrics import format_percent
 
 #: Grey of "no instances" bars.
 NA_COLOR = "0.85"
@@ -46,8 +51,9 @@ def _save(fig, path, plt) -> bool:
 # ----------------------------------------------------------------------------- per-class AP
 
 def eval_title(store=None, boxes=None, protocol=None, mAP=None) -> str:
-    """'frame-mAP 0.2512 · val.h5 · det boxes · ava-2018' from what is known."""
-    parts = [f"frame-mAP {mAP:.4f}" if mAP is not None else "frame-AP"]
+    """'frame-mAP 25.1200 % · val.h5 · det boxes · ava-2018' from what is known (mAP: a
+    fraction)."""
+    parts = [f"frame-mAP {format_percent(mAP)} %" if mAP is not None else "frame-AP"]
     if store:
         parts.append(str(store))
     if boxes:
@@ -59,8 +65,9 @@ def eval_title(store=None, boxes=None, protocol=None, mAP=None) -> str:
 
 def per_class_ap_figure(per_class: dict, mAP: float, *, title: str | None = None,
                         sort: str = "ap"):
-    """Horizontal bars of every class's AP (None = no instances). sort: "ap" (highest first,
-    n/a classes last) or "labelmap" (the label map's order). Returns the Figure."""
+    """Horizontal bars of every class's AP in percent (per_class: fractions, None = no
+    instances). sort: "ap" (highest first, n/a classes last) or "labelmap" (the label
+    map's order). Returns the Figure."""
     plt = _pyplot()
     if sort not in ("ap", "labelmap"):
         raise ValueError(f"sort must be 'ap' or 'labelmap', got {sort!r}")
@@ -72,20 +79,21 @@ def per_class_ap_figure(per_class: dict, mAP: float, *, title: str | None = None
     for k, name in enumerate(names):
         ap = per_class[name]
         if ap is None:
-            ax.barh(k, 1.0, color=NA_COLOR, hatch="///", edgecolor="0.6", linewidth=0)
-            ax.text(0.01, k, "n/a (no instances)", va="center", ha="left", fontsize=7,
+            ax.barh(k, 100.0, color=NA_COLOR, hatch="///", edgecolor="0.6", linewidth=0)
+            ax.text(1, k, "n/a (no instances)", va="center", ha="left", fontsize=7,
                     color="0.3")
         else:
-            ax.barh(k, ap, color="tab:blue")
-            ax.text(min(ap + 0.01, 0.9), k, f"{ap:.3f}", va="center", ha="left", fontsize=7)
+            ax.barh(k, 100 * ap, color="tab:blue")
+            ax.text(min(100 * ap + 1, 90), k, f"{100 * ap:.2f}", va="center", ha="left",
+                    fontsize=7)
     ax.set_yticks(y, names, fontsize=7)
     ax.set_ylim(len(names) - 0.5, -0.5)
-    ax.axvline(mAP, color="tab:red", linestyle="--", label=f"mAP {mAP:.4f}")
-    ax.set_xlabel("AP (frame-level, IoU 0.5)")
-    ax.set_xlim(0, 1)
+    ax.axvline(100 * mAP, color="tab:red", linestyle="--")
+    ax.set_xlabel("AP % (frame-level, IoU 0.5)")
+    ax.set_xlim(0, 100)
     n_na = sum(v is None for v in per_class.values())
     handles = [ax.lines[0]]
-    labels = [f"mAP {mAP:.4f} (mean over the classes with instances)"]
+    labels = [f"mAP {format_percent(mAP)} % (mean over the classes with instances)"]
     if n_na:
         handles.append(plt.Rectangle((0, 0), 1, 1, facecolor=NA_COLOR, hatch="///",
                                      edgecolor="0.6", linewidth=0))
@@ -119,11 +127,12 @@ def smooth(values, weight: float = 0.9) -> np.ndarray:
 
 
 def loss_figure(metrics: list, *, title: str | None = None, loss_name: str = "focal loss"):
-    """Training loss (raw, faint, and smoothed) and validation frame-mAP against step, from
-    metrics.jsonl rows ({"step", "loss"} and {"step", "val_mAP"}). Returns the Figure."""
+    """Training loss (raw, faint, and smoothed) and validation frame-mAP (in percent)
+    against step, from metrics.jsonl rows ({"step", "loss"} and {"step", "val_mAP"}, a
+    fraction). Returns the Figure."""
     plt = _pyplot()
     loss = [(m["step"], m["loss"]) for m in metrics if m.get("loss") is not None]
-    val = [(m["step"], m["val_mAP"]) for m in metrics if m.get("val_mAP") is not None]
+    val = [(m["step"], 100 * m["val_mAP"]) for m in metrics if m.get("val_mAP") is not None]
     fig, ax = plt.subplots(figsize=(7, 4.2))
     handles = []
     if loss:
@@ -143,8 +152,8 @@ def loss_figure(metrics: list, *, title: str | None = None, loss_name: str = "fo
     if val:
         ax2 = ax.twinx()
         handles += ax2.plot(*zip(*val), "o-", color="tab:orange", label="val frame-mAP")
-        ax2.set_ylim(0, 1)
-        ax2.set_ylabel("val frame-mAP")
+        ax2.set_ylim(0, 100)
+        ax2.set_ylabel("val frame-mAP (%)")
     if handles:
         ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3,
                   fontsize=8, frameon=False)
