@@ -234,10 +234,10 @@ def test_outside_label_map_rule_and_kept_rows(tmp_path):
 
 
 def test_vectorised_checks_agree_with_the_row_checks():
-    """The fast reader's vectorised value checks (_values_ok) pass exactly when the slow
-    reader's row checks (_row_problem, which name the problem) find nothing: random rows
-    with random defects at the edges of every rule, with and without a label map."""
-    from hgrnn.data.ava import _row_problem, _values_ok
+    """The fast reader's vectorised value checks (_bad_rows) pass a row exactly when the
+    row checks (_row_problem, which name the problem) find nothing: random rows with
+    random defects at the edges of every rule, with and without a label map."""
+    from hgrnn.data.ava import _bad_rows, _row_problem
     rng = np.random.default_rng(7)
     lm = load_label_map("ava-v2.1")
     edges = {1: [-1, 0, 4294967295, 4294967296],
@@ -256,7 +256,8 @@ def test_vectorised_checks_agree_with_the_row_checks():
             t = {name: np.array([r[c] for r in rows]) for c, name in enumerate(
                 ["video_id", "timestamp", "x1", "y1", "x2", "y2", "action_id",
                  "score" if kind == "results" else "person_id"])}
-            ok = all(_row_problem(r, kind, label_map) is None for r in rows)
-            assert _values_ok(t, kind, label_map) == ok, (rows, kind, trial)
+            row_ok = [_row_problem(r, kind, label_map) is None for r in rows]
+            assert (~_bad_rows(t, kind, label_map)).tolist() == row_ok, (rows, kind, trial)
+            ok = all(row_ok)
             outcomes.add(ok)
     assert outcomes == {True, False}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hgrnn.data import csvparse
-from hgrnn.data.ava import AvaFormatError, read_annotations, read_results
+from hgrnn.data.ava import AvaFormatError, LabelMap, read_annotations, read_results
 from test_ava import write  # noqa: E402  (tests/ is on sys.path under pytest)
 
 
@@ -102,8 +102,31 @@ def test_block_boundaries_and_first_bad_line(tmp_path, monkeypatch):
     monkeypatch.setattr(csvparse, "_BLOCK_BYTES", 97)
     bad = rows.replace("v400,1300,0.1", "v400,1300,x0.1")
     p = write(tmp_path, bad)
+    starts = []
+    iter_rows = csvparse.iter_rows
+
+    def spy(*a, **k):
+        starts.append(k.get("start", a[4] if len(a) > 4 else 1))
+        return iter_rows(*a, **k)
+    monkeypatch.setattr(csvparse, "iter_rows", spy)
     with pytest.raises(AvaFormatError, match=r"f.csv:401: x1 must be a number, got 'x0.1'"):
         read_annotations(p)
+    assert len(starts) == 1 and 300 < starts[0] <= 401   # the slow reader began at the block
+    # a bad value before the refused block is the first bad line, found without parsing
+    p = write(tmp_path, bad.replace("v9,909,0.1,0.2,0.3", "v9,909,0.4,0.2,0.3"))
+    with pytest.raises(AvaFormatError, match=r"f.csv:10: box \(0.4, 0.2, 0.3, 0.4\) has x2 < x1"):
+        read_annotations(p)
+    assert len(starts) == 1
+    # an unknown action id before it: the message lists the ids of the whole file up to
+    # the line pyarrow refused, so the slow reader reads from the start
+    lm = LabelMap((1, 2, 3), ("a", "b", "c"))
+    p = write(tmp_path, bad.replace("v9,909,0.1,0.2,0.3,0.4,1", "v9,909,0.1,0.2,0.3,0.4,91")
+              .replace("v450,1350,0.1,0.2,0.3,0.4,1", "v450,1350,0.1,0.2,0.3,0.4,92")
+              .replace("v350,1250,0.1,0.2,0.3,0.4,3", "v350,1250,0.1,0.2,0.3,0.4,93"))
+    with pytest.raises(AvaFormatError, match=r"f.csv:10: unknown action id 91: .* 2 such "
+                                             r"id\(s\): 91, 93\. "):
+        read_annotations(p, lm)
+    assert starts[1:] == [1]
 
 
 def _slow(monkeypatch, fn, *args, **kwargs):
@@ -211,6 +234,17 @@ def test_ground_truth_with_empty_keyframes_is_read_fast(tmp_path, monkeypatch):
     assert fast.empty_video_ids.tolist() == ["a", "b", "c"]
     assert fast.empty_timestamps.tolist() == [903, 904, 7]
     assert fast.video_ids.tolist() == ["v", "w"] and fast.person_ids.tolist() == [5, 6]
+
+
+def test_value_error_after_a_fast_read_names_its_line_without_the_slow_reader(tmp_path,
+                                                                              monkeypatch):
+    """pyarrow read the file but a value fails a check: the line is found by counting
+    lines (blank lines and empty-keyframe rows count as lines, not as rows)."""
+    p = write(tmp_path, "a,0903\n\nv,902,0.1,0.2,0.3,0.4,12,1\r\nb,904\n\n"
+                        "v,902,0.3,0.2,0.1,0.4,12,1\nv,902,0.3,0.2,0.1,1.4,12,1\n")
+    refuse_slow(monkeypatch)
+    with pytest.raises(AvaFormatError, match=r"f.csv:6: box \(0.3, 0.2, 0.1, 0.4\) has x2 < x1"):
+        read_annotations(p)
 
 
 @pytest.mark.parametrize("text, why, error", [

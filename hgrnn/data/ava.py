@@ -313,11 +313,43 @@ def _read_checked(path, widths, columns, kind, label_map, progress):
     through the file line by line: it finds the first bad line, or reads a file that only
     pyarrow refused (e.g. quoted fields)."""
     path = os.fspath(path)
-    fast = csvparse.read_fast(path, columns, widths, separate=(2,) if kind == "gt" else (),
-                              stack=_BOX if kind is not None else ())
-    if fast is not None and (kind is None or _values_ok(fast[0], kind, label_map)):
-        return fast
+    separate = (2,) if kind == "gt" else ()
+    fast = csvparse.read_fast(path, columns, widths, separate, stack=_BOX if kind else ())
+    if isinstance(fast, csvparse.Refused):
+        # pyarrow read `rows` rows by the rules before it refused a block: a bad value
+        # among them is the first bad line; else the slow reader starts at that block
+        bad = None if kind is None else _bad_rows(fast.columns, kind, label_map)
+        if bad is not None and bad.any():
+            _raise_first_bad_row(path, fast.columns, bad, widths, columns, separate, kind,
+                                 label_map, whole_file=False)
+        else:
+            start, _ = csvparse.find_row(path, fast.rows, separate)
+            _read_slow(path, widths, columns, kind, label_map, progress, start=start)
+    elif fast is not None:
+        bad = None if kind is None else _bad_rows(fast[0], kind, label_map)
+        if bad is None or not bad.any():
+            return fast
+        _raise_first_bad_row(path, fast[0], bad, widths, columns, separate, kind, label_map)
     return _read_slow(path, widths, columns, kind, label_map, progress)
+
+
+def _raise_first_bad_row(path, t, bad, widths, columns, separate, kind, label_map,
+                         whole_file=True):
+    """Rows read by the rules, a value check failed: find the line of the first failing
+    row by counting lines (no parsing) and raise its problem. Returns (for the slow
+    reader to decide) if that line shows none, which it never should, and for an unknown
+    action id when `t` is not the whole file (the message lists the file's unknown ids)."""
+    row = int(np.argmax(bad))
+    line_no, line = csvparse.find_row(path, row, separate)
+    problem = _row_problem(csvparse.parse_line(line, line_no, widths, columns), kind,
+                           label_map)
+    if problem is _UNKNOWN_ACTION:
+        if not whole_file:
+            return
+        a = t["action_id"]
+        problem = _unknown_message(a[row], np.unique(a[_unknown(a, label_map)]), label_map)
+    if problem is not None:
+        raise AvaFormatError(f"{path}:{line_no}: {problem}")
 
 
 def _member(a, values):
@@ -337,28 +369,35 @@ def _member(a, values):
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
-def _values_ok(t, kind, label_map):
-    """Whether every row passes the value checks of :func:`_row_problem` (vectorised;
-    which row fails, and why, is the slow reader's job)."""
-    if len(t["timestamp"]) == 0:
-        return True
+def _unknown(a, label_map):
+    """(N,) bool: action ids neither in the label map nor AVA actions."""
+    return (a > AVA_ACTION_IDS[-1]) & ~_member(a, label_map.ids)
+
+
+def _bad_rows(t, kind, label_map):
+    """(N,) bool: the rows that fail a check of :func:`_row_problem` (vectorised; which
+    check, and the message, are the row check's job)."""
     tol = COORD_TOLERANCE
     x1, y1, x2, y2 = (t[name] for name in _BOX)
-    # min/max are NaN when a value is: the comparison then fails as well
-    if not all(v.min() >= -tol and v.max() <= 1 + tol for v in (x1, y1, x2, y2)):
-        return False
-    if (x2 < x1).any() or (y2 < y1).any():
-        return False
+    bad = np.zeros(len(x1), bool)
+    with np.errstate(invalid="ignore"):
+        for v in (x1, y1, x2, y2):
+            bad |= ~((v >= -tol) & (v <= 1 + tol))                  # NaN too
+    bad |= (x2 < x1) | (y2 < y1)
     a, ts = t["action_id"], t["timestamp"]
-    if a.min() < -1 or (a == 0).any() or ts.min() < 0 or ts.max() > 0xFFFFFFFF:
-        return False
-    if kind == "results" and not (t["score"].min() >= -_F32_MAX
-                                  and t["score"].max() <= _F32_MAX):
-        return False
-    if (label_map is not None and a.max() > AVA_ACTION_IDS[-1]
-            and ((a > AVA_ACTION_IDS[-1]) & ~_member(a, label_map.ids)).any()):
-        return False                            # an id neither in the map nor in AVA
-    return True
+    bad |= (a < -1) | (a == 0) | (ts < 0) | (ts > 0xFFFFFFFF)
+    if kind == "results":
+        bad |= ~(np.abs(t["score"]) <= _F32_MAX)                     # NaN, inf too
+    if label_map is not None:
+        bad |= _unknown(a, label_map)
+    return bad
+
+
+def _unknown_message(action, ids, label_map):
+    shown = ", ".join(str(x) for x in ids[:12]) + (", ..." if len(ids) > 12 else "")
+    return (f"unknown action id {action}: neither in the label map ({len(label_map)} "
+            f"classes) nor an AVA action (1..80); the file holds {len(ids)} such id(s): "
+            f"{shown}. A custom dataset needs --label-map with its classes")
 
 
 _UNKNOWN_ACTION = "unknown action id"       # placeholder until all such ids are known
@@ -401,11 +440,12 @@ def _is_unknown_action(action, label_map):
             and action not in AVA_ACTION_IDS)
 
 
-def _read_slow(path, widths, columns, kind, label_map, progress):
+def _read_slow(path, widths, columns, kind, label_map, progress, start=1):
     """The slow reader with the value checks row by row: raises AvaFormatError at the
     first line that breaks a rule or fails a check (the first of its problems, in the
     order of the parse and then of :func:`_row_problem`); else returns what
-    :func:`csvparse.read_fast` would."""
+    :func:`csvparse.read_fast` would. start > 1: only look for a bad line from line
+    `start` on (the lines before are known to be good); returns None if none is found."""
     first = None                        # (line, message) of the first bad line
     unknown = set()                     # unknown action ids before the first parse error
     kinds = dict(columns)
@@ -414,7 +454,8 @@ def _read_slow(path, widths, columns, kind, label_map, progress):
     strings = {}                        # one str object per distinct id
     side = []
     try:
-        for line, ncols, values in csvparse.iter_rows(path, widths, columns, progress):
+        for line, ncols, values in csvparse.iter_rows(path, widths, columns, progress,
+                                                      start):
             if kind == "gt" and ncols == 2:
                 side.append((line, values))
                 continue
@@ -429,6 +470,8 @@ def _read_slow(path, widths, columns, kind, label_map, progress):
                     if first[1] is not _UNKNOWN_ACTION:
                         break
                     continue                    # only the unknown ids are still wanted
+            if start > 1:
+                continue                        # looking for the bad line only
             values[0] = strings.setdefault(values[0], values[0])
             for (name, _), v in zip(columns, values + [None] * (len(columns) - ncols)):
                 store[name].append(v if v is not None
@@ -439,13 +482,10 @@ def _read_slow(path, widths, columns, kind, label_map, progress):
     if first is not None:
         line, message, action = first
         if message is _UNKNOWN_ACTION:
-            ids = sorted(unknown)
-            shown = ", ".join(str(x) for x in ids[:12]) + (", ..." if len(ids) > 12 else "")
-            message = (f"unknown action id {action}: neither in "
-                       f"the label map ({len(label_map)} classes) nor an AVA action "
-                       f"(1..80); the file holds {len(ids)} such id(s): {shown}. A custom "
-                       "dataset needs --label-map with its classes")
+            message = _unknown_message(action, sorted(unknown), label_map)
         raise AvaFormatError(f"{path}:{int(line)}: {message}")
+    if start > 1:
+        return None
     t = {name: np.asarray(v, dtype=csvparse.kind_dtype(kinds[name]))
          for name, v in store.items()}
     if kind is not None:

@@ -30,20 +30,24 @@ dictionary-encoded text, turned into numbers by Python's ``int()`` once per dist
 value) and returns None whenever its values could differ from the rules (pyarrow failed,
 an empty field, a string holding a quote or a blank, a lone CR, a width it does not take);
 the caller then runs the slow reader, which either finds the first bad line or reads the
-file (about 5 s a million lines). Where pyarrow accepts a float, its value is Python's
-``float()`` of the text (tested).
+file (about 12 s a million lines here), from the block pyarrow refused on when it can
+(:class:`Refused`). Where pyarrow accepts a float, its value is Python's ``float()`` of
+the text (tested). When a value of rows pyarrow read fails the caller's check,
+:func:`find_row` names the row's line by counting lines, without parsing.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+from typing import NamedTuple
 
 import numpy as np
 
 from hgrnn.console import progress_bar
 
-__all__ = ["CsvLineError", "MAX_ID_BYTES", "read_fast", "iter_rows", "kind_dtype"]
+__all__ = ["CsvLineError", "MAX_ID_BYTES", "Refused", "read_fast", "iter_rows", "find_row",
+           "parse_line", "kind_dtype"]
 
 MAX_ID_BYTES = 255              # longest string field accepted (a file name's limit)
 _BLANKS = b"\r \t"
@@ -72,9 +76,19 @@ def kind_dtype(kind):
 # the fast reader
 # ----------------------------------------------------------------------------------------
 
+class Refused(NamedTuple):
+    """:func:`read_fast` refused a block of the file after reading `rows` rows (> 0):
+    `columns` holds those rows (as for a whole file), all read by the rules. The first
+    bad line is among them (a value check) or from row `rows` on."""
+
+    columns: dict
+    rows: int
+
+
 def read_fast(path, columns, widths, separate=(), stack=()):
-    """Read `path` with pyarrow.csv -> (columns, separate_rows), or None when the slow
-    reader must decide (a bad line, or anything pyarrow could read differently).
+    """Read `path` with pyarrow.csv -> (columns, separate_rows); :class:`Refused` or None
+    when the slow reader must decide (a bad line, or anything pyarrow could read
+    differently), after some rows or before any.
 
     columns: [(name, kind)] of the widest row form; widths: the accepted numbers of
     columns; rows of a width in `separate` (e.g. 2-column empty-keyframe rows of AVA
@@ -125,20 +139,28 @@ def read_fast(path, columns, widths, separate=(), stack=()):
                 null_values=[""], strings_can_be_null=False))
         for batch in reader:
             if not out.add(batch):
-                return None
+                return _refused(out, columns, width)
     except pa.ArrowException:
-        return None
+        return _refused(out, columns, width)
     separate_rows = []
     for line, text in side:
         values = _fast_side_row(text, columns)
         if values is None:
             return None
         separate_rows.append((line, values))
-    result = out.result()
-    n = len(result[names[0]])
+    return _filled(out.result(), columns, width), separate_rows
+
+
+def _filled(result, columns, width):
+    """The columns a row of `width` lacks, as -1 / NaN."""
+    n = len(result[columns[0][0]])
     for name, kind in columns[width:]:
         result[name] = np.full(n, np.nan) if kind == "float" else np.full(n, -1, np.int64)
-    return result, separate_rows
+    return result
+
+
+def _refused(out, columns, width):
+    return Refused(_filled(out.result(), columns, width), out.n) if out.n else None
 
 
 class _Columns:
@@ -202,10 +224,10 @@ class _Columns:
         for k, s in enumerate(texts):
             value = known.get(s)
             if value is None:
-                value = known[s] = (self._new_string(s) if kind == "str"
-                                    else self._new_int(s, kind))
+                value = self._new_string(s) if kind == "str" else self._new_int(s, kind)
                 if value is None:
                     return None
+                known[s] = value
             out[k] = value
         return out
 
@@ -287,14 +309,15 @@ def _fast_side_row(text, columns):
 # the slow reader: the rules, line by line
 # ----------------------------------------------------------------------------------------
 
-def iter_rows(path, widths, columns, progress=False):
+def iter_rows(path, widths, columns, progress=False, start=1):
     """Yield (line, ncols, values) for every data row of `path` in file order, values a
     list of Python str / int / float for the first ncols columns; raise
     :class:`CsvLineError` at the first line that breaks the rules (module docstring).
 
     widths: {ncols: description} of the accepted row widths (named in the error);
     columns: [(name, kind)] of the widest form. progress: a bar over the bytes for files
-    over 64 MB (about 5 s a million lines)."""
+    over 64 MB (about 12 s a million lines). start: the first line to parse (the lines
+    before it are only counted)."""
     path = os.fspath(path)
     size = os.path.getsize(path)
     bar = None
@@ -306,10 +329,12 @@ def iter_rows(path, widths, columns, progress=False):
             for line_no, raw in enumerate(f, 1):
                 if bar is not None and line_no % 65536 == 0:
                     bar.update(f.tell() - bar.n)
+                if line_no < start:
+                    continue
                 if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
                     raw = raw[3:]
                 line = raw[:-1] if raw.endswith(b"\n") else raw
-                row = _parse_line(line, line_no, widths, columns)
+                row = parse_line(line, line_no, widths, columns)
                 if row is not None:
                     yield line_no, len(row), row
     finally:
@@ -321,7 +346,25 @@ def _text(line):
     return line.decode("utf-8", "replace")[:120]
 
 
-def _parse_line(line, line_no, widths, columns):
+def find_row(path, row, separate=()):
+    """(line number, bytes without LF) of data row `row` (0-based) of a file that
+    :func:`read_fast` read: blank lines and rows of a width in `separate` are not counted.
+    (To name the line of a row whose values fail a check, without parsing every line.)"""
+    n = -1
+    with open(os.fspath(path), "rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            line = raw.rstrip(b"\n")
+            if not line.strip(_BLANKS) or line.count(b",") + 1 in separate:
+                continue
+            n += 1
+            if n == row:
+                return line_no, line
+    raise IndexError(f"{path} has no data row {row}")
+
+
+def parse_line(line, line_no, widths, columns):
     """One line (bytes, without LF) -> values, None for a blank line; CsvLineError."""
     if b'"' in line:
         line = _unquote(line, line_no)
