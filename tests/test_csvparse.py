@@ -157,7 +157,8 @@ def test_fast_reader_numbers_are_python_numbers(tmp_path):
               "123456789", "0.12345678", "-0.0000001", "00000000.5", "99999999", "1e5", "--1",
               "nan", "NaN", "inf", "-Infinity", "1e400", "1e-400", "1E5", " 7", "7 ", "\t7",
               "7 1", "1_000", "0x10", "9223372036854775807", "9223372036854775808",
-              "-9223372036854775809", "0.1234567890123456789", "4.9e-324", "1.7976931348623157e308"]
+              "-9223372036854775809", "0.1234567890123456789", "4.9e-324",
+              "1.7976931348623157e308", "nan(123)", "infinity", "+.5", "5.e1", "1__0"]
     fast_accepted = 0
     p = tmp_path / "n.csv"
     for kind, conv in (("float", float), ("int", int)):
@@ -174,6 +175,8 @@ def test_fast_reader_numbers_are_python_numbers(tmp_path):
             out = csvparse.read_fast(p, columns, {2: "v,x"})
             if out is not None:
                 got = out[0]["value"][0].item()
+                if got != got and want is None:   # pyarrow's NaN of "nan(123)": refused
+                    continue                      # by every value check (next test)
                 assert want is not None and not inside_blank, text
                 assert type(got) is conv and (got == want or (want != want and got != got)), \
                     (text, got, want)
@@ -245,6 +248,15 @@ def test_value_error_after_a_fast_read_names_its_line_without_the_slow_reader(tm
     refuse_slow(monkeypatch)
     with pytest.raises(AvaFormatError, match=r"f.csv:6: box \(0.3, 0.2, 0.1, 0.4\) has x2 < x1"):
         read_annotations(p)
+
+
+def test_nan_spellings_only_pyarrow_takes_are_line_errors(tmp_path):
+    for bad, message in (("v,902,0.1,0.2,0.3,0.4,12,nan(1)", "score must be a number, got "
+                                                              "'nan(1)'"),
+                         ("v,902,nan(2),0.2,0.3,0.4,12,0.5", "x1 must be a number")):
+        p = write(tmp_path, GOOD + "\n" + bad + "\n" + GOOD)
+        with pytest.raises(AvaFormatError, match=rf"f.csv:3: {re.escape(message)}"):
+            read_results(p)
 
 
 @pytest.mark.parametrize("text, why, error", [

@@ -341,8 +341,11 @@ def _raise_first_bad_row(path, t, bad, widths, columns, separate, kind, label_ma
     action id when `t` is not the whole file (the message lists the file's unknown ids)."""
     row = int(np.argmax(bad))
     line_no, line = csvparse.find_row(path, row, separate)
-    problem = _row_problem(csvparse.parse_line(line, line_no, widths, columns), kind,
-                           label_map)
+    try:
+        values = csvparse.parse_line(line, line_no, widths, columns)
+    except csvparse.CsvLineError as e:            # pyarrow's NaN of "nan(123)": no number
+        raise AvaFormatError(f"{path}:{e.line}: {e.message}") from None
+    problem = _row_problem(values, kind, label_map)
     if problem is _UNKNOWN_ACTION:
         if not whole_file:
             return

@@ -32,7 +32,8 @@ an empty field, a string holding a quote or a blank, a lone CR, a width it does 
 the caller then runs the slow reader, which either finds the first bad line or reads the
 file (about 12 s a million lines here), from the block pyarrow refused on when it can
 (:class:`Refused`). Where pyarrow accepts a float, its value is Python's ``float()`` of
-the text (tested). When a value of rows pyarrow read fails the caller's check,
+the text (tested), but for NaN spellings Python refuses (``nan(123)``), which no value
+check lets pass. When a value of rows pyarrow read fails the caller's check,
 :func:`find_row` names the row's line by counting lines, without parsing.
 """
 
