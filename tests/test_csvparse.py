@@ -129,6 +129,21 @@ def test_block_boundaries_and_first_bad_line(tmp_path, monkeypatch):
     assert starts[1:] == [1]
 
 
+def test_arrays_grow_when_the_first_block_underestimates_the_rows(tmp_path, monkeypatch):
+    """The arrays are allocated from the first block's rows per byte: long rows first,
+    then 20,000 short ones make them grow (twice the size, the rows copied over)."""
+    text = "".join(f"{'w' * 250}{i},{i},0.1,0.2,0.3,0.4,{1 + i % 80},0.5\n" for i in range(14))
+    text += "".join(f"v{i % 3},{i},0.1,0.2,0.3,0.4{i % 5},{1 + i % 80},0.{i % 7}\n"
+                    for i in range(20_000))
+    p = write(tmp_path, text)
+    slow = _slow(monkeypatch, read_results, p)
+    monkeypatch.setattr(csvparse, "_BLOCK_BYTES", 4096)
+    refuse_slow(monkeypatch)
+    fast = read_results(p)
+    assert len(fast) == 20_014
+    assert_rows_equal(fast, slow)
+
+
 def _slow(monkeypatch, fn, *args, **kwargs):
     with monkeypatch.context() as m:
         m.setattr(csvparse, "read_fast", lambda *a, **k: None)
