@@ -321,6 +321,46 @@ def test_flow_stream_adds_motion_only_flow_reveals_and_keeps_the_rgb_part():
     assert probe_r2(rgb_feats, labels) < 0.05          # ... the RGB stream does not
 
 
+def _probe_r2(x, y):
+    """Held-out R^2 of a least-squares linear probe (with bias) of y from x: fit on the first
+    half of the rows, score on the second."""
+    x1 = np.concatenate([x, np.ones((len(x), 1))], 1)
+    h = len(x) // 2
+    w, *_ = np.linalg.lstsq(x1[:h], y[:h], rcond=None)
+    return 1 - ((x1[h:] @ w - y[h:]) ** 2).sum() / ((y[h:] - y[:h].mean(0)) ** 2).sum()
+
+
+def test_flow_stream_sees_walking_and_the_scene_motion_and_nothing_static():
+    """What a flow network sees (FLOW_VERSION 2): a walker's motion and, within one keyframe,
+    the door's / object's direction of change; not the pose of a still person, the scene type,
+    carrying, talking or the group."""
+    cfg = small(videos=8, keyframes=50, streams=("rgb", "flow"))
+    C = cfg.feature_dim
+    person, clip, lab, kf_dir, scene, group = [], [], [], [], [], []
+    for i in range(8):
+        v = generate_video(cfg, i)
+        person.append(v.gt_feats[:, C:])
+        lab.append(v.gt_labels[:, :len(S.CLASS_NAMES)].astype(float))
+        group.append(np.eye(2)[v.causes["group"]])
+        clip.append(v.clip[:, C:])
+        kf_dir.append(np.stack([v.causes["door_dir"], v.causes["object_dir"]], 1).astype(float))
+        scene.append(np.eye(3)[v.causes["scene_type"]])
+    person, lab, group = np.concatenate(person), np.concatenate(lab), np.concatenate(group)
+    clip, kf_dir, scene = np.concatenate(clip), np.concatenate(kf_dir), np.concatenate(scene)
+    seen = {"walk": _probe_r2(person, lab[:, [S.WALK]]),
+            "door/object direction": _probe_r2(clip, kf_dir)}
+    unseen = {"sit": _probe_r2(person, lab[:, [S.SIT]]),
+              "carry": _probe_r2(person, lab[:, [S.CARRY]]),
+              "talk": _probe_r2(person, lab[:, [S.TALK]]),
+              "group": _probe_r2(person, group),
+              "scene type": _probe_r2(clip, scene)}
+    print("held-out R^2 from the flow stream:", seen, unseen)
+    assert seen["walk"] > 0.15 and seen["door/object direction"] > 0.5, seen
+    assert all(r < 0.05 for r in unseen.values()), unseen
+    # an older flow store (FLOW_VERSION 1) is another config: it is neither complete nor reused
+    assert cfg.to_dict()["flow_version"] == S.FLOW_VERSION == 2
+
+
 def test_two_stream_store_names_its_streams_and_motion_group(tmp_path):
     from hgrnn.data.windows import FeatureStore
 

@@ -24,9 +24,14 @@ With ``streams=("rgb", "flow")`` (`hgrnn synth --streams rgb,flow`) the store ge
 **flow** feature stream (the store's `streams` attribute: rgb dims 0..C-1, flow dims
 C..2C-1) and a fourth group, **motion classes** (`run/jog`, `jump/leap`, `fall down`),
 visible ONLY in the flow stream's person feature: the RGB stream carries nothing about them,
-as the paper's flow stream sees motion the RGB frames do not show. The RGB part of such a
-store is exactly the RGB-only store of the same config (the flow part is drawn from its own
-generator ``default_rng([seed, video_index, SYNTH_VERSION, FLOW_STREAM_KEY])``).
+as the paper's flow stream sees motion the RGB frames do not show. The flow stream is what a
+flow network sees and nothing more: persons' motion (run, jump, fall, and walking) and the
+motion of the scene's objects within the keyframe's clip (the door's and the pushed
+object's direction of change, which the RGB stream shows only from keyframe to keyframe).
+It sees no pose, object, scene type, group or talk (FLOW_VERSION 2; version 1 carried the
+motion classes alone and cost the other groups points, docs/synthetic.md). The RGB part of
+such a store is exactly the RGB-only store of the same config (the flow part is drawn from
+its own generator ``default_rng([seed, video_index, SYNTH_VERSION, FLOW_STREAM_KEY])``).
 
 Scene types (`street`, `room`, `vehicle`, visible in ``x_c``) make classes co-occur or exclude
 each other (in a vehicle everyone sits and exactly one person drives; only rooms have dancers;
@@ -55,10 +60,13 @@ several dims, each with its own noise; the dims after the signal are nuisance no
                 + N(0, clip_noise) on every signal dim (times LEVEL_AMP on the level dims)
     flow x_p    run/jog, jump/leap, fall down   MOTION_AMP on the person's motion (one at
                 (MREP each)                 most; none in vehicles)
+                walking (MREP)              WALK_FLOW_AMP if the person walks
                 person-ness (1)             1 (0 for a false-positive detection)
                 + N(0, person_noise) on every signal dim; nuisance N(0, 0.2) elsewhere
     flow x_c    motion energy (MREP)        MOTION_AMP * fraction of moving persons
-                + N(0, clip_noise) on it
+                door motion (MREP)          SCENE_FLOW_AMP * direction of the door (+1/0/-1)
+                object motion (MREP)        SCENE_FLOW_AMP * direction of the object
+                + N(0, clip_noise) on every signal dim
 """
 
 from __future__ import annotations
@@ -88,9 +96,13 @@ CLASS_GROUPS = {"person": PERSON_CLASSES, "temporal": TEMPORAL_CLASSES,
 MOTION_CLASSES = ("run/jog", "jump/leap", "fall down")
 STREAMS = ("rgb", "flow")
 FLOW_STREAM_KEY = 1           # the flow stream's generator: default_rng([seed, i, VERSION, 1])
+FLOW_VERSION = 2              # 2: the flow stream also sees walking and the scene's motion
 MOTION_AMP = 2.0
+WALK_FLOW_AMP = 1.0           # a walker moves, less than a runner
+SCENE_FLOW_AMP = 0.5          # the door's / object's motion inside one keyframe's clip
 MREP = 4                      # dims per motion channel of the flow stream
-FLOW_PERSON_DIMS = 3 * MREP + 1
+FLOW_PERSON_DIMS = 4 * MREP + 1
+FLOW_CLIP_DIMS = 3 * MREP
 # label columns, by short name (column order = CLASS_NAMES order)
 (STAND, SIT, WALK, CARRY, DRIVE, TALK, DANCE, OPEN, CLOSE, PUSH, PULL, LISTEN, WATCH) = range(13)
 
@@ -193,6 +205,7 @@ class SynthConfig:
             del d["streams"], d["motion_prob"]
         else:
             d["streams"] = list(self.streams)
+            d["flow_version"] = FLOW_VERSION   # a store of the older flow stream is another config
         return d
 
 
@@ -512,16 +525,17 @@ def add_flow_stream(cfg: SynthConfig, index: int, v: SynthVideo) -> SynthVideo:
     labels = np.zeros((n_gt, 3), np.uint8)
     labels[moves, motion[moves]] = 1
 
-    def person_flow(n, motion_of):
+    def person_flow(n, motion_of, walks):
         feats = rng.normal(0.0, NUISANCE_STD, (n, C))
-        signal = np.zeros((n, 4))
+        signal = np.zeros((n, 5))
         signal[motion_of >= 0, motion_of[motion_of >= 0]] = MOTION_AMP
-        signal[:, 3] = 1.0
-        feats[:, :FLOW_PERSON_DIMS] = (np.repeat(signal, [MREP, MREP, MREP, 1], axis=1)
+        signal[:, 3] = WALK_FLOW_AMP * walks
+        signal[:, 4] = 1.0
+        feats[:, :FLOW_PERSON_DIMS] = (np.repeat(signal, [MREP] * 4 + [1], axis=1)
                                        + rng.normal(0.0, cfg.person_noise, (n, FLOW_PERSON_DIMS)))
         return feats
 
-    gt_flow = person_flow(n_gt, motion)
+    gt_flow = person_flow(n_gt, motion, v.gt_labels[:, WALK] > 0)
     match = v.causes["det_match"]
     det_flow = np.where((match >= 0)[:, None],
                         gt_flow[np.maximum(match, 0)]
@@ -534,7 +548,11 @@ def add_flow_stream(cfg: SynthConfig, index: int, v: SynthVideo) -> SynthVideo:
     counts = np.maximum(np.diff(v.gt_offsets), 1)
     energy = np.bincount(kf, weights=moves.astype(float), minlength=T) / counts
     clip_flow = rng.normal(0.0, NUISANCE_STD, (T, C))
-    clip_flow[:, :MREP] = MOTION_AMP * energy[:, None] + rng.normal(0.0, cfg.clip_noise, (T, MREP))
+    # what moves within each keyframe's clip: the persons (energy), the door and the object
+    signal = np.stack([MOTION_AMP * energy, SCENE_FLOW_AMP * v.causes["door_dir"],
+                       SCENE_FLOW_AMP * v.causes["object_dir"]], 1)
+    clip_flow[:, :FLOW_CLIP_DIMS] = (np.repeat(signal, MREP, axis=1)
+                                     + rng.normal(0.0, cfg.clip_noise, (T, FLOW_CLIP_DIMS)))
     causes = dict(v.causes, motion=motion)
     return dataclasses.replace(
         v, clip=np.concatenate([v.clip, clip_flow], 1).astype(np.float32),
