@@ -41,7 +41,7 @@ Numbers are reproduced bit for bit when boxes and scores come as parsed float64
 step is the official one in the same order.
 
 Implementation: vectorised numpy. All results are sorted once by score (a packed-integer
-value sort, see :func:`_argsort_descending`); the 50-cap ranks them within keyframes by a
+value sort, see :mod:`hgrnn.packsort`); the 50-cap ranks them within keyframes by a
 second packed sort. Ground-truth rows are sorted by (keyframe, class) into blocks, and each
 result finds its block (same keyframe and class) with one binary search for the keyframe
 and a table lookup. IoUs are computed for all (result, candidate box) pairs slot by slot (a
@@ -60,8 +60,10 @@ import numpy as np
 
 from hgrnn.data.ava import AvaRows, LabelMap, keyframe_index, load_label_map
 from hgrnn.official_order import (MAX_PER_KEYFRAME_AND_CLASS_2018, SCORE_FLOOR_2018,
-                                  descending, first_appearance_rank, grouped_descending,
-                                  heap_order)
+                                  descending, first_appearance_rank, heap_keyframes,
+                                  heap_order, official_concat, position_in_group,
+                                  simulate_heaps)
+from hgrnn.packsort import argsort_descending, dense_keys, rank_inverse, sort_pairs
 
 __all__ = ["PROTOCOLS", "TIES", "EvalResult", "evaluate", "evaluate_csv", "evaluate_persons",
            "box_iou", "average_precision", "MAX_RESULTS_PER_KEYFRAME", "PERSON_LABEL_MAP"]
@@ -301,7 +303,7 @@ def evaluate(gt: AvaRows, results: AvaRows, label_map: LabelMap, protocol="ava-2
             ok = np.flatnonzero(~low)
             rkeys, rcls, rscores, img_rank = _select(ok, rkeys, rcls, rscores, img_rank)
             ridx = ok if ridx is None else ridx[ok]
-    order_s = _argsort_descending(rscores)
+    order_s = argsort_descending(rscores)
     srank = np.empty(len(order_s), np.int64)
     srank[order_s] = np.arange(len(order_s))
     del order_s
@@ -309,16 +311,17 @@ def evaluate(gt: AvaRows, results: AvaRows, label_map: LabelMap, protocol="ava-2
     hpos = None                                         # official: heap position, simulated
     keep = None
     if protocol in ("ava-2019", "ava-2020"):            # top 50 per keyframe across classes
-        by_key = _rank_inverse(srank)[_sort_pairs(_dense_keys(rkeys), srank)]  # kf, score
+        by_key = rank_inverse(srank)[sort_pairs(dense_keys(rkeys), srank)]  # kf, score
         ks = rkeys[by_key]
         start = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
         rank = np.arange(len(ks)) - np.repeat(start, np.diff(np.r_[start, len(ks)]))
         keep = np.zeros(len(ks), bool)
         keep[by_key[rank < MAX_RESULTS_PER_KEYFRAME]] = True
         if ties == "official":
-            sim = _heap_keyframes(by_key, ks, start, rank, rscores, rcls, K)
+            sim = heap_keyframes(by_key, ks, start, rank, rscores, rcls, K,
+                                 MAX_RESULTS_PER_KEYFRAME)
             if len(sim):
-                hpos, sim_rows, kept_rows = _simulate_heaps(
+                hpos, sim_rows, kept_rows = simulate_heaps(
                     sim, rkeys, rscores, ids[rcls], rboxes_all, ridx, MAX_RESULTS_PER_KEYFRAME)
                 keep[sim_rows] = False
                 keep[kept_rows] = True
@@ -348,10 +351,10 @@ def evaluate(gt: AvaRows, results: AvaRows, label_map: LabelMap, protocol="ava-2
     # ---- the order results are matched and ranked in: cpos = position of each result in
     # the per-class concatenation (class, then keyframe, then the order inside a keyframe)
     if ties == "official":
-        cat, largest = _official_concat(rcls, img_rank, srank, rscores, hpos, protocol, K)
+        cat, largest = official_concat(rcls, img_rank, srank, rscores, hpos, protocol, K)
         if protocol == "ava-2018" and largest > MAX_PER_KEYFRAME_AND_CLASS_2018:
             # the 2018 NMS's max_output_size
-            over = _position_in_group(rcls, img_rank, cat) >= MAX_PER_KEYFRAME_AND_CLASS_2018
+            over = position_in_group(rcls, img_rank, cat) >= MAX_PER_KEYFRAME_AND_CLASS_2018
             counts["results_dropped_over_10000_per_keyframe_and_class"] = int(over.sum())
             if over.any():
                 v = np.flatnonzero(~over)
@@ -363,8 +366,8 @@ def evaluate(gt: AvaRows, results: AvaRows, label_map: LabelMap, protocol="ava-2
                 cat = new_index[cat[~over[cat]]]
         del img_rank
     else:
-        cat = _rank_inverse(srank)[_sort_pairs(rcls, srank)]      # (class, score rank)
-    cpos = _rank_inverse(cat) if len(cat) else np.zeros(0, np.int64)
+        cat = rank_inverse(srank)[sort_pairs(rcls, srank)]      # (class, score rank)
+    cpos = rank_inverse(cat) if len(cat) else np.zeros(0, np.int64)
 
     # ---- ground truth sorted by (keyframe, class), file order inside; block table
     gorder = np.lexsort((gidx, gcls, gkeys))
@@ -558,122 +561,14 @@ def _select(index, *arrays):
     return tuple(None if a is None else a[index] for a in arrays)
 
 
-def _rank_inverse(rank):
-    """rank (N,) distinct non-negative ints -> inv with inv[rank[i]] = i."""
-    inv = np.empty(int(rank.max()) + 1 if len(rank) else 0, np.int64)
-    inv[rank] = np.arange(len(rank))
-    return inv
 
 
-def _heap_keyframes(by_key, ks, start, rank, scores, cls, K):
-    """Keyframes (keys) whose rows the 2019/2020 heap must be simulated for: a tie at the
-    50-cap boundary, or two kept results of one class with equal scores.
-
-    by_key: row indices sorted by (keyframe, descending score); ks: their keys; start:
-    first position of each keyframe; rank: position inside the keyframe."""
-    sc = scores[by_key]
-    n = np.diff(np.r_[start, len(ks)])
-    big = start[n > MAX_RESULTS_PER_KEYFRAME]
-    boundary = big[sc[big + MAX_RESULTS_PER_KEYFRAME - 1] == sc[big + MAX_RESULTS_PER_KEYFRAME]]
-    kept = rank < MAX_RESULTS_PER_KEYFRAME
-    same = np.flatnonzero(kept[1:] & kept[:-1] & (ks[1:] == ks[:-1]) & (sc[1:] == sc[:-1]))
-    tied = np.zeros(0, np.int64)
-    if len(same):
-        # rows in runs of equal (keyframe, score): a class seen twice in a run is a tie
-        in_run = np.zeros(len(ks), bool)
-        in_run[same] = in_run[same + 1] = True
-        pos = np.flatnonzero(in_run)
-        run = np.cumsum(np.r_[True, ~((pos[1:] == pos[:-1] + 1)
-                                      & (ks[pos[1:]] == ks[pos[:-1]])
-                                      & (sc[pos[1:]] == sc[pos[:-1]]))]) - 1
-        code = run * K + cls[by_key[pos]]
-        u, c = np.unique(code, return_counts=True)
-        dup_runs = np.unique(u[c > 1] // K)
-        first_pos = pos[np.searchsorted(run, dup_runs)]
-        tied = ks[first_pos]
-    return np.unique(np.concatenate([ks[boundary], tied]))
 
 
-def _simulate_heaps(keys_to_sim, keys, scores, action_ids, boxes, rows_in_boxes, capacity):
-    """Run the 2019/2020 reader's heap for the given keyframes.
-
-    keys (R,) etc.: the results before the cap, in file order; boxes: (N, 4) of all result
-    rows, rows_in_boxes: (R,) their rows there (None: the same rows). Returns (hpos (R,) int64:
-    position in the keyframe's output order, -1 where not simulated or not kept;
-    sim_rows: all rows of the simulated keyframes; kept_rows: those the heap keeps)."""
-    sim_rows = np.flatnonzero(np.isin(keys, keys_to_sim))
-    o = sim_rows[np.argsort(keys[sim_rows], kind="stable")]        # by key, file order
-    ko = keys[o]
-    st = np.flatnonzero(np.r_[True, ko[1:] != ko[:-1]])
-    en = np.r_[st[1:], len(o)]
-    hpos = np.full(len(keys), -1, np.int64)
-    kept = []
-    for a, b in zip(st.tolist(), en.tolist()):
-        idx = o[a:b]
-        b4 = boxes[idx if rows_in_boxes is None else rows_in_boxes[idx]]
-        order = idx[heap_order(scores[idx], action_ids[idx], b4, capacity)]
-        hpos[order] = np.arange(len(order))
-        kept.append(order)
-    kept_rows = np.concatenate(kept) if kept else np.zeros(0, np.int64)
-    return hpos, sim_rows, kept_rows
 
 
-def _official_concat(rcls, img_rank, srank, rscores, hpos, protocol, K):
-    """Result indices in the official per-class concatenation: class, then keyframe in
-    reader order, then inside a keyframe the order results are matched in (2018:
-    np.argsort of the keyframe's scores in file order, reversed; 2019/2020: descending
-    score, equal scores in heap order). Returns (cat (R,), the largest group's size)."""
-    n = len(rcls)
-    if n == 0:
-        return np.zeros(0, np.int64), 0
-    n_img = int(img_rank.max()) + 1
-    gkey = rcls.astype(np.int64) * n_img + img_rank
-    if n_img * K < 2**40:
-        cat = _rank_inverse(srank)[_sort_pairs(gkey, srank)]
-    else:
-        cat = np.lexsort((srank, gkey))
-    # cat: groups contiguous, descending score inside, equal scores in file order
-    g, s = gkey[cat], rscores[cat]
-    same_group = g[1:] == g[:-1]
-    gstart = np.flatnonzero(np.r_[True, ~same_group])
-    glen = np.diff(np.r_[gstart, n])
-    tie = np.flatnonzero(same_group & (s[1:] == s[:-1]))
-    if not len(tie):
-        return cat, int(glen.max())
-    tied_groups = np.unique(np.searchsorted(gstart, tie, side="right") - 1)
-    pos = _segments(gstart[tied_groups], glen[tied_groups])
-    rows = cat[pos]                                  # the tied groups' rows, group by group
-    if protocol == "ava-2018":
-        # each group's rows in file order (srank ties are file order, and file order is
-        # what the reader kept), then np.argsort(scores)[::-1] of that array
-        grp = np.repeat(np.arange(len(tied_groups)), glen[tied_groups])
-        rows = rows[np.lexsort((rows, grp))]      # indices into arrays kept in file order
-        rows = rows[grouped_descending(rscores[rows], glen[tied_groups])]
-    else:
-        if hpos is None or (hpos[rows] < 0).any():
-            raise AssertionError("internal: tied results on a keyframe whose reader heap "
-                                 "was not simulated")
-        grp = np.repeat(np.arange(len(tied_groups)), glen[tied_groups])
-        rows = rows[np.lexsort((hpos[rows], -rscores[rows], grp))]
-    cat[pos] = rows
-    return cat, int(glen.max())
 
 
-def _segments(starts, lengths):
-    """Concatenated aranges [s, s + l) for each (s, l)."""
-    total = int(lengths.sum())
-    base = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
-    return base + np.arange(total)
-
-
-def _position_in_group(rcls, img_rank, cat):
-    """Each result's position inside its (class, keyframe) group of the concatenation."""
-    g = rcls[cat].astype(np.int64) * (int(img_rank.max()) + 1) + img_rank[cat]
-    gstart = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
-    within = np.arange(len(g)) - np.repeat(gstart, np.diff(np.r_[gstart, len(g)]))
-    out = np.empty(len(g), np.int64)
-    out[cat] = within
-    return out
 
 
 def _first_in_heap_order(amb, lo, ncand, hboxes, best_iou, gt, gfile, gkeys, gboxes, ids,
@@ -704,40 +599,6 @@ def _first_in_heap_order(amb, lo, ncand, hboxes, best_iou, gt, gfile, gkeys, gbo
     return out
 
 
-def _argsort_descending(x):
-    """Indices sorting float64 x (N,) by descending value, ties in index order; the same
-    as np.argsort(-x, kind="stable"), several times faster for millions of values.
-
-    An order-preserving integer key's top bits and the index are packed into one int64
-    and sorted by value (numpy's vectorised sort), in place. That order is exact unless
-    two different values share those top bits (closer than ~1e-9 relative), which a sort
-    of the values themselves detects; then the plain stable argsort is used."""
-    n = len(x)
-    rbits = max(int(n - 1).bit_length(), 1)
-    if n < 2 or rbits > 40:
-        return np.argsort(-np.asarray(x, np.float64), kind="stable")
-    hbits = 63 - rbits
-
-    def top_bits(values):           # float64 copy -> int64 top bits of the descending key
-        key = values.view(np.uint64)
-        pos = ~np.signbit(values)
-        np.invert(key, out=key, where=pos)           # x >= 0: ~bits with sign bit cleared
-        np.bitwise_and(key, np.uint64((1 << 63) - 1), out=key, where=pos)
-        np.right_shift(key, np.uint64(64 - hbits), out=key)   # x < 0: bits (sign set)
-        return key.view(np.int64)
-
-    xs = np.sort(np.asarray(x, np.float64)) + 0.0    # ascending; -0.0 -> 0.0
-    same_top = top_bits(xs.copy())
-    collide = (same_top[1:] == same_top[:-1]) & (xs[1:] != xs[:-1])
-    del same_top
-    if collide.any():
-        return np.argsort(-np.asarray(x, np.float64), kind="stable")
-    packed = top_bits(np.asarray(x, np.float64) + 0.0)
-    np.left_shift(packed, rbits, out=packed)
-    np.bitwise_or(packed, np.arange(n, dtype=np.int64), out=packed)
-    packed.sort()
-    np.bitwise_and(packed, (1 << rbits) - 1, out=packed)
-    return packed
 
 
 def _class_keys(label_map):
@@ -747,34 +608,8 @@ def _class_keys(label_map):
             for i, n in zip(label_map.ids, names)]
 
 
-def _dense_keys(keys):
-    """Keyframe keys (video code << 32 | timestamp) -> small non-negative ints, same order
-    (video code * timestamp span + timestamp offset), so they pack with a rank."""
-    if len(keys) == 0:
-        return keys
-    vcode, ts = keys >> 32, keys & 0xFFFFFFFF
-    ts = ts - ts.min()
-    return (vcode - vcode.min()) * (int(ts.max()) + 1) + ts
 
 
-def _sort_pairs(major, rank):
-    """Rows sorted by (major, rank): rank (N,) unique non-negative ints, major (N,)
-    non-negative ints. Returns the ranks in that order.
-
-    Both are packed into one int64 and sorted by value (numpy's vectorised sort), which is
-    several times faster than an index sort (argsort/lexsort) of 5.6 million rows."""
-    n = len(rank)
-    if n == 0:
-        return np.zeros(0, np.int64)
-    rbits = max(int(rank.max()).bit_length(), 1)
-    if int(major.max()).bit_length() + rbits <= 62:
-        packed = major.astype(np.int64)
-        np.left_shift(packed, rbits, out=packed)
-        np.bitwise_or(packed, rank, out=packed)
-        packed.sort()
-        np.bitwise_and(packed, (1 << rbits) - 1, out=packed)
-        return packed
-    return rank[np.lexsort((rank, major))]
 
 
 def _vocabulary(vids):

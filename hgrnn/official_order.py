@@ -32,7 +32,10 @@ from collections import defaultdict
 
 import numpy as np
 
+from hgrnn.packsort import rank_inverse, segments, sort_pairs
+
 __all__ = ["heap_order", "first_appearance_rank", "descending", "grouped_descending",
+           "heap_keyframes", "simulate_heaps", "official_concat", "position_in_group",
            "MAX_PER_KEYFRAME_AND_CLASS_2018", "SCORE_FLOOR_2018"]
 
 MAX_PER_KEYFRAME_AND_CLASS_2018 = 10000   # the 2018 code's NMS max_output_size
@@ -101,4 +104,111 @@ def grouped_descending(values, lengths) -> np.ndarray:
         idx = s[:, None] + np.arange(n)                              # (g, n)
         order = np.argsort(values[idx], axis=1)[:, ::-1]             # (g, n)
         out[idx] = np.take_along_axis(idx, order, axis=1)
+    return out
+
+
+# ---- the official order, vectorised: used by :func:`hgrnn.metrics.evaluate`
+
+def heap_keyframes(by_key, ks, start, rank, scores, cls, K, capacity):
+    """Keyframes (keys) whose rows the 2019/2020 heap must be simulated for: a tie at the
+    50-cap boundary, or two kept results of one class with equal scores.
+
+    by_key: row indices sorted by (keyframe, descending score); ks: their keys; start:
+    first position of each keyframe; rank: position inside the keyframe; capacity:
+    the reader's cap (50)."""
+    sc = scores[by_key]
+    n = np.diff(np.r_[start, len(ks)])
+    big = start[n > capacity]
+    boundary = big[sc[big + capacity - 1] == sc[big + capacity]]
+    kept = rank < capacity
+    same = np.flatnonzero(kept[1:] & kept[:-1] & (ks[1:] == ks[:-1]) & (sc[1:] == sc[:-1]))
+    tied = np.zeros(0, np.int64)
+    if len(same):
+        # rows in runs of equal (keyframe, score): a class seen twice in a run is a tie
+        in_run = np.zeros(len(ks), bool)
+        in_run[same] = in_run[same + 1] = True
+        pos = np.flatnonzero(in_run)
+        run = np.cumsum(np.r_[True, ~((pos[1:] == pos[:-1] + 1)
+                                      & (ks[pos[1:]] == ks[pos[:-1]])
+                                      & (sc[pos[1:]] == sc[pos[:-1]]))]) - 1
+        code = run * K + cls[by_key[pos]]
+        u, c = np.unique(code, return_counts=True)
+        dup_runs = np.unique(u[c > 1] // K)
+        first_pos = pos[np.searchsorted(run, dup_runs)]
+        tied = ks[first_pos]
+    return np.unique(np.concatenate([ks[boundary], tied]))
+
+
+def simulate_heaps(keys_to_sim, keys, scores, action_ids, boxes, rows_in_boxes, capacity):
+    """Run the 2019/2020 reader's heap for the given keyframes.
+
+    keys (R,) etc.: the results before the cap, in file order; boxes: (N, 4) of all result
+    rows, rows_in_boxes: (R,) their rows there (None: the same rows). Returns (hpos (R,) int64:
+    position in the keyframe's output order, -1 where not simulated or not kept;
+    sim_rows: all rows of the simulated keyframes; kept_rows: those the heap keeps)."""
+    sim_rows = np.flatnonzero(np.isin(keys, keys_to_sim))
+    o = sim_rows[np.argsort(keys[sim_rows], kind="stable")]        # by key, file order
+    ko = keys[o]
+    st = np.flatnonzero(np.r_[True, ko[1:] != ko[:-1]])
+    en = np.r_[st[1:], len(o)]
+    hpos = np.full(len(keys), -1, np.int64)
+    kept = []
+    for a, b in zip(st.tolist(), en.tolist()):
+        idx = o[a:b]
+        b4 = boxes[idx if rows_in_boxes is None else rows_in_boxes[idx]]
+        order = idx[heap_order(scores[idx], action_ids[idx], b4, capacity)]
+        hpos[order] = np.arange(len(order))
+        kept.append(order)
+    kept_rows = np.concatenate(kept) if kept else np.zeros(0, np.int64)
+    return hpos, sim_rows, kept_rows
+
+
+def official_concat(rcls, img_rank, srank, rscores, hpos, protocol, K):
+    """Result indices in the official per-class concatenation: class, then keyframe in
+    reader order, then inside a keyframe the order results are matched in (2018:
+    np.argsort of the keyframe's scores in file order, reversed; 2019/2020: descending
+    score, equal scores in heap order). Returns (cat (R,), the largest group's size)."""
+    n = len(rcls)
+    if n == 0:
+        return np.zeros(0, np.int64), 0
+    n_img = int(img_rank.max()) + 1
+    gkey = rcls.astype(np.int64) * n_img + img_rank
+    if n_img * K < 2**40:
+        cat = rank_inverse(srank)[sort_pairs(gkey, srank)]
+    else:
+        cat = np.lexsort((srank, gkey))
+    # cat: groups contiguous, descending score inside, equal scores in file order
+    g, s = gkey[cat], rscores[cat]
+    same_group = g[1:] == g[:-1]
+    gstart = np.flatnonzero(np.r_[True, ~same_group])
+    glen = np.diff(np.r_[gstart, n])
+    tie = np.flatnonzero(same_group & (s[1:] == s[:-1]))
+    if not len(tie):
+        return cat, int(glen.max())
+    tied_groups = np.unique(np.searchsorted(gstart, tie, side="right") - 1)
+    pos = segments(gstart[tied_groups], glen[tied_groups])
+    rows = cat[pos]                                  # the tied groups' rows, group by group
+    if protocol == "ava-2018":
+        # each group's rows in file order (srank ties are file order, and file order is
+        # what the reader kept), then np.argsort(scores)[::-1] of that array
+        grp = np.repeat(np.arange(len(tied_groups)), glen[tied_groups])
+        rows = rows[np.lexsort((rows, grp))]      # indices into arrays kept in file order
+        rows = rows[grouped_descending(rscores[rows], glen[tied_groups])]
+    else:
+        if hpos is None or (hpos[rows] < 0).any():
+            raise AssertionError("internal: tied results on a keyframe whose reader heap "
+                                 "was not simulated")
+        grp = np.repeat(np.arange(len(tied_groups)), glen[tied_groups])
+        rows = rows[np.lexsort((hpos[rows], -rscores[rows], grp))]
+    cat[pos] = rows
+    return cat, int(glen.max())
+
+
+def position_in_group(rcls, img_rank, cat):
+    """Each result's position inside its (class, keyframe) group of the concatenation."""
+    g = rcls[cat].astype(np.int64) * (int(img_rank.max()) + 1) + img_rank[cat]
+    gstart = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    within = np.arange(len(g)) - np.repeat(gstart, np.diff(np.r_[gstart, len(g)]))
+    out = np.empty(len(g), np.int64)
+    out[cat] = within
     return out

@@ -1,0 +1,96 @@
+"""Sorting millions of rows with numpy's value sort instead of an index sort.
+
+``np.argsort`` / ``np.lexsort`` of 5.6 million rows (the full AVA validation results) take
+seconds; ``ndarray.sort`` of int64 values is several times faster (vectorised). So wherever
+an order of rows is needed, a key and the row index are packed into one int64, sorted by
+value, and the index is unpacked from the low bits. Every function here is exact: where a
+key does not fit, it falls back to the plain stable index sort. Used by
+:mod:`hgrnn.metrics` and :mod:`hgrnn.official_order`; tested against the plain sorts in
+``tests/test_packsort.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["argsort_descending", "sort_pairs", "rank_inverse", "dense_keys", "segments"]
+
+
+def argsort_descending(x):
+    """Indices sorting float64 x (N,) by descending value, ties in index order; the same
+    as np.argsort(-x, kind="stable"), several times faster for millions of values.
+
+    An order-preserving integer key's top bits and the index are packed into one int64
+    and sorted by value (numpy's vectorised sort), in place. That order is exact unless
+    two different values share those top bits (closer than ~1e-9 relative), which a sort
+    of the values themselves detects; then the plain stable argsort is used."""
+    n = len(x)
+    rbits = max(int(n - 1).bit_length(), 1)
+    if n < 2 or rbits > 40:
+        return np.argsort(-np.asarray(x, np.float64), kind="stable")
+    hbits = 63 - rbits
+
+    def top_bits(values):           # float64 copy -> int64 top bits of the descending key
+        key = values.view(np.uint64)
+        pos = ~np.signbit(values)
+        np.invert(key, out=key, where=pos)           # x >= 0: ~bits with sign bit cleared
+        np.bitwise_and(key, np.uint64((1 << 63) - 1), out=key, where=pos)
+        np.right_shift(key, np.uint64(64 - hbits), out=key)   # x < 0: bits (sign set)
+        return key.view(np.int64)
+
+    xs = np.sort(np.asarray(x, np.float64)) + 0.0    # ascending; -0.0 -> 0.0
+    same_top = top_bits(xs.copy())
+    collide = (same_top[1:] == same_top[:-1]) & (xs[1:] != xs[:-1])
+    del same_top
+    if collide.any():
+        return np.argsort(-np.asarray(x, np.float64), kind="stable")
+    packed = top_bits(np.asarray(x, np.float64) + 0.0)
+    np.left_shift(packed, rbits, out=packed)
+    np.bitwise_or(packed, np.arange(n, dtype=np.int64), out=packed)
+    packed.sort()
+    np.bitwise_and(packed, (1 << rbits) - 1, out=packed)
+    return packed
+
+
+def sort_pairs(major, rank):
+    """Rows sorted by (major, rank): rank (N,) unique non-negative ints, major (N,)
+    non-negative ints. Returns the ranks in that order.
+
+    Both are packed into one int64 and sorted by value (numpy's vectorised sort), which is
+    several times faster than an index sort (argsort/lexsort) of 5.6 million rows."""
+    n = len(rank)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    rbits = max(int(rank.max()).bit_length(), 1)
+    if int(major.max()).bit_length() + rbits <= 62:
+        packed = major.astype(np.int64)
+        np.left_shift(packed, rbits, out=packed)
+        np.bitwise_or(packed, rank, out=packed)
+        packed.sort()
+        np.bitwise_and(packed, (1 << rbits) - 1, out=packed)
+        return packed
+    return rank[np.lexsort((rank, major))]
+
+
+def rank_inverse(rank):
+    """rank (N,) distinct non-negative ints -> inv with inv[rank[i]] = i."""
+    inv = np.empty(int(rank.max()) + 1 if len(rank) else 0, np.int64)
+    inv[rank] = np.arange(len(rank))
+    return inv
+
+
+def dense_keys(keys):
+    """Keyframe keys (video code << 32 | timestamp) -> small non-negative ints, same order
+    (video code * timestamp span + timestamp offset), so they pack with a rank."""
+    if len(keys) == 0:
+        return keys
+    vcode, ts = keys >> 32, keys & 0xFFFFFFFF
+    ts = ts - ts.min()
+    return (vcode - vcode.min()) * (int(ts.max()) + 1) + ts
+
+
+def segments(starts, lengths):
+    """Concatenated aranges [s, s + l) for each (s, l)."""
+    total = int(lengths.sum())
+    base = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+    return base + np.arange(total)
