@@ -225,3 +225,34 @@ def test_keyframe_images_are_extractions_centre_frames(data):
         [(_, clip, key)] = list(iter_clips(videos / "vidA.mp4", [ts + 0.5], 8, 1, 32,
                                            keyframe_short_side=48))
         assert np.array_equal(got[ts], key)
+
+
+def test_detect_skips_keyframes_outside_a_video_with_one_warning_per_video(data, tmp_path):
+    root, videos, ckpt = data
+    # the videos are 3 s long (frames 0..29): at --time-offset 900, 899 lies before the
+    # start and 903 past the end; 900..902 are detected and written as usual
+    args = ["--videos", videos, "--time-offset", "900", "--detector", ckpt, "--min-score",
+            "0", "--max-persons", "5", "--workers", "0", "--quiet", "--allow-failures"]
+    result = run(["detect", "--out", tmp_path / "wide.csv", "--keyframes", "899:903"] + args)
+    for vid in ("vidA", "vidB"):
+        warnings = [line for line in result.output.splitlines()
+                    if line.startswith("detect: skipped") and f"{vid}.mp4" in line]
+        assert warnings == [f"detect: skipped {videos / vid}.mp4: 2 of 5 keyframes outside "
+                            f"the video (3.0 s long) at --time-offset 900: 899, 903"]
+    assert "skipped 4 keyframes outside their video in 2 video(s): vidA (2), vidB (2)" \
+        in result.output
+    run(["detect", "--out", tmp_path / "inside.csv", "--keyframes", "900:902"] + args)
+    wide = (tmp_path / "wide.csv").read_text()
+    assert wide == (tmp_path / "inside.csv").read_text()
+    assert {line.split(",")[1] for line in wide.splitlines()} == {"0900", "0901", "0902"}
+    record = [json.loads(x) for x in dt.progress_path(tmp_path / "wide.csv").read_text()
+              .splitlines()]
+    assert {r["video"]: (r["status"], r.get("keyframes")) for r in record[1:]} == \
+        {"vidA": ("done", 3), "vidB": ("done", 3), "broken": ("failed", None)}
+
+    # no keyframe inside: the video fails, the message names its file
+    result = run(["detect", "--out", tmp_path / "none.csv", "--keyframes", "910:912"] + args)
+    assert f"FAILED vidA: {videos / 'vidA.mp4'}: 3 of 3 keyframes outside the video " \
+           f"(3.0 s long) at --time-offset 900: 910, 911, 912; --time-offset 910 would fit" \
+           in result.output
+    assert "0 video(s) written" in result.output and (tmp_path / "none.csv").read_text() == ""

@@ -21,10 +21,10 @@ from hgrnn.cli import main
 from hgrnn.data.ava import load_label_map
 from hgrnn.data.store import read_failures
 from hgrnn.data.store_check import check_store
-from hgrnn.pipeline.extract import every_second, shard_items, shard_path
+from hgrnn.pipeline.extract import every_second, shard_items, shard_path, video_keyframes
 from hgrnn.pipeline.i3d import InceptionI3d, normalize_frames, person_features
 from hgrnn.pipeline.render import render_frames, render_video
-from hgrnn.pipeline.video import iter_clips
+from hgrnn.pipeline.video import VideoError, iter_clips
 
 FPS = 10
 SMALL = ["--clip-frames", "8", "--short-side", "64", "--batch-size", "8", "--workers", "0",
@@ -364,8 +364,8 @@ def test_keyframes_outside_a_video_are_skipped_and_reported(tmp_path, inputs, we
     args = ["--out", out, "--videos", inputs / "videos", "--annotations", tmp_path / "gt.csv",
             "--backbone-weights", weights, "--clip-frames", "24"] + SMALL[2:]
     result = run(args, expect=1)                                  # vidB failed
-    assert "skipped vidA: 2 of 4 keyframes outside the video (3.0 s long) at --time-offset 0: " \
-           "5, 9" in result.output
+    assert f"skipped {inputs / 'videos' / 'vidA.mp4'}: 2 of 4 keyframes outside the video " \
+           f"(3.0 s long) at --time-offset 0: 5, 9" in result.output
     assert "spans 2.4 s at 10 fps" in result.output               # --clip-frames 24 at 10 fps
     assert result.output.count("spans 2.4 s") == 1                # one warning per run
     failures = read_failures(out)
@@ -374,6 +374,22 @@ def test_keyframes_outside_a_video_are_skipped_and_reported(tmp_path, inputs, we
     with h5py.File(out, "r") as f:
         assert f["videos/vidA/timestamps"][:].tolist() == [1, 2]
     assert "skipped 2 keyframes outside their video in 1 video(s): vidA (2)" in result.output
+
+
+def test_video_keyframes_skips_those_outside_and_refuses_a_video_with_none_inside():
+    # the rule extract-features and detect share; 3 s at 10 fps: frames 0..29
+    info = {"fps": 10.0, "duration": 3.0}
+    assert video_keyframes("v.mp4", None, info, 900) == ([900, 901, 902], [], None)
+    assert video_keyframes("v.mp4", [900, 902], info, 900) == ([900, 902], [], None)
+    inside, outside, warning = video_keyframes("v.mp4", [903, 899, 901], info, 900)
+    assert (inside, outside) == ([901], [903, 899])
+    assert warning == ("v.mp4: 2 of 3 keyframes outside the video (3.0 s long) at "
+                       "--time-offset 900: 903, 899")
+    with pytest.raises(VideoError, match=r"^v\.mp4: 1 of 1 keyframes outside .* --time-offset "
+                                         r"902 would fit"):
+        video_keyframes("v.mp4", [904], info, 0)
+    with pytest.raises(VideoError, match=r"^v\.mp4: duration unknown"):
+        video_keyframes("v.mp4", None, {"fps": 10.0, "duration": float("nan")}, 0)
 
 
 def test_keyframes_are_the_union_of_annotated_and_detected_and_exclusions_are_stored(

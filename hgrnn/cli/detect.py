@@ -178,11 +178,12 @@ def detect_cmd(allow_failures, quiet, **options):
     """Detect persons on the keyframes of videos and write an AVA person-box CSV.
 
     Each keyframe image is the centre frame extraction uses (same decoder), short side
-    resized to the detector's input size. Videos are done one at a time and appended to
-    the CSV; a rerun skips finished videos and retries failed ones. Failed videos are
-    recorded and the run goes on; the exit status is 1 when any failed (unless
-    --allow-failures). The CSV goes to `extract-features --detections` and to
-    `eval-csv GT CSV --persons`.
+    resized to the detector's input size. Keyframes before a video's start or past its end
+    are skipped with a warning (a video with none inside fails), as in extract-features.
+    Videos are done one at a time and appended to the CSV; a rerun skips finished videos
+    and retries failed ones. Failed videos are recorded and the run goes on; the exit
+    status is 1 when any failed (unless --allow-failures). The CSV goes to
+    `extract-features --detections` and to `eval-csv GT CSV --persons`.
 
     \b
     AVA v2.1 val with the fine-tuned detector:

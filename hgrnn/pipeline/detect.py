@@ -37,8 +37,9 @@ from tqdm import tqdm
 from hgrnn.console import progress_bar
 from hgrnn.data.ava import read_annotations
 from hgrnn.pipeline.i3d import FINETUNE_FORMAT, sha256_file
+from hgrnn.pipeline.keyframes import summarize_outside
 from hgrnn.pipeline.video import (VideoError, check_video_source, find_frame_folders,
-                                  find_videos, iter_clips)
+                                  find_videos, iter_clips, probe)
 
 DETECTOR_FORMAT = "hgrnn-detector"
 DETECTOR_VERSION = 1
@@ -437,8 +438,9 @@ def plan_keyframes(cfg) -> tuple[list, dict]:
 
 class KeyframeImageStream(torch.utils.data.IterableDataset):
     """Decodes the videos of `plans` (split over DataLoader workers) into messages, in order
-    per video: ("start", vid, n keyframes), ("images", vid, timestamps, [uint8 (H, W, 3)
-    tensors]) ..., then ("done", vid) or ("failed", vid, reason) at any point."""
+    per video: ("start", vid, n keyframes, outside, warning) (`extract.video_keyframes`:
+    requested keyframes outside the video are skipped), ("images", vid, timestamps, [uint8
+    (H, W, 3) tensors]) ..., then ("done", vid) or ("failed", vid, reason) at any point."""
 
     def __init__(self, plans, *, short_side, time_offset, fps, batch_size):
         self.plans, self.short_side, self.time_offset = list(plans), short_side, time_offset
@@ -451,11 +453,12 @@ class KeyframeImageStream(torch.utils.data.IterableDataset):
             yield from self._video(plan)
 
     def _video(self, plan):
-        from hgrnn.pipeline.extract import plan_timestamps  # extract imports this module
+        from hgrnn.pipeline.extract import video_keyframes  # extract imports this module
 
         try:
-            timestamps = plan_timestamps(plan.path, plan.timestamps, self.fps, self.time_offset)
-            yield ("start", plan.video_id, len(timestamps))
+            timestamps, outside, warning = video_keyframes(
+                plan.path, plan.timestamps, probe(plan.path, fps=self.fps), self.time_offset)
+            yield ("start", plan.video_id, len(timestamps), outside, warning)
             stamps, images = [], []
             for ts, image in keyframe_images(plan.path, timestamps, short_side=self.short_side,
                                              time_offset=self.time_offset, fps=self.fps):
@@ -499,8 +502,9 @@ def detect_videos(cfg: DetectConfig) -> dict:
     line per finished video ({"video", "status": "done", "keyframes", "boxes", "bytes": CSV
     length after it}) or failure ({"video", "status": "failed", "reason"}); a rerun cuts the
     CSV back to the last finished video, skips finished videos and retries failed ones.
-    Returns a summary: out, written, skipped, failed {video: reason}, keyframes, boxes,
-    seconds."""
+    Requested keyframes outside a video are skipped with one warning line per video (a
+    video with none inside fails). Returns a summary: out, written, skipped, failed {video:
+    reason}, outside {video: keyframes skipped}, keyframes, boxes, seconds."""
     started = time.time()
     plans, missing = plan_keyframes(cfg)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
@@ -525,7 +529,7 @@ def detect_videos(cfg: DetectConfig) -> dict:
     todo = [p for p in plans if p.video_id not in done]
     failed: dict = {}
     summary = {"out": str(out), "written": 0, "skipped": len(done & {p.video_id for p in plans}),
-               "keyframes": 0, "boxes": 0}
+               "keyframes": 0, "boxes": 0, "outside": {}}
     bar = progress_bar(total=sum(len(p.timestamps) for p in todo if p.timestamps is not None),
                unit="kf", desc="detect", disable=not cfg.progress, dynamic_ncols=True)
     loader = torch.utils.data.DataLoader(
@@ -548,6 +552,10 @@ def detect_videos(cfg: DetectConfig) -> dict:
                 if next(p for p in todo if p.video_id == vid).timestamps is None:
                     bar.total += message[2]
                     bar.refresh()
+                if message[3]:
+                    summary["outside"][vid] = len(message[3])
+                    bar.total -= len(message[3])
+                    tqdm.write(f"detect: skipped {message[4]}")
             elif kind == "images":
                 dets = detect_persons(detector, message[3], cfg.min_score, cfg.max_persons)
                 text = format_rows(vid, message[2], dets)
@@ -587,5 +595,7 @@ def format_summary(summary: dict) -> str:
     lines = [f"detect: {s['out']}: {s['written']} video(s) written ({s['keyframes']} keyframes, "
              f"{s['boxes']} person boxes), {s['skipped']} already complete, "
              f"{len(s['failed'])} failed, {s['seconds']:.1f} s"]
+    if s.get("outside"):
+        lines.append("  " + summarize_outside(s["outside"]))
     lines += [f"  FAILED {vid}: {reason}" for vid, reason in sorted(s["failed"].items())]
     return "\n".join(lines)

@@ -76,7 +76,7 @@ from hgrnn.pipeline.defaults import DEFAULT_DET_THRESHOLD
 from hgrnn.pipeline.detect import detect_persons, load_person_detector
 from hgrnn.pipeline.i3d import load_backbone, normalize_frames, sha256_file
 from hgrnn.pipeline.keyframes import (clip_span_warning, describe_outside, offset_hint,
-                                      split_keyframes)
+                                      split_keyframes, summarize_outside)
 from hgrnn.pipeline.person_layer import (backbone_maps, check_layer, layer_of,
                                          pooled_person_features)
 from hgrnn.pipeline.video import (VideoError, check_video_source, find_frame_folders,
@@ -206,16 +206,25 @@ def every_second(duration: float, fps: float, time_offset: float) -> list[int]:
     return out
 
 
-def plan_timestamps(path, timestamps, fps, time_offset: float) -> list[int]:
-    """The keyframes of a video: `timestamps` when given, else every whole second of it
-    (opens the video; raises VideoError when its duration is unknown)."""
-    if timestamps is not None:
-        return timestamps
-    info = probe(path, fps=fps)
-    found = every_second(info["duration"], info["fps"], time_offset)
-    if not found:
-        raise VideoError(f"{path}: duration unknown or zero; pass --keyframes START:END")
-    return found
+def video_keyframes(path, timestamps, info: dict, time_offset: float):
+    """The keyframes to decode in the video (or frame folder) at `path`, `info` its `probe`:
+    (inside, outside, warning). timestamps None: every whole second of the video (outside
+    empty, warning None). Given timestamps outside the video (before its start or past its
+    end) are skipped, not fatal: `outside` lists them and `warning` names the file, them and
+    the video's length. Raises VideoError naming the file when no keyframe is left.
+    `extract-features` and `detect` both choose keyframes here."""
+    if timestamps is None:
+        found = every_second(info["duration"], info["fps"], time_offset)
+        if not found:
+            raise VideoError(f"{path}: duration unknown or zero; pass --keyframes START:END")
+        return found, [], None
+    inside, outside = split_keyframes(timestamps, info["fps"], info["duration"], time_offset)
+    if not outside:
+        return inside, [], None
+    warning = describe_outside(path, outside, len(timestamps), info["duration"], time_offset)
+    if not inside:
+        raise VideoError(f"{warning}; {offset_hint(outside, info['fps'], info['duration'])}")
+    return inside, outside, warning
 
 
 # ----------------------------------------------------------------------------- persons
@@ -369,23 +378,11 @@ class ClipDataset(IterableDataset):
         cfg, key_side = self.cfg, self.keyframe_short_side
         stats: dict = {}
         try:
-            timestamps = plan.timestamps
             info = probe(plan.path, fps=cfg.fps)
-            if timestamps is None:
-                timestamps = every_second(info["duration"], info["fps"], cfg.time_offset)
-                if not timestamps:
-                    raise VideoError(f"{plan.path}: duration unknown or zero; pass "
-                                     f"--keyframes START:END")
-            else:   # keyframes outside the video are skipped and reported, not fatal
-                timestamps, outside = split_keyframes(timestamps, info["fps"],
-                                                      info["duration"], cfg.time_offset)
-                if outside:
-                    text = describe_outside(None, outside, len(plan.timestamps),
-                                            info["duration"], cfg.time_offset)
-                    if not timestamps:
-                        raise VideoError(f"{plan.path}: {text}; "
-                                         f"{offset_hint(outside, info['fps'], info['duration'])}")
-                    yield ("outside", plan.video_id, outside, f"{plan.video_id}: {text}")
+            timestamps, outside, warning = video_keyframes(plan.path, plan.timestamps, info,
+                                                           cfg.time_offset)
+            if outside:
+                yield ("outside", plan.video_id, outside, warning)
             span = clip_span_warning(cfg.clip_frames, cfg.frame_stride, info["fps"])
             if span:
                 yield ("note", plan.video_id, span)
@@ -944,10 +941,7 @@ def format_summary(summary: dict, failures_shown: bool = False) -> str:
             lines.append(f"  {n} {source} row(s) with actions outside the label map: their "
                          "persons are kept, without those labels")
     if s.get("outside"):
-        shown = ", ".join(f"{v} ({n})" for v, n in sorted(s["outside"].items())[:5])
-        lines.append(f"  skipped {sum(s['outside'].values())} keyframes outside their video "
-                     f"in {len(s['outside'])} video(s): {shown}"
-                     + (" ..." if len(s["outside"]) > 5 else ""))
+        lines.append("  " + summarize_outside(s["outside"]))
     if s.get("flow_pairs"):
         lines.append(f"  flow: {s['flow_pairs']} frame pairs in {s['flow_seconds']:.1f} s of "
                      f"flow computation ({s['flow_pairs'] / max(s['flow_seconds'], 1e-9):.1f} "

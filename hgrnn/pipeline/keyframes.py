@@ -56,6 +56,14 @@ def describe_outside(video, outside, total: int, duration: float, time_offset: f
             f"long) at --time-offset {time_offset:g}: {shown}")
 
 
+def summarize_outside(outside: dict) -> str:
+    """'skipped N keyframes outside their video in K video(s): a (n), b (m) ...' for a run's
+    {video_id: keyframes skipped} (the end-of-run line of extract-features and detect)."""
+    shown = ", ".join(f"{v} ({n})" for v, n in sorted(outside.items())[:SHOWN])
+    return (f"skipped {sum(outside.values())} keyframes outside their video in "
+            f"{len(outside)} video(s): {shown}" + (" ..." if len(outside) > SHOWN else ""))
+
+
 def offset_hint(timestamps, fps: float, duration: float) -> str:
     """Hint for a video none of whose keyframes fit at the given offset."""
     lo, hi = fitting_offsets(min(timestamps), max(timestamps), fps, duration)
