@@ -145,3 +145,70 @@ def test_errors_name_the_file(video640, tmp_path):
     result = runner.invoke(main, ["visualize", str(video640 / "clip.mp4"), "--results",
                                   str(tmp_path / "res.csv"), "--out", str(tmp_path / "o.avi")])
     assert result.exit_code == 1 and "expected FILE.mp4 or a folder" in result.output
+
+
+# two persons on a 160x120 frame, results on (nearly) the ground-truth boxes, long AVA names
+TINY_RESULTS = [vis.Person((0.09, 0.13, 0.46, 0.98), [("stand", 0.91), ("watch (a person)", 0.55),
+                                                      ("talk to (e.g., self, a person, a group)",
+                                                       0.40)], 0.91),
+                vis.Person((0.56, 0.09, 0.93, 0.94), [("sit", 0.83),
+                                                      ("carry/hold (an object)", 0.35)], 0.83)]
+TINY_GT = [vis.Person((0.08, 0.12, 0.45, 0.97), [("stand", None), ("watch (a person)", None),
+                                                 ("talk to (e.g., self, a person, a group)",
+                                                  None)]),
+           vis.Person((0.55, 0.08, 0.92, 0.93), [("sit", None), ("carry/hold (an object)", None)])]
+
+
+def test_result_and_ground_truth_labels_do_not_overlap_on_a_tiny_frame():
+    image = Image.new("RGB", (160, 120), (0, 0, 0))
+    vis.draw_persons(image, TINY_RESULTS, TINY_GT, show_legend=True)
+    font = vis._font(vis.font_size(160, 120))
+    labels = vis.layout_labels(TINY_RESULTS, TINY_GT, 160, 120, font, legend=True)
+    # every label whole (short names: the full ones are wider than the frame), no legend:
+    # no corner is free
+    assert [(lab.source, lab.lines) for lab in labels] == [
+        ("results", ("stand 0.91", "watch 0.55", "talk to 0.40")),
+        ("results", ("sit 0.83", "carry/hold 0.35")),
+        ("gt", ("stand", "watch", "talk to")), ("gt", ("sit", "carry/hold"))]
+    for i, a in enumerate(labels):
+        assert 0 <= a.rect[0] < a.rect[2] <= 160 and 0 <= a.rect[1] < a.rect[3] <= 120
+        for b in labels[i + 1:]:
+            assert not vis._overlaps(a.rect, b.rect), (a, b)
+    # the pixels: each label's rectangle holds only its fill and its text (anti-aliased
+    # ink on the fill), i.e. nothing of another label was drawn over it
+    pixels = np.asarray(image).astype(float)
+    for lab in labels:
+        fill = np.asarray(lab.color, float)
+        ink = np.asarray(vis._text_color(lab.color), float)
+        x0, y0, x1, y1 = lab.rect
+        p = pixels[y0:y1, x0:x1].reshape(-1, 3)
+        t = (p - ink) @ (fill - ink) / ((fill - ink) @ (fill - ink))
+        residual = np.abs(p - (ink + t[:, None] * (fill - ink))).max()
+        assert residual < 4 and (p == fill).all(axis=1).mean() > 0.5, lab
+        assert (pixels[y0, x0] == fill).all()
+
+
+def test_labels_never_overlap_and_shrink_when_there_is_no_room():
+    rng = np.random.default_rng(0)
+    names = ["stand", "watch (a person)", "talk to (e.g., self, a person, a group)", "sit",
+             "carry/hold (an object)", "listen to (a person)"]
+    shortened = 0
+    for size in ((64, 48), (160, 120), (320, 180), (640, 360)):
+        font = vis._font(vis.font_size(*size))
+        for _ in range(40):
+            persons, gt = [], []
+            for _ in range(int(rng.integers(1, 6))):
+                x1, x2 = np.sort(rng.uniform(-0.05, 1.05, 2))
+                y1, y2 = np.sort(rng.uniform(-0.05, 1.05, 2))
+                box = (float(x1), float(y1), float(x2), float(y2))
+                acts = rng.choice(names, int(rng.integers(1, 4)), replace=False).tolist()
+                persons.append(vis.Person(box, [(a, 0.5) for a in acts], 0.5))
+                gt.append(vis.Person(box, [(a, None) for a in acts]))
+            labels = vis.layout_labels(persons, gt, *size, font, legend=True)
+            shortened += sum("+" in lab.lines[-1] for lab in labels)
+            for i, a in enumerate(labels):
+                assert 0 <= a.rect[0] < a.rect[2] <= size[0], (size, a)
+                assert 0 <= a.rect[1] < a.rect[3] <= size[1], (size, a)
+                for b in labels[i + 1:]:
+                    assert not vis._overlaps(a.rect, b.rect), (size, a, b)
+    assert shortened > 0                  # the small frames did run out of room

@@ -7,8 +7,8 @@ box AND action, from any system) and optionally a ground-truth CSV of the same v
 Persons. Rows of one keyframe with the same box are one person. Every result person is
 drawn; its label lists its ``top_k`` best actions scored at least ``min_score`` as
 ``name score`` (class names from the label map, ``id N`` for ids the map does not have); a
-person without such an action gets a thin outline and no label. Ground-truth persons are all drawn, in
-``GT_COLOR``, with their actions (no scores) under the box.
+person without such an action gets a thin outline and no label. Ground-truth persons are
+all drawn, in ``GT_COLOR``, with their actions (no scores) under the box.
 
 Time mapping (frame-exact). Keyframe timestamp ts (integer seconds, as in AVA CSVs) is video
 time ts - time_offset; frame n of the video (index from its presentation time, as
@@ -25,8 +25,11 @@ the video unchanged.
 Pixels. A normalised box (x1, y1, x2, y2) covers pixel columns round(x1 * W) ..
 round(x2 * W) - 1 and rows round(y1 * H) .. round(y2 * H) - 1 of a W x H frame; its outline
 is drawn on the outermost ``line_width(W, H)`` pixels of that area (inside the box, so the
-drawn pixels are box pixels; ground truth on the outermost half of that, on top). Labels are white or black text on a filled box of the
-person's colour, legible on any frame.
+drawn pixels are box pixels; ground truth on the outermost half of that, on top). Labels are
+white or black text on a filled box of the person's colour, legible on any frame; results
+above the box, ground truth under it, and never over each other (`layout_labels`: on small
+frames short names, then labels moved to the nearest free place or cut to the lines that
+fit).
 
 Output: an MP4 with one frame per input frame, at the input's frame rate and size (or scaled
 so the longer side is ``max_size``; sizes are rounded down to even numbers, as 4:2:0 video
@@ -174,45 +177,99 @@ def _text_color(rgb) -> tuple:
     return (0, 0, 0) if luminance > 140 else (255, 255, 255)
 
 
-def _label_block(draw, lines, rect, below: bool, color, font, width, height, placed=None):
-    """Text lines on a filled background at the left edge of rect = (left, top, right,
-    bottom): above the box (below=False) or under it (below=True) when there is room, else
-    just inside it; kept inside the frame. placed: label rectangles drawn before; a block
-    that would cover one moves past it (away from its box), a few times at most."""
-    if not lines:
-        return
-    pad = max(1, round(getattr(font, "size", 11) / 6))
-    sizes = [draw.textbbox((0, 0), line, font=font) for line in lines]
-    line_h = max(b[3] for b in sizes) + 2 * pad
-    block_w = max(b[2] for b in sizes) + 2 * pad
-    block_h = line_h * len(lines)
-    left, top, right, bottom = rect
-    x = min(max(left, 0), max(width - block_w, 0))
-    if below:
-        y = bottom + 1 if bottom + 1 + block_h <= height else bottom + 1 - block_h
-    else:
-        y = top - block_h if top - block_h >= 0 else top
-    y = min(max(y, 0), max(height - block_h, 0))
-    placed = [] if placed is None else placed
-    for _ in range(4):
-        hit = [p for p in placed if x < p[2] and p[0] < x + block_w and y < p[3] and p[1] < y + block_h]
-        if not hit:
-            break
-        moved = (max(p[3] for p in hit) if below else min(p[1] for p in hit) - block_h)
-        if not 0 <= moved <= height - block_h:
-            break
-        y = moved
-    placed.append((x, y, x + block_w, y + block_h))
-    draw.rectangle([x, y, x + block_w - 1, y + block_h - 1], fill=color)
-    ink = _text_color(color)
-    for k, line in enumerate(lines):
-        draw.text((x + pad, y + k * line_h + pad), line, fill=ink, font=font)
+def short_name(name: str) -> str:
+    """An action name without its parenthesised part: "talk to (e.g., self, a person, a
+    group)" -> "talk to" (AVA's names stay distinct this way)."""
+    return name.split(" (")[0]
+
+
+@dataclass(frozen=True)
+class Label:
+    """A label block as drawn: text lines, pixel rectangle (x0, y0, x1, y1; x1 and y1
+    exclusive), fill colour, and source: "results", "gt" or "legend"."""
+    lines: tuple[str, ...]
+    rect: tuple[int, int, int, int]
+    color: tuple
+    source: str
+
+
+def _overlaps(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _pad(font) -> int:
+    """Margin between a label's text and the edge of its filled box, in pixels."""
+    return max(1, round(getattr(font, "size", 11) / 6))
+
+
+def layout_labels(persons: list[Person], gt: list[Person], width: int, height: int,
+                  font, legend: bool = False) -> list[Label]:
+    """Where the labels of a keyframe go on a width x height frame; no two overlap.
+
+    Placed in order, result labels first (best person first), then ground truth: result
+    labels sit above their box, ground-truth labels under it; when the frame has no room
+    there, just inside the box; when another label is in the way, at the free place nearest
+    to that (same columns: the box's left edge, else its right edge). When a label line is
+    wider than half the frame, every label uses short names (`short_name`). A label with no
+    free place loses its last lines ("+N" on the last line kept says how many), and is left
+    out when not even one line fits. legend: a "ground truth" tag in the
+    first free corner (top right, bottom right, top left, bottom left), else none."""
+    pad = _pad(font)
+    line_h = max(font.getbbox(text)[3] for text in ("Ag", "(y)")) + 2 * pad
+    placed: list[Label] = []
+
+    def place(lines, rect, below, color, source):
+        left, top, right, bottom = rect
+        for n in range(len(lines), 0, -1):
+            shown = list(lines[:n])
+            if n < len(lines):
+                shown[-1] += f" +{len(lines) - n}"
+            block_w = max(font.getbbox(line)[2] for line in shown) + 2 * pad
+            block_h = n * line_h
+            if block_w > width or block_h > height:
+                continue
+            x_max, y_max = width - block_w, height - block_h
+            if source == "legend":                     # a corner, the top right first
+                spots = [(x_max, 0), (x_max, y_max), (0, 0), (0, y_max)]
+            else:
+                outside = bottom + 1 if below else top - block_h
+                inside = bottom + 1 - block_h if below else top
+                ys = [outside, inside] if 0 <= outside <= y_max else [inside]
+                # the free place nearest the box touches a placed label (or is the preferred)
+                edges = [e for lab in placed for e in (lab.rect[3], lab.rect[1] - block_h)]
+                ys += sorted(edges, key=lambda y: (abs(y - ys[-1]), y))
+                spots = [(x, y) for x in (left, right + 1 - block_w) for y in ys]
+            for x, y in spots:
+                x, y = min(max(x, 0), x_max), min(max(y, 0), y_max)
+                box = (x, y, x + block_w, y + block_h)
+                if not any(_overlaps(box, lab.rect) for lab in placed):
+                    placed.append(Label(tuple(shown), box, color, source))
+                    return
+
+    def texts(person, short: bool):
+        return [(short_name(name) if short else name)
+                + ("" if score is None else f" {score:.2f}")
+                for name, score in person.labels] or ["(person)"]
+
+    everyone = [p for p in persons if p.labels] + list(gt)
+    short = any(font.getbbox(line)[2] + 2 * pad > width / 2
+                for p in everyone for line in texts(p, False))
+    for k, person in enumerate(persons):
+        if person.labels:
+            place(texts(person, short), box_pixels(person.box, width, height), False,
+                  PRED_COLORS[k % len(PRED_COLORS)], "results")
+    for person in gt:
+        place(texts(person, short), box_pixels(person.box, width, height), True, GT_COLOR, "gt")
+    if legend:
+        place(["ground truth"], (0, 0, 0, 0), False, GT_COLOR, "legend")
+    return placed
 
 
 def draw_persons(image, persons: list[Person], gt: list[Person] = (), *, show_legend=False):
     """Draw result persons (palette colours, labels above the box) and ground-truth persons
-    (GT_COLOR, labels under the box) onto a PIL RGB image, in place. show_legend: a small
-    "ground truth" tag in GT_COLOR at the bottom right."""
+    (GT_COLOR, labels under the box) onto a PIL RGB image, in place; labels as
+    `layout_labels` places them (never over each other). show_legend: a small "ground
+    truth" tag in GT_COLOR in a free corner."""
     from PIL import ImageDraw
 
     width, height = image.size
@@ -221,24 +278,21 @@ def draw_persons(image, persons: list[Person], gt: list[Person] = (), *, show_le
     font = _font(font_size(width, height))
     # boxes first (results, then ground truth on top), then all labels, so that no box
     # line crosses a label
-    pending = []
     for k, person in enumerate(persons):
-        color = PRED_COLORS[k % len(PRED_COLORS)]
         rect = box_pixels(person.box, width, height)
-        draw.rectangle(rect, outline=color, width=lw if person.labels else max(1, lw // 4))
-        lines = [f"{name} {score:.2f}" for name, score in person.labels]
-        pending.append((lines, rect, False, color))
+        draw.rectangle(rect, outline=PRED_COLORS[k % len(PRED_COLORS)],
+                       width=lw if person.labels else max(1, lw // 4))
     for person in gt:
-        rect = box_pixels(person.box, width, height)
-        draw.rectangle(rect, outline=GT_COLOR, width=max(1, lw // 2))
-        lines = [name for name, _ in person.labels] or ["(person)"]
-        pending.append((lines, rect, True, GT_COLOR))
-    if show_legend:          # under the labels: a person's label wins over the legend
-        _label_block(draw, ["ground truth"], (width, 0, width, 0), True, GT_COLOR, font,
-                     width, height)
-    placed: list = []
-    for lines, rect, below, color in pending:
-        _label_block(draw, lines, rect, below, color, font, width, height, placed)
+        draw.rectangle(box_pixels(person.box, width, height), outline=GT_COLOR,
+                       width=max(1, lw // 2))
+    pad = _pad(font)
+    for label in layout_labels(persons, gt, width, height, font, legend=show_legend):
+        x0, y0, x1, y1 = label.rect
+        draw.rectangle([x0, y0, x1 - 1, y1 - 1], fill=label.color)
+        line_h = (y1 - y0) // len(label.lines)
+        for k, line in enumerate(label.lines):
+            draw.text((x0 + pad, y0 + k * line_h + pad), line, fill=_text_color(label.color),
+                      font=font)
     return image
 
 
