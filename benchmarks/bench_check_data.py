@@ -4,8 +4,10 @@ Input (written once into `--work`): a ground-truth CSV of `--rows` rows (default
 size of ava_train_v2.1.csv) in AVA's layout: 235 videos x 897 keyframes (902..1798), about
 4 rows per keyframe (persons x actions, ids of the 60 v2.1 classes, person ids), and a
 person-box CSV with one box per person and a score. Timed, each `--repeats` times (median
-reported): check-data on the ground truth alone, and with the person boxes; next to it the
-vectorised reader (`read_annotations`, the first error only) as the floor.
+reported): check-data on the ground truth alone, and with the person boxes (clean files:
+the vectorised path), on the ground truth with one bad line appended (the row-by-row parse
+reads the whole file); next to it the vectorised reader (`read_annotations`, the first
+error only) as the floor.
 
     .venv/bin/python benchmarks/bench_check_data.py [--rows 837318] [--work DIR]
 """
@@ -46,7 +48,10 @@ def write_inputs(work, rows):
                 if n >= rows:
                     break
             v += 1
-    return gt, det
+    bad = os.path.join(work, "gt_bad.csv")
+    with open(gt) as src, open(bad, "w") as dst:
+        dst.write(src.read() + "video0000xyz,x,0.1,0.1,0.5,0.5,12,0\n")
+    return gt, det, bad
 
 
 def timed(fn, repeats):
@@ -66,12 +71,14 @@ def main():
     args = ap.parse_args()
     work = args.work or tempfile.mkdtemp(prefix="bench_check_")
     os.makedirs(work, exist_ok=True)
-    gt, det = write_inputs(work, args.rows)
+    gt, det, bad = write_inputs(work, args.rows)
     lm = load_label_map("ava-v2.1")
     cases = [("read_annotations (vectorised reader, first error only)",
               lambda: read_annotations(gt, lm, progress=False)),
              ("check-data, ground truth", lambda: check_data(gt)),
-             ("check-data, ground truth + person boxes", lambda: check_data(gt, detections=det))]
+             ("check-data, ground truth + person boxes", lambda: check_data(gt, detections=det)),
+             ("check-data, ground truth with a bad last line (row by row)",
+              lambda: check_data(bad))]
     print(f"{args.rows} ground-truth rows, median of {args.repeats}")
     for name, fn in cases:
         s = timed(fn, args.repeats)

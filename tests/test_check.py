@@ -3,6 +3,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -119,3 +120,86 @@ def test_cli_exit_status_and_json(tmp_path, videos):
     bad = runner.invoke(main, ["check-data", "--annotations", str(tmp_path / "bad.csv")])
     assert bad.exit_code == 1
     assert "ERROR [unknown-id] action id 1200" in bad.output and "--label-map" in bad.output
+
+
+# ---- the vectorised reading path against the row-by-row parse ---------------------------
+
+def _defect_rows(rng, n=400):
+    """Ground-truth and person-box lines with every finding that a clean parse leaves:
+    pixel and slightly-off boxes, swapped and empty boxes, repeated rows, persons with two
+    boxes, ids outside the map and unknown ids, -0.0, scores outside [0, 1], keyframes
+    without person boxes, empty keyframes (2 columns)."""
+    gt, det = [], []
+    boxes = ["0.1,0.1,0.5,0.9", "0.2,0.1,0.6,0.9", "-0.0,0.0,0.5,0.5", "0,0,0.5,0.5",
+             "12,30,80,90", "0.5,0.1,0.4,0.9", "0.3,0.2,0.3,0.9", "0.1,0.5,0.2,0.4",
+             "1.0005,0.1,1.0005,0.2", "-0.002,0.1,0.4,0.5"]
+    for _ in range(n):
+        v, t = f"v{rng.integers(0, 4)}", int(rng.integers(900, 912))
+        box = boxes[min(int(rng.geometric(0.35)) - 1, len(boxes) - 1)]
+        a = [101, 102, 7, 12, 55, 500, 1200][min(int(rng.geometric(0.5)) - 1, 6)]
+        gt.append(f"{v},{t},{box},{a},{rng.integers(-1, 3)}")
+        if rng.random() < 0.05:
+            gt.append(f"{v},{int(rng.integers(905, 915))}")
+        if rng.random() < 0.6:
+            score = rng.choice(["0.5", "0.25", "1.5", "-0.1", "0", "1"])
+            det.append(f"{v},{t},{box},{rng.choice(['', '-1', '101'])},{score}")
+    return gt, det
+
+
+def _write_cases(tmp_path):
+    """(name, gt lines, det lines, fast) cases; fast: the vectorised path reads them."""
+    rng = np.random.default_rng(7)
+    cases = []
+    for k in range(3):
+        gt, det = _defect_rows(rng)
+        cases.append((f"values{k}", gt, det, True))
+    gt, det = _defect_rows(rng)
+    cases.append(("blank-lines-crlf", [s + "\r" for s in gt[:50]] + ["", "\r"] + gt[50:]
+                  + [""], det[:10] + [""] + det[10:], True))
+    cases.append(("seven-columns", [s.rsplit(",", 1)[0] for s in gt if s.count(",") == 7],
+                  det, True))
+    parse = ["video_id,timestamp,x1,y1,x2,y2,action_id,person_id", "v0,x,0.1,0.1,0.5,0.9,7,0",
+             "v0,1,0.1,0.1,0.5", "v0,1,nan,0.1,0.5,0.9,7,0", ",1,0.1,0.1,0.5,0.9,7,0",
+             "v0,1,0.1,0.1,0.5,0.9,,0", "v0,1,0.1,0.1,0.5,0.9,-1,0", "v0,1,0.1,0.1,0.5,0.9,0,0",
+             "v0,1,0.1,0.1,0.5,0.9,7,p", "v0,1,0.1,0.1,0.5,0.9,x,0", '"v0",1,0.1,0.1,0.5,0.9,7,0',
+             "v0 ,1, 0.1,0.1,0.5,0.9,7,0", "v0,1,0.1,0.1,0.5,0.9,7,0,9", "v0,2\tx"]
+    for k, line in enumerate(parse):
+        gt, det = _defect_rows(rng, 60)
+        cases.append((f"parse{k}", gt[:30] + [line] + gt[30:], det, False))
+    cases.append(("bom", ["\ufeff" + gt[0]] + gt[1:], det, False))
+    cases.append(("nbsp-id", gt + ["v0\xa0,903,0.1,0.1,0.5,0.9,7,0"], det, False))
+    cases.append(("nan-score", gt, det + ["v1,903,0.1,0.1,0.5,0.9,,nan"], False))
+    written = []
+    for name, gt, det, fast in cases:
+        d = tmp_path / name
+        d.mkdir()
+        (d / "gt.csv").write_text("\n".join(gt) + "\n", newline="")
+        (d / "det.csv").write_text("\n".join(det) + "\n", newline="")
+        written.append((d, fast))
+    return written
+
+
+def test_the_vectorised_path_reports_what_the_row_parse_does(tmp_path, monkeypatch):
+    from hgrnn.data import check
+
+    (tmp_path / "lm.txt").write_text(LABELS)
+    (tmp_path / "excl.csv").write_text("v0,901\nv1,905\nv9,1\n")
+    kwargs = dict(label_map=str(tmp_path / "lm.txt"), exclusions=tmp_path / "excl.csv")
+    cases = _write_cases(tmp_path)
+    parsed = []
+    real_parse = check._parse_csv
+    monkeypatch.setattr(check, "_parse_csv",
+                        lambda path, *a: parsed.append(path) or real_parse(path, *a))
+    fast = {d: check_data(d / "gt.csv", detections=d / "det.csv", **kwargs) for d, _ in cases}
+    for d, vectorised in cases:            # the value-only files never reach the row parse
+        assert any(p.parent == d for p in parsed) != vectorised, d
+    monkeypatch.setattr(check, "_read_fast", lambda path, kind: None)
+    for d, _ in cases:
+        slow = check_data(d / "gt.csv", detections=d / "det.csv", **kwargs)
+        assert json.dumps(fast[d]) == json.dumps(slow), d        # NaN score_min: NaN != NaN
+        assert format_report(fast[d]) == format_report(slow)
+    report = fast[tmp_path / "values0"]
+    assert codes(report) >= {"box-range", "box-order", "box-empty", "duplicate",
+                             "outside-map", "unknown-id", "score-range", "no-detections"}
+    assert len(finding(report, "duplicate", "person_id")["examples"]) == 5
+    assert report["annotations"]["excluded_keyframes"] == 2
