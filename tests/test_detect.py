@@ -151,6 +151,22 @@ def test_checkpoint_loads_with_its_arch_and_finetune_backbone_checkpoint_is_refu
         assert "Traceback" not in result.output
 
 
+def test_a_damaged_detector_checkpoint_or_weights_file_is_one_line(data, tmp_path):
+    _, videos, ckpt = data
+    bad = tmp_path / "detector.pt"
+    bad.write_bytes(ckpt.read_bytes()[:1000])                     # truncated
+    for load in (lambda: dt.load_person_detector(str(bad)),
+                 lambda: dt.build_detector(TINY, init="imagenet", init_weights=bad)):
+        with pytest.raises(DetectorError, match=f"^{bad}: not a readable .*, truncated or "
+                                                f"damaged") as err:
+            load()
+        assert "\n" not in str(err.value) and "weights_only" not in str(err.value)
+    result = run(["detect", "--out", tmp_path / "x.csv", "--videos", videos, "--keyframes",
+                  "0:1", "--detector", bad, "--quiet"], expect=1)
+    assert f"{bad}: not a readable detector checkpoint, truncated or damaged" in result.output
+    assert "Traceback" not in result.output
+
+
 # ----------------------------------------------------------------------------- hgrnn detect
 
 def detect_args(data, out, *extra):

@@ -105,6 +105,45 @@ def test_resume_equals_an_uninterrupted_run(data, tmp_path):
     assert [s for s, _, _ in losses(tmp_path / "parts")] == [1, 2, 3, 4]
 
 
+def test_a_damaged_state_is_one_line_and_validation_is_logged_in_percent(data, tmp_path,
+                                                                         caplog):
+    root, videos = data
+    args = ["finetune-detector", "--annotations", root / "train.csv", "--videos", videos,
+            "--batch-size", "1", "--cache", tmp_path / "cache", "--out", tmp_path / "run",
+            "--val-annotations", root / "val.csv", "--val-max-keyframes", "2"] + TINY
+    with caplog.at_level("INFO", logger="hgrnn.pipeline.detector_train"):
+        run(args + ["--steps", "1"])
+    val = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+           if json.loads(x)["split"] == "val"]
+    assert f"step 1: validation person AP {100 * val[-1]['AP']:.4f} %" in caplog.text
+    state = tmp_path / "run" / "state.pt"
+    saved = torch.load(state, weights_only=True)
+    state.write_bytes(state.read_bytes()[:state.stat().st_size // 2])       # truncated
+    result = run(args + ["--steps", "2", "--resume"], expect=1)
+    assert f"{state}: not a readable resume state, truncated or damaged" in result.output
+    assert "Traceback" not in result.output and "weights_only" not in result.output
+    torch.save({k: v for k, v in saved.items() if k != "optimizer"}, state)  # a key missing
+    result = run(args + ["--steps", "2", "--resume"], expect=1)
+    assert (f"{state}: damaged resume state (KeyError: 'optimizer'); restore it from a copy, "
+            f"or start a new run in another --out") in result.output
+    assert "Traceback" not in result.output
+
+
+def test_loss_chart_shows_person_ap_in_percent(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)             # keep the figure to read
+    rows = [{"step": s, "split": "train", "loss": 2.0 / s,
+             **{k: 0.5 / s for k in dtr.LOSS_NAMES}} for s in range(1, 5)]
+    rows += [{"step": 0, "split": "val", "AP": 0.05}, {"step": 4, "split": "val", "AP": 0.4}]
+    assert dtr.plot_loss(rows, tmp_path / "loss.png")
+    ap_axis = figures[0].axes[1]
+    assert ap_axis.get_ylim() == (0, 100) and "%" in ap_axis.get_ylabel()
+    assert list(ap_axis.lines[0].get_ydata()) == pytest.approx([5.0, 40.0])
+    plt.close("all")
+
+
 # ----------------------------------------------------------------------------- pieces
 
 def test_step_batches_deal_each_sample_once_over_ranks_and_micro_batches():

@@ -40,6 +40,8 @@ from hgrnn.pipeline.i3d import FINETUNE_FORMAT, sha256_file
 from hgrnn.pipeline.keyframes import summarize_outside
 from hgrnn.pipeline.video import (VideoError, check_video_source, find_frame_folders,
                                   find_videos, iter_clips, probe)
+from hgrnn.torchfile import TorchFileError
+from hgrnn.torchfile import load as load_torch_file
 
 DETECTOR_FORMAT = "hgrnn-detector"
 DETECTOR_VERSION = 1
@@ -198,9 +200,9 @@ def _load_state(path) -> dict:
     if not path.is_file():
         raise DetectorError(f"{path}: weights file not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle/zip errors of all kinds
-        raise DetectorError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from exc
+        state = load_torch_file(path, "weights file")   # one line for a damaged file
+    except TorchFileError as err:
+        raise DetectorError(str(err)) from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict):
@@ -238,9 +240,9 @@ def read_detector_checkpoint(path) -> dict:
         raise DetectorError(f"{path}: detector checkpoint not found (--detector takes "
                             f"'faster-rcnn' or a finetune-detector checkpoint RUN/detector.pt)")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise DetectorError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from exc
+        ckpt = load_torch_file(path, "detector checkpoint")   # one line for a damaged file
+    except TorchFileError as err:
+        raise DetectorError(str(err)) from None
     kind = ckpt.get("format") if isinstance(ckpt, dict) else None
     if kind == FINETUNE_FORMAT:
         raise DetectorError(f"{path}: is a finetune-backbone checkpoint (I3D features), not a "

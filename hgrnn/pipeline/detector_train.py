@@ -38,14 +38,14 @@ and scores them with `hgrnn.metrics.evaluate_persons` (class-agnostic person AP@
 Outputs in out_dir:
   detector.pt    the checkpoint `hgrnn detect --detector` and `extract-features --detector`
                  take (format in `hgrnn.pipeline.detect`)
-  state.pt       everything to resume: model, optimizer, LR schedule, gradient scaler, step,
-                 torch RNG state, config
+  state.pt       everything to resume (`hgrnn.pipeline.trainloop.TrainState`): model,
+                 optimizer, LR schedule, gradient scaler, step, torch RNG state, config
   metrics.jsonl  {"step", "split": "train", "loss", "loss_objectness", "loss_rpn_box_reg",
                  "loss_classifier", "loss_box_reg", "lr", "images_per_s", "epoch"} every
                  log_every steps (means over the window's micro-batches of rank 0), and
                  {"step", "split": "val", "AP", "mAP", "counts", ...} after each validation;
                  on resume, lines after the resumed step are dropped first
-  loss.png       the loss curve (log scale) with the validation person AP
+  loss.png       the loss curve (log scale) with the validation person AP (in percent)
   config.json    the config, world size and micro-batch
   keyframes/     the keyframe cache (unless `cache` names another folder)
 """
@@ -55,7 +55,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +62,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn as nn
 
 from hgrnn import metrics
 from hgrnn.console import progress_bar
@@ -71,9 +69,12 @@ from hgrnn.data.ava import AvaRows, group_persons, read_annotations, read_exclus
 from hgrnn.pipeline.detect import (BACKBONES, DETECTOR_FORMAT, DETECTOR_VERSION, INITS,
                                    DetectorArch, DetectorError, PersonDetector, build_detector,
                                    detect_persons)
-from hgrnn.pipeline.finetune import _atomic_save, _autocast, _distributed, resolve_sources
+from hgrnn.pipeline.finetune import resolve_sources
 from hgrnn.pipeline.keyframe_cache import (cache_settings, cached_timestamps, fill_cache,
                                            open_cache, read_keyframe)
+from hgrnn.pipeline.trainloop import (MetricsLog, TrainState, autocast, barrier, due,
+                                      micro_batch, no_sync, run_folder, save_file,
+                                      setup_distributed, step_bar, wrap_ddp, write_run_config)
 from hgrnn.pipeline.video import check_video_source
 
 log = logging.getLogger(__name__)
@@ -101,17 +102,18 @@ class FinetuneDetectorConfig:
     exclusions: str | None = None
     cache: str | None = None
     cache_quality: int = 95
-    backbone: str = "resnet101"
+    # the model's fields (ARCH_FIELDS) default to DetectorArch's: the paper's setting
+    backbone: str = DetectorArch.backbone
     init: str = "imagenet"
     init_weights: str | None = None
     trainable_layers: int | None = None
-    min_size: int = 800
-    max_size: int = 1333
-    proposals_train: int = 2000
-    proposals_test: int = 1000
-    roi_batch: int = 512
-    box_head_dim: int = 1024
-    fpn_dim: int = 256
+    min_size: int = DetectorArch.min_size
+    max_size: int = DetectorArch.max_size
+    proposals_train: int = DetectorArch.proposals_train
+    proposals_test: int = DetectorArch.proposals_test
+    roi_batch: int = DetectorArch.roi_batch
+    box_head_dim: int = DetectorArch.box_head_dim
+    fpn_dim: int = DetectorArch.fpn_dim
     flip_prob: float = 0.5
     lr: float = 1e-5
     lr_halve_every: int = 20000
@@ -318,8 +320,9 @@ def truncate_metrics(path, step: int) -> None:
 
 
 def plot_loss(metrics: list[dict], path) -> bool:
-    """Training loss (total and its four parts, log scale) and validation person AP against
-    step, as a PNG. False when matplotlib is missing or there is nothing to plot."""
+    """Training loss (total and its four parts, log scale) and validation person AP (in
+    percent) against step, as a PNG. False when matplotlib is missing or there is nothing
+    to plot."""
     train = [m for m in metrics if m.get("split") == "train"]
     val = [m for m in metrics if m.get("split") == "val"]
     if not train and not val:
@@ -345,10 +348,10 @@ def plot_loss(metrics: list[dict], path) -> bool:
               frameon=False)                       # below the axes: clear of both curves
     if val:
         ax2 = ax.twinx()
-        ax2.plot([m["step"] for m in val], [m["AP"] for m in val], "o-", color="tab:red",
-                 label="val person AP@0.5")
-        ax2.set_ylabel("validation person AP")
-        ax2.set_ylim(0, 1)
+        ax2.plot([m["step"] for m in val], [100 * m["AP"] for m in val], "o-",
+                 color="tab:red", label="val person AP@0.5 (%)")
+        ax2.set_ylabel("validation person AP (%)")
+        ax2.set_ylim(0, 100)                  # percent, like every other chart
         ax2.legend(loc="upper right", fontsize=8)
     ax.set_title("finetune-detector")
     fig.tight_layout()
@@ -398,13 +401,8 @@ def finetune_detector(config: FinetuneDetectorConfig, resume: bool = False,
     detector.pt, "val": last validation dict or None, "steps", "seconds", "failed": {video:
     reason}}. Under torchrun every rank calls this; rank 0 writes the outputs."""
     t_start = time.time()
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
-    rank, world, _local_rank, device = _distributed(config.device)
-    out_dir = Path(config.out_dir)
-    if rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    state_path, ckpt_path = out_dir / "state.pt", out_dir / "detector.pt"
+    rank, world, _local_rank, device = setup_distributed(config.device, config.num_threads)
+    out_dir, state_path, ckpt_path = run_folder(config.out_dir, "detector.pt", rank)
     metrics_path = out_dir / "metrics.jsonl"
     if not resume and (state_path.exists() or ckpt_path.exists()):
         raise DetectorError(f"{out_dir}: already holds a detector run (detector.pt/state.pt); "
@@ -434,38 +432,19 @@ def finetune_detector(config: FinetuneDetectorConfig, resume: bool = False,
     model, init_meta = build_detector(config.arch(), init=config.init,
                                       init_weights=config.init_weights)
     model.to(device)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_halve_every,
-                                                gamma=0.5)
-    use_scaler = device.type == "cuda" and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    train = TrainState(model, config.lr, config.lr_halve_every, device, DetectorError)
     step, last_val = 0, None
     if resume and state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        saved = json.loads(state["config"])
-        for key in ARCH_FIELDS:
-            if saved.get(key) != getattr(config, key):
-                raise DetectorError(f"{state_path}: was trained with {key}={saved.get(key)!r}, "
-                                    f"now {getattr(config, key)!r}; use another --out")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scheduler.step_size = config.lr_halve_every          # a new interval applies from here
-        scaler.load_state_dict(state["scaler"])
-        step = int(state["step"])
-        last_val = json.loads(state["val"]) if state.get("val") else None
-        torch.set_rng_state(state["rng"])
+        state = train.load(state_path, config, ARCH_FIELDS, out_hint="--out")
+        step, last_val = state["step"], state["val"]
         if rank == 0:
             truncate_metrics(metrics_path, step)
         log.info("resuming %s at step %d", state_path, step)
     elif resume:
         log.warning("%s: nothing to resume, starting from step 0", state_path)
 
-    net = model
-    if world > 1:
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    micro = math.ceil(config.batch_size / (world * config.accumulate))
+    net = wrap_ddp(model, world, device)
+    micro = micro_batch(config.batch_size, world, config.accumulate)
     samples = KeyframeSamples(keyframes, config.cache_dir(), config.seed, config.flip_prob)
     loader = torch.utils.data.DataLoader(
         samples, batch_sampler=StepBatches(step, config.steps, micro, config.accumulate, rank,
@@ -474,30 +453,20 @@ def finetune_detector(config: FinetuneDetectorConfig, resume: bool = False,
         generator=torch.Generator(),                # leaves the global RNG alone (resume)
         pin_memory=device.type == "cuda")
     batches = iter(loader)
-    metrics_file = open(metrics_path, "a") if rank == 0 else None
+    metrics_log = MetricsLog(metrics_path, rank)
     if rank == 0:
-        (out_dir / "config.json").write_text(json.dumps(
-            {**dataclasses.asdict(config), "world_size": world, "micro_batch": micro,
-             "initial_weights": init_meta, "failed_videos": failures},
-            indent=2, sort_keys=True, default=str))
+        write_run_config(out_dir, config, world, micro, initial_weights=init_meta,
+                         failed_videos=failures)
         log.info("fine-tuning the detector on %d keyframes of %d videos; batch %d = %d ranks x "
                  "%d accumulation x %d images", len(keyframes),
                  len({k.video_id for k in keyframes}), micro * world * config.accumulate,
                  world, config.accumulate, micro)
 
-    def write_metrics(record):
-        if metrics_file is not None:
-            metrics_file.write(json.dumps(record) + "\n")
-            metrics_file.flush()
-
     def save(val):
         if rank != 0:
             return
-        _atomic_save(checkpoint_dict(model, config, step, val), ckpt_path)
-        _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                      "step": step, "config": config.to_json(), "rng": torch.get_rng_state(),
-                      "val": None if val is None else json.dumps(val)}, state_path)
+        save_file(checkpoint_dict(model, config, step, val), ckpt_path, DetectorError)
+        train.save(state_path, step=step, config_json=config.to_json(), val=val)
         plot_loss(read_metrics(metrics_path), out_dir / "loss.png")
 
     def run_validation():
@@ -505,60 +474,53 @@ def finetune_detector(config: FinetuneDetectorConfig, resume: bool = False,
         if rank == 0 and val_keyframes:
             result = validate_detector(model, val_keyframes, config.cache_dir(), val_gt, device,
                                        config.protocol, progress=progress)
-            write_metrics({"step": step, "split": "val", **result})
-            log.info("step %d: validation person AP %.4f", step, result["AP"])
-        if world > 1:
-            dist.barrier()
+            metrics_log.write({"step": step, "split": "val", **result})
+            log.info("step %d: validation person AP %s %%", step,
+                     metrics.format_percent(result["AP"]))
+        barrier(world)
         return result
 
     if step == 0 and val_keyframes:
         last_val = run_validation() or last_val
-    bar = progress_bar(total=config.steps, initial=step, desc="finetune-detector", unit="step",
-               disable=not progress or rank != 0, dynamic_ncols=True)
+    bar = step_bar("finetune-detector", config.steps, step, progress, rank)
     window = _new_window()
     model.train()
     try:
         while step < config.steps:
-            optimizer.zero_grad(set_to_none=True)
+            train.optimizer.zero_grad(set_to_none=True)
             for micro_step in range(config.accumulate):
                 images, targets = _to_device(next(batches), device)
-                last = micro_step == config.accumulate - 1
-                context = net.no_sync() if (world > 1 and not last) else _NullContext()
-                with context:
-                    with _autocast(device):
+                with no_sync(net, last=micro_step == config.accumulate - 1):
+                    with autocast(device):
                         losses = net(images, targets)
                     loss = sum(losses.values()) / config.accumulate
-                    scaler.scale(loss).backward()
+                    train.backward(loss)
                 window["n"] += 1
                 window["images"] += len(images)
                 for name in LOSS_NAMES:
                     window[name] += float(losses[name].detach())
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            train.step()
             step += 1
             bar.update(1)
-            if step % config.log_every == 0 or step == config.steps:
-                record = _window_record(window, step, scheduler.get_last_lr()[0], world,
+            if due(step, config.log_every, config.steps):
+                record = _window_record(window, step, train.lr, world,
                                         len(keyframes), micro * world * config.accumulate)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
-                write_metrics(record)
+                metrics_log.write(record)
                 window = _new_window()
             validated = False
-            if val_keyframes and (step % config.val_every == 0 or step == config.steps):
+            if val_keyframes and due(step, config.val_every, config.steps):
                 last_val = run_validation() or last_val
                 validated = True
-            if step % config.checkpoint_every == 0 or step == config.steps or validated:
+            if due(step, config.checkpoint_every, config.steps) or validated:
                 save(last_val)
     finally:
         del batches                                     # ends the DataLoader workers
         bar.close()
-        if metrics_file is not None:
-            metrics_file.close()
+        metrics_log.close()
     if rank == 0 and not ckpt_path.exists():
         save(last_val)                  # resumed a finished run: make sure the checkpoint exists
-    if world > 1:
-        dist.barrier()
+    barrier(world)
     return {"checkpoint": str(ckpt_path), "val": last_val, "steps": step,
             "seconds": time.time() - t_start, "failed": failures}
 
@@ -585,11 +547,3 @@ def _window_record(window, step, lr, world, n_keyframes, batch) -> dict:
     return {"step": step, "split": "train", "loss": sum(parts.values()), **parts, "lr": lr,
             "images_per_s": window["images"] * world / seconds,
             "epoch": (step * batch) // max(n_keyframes, 1)}
-
-
-class _NullContext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

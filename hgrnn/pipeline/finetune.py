@@ -75,20 +75,16 @@ order restarts with a fresh epoch (clips are not replayed exactly).
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import logging
 import math
-import os
 import sys
 import time
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -100,9 +96,11 @@ from hgrnn.losses import sigmoid_focal_loss
 from hgrnn.pipeline.i3d import (FEATURE_DIM, FINETUNE_FORMAT, FINETUNE_VERSION, InceptionI3d,
                                 load_backbone, normalize_frames)
 from hgrnn.pipeline.person_layer import backbone_maps, layer_of, pooled_person_features
+from hgrnn.pipeline.trainloop import (MetricsLog, TrainState, autocast, barrier,
+                                      damaged_state_guard, due, micro_batch, no_sync,
+                                      run_folder, save_file, setup_distributed, step_bar,
+                                      wrap_ddp, write_run_config)
 from hgrnn.pipeline.video import VideoError, find_frame_folders, find_videos, iter_clips
-from hgrnn.torchfile import TorchFileError, save_atomic
-from hgrnn.torchfile import load as load_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -509,13 +507,6 @@ def classification_loss(logits, targets, config: FinetuneConfig) -> torch.Tensor
 
 # ----------------------------------------------------------------------------- checkpoints
 
-def _atomic_save(obj, path: Path) -> None:
-    try:
-        save_atomic(obj, path)             # temporary + rename; no .tmp left on failure
-    except TorchFileError as err:
-        raise FinetuneError(str(err)) from None
-
-
 def checkpoint_dict(model: PersonActionModel, config: FinetuneConfig, label_map, step: int,
                     val: dict | None = None) -> dict:
     """The `backbone.pt` content (module docstring); tensors on CPU."""
@@ -526,29 +517,6 @@ def checkpoint_dict(model: PersonActionModel, config: FinetuneConfig, label_map,
             "classifier": cpu(model.classifier), "config": config.to_json(),
             "label_map": label_map.to_json(), "step": int(step),
             "val": None if val is None else json.dumps(val)}
-
-
-# ----------------------------------------------------------------------------- distributed
-
-def _distributed(device_pref: str):
-    """(rank, world, local_rank, device); initialises the process group under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device_pref == "auto":
-        use_cuda = torch.cuda.is_available()
-    else:
-        use_cuda = device_pref.startswith("cuda")
-    if use_cuda:
-        device = torch.device(f"cuda:{local_rank}" if world > 1 or device_pref in ("auto", "cuda")
-                              else device_pref)
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
-        # long timeout: the other ranks wait in a barrier while rank 0 validates
-        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(hours=3))
-    rank = dist.get_rank() if world > 1 else 0
-    return rank, world, local_rank, device
 
 
 # ----------------------------------------------------------------------------- validation
@@ -566,7 +534,7 @@ def predict_keyframes(model: PersonActionModel, keyframes, sources, config: Fine
         by_video.setdefault(k.video_id, []).append(k)
     bar = progress_bar(total=len(keyframes), desc="validate", unit="kf", disable=not progress,
                leave=False)
-    autocast = _autocast(device)
+    mixed = autocast(device)
     for video_id, kfs in by_video.items():
         by_time = {float(k.timestamp - config.time_offset): k for k in kfs}
         for time_s, frames in iter_clips(sources[video_id], sorted(by_time), config.clip_frames,
@@ -575,7 +543,7 @@ def predict_keyframes(model: PersonActionModel, keyframes, sources, config: Fine
             clip = network_input(torch.from_numpy(frames)[None], None, config, flow_computer,
                                  device)                                  # (1, c, T, H, W)
             rois = torch.cat([torch.zeros(len(kf.boxes), 1), torch.from_numpy(kf.boxes)], 1)
-            with autocast:
+            with mixed:
                 logits = model(clip, rois.to(device))
             probs.append(torch.sigmoid(logits.float()).cpu().numpy())
             vids += [video_id] * len(kf.boxes)
@@ -605,13 +573,6 @@ def validate(model, keyframes, sources, gt_rows, label_map, config, device, prog
     return metrics.evaluate(gt_rows, results, label_map, protocol=config.protocol).to_dict()
 
 
-def _autocast(device):
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return torch.autocast("cpu", enabled=False)
-
-
 # ----------------------------------------------------------------------------- training
 
 def _batches(dataset: ClipStream, micro: int, workers: int, epoch: int):
@@ -636,13 +597,8 @@ def finetune_backbone(config: FinetuneConfig, resume: bool = False, progress: bo
     path of backbone.pt, "val": last validation dict or None, "steps": int, "seconds": float}.
     Under torchrun every rank calls this; rank 0 writes the outputs."""
     t_start = time.time()
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
-    rank, world, local_rank, device = _distributed(config.device)
-    out_dir = Path(config.out_dir)
-    if rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    state_path, ckpt_path = out_dir / "state.pt", out_dir / "backbone.pt"
+    rank, world, _local_rank, device = setup_distributed(config.device, config.num_threads)
+    out_dir, state_path, ckpt_path = run_folder(config.out_dir, "backbone.pt", rank)
     if not resume and (state_path.exists() or ckpt_path.exists()):     # checked on every rank
         raise FinetuneError(f"{out_dir}: already holds a fine-tuning run (backbone.pt/state.pt);"
                             " pass resume to continue it or choose another out_dir")
@@ -686,71 +642,37 @@ def finetune_backbone(config: FinetuneConfig, resume: bool = False, progress: bo
                               projection=projection if (projection is not None and
                                                         projection.out_features == config.projection_dim)
                               else None, person_layer=config.person_layer).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_halve_every, gamma=0.5)
-    use_scaler = device.type == "cuda" and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    train = TrainState(model, config.lr, config.lr_halve_every, device, FinetuneError)
     step, epoch, last_val = 0, 0, None
     if resume and state_path.exists():
-        try:
-            state = load_torch_file(state_path, "resume state")
-            saved = json.loads(state["config"])
-            before = {"stream": "rgb", "flow": "tvl1", "person_layer": layer_of({})}  # older
-            fixed = ("clip_frames", "frame_stride", "projection_dim", "label_map", "loss",
-                     "person_layer", "stream") + (("flow",) if config.stream == "flow" else ())
-            for key in fixed:
-                if saved.get(key, before.get(key)) != getattr(config, key):
-                    raise FinetuneError(f"{state_path}: was trained with {key}="
-                                        f"{saved.get(key, before.get(key))!r}, now "
-                                        f"{getattr(config, key)!r}; use another out_dir")
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            # the saved scheduler brings its own interval: a new --lr-halve-every applies from
-            # here on (the current lr is kept); a new --lr cannot apply without undoing the
-            # halvings
-            scheduler.step_size = config.lr_halve_every
-            if saved.get("lr_halve_every") != config.lr_halve_every:
-                log.warning("%s: lr_halve_every %s -> %s from step %d on", state_path,
-                            saved.get("lr_halve_every"), config.lr_halve_every,
-                            int(state["step"]))
-            if saved.get("lr") != config.lr:
-                log.warning("%s: --lr %s ignored on resume; the run continues its schedule "
-                            "from lr %s", state_path, config.lr, saved.get("lr"))
-            scaler.load_state_dict(state["scaler"])
-            step, epoch = int(state["step"]), int(state["epoch"]) + 1
-            last_val = json.loads(state["val"]) if state.get("val") else None
-            torch.set_rng_state(state["rng"])
-        except TorchFileError as err:
-            raise FinetuneError(str(err)) from None
-        except FinetuneError:
-            raise
-        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:
-            # a damaged state.pt: one line, never a traceback
-            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            raise FinetuneError(f"{state_path}: damaged resume state ({type(err).__name__}: "
-                                f"{first}); restore it from a copy, or start a new run in "
-                                f"another out_dir") from None
+        before = {"stream": "rgb", "flow": "tvl1", "person_layer": layer_of({})}  # older files
+        fixed = ("clip_frames", "frame_stride", "projection_dim", "label_map", "loss",
+                 "person_layer", "stream") + (("flow",) if config.stream == "flow" else ())
+        state = train.load(state_path, config, fixed, defaults=before, out_hint="out_dir")
+        step, last_val = state["step"], state["val"]
+        with damaged_state_guard(state_path, FinetuneError, "out_dir"):
+            epoch = int(state["epoch"]) + 1
+        # a new --lr-halve-every applies from here on (the current lr is kept); a new --lr
+        # cannot apply without undoing the halvings
+        if state["saved"].get("lr_halve_every") != config.lr_halve_every:
+            log.warning("%s: lr_halve_every %s -> %s from step %d on", state_path,
+                        state["saved"].get("lr_halve_every"), config.lr_halve_every, step)
+        if state["saved"].get("lr") != config.lr:
+            log.warning("%s: --lr %s ignored on resume; the run continues its schedule "
+                        "from lr %s", state_path, config.lr, state["saved"].get("lr"))
         log.info("resuming %s at step %d", state_path, step)
     elif resume:
         log.warning("%s: nothing to resume, starting from step 0", state_path)
 
-    net = model
-    if world > 1:
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    micro = math.ceil(config.batch / (world * config.accumulate))
+    net = wrap_ddp(model, world, device)
+    micro = micro_batch(config.batch, world, config.accumulate)
     freeze_bn, bn_reason = resolve_freeze_bn(config.freeze_bn, micro)
     dataset = ClipStream(keyframes, sources, config, rank, world, worker_flow)
     batches = _batches(dataset, micro, config.num_workers, epoch)
-    metrics_file = open(out_dir / "metrics.jsonl", "a") if rank == 0 else None
+    metrics_log = MetricsLog(out_dir / "metrics.jsonl", rank)
     if rank == 0:
-        (out_dir / "config.json").write_text(json.dumps(
-            {**dataclasses.asdict(config), "world_size": world, "micro_batch": micro,
-             "freeze_bn_applied": freeze_bn, "freeze_bn_reason": bn_reason,
-             "initial_weights": meta}, indent=2,
-            sort_keys=True, default=str))
+        write_run_config(out_dir, config, world, micro, freeze_bn_applied=freeze_bn,
+                         freeze_bn_reason=bn_reason, initial_weights=meta)
         log.info("fine-tuning on %d keyframes (%d chunks) of %d videos; batch %d = %d ranks x "
                  "%d accumulation x %d clips", len(keyframes), len(dataset.chunks),
                  len(set(k.video_id for k in keyframes)), micro * world * config.accumulate,
@@ -762,91 +684,69 @@ def finetune_backbone(config: FinetuneConfig, resume: bool = False, progress: bo
     def save(val=None):
         if rank != 0:
             return
-        _atomic_save(checkpoint_dict(model, config, label_map, step, val), ckpt_path)
-        _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                      "step": step, "epoch": current_epoch, "config": config.to_json(),
-                      "rng": torch.get_rng_state(),
-                      "val": None if val is None else json.dumps(val)}, state_path)
+        save_file(checkpoint_dict(model, config, label_map, step, val), ckpt_path, FinetuneError)
+        train.save(state_path, step=step, config_json=config.to_json(), val=val,
+                   epoch=current_epoch)
 
     def run_validation():
         result = None
         if rank == 0 and val_keyframes:
             result = validate(model, val_keyframes, sources, val_gt, label_map, config, device,
                               progress, flow_computer)
-            metrics_file.write(json.dumps({"step": step, "split": "val", **result}) + "\n")
-            metrics_file.flush()
+            metrics_log.write({"step": step, "split": "val", **result})
             log.info("step %d: validation frame-mAP %.2f %%", step, 100 * result["mAP"])
-        if world > 1:
-            dist.barrier()
+        barrier(world)
         return result
 
-    bar = progress_bar(total=config.steps, initial=step, desc="finetune", unit="step",
-               disable=not progress or rank != 0, dynamic_ncols=True)
+    bar = step_bar("finetune", config.steps, step, progress, rank)
     window = {"loss": 0.0, "clips": 0, "persons": 0, "n": 0, "t": time.time()}
     current_epoch = epoch
     set_train_mode(model, True, freeze_bn)
     try:
         while step < config.steps:
-            optimizer.zero_grad(set_to_none=True)
+            train.optimizer.zero_grad(set_to_none=True)
             for micro_step in range(config.accumulate):
                 current_epoch, batch = next(batches)
                 clips = network_input(batch["clips"], batch["flow"], config, flow_computer,
                                       device)
                 rois = batch["rois"].to(device)
                 labels = batch["labels"].to(device)
-                sync = micro_step == config.accumulate - 1 or world == 1
-                context = net.no_sync() if (world > 1 and not sync) else _null()
-                with context:
-                    with _autocast(device):
+                with no_sync(net, last=micro_step == config.accumulate - 1):
+                    with autocast(device):
                         logits = net(clips, rois)
                     loss = classification_loss(logits, labels, config) / config.accumulate
-                    scaler.scale(loss).backward()
+                    train.backward(loss)
                 window["loss"] += float(loss.detach()) * config.accumulate
                 window["n"] += 1
                 window["clips"] += clips.shape[0]
                 window["persons"] += rois.shape[0]
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            train.step()
             step += 1
             bar.update(1)
-            if step % config.log_every == 0 or step == config.steps:
+            if due(step, config.log_every, config.steps):
                 seconds = max(time.time() - window["t"], 1e-9)
                 record = {"step": step, "split": "train", "loss": window["loss"] / window["n"],
-                          "lr": scheduler.get_last_lr()[0],
+                          "lr": train.lr,
                           "clips_per_s": window["clips"] * world / seconds,
                           "persons": window["persons"], "epoch": current_epoch}
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}",
                                 clips_s=f"{record['clips_per_s']:.1f}")
-                if rank == 0:
-                    metrics_file.write(json.dumps(record) + "\n")
-                    metrics_file.flush()
+                metrics_log.write(record)
                 window = {"loss": 0.0, "clips": 0, "persons": 0, "n": 0, "t": time.time()}
             validated = False
-            if val_keyframes and (step % config.val_every == 0 or step == config.steps):
+            if val_keyframes and due(step, config.val_every, config.steps):
                 result = run_validation()
                 last_val = result if result is not None else last_val
                 validated = True
                 set_train_mode(model, True, freeze_bn)
-            if step % config.checkpoint_every == 0 or step == config.steps or validated:
+            if due(step, config.checkpoint_every, config.steps) or validated:
                 save(last_val)
     finally:
         batches.close()                          # ends the DataLoader and its workers
         bar.close()
-        if metrics_file is not None:
-            metrics_file.close()
+        metrics_log.close()
     if step >= config.steps and not ckpt_path.exists() and rank == 0:
         save(last_val)          # resumed a finished run: make sure the checkpoint exists
-    if world > 1:
-        dist.barrier()
+    barrier(world)
     return {"checkpoint": str(ckpt_path), "val": last_val, "steps": step,
             "seconds": time.time() - t_start}
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
