@@ -57,7 +57,7 @@ def test_training_lowers_the_loss_and_raises_person_ap(trained):
     assert all(abs(r["loss"] - sum(r[k] for k in dtr.LOSS_NAMES)) < 1e-9 for r in train)
     # held-out videos: the step-0 AP is chance (anchors that happen to fit)
     assert val[-1]["AP"] > val[0]["AP"] + 0.2, val
-    assert f"validation person AP@0.5: {val[-1]['AP']:.4f}" in result.output
+    assert f"validation person AP@0.5: {100 * val[-1]['AP']:.4f} %" in result.output
     ckpt = torch.load(out / "detector.pt", weights_only=True)
     assert ckpt["format"] == "hgrnn-detector" and ckpt["step"] == 30
     assert ckpt["arch"]["backbone"] == "resnet18" and ckpt["arch"]["norm"] == "batch"

@@ -134,7 +134,8 @@ def finetune_detector_cmd(resume, quiet, **options):
         click.echo(f"trained {out['steps']} steps in {out['seconds']:.1f} s; checkpoint "
                    f"{out['checkpoint']}")
         if out["val"] is not None:
-            click.echo(f"validation person AP@0.5: {out['val']['AP']:.4f}")
+            from hgrnn.metrics import format_percent
+            click.echo(f"validation person AP@0.5: {format_percent(out['val']['AP'])} %")
         for vid, reason in sorted(out["failed"].items()):
             click.echo(f"  not decoded (skipped) {vid}: {reason}", err=True)
 
