@@ -2,7 +2,8 @@
 
 import click
 
-from hgrnn.cli.options import device_option, parse_keyframes, video_source_options
+from hgrnn.cli.options import (device_option, parse_keyframes, validation_options,
+                               video_source_options)
 
 
 @click.command("finetune-detector")
@@ -66,17 +67,8 @@ from hgrnn.cli.options import device_option, parse_keyframes, video_source_optio
                    "each pass takes ceil(batch / (GPUs x accumulate)).")
 @click.option("--accumulate", type=click.IntRange(min=1), default=1, show_default=True,
               help="Split each step into N forward/backward passes, for small GPUs.")
-@click.option("--val-annotations", type=click.Path(exists=True, dir_okay=False),
-              help="Validation ground truth: person AP@0.5 at step 0, every --val-every steps "
-                   "and at the end.")
-@click.option("--val-exclusions", type=click.Path(exists=True, dir_okay=False),
-              help="Excluded-timestamps CSV for --val-annotations.")
-@click.option("--val-every", type=click.IntRange(min=1), default=5000, show_default=True,
-              help="Validation interval in optimizer steps.")
-@click.option("--val-max-keyframes", type=click.IntRange(min=1), default=None,
-              help="Validate on the first N keyframes only (sorted by video, time).")
-@click.option("--protocol", type=click.Choice(["ava-2018", "ava-2019", "ava-2020"]),
-              default="ava-2018", show_default=True, help="AP protocol for validation.")
+@validation_options("person AP@0.5 at step 0, every --val-every steps and at the end",
+                    "AP protocol for validation.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Initialisation, data order and flips.")
 @device_option

@@ -3,7 +3,7 @@
 import click
 
 from hgrnn.cli.options import (device_option, flow_options, person_layer_option,
-                               video_source_options)
+                               validation_options, video_source_options)
 
 
 @click.command("finetune-backbone")
@@ -29,18 +29,8 @@ from hgrnn.cli.options import (device_option, flow_options, person_layer_option,
                    "paper's start; flow_imagenet.pt with --stream flow), an earlier "
                    "finetune-backbone checkpoint of the same stream, or 'none' for RANDOM "
                    "weights (tests only).")
-@click.option("--val-annotations", type=click.Path(exists=True, dir_okay=False),
-              help="Validation ground truth: frame-mAP with its gt boxes every --val-every "
-                   "steps and at the end.")
-@click.option("--val-exclusions", type=click.Path(exists=True, dir_okay=False),
-              help="Excluded-timestamps CSV for --val-annotations.")
-@click.option("--val-every", type=click.IntRange(min=1), default=5000, show_default=True,
-              help="Validation interval in optimizer steps.")
-@click.option("--val-max-keyframes", type=click.IntRange(min=1), default=None,
-              help="Validate on the first N keyframes only (sorted by video, time): a quick "
-                   "periodic check; default all.")
-@click.option("--protocol", type=click.Choice(["ava-2018", "ava-2019", "ava-2020"]),
-              default="ava-2018", show_default=True, help="Frame-mAP protocol for validation.")
+@validation_options("frame-mAP with its gt boxes every --val-every steps and at the end",
+                    "Frame-mAP protocol for validation.")
 @click.option("--clip-frames", type=click.IntRange(min=1), default=32, show_default=True,
               help="Frames per clip centred on the keyframe (as extract-features).")
 @click.option("--frame-stride", type=click.IntRange(min=1), default=1, show_default=True,

@@ -49,6 +49,30 @@ device_option = click.option(
     help="auto (cuda:LOCAL_RANK when available, else cpu) | cpu | cuda | cuda:N.")
 
 
+def validation_options(what: str, protocol_help: str):
+    """The validation options of the training commands (finetune-backbone, finetune-detector);
+    ``what``: what is measured, and when ("frame-mAP ... every --val-every steps ...")."""
+    options = [
+        click.option("--val-annotations", type=click.Path(exists=True, dir_okay=False),
+                     help=f"Validation ground truth: {what}."),
+        click.option("--val-exclusions", type=click.Path(exists=True, dir_okay=False),
+                     help="Excluded-timestamps CSV for --val-annotations."),
+        click.option("--val-every", type=click.IntRange(min=1), default=5000, show_default=True,
+                     help="Validation interval in optimizer steps."),
+        click.option("--val-max-keyframes", type=click.IntRange(min=1), default=None,
+                     help="Validate on the first N keyframes only (sorted by video, time): a "
+                          "quick periodic check; default all."),
+        click.option("--protocol", type=click.Choice(["ava-2018", "ava-2019", "ava-2020"]),
+                     default="ava-2018", show_default=True, help=protocol_help),
+    ]
+
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return decorate
+
+
 # finetune-backbone and extract-features must pool persons from the same layer: one option.
 person_layer_option = click.option(
     "--person-layer", type=click.Choice(["mixed_5c", "mixed_4f"]), default="mixed_5c",
