@@ -193,7 +193,7 @@ def ablate_cmd(train_store, val_store, out_dir, rows, seeds, jobs, steps, batch_
       hgrnn ablate --train-store demo_out/train.h5 --val-store demo_out/val.h5 --out abl -j 2
     \b
     Table 4 (RGB vs RGB+Flow) on two-stream synthetic stores, both heads trained to
-    convergence (docs/synthetic.md says why; about 9 minutes on 2 cores):
+    convergence (docs/synthetic.md says why; 5 minutes on 2 idle cores):
       hgrnn synth --out tr2.h5 --videos 240 --keyframes 50 --seed 1 --streams rgb,flow
       hgrnn synth --out va2.h5 --videos 20 --keyframes 50 --seed 2 --streams rgb,flow
       hgrnn ablate --train-store tr2.h5 --val-store va2.h5 --rows hgrnn,hgrnn_flow --steps 3000 --lr 1e-3 --out t4
