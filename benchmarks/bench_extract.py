@@ -40,7 +40,7 @@ import torchvision.ops  # noqa: F401 - first import costs seconds; keep it out o
 from hgrnn.pipeline.extract import ExtractConfig, extract_features
 from hgrnn.pipeline.i3d import clip_features, load_backbone, normalize_frames
 from hgrnn.pipeline.render import render_video
-from hgrnn.pipeline.video import iter_clips
+from hgrnn.data.video import iter_clips
 
 
 def decode(path, times, args):

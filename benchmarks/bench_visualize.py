@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from hgrnn.data.ava import load_label_map                      # noqa: E402
 from hgrnn.pipeline import visualize as vis                   # noqa: E402
-from hgrnn.pipeline.video import open_source                  # noqa: E402
+from hgrnn.data.video import open_source                  # noqa: E402
 
 SIZE = (1280, 720)
 FPS = 30

@@ -652,7 +652,7 @@ def figure_raft(ctx: Context) -> dict:
 
 def _decode_one(args) -> dict:
     """Decode every-second clips of one video (a worker process of figure_decode)."""
-    from hgrnn.pipeline.video import iter_clips
+    from hgrnn.data.video import iter_clips
     path, seconds, clip_frames, short_side = args
     stats: dict = {}
     for _ in iter_clips(path, list(range(seconds)), clip_frames, 1, short_side, stats=stats):

@@ -6,7 +6,7 @@ import os
 from click.testing import CliRunner
 
 from hgrnn.cli import main
-from hgrnn.demo import DemoConfig, format_summary, run_demo
+from hgrnn.apps.demo import DemoConfig, format_summary, run_demo
 
 
 def test_demo_end_to_end_and_reuse(tmp_path):

@@ -232,7 +232,7 @@ def test_detect_csv_feeds_extract_features_and_equals_extract_with_the_detector(
 
 
 def test_keyframe_images_are_extractions_centre_frames(data):
-    from hgrnn.pipeline.video import iter_clips
+    from hgrnn.data.video import iter_clips
 
     _, videos, _ = data
     got = dict(dt.keyframe_images(videos / "vidA.mp4", [2, 0], short_side=48, time_offset=-0.5))

@@ -9,7 +9,7 @@ from hgrnn.cli import main
 from hgrnn.data.ava import group_persons, load_label_map, read_annotations, read_results
 from hgrnn.pipeline.example import render_example
 from hgrnn.pipeline.render import _background
-from hgrnn.pipeline.video import iter_clips
+from hgrnn.data.video import iter_clips
 
 
 @pytest.fixture(scope="module")

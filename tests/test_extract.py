@@ -24,7 +24,7 @@ from hgrnn.data.store_check import check_store
 from hgrnn.pipeline.extract import every_second, shard_items, shard_path, video_keyframes
 from hgrnn.pipeline.i3d import InceptionI3d, normalize_frames, person_features
 from hgrnn.pipeline.render import render_frames, render_video
-from hgrnn.pipeline.video import VideoError, iter_clips
+from hgrnn.data.video import VideoError, iter_clips
 
 FPS = 10
 SMALL = ["--clip-frames", "8", "--short-side", "64", "--batch-size", "8", "--workers", "0",

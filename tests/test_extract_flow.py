@@ -16,7 +16,7 @@ from hgrnn.data.store_check import check_store
 from hgrnn.pipeline.flow import scale_flow, tvl1_pairs
 from hgrnn.pipeline.i3d import InceptionI3d, normalize_frames, person_features
 from hgrnn.pipeline.render import render_video
-from hgrnn.pipeline.video import iter_clips
+from hgrnn.data.video import iter_clips
 
 FPS = 10
 TINY = ["--clip-frames", "4", "--short-side", "64", "--batch-size", "8", "--quiet"]

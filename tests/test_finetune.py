@@ -183,7 +183,7 @@ def test_clip_stream_samples_are_augmented_and_consistent(ava_fixture):
 
 def fixed_batch(config, keyframes, sources):
     """All keyframes' clips, centre-cropped to crop_size, no flip: (clips, rois, labels)."""
-    from hgrnn.pipeline.video import iter_clips
+    from hgrnn.data.video import iter_clips
 
     samples = []
     for k in keyframes:
@@ -213,7 +213,7 @@ def check_extraction_uses_checkpoint(root, tmp_path, checkpoint, model, config):
     from hgrnn.data.windows import ContextWindows, FeatureStore
     from hgrnn.pipeline.extract import ExtractConfig, extract_features
     from hgrnn.pipeline.i3d import normalize_frames
-    from hgrnn.pipeline.video import iter_clips
+    from hgrnn.data.video import iter_clips
 
     store_path = tmp_path / "finetuned.h5"
     extract_features(ExtractConfig(

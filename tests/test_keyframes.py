@@ -1,11 +1,11 @@
-"""Keyframes inside a video and clip spans (hgrnn.pipeline.keyframes), checked against the
+"""Keyframes inside a video and clip spans (hgrnn.data.keyframes), checked against the
 extraction's own every-second rule and a brute-force search over offsets."""
 
 import numpy as np
 import pytest
 
 from hgrnn.pipeline.extract import every_second
-from hgrnn.pipeline.keyframes import (clip_span_warning, fitting_offsets, nice_offset,
+from hgrnn.data.keyframes import (clip_span_warning, fitting_offsets, nice_offset,
                                       offset_hint, split_keyframes, suggested_clip_frames)
 
 

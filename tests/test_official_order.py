@@ -16,7 +16,7 @@ import pytest
 
 from hgrnn.data.ava import AvaRows, LabelMap, write_annotations, write_results
 from hgrnn.metrics import PROTOCOLS, evaluate, evaluate_csv
-from hgrnn.official_order import (first_appearance_rank, grouped_descending, heap_order)
+from hgrnn.metrics.official_order import (first_appearance_rank, grouped_descending, heap_order)
 
 AVA = "/work/shared/ava"
 OFFICIAL = os.path.join(AVA, "official")

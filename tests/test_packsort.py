@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from hgrnn.packsort import argsort_descending, dense_keys, rank_inverse, segments, sort_pairs
+from hgrnn.metrics.packsort import argsort_descending, dense_keys, rank_inverse, segments, sort_pairs
 
 
 def test_argsort_descending_matches_stable_argsort():

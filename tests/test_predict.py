@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from hgrnn.cli import main
 from hgrnn.data.ava import read_results
-from hgrnn.hgrnn_head.predict import PredictError, check_compatible
+from hgrnn.apps.predict import PredictError, check_compatible
 from hgrnn.pipeline.render import render_labelled
 from hgrnn.pipeline.visualize import box_pixels, keyframe_of_frame
 

@@ -1,4 +1,4 @@
-"""Decoding and clip sampling (hgrnn.pipeline.video) on videos rendered by hgrnn.pipeline.render.
+"""Decoding and clip sampling (hgrnn.data.video) on videos rendered by hgrnn.pipeline.render.
 
 Every rendered frame carries its index as a barcode, so each clip frame's identity is checked
 against the obviously-correct reference `expected_indices` (clamped arithmetic)."""
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hgrnn.pipeline.render import frame_at, read_barcode, render_frames, render_video
-from hgrnn.pipeline.video import (VideoError, clip_indices, find_videos, iter_clips, probe,
+from hgrnn.data.video import (VideoError, clip_indices, find_videos, iter_clips, probe,
                                   resized_size)
 
 FPS = 10

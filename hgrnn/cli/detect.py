@@ -114,7 +114,7 @@ def finetune_detector_cmd(resume, quiet, **options):
     from hgrnn.pipeline.detect import DetectorError
     from hgrnn.pipeline.detector_train import FinetuneDetectorConfig, finetune_detector
     from hgrnn.pipeline.finetune import FinetuneError
-    from hgrnn.pipeline.video import VideoError
+    from hgrnn.data.video import VideoError
 
     try:
         config = FinetuneDetectorConfig(**options)
@@ -188,7 +188,7 @@ def detect_cmd(allow_failures, quiet, **options):
 
     from hgrnn.data.ava import AvaFormatError
     from hgrnn.pipeline.detect import DetectConfig, DetectorError, detect_videos, format_summary
-    from hgrnn.pipeline.video import VideoError
+    from hgrnn.data.video import VideoError
 
     try:
         summary = detect_videos(DetectConfig(progress=not quiet, **options))

@@ -62,7 +62,7 @@ def extract_features_cmd(allow_failures, json_out, quiet, **options):
     from hgrnn.data.store import StoreError
     from hgrnn.pipeline.extract import ExtractConfig, extract_features, format_summary
     from hgrnn.pipeline.flow import FlowError
-    from hgrnn.pipeline.video import VideoError
+    from hgrnn.data.video import VideoError
 
     options["progress"] = not quiet
     cfg = ExtractConfig(**options)

@@ -126,7 +126,7 @@ def finetune_backbone_cmd(scale_jitter, resume, quiet, **options):
     from hgrnn.pipeline.finetune import FinetuneConfig, FinetuneError, finetune_backbone
     from hgrnn.pipeline.flow import FlowError
     from hgrnn.pipeline.i3d import I3DWeightsError
-    from hgrnn.pipeline.video import VideoError
+    from hgrnn.data.video import VideoError
 
     try:
         config = FinetuneConfig(scale_min=scale_jitter[0], scale_max=scale_jitter[1], **options)

@@ -83,11 +83,11 @@ def predict_cmd(videos, checkpoint, out_dir, keep_store, draw_min_score, top_k, 
 
     from hgrnn.data.ava import AvaFormatError
     from hgrnn.data.store import StoreError
-    from hgrnn.hgrnn_head.predict import PredictConfig, PredictError, format_summary, predict_videos
+    from hgrnn.apps.predict import PredictConfig, PredictError, format_summary, predict_videos
     from hgrnn.hgrnn_head.checkpoint import HeadError
     from hgrnn.pipeline.extract import ExtractConfig
     from hgrnn.pipeline.i3d import I3DWeightsError
-    from hgrnn.pipeline.video import VideoError
+    from hgrnn.data.video import VideoError
     from hgrnn.pipeline.visualize import VisualizeError
 
     if not extract_options.get("detections") and not extract_options.get("detector"):

@@ -104,7 +104,7 @@ def demo_cmd(out_dir, steps, threads, quick, quiet):
     (or OUT/baseline/run) to train again.
     """
     from hgrnn.data.store import StoreError
-    from hgrnn.demo import DemoConfig, format_summary, run_demo
+    from hgrnn.apps.demo import DemoConfig, format_summary, run_demo
     from hgrnn.hgrnn_head.checkpoint import HeadError
 
     try:

@@ -411,9 +411,9 @@ def _persons_per_keyframe(rows: _Rows, groups: _Groups, keyframes: dict) -> dict
 
 def _check_videos(keyframes: dict, videos, frames, fps, time_offset, clip_frames, frame_stride,
                   findings: _Findings, named_by: str) -> dict:
-    from hgrnn.pipeline.keyframes import (clip_seconds, clip_span_warning, describe_outside,
+    from hgrnn.data.keyframes import (clip_seconds, clip_span_warning, describe_outside,
                                           fitting_offsets, nice_offset, split_keyframes)
-    from hgrnn.pipeline.video import VideoError, find_frame_folders, find_videos, probe
+    from hgrnn.data.video import VideoError, find_frame_folders, find_videos, probe
 
     folder = videos if videos is not None else frames
     found = find_videos(videos) if videos is not None else find_frame_folders(frames)
@@ -566,7 +566,7 @@ def check_data(annotations, *, detections=None, label_map=None, videos=None, fra
         if detections is not None:
             for v, ts in det_kf.items():
                 wanted[v] = sorted(set(wanted.get(v, [])) | set(ts))
-        from hgrnn.pipeline.video import VideoError
+        from hgrnn.data.video import VideoError
         try:
             video_report = _check_videos(wanted, videos, frames, fps, time_offset, clip_frames,
                                          frame_stride, findings, named)

@@ -287,7 +287,7 @@ def _via_size(fname, size, videos):
     if size is not None:
         return size
     if videos is not None:
-        from hgrnn.pipeline.video import VideoError, find_videos, probe
+        from hgrnn.data.video import VideoError, find_videos, probe
 
         found = find_videos(videos)
         stem = Path(fname).stem

@@ -10,7 +10,7 @@ of a store) and the validation of `finetune-detector`. Two kinds of detector:
                   Faster R-CNN (labels: 0 background, 1 person) on a ResNet-18..152 FPN
                   backbone, fine-tuned on AVA's person boxes (the paper's detector)
 
-Keyframe images are decoded by `keyframe_images`: `hgrnn.pipeline.video.iter_clips` with a
+Keyframe images are decoded by `keyframe_images`: `hgrnn.data.video.iter_clips` with a
 one-frame clip, i.e. exactly the centre frame extraction hands its detector, short side
 resized to the detector's input size (aspect kept, bilinear).
 
@@ -37,8 +37,8 @@ from tqdm import tqdm
 from hgrnn.console import progress_bar
 from hgrnn.data.ava import read_annotations
 from hgrnn.pipeline.i3d import FINETUNE_FORMAT, sha256_file
-from hgrnn.pipeline.keyframes import summarize_outside
-from hgrnn.pipeline.video import (VideoError, check_video_source, find_frame_folders,
+from hgrnn.data.keyframes import summarize_outside
+from hgrnn.data.video import (VideoError, check_video_source, find_frame_folders,
                                   find_videos, iter_clips, probe)
 from hgrnn.torchfile import TorchFileError
 from hgrnn.torchfile import load as load_torch_file

@@ -75,7 +75,7 @@ from hgrnn.pipeline.keyframe_cache import (cache_settings, cached_timestamps, fi
 from hgrnn.pipeline.trainloop import (MetricsLog, TrainState, autocast, barrier, due,
                                       micro_batch, no_sync, run_folder, save_file,
                                       setup_distributed, step_bar, wrap_ddp, write_run_config)
-from hgrnn.pipeline.video import check_video_source
+from hgrnn.data.video import check_video_source
 
 log = logging.getLogger(__name__)
 

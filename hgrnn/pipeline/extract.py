@@ -1,6 +1,6 @@
 """`hgrnn extract-features`: videos -> HDF5 feature store (clip + person I3D features).
 
-Per video (one sequential decoding pass, `hgrnn.pipeline.video.iter_clips`):
+Per video (one sequential decoding pass, `hgrnn.data.video.iter_clips`):
 
   keyframes   --keyframes START:END, else the union of the keyframes of --annotations and
               of --detections (a keyframe with detections but no ground truth is scored
@@ -75,11 +75,11 @@ from hgrnn.data.store_merge import merge_stores
 from hgrnn.pipeline.defaults import DEFAULT_DET_THRESHOLD
 from hgrnn.pipeline.detect import detect_persons, load_person_detector
 from hgrnn.pipeline.i3d import load_backbone, normalize_frames, sha256_file
-from hgrnn.pipeline.keyframes import (clip_span_warning, describe_outside, offset_hint,
+from hgrnn.data.keyframes import (clip_span_warning, describe_outside, offset_hint,
                                       split_keyframes, summarize_outside)
 from hgrnn.pipeline.person_layer import (backbone_maps, check_layer, layer_of,
                                          pooled_person_features)
-from hgrnn.pipeline.video import (VideoError, check_video_source, find_frame_folders,
+from hgrnn.data.video import (VideoError, check_video_source, find_frame_folders,
                                   find_videos, iter_clips, probe)
 
 DETECTORS = ("faster-rcnn",)

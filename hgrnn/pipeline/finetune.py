@@ -26,7 +26,7 @@ only a flow checkpoint (and --backbone-weights only an RGB one).
 Data. Training keyframes are the keyframes of `annotations` (AVA ground-truth CSV) with at
 least one person; each person's multi-hot labels come from `group_persons` in the label
 map's column order (a person with none of the map's actions is a negative for every class).
-Clips come from `hgrnn.pipeline.video.iter_clips` (the same sampler as extraction: clip_frames
+Clips come from `hgrnn.data.video.iter_clips` (the same sampler as extraction: clip_frames
 at frame_stride centred on the keyframe, edge frames repeated, short side -> short_side).
 Because that decoder reads a video in one sequential pass, the keyframes of a video are cut
 into chunks of CHUNK_KEYFRAMES consecutive keyframes; each epoch the chunks are shuffled and
@@ -100,7 +100,7 @@ from hgrnn.pipeline.trainloop import (MetricsLog, TrainState, autocast, barrier,
                                       damaged_state_guard, due, micro_batch, no_sync,
                                       run_folder, save_file, setup_distributed, step_bar,
                                       wrap_ddp, write_run_config)
-from hgrnn.pipeline.video import VideoError, find_frame_folders, find_videos, iter_clips
+from hgrnn.data.video import VideoError, find_frame_folders, find_videos, iter_clips
 
 log = logging.getLogger(__name__)
 

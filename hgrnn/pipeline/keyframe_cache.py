@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from hgrnn.console import progress_bar
 from hgrnn.pipeline.detect import keyframe_images
-from hgrnn.pipeline.video import VideoError
+from hgrnn.data.video import VideoError
 
 CACHE_FORMAT = "hgrnn-keyframe-cache"
 CACHE_VERSION = 1

@@ -12,7 +12,7 @@ all drawn, in ``GT_COLOR``, with their actions (no scores) under the box.
 
 Time mapping (frame-exact). Keyframe timestamp ts (integer seconds, as in AVA CSVs) is video
 time ts - time_offset; frame n of the video (index from its presentation time, as
-`hgrnn.pipeline.video` numbers frames) is at time n / fps. Frame n shows the keyframe
+`hgrnn.data.video` numbers frames) is at time n / fps. Frame n shows the keyframe
 nearest to it in time:
 
     ts(n) = floor(n / fps + time_offset + 1/2)        (exact rational arithmetic)
@@ -335,7 +335,7 @@ def draw_video(video, out, *, results=None, gt=None, time_offset=0.0, max_size=N
     import av
     from PIL import Image
 
-    from hgrnn.pipeline.video import VideoError, open_source
+    from hgrnn.data.video import VideoError, open_source
 
     results, gt = results or {}, gt or {}
     drawn_ts = sorted(set(results) | set(gt))

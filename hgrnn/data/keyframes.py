@@ -3,7 +3,7 @@ extract-features applies and check-data reports, in one place.
 
 A keyframe timestamp ts (whole seconds, as in AVA CSVs) is video time ts - time_offset;
 its centre frame round((ts - offset) * fps) must be a frame of the video
-(`hgrnn.pipeline.video`: frames 0 .. round(duration * fps) - 1).
+(`hgrnn.data.video`: frames 0 .. round(duration * fps) - 1).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ the revision, so pick the one your baseline used):
 
 Ties (``ties=``): "official" (default) takes equal scores and equal IoUs in the order the
 official code's data flow leaves them (its numpy sorts on the same arrays, its reader's
-heap), see :mod:`hgrnn.official_order`; the numbers then equal the official ones whenever
+heap), see :mod:`hgrnn.metrics.official_order`; the numbers then equal the official ones whenever
 both run with the same numpy on the same kind of CPU. "stable" breaks every tie by file
 order (the earlier row first): within a keyframe for matching, at the 50-cap boundary, in
 the per-class ranking and among equal-IoU boxes; the same number on every machine.
@@ -41,7 +41,7 @@ Numbers are reproduced bit for bit when boxes and scores come as parsed float64
 step is the official one in the same order.
 
 Implementation: vectorised numpy. All results are sorted once by score (a packed-integer
-value sort, see :mod:`hgrnn.packsort`); the 50-cap ranks them within keyframes by a
+value sort, see :mod:`hgrnn.metrics.packsort`); the 50-cap ranks them within keyframes by a
 second packed sort. Ground-truth rows are sorted by (keyframe, class) into blocks, and each
 result finds its block (same keyframe and class) with one binary search for the keyframe
 and a table lookup. IoUs are computed for all (result, candidate box) pairs slot by slot (a
@@ -59,11 +59,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hgrnn.data.ava import AvaRows, LabelMap, keyframe_index, load_label_map
-from hgrnn.official_order import (MAX_PER_KEYFRAME_AND_CLASS_2018, SCORE_FLOOR_2018,
+from hgrnn.metrics.official_order import (MAX_PER_KEYFRAME_AND_CLASS_2018, SCORE_FLOOR_2018,
                                   descending, first_appearance_rank, heap_keyframes,
                                   heap_order, official_concat, position_in_group,
                                   simulate_heaps)
-from hgrnn.packsort import argsort_descending, dense_keys, rank_inverse, sort_pairs
+from hgrnn.metrics.packsort import argsort_descending, dense_keys, rank_inverse, sort_pairs
 
 __all__ = ["PROTOCOLS", "TIES", "EvalResult", "evaluate", "evaluate_csv", "evaluate_persons",
            "box_iou", "average_precision", "MAX_RESULTS_PER_KEYFRAME", "PERSON_LABEL_MAP"]
@@ -228,7 +228,7 @@ def evaluate(gt: AvaRows, results: AvaRows, label_map: LabelMap, protocol="ava-2
     label_map: the evaluated classes; protocol: "ava-2018" | "ava-2019" | "ava-2020";
     exclusions: set of (video_id, timestamp) or a CSV path (not with ava-2020);
     ties: "official" (the official code's order of equal scores and equal IoUs, see
-    :mod:`hgrnn.official_order`) or "stable" (file order, the same on every machine)."""
+    :mod:`hgrnn.metrics.official_order`) or "stable" (file order, the same on every machine)."""
     if ties not in TIES:
         raise ValueError(f"unknown ties {ties!r}; choose one of {', '.join(TIES)}")
     if protocol not in PROTOCOLS:

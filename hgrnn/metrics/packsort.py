@@ -5,7 +5,7 @@ seconds; ``ndarray.sort`` of int64 values is several times faster (vectorised). 
 an order of rows is needed, a key and the row index are packed into one int64, sorted by
 value, and the index is unpacked from the low bits. Every function here is exact: where a
 key does not fit, it falls back to the plain stable index sort. Used by
-:mod:`hgrnn.metrics` and :mod:`hgrnn.official_order`; tested against the plain sorts in
+:mod:`hgrnn.metrics` and :mod:`hgrnn.metrics.official_order`; tested against the plain sorts in
 ``tests/test_packsort.py``.
 """
 

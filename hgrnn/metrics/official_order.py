@@ -32,7 +32,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from hgrnn.packsort import rank_inverse, segments, sort_pairs
+from hgrnn.metrics.packsort import rank_inverse, segments, sort_pairs
 
 __all__ = ["heap_order", "first_appearance_rank", "descending", "grouped_descending",
            "heap_keyframes", "simulate_heaps", "official_concat", "position_in_group",

@@ -180,7 +180,7 @@ def _stream_names(streams) -> list:
 def video_ids(videos) -> dict[str, Path]:
     """video id (file name without extension) -> path; refuses missing files and two
     files with one id."""
-    from hgrnn.pipeline.video import VIDEO_EXTENSIONS
+    from hgrnn.data.video import VIDEO_EXTENSIONS
 
     out: dict[str, Path] = {}
     for v in videos:
