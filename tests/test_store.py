@@ -116,7 +116,7 @@ def _bad(kind):
     if kind == "clip-nan":
         v["clip"] = v["clip"].astype(np.float32)
         v["clip"][1, 2] = np.nan
-        return v, "clip: 1 non-finite values"
+        return v, "clip: non-finite values (1 NaN/inf)"
     if kind == "clip-overflow":
         v["clip"] = v["clip"].astype(np.float32) * 1e6
         return v, "overflow float16"
@@ -140,7 +140,7 @@ def _bad(kind):
         return v, f"gt/labels: shape ({N}, 3), expected ({N}, {K})"
     if kind == "labels-missing":
         v["gt"] = PersonSet(gt.offsets, gt.boxes, gt.feats, gt.scores)
-        return v, "gt/labels: ground-truth persons need labels"
+        return v, "gt/labels: missing (ground-truth persons need labels"
     if kind == "offsets":
         off = gt.offsets.copy()
         off[2], off[3] = off[3] + 1, off[2]

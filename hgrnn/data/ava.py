@@ -60,6 +60,7 @@ AVA_ACTION_IDS = range(1, 81)
 
 #: coordinates may leave [0, 1] by this much (rounding in third-party writers)
 COORD_TOLERANCE = 1e-3
+BOX_TOLERANCE = COORD_TOLERANCE  # the feature store's name for it (hgrnn.data.store)
 
 
 class AvaFormatError(ValueError):

@@ -93,22 +93,16 @@ import h5py
 import numpy as np
 
 from hgrnn import __version__
-from hgrnn.data.ava import LabelMap
-from hgrnn.data.store_io import (WriterLock, abandon_h5, detach_h5, forget_in_child,
-                                 is_write_error, read_errors, write_error)
+from hgrnn.data.ava import BOX_TOLERANCE, LabelMap
+from hgrnn.data.store_io import (StoreError, WriterLock, abandon_h5, detach_h5, forget_in_child,
+                                 is_write_error, lock_holder, read_errors, write_error)
 
 FORMAT = "hgrnn-store"
 FORMAT_VERSION = 1
 BOX_FORMAT = "xyxy-normalized"
 SOURCES = ("gt", "det")
 LABEL_CHUNK_ROWS = 2048
-BOX_TOLERANCE = 1e-3          # boxes within this of [0, 1] are clipped, beyond it refused
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
-
-
-class StoreError(Exception):
-    """A store that cannot be opened, read or written; the message names the file (and the
-    video and dataset when there is one)."""
 
 
 @dataclass(frozen=True)
@@ -174,10 +168,6 @@ def label_map_pairs(label_map) -> list:
     return [[int(i), str(n)] for i, n in pairs]
 
 
-def _label_map_json(label_map) -> str:
-    return json.dumps(label_map_pairs(label_map))
-
-
 def to_label_map(text):
     """The root `label_map` attribute as a `hgrnn.data.ava.LabelMap`."""
     return LabelMap.from_json(json.dumps(label_map_pairs(text)))
@@ -209,7 +199,9 @@ def open_h5(path, mode="r"):
         elif "signature" in msg.lower() or "not an hdf5" in msg.lower() or "file format" in msg.lower():
             why = "not an HDF5 file"
         elif "lock" in msg.lower():
-            why = "locked by another process (a writer still running?)"
+            holder = lock_holder(path)
+            why = (f"being written by another process ({holder})" if holder else
+                   "locked by another process (a writer still running?)")
         else:
             why = msg.splitlines()[0] if msg else type(err).__name__
         raise StoreError(f"{path}: cannot open as a feature store: {why}") from None
@@ -341,6 +333,13 @@ def video_digest(timestamps, clip, sets: dict) -> str:
 
 
 # --------------------------------------------------------------------------- validation
+#
+# The schema's rules over one video's arrays, written once: the writer raises the first
+# problem before it touches the file, `inspect --check` (store_check) lists them all.
+
+#: the datasets of a person set (`/gt`, `/det`), in schema order
+PERSON_DATASETS = ("offsets", "boxes", "feats", "scores", "labels", "person_id")
+
 
 def _check_video_id(video_id, path):
     if (not isinstance(video_id, str) or not video_id or "/" in video_id or "\0" in video_id
@@ -349,81 +348,215 @@ def _check_video_id(video_id, path):
                          f"'/' or NUL)")
 
 
-def _finite_float16(arr, where, C=None):
-    arr = np.asarray(arr)
+def _values(x) -> np.ndarray:
+    """The values of an h5py dataset (read now) or of an array-like, as numpy."""
+    return x[()] if isinstance(x, h5py.Dataset) else np.asarray(x)
+
+
+def _float_problem(arr) -> str | None:
+    """Feature values (clip, feats): float, finite, within float16's range."""
     if not np.issubdtype(arr.dtype, np.floating):
-        raise StoreError(f"{where}: dtype {arr.dtype}, expected a float array")
-    if not np.isfinite(arr).all():
-        raise StoreError(f"{where}: {int((~np.isfinite(arr)).sum())} non-finite values (NaN/inf)")
+        return f"dtype {arr.dtype}, expected a float array"
+    finite = np.isfinite(arr)
+    if not finite.all():
+        return f"non-finite values ({int((~finite).sum())} NaN/inf)"
     if arr.dtype != np.float16 and arr.size and np.abs(arr).max() > _FLOAT16_MAX:
-        raise StoreError(f"{where}: values up to {float(np.abs(arr).max()):.4g} overflow "
-                         f"float16 (max {_FLOAT16_MAX:.0f})")
-    return np.ascontiguousarray(arr, np.float16)
+        return (f"values up to {float(np.abs(arr).max()):.4g} overflow float16 "
+                f"(max {_FLOAT16_MAX:.0f})")
+    return None
 
 
-def _validate_person_set(ps, name, T, C, K, where) -> dict:
-    """Check one PersonSet; return its arrays in stored dtypes keyed by dataset name."""
-    w = f"{where}/{name}"
-    if not isinstance(ps, PersonSet):
-        raise StoreError(f"{w}: expected a PersonSet, got {type(ps).__name__}")
-    offsets = np.asarray(ps.offsets)
-    if offsets.shape != (T + 1,) or not np.issubdtype(offsets.dtype, np.integer):
-        raise StoreError(f"{w}/offsets: shape {offsets.shape} dtype {offsets.dtype}, "
-                         f"expected ({T + 1},) integers")
-    offsets = offsets.astype(np.int64)
-    if offsets[0] != 0 or (np.diff(offsets) < 0).any():
-        raise StoreError(f"{w}/offsets: must start at 0 and never decrease")
-    N = int(offsets[-1])
+def _timestamps_problem(ts) -> str | None:
+    if ts.ndim != 1 or ts.size == 0:
+        return f"shape {ts.shape}, expected (T,) with T >= 1"
+    if not np.issubdtype(ts.dtype, np.integer):
+        if not (np.issubdtype(ts.dtype, np.floating) and np.isfinite(ts).all()
+                and (ts == np.round(ts)).all()):
+            return f"dtype {ts.dtype}, expected integer seconds"
+    if ts.min() < np.iinfo(np.int32).min or ts.max() > np.iinfo(np.int32).max:
+        return "values do not fit int32"
+    steps = np.diff(ts.astype(np.int64))
+    if (steps <= 0).any():
+        i = int(np.nonzero(steps <= 0)[0][0])
+        return f"not strictly increasing at index {i + 1} ({ts[i]} then {ts[i + 1]})"
+    return None
 
-    boxes = np.asarray(ps.boxes, np.float32)
+
+def _boxes_problem(boxes, N) -> str | None:
     if boxes.shape != (N, 4):
-        raise StoreError(f"{w}/boxes: shape {boxes.shape}, expected ({N}, 4) (offsets[-1] = {N})")
+        return f"shape {boxes.shape}, expected ({N}, 4) (offsets[-1] = {N})"
+    if not (np.issubdtype(boxes.dtype, np.floating) or np.issubdtype(boxes.dtype, np.integer)):
+        return f"dtype {boxes.dtype}, expected float"
     if not np.isfinite(boxes).all():
-        raise StoreError(f"{w}/boxes: non-finite values")
-    if N and (boxes.min() < -BOX_TOLERANCE or boxes.max() > 1 + BOX_TOLERANCE):
-        bad = int(np.nonzero(((boxes < -BOX_TOLERANCE) | (boxes > 1 + BOX_TOLERANCE)).any(1))[0][0])
-        raise StoreError(f"{w}/boxes: row {bad} = {boxes[bad].tolist()} is outside [0, 1] "
-                         f"(boxes are x1, y1, x2, y2 normalised by the frame size)")
-    boxes = np.clip(boxes, 0.0, 1.0)
-    if N and ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).any():
-        bad = int(np.nonzero((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]))[0][0])
-        raise StoreError(f"{w}/boxes: row {bad} = {boxes[bad].tolist()} has x2 < x1 or y2 < y1 "
-                         f"(expected x1, y1, x2, y2)")
+        return "non-finite values"
+    outside = ((boxes < -BOX_TOLERANCE) | (boxes > 1 + BOX_TOLERANCE)).any(1)
+    if outside.any():
+        bad = int(np.nonzero(outside)[0][0])
+        return (f"row {bad} = {boxes[bad].tolist()} is outside [0, 1] (boxes are x1, y1, x2, "
+                f"y2 normalised by the frame size)")
+    clipped = np.clip(boxes, 0.0, 1.0)          # what the writer stores
+    flipped = (clipped[:, 2] < clipped[:, 0]) | (clipped[:, 3] < clipped[:, 1])
+    if flipped.any():
+        bad = int(np.nonzero(flipped)[0][0])
+        return f"row {bad} = {boxes[bad].tolist()} has x2 < x1 or y2 < y1 (expected x1, y1, x2, y2)"
+    return None
 
-    feats = np.asarray(ps.feats)
-    if feats.shape != (N, C):
-        raise StoreError(f"{w}/feats: shape {feats.shape}, expected ({N}, {C})")
-    feats = _finite_float16(feats, f"{w}/feats")
 
-    scores = np.asarray(ps.scores, np.float32)
-    if scores.shape != (N,):
-        raise StoreError(f"{w}/scores: shape {scores.shape}, expected ({N},)")
-    if not np.isfinite(scores).all():
-        raise StoreError(f"{w}/scores: non-finite values")
+def _person_problems(source, ps: dict, T, C, K) -> tuple[list, dict]:
+    """The problems of one person set {dataset: values or None} and the values read."""
+    problems, out = [], {}
 
-    out = {"offsets": offsets, "boxes": boxes, "feats": feats, "scores": scores}
-    if ps.labels is None:
-        if name == "gt":
-            raise StoreError(f"{w}/labels: ground-truth persons need labels ({N}, {K}) uint8")
+    def bad(key, text):
+        problems.append(f"{source}/{key}: {text}")
+
+    for key in ("offsets", "boxes", "feats", "scores"):
+        if ps.get(key) is None:
+            bad(key, "missing")
+    if source == "gt" and ps.get("labels") is None:
+        bad("labels", "missing (ground-truth persons need labels (N, K) 0/1)")
+    if ps.get("offsets") is None:
+        return problems, out
+    off = out["offsets"] = _values(ps["offsets"])
+    expected = f"({T + 1},)" if T is not None else "(T+1,)"
+    if (off.ndim != 1 or (T is not None and len(off) != T + 1) or off.size == 0
+            or not np.issubdtype(off.dtype, np.integer)):
+        bad("offsets", f"shape {off.shape} dtype {off.dtype}, expected {expected} integers")
+        return problems, out                 # the rows of everything else are unknown
+    if off[0] != 0 or (np.diff(off) < 0).any():
+        bad("offsets", "must start at 0 and never decrease")
+        return problems, out
+    N = int(off[-1])
+    for key in PERSON_DATASETS[1:]:
+        if ps.get(key) is None:
+            continue
+        arr = out[key] = _values(ps[key])
+        if key == "boxes":
+            why = _boxes_problem(arr, N)
+        elif key == "feats":
+            why = (f"shape {arr.shape}, expected ({N}, {C})" if arr.shape != (N, C)
+                   else _float_problem(arr))
+        elif key == "scores":
+            why = (f"shape {arr.shape}, expected ({N},)" if arr.shape != (N,) else
+                   f"dtype {arr.dtype}, expected float" if not np.issubdtype(arr.dtype, np.number)
+                   else "non-finite values" if not np.isfinite(arr).all() else None)
+        elif key == "labels":
+            why = (f"shape {arr.shape}, expected ({N}, {K}) (K = classes of the store's label "
+                   f"map)" if arr.shape != (N, K) else
+                   f"values other than 0/1 ({np.unique(arr)[:5].tolist()}...)"
+                   if arr.size and not np.isin(arr, (0, 1)).all() else None)
+        else:                                   # person_id
+            why = (f"shape {arr.shape} dtype {arr.dtype}, expected ({N},) integers"
+                   if arr.shape != (N,) or not np.issubdtype(arr.dtype, np.integer) else None)
+        if why:
+            bad(key, why)
+    return problems, out
+
+
+def _size_problem(name, value) -> str | None:
+    try:
+        ok = int(value) == value and value > 0
+    except (TypeError, ValueError):
+        ok = False
+    return None if ok else f"attribute {name} must be a positive integer, got {value!r}"
+
+
+def check_video_arrays(timestamps, clip, sets: dict, *, feature_dim: int, num_classes: int,
+                       width=None, height=None) -> tuple[list, dict]:
+    """Every rule of the schema over one video's arrays (numpy arrays or h5py datasets).
+
+    timestamps, clip: arrays (None: missing); sets: {"gt"/"det": {dataset: array or None}}
+    with the datasets of PERSON_DATASETS; width, height: the optional attributes.
+    Returns (problems, values): problems, in schema order, each "DATASET: what is wrong"
+    relative to the video group (e.g. "gt/boxes: row 2 = [...] is outside [0, 1]") or
+    "attribute NAME ..." (`problem_at` joins either to the video's name); values,
+    the arrays read, keyed like the arguments ("timestamps", "clip", "gt": {...}).
+    A dataset whose shape is wrong stops the checks that depend on it (an offsets problem
+    hides the rows of its person set)."""
+    C, K = int(feature_dim), int(num_classes)
+    problems, values = [], {}
+    T = None
+    if timestamps is None:
+        problems.append("timestamps: missing")
     else:
-        labels = np.asarray(ps.labels)
-        if labels.shape != (N, K):
-            raise StoreError(f"{w}/labels: shape {labels.shape}, expected ({N}, {K}) "
-                             f"(K = classes of the store's label map)")
-        if labels.size and not np.isin(labels, (0, 1)).all():
-            raise StoreError(f"{w}/labels: values other than 0/1 ({np.unique(labels)[:5].tolist()}...)")
-        out["labels"] = labels.astype(np.uint8)
-    if ps.person_ids is not None:
-        pid = np.asarray(ps.person_ids)
-        if pid.shape != (N,) or not np.issubdtype(pid.dtype, np.integer):
-            raise StoreError(f"{w}/person_id: shape {pid.shape} dtype {pid.dtype}, expected ({N},) integers")
-        out["person_id"] = pid.astype(np.int32)
-    elif name == "gt":
-        out["person_id"] = np.full(N, -1, np.int32)
-    return out
+        ts = values["timestamps"] = _values(timestamps)
+        why = _timestamps_problem(ts)
+        if why:
+            problems.append(f"timestamps: {why}")
+        if ts.ndim == 1 and ts.size:
+            T = len(ts)
+    if clip is None:
+        problems.append("clip: missing")
+    else:
+        arr = values["clip"] = _values(clip)
+        if arr.ndim != 2 or arr.shape[1] != C or (T is not None and len(arr) != T):
+            problems.append(f"clip: shape {arr.shape}, expected ({T if T is not None else 'T'}, {C})")
+        else:
+            why = _float_problem(arr)
+            if why:
+                problems.append(f"clip: {why}")
+    for source in SOURCES:
+        if sets.get(source) is not None:
+            p, values[source] = _person_problems(source, sets[source], T, C, K)
+            problems += p
+    for name, value in (("width", width), ("height", height)):
+        why = None if value is None else _size_problem(name, value)
+        if why:
+            problems.append(why)
+    return problems, values
+
+
+def problem_at(video, problem: str) -> str:
+    """A problem of `check_video_arrays` named in full: "VIDEO/DATASET: ..." or
+    "VIDEO: attribute ...", VIDEO e.g. "videos/a" or "train.h5: videos/a"."""
+    return f"{video}: {problem}" if problem.startswith("attribute ") else f"{video}/{problem}"
+
+
+def _stored(values: dict) -> tuple:
+    """(timestamps, clip, sets) of checked values in the dtypes the file stores (boxes
+    clipped to [0, 1]; ground truth without person ids gets -1)."""
+    ts = values["timestamps"].astype(np.int32)
+    clip = np.ascontiguousarray(values["clip"], np.float16)
+    sets = {}
+    for source in SOURCES:
+        v = values.get(source)
+        if v is None:
+            continue
+        N = int(v["offsets"][-1])
+        out = {"offsets": v["offsets"].astype(np.int64),
+               "boxes": np.clip(v["boxes"].astype(np.float32), 0.0, 1.0),
+               "feats": np.ascontiguousarray(v["feats"], np.float16),
+               "scores": v["scores"].astype(np.float32)}
+        if "labels" in v:
+            out["labels"] = v["labels"].astype(np.uint8)
+        if "person_id" in v:
+            out["person_id"] = v["person_id"].astype(np.int32)
+        elif source == "gt":
+            out["person_id"] = np.full(N, -1, np.int32)
+        sets[source] = out
+    return ts, clip, sets
+
+
+def _person_set_arrays(ps, where) -> dict:
+    """A PersonSet as {dataset: array or None} (the writer's API)."""
+    if not isinstance(ps, PersonSet):
+        raise StoreError(f"{where}: expected a PersonSet, got {type(ps).__name__}")
+    return {"offsets": ps.offsets, "boxes": ps.boxes, "feats": ps.feats, "scores": ps.scores,
+            "labels": ps.labels, "person_id": ps.person_ids}
 
 
 # --------------------------------------------------------------------------- writer
+
+def lock_for_writing(path) -> WriterLock:
+    """Take the writer lock of store `path` now (`store_io.WriterLock`, the sidecar
+    `PATH.lock`), before anything reads the file to plan a write, e.g. a resume check.
+
+    A second writer is then refused here with a StoreError naming the first (pid, host and
+    command, as its lock file records), instead of meeting HDF5's own file lock while
+    reading. Hand the lock to `StoreWriter(path, ..., lock=lock)`, which owns it from then on
+    (released on close or on a failed open); release it yourself (`lock.release()`) when no
+    writer follows, e.g. when the planning step fails."""
+    return WriterLock(path).acquire()
+
 
 class StoreWriter:
     """The only writer of a feature store; a context manager.
@@ -436,20 +569,26 @@ class StoreWriter:
 
     configs: stage name -> config (dict or dataclass), merged into the root `configs`.
     streams: optional [(name, start, stop), ...] naming slices of the feature dims.
+    lock: the store's writer lock when the caller took it already (`lock_for_writing`,
+    before reading the store to plan a resume); the writer then owns it and releases it
+    on close, or on a failed open. Without it the writer takes the lock first.
     """
 
     def __init__(self, path, *, feature_dim: int, label_map, configs: dict | None = None,
-                 streams=None):
+                 streams=None, lock: WriterLock | None = None):
         self.path = str(path)
-        self.feature_dim = int(feature_dim)
-        if self.feature_dim <= 0:
-            raise StoreError(f"{self.path}: feature_dim must be positive, got {feature_dim}")
-        self._label_pairs = label_map_pairs(label_map)
-        self.num_classes = len(self._label_pairs)
         self._f, self._broken, self._pid = None, None, os.getpid()
+        if lock is not None and (lock.path != self.path or not lock.held):
+            raise ValueError(f"{self.path}: lock= must be this store's held writer lock "
+                             f"(lock_for_writing({self.path!r}))")
         # held from the existence check to close(): a second writer is refused (store_io)
-        self._lock = WriterLock(self.path).acquire()
+        self._lock = lock if lock is not None else WriterLock(self.path).acquire()
         try:
+            self.feature_dim = int(feature_dim)
+            if self.feature_dim <= 0:
+                raise StoreError(f"{self.path}: feature_dim must be positive, got {feature_dim}")
+            self._label_pairs = label_map_pairs(label_map)
+            self.num_classes = len(self._label_pairs)
             if not (os.path.exists(self.path) and os.path.getsize(self.path) > 0):
                 self._create(streams)
             self._f = open_h5(self.path, "a")
@@ -675,33 +814,16 @@ class StoreWriter:
         """
         f = self._file()
         _check_video_id(video_id, self.path)
-        where = f"{self.path}: video {video_id}"
-        ts = np.asarray(timestamps)
-        if ts.ndim != 1 or ts.size == 0:
-            raise StoreError(f"{where}/timestamps: shape {ts.shape}, expected (T,) with T >= 1")
-        if not np.issubdtype(ts.dtype, np.integer):
-            if not (np.issubdtype(ts.dtype, np.floating) and np.isfinite(ts).all()
-                    and (ts == np.round(ts)).all()):
-                raise StoreError(f"{where}/timestamps: expected integer seconds, got {ts.dtype}")
-        if ts.min() < np.iinfo(np.int32).min or ts.max() > np.iinfo(np.int32).max:
-            raise StoreError(f"{where}/timestamps: values do not fit int32")
-        ts = ts.astype(np.int32)
-        if (np.diff(ts) <= 0).any():
-            i = int(np.nonzero(np.diff(ts) <= 0)[0][0])
-            raise StoreError(f"{where}/timestamps: not strictly increasing at index {i + 1} "
-                             f"({ts[i]} then {ts[i + 1]})")
-        T, C, K = len(ts), self.feature_dim, self.num_classes
-        clip = np.asarray(clip)
-        if clip.shape != (T, C):
-            raise StoreError(f"{where}/clip: shape {clip.shape}, expected ({T}, {C})")
-        clip = _finite_float16(clip, f"{where}/clip")
-        sets = {}
-        for name, ps in (("gt", gt), ("det", det)):
-            if ps is not None:
-                sets[name] = _validate_person_set(ps, name, T, C, K, where)
-        for name, value in (("width", width), ("height", height)):
-            if value is not None and (int(value) != value or value <= 0):
-                raise StoreError(f"{where}: {name} must be a positive integer, got {value!r}")
+        where = f"{self.path}: videos/{video_id}"
+        sets = {name: _person_set_arrays(ps, f"{where}/{name}")
+                for name, ps in (("gt", gt), ("det", det)) if ps is not None}
+        problems, values = check_video_arrays(timestamps, clip, sets,
+                                              feature_dim=self.feature_dim,
+                                              num_classes=self.num_classes,
+                                              width=width, height=height)
+        if problems:
+            raise StoreError(problem_at(where, problems[0]))
+        ts, clip, sets = _stored(values)
 
         videos = f["videos"]
         if video_id in videos:

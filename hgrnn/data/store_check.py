@@ -1,8 +1,9 @@
 """Reading a whole feature store to check it or to describe it (`hgrnn inspect`).
 
 `check_store` verifies every invariant of the schema (the module docstring of
-`hgrnn.data.store` and `docs/store.md`) and each video's digest, reading all data; `summarize_store` and
-`format_summary` are what `hgrnn inspect` prints.
+`hgrnn.data.store` and `docs/store.md`) and each video's digest, reading all data: the rules
+over a video's arrays are `hgrnn.data.store.check_video_arrays`, the ones the writer applies
+before writing. `summarize_store` and `format_summary` are what `hgrnn inspect` prints.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from hgrnn.data.store import (BOX_TOLERANCE, SOURCES, StoreError, _text, is_complete, open_h5,
-                              read_failures_open, read_info, video_digest, video_names)
+from hgrnn.data.store import (PERSON_DATASETS, SOURCES, _text, check_video_arrays, is_complete,
+                              open_h5, problem_at, read_failures_open, read_info, video_digest,
+                              video_names)
 from hgrnn.data.store_io import read_errors
 
 
 def check_store(path, progress=False) -> list:
-    """Verify every invariant of the schema and every video's `digest`; return a list of
-    problems, each "videos/VIDEO/DATASET: what is wrong" (empty when the store is valid).
+    """Verify every invariant of the schema and every video's `digest`; return the list of
+    all problems, each "videos/VIDEO/DATASET: what is wrong" (empty when the store is valid).
     Reads all data. Raises StoreError when the file's own structure (superblock, root
     attributes, the /videos index) is unreadable."""
     problems = []
@@ -38,12 +40,10 @@ def check_store(path, progress=False) -> list:
                       disable=None)
         for name in it:
             try:
-                p = _check_video(f["videos"][name], name, C, K)
+                problems += _check_video(f["videos"][name], name, C, K)
             except Exception as err:  # noqa: BLE001 - a damaged object header, B-tree...
                 first = str(err).splitlines()[0] if str(err) else ""
-                p = f"videos/{name}: unreadable ({type(err).__name__}: {first})"
-            if p:
-                problems.append(p)
+                problems.append(f"videos/{name}: unreadable ({type(err).__name__}: {first})")
         try:
             if "failures" in f:
                 rows = f["failures"]
@@ -56,86 +56,28 @@ def check_store(path, progress=False) -> list:
     return problems
 
 
-def _check_video(g, name, C, K):
-    """The first broken invariant of one video group, as "video/dataset: problem", or None.
-    Exceptions of h5py reading a damaged file propagate (check_store reports them)."""
-    if not isinstance(g, h5py.Group):
-        return f"videos/{name}: not a group"
-    if not is_complete(g):
-        return (f"videos/{name}: no 'complete' attribute (an interrupted write; readers "
-                f"ignore it and the next writer run replaces it)")
+def _check_video(g, name, C, K) -> list:
+    """The problems of one video group, each "videos/VIDEO/DATASET: problem" (the rules of
+    `check_video_arrays`, then the digest). Exceptions of h5py reading a damaged file
+    propagate (check_store reports them)."""
     w = f"videos/{name}"
-    for key in ("timestamps", "clip"):
-        if key not in g:
-            return f"{w}/{key}: missing"
-    ts = g["timestamps"][()]
-    if ts.ndim != 1 or not np.issubdtype(ts.dtype, np.integer) or ts.size == 0:
-        return f"{w}/timestamps: shape {ts.shape} dtype {ts.dtype}, expected (T >= 1,) integers"
-    if (np.diff(ts.astype(np.int64)) <= 0).any():
-        return f"{w}/timestamps: not strictly increasing"
-    T = len(ts)
-    clip = g["clip"]
-    if clip.shape != (T, C) or clip.dtype.kind != "f":
-        return f"{w}/clip: shape {clip.shape} dtype {clip.dtype}, expected ({T}, {C}) float"
-    clip = clip[()]
-    if not np.isfinite(clip).all():
-        return f"{w}/clip: non-finite values"
-    sets = {}
-    for src in SOURCES:
-        if src not in g:
-            continue
-        s = g[src]
-        ws = f"{w}/{src}"
-        for key in ("offsets", "boxes", "feats", "scores"):
-            if key not in s:
-                return f"{ws}/{key}: missing"
-        off = s["offsets"][()]
-        if off.shape != (T + 1,) or not np.issubdtype(off.dtype, np.integer):
-            return f"{ws}/offsets: shape {off.shape} dtype {off.dtype}, expected ({T + 1},) integers"
-        if off[0] != 0 or (np.diff(off) < 0).any():
-            return f"{ws}/offsets: must start at 0 and never decrease"
-        N = int(off[-1])
-        boxes = s["boxes"][()]
-        if boxes.shape != (N, 4):
-            return f"{ws}/boxes: shape {boxes.shape}, expected ({N}, 4)"
-        if not np.isfinite(boxes).all():
-            return f"{ws}/boxes: non-finite values"
-        if N and (boxes.min() < -BOX_TOLERANCE or boxes.max() > 1 + BOX_TOLERANCE):
-            return f"{ws}/boxes: values outside [0, 1]"
-        if N and ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).any():
-            return f"{ws}/boxes: x2 < x1 or y2 < y1"
-        feats = s["feats"]
-        if feats.shape != (N, C) or feats.dtype.kind != "f":
-            return f"{ws}/feats: shape {feats.shape} dtype {feats.dtype}, expected ({N}, {C}) float"
-        feats = feats[()]
-        if not np.isfinite(feats).all():
-            return f"{ws}/feats: non-finite values"
-        scores = s["scores"][()]
-        if scores.shape != (N,) or not np.isfinite(scores).all():
-            return f"{ws}/scores: shape {scores.shape}, expected ({N},) finite"
-        arrays = {"offsets": off, "boxes": boxes, "feats": feats, "scores": scores}
-        if "labels" in s:
-            labels = s["labels"][()]
-            if labels.shape != (N, K):
-                return f"{ws}/labels: shape {labels.shape}, expected ({N}, {K})"
-            if labels.size and not np.isin(labels, (0, 1)).all():
-                return f"{ws}/labels: values other than 0/1"
-            arrays["labels"] = labels
-        elif src == "gt":
-            return f"{ws}/labels: missing"
-        if "person_id" in s:
-            pid = s["person_id"][()]
-            if pid.shape != (N,):
-                return f"{ws}/person_id: shape {pid.shape}, expected ({N},)"
-            arrays["person_id"] = pid
-        sets[src] = arrays
+    if not isinstance(g, h5py.Group):
+        return [f"{w}: not a group"]
+    if not is_complete(g):
+        return [f"{w}: no 'complete' attribute (an interrupted write; readers ignore it and "
+                f"the next writer run replaces it)"]
+    sets = {src: {key: g[src].get(key) for key in PERSON_DATASETS} for src in SOURCES
+            if src in g}
+    problems, values = check_video_arrays(g.get("timestamps"), g.get("clip"), sets,
+                                          feature_dim=C, num_classes=K,
+                                          width=g.attrs.get("width"), height=g.attrs.get("height"))
+    if problems:
+        return [problem_at(w, p) for p in problems]
     if "digest" in g.attrs:
-        stored = _text(g.attrs["digest"])
-        if stored != video_digest(ts, clip, sets):
-            return (f"{w}: content differs from its digest (bytes changed after writing: a "
-                    f"damaged disk or copy); re-extract the video or restore the file")
-    return None
-
+        if _text(g.attrs["digest"]) != video_digest(values["timestamps"], values["clip"], values):
+            return [f"{w}: content differs from its digest (bytes changed after writing: a "
+                    f"damaged disk or copy); re-extract the video or restore the file"]
+    return []
 
 
 HIST_BINS = [(0, 0), (1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 7), (8, 10), (11, 15), (16, None)]

@@ -1,11 +1,14 @@
 """File-level safety of the feature store: one writer at a time, a clean stop on a full
 disk, no handle or lock inherited by forked children, h5py read errors as `StoreError`.
 
+- `StoreError`: the one exception of the store layer (re-exported by `hgrnn.data.store`).
+
 - `WriterLock(path)`: an exclusive lock held by the process that writes `path`, from before
   the existence check until the writer is closed: `flock` on the sidecar file `PATH.lock`,
   which names the holder (pid, host, command). A second writer of the same store (or of the
   same `merge-stores` output) is refused with a message naming the first; the kernel
   releases the lock when its holder dies, even by SIGKILL, so no stale lock ever blocks.
+  `lock_holder(path)` reads who holds it (for a reader that meets HDF5's own file lock).
 - `abandon_h5(f)`: close an h5py File after a write error without writing anything more to
   it. Its descriptor is pointed at /dev/null first, so what HDF5 still flushes while
   closing goes nowhere: the file stays exactly as it was at the writer's last flush (every
@@ -40,6 +43,11 @@ _DISK_ERRNOS = {errno_codes.ENOSPC: "the disk is full", errno_codes.EDQUOT: "the
 _children_forget = weakref.WeakSet()
 
 
+class StoreError(Exception):
+    """A store that cannot be opened, read or written; the message names the file (and the
+    video and dataset when there is one)."""
+
+
 def _after_fork_in_child():
     for obj in list(_children_forget):
         try:
@@ -56,15 +64,20 @@ def forget_in_child(obj) -> None:
     _children_forget.add(obj)
 
 
-def _store_error(message):
-    from hgrnn.data.store import StoreError
-
-    return StoreError(message)
-
-
 def _holder_text() -> str:
     command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))
     return f"pid {os.getpid()} on {socket.gethostname()}: {command[:200]}"
+
+
+def lock_holder(path) -> str | None:
+    """Who holds the writer lock of store `path`, as its lock file names them ("pid 12 on
+    host: hgrnn extract-features ..."), or None without a lock file. A lock file exists
+    only while its writer runs, or after a writer was killed (then the text is stale)."""
+    try:
+        with open(str(path) + LOCK_SUFFIX, "rb") as fh:
+            return fh.read(400).decode("utf-8", "replace").strip() or None
+    except OSError:
+        return None
 
 
 class WriterLock:
@@ -81,7 +94,14 @@ class WriterLock:
         self._fd = None
         self._pid = None
 
+    @property
+    def held(self) -> bool:
+        """True while this process holds the lock through this object."""
+        return self._fd is not None and self._pid == os.getpid()
+
     def acquire(self) -> "WriterLock":
+        if self.held:
+            return self
         while True:
             try:
                 fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -90,7 +110,7 @@ class WriterLock:
                     return self
                 folder = os.path.dirname(os.path.abspath(self.path))
                 if not os.path.isdir(folder):
-                    raise _store_error(f"{self.path}: directory {folder} does not exist") from None
+                    raise StoreError(f"{self.path}: directory {folder} does not exist") from None
                 raise write_error(self.lock_path, err) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -99,7 +119,7 @@ class WriterLock:
                     holder = os.read(fd, 400).decode("utf-8", "replace").strip() or "unknown"
                 finally:
                     os.close(fd)
-                raise _store_error(
+                raise StoreError(
                     f"{self.path}: is being written by another process ({holder}); wait for "
                     f"it to finish (then run this again to continue), or write elsewhere")
             # a holder unlinks the file before it unlocks: the file we locked must still be
@@ -215,7 +235,7 @@ def write_error(path, err, needed=None, done=None):
         what = f"write failed ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
         todo = "run the same command again to continue"
     kept = f"; {done}" if done else ""
-    return _store_error(f"{path}: {what}{kept}; {todo}")
+    return StoreError(f"{path}: {what}{kept}; {todo}")
 
 
 def is_write_error(err) -> bool:
@@ -226,8 +246,6 @@ def is_write_error(err) -> bool:
 def read_errors(path, video=None, dataset=None):
     """Turn h5py's exceptions while reading a store into a one-line StoreError naming the
     file (and video/dataset) and what to do. StoreError passes through unchanged."""
-    from hgrnn.data.store import StoreError
-
     try:
         yield
     except StoreError:
