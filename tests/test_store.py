@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from hgrnn.data.ava import LabelMap
-from hgrnn.data.store import FORMAT_VERSION, PersonSet, StoreError, StoreWriter, read_failures
+from hgrnn.data.store import (FORMAT_VERSION, PersonSet, StoreError, StoreWriter, lock_for_writing,
+                              open_h5, read_failures)
 from hgrnn.data.store_check import check_store
 from storegen import random_video  # noqa: E402  (tests/ is on sys.path under pytest)
 
@@ -246,6 +247,58 @@ def test_streams_attribute(tmp_path):
         StoreWriter(tmp_path / "t.h5", feature_dim=C, label_map=LM, streams=[("rgb", 0, 32)])
 
 
+# ------------------------------------------------------------------ one writer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOCK_PROBE = textwrap.dedent("""
+    import sys
+    from hgrnn.data.store import StoreError, lock_for_writing, open_h5
+    try:
+        {call}
+    except StoreError as e:
+        print(e)
+""")
+
+
+def _probe(call):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    p = subprocess.run([sys.executable, "-c", LOCK_PROBE.format(call=call)], capture_output=True,
+                       text=True, env=env, timeout=120)
+    return p.stdout.strip() + p.stderr
+
+
+def test_second_writer_is_refused_before_reading_naming_the_first(tmp_path):
+    # an extract that plans a resume reads the store first: it met HDF5's own lock and was
+    # told "locked by another process" instead of who writes the store
+    import socket
+
+    path = _write(tmp_path / "s.h5", ["a"])
+    holder = f"pid {os.getpid()} on {socket.gethostname()}"
+    with StoreWriter(path, feature_dim=C, label_map=LM) as w:
+        w.add_video("b", **_video(1))
+        text = _probe(f"lock_for_writing({str(path)!r})")
+        assert text.startswith(f"{path}: is being written by another process ({holder}"), text
+        text = _probe(f"open_h5({str(path)!r})")             # a reader meeting HDF5's lock
+        assert f"{path}: cannot open as a feature store: being written by another process " \
+               f"({holder}" in text, text
+    # the pattern of a resuming stage: lock, read to plan, then write under the same lock
+    lock = lock_for_writing(path)
+    assert "pid" in _probe(f"lock_for_writing({str(path)!r})")
+    with open_h5(path) as f:
+        assert sorted(f["videos"]) == ["a", "b"]
+    with StoreWriter(path, feature_dim=C, label_map=LM, lock=lock) as w:
+        w.add_video("c", **_video(2))
+    assert not lock.held and not os.path.exists(f"{path}.lock")
+    with pytest.raises(ValueError, match="held writer lock"):
+        StoreWriter(path, feature_dim=C, label_map=LM, lock=lock)
+    lock = lock_for_writing(path)               # a failed open releases the lock it was given
+    with pytest.raises(StoreError, match="feature_dim 16, this writer has 8"):
+        StoreWriter(path, feature_dim=8, label_map=LM, lock=lock)
+    assert not lock.held
+    assert _probe(f"lock_for_writing({str(path)!r}).release()") == ""
+    assert check_store(path) == []
+
+
 # ------------------------------------------------------------------ crash safety
 
 CHILD = textwrap.dedent("""
@@ -453,13 +506,16 @@ def test_cli_inspect_and_check(tmp_path):
         f["videos/b/det/feats"][3, 1] = np.nan
     r = CliRunner().invoke(main, ["inspect", str(path), "--check"])
     assert r.exit_code == 1
-    assert "check failed: videos/b/det/feats: non-finite values" in r.output
+    assert f"{path}: videos/b/det/feats: non-finite values (1 NaN/inf)\n" in r.output
+    assert "check failed: 1 problem in 1 video (listed above)" in r.output
 
     with h5py.File(path, "a") as f:                # summary cannot even read it:
         del f["videos/a/gt/offsets"]              # --check still names the dataset
     r = CliRunner().invoke(main, ["inspect", str(path), "--check"])
-    assert r.exit_code == 1
-    assert "check failed: videos/a/gt/offsets: missing" in r.output, r.output
+    assert r.exit_code == 1                        # every problem is listed
+    assert f"{path}: videos/a/gt/offsets: missing\n" in r.output, r.output
+    assert f"{path}: videos/b/det/feats: non-finite values" in r.output
+    assert "check failed: 2 problems in 2 videos" in r.output
 
     junk = tmp_path / "junk.h5"
     junk.write_bytes(b"GIF89a" + b"\x00" * 1000)

@@ -8,8 +8,8 @@ import click
 @click.option("--check", is_flag=True,
               help="Also read every dataset and verify every rule of docs/store.md (offsets, "
                    "shapes, dtypes, finite values, box ranges, 0/1 labels, complete flags) "
-                   "and each video's digest (bytes changed after writing); exit 1 naming "
-                   "the first broken video and dataset.")
+                   "and each video's digest (bytes changed after writing); list every "
+                   "problem (video and dataset) and exit 1.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of text.")
 def inspect_cmd(store, check, as_json):
     """Summarise a feature store (HDF5, docs/store.md).
@@ -46,8 +46,13 @@ def inspect_cmd(store, check, as_json):
         raise click.ClickException(str(err)) from None
     if check:
         if problems:
-            more = f" (and {len(problems) - 1} more broken videos)" if len(problems) > 1 else ""
-            raise click.ClickException(f"{store}: check failed: {problems[0]}{more}")
+            for p in problems:
+                click.echo(f"{store}: {p}", err=True)
+            videos = len({p.split("/")[1].split(":")[0] for p in problems
+                          if p.startswith("videos/")})
+            raise click.ClickException(f"{store}: check failed: {len(problems)} problem"
+                                       f"{'s' if len(problems) > 1 else ''} in {videos} video"
+                                       f"{'s' if videos != 1 else ''} (listed above)")
         click.echo(f"check: OK, {summary['videos']} videos verified")
 
 
@@ -57,13 +62,18 @@ def inspect_cmd(store, check, as_json):
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--keep-first", is_flag=True,
               help="A video in several shards with different data: keep the first shard's "
-                   "copy (default: error). Identical copies are always accepted.")
+                   "copy (default: error). Identical copies are always accepted. Shards "
+                   "extracted with other feature settings (backbone, weights, clip, "
+                   "resolution, layer, streams, flow...) are refused even so.")
 def merge_stores_cmd(out, shards, overwrite, keep_first):
     """Combine shard stores written by parallel workers into OUT.
 
-    The shards must agree on feature dim, label map and feature streams. Complete videos are
-    copied (interrupted ones skipped), stage configs and failures merged. OUT is written to
-    OUT.partial and renamed when done.
+    The shards must agree on feature dim, label map, feature streams and every extraction
+    setting that changes the features (refused naming the setting); settings that do not
+    (input and weights paths, device, workers, keyframe range) may differ: the first
+    shard's are kept, with a warning. Complete videos are copied (interrupted ones
+    skipped), stage configs and failures merged. OUT is written to OUT.partial and renamed
+    when done.
 
     \b
     Example:

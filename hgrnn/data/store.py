@@ -457,7 +457,8 @@ def _size_problem(name, value) -> str | None:
         ok = int(value) == value and value > 0
     except (TypeError, ValueError):
         ok = False
-    return None if ok else f"attribute {name} must be a positive integer, got {value!r}"
+    shown = value.item() if isinstance(value, np.generic) else value
+    return None if ok else f"attribute {name} must be a positive integer, got {shown!r}"
 
 
 def check_video_arrays(timestamps, clip, sets: dict, *, feature_dim: int, num_classes: int,

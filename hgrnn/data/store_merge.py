@@ -1,8 +1,16 @@
-"""Merging shard stores (written by parallel workers) into one store (`hgrnn merge-stores`)."""
+"""Merging shard stores (written by parallel workers) into one store (`hgrnn merge-stores`).
+
+Shards merge only when their features are of one kind: same feature_dim, label map and
+streams, and stage configs equal in every setting that changes the features
+(`feature_setting_differences`): a setting is assumed to change them unless it is named in
+NEUTRAL_CONFIG_KEYS (where inputs and weights files lie, how the run was parallelised, which
+keyframes it covered), so a setting a future stage adds is compared until declared neutral.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import warnings
 
@@ -13,6 +21,52 @@ from tqdm import tqdm
 from hgrnn.data.store import (StoreError, StoreWriter, is_complete, open_h5, read_failures_open,
                               read_info)
 from hgrnn.data.store_io import WriterLock, read_errors, write_error
+
+
+#: stage-config keys, at any depth, that do not change the features: where inputs lie, how
+#: the run was parallelised, which keyframes or videos it covered
+NEUTRAL_CONFIG_KEYS = frozenset({
+    "out", "videos", "frames", "annotations", "exclusions", "excluded_keyframes", "detections",
+    "label_map", "keyframes", "video_ids", "seek_after", "device", "workers", "batch_size",
+    "progress", "path",
+    # weights files named by path or option: the meta dicts beside them identify the
+    # weights (kind, sha256, seed: `backbone`, `flow_backbone`, `detector_meta`, `flow_meta`)
+    "backbone_weights", "flow_backbone_weights", "detector_weights", "flow_weights",
+})
+#: inside a dict that records a file's sha256, where the file lay is neutral too
+_LOCATION_KEYS = frozenset({"path", "weights"})
+_ABSENT = object()
+
+
+def _comparable(value):
+    """A config value without its neutral keys (at every depth)."""
+    if not isinstance(value, dict):
+        return value
+    hashed = value.get("sha256") is not None
+    return {k: _comparable(v) for k, v in value.items()
+            if k not in NEUTRAL_CONFIG_KEYS and not (hashed and k in _LOCATION_KEYS)}
+
+
+def feature_setting_differences(a: dict, b: dict) -> list:
+    """The settings in which two configs of one stage differ and that change the features
+    (every key but NEUTRAL_CONFIG_KEYS, compared at every depth of nested dicts): a list of
+    (dotted name, value in a, value in b), a missing key as the string "absent"."""
+    out = []
+
+    def walk(x, y, name):
+        if isinstance(x, dict) and isinstance(y, dict):
+            for k in sorted(set(x) | set(y), key=str):
+                walk(x.get(k, _ABSENT), y.get(k, _ABSENT), f"{name}.{k}" if name else str(k))
+        elif x != y:
+            out.append((name, "absent" if x is _ABSENT else x, "absent" if y is _ABSENT else y))
+
+    walk(_comparable(a), _comparable(b), "")
+    return out
+
+
+def _short(value) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _same_video(a, b) -> bool:
@@ -38,10 +92,13 @@ def _same_video(a, b) -> bool:
 def merge_stores(out, shards: list, overwrite=False, on_duplicate="error", progress=True) -> dict:
     """Combine shard stores (e.g. written by parallel workers) into one store `out`.
 
-    The shards must agree on feature_dim, label map and streams. Complete videos are copied
+    The shards must agree on feature_dim, label map and streams, and on every stage-config
+    setting that changes the features (`feature_setting_differences`; a StoreError names
+    the first such setting, whatever `on_duplicate` says). Complete videos are copied
     (with their storage layout and attributes); incomplete ones are skipped, and so are
     videos whose HDF5 objects cannot be read (a damaged shard; a warning names each). Configs
-    are merged per stage (the first shard's wins when they differ; a warning names the stage).
+    are merged per stage (when they differ only in neutral settings, the first shard's wins
+    and a warning names the stage).
     Failures are merged, dropping those of videos that are complete in some shard.
     A video id present in several shards is an error, unless the copies are identical
     (then one is kept) or `on_duplicate="first"` (keep the first shard's).
@@ -84,13 +141,15 @@ def _merge_locked(out, shards, overwrite, on_duplicate, progress) -> dict:
         if info.streams != first.streams:
             raise StoreError(f"{info.path}: streams {info.streams} differ from {first.path} "
                              f"({first.streams})")
-    configs, differing = {}, []
+    configs, config_source, differing = {}, {}, []
     for info in infos:
         for stage, cfg in info.configs.items():
             if stage not in configs:
-                configs[stage] = cfg
-            elif configs[stage] != cfg and stage not in differing:
-                differing.append(stage)
+                configs[stage], config_source[stage] = cfg, info.path
+            elif configs[stage] != cfg:
+                _refuse_other_features(stage, configs[stage], config_source[stage], cfg, info.path)
+                if stage not in differing:
+                    differing.append(stage)
     for stage in differing:
         warnings.warn(f"merge-stores: stage {stage!r} config differs between shards; "
                       f"keeping the first shard's", stacklevel=3)
@@ -113,6 +172,20 @@ def _merge_locked(out, shards, overwrite, on_duplicate, progress) -> dict:
             os.remove(partial)
         raise write_error(out, err) from None
     return dict(summary, differing_configs=differing)
+
+
+def _refuse_other_features(stage, first_cfg, first_path, cfg, path) -> None:
+    """StoreError naming the first setting of `stage` that changes the features and differs
+    between the shard `path` and the shard `first_path` that first had the stage."""
+    diffs = feature_setting_differences(first_cfg, cfg)
+    if not diffs:
+        return
+    name, old, new = diffs[0]
+    more = f" (and {len(diffs) - 1} more: {', '.join(d[0] for d in diffs[1:4])}" \
+           f"{', ...' if len(diffs) > 4 else ''})" if len(diffs) > 1 else ""
+    raise StoreError(f"{path}: {stage} setting {name} = {_short(new)} differs from {first_path} "
+                     f"({_short(old)}){more}: the shards hold features of different kinds and "
+                     f"cannot be merged; extract them with the same settings")
 
 
 def _copy_shards(partial, shards, first, configs, on_duplicate, progress) -> dict:
