@@ -64,9 +64,15 @@ on-disk metadata is exactly the last flushed state; it flushes after every video
 therefore leaves a file whose earlier videos are intact; the partial video has no `complete`
 flag, readers ignore it, and the next `StoreWriter` on the file deletes it.
 
+Validation: `check_video_arrays` holds every rule above over one video's arrays (numpy arrays
+or h5py datasets) and returns all problems; `StoreWriter.add_video` raises the first before
+touching the file, `hgrnn inspect --check` (`hgrnn.data.store_check`) lists them all.
+
 One writer, clean failures (`hgrnn.data.store_io`): a writer holds an exclusive lock
 (`PATH.lock`) from before its existence check until it closes, so a second writer is refused
-naming the first; children it forks drop its file descriptor and lock. A write error (a full
+naming the first; a stage that reads the store to plan its writing takes the lock before
+that read (`lock_for_writing`, then `StoreWriter(..., lock=)`); children a writer forks drop
+its file descriptor and lock. A write error (a full
 disk) abandons the file as it was at the last flush and raises one StoreError naming the
 file and the free space; the writer is then closed for good.
 
