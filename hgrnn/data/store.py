@@ -72,9 +72,9 @@ One writer, clean failures (`hgrnn.data.store_io`): a writer holds an exclusive 
 (`PATH.lock`) from before its existence check until it closes, so a second writer is refused
 naming the first; a stage that reads the store to plan its writing takes the lock before
 that read (`lock_for_writing`, then `StoreWriter(..., lock=)`); children a writer forks drop
-its file descriptor and lock. A write error (a full
-disk) abandons the file as it was at the last flush and raises one StoreError naming the
-file and the free space; the writer is then closed for good.
+its file descriptor and lock. A write error (a full disk) abandons the file as it was at the
+last flush and raises one StoreError naming the file and the free space; the writer is then
+closed for good.
 
 Typical use::
 
