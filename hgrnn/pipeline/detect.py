@@ -37,9 +37,9 @@ from tqdm import tqdm
 from hgrnn.console import progress_bar
 from hgrnn.data.ava import read_annotations
 from hgrnn.pipeline.i3d import FINETUNE_FORMAT, sha256_file
-from hgrnn.data.keyframes import summarize_outside
-from hgrnn.data.video import (VideoError, check_video_source, find_frame_folders,
-                                  find_videos, iter_clips, probe)
+from hgrnn.data.keyframes import summarize_outside, video_keyframes
+from hgrnn.data.source import VideoSource
+from hgrnn.data.video import VideoError, find_frame_folders, find_videos, iter_clips, probe
 from hgrnn.torchfile import TorchFileError
 from hgrnn.torchfile import load as load_torch_file
 
@@ -356,17 +356,13 @@ def keyframe_images(video_path, timestamps, *, short_side, time_offset: float = 
 # ----------------------------------------------------------------------------- hgrnn detect
 
 @dataclass(frozen=True)
-class DetectConfig:
+class DetectConfig(VideoSource):
     """Settings of `detect_videos` (the options of `hgrnn detect`; see its --help).
 
     out: the person-box CSV to write (resumed when its progress file exists). Keyframes:
     `keyframes` (start, end) inclusive seconds, else those of `annotations`, else every
     second of each video. short_side: None = the detector's own input size."""
     out: str
-    videos: str | None = None
-    frames: str | None = None
-    fps: float | None = None
-    time_offset: float = 0.0
     annotations: str | None = None
     exclusions: str | None = None
     keyframes: tuple[int, int] | None = None
@@ -381,7 +377,7 @@ class DetectConfig:
     progress: bool = True
 
     def __post_init__(self):
-        check_video_source(self.videos, self.frames, self.fps)
+        self.check_source()
         if self.keyframes is not None and self.keyframes[0] > self.keyframes[1]:
             raise ValueError(f"--keyframes {self.keyframes[0]}:{self.keyframes[1]}: start > end")
         for name in ("batch_size", "max_persons"):
@@ -440,7 +436,7 @@ def plan_keyframes(cfg) -> tuple[list, dict]:
 
 class KeyframeImageStream(torch.utils.data.IterableDataset):
     """Decodes the videos of `plans` (split over DataLoader workers) into messages, in order
-    per video: ("start", vid, n keyframes, outside, warning) (`extract.video_keyframes`:
+    per video: ("start", vid, n keyframes, outside, warning) (`keyframes.video_keyframes`:
     requested keyframes outside the video are skipped), ("images", vid, timestamps, [uint8
     (H, W, 3) tensors]) ..., then ("done", vid) or ("failed", vid, reason) at any point."""
 
@@ -455,8 +451,6 @@ class KeyframeImageStream(torch.utils.data.IterableDataset):
             yield from self._video(plan)
 
     def _video(self, plan):
-        from hgrnn.pipeline.extract import video_keyframes  # extract imports this module
-
         try:
             timestamps, outside, warning = video_keyframes(
                 plan.path, plan.timestamps, probe(plan.path, fps=self.fps), self.time_offset)
