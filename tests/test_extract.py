@@ -477,3 +477,78 @@ def test_a_second_writer_is_refused_naming_the_first(tmp_path, inputs, weights):
         holder.wait()
     assert f"is being written by another process (pid {holder.pid}" in result.output
     assert "locked by another process" not in result.output
+
+
+def test_option_defaults_are_the_config_defaults():
+    """Every option that sets a config field shows and uses that field's default (read from
+    the dataclass by `options.default_of`, so it is written once)."""
+    import dataclasses
+
+    import click
+
+    from hgrnn.data.source import VideoSource
+    from hgrnn.pipeline.detect_config import DetectConfig, DetectorArch
+    from hgrnn.pipeline.extract import ExtractConfig
+
+    def check(command, config, names=None):
+        params = {p.name: p for p in main.commands[command].params}
+        fields = {f.name: f for f in dataclasses.fields(config)}
+        checked = [n for n in (names or fields) if n in params
+                   and fields[n].default is not dataclasses.MISSING]
+        for name in checked:
+            default = fields[name].default
+            if name == "streams":
+                default = ",".join(default)
+            got = params[name].default
+            if got is getattr(click.core, "UNSET", None):            # no default: None
+                got = None
+            assert got == default, (command, name)
+        return checked
+
+    assert len(check("extract-features", ExtractConfig)) >= 20
+    assert "clip_frames" in check("check-data", ExtractConfig, ["clip_frames", "frame_stride"])
+    assert len(check("predict", ExtractConfig)) >= 15
+    assert len(check("detect", DetectConfig)) >= 8
+    arch = [f.name for f in dataclasses.fields(DetectorArch) if f.name != "trainable_layers"]
+    assert len(check("finetune-detector", DetectorArch, arch)) == 8  # layers: None = by init
+    for command in ("extract-features", "detect", "finetune-backbone", "finetune-detector",
+                    "check-data", "predict"):
+        assert check(command, VideoSource) and "time_offset" in check(command, VideoSource)
+
+
+def test_the_cli_imports_neither_torch_nor_numpy():
+    """The configs the options read their defaults from stay light (`hgrnn --help`)."""
+    probe = ("import sys, hgrnn.cli; "
+             "print(sorted(m for m in ('torch', 'numpy', 'h5py') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_a_store_with_the_flat_video_keys_resumes_and_inspects(tmp_path):
+    """The VideoSource fields stay flat keys of the stored extract config (fps,
+    time_offset), so stores written before VideoSource existed resume and inspect."""
+    from hgrnn.data.store import StoreWriter
+    from hgrnn.pipeline.extract import ExtractConfig, check_resume_settings, stage_config
+
+    cfg = ExtractConfig(out=str(tmp_path / "s.h5"), backbone_weights="none", videos="v",
+                        time_offset=900.0, clip_frames=8)
+    meta = {"kind": "random", "path": None, "sha256": None, "feature_dim": 1024, "seed": 0}
+    stage = stage_config(cfg, meta, None, 1024, False)
+    assert stage["time_offset"] == 900.0 and stage["fps"] is None and "source" not in stage
+    # the key order of a store written before: out, backbone_weights, videos, frames, fps,
+    # time_offset, annotations, ... (the flat fields, videos/frames left out as run-only)
+    old = {"backbone_weights": "none", "fps": None, "time_offset": 900.0,
+           **{k: v for k, v in stage.items() if k not in ("backbone_weights", "fps",
+                                                          "time_offset")}}
+    with StoreWriter(cfg.out, feature_dim=1024, label_map=load_label_map("ava-v2.1"),
+                     configs={"extract": old}):
+        pass
+    check_resume_settings([cfg.out], stage)                       # same settings: resumes
+    moved = stage_config(ExtractConfig(out=cfg.out, backbone_weights="none", videos="v",
+                                       time_offset=0.0, clip_frames=8), meta, None, 1024, False)
+    with pytest.raises(ValueError, match="time_offset 900.0 -> 0.0"):
+        check_resume_settings([cfg.out], moved)
+    result = CliRunner().invoke(main, ["inspect", cfg.out])
+    assert result.exit_code == 0 and "900" in result.output, result.output
