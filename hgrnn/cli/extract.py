@@ -27,6 +27,7 @@ from hgrnn.pipeline.extract.config import ExtractConfig
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write the run's summary here as JSON (for scripts): out, written, "
                    "skipped, failed {video: reason}, keyframes, persons {gt, det}, "
+                   "below_threshold (--detections boxes under --det-threshold), "
                    "decoded_frames, needed_frames, seconds, ranks.")
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress bar; failures are listed in the closing summary.")
@@ -62,7 +63,7 @@ def extract_features_cmd(allow_failures, json_out, quiet, **options):
     import sys
 
     from hgrnn.data.store import StoreError
-    from hgrnn.pipeline.extract import ExtractConfig, extract_features, format_summary
+    from hgrnn.pipeline.extract import extract_features, format_summary
     from hgrnn.pipeline.flow import FlowError
     from hgrnn.data.video import VideoError
 

@@ -5,6 +5,7 @@ process's side: gathers each video's batches, writes it, counts) and the end-of-
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ from hgrnn.pipeline.detect import detect_persons, load_person_detector
 from hgrnn.pipeline.extract.config import ExtractConfig
 from hgrnn.pipeline.extract.features import StreamModels, load_models, stream_features
 from hgrnn.pipeline.extract.loader import Clips, Done, Failed, Note, Outside, Start, make_loader
-from hgrnn.pipeline.extract.plan import KEYFRAME_ORIGINS, empty_persons, read_inputs
+from hgrnn.pipeline.extract.plan import KEYFRAME_ORIGINS, Inputs, empty_persons, read_inputs
 from hgrnn.pipeline.extract.shards import (Dist, complete_videos, device_for, existing_shards,
                                            merge_shards, shard_items, shard_path)
 from hgrnn.pipeline.extract.stage import check_resume_settings, stage_config
@@ -35,9 +36,68 @@ def extract_features(cfg: ExtractConfig) -> dict:
     cfg.validate()
     started = time.time()
     dist = Dist.from_env()
+    shards = existing_shards(cfg.out)
+    my_path = shard_path(cfg.out, dist.rank) if (dist.active or shards) else cfg.out
+    # the store's own lock first, until the writer takes it over: a second writer is refused
+    # at once, naming the first (HDF5's file lock, met when the settings are read, names no one)
+    lock = WriterLock(my_path).acquire()
+    try:
+        ready = _prepare(cfg, dist, shards)
+    finally:
+        lock.release()
+    dist.barrier()
+    inputs, nets, detector, device, done = (ready.inputs, ready.nets, ready.detector,
+                                            ready.device, ready.done)
+
+    missing = {vid: reason for vid, reason in inputs.missing.items() if vid not in done}
+    todo = [p for p in inputs.plans if p.video_id not in done]
+    mine = shard_items(todo, dist.rank, dist.world)
+
+    show = cfg.progress and dist.rank == 0
+    with StoreWriter(my_path, feature_dim=nets.feature_dim, label_map=ready.label_map,
+                     configs={"extract": ready.stage}, streams=nets.layout) as writer:
+        run = Run(writer, mine, show, dist)
+        if dist.rank == 0:
+            run.record_missing(missing)
+        loader = make_loader(mine, cfg, device,
+                             cfg.det_short_side if detector is not None else None,
+                             nets.worker_flow)
+        _consume(loader, run, cfg, nets, detector, inputs.gt, inputs.det,
+                 len(ready.label_map), device)
+        run.close()
+
+    everyone = dist.gather(run.counts)
+    if dist.rank == 0 and (dist.active or shards):
+        merge_shards(cfg.out, show)
+    dist.barrier()
+    summary = _summary(cfg.out, everyone,
+                       skipped=len(done & {p.video_id for p in inputs.plans}),
+                       seconds=time.time() - started, ranks=dist.world)
+    summary["rows_outside_label_map"] = inputs.outside_map
+    summary["below_threshold"] = inputs.below_threshold
+    summary["det_threshold"] = cfg.det_threshold
+    return summary
+
+
+@dataclass
+class _Ready:
+    """What `_prepare` found: the label map, the inputs (`read_inputs`), this rank's device,
+    the networks, the person detector (or None), the stage config and the ids of the videos
+    complete already (in the store and its shards)."""
+    label_map: object
+    inputs: Inputs
+    device: torch.device
+    nets: StreamModels
+    detector: object
+    stage: dict
+    done: set
+
+
+def _prepare(cfg: ExtractConfig, dist: Dist, shards: list) -> _Ready:
+    """Read the inputs, load the networks on this rank's device, and check the store (and
+    its shards) against the stage config."""
     label_map = load_label_map(cfg.label_map)
     inputs = read_inputs(cfg, label_map)
-
     device = device_for(cfg.device, dist, torch.cuda.is_available())
     if device.type == "cuda":
         # the rank's own GPU as the current device: pin_memory and any "cuda" tensor of a
@@ -55,46 +115,12 @@ def extract_features(cfg: ExtractConfig) -> dict:
                          flow_backbone_meta=nets.metas.get("flow"),
                          flow_meta=nets.flow.meta() if nets.flow is not None else None,
                          layout=nets.layout)
-
-    # -- what is done already (read before anyone writes), who does what
-    shards = existing_shards(cfg.out)
-    my_path = shard_path(cfg.out, dist.rank) if (dist.active or shards) else cfg.out
-    # the store's own lock first: a second writer is refused naming the first, before
-    # HDF5's file lock (met when the settings are read) could answer without a name
-    with WriterLock(my_path):
-        check_resume_settings([cfg.out, *shards], stage)
-        done = complete_videos(cfg.out)
-        for s in shards:
-            done |= complete_videos(s)
-    dist.barrier()
-    missing = {vid: reason for vid, reason in inputs.missing.items() if vid not in done}
-    todo = [p for p in inputs.plans if p.video_id not in done]
-    mine = shard_items(todo, dist.rank, dist.world)
-
-    show = cfg.progress and dist.rank == 0
-    with StoreWriter(my_path, feature_dim=nets.feature_dim, label_map=label_map,
-                     configs={"extract": stage}, streams=nets.layout) as writer:
-        run = Run(writer, mine, show, dist)
-        if dist.rank == 0:
-            run.record_missing(missing)
-        loader = make_loader(mine, cfg, device,
-                             cfg.det_short_side if detector is not None else None,
-                             nets.worker_flow)
-        _consume(loader, run, cfg, nets, detector, inputs.gt, inputs.det, len(label_map),
-                 device)
-        run.close()
-
-    everyone = dist.gather(run.counts)
-    if dist.rank == 0 and (dist.active or shards):
-        merge_shards(cfg.out, show)
-    dist.barrier()
-    summary = _summary(cfg.out, everyone,
-                       skipped=len(done & {p.video_id for p in inputs.plans}),
-                       seconds=time.time() - started, ranks=dist.world)
-    summary["rows_outside_label_map"] = inputs.outside_map
-    summary["below_threshold"] = inputs.below_threshold
-    summary["det_threshold"] = cfg.det_threshold
-    return summary
+    # what is done already (read before anyone writes)
+    check_resume_settings([cfg.out, *shards], stage)
+    done = complete_videos(cfg.out)
+    for s in shards:
+        done |= complete_videos(s)
+    return _Ready(label_map, inputs, device, nets, detector, stage, done)
 
 
 def _consume(loader, run: "Run", cfg: ExtractConfig, nets: StreamModels, detector, gt, det,
