@@ -70,3 +70,25 @@ def test_same_seed_same_dataset_and_no_silent_overwrite(tmp_path):
     with pytest.raises(FileExistsError, match="--overwrite"):
         render_example(tmp_path / "a", videos=1, seconds=3)
     render_example(tmp_path / "a", videos=1, seconds=3, seed=6, overwrite=True)
+
+
+def test_default_threshold_keeps_exactly_the_persons(example):
+    """persons.csv scores every true person above the default --det-threshold and every
+    false positive below it (the docs' steps with the default keep all persons)."""
+    from hgrnn.pipeline.defaults import DEFAULT_DET_THRESHOLD
+
+    lm = load_label_map(str(example / "label_map.txt"))
+    gt = group_persons(read_annotations(example / "annotations.csv", lm, progress=False), lm)
+    det = read_results(example / "persons.csv", progress=False)
+    true = np.zeros(len(det), bool)
+    for i in range(len(det)):            # a detection on a true person: IoU > 0.5 with its box
+        same = (gt.video_ids == det.video_ids[i]) & (gt.timestamps == det.timestamps[i])
+        a, b = det.boxes[i], gt.boxes[same]
+        w = np.clip(np.minimum(a[2], b[:, 2]) - np.maximum(a[0], b[:, 0]), 0, None)
+        h = np.clip(np.minimum(a[3], b[:, 3]) - np.maximum(a[1], b[:, 1]), 0, None)
+        area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])   # noqa: E731
+        iou = w * h / (area(a) + area(b) - w * h)
+        true[i] = iou.max() > 0.5
+    assert true.sum() == len(gt)                          # one detection per true person
+    assert (det.scores[true] >= DEFAULT_DET_THRESHOLD).all(), det.scores[true].min()
+    assert (det.scores[~true] < DEFAULT_DET_THRESHOLD).all()

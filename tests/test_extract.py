@@ -21,7 +21,8 @@ from hgrnn.cli import main
 from hgrnn.data.ava import load_label_map
 from hgrnn.data.store import read_failures
 from hgrnn.data.store_check import check_store
-from hgrnn.pipeline.extract import every_second, shard_items, shard_path, video_keyframes
+from hgrnn.data.keyframes import every_second, video_keyframes
+from hgrnn.pipeline.extract import shard_items, shard_path
 from hgrnn.pipeline.i3d import InceptionI3d, normalize_frames, person_features
 from hgrnn.pipeline.render import render_frames, render_video
 from hgrnn.data.video import VideoError, iter_clips
@@ -110,6 +111,10 @@ def test_store_is_valid_and_failures_recorded(store):
     assert "{" not in result.output                               # JSON only with --json
     summary = __import__("json").loads(out.with_suffix(".json").read_text())
     assert summary["written"] == 2 and set(summary["failed"]) == {"broken", "ghost"}
+    # the threshold's effect is said: one row of det.csv scores below 0.5
+    assert summary["below_threshold"] == 1
+    assert ("1 detection(s) of --detections scored below --det-threshold 0.5: dropped"
+            in result.output)
     # one pass per video: vidA (30 frames, clips up to frame 23) and vidB (20 frames)
     decoded, needed = map(int, re.search(r"decoded (\d+) frames, (\d+) of them used by clips",
                                          result.output).groups())
@@ -194,7 +199,7 @@ def test_clip_feature_sees_content_inside_its_window_only(tmp_path, weights):
 
 def test_killed_run_resumes_without_recomputing(tmp_path, inputs, weights, monkeypatch):
     import hgrnn.data.store as store_mod
-    import hgrnn.pipeline.extract as extract_mod
+    import hgrnn.pipeline.extract.loader as loader_mod
 
     videos = tmp_path / "videos"
     videos.mkdir()
@@ -222,8 +227,8 @@ def test_killed_run_resumes_without_recomputing(tmp_path, inputs, weights, monke
         digest = f["videos/v1"].attrs["digest"]
 
     decoded = []
-    real_iter_clips = extract_mod.iter_clips
-    monkeypatch.setattr(extract_mod, "iter_clips",
+    real_iter_clips = loader_mod.iter_clips
+    monkeypatch.setattr(loader_mod, "iter_clips",
                         lambda path, *a, **k: decoded.append(Path(path).stem) or real_iter_clips(path, *a, **k))
     result = run(args)
     assert decoded == ["v2"]
@@ -279,9 +284,9 @@ def test_too_short_video_is_a_failure_and_allow_failures(tmp_path, inputs, weigh
 def test_sharding_helpers_and_picklable_dataset():
     import pickle
 
-    from hgrnn.pipeline.extract import ClipDataset, ExtractConfig, _Plan
+    from hgrnn.pipeline.extract import ClipDataset, ExtractConfig, VideoPlan
 
-    ds = ClipDataset([_Plan("v", "/x/v.mp4", [1, 2])], ExtractConfig(out="o.h5", backbone_weights="none",
+    ds = ClipDataset([VideoPlan("v", "/x/v.mp4", [1, 2])], ExtractConfig(out="o.h5", backbone_weights="none",
                                                                       videos="/x"))
     assert pickle.loads(pickle.dumps(ds)).plans[0].timestamps == [1, 2]   # spawn-started workers
     assert shard_path("/x/ava_val.h5", 3) == "/x/ava_val.rank3.h5"
@@ -294,15 +299,15 @@ def test_sharding_helpers_and_picklable_dataset():
 
 
 def test_each_torchrun_rank_gets_its_own_gpu():
-    from hgrnn.pipeline.extract import _device_for, _Dist
+    from hgrnn.pipeline.extract import Dist, device_for
 
-    rank3 = _Dist(rank=3, world=4, local_rank=3, active=True)
-    assert _device_for("cuda", rank3, True) == torch.device("cuda:3")  # not every rank on GPU 0
-    assert _device_for("auto", rank3, True) == torch.device("cuda:3")
-    assert _device_for("auto", rank3, False) == torch.device("cpu")
-    assert _device_for("cuda:1", rank3, True) == torch.device("cuda:1")  # explicit: as given
-    assert _device_for("cuda", _Dist(), True) == torch.device("cuda")
-    assert _device_for("cpu", rank3, True) == torch.device("cpu")
+    rank3 = Dist(rank=3, world=4, local_rank=3, active=True)
+    assert device_for("cuda", rank3, True) == torch.device("cuda:3")  # not every rank on GPU 0
+    assert device_for("auto", rank3, True) == torch.device("cuda:3")
+    assert device_for("auto", rank3, False) == torch.device("cpu")
+    assert device_for("cuda:1", rank3, True) == torch.device("cuda:1")  # explicit: as given
+    assert device_for("cuda", Dist(), True) == torch.device("cuda")
+    assert device_for("cpu", rank3, True) == torch.device("cpu")
 
 
 @pytest.mark.slow
@@ -443,7 +448,107 @@ def test_keyframes_are_the_union_of_annotated_and_detected_and_exclusions_are_st
 
 
 def test_one_detection_threshold():
-    from hgrnn.pipeline.extract import DEFAULT_DET_THRESHOLD, ExtractConfig
+    from hgrnn.pipeline.defaults import DEFAULT_DET_THRESHOLD
+    from hgrnn.pipeline.extract import ExtractConfig
 
     option = {p.name: p for p in main.commands["extract-features"].params}["det_threshold"]
     assert option.default == DEFAULT_DET_THRESHOLD == ExtractConfig("o", "w").det_threshold == 0.8
+
+
+def test_a_second_writer_is_refused_naming_the_first(tmp_path, inputs, weights):
+    """A store being written by another process: extract-features names that process (the
+    store's writer lock is taken before the resume check opens the file)."""
+    out = tmp_path / "s.h5"
+    args = ["--out", out, "--videos", inputs / "videos", "--keyframes", "1:1",
+            "--backbone-weights", weights] + SMALL
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from hgrnn.data.ava import load_label_map; "
+         "from hgrnn.data.store import StoreWriter; "
+         "w = StoreWriter(sys.argv[1], feature_dim=1024, label_map=load_label_map('ava-v2.1')); "
+         "print('ready', flush=True); time.sleep(60)", str(out)],
+        stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        result = run(args, expect=1)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert f"is being written by another process (pid {holder.pid}" in result.output
+    assert "locked by another process" not in result.output
+
+
+def test_option_defaults_are_the_config_defaults():
+    """Every option that sets a config field shows and uses that field's default (read from
+    the dataclass by `options.default_of`, so it is written once)."""
+    import dataclasses
+
+    import click
+
+    from hgrnn.data.source import VideoSource
+    from hgrnn.pipeline.detect_config import DetectConfig, DetectorArch
+    from hgrnn.pipeline.extract import ExtractConfig
+
+    def check(command, config, names=None):
+        params = {p.name: p for p in main.commands[command].params}
+        fields = {f.name: f for f in dataclasses.fields(config)}
+        checked = [n for n in (names or fields) if n in params
+                   and fields[n].default is not dataclasses.MISSING]
+        for name in checked:
+            default = fields[name].default
+            if name == "streams":
+                default = ",".join(default)
+            got = params[name].default
+            if got is getattr(click.core, "UNSET", None):            # no default: None
+                got = None
+            assert got == default, (command, name)
+        return checked
+
+    assert len(check("extract-features", ExtractConfig)) >= 20
+    assert "clip_frames" in check("check-data", ExtractConfig, ["clip_frames", "frame_stride"])
+    assert len(check("predict", ExtractConfig)) >= 15
+    assert len(check("detect", DetectConfig)) >= 8
+    arch = [f.name for f in dataclasses.fields(DetectorArch) if f.name != "trainable_layers"]
+    assert len(check("finetune-detector", DetectorArch, arch)) == 8  # layers: None = by init
+    for command in ("extract-features", "detect", "finetune-backbone", "finetune-detector",
+                    "check-data", "predict"):
+        assert check(command, VideoSource) and "time_offset" in check(command, VideoSource)
+
+
+def test_the_cli_imports_neither_torch_nor_numpy():
+    """The configs the options read their defaults from stay light (`hgrnn --help`)."""
+    probe = ("import sys, hgrnn.cli; "
+             "print(sorted(m for m in ('torch', 'numpy', 'h5py') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_a_store_with_the_flat_video_keys_resumes_and_inspects(tmp_path):
+    """The VideoSource fields stay flat keys of the stored extract config (fps,
+    time_offset), so stores written before VideoSource existed resume and inspect."""
+    from hgrnn.data.store import StoreWriter
+    from hgrnn.pipeline.extract import ExtractConfig, check_resume_settings, stage_config
+
+    cfg = ExtractConfig(out=str(tmp_path / "s.h5"), backbone_weights="none", videos="v",
+                        time_offset=900.0, clip_frames=8)
+    meta = {"kind": "random", "path": None, "sha256": None, "feature_dim": 1024, "seed": 0}
+    stage = stage_config(cfg, meta, None, 1024, False)
+    assert stage["time_offset"] == 900.0 and stage["fps"] is None and "source" not in stage
+    # the key order of a store written before: out, backbone_weights, videos, frames, fps,
+    # time_offset, annotations, ... (the flat fields, videos/frames left out as run-only)
+    old = {"backbone_weights": "none", "fps": None, "time_offset": 900.0,
+           **{k: v for k, v in stage.items() if k not in ("backbone_weights", "fps",
+                                                          "time_offset")}}
+    with StoreWriter(cfg.out, feature_dim=1024, label_map=load_label_map("ava-v2.1"),
+                     configs={"extract": old}):
+        pass
+    check_resume_settings([cfg.out], stage)                       # same settings: resumes
+    moved = stage_config(ExtractConfig(out=cfg.out, backbone_weights="none", videos="v",
+                                       time_offset=0.0, clip_frames=8), meta, None, 1024, False)
+    with pytest.raises(ValueError, match="time_offset 900.0 -> 0.0"):
+        check_resume_settings([cfg.out], moved)
+    result = CliRunner().invoke(main, ["inspect", cfg.out])
+    assert result.exit_code == 0 and "900" in result.output, result.output

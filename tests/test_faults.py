@@ -522,7 +522,7 @@ def test_train_head_on_a_full_disk_leaves_no_temporary(run_dir, tmp_path):
 def test_random_backbone_is_seeded_and_resume_refuses_another_seed(tmp_path):
     import torch
 
-    from hgrnn.pipeline.extract import _check_resume_settings
+    from hgrnn.pipeline.extract import check_resume_settings
     from hgrnn.pipeline.i3d import load_backbone
 
     with pytest.warns(UserWarning, match="RANDOM"):
@@ -539,4 +539,4 @@ def test_random_backbone_is_seeded_and_resume_refuses_another_seed(tmp_path):
                      configs={"extract": {"backbone": {"kind": "random", "sha256": None}}}):
         pass                                            # written before seeds were recorded
     with pytest.raises(ValueError, match="random backbone seed None -> 0"):
-        _check_resume_settings([str(path)], stage)
+        check_resume_settings([str(path)], stage)

@@ -4,9 +4,8 @@ extraction's own every-second rule and a brute-force search over offsets."""
 import numpy as np
 import pytest
 
-from hgrnn.pipeline.extract import every_second
-from hgrnn.data.keyframes import (clip_span_warning, fitting_offsets, nice_offset,
-                                      offset_hint, split_keyframes, suggested_clip_frames)
+from hgrnn.data.keyframes import (clip_span_warning, every_second, fitting_offsets, nice_offset,
+                                  offset_hint, split_keyframes, suggested_clip_frames)
 
 
 @pytest.mark.parametrize("duration,fps,offset", [(4.0, 10, 0), (3.96, 25, 0), (900.0, 30, 900),

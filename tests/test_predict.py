@@ -166,6 +166,16 @@ def test_check_compatible_names_what_differs():
                                                                         _stage())[0]
 
 
+def test_the_summary_says_how_many_detections_the_threshold_dropped():
+    from hgrnn.apps.predict import format_summary
+
+    result = {"videos": {}, "failed": {}, "results": "r.csv", "store": None, "extracted": 1,
+              "reused": 0, "below_threshold": 4, "det_threshold": 0.8}
+    assert ("4 detection(s) of --detections scored below --det-threshold 0.8: dropped"
+            in format_summary(result, 0.3))
+    assert "dropped" not in format_summary({**result, "below_threshold": 0}, 0.3)
+
+
 def test_a_video_that_cannot_be_decoded_is_named(trained, tmp_path):
     root, test = trained
     broken = tmp_path / "broken.mp4"

@@ -326,7 +326,8 @@ def predict_videos(videos, extract, cfg: PredictConfig) -> dict:
     return {"out": str(out), "results": str(results),
             "store": str(store) if cfg.keep_store else None, "videos": per_video,
             "failed": failed, "warnings": messages, "extracted": summary["written"],
-            "reused": summary["skipped"], "seconds": time.time() - started}
+            "reused": summary["skipped"], "below_threshold": summary["below_threshold"],
+            "det_threshold": run_cfg.det_threshold, "seconds": time.time() - started}
 
 
 def _with_streams(extract, streams: tuple, ckpt: dict):
@@ -402,6 +403,9 @@ def format_summary(result: dict, min_score: float) -> str:
                      f"{min_score:g}): {acts}" + (f"; drawn: {s['drawn']}" if s.get("drawn") else ""))
     for vid, why in result["failed"].items():
         lines.append(f"{vid}: FAILED: {why}")
+    if result.get("below_threshold"):
+        lines.append(f"{result['below_threshold']} detection(s) of --detections scored below "
+                     f"--det-threshold {result['det_threshold']:g}: dropped")
     lines.append(f"results: {result['results']}; features: "
                  + (result["store"] or "a temporary store")
                  + f" ({result['extracted']} video(s) extracted, {result['reused']} reused)")

@@ -2,8 +2,9 @@
 
 import click
 
-from hgrnn.cli.options import (device_option, parse_keyframes, validation_options,
+from hgrnn.cli.options import (default_of, device_option, parse_keyframes, validation_options,
                                video_source_options)
+from hgrnn.pipeline.detect_config import DetectConfig, DetectorArch
 
 
 @click.command("finetune-detector")
@@ -23,7 +24,7 @@ from hgrnn.cli.options import (device_option, parse_keyframes, validation_option
               help="JPEG quality of the cached keyframes.")
 @click.option("--backbone", type=click.Choice(["resnet101", "resnet50", "resnet34", "resnet18",
                                                 "resnet152"]),
-              default="resnet101", show_default=True,
+              default=default_of(DetectorArch, "backbone"), show_default=True,
               help="ResNet with FPN (paper: resnet101; resnet18/34 for quick checks).")
 @click.option("--init", type=click.Choice(["imagenet", "coco", "none"]), default="imagenet",
               show_default=True,
@@ -37,20 +38,27 @@ from hgrnn.cli.options import (device_option, parse_keyframes, validation_option
 @click.option("--trainable-layers", type=click.IntRange(0, 5), default=None,
               help="ResNet stages that train, from the top [default: 3 for a pretrained init, "
                    "5 for none].")
-@click.option("--min-size", type=click.IntRange(min=1), default=800, show_default=True,
+@click.option("--min-size", type=click.IntRange(min=1), default=default_of(DetectorArch, "min_size"),
+              show_default=True,
               help="Short side of the images given to the model (torchvision's default); the "
                    "keyframes are cached at this size.")
-@click.option("--max-size", type=click.IntRange(min=1), default=1333, show_default=True,
+@click.option("--max-size", type=click.IntRange(min=1), default=default_of(DetectorArch, "max_size"),
+              show_default=True,
               help="Longest side at most this (torchvision's default).")
-@click.option("--proposals-train", type=click.IntRange(min=1), default=2000, show_default=True,
+@click.option("--proposals-train", type=click.IntRange(min=1),
+              default=default_of(DetectorArch, "proposals_train"), show_default=True,
               help="RPN proposals per image in training (torchvision's default).")
-@click.option("--proposals-test", type=click.IntRange(min=1), default=1000, show_default=True,
+@click.option("--proposals-test", type=click.IntRange(min=1),
+              default=default_of(DetectorArch, "proposals_test"), show_default=True,
               help="RPN proposals per image when detecting (torchvision's default).")
-@click.option("--roi-batch", type=click.IntRange(min=1), default=512, show_default=True,
+@click.option("--roi-batch", type=click.IntRange(min=1), default=default_of(DetectorArch, "roi_batch"),
+              show_default=True,
               help="Proposals sampled per image for the box head's loss.")
-@click.option("--box-head-dim", type=click.IntRange(min=1), default=1024, show_default=True,
+@click.option("--box-head-dim", type=click.IntRange(min=1),
+              default=default_of(DetectorArch, "box_head_dim"), show_default=True,
               help="Width of the box head's two fully connected layers.")
-@click.option("--fpn-dim", type=click.IntRange(min=1), default=256, show_default=True,
+@click.option("--fpn-dim", type=click.IntRange(min=1), default=default_of(DetectorArch, "fpn_dim"),
+              show_default=True,
               help="Channels of the feature pyramid and the RPN (small values: quick CPU "
                    "checks).")
 @click.option("--flip-prob", type=click.FloatRange(0, 1), default=0.5, show_default=True,
@@ -145,24 +153,27 @@ def finetune_detector_cmd(resume, quiet, **options):
 @click.option("--keyframes", callback=parse_keyframes, metavar="START:END",
               help="Keyframe timestamps START..END (inclusive, 1 s apart), e.g. 902:1798 for AVA. "
                    "Default: the --annotations keyframes, else every second of the video.")
-@click.option("--detector", default="faster-rcnn", show_default=True,
+@click.option("--detector", default=default_of(DetectConfig, "detector"), show_default=True,
               help="'faster-rcnn' (torchvision's COCO ResNet-50 FPN, person class) or a "
                    "finetune-detector checkpoint (RUN/detector.pt).")
-@click.option("--detector-weights", default="default", show_default=True,
+@click.option("--detector-weights", default=default_of(DetectConfig, "detector_weights"),
+              show_default=True,
               help="For faster-rcnn: a torchvision state-dict file, 'default' (COCO weights, "
                    "downloaded once) or 'none' (random, tests only).")
-@click.option("--min-score", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+@click.option("--min-score", type=click.FloatRange(0, 1), default=default_of(DetectConfig, "min_score"),
+              show_default=True,
               help="Keep boxes scoring at least this (low for AP; extract-features "
                    "--det-threshold filters again).")
-@click.option("--max-persons", type=click.IntRange(min=1), default=100, show_default=True,
+@click.option("--max-persons", type=click.IntRange(min=1),
+              default=default_of(DetectConfig, "max_persons"), show_default=True,
               help="Keep at most this many best boxes per keyframe.")
-@click.option("--short-side", type=click.IntRange(min=1), default=None,
+@click.option("--short-side", type=click.IntRange(min=1), default=default_of(DetectConfig, "short_side"),
               help="Short side of the keyframe images given to the detector [default: 800 "
                    "for faster-rcnn, the training --min-size of a checkpoint].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Keyframes per detector call.")
-@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
-              help="Processes decoding videos ahead of the detector.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=default_of(DetectConfig, "batch_size"),
+              show_default=True, help="Keyframes per detector call.")
+@click.option("--workers", type=click.IntRange(min=0), default=default_of(DetectConfig, "workers"),
+              show_default=True, help="Processes decoding videos ahead of the detector.")
 @device_option
 @click.option("--allow-failures", is_flag=True,
               help="Exit 0 even when some videos failed (they are in OUT.progress.jsonl).")

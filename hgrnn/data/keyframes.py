@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+from hgrnn.data.video import VideoError
+
 #: A clip spanning more than this many seconds mixes moments far from its keyframe.
 MAX_CLIP_SECONDS = 2.0
 #: How many skipped timestamps a message lists.
@@ -27,6 +29,43 @@ def split_keyframes(timestamps, fps: float, duration: float, time_offset: float)
         centre = round((ts - time_offset) * fps)
         (inside if 0 <= centre <= last_frame else outside).append(ts)
     return inside, outside
+
+
+def every_second(duration: float, fps: float, time_offset: float) -> list[int]:
+    """Integer timestamps ts whose centre frame round((ts - offset) * fps) lies in a video of
+    `duration` seconds (frames 0 .. duration * fps - 1)."""
+    if not math.isfinite(duration) or duration <= 0:
+        return []
+    last_frame = int(round(duration * fps)) - 1
+    first = math.ceil(time_offset - 0.5 / fps)
+    out = []
+    ts = first
+    while round((ts - time_offset) * fps) <= last_frame:
+        if ts - time_offset >= -0.5 / fps:
+            out.append(ts)
+        ts += 1
+    return out
+
+
+def video_keyframes(path, timestamps, info: dict, time_offset: float):
+    """The keyframes to decode in the video (or frame folder) at `path`, `info` its `probe`:
+    (inside, outside, warning). timestamps None: every whole second of the video (outside
+    empty, warning None). Given timestamps outside the video (before its start or past its
+    end) are skipped, not fatal: `outside` lists them and `warning` names the file, them and
+    the video's length. Raises VideoError naming the file when no keyframe is left.
+    `extract-features` and `detect` both choose keyframes here."""
+    if timestamps is None:
+        found = every_second(info["duration"], info["fps"], time_offset)
+        if not found:
+            raise VideoError(f"{path}: duration unknown or zero; pass --keyframes START:END")
+        return found, [], None
+    inside, outside = split_keyframes(timestamps, info["fps"], info["duration"], time_offset)
+    if not outside:
+        return inside, [], None
+    warning = describe_outside(path, outside, len(timestamps), info["duration"], time_offset)
+    if not inside:
+        raise VideoError(f"{warning}; {offset_hint(outside, info['fps'], info['duration'])}")
+    return inside, outside, warning
 
 
 def fitting_offsets(first: int, last: int, fps: float, duration: float):

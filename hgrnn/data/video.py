@@ -67,16 +67,6 @@ def resized_size(width: int, height: int, short_side) -> tuple[int, int]:
     return max(1, int(round(width * scale))), max(1, int(round(height * scale)))
 
 
-def check_video_source(videos, frames, fps) -> None:
-    """Raise ValueError unless exactly one of a video folder and a frame folder is given,
-    and a frame folder comes with its frame rate (the CLI's --videos / --frames / --fps)."""
-    if (videos is None) == (frames is None):
-        raise ValueError("give exactly one of --videos DIR (<video_id>.<ext> files) and "
-                         "--frames DIR (<video_id>/<video_id>_%06d.jpg folders)")
-    if frames is not None and not fps:
-        raise ValueError("--frames needs --fps (the frame rate the frames were extracted at)")
-
-
 def find_videos(directory) -> dict[str, Path]:
     """video id -> file for `<id>.<ext>` files (ext in VIDEO_EXTENSIONS) in `directory`.
 

@@ -75,7 +75,7 @@ from hgrnn.pipeline.keyframe_cache import (cache_settings, cached_timestamps, fi
 from hgrnn.pipeline.trainloop import (MetricsLog, TrainState, autocast, barrier, due,
                                       micro_batch, no_sync, run_folder, save_file,
                                       setup_distributed, step_bar, wrap_ddp, write_run_config)
-from hgrnn.data.video import check_video_source
+from hgrnn.data.source import VideoSource
 
 log = logging.getLogger(__name__)
 
@@ -88,17 +88,13 @@ ARCH_FIELDS = ("backbone", "init", "trainable_layers", "min_size", "max_size",
 
 
 @dataclass(frozen=True)
-class FinetuneDetectorConfig:
+class FinetuneDetectorConfig(VideoSource):
     """Settings of `finetune_detector` (written into checkpoints and config.json); see
     `hgrnn finetune-detector --help` for each option. trainable_layers None: 3 for a
     pretrained init (torchvision's default), 5 (everything) for init "none"."""
 
     annotations: str
     out_dir: str
-    videos: str | None = None
-    frames: str | None = None
-    fps: float | None = None
-    time_offset: float = 0.0
     exclusions: str | None = None
     cache: str | None = None
     cache_quality: int = 95
@@ -133,7 +129,7 @@ class FinetuneDetectorConfig:
     checkpoint_every: int = 1000
 
     def __post_init__(self):
-        check_video_source(self.videos, self.frames, self.fps)
+        self.check_source()
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone {self.backbone!r}: expected one of {', '.join(BACKBONES)}")
         if self.init not in INITS:

@@ -13,7 +13,9 @@ the formats they expect.
                         1 .. seconds-1 (seconds from the video start: --time-offset 0)
   OUT/persons.csv       person boxes with scores, as a detector would give them:
                         video_id,timestamp,x1,y1,x2,y2,,score (empty action column); the true
-                        boxes jittered by a few percent plus a low-scored false positive
+                        boxes jittered by a few percent, scored REAL_SCORES (above the
+                        default --det-threshold), plus false positives scored FALSE_SCORES
+                        (below it), so the default threshold keeps exactly the persons
   OUT/label_map.txt     the three classes with custom ids ("101 stand", "102 walk",
                         "103 carry"): any positive ids work, they need not lie in AVA's 1..80
   OUT/README.txt        one line per file
@@ -26,11 +28,20 @@ the seed.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import numpy as np
 
-from hgrnn.pipeline.render import Shape
+from hgrnn.pipeline.defaults import DEFAULT_DET_THRESHOLD
+from hgrnn.pipeline.render import Shape, render_video
+
+#: score ranges of persons.csv: the true persons above the default --det-threshold (with a
+#: margin, so that a user's slightly higher threshold keeps them too) ...
+REAL_SCORES = (DEFAULT_DET_THRESHOLD + 0.05, 0.99)
+#: ... and the false positives well below it
+FALSE_SCORES = (0.05, 0.4)
 
 #: The example's classes: (id, name). Custom ids, outside AVA's 1..80 on purpose.
 EXAMPLE_CLASSES = ((101, "stand"), (102, "walk"), (103, "carry"))
@@ -90,8 +101,6 @@ def render_example(out_dir, *, videos: int = 3, seconds: int = 5, fps: float = 1
     video. Refuses a folder that already holds the files unless `overwrite`.
     Returns {"out", "videos", "keyframes", "persons", "files": {name: description}}.
     """
-    from hgrnn.pipeline.render import render_video
-
     out = Path(out_dir)
     if videos < 1 or seconds < 2 or persons < 1:
         raise ValueError("render-example needs --videos >= 1, --seconds >= 2 and "
@@ -119,11 +128,11 @@ def render_example(out_dir, *, videos: int = 3, seconds: int = 5, fps: float = 1
                 jitter = rng.normal(0, 0.02, 4)
                 det = np.clip(np.asarray(box) + jitter, 0, 1)
                 det[2:] = np.maximum(det[2:], det[:2] + 0.01)
-                det_lines.append(f"{vid},{ts},{_fmt(det)},,{rng.uniform(0.6, 0.99):.3f}")
+                det_lines.append(f"{vid},{ts},{_fmt(det)},,{rng.uniform(*REAL_SCORES):.3f}")
             if rng.random() < 0.5:            # a false positive the threshold should drop
                 x, y = rng.uniform(0, 0.7), rng.uniform(0, 0.5)
                 det_lines.append(f"{vid},{ts},{_fmt([x, y, x + 0.2, y + 0.4])},,"
-                                 f"{rng.uniform(0.05, 0.4):.3f}")
+                                 f"{rng.uniform(*FALSE_SCORES):.3f}")
         if v == 1:                # the first video's annotations as two tools export them
             _write_cvat(out / "exports" / f"{vid}_cvat.xml", vid, people, seconds, fps,
                         width, height)
@@ -156,8 +165,6 @@ def render_example(out_dir, *, videos: int = 3, seconds: int = 5, fps: float = 1
 def _write_cvat(path, vid, people, seconds, fps, width, height) -> None:
     """A CVAT for video 1.1 export: one track per person (label "person"), a <box> on every
     frame, the action as a select attribute and carrying as a checkbox attribute."""
-    from xml.sax.saxutils import escape
-
     n_frames = int(round(seconds * fps))
     lines = ['<?xml version="1.0" encoding="utf-8"?>', "<annotations>", "  <version>1.1</version>",
              "  <meta>", "    <task>", "      <id>1</id>", f"      <name>{escape(vid)}</name>",
@@ -202,8 +209,6 @@ def _write_via(path, vid, people, seconds, width, height) -> None:
     """A VIA 3 video project: a rectangle per person at 40 ms after every whole second, with
     a person_id text attribute, the action as a radio attribute and carrying as a
     checkbox attribute."""
-    import json
-
     metadata = {}
     for pid, p in enumerate(people):
         for ts in range(1, seconds):

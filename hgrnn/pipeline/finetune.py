@@ -100,6 +100,7 @@ from hgrnn.pipeline.trainloop import (MetricsLog, TrainState, autocast, barrier,
                                       damaged_state_guard, due, micro_batch, no_sync,
                                       run_folder, save_file, setup_distributed, step_bar,
                                       wrap_ddp, write_run_config)
+from hgrnn.data.source import VideoSource
 from hgrnn.data.video import VideoError, find_frame_folders, find_videos, iter_clips
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ class FinetuneError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneConfig(VideoSource):
     """Settings of `finetune_backbone` (written into checkpoints and config.json).
 
     annotations: training ground truth (AVA CSV); videos / frames: folder of
@@ -157,10 +158,6 @@ class FinetuneConfig:
 
     annotations: str
     out_dir: str
-    videos: str | None = None
-    frames: str | None = None
-    fps: float | None = None
-    time_offset: float = 0.0
     label_map: str = "ava-v2.1"
     exclusions: str | None = None
     backbone_weights: str | None = None

@@ -46,6 +46,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hgrnn.pipeline.i3d import sha256_file
+from hgrnn.torchfile import TorchFileError, load
+
 #: flow magnitudes are clipped to this many pixels, then divided by it (kinetics-i3d)
 FLOW_BOUND = 20.0
 #: accepted `method` names; "raft" is an alias of "raft-large"
@@ -175,13 +178,9 @@ def load_raft(method: str, weights="default"):
         model = build(weights=enum.DEFAULT)
         meta["weights"] = f"torchvision:{enum.DEFAULT}"
     else:
-        from hgrnn.pipeline.i3d import sha256_file
-
         path = Path(weights)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: RAFT weights file not found")
-        from hgrnn.torchfile import TorchFileError, load
-
         try:
             state = load(path, "weights file")
         except TorchFileError as exc:

@@ -60,6 +60,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from hgrnn.torchfile import TorchFileError, load
+
 
 #: Channels of the last feature map (after Mixed_5c).
 FEATURE_DIM = 1024
@@ -390,8 +392,6 @@ def load_backbone(path_or_none, device="cpu", stream: str = "rgb", seed: int = R
     if not path.is_file():
         raise FileNotFoundError(f"{path}: backbone weights file not found")
     digest = sha256_file(path)
-    from hgrnn.torchfile import TorchFileError, load
-
     try:
         obj = load(path, "weights file")   # weights_only, one line (never the unsafe advice)
     except TorchFileError as exc:

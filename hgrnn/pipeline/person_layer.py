@@ -24,6 +24,7 @@ a checkpoint was fine-tuned with is recorded in its config (``person_layer``) an
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from hgrnn.pipeline.i3d import InceptionI3d, person_features
@@ -117,8 +118,6 @@ def box_cells(boxes, frame_height: int, frame_width: int, layer: str):
     """Feature-map cells a box spans at `layer`: boxes (N, 4) normalised xyxy of frames of
     frame_height x frame_width pixels (after the short-side resize) -> (widths (N,),
     heights (N,)) in cells."""
-    import numpy as np
-
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     stride = LAYER_STRIDE[check_layer(layer)]
     return ((boxes[:, 2] - boxes[:, 0]) * frame_width / stride,

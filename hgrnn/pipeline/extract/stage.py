@@ -1,0 +1,99 @@
+"""The extract stage's config as the store records it (`stage_config`: what was actually
+used), and the check against it that refuses to resume a store with other feature settings
+(`check_resume_settings`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from hgrnn.data.ava import read_exclusions
+from hgrnn.data.store import open_h5, read_info
+from hgrnn.pipeline.extract.config import FEATURE_FIELDS, RUN_ONLY_FIELDS, ExtractConfig
+from hgrnn.pipeline.i3d import sha256_file
+
+# what a store written before a field existed holds
+_FIELD_DEFAULTS = {"streams": ["rgb"], "person_layer": "mixed_5c"}
+
+
+def stage_config(cfg: ExtractConfig, backbone_meta, detector_meta, feature_dim: int,
+                 projection_used: bool, *, flow_backbone_meta=None, flow_meta=None,
+                 layout=None) -> dict:
+    """The extract stage's config as recorded in the store: what was actually used, not what
+    the options defaulted to (no projection without a fine-tuned checkpoint, no detector
+    weights without a detector). backbone_meta / flow_backbone_meta: `load_backbone` metas
+    of the RGB / flow I3D (None without that stream); flow_meta: FlowComputer.meta();
+    layout: the store's streams [[name, start, stop], ...] (default: RGB only). Without a
+    flow stream the flow settings are None (so that stores written before the flow stream
+    existed compare equal). The VideoSource fields are flat keys (fps, time_offset), as in
+    every store written so far."""
+    metas = {"rgb": backbone_meta, "flow": flow_backbone_meta}
+    layout = layout or [["rgb", 0, feature_dim]]
+    config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUN_ONLY_FIELDS}
+    config["keyframes"] = list(cfg.keyframes) if cfg.keyframes else None
+    config["projection"] = projection_used
+    if not cfg.detector:
+        config["detector_weights"] = None
+    config["streams"] = list(cfg.streams)
+
+    def backbone(stream):
+        meta = metas.get(stream)
+        return None if meta is None else {k: meta.get(k) for k in
+                                          ("kind", "path", "sha256", "feature_dim", "seed")}
+
+    if "flow" not in cfg.streams:
+        config.update(flow=None, flow_weights=None, flow_backbone_weights=None)
+    else:
+        config.update(flow_backbone=backbone("flow"), flow_meta=flow_meta,
+                      flow_normalisation="flow px clipped to [-20, 20], / 20 ([-1, 1])")
+    config.update(
+        backbone=backbone("rgb"), stream_layout=layout,
+        input_normalisation="rgb/127.5 - 1 ([-1, 1])", feature_dim=feature_dim,
+        clip_pool="mean over T', H', W' of I3D Mixed_5c",
+        person_pool=("mean over T', RoIAlign 7x7 (aligned, stride 32), max over 7x7"
+                     if cfg.person_layer == "mixed_5c" else
+                     "RoIAlign 14x14 (aligned, stride 16) of Mixed_4f per T' slice, "
+                     "MaxPool3d_5a + Mixed_5b + Mixed_5c, mean over T'', max over 7x7"),
+        detector_meta=detector_meta,
+        excluded_keyframes=exclusions_entry(cfg.exclusions))
+    return config
+
+
+def exclusions_entry(path) -> dict | None:
+    """The --exclusions file as stored in the extract config: {"path", "sha256", "keyframes":
+    sorted [[video_id, timestamp], ...]}, so that `eval` applies the same exclusions by
+    default (`hgrnn.hgrnn_head.infer.stored_exclusions`); None without one."""
+    if not path:
+        return None
+    return {"path": str(path), "sha256": sha256_file(path),
+            "keyframes": [[v, int(t)] for v, t in sorted(read_exclusions(path))]}
+
+
+def check_resume_settings(paths, stage: dict) -> None:
+    """Raise ValueError when a store (or shard) in `paths` was extracted with other
+    feature settings than `stage` (see FEATURE_FIELDS, plus the backbone weights' sha256)."""
+    for path in paths:
+        if not os.path.exists(path) or os.path.getsize(path) == 0:
+            continue
+        with open_h5(path) as f:
+            old = read_info(f, path).configs.get("extract")
+        if not old:
+            continue
+        changed = [f"{k} {old.get(k, _FIELD_DEFAULTS.get(k))!r} -> {stage.get(k)!r}"
+                   for k in FEATURE_FIELDS if old.get(k, _FIELD_DEFAULTS.get(k)) != stage.get(k)]
+        for key, what in (("backbone", "backbone"), ("flow_backbone", "flow backbone"),
+                          ("flow_meta", "RAFT")):
+            old_sha = (old.get(key) or {}).get("sha256")
+            new_sha = (stage.get(key) or {}).get("sha256")
+            if old_sha != new_sha:
+                changed.append(f"{what} weights sha256 {str(old_sha)[:12]} -> {str(new_sha)[:12]}")
+        old_backbone, backbone = old.get("backbone") or {}, stage.get("backbone") or {}
+        if (backbone.get("kind") == "random" and old_backbone.get("sha256") == backbone.get("sha256")
+                and old_backbone.get("seed") != backbone.get("seed")):
+            # random weights have no file to hash: the seed that made them identifies them
+            changed.append(f"random backbone seed {old_backbone.get('seed')!r} -> "
+                           f"{backbone.get('seed')!r}")
+        if changed:
+            raise ValueError(f"{path}: was extracted with other feature settings "
+                             f"({'; '.join(changed)}); resuming would mix two kinds of "
+                             f"features in one store. Use the same settings, or another --out.")
