@@ -14,8 +14,7 @@ from tqdm import tqdm
 from hgrnn.console import progress_bar
 from hgrnn.data.ava import load_label_map
 from hgrnn.data.keyframes import summarize_outside
-from hgrnn.data.store import PersonSet, StoreError, StoreWriter
-from hgrnn.data.store_io import WriterLock
+from hgrnn.data.store import PersonSet, StoreError, StoreWriter, lock_for_writing
 from hgrnn.pipeline.detect import detect_persons, load_person_detector
 from hgrnn.pipeline.extract.config import ExtractConfig
 from hgrnn.pipeline.extract.features import StreamModels, load_models, stream_features
@@ -38,14 +37,15 @@ def extract_features(cfg: ExtractConfig) -> dict:
     dist = Dist.from_env()
     shards = existing_shards(cfg.out)
     my_path = shard_path(cfg.out, dist.rank) if (dist.active or shards) else cfg.out
-    # the store's own lock first, until the writer takes it over: a second writer is refused
+    # the store's own lock first, held until the writer owns it: a second writer is refused
     # at once, naming the first (HDF5's file lock, met when the settings are read, names no one)
-    lock = WriterLock(my_path).acquire()
+    lock = lock_for_writing(my_path)
     try:
         ready = _prepare(cfg, dist, shards)
-    finally:
+        dist.barrier()
+    except BaseException:
         lock.release()
-    dist.barrier()
+        raise
     inputs, nets, detector, device, done = (ready.inputs, ready.nets, ready.detector,
                                             ready.device, ready.done)
 
@@ -55,7 +55,7 @@ def extract_features(cfg: ExtractConfig) -> dict:
 
     show = cfg.progress and dist.rank == 0
     with StoreWriter(my_path, feature_dim=nets.feature_dim, label_map=ready.label_map,
-                     configs={"extract": ready.stage}, streams=nets.layout) as writer:
+                     configs={"extract": ready.stage}, streams=nets.layout, lock=lock) as writer:
         run = Run(writer, mine, show, dist)
         if dist.rank == 0:
             run.record_missing(missing)
