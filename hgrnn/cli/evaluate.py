@@ -70,6 +70,7 @@ def eval_csv(gt_csv, results_csv, label_map, exclusions, protocol, ties, persons
     from hgrnn.data.store import StoreError
     from hgrnn.hgrnn_head.train import HeadError
     from hgrnn.metrics import evaluate_csv, format_percent
+    from hgrnn.metrics.groups import format_groups, mean_ap_by_group
 
     try:
         if _is_hdf5(gt_csv):
@@ -85,14 +86,17 @@ def eval_csv(gt_csv, results_csv, label_map, exclusions, protocol, ties, persons
     warning = result.coverage_warning()
     if warning and not quiet:
         click.echo(warning, err=True)
+    groups = mean_ap_by_group(result.per_class, result.ids)
     if quiet:
         click.echo(format_percent(result.mAP))
     else:
         click.echo(result.format_table())
+        if groups:
+            click.echo(format_groups(groups))
     if json_out:
         try:
             with open(json_out, "w", encoding="utf-8") as f:
-                json.dump(result.to_dict(), f, indent=2)
+                json.dump({**result.to_dict(), "action_groups": groups}, f, indent=2)
                 f.write("\n")
         except OSError as err:
             raise click.ClickException(f"cannot write --json {json_out}: {err}")
@@ -212,6 +216,11 @@ def eval_cmd(store, checkpoint, gt_boxes, out_dir, nms, nms_iou, min_score, gt_c
         from hgrnn.metrics import format_percent
         click.echo(format_percent(result.mAP))          # percent, like eval-csv -q
     else:
+        from hgrnn.metrics.groups import format_groups, mean_ap_by_group
+
         click.echo(result.format_table())
+        groups = format_groups(mean_ap_by_group(result.per_class, result.ids))
+        if groups:
+            click.echo(groups)
         if out_dir:
             click.echo(f"wrote {out_dir}/results.csv, metrics.json, per_class_ap.png", err=True)
