@@ -173,8 +173,11 @@ def _evaluate_against_store(store, results_csv, label_map, exclusions, protocol,
               show_default=True,
               help="Order of the bars in per_class_ap.png: by AP (classes without instances "
                    "last) or the label map's order.")
+@click.option("--report", "write_report", is_flag=True,
+              help="Also write the error-analysis page of the results (as `hgrnn report`) to "
+                   "OUT/report/index.html; needs --out.")
 def eval_cmd(store, checkpoint, gt_boxes, out_dir, nms, nms_iou, min_score, gt_csv, exclusions,
-             protocol, device, num_threads, sort_classes, quiet):
+             protocol, device, num_threads, sort_classes, quiet, write_report):
     """Score every keyframe of a store with a trained head and print the frame-mAP.
 
     Score of a (box, class) = action probability x person confidence, then (detections
@@ -194,6 +197,8 @@ def eval_cmd(store, checkpoint, gt_boxes, out_dir, nms, nms_iou, min_score, gt_c
     from hgrnn.hgrnn_head.checkpoint import HeadError
     from hgrnn.hgrnn_head.infer import evaluate_store
 
+    if write_report and not out_dir:
+        raise click.UsageError("--report needs --out DIR (the page is written to DIR/report/)")
     try:
         result = evaluate_store(store, checkpoint, gt_boxes=gt_boxes, out_dir=out_dir,
                                 nms=nms, nms_iou=nms_iou, gt_csv=gt_csv,
@@ -224,3 +229,27 @@ def eval_cmd(store, checkpoint, gt_boxes, out_dir, nms, nms_iou, min_score, gt_c
             click.echo(groups)
         if out_dir:
             click.echo(f"wrote {out_dir}/results.csv, metrics.json, per_class_ap.png", err=True)
+    if write_report:
+        _eval_report(store, out_dir, gt_csv, exclusions, protocol, quiet)
+
+
+def _eval_report(store, out_dir, gt_csv, exclusions, protocol, quiet):
+    """`eval --report`: the page of OUT/results.csv against the ground truth and
+    exclusions eval used (--gt-csv or the store's persons; --exclusions or the store's)."""
+    import os
+
+    from hgrnn.apps.report import report_files
+    from hgrnn.data.windows import FeatureStore
+    from hgrnn.hgrnn_head.infer import stored_exclusions
+
+    fs = FeatureStore(store, box_source="gt", lazy=True)
+    if exclusions is None:
+        exclusions = stored_exclusions(fs)[0]
+    try:
+        done = report_files(gt_csv or store, [os.path.join(out_dir, "results.csv")],
+                            os.path.join(out_dir, "report"), label_map=fs.label_map,
+                            exclusions=exclusions, protocol=protocol)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    if not quiet:
+        click.echo(f"wrote {done['index']}", err=True)
