@@ -627,7 +627,7 @@ def _public(pick):
 _CSS = """
 body{font:14px/1.4 system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;color:#222;
      background:#fafafa}
-main{max-width:1240px;margin:0 auto;padding:12px 16px}
+main{max-width:1240px;margin:0 auto;padding:12px 16px;box-sizing:border-box}
 h1{font-size:20px;margin:4px 0 8px}
 .meta{color:#555;overflow-wrap:anywhere;margin:2px 0}
 .big{font-size:28px;font-weight:600;margin:8px 0}
@@ -722,9 +722,8 @@ def _page(d: dict, title: str) -> str:
             if g not in main["action_groups"]:
                 continue
             gd = main["action_groups"][g]
-            cells = "".join(_td(_pct(r["action_groups"].get(g, {}).get("mAP"), 4),
-                                r["action_groups"].get(g, {}).get("mAP"))
-                            for r in runs)
+            gmaps = [r["action_groups"].get(g, {}).get("mAP") for r in runs]
+            cells = "".join(_td(_pct(x, 4), "" if x is None else repr(x)) for x in gmaps)
             rows.append(f"<tr id='group-{g}'><td class=l>{g}</td>{cells}"
                         f"<td>{gd['classes_with_instances']} of {gd['classes']}</td></tr>")
         parts.append("<details open><summary>mAP per AVA action group</summary>"
