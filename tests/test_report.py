@@ -209,7 +209,7 @@ def test_compare(tmp_path):
     assert list(diffs)[:2] in (["sit", "talk to (e.g., self, a person, a group)"],
                                ["talk to (e.g., self, a person, a group)", "sit"])
     page = (out / "index.html").read_text()
-    assert "better.csv against res.csv" in page and "+100.00" in page
+    assert "B = better.csv against A = res.csv" in page and "+100.00" in page
     # results over another label space: refused, naming the file
     v22 = AvaRows.from_arrays(["v"] * 2, [902] * 2, [P1, P1], [12, 2], scores=[.9, .8])
     write_results(tmp_path / "v22.csv", v22)

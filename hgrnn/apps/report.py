@@ -636,8 +636,9 @@ details{background:#fff;border:1px solid #ddd;border-radius:4px;margin:10px 0;pa
 summary{cursor:pointer;font-weight:600;padding:4px 0}
 details details{margin:6px 0}
 table{border-collapse:collapse;width:100%;table-layout:auto}
-th,td{border-bottom:1px solid #eee;padding:3px 5px;text-align:right;vertical-align:top;
-      overflow-wrap:anywhere}
+th,td{border-bottom:1px solid #eee;padding:3px 5px;text-align:right;vertical-align:top}
+td.l{overflow-wrap:anywhere}
+td.name{min-width:11em;overflow-wrap:break-word}
 th{background:#f0f0f0;position:sticky;top:0;overflow-wrap:normal}
 td.nw{white-space:nowrap}
 tr.empty td{color:#aaa}
@@ -691,6 +692,9 @@ def _page(d: dict, title: str) -> str:
     runs = d["runs"]
     main = runs[0]
     short = [Path(r["name"]).name for r in runs]
+    # compared files are columns "A", "B", ... (a legend names them): file names as column
+    # headers would take the width that class names need
+    tags = [chr(ord("A") + k) for k in range(len(runs))] if len(runs) > 1 else [""]
     parts = [f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
              f"<meta name=viewport content='width=device-width,initial-scale=1'>"
              f"<title>{e(title)}</title><style>{_CSS}</style></head><body><main>",
@@ -702,8 +706,8 @@ def _page(d: dict, title: str) -> str:
              f"{d['label_map']['classes']} classes</p>"]
     maps = " &nbsp; ".join(
         f"<span data-file='{e(n)}' class=map data-v='{r['metrics']['mAP']!r}'>"
-        f"{e(n)}: {format_percent(r['metrics']['mAP'])} %</span>"
-        for n, r in zip(short, runs)) if len(runs) > 1 else ""
+        f"<b>{t}</b> = {e(n)}: {format_percent(r['metrics']['mAP'])} %</span>"
+        for t, n, r in zip(tags, short, runs)) if len(runs) > 1 else ""
     parts.append(f"<div class=big>frame-mAP <span id=map data-v='{main['metrics']['mAP']!r}'>"
                  f"{format_percent(main['metrics']['mAP'])}</span> %</div>")
     if maps:
@@ -716,7 +720,7 @@ def _page(d: dict, title: str) -> str:
 
     # ---- groups
     if main["action_groups"]:
-        head = "".join(f"<th>{e(n)} mAP %</th>" for n in short)
+        head = "".join(f"<th title='{e(n)}'>{t} mAP %</th>" for t, n in zip(tags, short))
         rows = []
         for g in GROUPS:
             if g not in main["action_groups"]:
@@ -734,9 +738,10 @@ def _page(d: dict, title: str) -> str:
     # ---- class table
     other = runs[1:]
     head = ("<th class='l sortable'>id</th><th class='l sortable'>class</th>"
-            "<th class='l sortable'>group</th><th class=sortable>AP %</th>"
-            + "".join(f"<th class=sortable>AP % {e(n)}</th><th class=sortable>&Delta;</th>"
-                      for n in short[1:])
+            f"<th class='l sortable'>group</th><th class=sortable>AP % {tags[0]}</th>"
+            + "".join(f"<th class=sortable title='{e(n)}'>AP % {t}</th>"
+                      f"<th class=sortable>&Delta; {t}&minus;A</th>"
+                      for t, n in zip(tags[1:], short[1:]))
             + "<th class=sortable>inst</th><th class=sortable>results</th>"
               "<th class=sortable title='true positives among the top N results, N = instances'>"
               "TP@N</th>"
@@ -748,7 +753,7 @@ def _page(d: dict, title: str) -> str:
     for c in d["classes"]:
         anchor = f"c-{c['id']}"
         cells = [_td(str(c["id"]), c["id"], "l"),
-                 _td(f"<a href='#{anchor}'>{e(c['name'])}</a>", c["name"], "l"),
+                 _td(f"<a href='#{anchor}'>{e(c['name'])}</a>", c["name"], "l name"),
                  _td(e(c["group"] or ""), c["group"] or "", "l nw"),
                  _td(_pct(c["AP"]), "" if c["AP"] is None else repr(c["AP"]))]
         for r in other:
@@ -772,7 +777,7 @@ def _page(d: dict, title: str) -> str:
 
     # ---- comparison
     if d["comparison"]:
-        for j, n in enumerate(short[1:]):
+        for j, (t, n) in enumerate(zip(tags[1:], short[1:])):
             rows = sorted((x for x in d["comparison"] if x["diff"][j] is not None),
                           key=lambda x: x["diff"][j])
             tr = []
@@ -784,9 +789,9 @@ def _page(d: dict, title: str) -> str:
                           f"{_td(_pct(x['AP'][j + 1]), x['AP'][j + 1])}"
                           f"{_td(f'{100 * diff:+.2f}', diff, sign)}</tr>")
             tr = "".join(tr)
-            parts.append(f"<details open><summary>{e(n)} against {e(short[0])}: per-class "
-                         "difference, sorted</summary><table class=compare><thead><tr>"
-                         f"<th class=l>class</th><th>{e(short[0])} AP %</th><th>{e(n)} AP %</th>"
+            parts.append(f"<details open><summary>{t} = {e(n)} against A = {e(short[0])}: "
+                         "per-class difference, sorted</summary><table class=compare><thead><tr>"
+                         f"<th class=l>class</th><th>A AP %</th><th>{t} AP %</th>"
                          f"<th>&Delta; AP (points)</th></tr></thead><tbody>{tr}</tbody></table>"
                          "</details>")
 
