@@ -40,9 +40,7 @@ What is on the page, and where each number comes from:
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import os
 import warnings
@@ -253,32 +251,42 @@ def match_results(gt: AvaRows, results: AvaRows, label_map: LabelMap, protocol="
     ukeys = np.unique(gkeys[gsel])
     gcode = np.searchsorted(ukeys, gkeys[gsel]) * K + gcls[gsel]
     gorder = gsel[np.argsort(gcode, kind="stable")]        # gt rows by (keyframe, class)
-    gcode_sorted = np.sort(gcode)
-    ranked = by_score[rcls[by_score] >= 0]                 # evaluated results, score order
-    rk = rkeys[ranked]
-    at = np.minimum(np.searchsorted(ukeys, rk), max(len(ukeys) - 1, 0))
-    on_gt = (ukeys[at] == rk) if len(ukeys) else np.zeros(len(rk), bool)
-    rcode = at * K + rcls[ranked]
-    lo = np.searchsorted(gcode_sorted, rcode, "left")
-    n_cand = np.where(on_gt, np.searchsorted(gcode_sorted, rcode, "right") - lo, 0)
-
-    best_iou = np.zeros(len(ranked))
-    best_gt = np.full(len(ranked), -1, np.int64)
+    block_len = np.bincount(gcode, minlength=len(ukeys) * K)
+    block_start = np.cumsum(block_len) - block_len
+    # each result's best box, in file order (results come grouped by keyframe, so the
+    # look-ups walk memory in order; which box is best does not depend on the scores)
+    live = np.flatnonzero(rcls >= 0)
+    lo = np.zeros(len(live), np.int64)
+    n_cand = np.zeros(len(live), np.int64)
+    if len(ukeys):
+        at = np.minimum(np.searchsorted(ukeys, rkeys[live]), len(ukeys) - 1)
+        on_gt = np.flatnonzero(ukeys[at] == rkeys[live])
+        code = at[on_gt] * K + rcls[live[on_gt]]
+        lo[on_gt], n_cand[on_gt] = block_start[code], block_len[code]
+    best_iou_f = np.zeros(len(live))
+    best_gt_f = np.full(len(live), -1, np.int64)
     gt_best_score = np.full(len(gt), np.nan)
     active = np.flatnonzero(n_cand)
     slot = 0
     while len(active):
         g = gorder[lo[active] + slot]
-        iou = _pair_iou(rboxes[ranked[active]], gboxes[g])
-        better = iou > best_iou[active]
+        iou = _pair_iou(rboxes[live[active]], gboxes[g])
+        better = iou > best_iou_f[active]
         if slot == 0:
             better = np.ones(len(active), bool)            # the first box is the best so far
-        best_iou[active[better]] = iou[better]
-        best_gt[active[better]] = g[better]
+        best_iou_f[active[better]] = iou[better]
+        best_gt_f[active[better]] = g[better]
         hit = iou >= IOU_THRESHOLD                         # scores of results on the box
-        np.fmax.at(gt_best_score, g[hit], scores[ranked[active[hit]]])
+        np.fmax.at(gt_best_score, g[hit], scores[live[active[hit]]])
         slot += 1
         active = active[n_cand[active] > slot]
+    n = len(results)
+    gt_of = np.full(n, -1, np.int64)
+    gt_of[live] = best_gt_f
+    iou_of = np.zeros(n)
+    iou_of[live] = best_iou_f
+    ranked = by_score[rcls[by_score] >= 0]                 # evaluated results, score order
+    best_iou, best_gt = iou_of[ranked], gt_of[ranked]
 
     # a box goes to the first result (in score order) whose best box it is at IoU >= 0.5
     cand = np.flatnonzero(best_iou >= IOU_THRESHOLD)
@@ -286,13 +294,8 @@ def match_results(gt: AvaRows, results: AvaRows, label_map: LabelMap, protocol="
     tp_ranked = np.zeros(len(ranked), bool)
     tp_ranked[cand[first]] = True
 
-    n = len(results)
     tp = np.zeros(n, bool)
     tp[ranked] = tp_ranked
-    gt_of = np.full(n, -1, np.int64)
-    gt_of[ranked] = best_gt
-    iou_of = np.zeros(n)
-    iou_of[ranked] = best_iou
     gt_found = np.full(len(gt), -1, np.int64)
     gt_found[best_gt[tp_ranked]] = ranked[tp_ranked]
     # per class, in ranking order: a stable sort of the score-ordered rows by class
@@ -647,7 +650,7 @@ th.sortable:after{content:' \\2195';color:#999}
 td.l,th.l{text-align:left}
 .pos{color:#070}.neg{color:#b00}
 .cls{display:flex;flex-wrap:wrap;gap:16px}
-.cls img.pr{width:300px;height:auto;border:1px solid #eee}
+.cls svg.pr{flex:none}
 .gal{display:flex;flex-wrap:wrap;gap:8px;margin:4px 0 10px}
 figure{margin:0;max-width:210px;font-size:12px}
 figure img{display:block;height:128px;max-width:210px;object-fit:contain;background:#000}
@@ -801,7 +804,6 @@ def _page(d: dict, title: str) -> str:
     for c, gal in zip(d["classes"], galleries):
         if c["instances"] == 0 and c["results"] == 0:
             continue
-        png = _pr_png(c)
         conf = "".join(f"<li>{e(n)}: {k}</li>" for n, k in c["confusions"]) or "<li>none</li>"
         errs = ", ".join(f"{k} {c['errors'][k]}" for k in ERROR_KINDS)
         miss = c["missed"]
@@ -812,7 +814,7 @@ def _page(d: dict, title: str) -> str:
                 f"{miss['ranked_below_n']} ranked below N)</p>"
                 f"<p>False positives at IoU &ge; 0.5 with a person who has, instead:</p>"
                 f"<ul>{conf}</ul></div>")
-        img = f"<img class=pr alt='precision-recall curve' src='{png}'>" if png else ""
+        img = _pr_svg(c)
         figs = ""
         if gal is not None:
             figs = _gallery_html(gal)
@@ -853,38 +855,41 @@ def _gallery_html(gal) -> str:
     return out
 
 
-_FIG = []
-
-
-def _pr_png(c) -> str | None:
-    """The class's precision-recall curve as a small PNG data URI (None without a curve)."""
+def _pr_svg(c) -> str:
+    """The class's precision-recall curve as a small inline SVG ("" without a curve): the
+    curve, the recall at N (dashed) and the axes from 0 to 1."""
     rec, prec = c["pr_curve"]["recall"], c["pr_curve"]["precision"]
     if not rec:
-        return None
-    import matplotlib
+        return ""
+    w, h, left, bottom, top, right = 300, 210, 44, 30, 18, 10
+    pw, ph = w - left - right, h - top - bottom
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def x(r):
+        return f"{left + r * pw:.1f}"
 
-    if not _FIG:
-        fig, ax = plt.subplots(figsize=(3.0, 2.2), dpi=100)
-        _FIG.extend([fig, ax])
-    fig, ax = _FIG
-    ax.cla()
-    ax.plot(rec, prec, color="#1f77b4", lw=1.2)
+    def y(p):
+        return f"{top + (1 - p) * ph:.1f}"
+
+    points = " ".join(f"{x(r)},{y(p)}" for r, p in zip(rec, prec))
+    ticks = "".join(
+        f"<line x1='{x(t)}' y1='{y(0)}' x2='{x(t)}' y2='{top + ph + 4}' stroke='#888'/>"
+        f"<text x='{x(t)}' y='{top + ph + 15}' text-anchor='middle'>{t:g}</text>"
+        f"<line x1='{left - 4}' y1='{y(t)}' x2='{x(1)}' y2='{y(t)}' stroke='#eee'/>"
+        f"<text x='{left - 6}' y='{float(y(t)) + 3:.1f}' text-anchor='end'>{t:g}</text>"
+        for t in (0, 0.2, 0.4, 0.6, 0.8, 1))
     n = c["operating_point"]
-    if c["results"] and n:
-        ax.axvline(c["tp_at_n"] / n, color="#999", lw=0.8, ls="--")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("recall", fontsize=8)
-    ax.set_ylabel("precision", fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.set_title(f"AP {_pct(c['AP'])} %", fontsize=8)
-    fig.tight_layout(pad=0.3)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    at_n = (f"<line x1='{x(c['tp_at_n'] / n)}' y1='{y(0)}' x2='{x(c['tp_at_n'] / n)}' "
+            f"y2='{y(1)}' stroke='#999' stroke-dasharray='4 3'/>" if n else "")
+    return (f"<svg class=pr role=img aria-label='precision-recall curve' width='{w}' "
+            f"height='{h}' viewBox='0 0 {w} {h}' font-size='10' font-family='sans-serif'>"
+            f"<rect x='{left}' y='{top}' width='{pw}' height='{ph}' fill='#fff' "
+            f"stroke='#888'/>{ticks}{at_n}<polyline fill='none' stroke='#1f77b4' "
+            f"stroke-width='1.5' points='{points}'/>"
+            f"<text x='{left + pw / 2}' y='12' text-anchor='middle'>precision vs recall, "
+            f"AP {_pct(c['AP'])} %</text>"
+            f"<text x='{w - right}' y='{h - 2}' text-anchor='end'>recall</text>"
+            f"<text x='10' y='{top + ph / 2}' text-anchor='middle' "
+            f"transform='rotate(-90 10 {top + ph / 2})'>precision</text></svg>")
 
 
 # ----------------------------------------------------------------------------- entry point
