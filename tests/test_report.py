@@ -406,3 +406,30 @@ def test_report_files_returns_paths(tmp_path):
     done = report_files(gt, [res], tmp_path / "o", label_map="ava-v2.2")
     assert done["index"].endswith("index.html") and done["mAP"] == 1 / 3
     assert done["thumbnails"] is None
+
+
+# ---- real AVA files (../shared/ava next to the repository, or $HGRNN_AVA) ----------------------
+
+AVA = os.environ.get("HGRNN_AVA", os.path.join(os.path.dirname(__file__), "..", "..", "shared",
+                                               "ava"))
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(AVA, "official")),
+                    reason="real AVA files not present (../shared/ava or $HGRNN_AVA)")
+def test_real_ava_sample_has_the_official_numbers(tmp_path):
+    """ActivityNet's own sample result file (3-decimal scores, many ties) against its
+    ground truth: the page's numbers are the official evaluator's."""
+    official = json.loads(open(os.path.join(AVA, "official",
+                                            "sample_results_official_2018.json")).read())
+    done = report_files(os.path.join(AVA, "official", "gt_1j20qq1JyX4_122kf.csv"),
+                        [os.path.join(AVA, "sample_results_1j20qq1JyX4.csv")], tmp_path,
+                        label_map=os.path.join(AVA, "ava_action_list_v2.1_for_activitynet_"
+                                                    "2018.pbtxt"),
+                        exclusions=os.path.join(AVA, "ava_val_excluded_timestamps_v2.1.csv"))
+    d = json.loads((tmp_path / "report.json").read_text())
+    assert done["mAP"] == official["PascalBoxes_Precision/mAP@0.5IOU"] == 0.0641283446987343
+    for c in d["classes"]:
+        assert c["AP"] == official["PascalBoxes_PerformanceByCategory/AP@0.5IOU/" + c["name"]]
+    stand = next(c for c in d["classes"] if c["name"] == "stand")
+    assert stand["instances"] == 107 and stand["group"] == "pose"
+    assert abs(stand["AP_of_curve"] - stand["AP"]) < 0.01      # file-order ties: close
