@@ -193,6 +193,18 @@ def test_errors_are_eval_csvs(tmp_path):
     assert "no keyframe in common" in b.output
 
 
+def test_coverage_warning_is_eval_csvs(tmp_path):
+    gt, res = hand_case(tmp_path)
+    with open(gt, "a") as f:
+        f.write("w,0902,0.1,0.1,0.5,0.5,12,0\n")               # a video without results
+    a = CliRunner().invoke(main, ["eval-csv", gt, res])
+    b = CliRunner().invoke(main, ["report", gt, res, "--out", str(tmp_path / "r")])
+    warning = [line for line in a.output.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "cover 1 of 2 ground-truth videos" in warning[0]
+    assert b.exit_code == 0 and b.output.splitlines()[0] == warning[0]
+    assert warning[0] in (tmp_path / "r" / "index.html").read_text()
+
+
 def test_compare(tmp_path):
     gt, res = hand_case(tmp_path)
     better = AvaRows.from_arrays(["v"] * 3, [902] * 3, [P1, P2, P1], [12, 11, 79],

@@ -899,7 +899,8 @@ def report_files(gt_path, results_paths, out_dir, label_map=None, exclusions=Non
                  progress=False) -> dict:
     """`hgrnn report`: read, evaluate, analyse, optionally cut thumbnails, write the page.
     results_paths: the result file first, then the files to compare. Returns
-    {"index", "json", "mAP", "thumbnails" (render_thumbnails' dict or None), "seconds"}."""
+    {"index", "json", "mAP", "thumbnails" (render_thumbnails' dict or None), "warnings"
+    (eval-csv's coverage warnings), "seconds"}."""
     import time
 
     t0 = time.perf_counter()
@@ -911,4 +912,7 @@ def report_files(gt_path, results_paths, out_dir, label_map=None, exclusions=Non
     index = write_report(analysis, out_dir)
     return {"index": str(index), "json": str(Path(out_dir) / "report.json"),
             "mAP": analysis["runs"][0]["metrics"]["mAP"], "thumbnails": thumbs,
+            "warnings": [w if k == 0 else f"{r['name']}: {w}"
+                         for k, r in enumerate(analysis["runs"])
+                         if (w := r["coverage_warning"])],
             "seconds": time.perf_counter() - t0}

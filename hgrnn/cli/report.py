@@ -59,6 +59,8 @@ def report_cmd(gt_csv, results_csv, out_dir, label_map, exclusions, protocol, ti
                             time_offset=time_offset, progress=sys.stderr.isatty())
     except (AvaFormatError, ValueError, OSError, StoreError, HeadError, VideoError) as err:
         raise click.ClickException(str(err)) from None
+    for warning in done["warnings"]:
+        click.echo(warning, err=True)
     thumbs = done["thumbnails"]
     extra = (f", {thumbs['thumbnails']} thumbnails from {thumbs['videos']} videos"
              if thumbs else "")
