@@ -37,7 +37,7 @@ AVA_KEYFRAME_SECONDS = 897          # keyframes 902 .. 1798
 
 
 def run(cmd):
-    """Wall seconds and peak RSS (MiB) of one fresh process."""
+    """Wall seconds, CPU seconds (user + system) and peak RSS (MiB) of one fresh process."""
     t = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(p.pid, 0)
@@ -45,7 +45,7 @@ def run(cmd):
     out, err = p.communicate()
     if status != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{err.decode()[-2000:]}")
-    return wall, usage.ru_maxrss / 1024, out.decode().strip()
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, out.decode().strip()
 
 
 def scale(args):
@@ -56,19 +56,22 @@ def scale(args):
     hgrnn = [sys.executable, "-m", "hgrnn"]
     out_dir = tempfile.mkdtemp(prefix="bench_report_")
     times = {"eval-csv": [], "report": []}
+    cpu = {"eval-csv": [], "report": []}
     rss = {"eval-csv": [], "report": []}
     for _ in range(args.repeats):
         for name, cmd in (("eval-csv", hgrnn + ["eval-csv", gt_csv, res_csv, "--exclusions",
                                                 excl, "-q"]),
                           ("report", hgrnn + ["report", gt_csv, res_csv, "--exclusions", excl,
                                               "--out", out_dir])):
-            wall, peak, text = run(cmd)
+            wall, cpu_s, peak, text = run(cmd)
             times[name].append(wall)
+            cpu[name].append(cpu_s)
             rss[name].append(peak)
-            print(json.dumps({"command": name, "wall_s": round(wall, 2),
+            print(json.dumps({"command": name, "wall_s": round(wall, 2), "cpu_s": round(cpu_s, 2),
                               "peak_rss_mib": round(peak), "output": text}), flush=True)
     page = os.path.getsize(os.path.join(out_dir, "index.html")) / 1e3
-    return {k: (statistics.median(v), statistics.median(rss[k])) for k, v in times.items()}, page
+    return {k: (statistics.median(v), statistics.median(cpu[k]), statistics.median(rss[k]))
+            for k, v in times.items()}, page
 
 
 def thumbnails(args):
@@ -126,12 +129,13 @@ def main():
     print(f"cores: {os.cpu_count()}; load average before: {os.getloadavg()}", flush=True)
     if not args.skip_scale:
         med, page = scale(args)
-        print(f"\n| command (5,604,000 result rows, ava-2018) | wall s (median of "
-              f"{args.repeats}) | peak RSS MiB |\n|---|---|---|")
-        for name, (wall, peak) in med.items():
-            print(f"| hgrnn {name} | {wall:.1f} | {peak:.0f} |")
-        print(f"report - eval-csv: {med['report'][0] - med['eval-csv'][0]:+.1f} s; "
-              f"index.html {page:.0f} kB")
+        print("\n| command (5,604,000 result rows, ava-2018) | wall s | CPU s | peak RSS "
+              "MiB |\n|---|---|---|---|")
+        for name, (wall, cpu_s, peak) in med.items():
+            print(f"| hgrnn {name} | {wall:.1f} | {cpu_s:.1f} | {peak:.0f} |")
+        print(f"report - eval-csv (medians of {args.repeats}): wall "
+              f"{med['report'][0] - med['eval-csv'][0]:+.1f} s, CPU "
+              f"{med['report'][1] - med['eval-csv'][1]:+.1f} s; index.html {page:.0f} kB")
     t = thumbnails(args)
     per_video = t["thumbnail_s"] * AVA_KEYFRAME_SECONDS / t["seconds"]
     print(f"\nthumbnails: {t['thumbnails']} from one {t['size'][0]}x{t['size'][1]} "
