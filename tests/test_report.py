@@ -313,6 +313,7 @@ def test_eval_report(tmp_path):
     assert d["runs"][0]["metrics"]["mAP"] == metrics["mAP"]
     assert d["runs"][0]["metrics"]["per_class"] == metrics["per_class"]
     assert (tmp_path / "ev" / "report" / "index.html").exists()
+    assert metrics["action_groups"] == {}          # the test store's classes are no AVA actions
 
 
 # ---- in a real browser ---------------------------------------------------------------------
