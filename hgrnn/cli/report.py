@@ -2,6 +2,8 @@
 
 import click
 
+from hgrnn.cli.options import time_offset_option
+
 
 @click.command("report")
 @click.argument("gt_csv", type=click.Path(exists=True, dir_okay=False))
@@ -25,9 +27,7 @@ import click
 @click.option("--videos", type=click.Path(exists=True, file_okay=False), default=None,
               help="Folder of <video_id>.mp4/.mkv/.webm/.avi: per class, thumbnails of the "
                    "top-scored false positives and of missed boxes.")
-@click.option("--time-offset", type=float, default=0.0, show_default=True,
-              help="Keyframe timestamp of the videos' first frame (AVA's cut 15-minute "
-                   "clips: 900), as for visualize.")
+@time_offset_option
 def report_cmd(gt_csv, results_csv, out_dir, label_map, exclusions, protocol, ties, compare,
                videos, time_offset):
     """Error-analysis page of RESULTS_CSV against GT_CSV: OUT/index.html and OUT/report.json.
