@@ -350,28 +350,28 @@ def chromium(args, tmp_path, timeout=120):
 def test_page_in_chromium(tmp_path):
     """Headless Chromium renders the page: the screenshot is not blank, the numbers in the
     DOM are eval-csv --json's, the sortable table sorts, and nothing scrolls sideways at
-    1280 px (a long class name, two compared files)."""
+    1280 px (long class names, four result files with long names)."""
     rng = np.random.default_rng(4)
     ids = (12, 17, 79, 80)                               # long AVA names in every group
     gt = random_rows(rng, 80, False)
     gt = AvaRows.from_arrays(gt.video_ids, gt.timestamps, gt.boxes, rng.choice(ids, len(gt)),
                              person_ids=np.zeros(len(gt)))
     write_annotations(tmp_path / "gt.csv", gt)
-    for k in (1, 2):
+    for k in (1, 2, 3, 4):
         res = random_rows(rng, 500, True, decimals=3)
         res = AvaRows.from_arrays(res.video_ids, res.timestamps, res.boxes,
                                   rng.choice(ids, len(res)), scores=res.scores)
         write_results(tmp_path / f"results_of_a_long_named_model_{k}.csv", res)
     gt_csv = str(tmp_path / "gt.csv")
     res1 = str(tmp_path / "results_of_a_long_named_model_1.csv")
-    res2 = str(tmp_path / "results_of_a_long_named_model_2.csv")
+    others = [str(tmp_path / f"results_of_a_long_named_model_{k}.csv") for k in (2, 3, 4)]
     r = CliRunner().invoke(main, ["eval-csv", gt_csv, res1, "--label-map", "ava-v2.2",
                                   "--json", str(tmp_path / "m.json")])
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "m.json").read_text())
     out = tmp_path / "rep"
-    r = CliRunner().invoke(main, ["report", gt_csv, res1, "--compare", res2, "--label-map",
-                                  "ava-v2.2", "--out", str(out)])
+    r = CliRunner().invoke(main, ["report", gt_csv, res1, "--label-map", "ava-v2.2", "--out",
+                                  str(out), *[x for o in others for x in ("--compare", o)]])
     assert r.exit_code == 0, r.output
 
     shot = tmp_path / "shot.png"

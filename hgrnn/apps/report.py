@@ -66,6 +66,8 @@ CONFUSIONS_SHOWN = 5           # confusions listed per class
 CURVE_POINTS = 300             # precision-recall points kept per class (JSON and plot)
 THUMB_HEIGHT = 128             # thumbnail height in pixels
 ERROR_KINDS = ("wrong label", "duplicate", "localisation", "background")
+KIND_ABBREVIATIONS = ("label", "dup", "loc", "bg")   # the class table's column headers
+MAX_FILES_WITH_KINDS = 4       # more files: the class table leaves the kinds to the sections
 RESULT_COLOR = PRED_COLORS[0]
 
 
@@ -641,6 +643,9 @@ details details{margin:6px 0}
 table{border-collapse:collapse;width:100%;table-layout:auto}
 th,td{border-bottom:1px solid #eee;padding:3px 5px;text-align:right;vertical-align:top}
 td.l{overflow-wrap:anywhere}
+td:not(.l){white-space:nowrap}
+#classes{font-size:13px}
+#classes th,#classes td{padding:3px 4px}
 td.name{min-width:11em;overflow-wrap:break-word}
 th{background:#f0f0f0;position:sticky;top:0;overflow-wrap:normal}
 td.nw{white-space:nowrap}
@@ -738,8 +743,9 @@ def _page(d: dict, title: str) -> str:
                      "<th>classes with instances</th></tr></thead><tbody>"
                      + "".join(rows) + "</tbody></table></details>")
 
-    # ---- class table
+    # ---- class table (with many compared files the kinds would not fit 1280 pixels)
     other = runs[1:]
+    kinds = ERROR_KINDS if len(runs) <= MAX_FILES_WITH_KINDS else ()
     head = ("<th class='l sortable'>id</th><th class='l sortable'>class</th>"
             f"<th class='l sortable'>group</th><th class=sortable>AP % {tags[0]}</th>"
             + "".join(f"<th class=sortable title='{e(n)}'>AP % {t}</th>"
@@ -749,7 +755,7 @@ def _page(d: dict, title: str) -> str:
               "<th class=sortable title='true positives among the top N results, N = instances'>"
               "TP@N</th>"
             + "".join(f"<th class=sortable title='false positives among the top N: {k}'>"
-                      f"{k}</th>" for k in ERROR_KINDS)
+                      f"{a}</th>" for k, a in zip(kinds, KIND_ABBREVIATIONS))
             + "<th class=sortable title='ground-truth boxes the top N did not find'>missed"
               "</th><th class=l>most confused with</th>")
     body = []
@@ -768,13 +774,17 @@ def _page(d: dict, title: str) -> str:
                              None if not diff else ("pos" if diff > 0 else "neg")))
         cells += [_td(str(c["instances"]), c["instances"]), _td(str(c["results"]), c["results"]),
                   _td(str(c["tp_at_n"]), c["tp_at_n"])]
-        cells += [_td(str(c["errors"][k]), c["errors"][k]) for k in ERROR_KINDS]
+        cells += [_td(str(c["errors"][k]), c["errors"][k]) for k in kinds]
         cells.append(_td(str(c["missed"]["total"]), c["missed"]["total"]))
         cells.append(_td(e(", ".join(f"{n} ({k})" for n, k in c["confusions"][:2])), None, "l"))
         empty = " class=empty" if c["instances"] == 0 and c["results"] == 0 else ""
         body.append(f"<tr data-class='{e(c['name'])}'{empty}>" + "".join(cells) + "</tr>")
+    legend = (", ".join(f"{a} = {k}" for k, a in zip(kinds, KIND_ABBREVIATIONS))
+              if kinds else "in the per-class sections")
     parts.append(f"<details open><summary>Classes ({len(d['classes'])}; click a column to "
-                 "sort; N = the class's instances)</summary>"
+                 "sort)</summary><p class=meta>At N = the class's number of instances (its N "
+                 "highest-scored results) of A: TP@N true positives; false positives by kind, "
+                 f"{legend}; missed ground-truth boxes.</p>"
                  f"<table id=classes><thead><tr>{head}</tr></thead><tbody>"
                  + "".join(body) + "</tbody></table></details>")
 
