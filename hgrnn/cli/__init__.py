@@ -2,6 +2,7 @@
 (options -> config dataclass -> library call) in a module of its own:
 
     evaluate.py   eval-csv, eval          store.py    inspect, merge-stores
+    report.py     report
     head.py       train-head, ablate      synth.py    synth, demo
     extract.py    extract-features        finetune.py finetune-backbone
     predict.py    predict, visualize      detect.py   finetune-detector, detect
@@ -14,7 +15,8 @@ at once. Run `hgrnn COMMAND --help` for each command's options.
 
 import click
 
-from hgrnn.cli import data, detect, evaluate, extract, finetune, head, predict, store, synth
+from hgrnn.cli import (data, detect, evaluate, extract, finetune, head, predict, report, store,
+                       synth)
 from hgrnn.console import show_warnings_as_lines
 
 
@@ -68,6 +70,7 @@ def main():
       hgrnn train-head ...         train the HGRNN head on a store (minutes on a CPU)
       hgrnn eval ...               score a store, write AVA CSV + frame-mAP
       hgrnn eval-csv GT RESULTS    official AVA frame-mAP of any result CSV
+      hgrnn report GT RESULTS ...  error-analysis page (HTML) of any result CSV
       hgrnn predict VIDEO...       run a trained head on your videos: results.csv + drawn videos
       hgrnn visualize VIDEO ...    draw any AVA result / ground-truth CSV onto its video
       hgrnn ablate ...             the paper's ablation tables on a pair of stores
@@ -86,5 +89,5 @@ for _command in (evaluate.eval_csv, evaluate.eval_cmd, store.inspect_cmd, store.
                  extract.extract_features_cmd, finetune.finetune_backbone_cmd,
                  predict.predict_cmd, predict.visualize_cmd,
                  data.render_example_cmd, data.check_data_cmd, data.convert_group,
-                 detect.finetune_detector_cmd, detect.detect_cmd):
+                 detect.finetune_detector_cmd, detect.detect_cmd, report.report_cmd):
     main.add_command(_command)

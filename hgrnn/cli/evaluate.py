@@ -70,6 +70,7 @@ def eval_csv(gt_csv, results_csv, label_map, exclusions, protocol, ties, persons
     from hgrnn.data.store import StoreError
     from hgrnn.hgrnn_head.train import HeadError
     from hgrnn.metrics import evaluate_csv, format_percent
+    from hgrnn.metrics.groups import format_groups, mean_ap_by_group
 
     try:
         if _is_hdf5(gt_csv):
@@ -85,14 +86,17 @@ def eval_csv(gt_csv, results_csv, label_map, exclusions, protocol, ties, persons
     warning = result.coverage_warning()
     if warning and not quiet:
         click.echo(warning, err=True)
+    groups = mean_ap_by_group(result.per_class, result.ids)
     if quiet:
         click.echo(format_percent(result.mAP))
     else:
         click.echo(result.format_table())
+        if groups:
+            click.echo(format_groups(groups))
     if json_out:
         try:
             with open(json_out, "w", encoding="utf-8") as f:
-                json.dump(result.to_dict(), f, indent=2)
+                json.dump({**result.to_dict(), "action_groups": groups}, f, indent=2)
                 f.write("\n")
         except OSError as err:
             raise click.ClickException(f"cannot write --json {json_out}: {err}")
@@ -169,8 +173,11 @@ def _evaluate_against_store(store, results_csv, label_map, exclusions, protocol,
               show_default=True,
               help="Order of the bars in per_class_ap.png: by AP (classes without instances "
                    "last) or the label map's order.")
+@click.option("--report", "write_report", is_flag=True,
+              help="Also write the error-analysis page of the results (as `hgrnn report`) to "
+                   "OUT/report/index.html; needs --out.")
 def eval_cmd(store, checkpoint, gt_boxes, out_dir, nms, nms_iou, min_score, gt_csv, exclusions,
-             protocol, device, num_threads, sort_classes, quiet):
+             protocol, device, num_threads, sort_classes, quiet, write_report):
     """Score every keyframe of a store with a trained head and print the frame-mAP.
 
     Score of a (box, class) = action probability x person confidence, then (detections
@@ -190,6 +197,8 @@ def eval_cmd(store, checkpoint, gt_boxes, out_dir, nms, nms_iou, min_score, gt_c
     from hgrnn.hgrnn_head.checkpoint import HeadError
     from hgrnn.hgrnn_head.infer import evaluate_store
 
+    if write_report and not out_dir:
+        raise click.UsageError("--report needs --out DIR (the page is written to DIR/report/)")
     try:
         result = evaluate_store(store, checkpoint, gt_boxes=gt_boxes, out_dir=out_dir,
                                 nms=nms, nms_iou=nms_iou, gt_csv=gt_csv,
@@ -212,6 +221,35 @@ def eval_cmd(store, checkpoint, gt_boxes, out_dir, nms, nms_iou, min_score, gt_c
         from hgrnn.metrics import format_percent
         click.echo(format_percent(result.mAP))          # percent, like eval-csv -q
     else:
+        from hgrnn.metrics.groups import format_groups, mean_ap_by_group
+
         click.echo(result.format_table())
+        groups = format_groups(mean_ap_by_group(result.per_class, result.ids))
+        if groups:
+            click.echo(groups)
         if out_dir:
             click.echo(f"wrote {out_dir}/results.csv, metrics.json, per_class_ap.png", err=True)
+    if write_report:
+        _eval_report(store, out_dir, gt_csv, exclusions, protocol, quiet)
+
+
+def _eval_report(store, out_dir, gt_csv, exclusions, protocol, quiet):
+    """`eval --report`: the page of OUT/results.csv against the ground truth and
+    exclusions eval used (--gt-csv or the store's persons; --exclusions or the store's)."""
+    import os
+
+    from hgrnn.apps.report import report_files
+    from hgrnn.data.windows import FeatureStore
+    from hgrnn.hgrnn_head.infer import stored_exclusions
+
+    fs = FeatureStore(store, box_source="gt", lazy=True)
+    if exclusions is None:
+        exclusions = stored_exclusions(fs)[0]
+    try:
+        done = report_files(gt_csv or store, [os.path.join(out_dir, "results.csv")],
+                            os.path.join(out_dir, "report"), label_map=fs.label_map,
+                            exclusions=exclusions, protocol=protocol)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    if not quiet:
+        click.echo(f"wrote {done['index']}", err=True)

@@ -42,6 +42,7 @@ from hgrnn.hgrnn_head.checkpoint import (HeadError, check_store_matches, load_ch
                                          model_from_checkpoint, open_store, resolve_device,
                                          torch_threads)
 from hgrnn.metrics import check_evaluable, evaluate
+from hgrnn.metrics.groups import mean_ap_by_group
 
 DEFAULT_NMS_IOU = 0.5
 INFER_BATCH_KEYFRAMES = 512
@@ -285,6 +286,7 @@ def evaluate_store(store, checkpoint, gt_boxes=False, out_dir=None, nms_iou=DEFA
 
     if out_dir is not None:
         report = result.to_dict()
+        report["action_groups"] = mean_ap_by_group(result.per_class, result.ids)
         report["configs"] = {
             "head": ckpt["head"], "train": ckpt["train"],
             "eval": {"store": fs.path, "checkpoint": ckpt["path"], "step": ckpt["step"],
