@@ -158,9 +158,17 @@ def check_compatible(ckpt: dict, trained: dict | None, ours: dict) -> list[str]:
                                 f"{_describe_backbone(tb)}, this extraction uses "
                                 f"{_describe_backbone(ob)}")
             elif ob.get("kind") == "random":
-                warn.append(f"{name} weights 'none': random weights are drawn anew on every "
-                            f"run, so the head's training features came from other weights; "
-                            f"the predictions mean nothing (tests only)")
+                # random weights are drawn from a fixed seed (i3d.RANDOM_SEED): the same seed
+                # gives the same network, hence the features the head was trained on
+                if tb.get("seed") is None:
+                    warn.append(f"{name} weights 'none': the head's training store records "
+                                f"no seed for its random weights (written before hgrnn "
+                                f"recorded it), so they may differ from this run's (seed "
+                                f"{ob.get('seed')})")
+                elif tb.get("seed") != ob.get("seed"):
+                    problems.append(f"{name}: the head was trained on features of random "
+                                    f"weights of seed {tb.get('seed')}, this extraction draws "
+                                    f"them from seed {ob.get('seed')}")
         for key in WARN_FIELDS:
             if key in trained and trained.get(key) != ours.get(key):
                 warn.append(f"{key}: {ours.get(key)!r} here, the head's training store used "
@@ -219,7 +227,7 @@ def _our_stage(extract) -> dict:
             warnings.simplefilter("ignore")      # 'none' warns again when extraction loads it
             _, projection, meta = (load_backbone(weights, "cpu") if stream == "rgb"
                                    else load_backbone(weights, "cpu", stream=stream))
-        ours[key] = {k: meta.get(k) for k in ("kind", "path", "sha256", "feature_dim")}
+        ours[key] = {k: meta.get(k) for k in ("kind", "path", "sha256", "feature_dim", "seed")}
         used = projection is not None and extract.projection     # as the store records it
         ours["projection"] = ours["projection"] or used
         ours["feature_dim"] += projection.out_features if used else 1024
