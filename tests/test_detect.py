@@ -207,6 +207,18 @@ def test_detect_writes_person_box_csv_records_failures_and_resumes(data, tmp_pat
     assert out.read_text() == before
 
 
+def test_detect_writes_its_summary_as_json_only_when_asked(data, tmp_path):
+    out, summary = tmp_path / "boxes.csv", tmp_path / "summary.json"
+    result = run(detect_args(data, out, "--json", summary), expect=1)
+    assert not any(line.startswith("{") for line in result.stdout.splitlines())
+    assert "2 video(s) written" in result.stdout                  # the summary is the output
+    said = json.loads(summary.read_text())
+    assert (said["out"], said["written"], sorted(said["failed"])) == (str(out), 2, ["broken"])
+    assert said["keyframes"] == 6 and said["boxes"] == len(out.read_text().splitlines())
+    result = run(detect_args(data, tmp_path / "again.csv"), expect=1)
+    assert not any(line.startswith("{") for line in result.stdout.splitlines())
+
+
 def test_detect_csv_feeds_extract_features_and_equals_extract_with_the_detector(data, tmp_path):
     root, videos, ckpt = data
     out = tmp_path / "boxes.csv"

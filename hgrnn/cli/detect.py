@@ -177,8 +177,12 @@ def finetune_detector_cmd(resume, quiet, **options):
 @device_option
 @click.option("--allow-failures", is_flag=True,
               help="Exit 0 even when some videos failed (they are in OUT.progress.jsonl).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the run's summary here as JSON (for scripts): out, written, "
+                   "skipped, failed {video: reason}, outside {video: keyframes skipped}, "
+                   "keyframes, boxes, seconds.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def detect_cmd(allow_failures, quiet, **options):
+def detect_cmd(allow_failures, json_out, quiet, **options):
     """Detect persons on the keyframes of videos and write an AVA person-box CSV.
 
     Each keyframe image is the centre frame extraction uses (same decoder), short side
@@ -205,8 +209,13 @@ def detect_cmd(allow_failures, quiet, **options):
         summary = detect_videos(DetectConfig(progress=not quiet, **options))
     except (DetectorError, AvaFormatError, VideoError, ValueError, OSError) as err:
         raise click.ClickException(str(err)) from None
-    click.echo(format_summary(summary), err=True)
-    click.echo(json.dumps({k: v for k, v in summary.items() if k != "failed"}
-                          | {"failed": sorted(summary["failed"])}))
+    click.echo(format_summary(summary))
+    if json_out:
+        try:
+            with open(json_out, "w", encoding="utf-8") as f:
+                json.dump(summary, f, indent=2)
+                f.write("\n")
+        except OSError as err:
+            raise click.ClickException(f"cannot write --json {json_out}: {err}")
     if summary["failed"] and not allow_failures:
         sys.exit(1)
