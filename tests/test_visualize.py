@@ -212,3 +212,24 @@ def test_labels_never_overlap_and_shrink_when_there_is_no_room():
                 for b in labels[i + 1:]:
                     assert not vis._overlaps(a.rect, b.rect), (size, a, b)
     assert shortened > 0                  # the small frames did run out of room
+
+
+def test_a_time_offset_that_puts_keyframes_outside_the_video_is_said(video640, tmp_path):
+    # the 2.5 s video at --time-offset 900 has no keyframe 1: nothing is drawn, and the
+    # warning names the offset that fits (as extract-features and detect say it)
+    args = ["visualize", str(video640 / "clip.mp4"), "--gt", str(video640 / "gt.csv"),
+            "--out", str(tmp_path / "off.mp4"), "-q"]
+    with pytest.warns(UserWarning) as caught:
+        result = CliRunner().invoke(main, args + ["--time-offset", "900"])
+    assert result.exit_code == 0, result.output
+    said = " ".join(str(w.message) for w in caught)
+    assert "1 of 1 keyframes outside the video (2.5 s long) at --time-offset 900: 1" in said
+    assert "nothing to draw: --time-offset 0 would fit" in said
+    assert "clip: 0 keyframes drawn" in result.output
+    # with a fitting offset: no warning, the keyframe is drawn
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0 and "clip: 1 keyframes drawn" in result.output

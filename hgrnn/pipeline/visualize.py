@@ -41,11 +41,14 @@ drawn at tile size so labels stay readable) with the timestamp under each.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+
+from hgrnn.data.keyframes import describe_outside, offset_hint, split_keyframes
 
 #: Colours of result persons (cycled per person of a keyframe), RGB.
 PRED_COLORS = ((255, 140, 0), (0, 160, 255), (230, 40, 200), (255, 220, 0), (160, 90, 255),
@@ -322,6 +325,20 @@ def _sheet_picks(timestamps: list[int], cells: int) -> list[int]:
     return [timestamps[i] for i in idx]
 
 
+def _inside_keyframes(video, timestamps, source, time_offset) -> list:
+    """The keyframes of `timestamps` inside the video at `time_offset`; warns (as
+    extract-features and detect do) naming those outside, and with no keyframe inside, the
+    --time-offset that would fit."""
+    inside, outside = split_keyframes(timestamps, source.fps, source.duration, time_offset)
+    if outside:
+        message = describe_outside(video, outside, len(timestamps), source.duration,
+                                   time_offset)
+        if not inside:
+            message += "; nothing to draw: " + offset_hint(outside, source.fps, source.duration)
+        warnings.warn(message, stacklevel=3)
+    return inside
+
+
 def draw_video(video, out, *, results=None, gt=None, time_offset=0.0, max_size=None,
                sheet=None, sheet_grid=(3, 4), sheet_tile_width=320, show_progress=False,
                codec=None) -> dict:
@@ -344,6 +361,7 @@ def draw_video(video, out, *, results=None, gt=None, time_offset=0.0, max_size=N
     except VideoError as exc:
         raise VisualizeError(str(exc)) from None
     rate = as_fraction(source.fps)
+    drawn_ts = _inside_keyframes(video, drawn_ts, source, time_offset)
     width, height = output_size(source.width, source.height, max_size)
     rows, cols = sheet_grid
     picks = {}
