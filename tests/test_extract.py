@@ -552,3 +552,31 @@ def test_a_store_with_the_flat_video_keys_resumes_and_inspects(tmp_path):
         check_resume_settings([cfg.out], moved)
     result = CliRunner().invoke(main, ["inspect", cfg.out])
     assert result.exit_code == 0 and "900" in result.output, result.output
+
+
+def test_resume_ignores_flow_weights_for_tvl1_flow_only(tmp_path):
+    """--flow-weights are RAFT's (help: ignored for tvl1): a TV-L1 store resumes whatever
+    they say; a RAFT store does not."""
+    from hgrnn.data.store import StoreWriter
+    from hgrnn.pipeline.extract import ExtractConfig, check_resume_settings, stage_config
+
+    meta = {"kind": "random", "path": None, "sha256": None, "feature_dim": 1024, "seed": 0}
+
+    def stage(flow, flow_weights):
+        cfg = ExtractConfig(out=str(tmp_path / f"{flow}.h5"), backbone_weights="none",
+                            flow_backbone_weights="none", videos="v", streams=("rgb", "flow"),
+                            flow=flow, flow_weights=flow_weights)
+        return cfg.out, stage_config(cfg, meta, None, 2048, False, flow_backbone_meta=meta,
+                                     flow_meta={"method": flow})
+
+    for flow in ("tvl1", "raft"):
+        out, first = stage(flow, "default")
+        with StoreWriter(out, feature_dim=2048, label_map=load_label_map("ava-v2.1"),
+                         configs={"extract": first}):
+            pass
+        _, other = stage(flow, "none")
+        if flow == "tvl1":
+            check_resume_settings([out], other)
+        else:
+            with pytest.raises(ValueError, match="flow_weights 'default' -> 'none'"):
+                check_resume_settings([out], other)

@@ -505,3 +505,16 @@ def test_flow_stream_finetunes_on_extraction_flow_and_checkpoint_is_stream_check
                              resume=True, progress=False)
     with pytest.raises(ValueError, match="stream must be 'rgb' or 'flow'"):
         tiny_config(ava_fixture, tmp_path / "x", stream="depth")
+
+
+def test_an_existing_run_is_refused_naming_the_command_line_options(tmp_path):
+    from hgrnn.pipeline.finetune import FinetuneConfig, FinetuneError, finetune_backbone
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "state.pt").write_bytes(b"")
+    config = FinetuneConfig(annotations=str(tmp_path / "gt.csv"), out_dir=str(tmp_path / "run"),
+                            videos=str(tmp_path), device="cpu")
+    with pytest.raises(FinetuneError, match=r"already holds a fine-tuning run \(backbone.pt/"
+                                            r"state.pt\); pass --resume to continue it or "
+                                            r"choose another --out$"):
+        finetune_backbone(config, progress=False)

@@ -126,7 +126,7 @@ def test_predict_refuses_a_checkpoint_of_other_features(trained, tmp_path):
                     expect=1)
     assert "does not fit this extraction: backbone: the head was trained on features of random" in result.output
     assert "this extraction uses kinetics-i3d" in result.output
-    assert not (tmp_path / "p" / "features.h5").exists()           # refused before extracting
+    assert not (tmp_path / "p").exists()           # refused before writing anything in OUT
 
 
 def _ckpt(dim=1024, streams=None):
@@ -224,3 +224,9 @@ def test_a_head_on_two_streams_gets_both_extracted(trained, tmp_path):
 
     with h5py.File(tmp_path / "p2" / "features.h5", "r") as f:
         assert "flow" in f.attrs["streams"]
+
+
+def test_predict_help_speaks_of_its_own_options_only():
+    text = " ".join(CliRunner().invoke(main, ["predict", "--help"]).output.split())
+    assert "--annotations" not in text                  # predict has no ground truth
+    assert "Default: the keyframes of --detections, else every second of the video." in text

@@ -378,3 +378,13 @@ def test_two_stream_store_names_its_streams_and_motion_group(tmp_path):
     assert "streams" not in small().to_dict() and "motion_prob" not in small().to_dict()
     with pytest.raises(ValueError, match="streams must be rgb or rgb,flow"):
         small(streams=("flow",))
+
+
+def test_synth_help_states_the_minimum_feature_dim_the_check_enforces():
+    from click.testing import CliRunner
+
+    from hgrnn.cli import main
+    from hgrnn.data.synthetic import MIN_FEATURE_DIM
+
+    text = " ".join(CliRunner().invoke(main, ["synth", "--help"]).output.split())
+    assert f"at least {MIN_FEATURE_DIM}: the signal's dims" in text

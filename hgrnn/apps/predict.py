@@ -261,6 +261,11 @@ def predict_videos(videos, extract, cfg: PredictConfig) -> dict:
         if cfg.draw and (out / f"{vid}.mp4").resolve() == path.resolve():
             raise PredictError(f"{path}: --out {out} would overwrite this input with the drawn "
                                f"video; choose another --out")
+    # refused before anything is written (OUT, its label map)
+    extract = _with_streams(extract, head_streams(ckpt), ckpt)
+    messages = check_compatible(ckpt, training_extraction(ckpt), _our_stage(extract))
+    for m in messages:
+        warnings.warn(m, stacklevel=2)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="hgrnn-predict-"))
     try:
@@ -272,11 +277,6 @@ def predict_videos(videos, extract, cfg: PredictConfig) -> dict:
         if load_label_map(str(map_path)) != label_map:
             raise PredictError(f"{ckpt['path']}: its label map cannot be written as a text "
                                f"file (class names with quotes or edge spaces)")
-        extract = _with_streams(extract, head_streams(ckpt), ckpt)
-        trained = training_extraction(ckpt)
-        messages = check_compatible(ckpt, trained, _our_stage(extract))
-        for m in messages:
-            warnings.warn(m, stacklevel=2)
 
         # the videos, under their ids, in one folder the extraction stage reads
         links = work / "videos"

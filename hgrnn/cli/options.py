@@ -102,12 +102,9 @@ person_layer_option = click.option(
 # The options that decide what the features are (keyframes, persons, backbone, clips) and
 # how extraction runs. Every command that extracts features (extract-features, predict)
 # takes them from here, so that a new extraction option reaches all of them.
+_KEYFRAMES_HELP = "Keyframe timestamps START..END (inclusive, 1 s apart), e.g. 902:1798 for AVA. "
 _EXTRACTION_OPTIONS = [
-    click.option("--keyframes", callback=parse_keyframes, metavar="START:END",
-                 help="Keyframe timestamps START..END (inclusive, 1 s apart), e.g. 902:1798 for AVA. "
-                      "Default: the union of the --annotations and --detections keyframes (a "
-                      "detected keyframe without ground truth is scored too, as the official "
-                      "evaluation scores it), else every second of the video."),
+    "--keyframes",               # placed by the decorators below (each command's default)
     click.option("--detections", type=click.Path(exists=True, dir_okay=False),
                  help="Person boxes for the 'det' source: AVA-format CSV "
                       "video,ts,x1,y1,x2,y2,action(empty|-1),score."),
@@ -158,10 +155,16 @@ _EXTRACTION_OPTIONS = [
 ]
 
 
-def _extraction_decorator(backbone_weights, extra=()):
+def _extraction_decorator(backbone_weights, extra=(), keyframes_default=(
+        "Default: the union of the --annotations and --detections keyframes (a detected "
+        "keyframe without ground truth is scored too, as the official evaluation scores "
+        "it), else every second of the video.")):
+    keyframes = click.option("--keyframes", callback=parse_keyframes, metavar="START:END",
+                             help=_KEYFRAMES_HELP + keyframes_default)
     options = []
     for option in _EXTRACTION_OPTIONS:
-        options += [backbone_weights, *extra] if option == "--backbone-weights" else [option]
+        options += ([backbone_weights, *extra] if option == "--backbone-weights"
+                    else [keyframes] if option == "--keyframes" else [option])
 
     def decorate(command):
         for option in reversed(options):
@@ -222,7 +225,8 @@ predict_extraction_options = _extraction_decorator(
                         help="Flow I3D weights (needed when the head reads the flow stream): "
                              "flow_imagenet.pt, a 'finetune-backbone --stream flow' "
                              "checkpoint, or 'none' (RANDOM, tests)."),
-           *_FLOW_OPTIONS])
+           *_FLOW_OPTIONS],
+    keyframes_default="Default: the keyframes of --detections, else every second of the video.")
 
 #: The same plus the feature streams (`extract-features --streams rgb,flow`); the RGB
 #: weights are then needed only with the rgb stream.

@@ -15,7 +15,7 @@ import click
               help="Sampling seed. Use different seeds for training and validation stores; "
                    "the world (rules, feature layout) is the same for every seed.")
 @click.option("--feature-dim", type=click.IntRange(min=1), default=64, show_default=True,
-              help="C, dims of clip and person features (the signal needs the first ~45).")
+              help="C, dims of clip and person features (at least 43: the signal's dims).")
 @click.option("--person-noise", type=click.FloatRange(min=0), default=None,
               help="Std of the noise on every signal dim of a person feature "
                    "(default: SynthConfig's).")

@@ -598,7 +598,7 @@ def finetune_backbone(config: FinetuneConfig, resume: bool = False, progress: bo
     out_dir, state_path, ckpt_path = run_folder(config.out_dir, "backbone.pt", rank)
     if not resume and (state_path.exists() or ckpt_path.exists()):     # checked on every rank
         raise FinetuneError(f"{out_dir}: already holds a fine-tuning run (backbone.pt/state.pt);"
-                            " pass resume to continue it or choose another out_dir")
+                            " pass --resume to continue it or choose another --out")
 
     label_map = load_label_map(config.label_map)
     keyframes = keyframes_from_csv(config.annotations, label_map,
@@ -645,9 +645,9 @@ def finetune_backbone(config: FinetuneConfig, resume: bool = False, progress: bo
         before = {"stream": "rgb", "flow": "tvl1", "person_layer": layer_of({})}  # older files
         fixed = ("clip_frames", "frame_stride", "projection_dim", "label_map", "loss",
                  "person_layer", "stream") + (("flow",) if config.stream == "flow" else ())
-        state = train.load(state_path, config, fixed, defaults=before, out_hint="out_dir")
+        state = train.load(state_path, config, fixed, defaults=before, out_hint="--out")
         step, last_val = state["step"], state["val"]
-        with damaged_state_guard(state_path, FinetuneError, "out_dir"):
+        with damaged_state_guard(state_path, FinetuneError, "--out"):
             epoch = int(state["epoch"]) + 1
         # a new --lr-halve-every applies from here on (the current lr is kept); a new --lr
         # cannot apply without undoing the halvings

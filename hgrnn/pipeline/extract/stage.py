@@ -79,8 +79,12 @@ def check_resume_settings(paths, stage: dict) -> None:
             old = read_info(f, path).configs.get("extract")
         if not old:
             continue
+        # --flow-weights are RAFT's: TV-L1 flow ignores them
+        ignored = ({"flow_weights"} if old.get("flow", _FIELD_DEFAULTS.get("flow")) == "tvl1"
+                   and stage.get("flow") == "tvl1" else set())
         changed = [f"{k} {old.get(k, _FIELD_DEFAULTS.get(k))!r} -> {stage.get(k)!r}"
-                   for k in FEATURE_FIELDS if old.get(k, _FIELD_DEFAULTS.get(k)) != stage.get(k)]
+                   for k in FEATURE_FIELDS if k not in ignored
+                   and old.get(k, _FIELD_DEFAULTS.get(k)) != stage.get(k)]
         for key, what in (("backbone", "backbone"), ("flow_backbone", "flow backbone"),
                           ("flow_meta", "RAFT")):
             old_sha = (old.get(key) or {}).get("sha256")
