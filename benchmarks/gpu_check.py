@@ -30,7 +30,9 @@ what is left is skipped with a note, one that overruns its limit is stopped):
      raft             RAFT-small flow of a textured clip, device vs CPU (RAFT_RTOL), when
                       `hgrnn.pipeline.flow` exists
 2. Figures at the real sizes (random weights; the speed does not depend on them): I3D
-   clips/s at 32 x 256 x 341 in batches of 8, fp32 and autocast; torchvision Faster R-CNN
+   clips/s at 32 x 256 x 341 in batches of 8, "fp32" (on CUDA with cuDNN's TF32
+   convolutions, torch's default, as extract-features runs outside autocast) and autocast;
+   torchvision Faster R-CNN
    R50-FPN keyframes/s at --ava-size (short side 800, as extract-features); RAFT-small frame
    pairs/s at 256 x 341; decoding frames/s with --workers processes; `extract_features` end
    to end keyframes/s on rendered --ava-size video (ground-truth boxes, and with the
@@ -38,8 +40,12 @@ what is left is skipped with a note, one that overruns its limit is stopped):
    (235 x 897 keyframes, C = 256, `benchmarks/bench_store.make_ava_scale_store`) and
    `evaluate_store` at val scale (64 x 897); the peak GPU memory of each part. From them:
    the projected wall time of extracting AVA v2.1 val and train on 1 and on 8 such GPUs.
-3. Writes OUT/gpu_check.json and OUT/gpu_check.log and prints a table. Exit status 1 when
-   a correctness check fails or any part raises, naming them; 2 when a package is missing.
+3. Writes OUT/gpu_check.json and OUT/gpu_check.log (its first line: the versions of torch,
+   torchvision, numpy, h5py, click, av, PIL and pyarrow) and prints a table. Exit status 1
+   when a correctness check fails or any part raises, naming them; 2 when a package is
+   missing; 3 when a part ran past its limit or was skipped (the budget, or a part it
+   needs failed), named on an `unchecked:` line: what it would have checked or measured
+   is unknown.
 
 `--device cpu --tiny` runs every part with tiny sizes on the CPU (tests/test_gpu_check.py
 runs it in `make test`), so the script keeps working as the code changes.
@@ -97,7 +103,8 @@ AVA_SPLITS = {"val": 64, "train": 235}           # videos
 class Sizes:
     """What each part works on: the real sizes, or tiny ones for `--tiny`."""
     clip_frames: int = 32             # I3D clip length (frames)
-    short_side: int = 256             # decoded frame short side (extraction: 341 x 256)
+    short_side: int = 256             # decoded frame short side (4:3: 341 x 256; the 16:9
+                                      # --ava-size video: 455 x 256)
     crop: int = 224                   # finetune-backbone training crop
     batch: int = 8                    # I3D / detector benchmark batch
     small_size: tuple = (320, 240)    # the 2 rendered correctness videos (W, H) ...
@@ -316,10 +323,15 @@ def ava_videos(ctx: Context, count: int) -> Path:
     s = ctx.sizes
     master = ctx.work / "ava" / "master.mp4"
     if not master.exists():
+        # rendered under another name and renamed: a render cut short (a part's time limit)
+        # leaves no master.mp4 for a later part or a reused --work to take as complete
         t = time.perf_counter()
-        ctx.made["ava_kbps"] = render_ava_video(master, s.ava_seconds, s.ava_size)
-        ctx.log(f"rendered {s.ava_seconds} s of {s.ava_size[0]}x{s.ava_size[1]} video "
-                f"({ctx.made['ava_kbps']:.0f} kbit/s) in {time.perf_counter() - t:.1f} s")
+        partial = master.with_name("master.part.mp4")
+        render_ava_video(partial, s.ava_seconds, s.ava_size)
+        os.replace(partial, master)
+        ctx.log(f"rendered {s.ava_seconds} s of {s.ava_size[0]}x{s.ava_size[1]} video in "
+                f"{time.perf_counter() - t:.1f} s")
+    ctx.made["ava_kbps"] = master.stat().st_size * 8 / 1000 / s.ava_seconds
     folder = ctx.work / "ava" / f"videos{count}"
     if not folder.exists():
         folder.mkdir(parents=True)
@@ -586,7 +598,8 @@ def peak_gib(ctx: Context):
 
 
 def figure_i3d(ctx: Context) -> dict:
-    """I3D (random weights) clips/s on (batch, 3, 32, 256, 341), fp32 and autocast."""
+    """I3D (random weights) clips/s on (batch, 3, 32, 256, 341), "fp32" (TF32 convolutions
+    on CUDA: torch's default, cudnn.allow_tf32) and autocast."""
     import torch
     s = ctx.sizes
     model = he_random_i3d().to(ctx.device)
@@ -603,7 +616,10 @@ def figure_i3d(ctx: Context) -> dict:
         t = timed_loop(ctx, step, ctx.sizes.bench_seconds)
         out[name] = {"clips_per_s": s.batch / t["median_s"], "calls": t["calls"],
                      "peak_gpu_gib": peak_gib(ctx)}
-    out["summary"] = (f"fp32 {out['fp32']['clips_per_s']:.1f} clips/s, autocast "
+    tf32_convs = ctx.cuda and torch.backends.cudnn.allow_tf32
+    out["fp32"]["tf32_convolutions"] = tf32_convs
+    out["summary"] = (f"fp32{' (TF32 convolutions)' if tf32_convs else ''} "
+                      f"{out['fp32']['clips_per_s']:.1f} clips/s, autocast "
                       f"{out['autocast']['clips_per_s']:.1f} clips/s")
     return out
 
@@ -895,6 +911,29 @@ def run_part(ctx: Context, part: Part, deadline: float) -> dict:
     return record
 
 
+#: (distribution, name in the log) of the packages whose versions the log's first line gives
+VERSIONED = (("torch", "torch"), ("torchvision", "torchvision"), ("numpy", "numpy"),
+             ("h5py", "h5py"), ("click", "click"), ("av", "av"), ("pillow", "PIL"),
+             ("pyarrow", "pyarrow"))
+
+
+def package_versions() -> dict:
+    """{name: version or "absent"} of VERSIONED: the GPU machine's packages are not the
+    ones the tests run with."""
+    import importlib
+    from importlib import metadata
+    out = {}
+    for dist, name in VERSIONED:
+        try:
+            version = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            version = "absent"
+        if name in ("torch", "torchvision") and version != "absent":
+            version = importlib.import_module(name).__version__    # with its CUDA build
+        out[name] = version
+    return out
+
+
 def device_info(device) -> dict:
     import torch
     import torchvision
@@ -925,6 +964,10 @@ def format_table(report: dict) -> str:
             lines.append(f"AVA v2.1 {split} extraction ({p['keyframes']} keyframes, "
                          f"{p['boxes']}): {p['hours_1_gpu']:.2f} h on 1 GPU, "
                          f"{p['hours_8_gpus']:.2f} h on 8")
+    if report["unchecked"]:
+        lines.append("unchecked: " + "; ".join(f"{r['name']} ({r['status']}: {r['note']})"
+                                                for r in report["parts"]
+                                                if r["name"] in report["unchecked"]))
     if report["failed"]:
         lines.append("FAILED: " + "; ".join(f"{r['name']}: {r['note']}" for r in report["parts"]
                                            if r["name"] in report["failed"]))
@@ -936,6 +979,8 @@ def write_report(out: Path, report: dict, ctx: Context, started: float) -> None:
     report["projection"] = projection(ctx.values, ctx.workers)
     report["seconds"] = time.perf_counter() - started
     report["failed"] = [r["name"] for r in report["parts"] if r["status"] in ("failed", "error")]
+    report["unchecked"] = [r["name"] for r in report["parts"]
+                           if r["status"] in ("timeout", "skipped")]
     tmp = out / "gpu_check.json.part"
     tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
     os.replace(tmp, out / "gpu_check.json")
@@ -992,7 +1037,10 @@ def main(argv=None) -> int:
     work = Path(args.work or tempfile.mkdtemp(prefix="gpu_check_"))
     ctx = Context(device=device, sizes=sizes, work=work, workers=workers, threads=threads,
                   log=log)
-    report = {"device": device_info(device), "mode": "tiny" if args.tiny else "full",
+    versions = package_versions()
+    log("gpu_check: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    report = {"versions": versions, "device": device_info(device),
+              "mode": "tiny" if args.tiny else "full",
               "budget_s": budget, "sizes": asdict(sizes), "workers": workers,
               "threads": torch.get_num_threads(),
               "tolerances": {"fp32_rtol": FP32_RTOL, "autocast_rtol": AUTOCAST_RTOL,
@@ -1022,7 +1070,7 @@ def main(argv=None) -> int:
     print(table)
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
-    return 1 if report["failed"] else 0
+    return 1 if report["failed"] else 3 if report["unchecked"] else 0
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def test_failed_check_exits_nonzero_naming_it(gpu_check, tmp_path, monkeypatch, 
 
 
 def test_part_over_its_limit_is_stopped_and_budget_skips_the_rest(gpu_check, tmp_path,
-                                                                 monkeypatch):
+                                                                 monkeypatch, capsys):
     def slow(ctx):
         time.sleep(30)
 
@@ -73,12 +73,63 @@ def test_part_over_its_limit_is_stopped_and_budget_skips_the_rest(gpu_check, tmp
     assert time.perf_counter() - started < 20
     status = {r["name"]: r["status"] for r in report["parts"]}
     assert status == {"prepare": "ok", "slow": "timeout", "late": "ok"}
-    assert code == 0                                     # a timeout is no wrong result
+    # a timeout is no wrong result (not 1), but what it would have told is unknown: its own
+    # exit status and an `unchecked:` line
+    assert code == 3 and report["unchecked"] == ["slow"] and report["failed"] == []
+    assert "unchecked: slow (timeout: ran past its limit of 0.5 s)" in capsys.readouterr().out
 
     code = gpu_check.main(["--device", "cpu", "--out", str(tmp_path), "--budget", "2"])
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     status = {r["name"]: r["status"] for r in report["parts"]}
     assert status["late"] == "skipped" and "budget" in report["parts"][-1]["note"]
+    assert code == 3 and "late" in report["unchecked"]
+    assert "unchecked: " in capsys.readouterr().out
+
+
+def test_first_log_line_gives_the_package_versions(gpu_check, tmp_path, monkeypatch):
+    import h5py
+    import numpy
+    import torch
+
+    parts = (gpu_check.Part("prepare", lambda ctx: {"summary": "nothing"}, "setup", 10, 0.1),)
+    monkeypatch.setattr(gpu_check, "PARTS", parts)
+    assert gpu_check.main(["--device", "cpu", "--out", str(tmp_path)]) == 0
+    first = (tmp_path / "gpu_check.log").read_text().splitlines()[0]
+    line = first.split("] ", 1)[1]
+    assert line.startswith(f"gpu_check: torch {torch.__version__}, torchvision ")
+    for name in ("numpy", "h5py", "click", "av", "PIL", "pyarrow"):
+        assert f", {name} " in line, name
+    assert f"numpy {numpy.__version__}" in line and f"h5py {h5py.__version__}" in line
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["versions"]["torch"] == torch.__version__
+
+
+def test_master_video_is_renamed_when_complete_and_reused_work_decodes(gpu_check, tmp_path,
+                                                                       monkeypatch):
+    import torch
+
+    def context():
+        return gpu_check.Context(device=torch.device("cpu"), sizes=gpu_check.TINY,
+                                 work=tmp_path / "work", workers=1, threads=1,
+                                 log=gpu_check.Log(tmp_path / "log"))
+
+    real = gpu_check.render_ava_video
+
+    def cut_short(path, *args, **kwargs):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half a video")
+        raise gpu_check.PartTimeout("ran past its limit")
+
+    monkeypatch.setattr(gpu_check, "render_ava_video", cut_short)
+    with pytest.raises(gpu_check.PartTimeout):
+        gpu_check.ava_videos(context(), 1)
+    assert not (tmp_path / "work" / "ava" / "master.mp4").exists()   # not taken as complete
+    monkeypatch.setattr(gpu_check, "render_ava_video", real)
+    gpu_check.ava_videos(context(), 1)
+    assert (tmp_path / "work" / "ava" / "master.mp4").stat().st_size > 1000
+    # a reused --work: the master is found, its bit rate read from the file
+    values = gpu_check.figure_decode(context())
+    assert values["video_kbit_per_s"] > 0 and values["frames_decoded"] > 0
 
 
 def test_missing_package_is_named_in_one_line(gpu_check, tmp_path, monkeypatch, capsys):
