@@ -1,0 +1,155 @@
+"""Identity quality of `hgrnn track` on real AVA ground truth with known person ids.
+
+Input: an AVA ground-truth CSV with person ids (default: the 8 validation videos of
+../shared/ava). Each person box (all rows of a box are one person) is kept with probability
+1 - --drop (missed detections), its corners jittered by a normal noise of --jitter times the
+box's width / height (clipped to [0, 1]); the ids are removed and `hgrnn.track` links the
+boxes again. Reported per video and overall: IDF1 and identity switches against AVA's
+person ids (`hgrnn.track.identity_scores`), averaged over --seeds noise draws.
+
+--scored: also give every box a detector-like score (boxes jittered --hard-jitter times more,
+a --hard fraction of them, score uniform in [0.1, 0.5); the others in [0.5, 1]) and compare
+one-stage with two-stage (ByteTrack-style, high_score 0.5) matching.
+--sweep: IDF1 of a grid of (max_gap, min_iou) on the videos of --tune (the parameter choice;
+default: the first 4 videos in sorted order) and on the others (held out).
+
+    .venv/bin/python benchmarks/bench_track.py [--gt ../shared/ava/ava_val_v2.1_first8videos.csv]
+        [--drop 0.1] [--jitter 0.05] [--seeds 5] [--max-gap 2] [--min-iou 0.2] [--sweep]
+        [--scored] [--gt-file-per-video CSV...]
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from hgrnn.data.ava import read_annotations
+from hgrnn.track import TrackConfig, group_boxes, identity_scores, link_video
+
+DEFAULT_GT = os.path.join(HERE, "..", "..", "shared", "ava", "ava_val_v2.1_first8videos.csv")
+
+
+def load_persons(path):
+    """Ground truth -> {video: (timestamps (P,), boxes (P, 4), true ids (P,))}."""
+    rows = read_annotations(path, progress=False)
+    g = group_boxes(rows)
+    pid = np.full(len(g), -1, np.int64)
+    pid[g.person_of_row[::-1]] = rows.person_ids[::-1]          # first row's id
+    out = {}
+    for v in sorted(set(g.video_ids.tolist())):
+        m = np.flatnonzero(g.video_ids == v)
+        if (pid[m] < 0).any():
+            raise SystemExit(f"{path}: video {v} has boxes without person_id")
+        out[v] = (g.timestamps[m], g.boxes[m].astype(np.float64), pid[m])
+    return out
+
+
+def corrupt(ts, boxes, rng, drop, jitter, hard=0.0, hard_jitter=3.0):
+    """-> (kept index (K,), jittered boxes (K, 4), scores (K,))."""
+    keep = np.flatnonzero(rng.random(len(ts)) >= drop)
+    b = boxes[keep]
+    wh = np.concatenate([b[:, 2:3] - b[:, 0:1], b[:, 3:4] - b[:, 1:2]] * 2, axis=1)
+    is_hard = rng.random(len(keep)) < hard
+    scale = np.where(is_hard, jitter * hard_jitter, jitter)[:, None]
+    j = np.clip(b + rng.normal(size=b.shape) * wh * scale, 0, 1)
+    j = np.concatenate([np.minimum(j[:, :2], j[:, 2:]), np.maximum(j[:, :2], j[:, 2:])], 1)
+    scores = np.where(is_hard, rng.uniform(0.1, 0.5, len(keep)), rng.uniform(0.5, 1.0, len(keep)))
+    return keep, j, scores
+
+
+def run(persons, videos, cfg, seeds, drop, jitter, hard=0.0, hard_jitter=3.0, use_scores=False):
+    """-> {video: {"idf1": mean, "switches": mean, ...}}, plus "all" (pooled over videos)."""
+    out = {v: {"idf1": [], "switches": [], "boxes": [], "true": [], "pred": []} for v in videos}
+    pooled = {"idf1": [], "switches": []}
+    for seed in range(seeds):
+        rng = np.random.default_rng(seed)
+        tp = n = sw = 0
+        for v in videos:
+            ts, boxes, pid = persons[v]
+            keep, jb, sc = corrupt(ts, boxes, rng, drop, jitter, hard, hard_jitter)
+            ids = link_video(ts[keep], jb, sc if use_scores else None, None, cfg)
+            s = identity_scores(ts[keep], pid[keep], ids)
+            for k, key in (("idf1", "idf1"), ("switches", "switches"), ("boxes", "boxes"),
+                           ("true", "true_tracks"), ("pred", "pred_tracks")):
+                out[v][k].append(s[key])
+            tp, n, sw = tp + s["idtp"], n + s["boxes"], sw + s["switches"]
+        pooled["idf1"].append(tp / n)
+        pooled["switches"].append(sw)
+    res = {v: {k: float(np.mean(x)) for k, x in d.items()} for v, d in out.items()}
+    res["all"] = {"idf1": float(np.mean(pooled["idf1"])),
+                  "idf1_sd": float(np.std(pooled["idf1"])),
+                  "switches": float(np.mean(pooled["switches"])),
+                  "boxes": sum(res[v]["boxes"] for v in videos),
+                  "true": sum(res[v]["true"] for v in videos),
+                  "pred": sum(res[v]["pred"] for v in videos)}
+    return res
+
+
+def table(res, videos):
+    lines = ["| video | boxes kept | true ids | track ids | IDF1 % | id switches |",
+             "|---|---|---|---|---|---|"]
+    for v in videos + ["all"]:
+        r = res[v]
+        lines.append(f"| {v} | {r['boxes']:.0f} | {r['true']:.0f} | {r['pred']:.1f} | "
+                     f"{100 * r['idf1']:.2f} | {r['switches']:.1f} |")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--gt", default=DEFAULT_GT)
+    ap.add_argument("--drop", type=float, default=0.1)
+    ap.add_argument("--jitter", type=float, default=0.05)
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--max-gap", type=int, default=TrackConfig.max_gap)
+    ap.add_argument("--min-iou", type=float, default=TrackConfig.min_iou)
+    ap.add_argument("--tune", type=int, default=4, help="videos (sorted) used to choose")
+    ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--scored", action="store_true")
+    ap.add_argument("--hard", type=float, default=0.2)
+    ap.add_argument("--hard-jitter", type=float, default=3.0)
+    a = ap.parse_args()
+
+    persons = load_persons(a.gt)
+    videos = sorted(persons)
+    print(f"{a.gt}: {len(videos)} videos, {sum(len(p[0]) for p in persons.values())} person "
+          f"boxes; drop {a.drop}, jitter {a.jitter}, {a.seeds} seeds")
+    cfg = TrackConfig(max_gap=a.max_gap, min_iou=a.min_iou)
+    if a.sweep:
+        tune, held = videos[:a.tune], videos[a.tune:]
+        print(f"tuning videos: {', '.join(tune)}; held out: {', '.join(held)}")
+        print("| max_gap | min_iou | IDF1 % tuning | IDF1 % held out | switches tuning |")
+        print("|---|---|---|---|---|")
+        for gap in (0, 1, 2, 3, 5, 8):
+            for iou in (0.1, 0.2, 0.3, 0.5):
+                c = TrackConfig(max_gap=gap, min_iou=iou)
+                rt = run(persons, tune, c, a.seeds, a.drop, a.jitter)["all"]
+                rh = run(persons, held, c, a.seeds, a.drop, a.jitter)["all"] if held else None
+                print(f"| {gap} | {iou} | {100 * rt['idf1']:.2f} | "
+                      f"{'' if rh is None else format(100 * rh['idf1'], '.2f')} | {rt['switches']:.1f} |")
+        return
+    started = time.perf_counter()
+    res = run(persons, videos, cfg, a.seeds, a.drop, a.jitter)
+    took = time.perf_counter() - started
+    print(f"max_gap {cfg.max_gap}, min_iou {cfg.min_iou}: "
+          f"{took / a.seeds:.2f} s per run of all videos")
+    print(table(res, videos))
+    print(f"pooled IDF1 sd over seeds: {100 * res['all']['idf1_sd']:.2f}")
+    if a.scored:
+        print(f"\nscored boxes: {a.hard:.0%} hard (jitter x{a.hard_jitter}, score < 0.5)")
+        for name, c in (("one stage", cfg),
+                        ("two stage (high_score 0.5)",
+                         TrackConfig(max_gap=cfg.max_gap, min_iou=cfg.min_iou, high_score=0.5))):
+            r = run(persons, videos, c, a.seeds, a.drop, a.jitter, a.hard, a.hard_jitter,
+                    use_scores=True)["all"]
+            print(f"{name}: IDF1 {100 * r['idf1']:.2f} (sd {100 * r['idf1_sd']:.2f}), "
+                  f"switches {r['switches']:.1f}")
+
+
+if __name__ == "__main__":
+    main()
