@@ -21,9 +21,10 @@ live at t while t - (its last keyframe) <= (max_gap + 1) * step, step being the 
 usual keyframe spacing (the most common difference of its timestamps; 1 s in AVA): it
 survives up to `max_gap` keyframes without a match (keyframes without persons count).
 
-Two-stage (ByteTrack-style) matching, `high_score` set: persons scored >= high_score are
-assigned first; the lower-scored ones only to the tracks left over (IoU only). Every
-person still gets an id (unassigned low-score persons start tracks too).
+No two-stage (ByteTrack-style: high-score boxes first, then low-score ones to the tracks
+left) matching: it made no measurable difference on the jittered AVA ground truth with
+detector-like scores (BENCHMARKS.md, "Tracking"), so persons are assigned in one stage
+whatever their score.
 
 Ids: 0, 1, 2, ... per video in the order the tracks start (unique within a video, not
 across videos, as AVA's own person ids). Deterministic: persons of a keyframe are taken in
@@ -82,13 +83,12 @@ class TrackConfig:
         only when features are given).
     min_cos: least cosine similarity that links a pair whose IoU is below min_iou (only
         with features).
-    high_score: ByteTrack-style two-stage matching threshold (None: one stage).
     """
     max_gap: int = 1
     min_iou: float = 0.4
     feature_weight: float = 0.5
     min_cos: float = 0.8
-    high_score: float | None = None
+    motion: float = 0.0
 
     def __post_init__(self):
         if self.max_gap < 0:
@@ -140,58 +140,52 @@ def _assign(sim, allowed):
     return [(int(r), int(c)) for r, c in zip(rows, cols) if allowed[r, c]]
 
 
-def link_video(timestamps, boxes, scores=None, features=None,
+def link_video(timestamps, boxes, features=None,
                cfg: TrackConfig = TrackConfig()) -> np.ndarray:
     """Link the persons of ONE video into tracks.
 
     timestamps: (P,) int keyframe of each person (any order); boxes: (P, 4) xyxy
-    normalised; scores: (P,) or None (all 1); features: (P, C) RoI features or None.
+    normalised; features: (P, C) RoI features or None.
     Returns ids (P,) int64: 0, 1, ... in the order the tracks start (module docstring).
     Persons of a keyframe are taken in their given order."""
     ts = np.asarray(timestamps, np.int64)
     n = len(ts)
     boxes = np.asarray(boxes, np.float64).reshape(n, 4)
-    scores = np.ones(n) if scores is None else np.asarray(scores, np.float64)
     feats = None if features is None else _normalise(np.asarray(features).reshape(n, -1))
     w = cfg.feature_weight if feats is not None else 0.0
     horizon = (cfg.max_gap + 1) * keyframe_step(ts)
     ids = np.full(n, -1, np.int64)
     order = np.argsort(ts, kind="stable")
-    t_box, t_last, t_feat, t_count = [], [], [], []       # per track
+    step = keyframe_step(ts)
+    t_box, t_last, t_feat, t_count, t_vel = [], [], [], [], []      # per track
     starts = np.flatnonzero(np.r_[True, ts[order][1:] != ts[order][:-1]])
     for s, e in zip(starts, np.r_[starts[1:], n]):
         people = order[s:e]
         t = int(ts[people[0]])
         live = np.array([k for k in range(len(t_last)) if t - t_last[k] <= horizon], np.int64)
-        if cfg.high_score is None:
-            stages = [(people, True)]
-        else:
-            high = scores[people] >= cfg.high_score
-            stages = [(people[high], True), (people[~high], False)]
-        free = live
-        for group, use_features in stages:
-            if len(group) == 0 or len(free) == 0:
-                continue
-            iou = box_iou(np.asarray(t_box)[free], boxes[group])          # (T, G)
+        if len(live):
+            ahead = np.asarray([(t - t_last[k]) / step for k in live])[:, None]
+            predicted = np.asarray(t_box)[live] + cfg.motion * np.asarray(t_vel)[live] * ahead
+            iou = box_iou(predicted, boxes[people])                        # (T, G)
             allowed = iou >= cfg.min_iou
             sim = iou
-            if w > 0 and use_features:
-                cos = np.asarray(t_feat)[free] @ feats[group].T             # (T, G)
+            if w > 0:
+                cos = np.asarray(t_feat)[live] @ feats[people].T            # (T, G)
                 sim = (1 - w) * iou + w * cos
                 allowed |= cos >= cfg.min_cos
-            taken = []
             for r, c in _assign(sim, allowed):
-                ids[group[c]] = free[r]
-                taken.append(r)
-            free = np.delete(free, taken)
+                ids[people[c]] = live[r]
         for p in people:
             if ids[p] < 0:                                               # a new track
                 ids[p] = len(t_last)
-                t_box.append(None)
+                t_box.append(boxes[p])
+                t_vel.append(np.zeros(4))
                 t_last.append(t)
                 t_feat.append(None if feats is None else np.zeros(feats.shape[1]))
                 t_count.append(0)
             k = int(ids[p])
+            if t > t_last[k]:                # box change per keyframe, for the prediction
+                t_vel[k] = (boxes[p] - t_box[k]) / ((t - t_last[k]) / step)
             t_box[k], t_last[k] = boxes[p], t
             if feats is not None:           # running mean of the track's features, unit length
                 t_count[k] += 1
@@ -246,17 +240,16 @@ def group_boxes(rows: AvaRows) -> BoxGroups:
                      np.asarray(rows.timestamps, np.int64)[fr], b[fr], sc, fr)
 
 
-def track_persons(video_ids, timestamps, boxes, scores=None, features=None,
+def track_persons(video_ids, timestamps, boxes, features=None,
                   cfg: TrackConfig = TrackConfig()) -> np.ndarray:
     """`link_video` for each video of the persons: (P,) video ids, (P,) timestamps,
-    (P, 4) boxes, optional (P,) scores and (P, C) features -> (P,) int64 ids, 0.. per
-    video. Persons of a keyframe are taken in their given order."""
+    (P, 4) boxes, optional (P, C) features -> (P,) int64 ids, 0.. per video. Persons of a
+    keyframe are taken in their given order."""
     vids = np.asarray(video_ids)
     ids = np.full(len(vids), -1, np.int64)
     for v in np.unique(vids):
         m = np.flatnonzero(vids == v)
         ids[m] = link_video(np.asarray(timestamps)[m], np.asarray(boxes)[m],
-                            None if scores is None else np.asarray(scores)[m],
                             None if features is None else np.asarray(features)[m], cfg)
     return ids
 
@@ -287,7 +280,7 @@ def track_rows(rows: AvaRows, cfg: TrackConfig = TrackConfig(), features=None):
             f = np.asarray(features, np.float64)[m]
             if np.isnan(f).any():
                 f = None
-        ids[m] = link_video(g.timestamps[m], g.boxes[m], g.scores[m], f, cfg)
+        ids[m] = link_video(g.timestamps[m], g.boxes[m], f, cfg)
     per_video = [len(np.unique(g.timestamps[g.video_ids == v])) for v in np.unique(g.video_ids)]
     if max(per_video) < 2:
         notes.append("every video has one keyframe: nothing to link, ids are 0..n-1 per "
