@@ -26,7 +26,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from hgrnn.data.ava import read_annotations, read_results
-from hgrnn.track import TrackConfig, box_iou, group_boxes, identity_scores, link_video
+from hgrnn.track import (
+    TrackConfig,
+    box_iou,
+    group_boxes,
+    identity_scores,
+    link_video,
+    store_features,
+)
 
 DEFAULT_GT = os.path.join(HERE, "..", "..", "shared", "ava", "ava_val_v2.1_first8videos.csv")
 
@@ -46,14 +53,16 @@ def load_persons(path):
     return out
 
 
-def load_detections(example_dir, min_score=0.5):
+def load_detections(example_dir, min_score=0.5, store=None):
     """A rendered example (`hgrnn render-example DIR`): its persons.csv boxes scored >=
     min_score (the detector-like boxes; the false positives score below 0.4), each given
-    the person id of the annotations.csv box it overlaps most at its keyframe (IoU >= 0.5,
-    else its own new id) -> {video: (timestamps, boxes, true ids)}."""
+    the person id of the annotations.csv box it overlaps most at its keyframe (IoU >= 0.3,
+    else its own new id) -> {video: (timestamps, boxes, true ids[, features])}, features
+    of the store's 'det' persons when a store is given."""
     truth = load_persons(os.path.join(example_dir, "annotations.csv"))
     rows = read_results(os.path.join(example_dir, "persons.csv"), progress=False)
     g = group_boxes(rows)
+    feats = None if store is None else store_features(store, "det", g)[0]
     out = {}
     for v in sorted(truth):
         ts_t, b_t, id_t = truth[v]
@@ -62,9 +71,11 @@ def load_detections(example_dir, min_score=0.5):
         for k, p in enumerate(m):
             same = np.flatnonzero(ts_t == g.timestamps[p])
             iou = box_iou(g.boxes[p:p + 1], b_t[same])[0] if len(same) else np.zeros(0)
-            ok = len(iou) and iou.max() >= 0.5
+            ok = len(iou) and iou.max() >= 0.3
             ids[k] = id_t[same[np.argmax(iou)]] if ok else 10_000 + k
         out[v] = (g.timestamps[m], g.boxes[m].astype(np.float64), ids)
+        if feats is not None:
+            out[v] += (feats[m],)
     return out
 
 
@@ -86,9 +97,10 @@ def run(persons, videos, cfg, seeds, drop, jitter):
         rng = np.random.default_rng(seed)
         tp = n = sw = 0
         for v in videos:
-            ts, boxes, pid = persons[v]
+            ts, boxes, pid = persons[v][:3]
             keep, jb = corrupt(ts, boxes, rng, drop, jitter)
-            ids = link_video(ts[keep], jb, None, cfg)
+            f = persons[v][3][keep] if len(persons[v]) > 3 else None
+            ids = link_video(ts[keep], jb, f, cfg)
             s = identity_scores(ts[keep], pid[keep], ids)
             for k, key in (("idf1", "idf1"), ("switches", "switches"), ("boxes", "boxes"),
                            ("true", "true_tracks"), ("pred", "pred_tracks")):
@@ -116,6 +128,23 @@ def table(res, videos):
     return "\n".join(lines)
 
 
+def rendered(a, cfg):
+    """The rendered example's ground truth under the noise, and its persons.csv as it is
+    (IoU only, and with --store the features too)."""
+    ex = load_persons(os.path.join(a.rendered, "annotations.csv"))
+    names = sorted(ex)
+    r = run(ex, names, cfg, a.seeds, a.drop, a.jitter)
+    print(f"\n{a.rendered}/annotations.csv, drop {a.drop}, jitter {a.jitter}:\n"
+          f"{table(r, names)}")
+    r = run(load_detections(a.rendered), names, cfg, 1, 0.0, 0.0)
+    print(f"\n{a.rendered}/persons.csv (score >= 0.5, as they are), IoU only:\n"
+          f"{table(r, names)}")
+    if a.store:
+        r = run(load_detections(a.rendered, store=a.store), names, cfg, 1, 0.0, 0.0)
+        print(f"\n{a.rendered}/persons.csv with the features of {a.store}:\n"
+              f"{table(r, names)}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--gt", default=DEFAULT_GT)
@@ -127,28 +156,21 @@ def main():
     ap.add_argument("--tune", type=int, default=4, help="videos (sorted) used to choose")
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--rendered", default=None, metavar="DIR",
-                    help="Also: a rendered example (hgrnn render-example DIR): its ground "
-                         "truth under the same noise, and its detector-like persons.csv")
-    ap.add_argument("--motion", type=float, default=TrackConfig.motion)
+                    help="Instead: a rendered example (hgrnn render-example DIR): its "
+                         "ground truth under the same noise, and its persons.csv")
+    ap.add_argument("--store", default=None,
+                    help="with --rendered: a feature store of the example whose 'det' "
+                         "persons are persons.csv (features join the IoU)")
     a = ap.parse_args()
 
+    cfg = TrackConfig(max_gap=a.max_gap, min_iou=a.min_iou)
     if a.rendered:
-        ex = load_persons(os.path.join(a.rendered, "annotations.csv"))
-        names = sorted(ex)
-        for motion in (0.0, 0.5, 1.0):
-            c = TrackConfig(max_gap=a.max_gap, min_iou=a.min_iou, motion=motion)
-            r = run(ex, names, c, a.seeds, a.drop, a.jitter)
-            print(f"\n{a.rendered}/annotations.csv, drop {a.drop}, jitter {a.jitter}, "
-                  f"motion {motion}:\n{table(r, names)}")
-            r = run(load_detections(a.rendered), names, c, 1, 0.0, 0.0)
-            print(f"\n{a.rendered}/persons.csv (score >= 0.5, as they are), motion {motion}:"
-                  f"\n{table(r, names)}")
+        rendered(a, cfg)
         return
     persons = load_persons(a.gt)
     videos = sorted(persons)
     print(f"{a.gt}: {len(videos)} videos, {sum(len(p[0]) for p in persons.values())} person "
           f"boxes; drop {a.drop}, jitter {a.jitter}, {a.seeds} seeds")
-    cfg = TrackConfig(max_gap=a.max_gap, min_iou=a.min_iou, motion=a.motion)
     if a.sweep:
         tune, held = videos[:a.tune], videos[a.tune:]
         print(f"tuning videos: {', '.join(tune)}; held out: {', '.join(held)}")
@@ -165,7 +187,7 @@ def main():
     started = time.perf_counter()
     res = run(persons, videos, cfg, a.seeds, a.drop, a.jitter)
     took = time.perf_counter() - started
-    print(f"max_gap {cfg.max_gap}, min_iou {cfg.min_iou}, motion {cfg.motion}: "
+    print(f"max_gap {cfg.max_gap}, min_iou {cfg.min_iou}: "
           f"{took / a.seeds:.2f} s per run of all videos")
     print(table(res, videos))
     print(f"pooled IDF1 sd over seeds: {100 * res['all']['idf1_sd']:.2f}")

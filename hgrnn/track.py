@@ -24,7 +24,10 @@ survives up to `max_gap` keyframes without a match (keyframes without persons co
 No two-stage (ByteTrack-style: high-score boxes first, then low-score ones to the tracks
 left) matching: it made no measurable difference on the jittered AVA ground truth with
 detector-like scores (BENCHMARKS.md, "Tracking"), so persons are assigned in one stage
-whatever their score.
+whatever their score. Nor a motion model: predicting a track's box from its last
+displacement (constant velocity) made no measurable difference on AVA and helped or hurt
+on rendered videos depending on the boxes' noise (BENCHMARKS.md), so the last box is
+compared as it is.
 
 Ids: 0, 1, 2, ... per video in the order the tracks start (unique within a video, not
 across videos, as AVA's own person ids). Deterministic: persons of a keyframe are taken in
@@ -88,7 +91,6 @@ class TrackConfig:
     min_iou: float = 0.4
     feature_weight: float = 0.5
     min_cos: float = 0.8
-    motion: float = 0.0
 
     def __post_init__(self):
         if self.max_gap < 0:
@@ -156,17 +158,14 @@ def link_video(timestamps, boxes, features=None,
     horizon = (cfg.max_gap + 1) * keyframe_step(ts)
     ids = np.full(n, -1, np.int64)
     order = np.argsort(ts, kind="stable")
-    step = keyframe_step(ts)
-    t_box, t_last, t_feat, t_count, t_vel = [], [], [], [], []      # per track
+    t_box, t_last, t_feat, t_count = [], [], [], []       # per track
     starts = np.flatnonzero(np.r_[True, ts[order][1:] != ts[order][:-1]])
     for s, e in zip(starts, np.r_[starts[1:], n]):
         people = order[s:e]
         t = int(ts[people[0]])
         live = np.array([k for k in range(len(t_last)) if t - t_last[k] <= horizon], np.int64)
         if len(live):
-            ahead = np.asarray([(t - t_last[k]) / step for k in live])[:, None]
-            predicted = np.asarray(t_box)[live] + cfg.motion * np.asarray(t_vel)[live] * ahead
-            iou = box_iou(predicted, boxes[people])                        # (T, G)
+            iou = box_iou(np.asarray(t_box)[live], boxes[people])         # (T, G)
             allowed = iou >= cfg.min_iou
             sim = iou
             if w > 0:
@@ -179,13 +178,10 @@ def link_video(timestamps, boxes, features=None,
             if ids[p] < 0:                                               # a new track
                 ids[p] = len(t_last)
                 t_box.append(boxes[p])
-                t_vel.append(np.zeros(4))
                 t_last.append(t)
                 t_feat.append(None if feats is None else np.zeros(feats.shape[1]))
                 t_count.append(0)
             k = int(ids[p])
-            if t > t_last[k]:                # box change per keyframe, for the prediction
-                t_vel[k] = (boxes[p] - t_box[k]) / ((t - t_last[k]) / step)
             t_box[k], t_last[k] = boxes[p], t
             if feats is not None:           # running mean of the track's features, unit length
                 t_count[k] += 1
