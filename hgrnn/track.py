@@ -317,6 +317,20 @@ def identity_scores(frames, true_ids, pred_ids) -> dict:
             "boxes": n, "true_tracks": len(t_u), "pred_tracks": len(p_u)}
 
 
+def track_box_lines(text: str, cfg: TrackConfig = TrackConfig()) -> str:
+    """Person-box CSV lines of ONE video, one line per box (``video_id,timestamp,x1,y1,x2,
+    y2,,score``, as `hgrnn detect` writes them) -> the same lines with the person id
+    appended as a 9th column (`link_video`, boxes in line order)."""
+    lines = text.splitlines()
+    if not lines:
+        return text
+    cells = [line.split(",") for line in lines]
+    ts = np.array([int(c[1]) for c in cells], np.int64)
+    boxes = np.array([[float(v) for v in c[2:6]] for c in cells], np.float64)
+    ids = link_video(ts, boxes, None, cfg)
+    return "".join(f"{line},{i}\n" for line, i in zip(lines, ids.tolist()))
+
+
 def csv_kind(path, kind: str = "auto") -> str:
     """Which AVA CSV `path` is: "results" (``...,action_id,score[,person_id]``: results,
     person-box detections, a tracked file) or "gt" (``...,action_id[,person_id]``).

@@ -42,6 +42,7 @@ from hgrnn.data.video import (VideoError, check_video_source, find_frame_folders
                                   find_videos, iter_clips, probe)
 from hgrnn.torchfile import TorchFileError
 from hgrnn.torchfile import load as load_torch_file
+from hgrnn.track import TrackConfig, track_box_lines
 
 DETECTOR_FORMAT = "hgrnn-detector"
 DETECTOR_VERSION = 1
@@ -361,7 +362,9 @@ class DetectConfig:
 
     out: the person-box CSV to write (resumed when its progress file exists). Keyframes:
     `keyframes` (start, end) inclusive seconds, else those of `annotations`, else every
-    second of each video. short_side: None = the detector's own input size."""
+    second of each video. short_side: None = the detector's own input size. track: a
+    person id per box as a 9th column (`hgrnn.track`, each video's boxes linked across its
+    keyframes with the tracker's defaults)."""
     out: str
     videos: str | None = None
     frames: str | None = None
@@ -379,6 +382,7 @@ class DetectConfig:
     workers: int = 2
     device: str = "auto"
     progress: bool = True
+    track: bool = False
 
     def __post_init__(self):
         check_video_source(self.videos, self.frames, self.fps)
@@ -489,8 +493,9 @@ def _resume_point(out: Path, record: Path, settings: dict) -> tuple[set, int]:
     lines = [json.loads(line) for line in record.read_text().splitlines() if line.strip()]
     old = lines[0].get("settings") if lines else None
     if old != settings:
-        changed = [f"{k} {(old or {}).get(k)!r} -> {v!r}" for k, v in settings.items()
-                   if (old or {}).get(k) != v]
+        old = old or {}
+        changed = [f"{k} {old.get(k)!r} -> {settings.get(k)!r}"
+                   for k in dict.fromkeys([*settings, *old]) if old.get(k) != settings.get(k)]
         raise DetectorError(f"{out}: was written with other settings ({'; '.join(changed)}); "
                             f"resuming would mix two detectors in one file. Use the same "
                             f"settings, or another --out")
@@ -519,6 +524,8 @@ def detect_videos(cfg: DetectConfig) -> dict:
                 "time_offset": cfg.time_offset, "fps": cfg.fps, "annotations": cfg.annotations,
                 "exclusions": cfg.exclusions,
                 "keyframes": list(cfg.keyframes) if cfg.keyframes else None}
+    if cfg.track:                 # only then: progress records of untracked runs stay valid
+        settings["track"] = dataclasses.asdict(TrackConfig())
     out, record = Path(cfg.out), progress_path(cfg.out)
     done, length = _resume_point(out, record, settings)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -567,6 +574,8 @@ def detect_videos(cfg: DetectConfig) -> dict:
                 bar.update(len(message[2]))
             elif kind == "done":
                 text, n_kf, n_boxes = pending.pop(vid)
+                if cfg.track:
+                    text = track_box_lines(text)
                 csv.write(text)
                 csv.flush()
                 note({"video": vid, "status": "done", "keyframes": n_kf, "boxes": n_boxes,
