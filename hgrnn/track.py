@@ -48,29 +48,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from hgrnn.data.ava import (
-    AvaRows,
-    keyframe_index,
-    read_annotations,
-    read_results,
-    write_annotations,
-    write_results,
-)
+from hgrnn.data.ava import (AvaRows, keyframe_index, read_annotations, read_results,
+                            write_annotations, write_results)
 
-__all__ = [
-    "TrackConfig",
-    "box_iou",
-    "csv_kind",
-    "group_boxes",
-    "identity_scores",
-    "keyframe_step",
-    "link_video",
-    "read_boxes",
-    "store_features",
-    "track_persons",
-    "track_rows",
-    "write_tracked",
-]
+__all__ = ["BoxGroups", "TrackConfig", "box_iou", "csv_kind", "group_boxes", "identity_scores",
+           "keyframe_step", "link_video", "read_boxes", "store_features", "track_box_lines",
+           "track_persons", "track_rows", "write_tracked"]
 
 #: a cost that no assignment takes (gated pairs)
 _FORBIDDEN = 1e6
@@ -158,7 +141,7 @@ def link_video(timestamps, boxes, features=None,
     horizon = (cfg.max_gap + 1) * keyframe_step(ts)
     ids = np.full(n, -1, np.int64)
     order = np.argsort(ts, kind="stable")
-    t_box, t_last, t_feat, t_count = [], [], [], []       # per track
+    t_box, t_last, t_sum, t_feat = [], [], [], []   # per track; t_sum: sum of unit features
     starts = np.flatnonzero(np.r_[True, ts[order][1:] != ts[order][:-1]])
     for s, e in zip(starts, np.r_[starts[1:], n]):
         people = order[s:e]
@@ -179,14 +162,13 @@ def link_video(timestamps, boxes, features=None,
                 ids[p] = len(t_last)
                 t_box.append(boxes[p])
                 t_last.append(t)
-                t_feat.append(None if feats is None else np.zeros(feats.shape[1]))
-                t_count.append(0)
+                t_sum.append(None if feats is None else np.zeros(feats.shape[1]))
+                t_feat.append(None)
             k = int(ids[p])
             t_box[k], t_last[k] = boxes[p], t
-            if feats is not None:           # running mean of the track's features, unit length
-                t_count[k] += 1
-                mean = t_feat[k] + (feats[p] - t_feat[k]) / t_count[k]
-                t_feat[k] = mean / max(np.linalg.norm(mean), 1e-12)
+            if feats is not None:     # the mean of the track's (unit) features, unit length
+                t_sum[k] = t_sum[k] + feats[p]
+                t_feat[k] = t_sum[k] / max(np.linalg.norm(t_sum[k]), 1e-12)
     return ids
 
 
