@@ -10,11 +10,13 @@ from click.testing import CliRunner
 from hgrnn.cli import main
 from hgrnn.data.ava import (
     AvaRows,
+    load_label_map,
     read_annotations,
     read_results,
     write_annotations,
     write_results,
 )
+from hgrnn.data.store import PersonSet, StoreWriter
 from hgrnn.track import (
     TrackConfig,
     box_iou,
@@ -245,3 +247,28 @@ def test_cli_tracks_a_result_file_and_refuses_bad_input(tmp_path):
     assert f"{bad}:1:" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(main, ["track", str(src), "--out", str(src)])
     assert result.exit_code == 1 and "input file" in result.output
+
+
+def test_cli_store_features_link_a_person_who_jumped(tmp_path):
+    """Person A jumps between keyframes 1 and 2 (its new box does not overlap its last);
+    the det RoI features of a store, written by the real writer, link it."""
+    boxes = np.array([[0.0, 0.1, 0.2, 0.9], [0.7, 0.1, 0.9, 0.9],     # keyframe 1: A, B
+                      [0.35, 0.1, 0.55, 0.9], [0.7, 0.1, 0.9, 0.9]],  # keyframe 2: A, B
+                     np.float32)
+    look = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0.9, 0.1, 0, 0], [0.1, 0.9, 0, 0]])
+    store = tmp_path / "s.h5"
+    with StoreWriter(store, feature_dim=4, label_map=load_label_map("ava-v2.1")) as w:
+        w.add_video("v", [1, 2], np.zeros((2, 4)),
+                    det=PersonSet(np.array([0, 2, 4]), boxes, look.astype(np.float16),
+                                  np.ones(4, np.float32)))
+    src = tmp_path / "boxes.csv"
+    write_results(src, _rows(["v"] * 4, [1, 1, 2, 2], boxes, [-1] * 4, [0.9] * 4))
+    out = tmp_path / "t.csv"
+    result = CliRunner().invoke(main, ["track", str(src), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert read_results(out).person_ids.tolist() == [0, 1, 2, 1]          # IoU: A lost
+    result = CliRunner().invoke(main, ["track", str(src), "--out", str(out), "--store",
+                                       str(store), "--min-iou", "0.4"])
+    assert result.exit_code == 0, result.output
+    assert "features of 4 of 4 persons" in result.output
+    assert read_results(out).person_ids.tolist() == [0, 1, 0, 1]
