@@ -7,12 +7,18 @@ box's width / height (clipped to [0, 1]); the ids are removed and `hgrnn.track` 
 boxes again. Reported per video and overall: IDF1 and identity switches against AVA's
 person ids (`hgrnn.track.identity_scores`), averaged over --seeds noise draws.
 
---sweep: IDF1 of a grid of (max_gap, min_iou) on the videos of --tune (the parameter choice;
-default: the first 4 videos in sorted order) and on the others (held out).
+--sweep: IDF1 of a grid of (max_gap, min_iou) on the first --tune videos in sorted order
+(the parameter choice) and on the others (held out).
+--rendered DIR [--store STORE]: instead, a rendered example (`hgrnn render-example DIR`): its
+ground truth under the same noise, and its detector-like persons.csv as it is (IoU only,
+and with the 'det' RoI features of a store extracted from it).
 
     .venv/bin/python benchmarks/bench_track.py [--gt ../shared/ava/ava_val_v2.1_first8videos.csv]
-        [--drop 0.1] [--jitter 0.05] [--seeds 5] [--max-gap 2] [--min-iou 0.2] [--sweep]
-        [--tune 4]
+        [--drop 0.1] [--jitter 0.05] [--seeds 5] [--max-gap 1] [--min-iou 0.4]
+        [--sweep [--tune 4]] [--rendered DIR [--store STORE]]
+
+Defaults of --max-gap / --min-iou: `hgrnn.track.TrackConfig`'s. BENCHMARKS.md, "Tracking",
+has the results and the commands.
 """
 
 import argparse
