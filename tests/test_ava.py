@@ -106,7 +106,7 @@ GOOD = "v,902,0.1,0.2,0.3,0.4,12,0.5\n"
 
 @pytest.mark.parametrize("bad, message", [
     ("v,902,0.1,0.2,0.3,0.4,12\n", "expected 8 .* columns, got 7"),
-    ("v,902,0.1,0.2,0.3,0.4,12,0.5,9\n", "got 9"),
+    ("v,902,0.1,0.2,0.3,0.4,12,0.5,9,9\n", "got 10"),
     ("v,902,0.1,abc,0.3,0.4,12,0.5\n", "y1 must be a number, got 'abc'"),
     ("v,9o2,0.1,0.2,0.3,0.4,12,0.5\n", "timestamp must be an integer, got '9o2'"),
     ("v,902.5,0.1,0.2,0.3,0.4,12,0.5\n", "timestamp must be an integer"),

@@ -66,8 +66,18 @@ def test_predict_writes_results_and_a_drawn_video(trained, tmp_path):
     assert set(rows.video_ids) == {"clip"}
     assert sorted(set(rows.timestamps.tolist())) == [1, 2, 3]     # every keyframe
     assert sorted(p.name for p in out.iterdir()) == [              # kept for the next head
-        "clip.mp4", "features.h5", "features_detections.csv", "features_label_map.txt",
-        "results.csv"]
+        "clip.mp4", "clip_persons.csv", "clip_timeline.png", "features.h5",
+        "features_detections.csv", "features_label_map.txt", "results.csv"]
+    # persons linked across keyframes: an id per person box (9th column), one per person
+    # of a keyframe, and the per-person summary lists every id
+    assert rows.person_ids is not None
+    for t in (1, 2, 3):
+        boxes_ids = {(tuple(b), i) for b, i in zip(rows.boxes[rows.timestamps == t].tolist(),
+                                                   rows.person_ids[rows.timestamps == t])}
+        assert len({i for _, i in boxes_ids}) == len(boxes_ids) == 3
+    persons = (out / "clip_persons.csv").read_text().splitlines()
+    assert persons[0] == "person_id,first_second,last_second,keyframes,actions"
+    assert [int(line.split(",")[0]) for line in persons[1:]] == sorted(set(rows.person_ids))
 
     drawn, original = decode(out / "clip.mp4"), decode(video)
     assert len(drawn) == len(original) == SECONDS * 10
@@ -91,7 +101,8 @@ def test_predict_without_keeping_the_store(trained, tmp_path):
     invoke(["predict", video, "--checkpoint", root / "run" / "last.pt", "--out", out,
             "--backbone-weights", "none", "--detections", test["det"], "--no-keep-store",
             "--no-video", "-q"] + SMALL)
-    assert sorted(p.name for p in out.iterdir()) == ["results.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["clip_persons.csv", "clip_timeline.png",
+                                                     "results.csv"]
 
 
 def test_eval_on_a_store_without_ground_truth_writes_results(trained, tmp_path):

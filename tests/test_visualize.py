@@ -212,3 +212,25 @@ def test_labels_never_overlap_and_shrink_when_there_is_no_room():
                 for b in labels[i + 1:]:
                     assert not vis._overlaps(a.rect, b.rect), (size, a, b)
     assert shortened > 0                  # the small frames did run out of room
+
+
+def test_person_ids_give_each_person_its_colour_and_a_label_tag():
+    names = {12: "stand", 79: "talk"}
+    box_a, box_b = [0.1, 0.1, 0.4, 0.9], [0.5, 0.1, 0.8, 0.9]
+    rows = AvaRows.from_arrays(
+        ["v"] * 6, [1, 1, 1, 2, 2, 2], [box_a, box_a, box_b, box_b, box_a, box_a],
+        [12, 79, 12, 12, 12, 79], person_ids=[3, 3, 8, 8, 3, 3],
+        scores=[0.9, 0.6, 0.1, 0.95, 0.8, 0.7])
+    persons = vis.group_keyframes(rows, "v", names, min_score=0.5)
+    assert {p.person_id for p in persons[1]} == {3, 8}
+    # #3 is first at 1, #8 at 2 (best first): colours by rank would swap, by id they stay
+    colours = {t: {p.person_id: vis.person_color(p, k) for k, p in enumerate(persons[t])}
+               for t in (1, 2)}
+    assert colours[1] == colours[2] and colours[1][3] != colours[1][8]
+    assert vis.id_color(3) != vis.GT_COLOR and len({vis.id_color(i) for i in range(50)}) == 50
+    font = vis._font(vis.font_size(640, 480))
+    texts = {lab.lines for lab in vis.layout_labels(persons[1], [], 640, 480, font)}
+    assert texts == {("#3 stand 0.90", "talk 0.60"), ("#8",)}     # #8: no action >= 0.5
+    no_ids = vis.group_keyframes(rows.take(np.arange(6)), "v", names, ground_truth=True)
+    assert all(p.person_id is None for p in no_ids[1])               # ground truth: as before
+    assert [p.person_id for p in persons[2]] == [8, 3]

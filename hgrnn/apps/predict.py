@@ -19,10 +19,15 @@ For a list of video files and a trained head (`hgrnn train-head` checkpoint):
   3. scores: the head scores every keyframe of each video with its context window over
      that video's own keyframes (`hgrnn.hgrnn_head.infer.predict_store`: action probability
      x person confidence, class-specific NMS); all rows go to OUT/results.csv (AVA result
-     format, `hgrnn eval-csv` and `hgrnn visualize` read it).
-  4. pictures: OUT/<video_id>.mp4, the video with the predictions drawn
-     (`hgrnn.pipeline.visualize`), and a per-video summary (persons per keyframe, the most
-     frequent actions).
+     format with a person id as a 9th column, `hgrnn eval-csv` and `hgrnn visualize` read
+     it; `cut -d, -f1-8` gives the 8 columns that the official evaluator reads).
+  3b. persons: each video's persons are linked across its keyframes (`hgrnn.track`, box
+     IoU and the cosine similarity of the persons' RoI features in the store), one id per
+     person; OUT/<video_id>_persons.csv and OUT/<video_id>_timeline.png say what each
+     person did when (`hgrnn.apps.timeline`, actions scored >= draw_min_score).
+  4. pictures: OUT/<video_id>.mp4, the video with the predictions drawn, each person in
+     the colour of its id (`hgrnn.pipeline.visualize`), and a per-video summary (persons
+     per keyframe, person ids, the most frequent actions).
 """
 
 from __future__ import annotations
@@ -38,7 +43,9 @@ from pathlib import Path
 
 import numpy as np
 
+from hgrnn.apps.timeline import person_timelines, plot_timeline, write_persons_csv
 from hgrnn.hgrnn_head.infer import DEFAULT_NMS_IOU
+from hgrnn.track import group_boxes, store_features, track_rows, write_tracked
 
 #: Name of the feature store predict keeps in its output folder; the label map and person
 #: boxes it was extracted with lie beside it (its config names them), so a later run with
@@ -236,12 +243,16 @@ def predict_videos(videos, extract, cfg: PredictConfig) -> dict:
 
     import torch
 
-    from hgrnn.data.ava import LabelMap, load_label_map, write_results
+    from hgrnn.data.ava import LabelMap, load_label_map
     from hgrnn.data.store import StoreError, open_h5, video_names
+    from hgrnn.hgrnn_head.checkpoint import (
+        check_store_matches,
+        load_checkpoint,
+        model_from_checkpoint,
+        resolve_device,
+        torch_threads,
+    )
     from hgrnn.hgrnn_head.infer import predict_store
-    from hgrnn.hgrnn_head.checkpoint import (check_store_matches, load_checkpoint,
-                                             model_from_checkpoint, resolve_device,
-                                             torch_threads)
     from hgrnn.pipeline.extract import extract_features
 
     started = time.time()
@@ -310,14 +321,16 @@ def predict_videos(videos, extract, cfg: PredictConfig) -> dict:
             rows = predict_store(model, fs, device=device, nms_iou=cfg.nms_iou,
                                  progress=cfg.progress, min_score=cfg.min_score)
         rows = rows.take(np.flatnonzero(np.isin(rows.video_ids, list(paths))))
+        rows = _with_person_ids(rows, store)
         results = out / "results.csv"
-        write_results(results, rows, progress=False)
+        write_tracked(results, rows, rows.person_ids, ground_truth=False)
 
         per_video = {}
         for vid, path in paths.items():
             if vid in failed:
                 continue
             per_video[vid] = video_summary(fs, vid, rows, label_map, cfg.draw_min_score)
+            per_video[vid].update(_person_files(out, vid, rows, label_map, cfg.draw_min_score))
             if cfg.draw:
                 per_video[vid]["drawn"] = _draw(path, out / f"{vid}.mp4", rows, vid, label_map,
                                                 cfg, extract.time_offset)
@@ -338,6 +351,30 @@ def _with_streams(extract, streams: tuple, ckpt: dict):
         raise PredictError(f"{ckpt['path']}: the head reads the {'+'.join(streams)} streams; "
                            f"this hgrnn's extraction makes RGB features only")
     return extract
+
+
+def _with_person_ids(rows, store):
+    """Result rows -> the same rows with person_ids: each video's persons linked across its
+    keyframes by box IoU and their RoI features' cosine (the store's 'det' persons)."""
+    groups = group_boxes(rows)
+    features, _ = store_features(store, "det", groups)
+    ids, _ = track_rows(rows, features=features)
+    return dataclasses.replace(rows, person_ids=ids)
+
+
+def _person_files(out: Path, vid: str, rows, label_map, min_score: float) -> dict:
+    """OUT/<vid>_persons.csv and OUT/<vid>_timeline.png (`hgrnn.apps.timeline`) ->
+    {"persons_csv", "timeline" (None without matplotlib), "tracks"}."""
+    from hgrnn.pipeline.visualize import label_names
+
+    timelines, step = person_timelines(rows, vid, label_names(label_map), min_score)
+    persons_csv = out / f"{vid}_persons.csv"
+    write_persons_csv(persons_csv, timelines, step)
+    png = out / f"{vid}_timeline.png"
+    drawn = plot_timeline(png, timelines, step,
+                          f"{vid}: actions per person (score >= {min_score:g})")
+    return {"persons_csv": str(persons_csv), "timeline": str(png) if drawn else None,
+            "tracks": len(timelines)}
 
 
 def _open_features(store, streams: tuple):
@@ -399,8 +436,10 @@ def format_summary(result: dict, min_score: float) -> str:
     for vid, s in result["videos"].items():
         acts = ", ".join(f"{name} {n}" for name, n in s["actions"][:3]) or "none"
         lines.append(f"{vid}: {s['keyframes']} keyframes, {s['persons_mean']:.1f} persons per "
-                     f"keyframe (max {s['persons_max']}); most frequent actions (score >= "
-                     f"{min_score:g}): {acts}" + (f"; drawn: {s['drawn']}" if s.get("drawn") else ""))
+                     f"keyframe (max {s['persons_max']}, {s.get('tracks', 0)} person ids); most "
+                     f"frequent actions (score >= {min_score:g}): {acts}"
+                     + (f"; drawn: {s['drawn']}" if s.get("drawn") else "")
+                     + (f"; timeline: {s['timeline']}" if s.get("timeline") else ""))
     for vid, why in result["failed"].items():
         lines.append(f"{vid}: FAILED: {why}")
     if result.get("below_threshold"):

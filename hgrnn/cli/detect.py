@@ -177,6 +177,9 @@ def finetune_detector_cmd(resume, quiet, **options):
 @device_option
 @click.option("--allow-failures", is_flag=True,
               help="Exit 0 even when some videos failed (they are in OUT.progress.jsonl).")
+@click.option("--track", is_flag=True, default=default_of(DetectConfig, "track"),
+              help="Also link each video's persons across its keyframes and write the "
+                   "person id as a 9th column (hgrnn track's defaults; docs/track.md).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def detect_cmd(allow_failures, quiet, **options):
     """Detect persons on the keyframes of videos and write an AVA person-box CSV.

@@ -10,7 +10,8 @@ Formats (no header; coordinates normalised to [0, 1]; one row per box AND action
   (the 7-column form without person id is what e.g. the pose-class subsets use). A 2-column
   row ``video_id,timestamp`` marks an annotated keyframe without persons (AVA 2020 files).
 * results / detections: ``video_id,timestamp,x1,y1,x2,y2,action_id,score``; in a person-box
-  file (the widely shared detection CSVs) ``action_id`` is empty or ``-1``.
+  file (the widely shared detection CSVs) ``action_id`` is empty or ``-1``. A 9th column,
+  a person (track) id written by ``hgrnn track``, is read into ``person_ids``.
 * excluded timestamps: ``video_id,timestamp``.
 * label map: a ``.pbtxt`` of ``item { name: "..." id: N }`` (or ``label { name: ...
   label_id: N }``) blocks, a plain text file with one ``id name`` / ``id: name`` per line,
@@ -260,12 +261,13 @@ def keyframe_index(video_ids, timestamps, vocabulary=None):
 # ----------------------------------------------------------------------------------------
 
 _GT_WIDTHS = {8: "with person_id", 7: "without person_id", 2: "empty keyframe"}
-_RESULT_WIDTHS = {8: "video_id,timestamp,x1,y1,x2,y2,action_id,score"}
+_RESULT_WIDTHS = {8: "video_id,timestamp,x1,y1,x2,y2,action_id,score",
+                  9: "...,score,person_id (hgrnn track)"}
 _BOX = ("x1", "y1", "x2", "y2")
 _ROW_COLUMNS = [("video_id", "str"), ("timestamp", "int"), ("x1", "float"), ("y1", "float"),
                 ("x2", "float"), ("y2", "float"), ("action_id", "int?")]
 _GT_COLUMNS = _ROW_COLUMNS + [("person_id", "int?")]
-_RESULT_COLUMNS = _ROW_COLUMNS + [("score", "float")]
+_RESULT_COLUMNS = _ROW_COLUMNS + [("score", "float"), ("person_id", "int?")]
 
 
 def read_exclusions(path) -> set[tuple[str, int]]:
@@ -297,7 +299,8 @@ def read_results(path, label_map: LabelMap | None = None, exclusions=None,
                  progress=True, keep_outside_map=False) -> AvaRows:
     """Result / detection CSV ``video_id,timestamp,x1,y1,x2,y2,action_id,score`` -> AvaRows.
 
-    Also reads person-box files whose action_id is empty or -1 (kept with action -1).
+    Also reads person-box files whose action_id is empty or -1 (kept with action -1), and
+    a 9th column of person (track) ids (`hgrnn track`) into ``person_ids`` (None without).
     Label map, exclusions, progress and keep_outside_map as in :func:`read_annotations`."""
     t, side = _read_checked(path, _RESULT_WIDTHS, _RESULT_COLUMNS, "results", label_map,
                             progress)
@@ -553,10 +556,19 @@ def _finish(t, side, path, label_map, exclusions, kind, keep_outside_map=False):
             scores64 = scores64[sel]
     return AvaRows(
         video_ids=vids, timestamps=t["timestamp"], boxes=boxes64.astype(np.float32),
-        action_ids=actions, person_ids=t["person_id"] if kind == "gt" else None,
+        action_ids=actions, person_ids=_person_ids(t, kind),
         scores=None if scores64 is None else scores64.astype(np.float32), skipped=skipped,
         boxes64=boxes64, scores64=scores64, empty_video_ids=empty_vids,
         empty_timestamps=empty_ts, source=path)
+
+
+def _person_ids(t, kind):
+    """Ground truth: its person_id column (-1 where absent). Results: the 9th column that
+    `hgrnn track` adds (track ids), None when no row has one."""
+    pid = t.get("person_id")
+    if kind == "results" and (pid is None or not (pid >= 0).any()):
+        return None
+    return pid
 
 
 def write_annotations(path, rows: AvaRows, progress=False) -> None:

@@ -43,6 +43,7 @@ from hgrnn.pipeline.detect_config import (BACKBONES, INITS, DetectConfig,  # noq
                                           DetectorArch, DetectorError)   # (BACKBONES: its old home)
 from hgrnn.torchfile import TorchFileError
 from hgrnn.torchfile import load as load_torch_file
+from hgrnn.track import TrackConfig, track_box_lines
 
 DETECTOR_FORMAT = "hgrnn-detector"
 DETECTOR_VERSION = 1
@@ -406,8 +407,9 @@ def _resume_point(out: Path, record: Path, settings: dict) -> tuple[set, int]:
     lines = [json.loads(line) for line in record.read_text().splitlines() if line.strip()]
     old = lines[0].get("settings") if lines else None
     if old != settings:
-        changed = [f"{k} {(old or {}).get(k)!r} -> {v!r}" for k, v in settings.items()
-                   if (old or {}).get(k) != v]
+        old = old or {}
+        changed = [f"{k} {old.get(k)!r} -> {settings.get(k)!r}"
+                   for k in dict.fromkeys([*settings, *old]) if old.get(k) != settings.get(k)]
         raise DetectorError(f"{out}: was written with other settings ({'; '.join(changed)}); "
                             f"resuming would mix two detectors in one file. Use the same "
                             f"settings, or another --out")
@@ -436,6 +438,8 @@ def detect_videos(cfg: DetectConfig) -> dict:
                 "time_offset": cfg.time_offset, "fps": cfg.fps, "annotations": cfg.annotations,
                 "exclusions": cfg.exclusions,
                 "keyframes": list(cfg.keyframes) if cfg.keyframes else None}
+    if cfg.track:                 # only then: progress records of untracked runs stay valid
+        settings["track"] = dataclasses.asdict(TrackConfig())
     out, record = Path(cfg.out), progress_path(cfg.out)
     done, length = _resume_point(out, record, settings)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -484,6 +488,8 @@ def detect_videos(cfg: DetectConfig) -> dict:
                 bar.update(len(message[2]))
             elif kind == "done":
                 text, n_kf, n_boxes = pending.pop(vid)
+                if cfg.track:
+                    text = track_box_lines(text)
                 csv.write(text)
                 csv.flush()
                 note({"video": vid, "status": "done", "keyframes": n_kf, "boxes": n_boxes,

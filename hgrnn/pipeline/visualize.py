@@ -7,7 +7,10 @@ box AND action, from any system) and optionally a ground-truth CSV of the same v
 Persons. Rows of one keyframe with the same box are one person. Every result person is
 drawn; its label lists its ``top_k`` best actions scored at least ``min_score`` as
 ``name score`` (class names from the label map, ``id N`` for ids the map does not have); a
-person without such an action gets a thin outline and no label. Ground-truth persons are
+person without such an action gets a thin outline and no label. When the result file has
+person ids (a 9th column, `hgrnn track`), each person is drawn in the colour of its id
+(`id_color`) and its label starts with the id (``#3 walk 0.81``; ``#3`` alone without
+actions), so a person keeps its colour from keyframe to keyframe. Ground-truth persons are
 all drawn, in ``GT_COLOR``, with their actions (no scores) under the box.
 
 Time mapping (frame-exact). Keyframe timestamp ts (integer seconds, as in AVA CSVs) is video
@@ -67,6 +70,7 @@ class Person:
     box: tuple[float, float, float, float]        # normalised x1, y1, x2, y2
     labels: list[tuple[str, float | None]] = field(default_factory=list)   # (name, score)
     best: float = 1.0                              # highest score (1 for ground truth)
+    person_id: int | None = None                   # track id (`hgrnn track`), if any
 
 
 def label_names(label_map) -> dict[int, str]:
@@ -84,6 +88,8 @@ def group_keyframes(rows, video_id: str, names: dict, *, min_score: float = 0.0,
     the box is drawn thin, without a label); persons sorted by best score (highest first). Ground truth: every person,
     all its actions in id order (a row with action -1 is a box without action)."""
     mine = np.flatnonzero(rows.video_ids == video_id)
+    pids = None if ground_truth else getattr(rows, "person_ids", None)
+    person_of: dict[tuple, int] = {}
     boxes64 = getattr(rows, "boxes64", None)
     boxes = (boxes64 if boxes64 is not None else rows.boxes)[mine].astype(np.float64)
     groups: dict[tuple, dict] = {}
@@ -92,6 +98,8 @@ def group_keyframes(rows, video_id: str, names: dict, *, min_score: float = 0.0,
         action = int(rows.action_ids[i])
         score = None if ground_truth or rows.scores is None else float(rows.scores[i])
         groups.setdefault(key, {})
+        if pids is not None and pids[i] >= 0:
+            person_of.setdefault(key, int(pids[i]))
         if action >= 0:
             old = groups[key].get(action)
             if score is None or old is None or score > old:
@@ -105,7 +113,8 @@ def group_keyframes(rows, video_id: str, names: dict, *, min_score: float = 0.0,
             ranked = sorted(((s, a) for a, s in actions.items() if s is not None),
                             key=lambda sa: (-sa[0], sa[1]))
             labels = [(names.get(a, f"id {a}"), s) for s, a in ranked[:top_k] if s >= min_score]
-            person = Person(tuple(box), labels, ranked[0][0] if ranked else 0.0)
+            person = Person(tuple(box), labels, ranked[0][0] if ranked else 0.0,
+                            person_of.get((ts, *box)))
         out.setdefault(ts, []).append(person)
     for persons in out.values():
         persons.sort(key=lambda p: (-p.best, p.box))
@@ -193,6 +202,25 @@ class Label:
     source: str
 
 
+def id_color(person_id: int) -> tuple:
+    """The colour of a person id, RGB: hues spread by the golden angle (neighbouring ids
+    far apart, no two ids alike), never the ground truth's green."""
+    import colorsys
+
+    hue = (person_id * 0.6180339887) % 1.0 * 300.0     # degrees, 300 of the 360
+    hue = hue + 60.0 if hue >= 90.0 else hue            # skip 90..150 (GT_COLOR's green)
+    r, g, b = colorsys.hsv_to_rgb(hue / 360.0, 0.85, 1.0)
+    return (round(255 * r), round(255 * g), round(255 * b))
+
+
+def person_color(person: Person, rank: int) -> tuple:
+    """A result person's colour: its id's (`id_color`), else the palette's by its rank in
+    the keyframe."""
+    if person.person_id is not None:
+        return id_color(person.person_id)
+    return PRED_COLORS[rank % len(PRED_COLORS)]
+
+
 def _overlaps(a, b) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
@@ -247,17 +275,24 @@ def layout_labels(persons: list[Person], gt: list[Person], width: int, height: i
                     return
 
     def texts(person, short: bool):
-        return [(short_name(name) if short else name)
-                + ("" if score is None else f" {score:.2f}")
-                for name, score in person.labels] or ["(person)"]
+        lines = [(short_name(name) if short else name)
+                 + ("" if score is None else f" {score:.2f}")
+                 for name, score in person.labels] or ["(person)"]
+        if person.person_id is not None:
+            tag = f"#{person.person_id}"
+            lines = [f"{tag} {lines[0]}", *lines[1:]] if person.labels else [tag]
+        return lines
 
-    everyone = [p for p in persons if p.labels] + list(gt)
+    def labelled(person):
+        return bool(person.labels) or person.person_id is not None
+
+    everyone = [p for p in persons if labelled(p)] + list(gt)
     short = any(font.getbbox(line)[2] + 2 * pad > width / 2
                 for p in everyone for line in texts(p, False))
     for k, person in enumerate(persons):
-        if person.labels:
+        if labelled(person):
             place(texts(person, short), box_pixels(person.box, width, height), False,
-                  PRED_COLORS[k % len(PRED_COLORS)], "results")
+                  person_color(person, k), "results")
     for person in gt:
         place(texts(person, short), box_pixels(person.box, width, height), True, GT_COLOR, "gt")
     if legend:
@@ -280,7 +315,7 @@ def draw_persons(image, persons: list[Person], gt: list[Person] = (), *, show_le
     # line crosses a label
     for k, person in enumerate(persons):
         rect = box_pixels(person.box, width, height)
-        draw.rectangle(rect, outline=PRED_COLORS[k % len(PRED_COLORS)],
+        draw.rectangle(rect, outline=person_color(person, k),
                        width=lw if person.labels else max(1, lw // 4))
     for person in gt:
         draw.rectangle(box_pixels(person.box, width, height), outline=GT_COLOR,
