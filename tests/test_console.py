@@ -5,7 +5,6 @@ import logging
 import os
 import subprocess
 import sys
-import time
 import warnings
 
 from click.testing import CliRunner

@@ -383,10 +383,10 @@ def test_cli_runs_and_reports_errors(ava_fixture, tmp_path):
     args = ["finetune-backbone", "--annotations", str(ava_fixture / "train.csv"),
             "--videos", str(ava_fixture / "videos"), "--label-map", str(ava_fixture / "labels.txt"),
             "--backbone-weights", "none", "--clip-frames", "8", "--short-side", "48",
-            "--crop-size", "48", "--batch", "2", "--steps", "1", "--workers", "0",
-            "--device", "cpu", "--quiet"]
+            "--crop-size", "48", "--steps", "1", "--workers", "0", "--device", "cpu", "--quiet"]
     result = CliRunner().invoke(main, args + ["--out", str(tmp_path / "run"), "--accumulate", "2",
-                                              "--loss", "focal", "--log-every", "1"])
+                                              "--loss", "focal", "--log-every", "1",
+                                              "--batch-size", "2"])
     assert result.exit_code == 0, result.output
     assert "trained 1 steps" in result.output and (tmp_path / "run" / "backbone.pt").exists()
     written = json.loads((tmp_path / "run" / "config.json").read_text())
@@ -399,6 +399,25 @@ def test_cli_runs_and_reports_errors(ava_fixture, tmp_path):
     result = CliRunner().invoke(main, args + ["--out", str(tmp_path / "r2"),
                                               "--annotations", str(bad)])
     assert result.exit_code != 0 and "bad.csv:2" in result.output
+
+
+def test_cli_batch_size_is_the_common_name_and_batch_a_hidden_alias(ava_fixture, tmp_path):
+    from click.testing import CliRunner
+
+    from hgrnn.cli import main
+
+    args = ["finetune-backbone", "--annotations", str(ava_fixture / "train.csv"),
+            "--videos", str(ava_fixture / "videos"), "--label-map", str(ava_fixture / "labels.txt"),
+            "--backbone-weights", "none", "--clip-frames", "8", "--short-side", "48",
+            "--crop-size", "48", "--steps", "1", "--workers", "0", "--device", "cpu", "--quiet"]
+    help_text = CliRunner().invoke(main, ["finetune-backbone", "--help"]).output
+    assert "--batch-size" in help_text and "--batch " not in help_text
+    result = CliRunner().invoke(main, args + ["--out", str(tmp_path / "old"), "--batch", "1"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "old" / "config.json").read_text())["batch"] == 1
+    result = CliRunner().invoke(main, args + ["--out", str(tmp_path / "both"), "--batch", "1",
+                                              "--batch-size", "2"])
+    assert result.exit_code == 2 and "give --batch-size only" in result.output
 
 
 def test_frame_folders_and_time_offset_pick_the_keyframe_clip(tmp_path):

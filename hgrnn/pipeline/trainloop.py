@@ -422,6 +422,7 @@ def plot_loss(rows: list[dict], path, *, title: str = "training", parts: tuple =
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         return False
     fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -452,6 +453,7 @@ def plot_loss(rows: list[dict], path, *, title: str = "training", parts: tuple =
         ax2.set_ylabel(val_label)
         ax2.set_ylim(0, 100)                       # percent, like every other chart
         ax2.legend(loc="upper right", fontsize=8)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))       # steps: no 0.25 step
     all_steps = steps + [r["step"] for r in val]
     if min(all_steps) == max(all_steps):           # one step: a readable x range around it
         ax.set_xlim(all_steps[0] - 1, all_steps[0] + 1)
