@@ -170,8 +170,8 @@ def _bar_classes():
                 # the next fraction k / PROGRESS_LINES (k < PROGRESS_LINES) above n: the last
                 # line is the closing one
                 k = math.floor(self.n * PROGRESS_LINES / self.total) + 1
-                self._next_n = (math.ceil(k * self.total / PROGRESS_LINES)
-                                if k < PROGRESS_LINES else math.inf)
+                mark = math.ceil(k * self.total / PROGRESS_LINES)
+                self._next_n = mark if k < PROGRESS_LINES and mark < self.total else math.inf
             return True
 
     _classes = (TerminalBar, LogBar)

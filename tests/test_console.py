@@ -47,6 +47,14 @@ def test_progress_on_a_log_is_a_few_whole_lines(monkeypatch):
     assert [line.split("|")[0] for line in lines] == [
         "work:   0%", "work:  25%", "work:  50%", "work:  75%", "work: 100%"], lines
     assert "2000/2000" in lines[-1] and "loss=0.0005" in lines[-1]
+    log.truncate(0)
+    log.seek(0)
+    bar = console.progress_bar(total=2, desc="short", mininterval=0)
+    bar.update(1)
+    bar.update(1)                                  # 100 %: said once, by close
+    bar.close()
+    assert [line.split("|")[0] for line in log.getvalue().splitlines()] == [
+        "short:   0%", "short:  50%", "short: 100%"], log.getvalue()
 
 
 def test_progress_on_a_log_without_a_total_or_kept_is_first_and_last(monkeypatch):

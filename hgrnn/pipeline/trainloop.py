@@ -410,8 +410,8 @@ def run_steps(stage: Stage, train: TrainState, net: nn.Module, config, *, step: 
 def plot_loss(rows: list[dict], path, *, title: str = "training", parts: tuple = (),
               loss_label: str = "training loss", val_key: str = "mAP",
               val_label: str = "validation (%)") -> bool:
-    """loss.png: the training loss against the optimizer step (log scale; with `parts`, the
-    metrics fields whose sum it is, thinner) and the validation score `val_key` in percent
+    """loss.png: the training loss against the optimizer step (with `parts`, the metrics
+    fields whose sum it is, thinner; log scale when they span a decade or more) and the validation score `val_key` in percent
     on a second axis. Few points get markers, so that a run of one logged step still shows
     a point. False when matplotlib is missing or there is nothing to plot."""
     train = [r for r in rows if r.get("split") == "train"]
@@ -435,30 +435,36 @@ def plot_loss(rows: list[dict], path, *, title: str = "training", parts: tuple =
         for name, colour in zip(parts, colours):
             ax.plot(steps, [r[name] for r in train], lw=0.9, color=colour, marker=marker,
                     ms=2.5, label=name.replace("loss_", ""))
-        ax.set_yscale("log")
+        values = [r[name] for r in train for name in ("loss", *parts) if r[name] > 0]
+        if values and max(values) > 10 * min(values):  # a decade or more: log scale
+            ax.set_yscale("log")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(loss_label)
     ax.grid(alpha=0.3)
-    if train:
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=5, fontsize=8,
-                  frameon=False)                   # below the axes: clear of both curves
-    else:
+    if not train:
         ax.set_yticks([])
         ax.text(0.5, 0.5, "no training step logged yet", transform=ax.transAxes,
                 ha="center", va="center", color="0.4")
+    lines = list(ax.lines)
     if val:
         ax2 = ax.twinx()
         ax2.plot([r["step"] for r in val], [100 * r[val_key] for r in val], "o-",
                  color="tab:red", label=val_label)
         ax2.set_ylabel(val_label)
         ax2.set_ylim(0, 100)                       # percent, like every other chart
-        ax2.legend(loc="upper right", fontsize=8)
+        lines += ax2.lines
+    # one legend below the axes: clear of every curve of both axes
+    ax.legend(lines, [line.get_label() for line in lines], loc="upper center",
+              bbox_to_anchor=(0.5, -0.14), ncol=len(lines) if len(lines) <= 4 else 3,
+              fontsize=8, frameon=False)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))       # steps: no 0.25 step
     all_steps = steps + [r["step"] for r in val]
-    if min(all_steps) == max(all_steps):           # one step: a readable x range around it
-        ax.set_xlim(all_steps[0] - 1, all_steps[0] + 1)
+    first, last = min(all_steps), max(all_steps)
+    if last - first < 4:                           # a few steps: keep points off the edges
+        pad = 0.5 if last > first else 1.0         # (and 2 integers in view for the ticks)
+        ax.set_xlim(first - pad, last + pad)
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")   # the legend below the axes too
     plt.close(fig)
     return True
