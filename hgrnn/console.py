@@ -161,6 +161,8 @@ def _bar_classes():
             if not closing:
                 if self._next_n is not None and self.n < self._next_n:
                     return True
+                if self.total and self.n >= self.total:    # the closing line says it
+                    return True
                 if not self.total and time.time() - self._line_t < LOG_INTERVAL_S:
                     return True
             self.fp.write(self.__str__())

@@ -53,8 +53,11 @@ def test_progress_on_a_log_is_a_few_whole_lines(monkeypatch):
     bar.update(1)
     bar.update(1)                                  # 100 %: said once, by close
     bar.close()
+    bar = console.progress_bar(total=4, desc="jump", mininterval=0)
+    bar.update(4)                                  # from 0 % straight to the end
+    bar.close()
     assert [line.split("|")[0] for line in log.getvalue().splitlines()] == [
-        "short:   0%", "short:  50%", "short: 100%"], log.getvalue()
+        "short:   0%", "short:  50%", "short: 100%", "jump:   0%", "jump: 100%"], log.getvalue()
 
 
 def test_progress_on_a_log_without_a_total_or_kept_is_first_and_last(monkeypatch):
