@@ -46,6 +46,8 @@ Outputs in out_dir:
                  {"step", "split": "val", "AP", "mAP", "counts", ...} after each validation;
                  on resume, lines after the resumed step are dropped first
   loss.png       the loss curve (log scale) with the validation person AP (in percent)
+The steps, validations, checkpoints and resume are the training loop `finetune-backbone`
+shares (`hgrnn.pipeline.trainloop.run_steps`; this module's part is `_DetectorSteps`).
   config.json    the config, world size and micro-batch
   keyframes/     the keyframe cache (unless `cache` names another folder)
 """

@@ -52,7 +52,7 @@ DistributedDataParallel under torchrun (NCCL on GPUs, gloo on CPU); rank 0 logs,
 and writes checkpoints. The Kinetics `logits` layer is frozen (unused). BatchNorm
 statistics are frozen (the layers' affine parameters still learn) when a micro-batch has
 fewer than BN_MIN_CLIPS = 8 clips, unless freeze_bn says otherwise; the choice and its
-reason are printed at the start and written to config.json.
+reason are logged at the start and written to config.json.
 
 Outputs in out_dir:
   backbone.pt    the fine-tuning checkpoint (`load_backbone` reads it): {"format":
@@ -67,9 +67,12 @@ Outputs in out_dir:
                  the window's micro-batches of rank 0; persons: rank 0's; clips_per_s: all
                  ranks) and {"step", "split": "val", "mAP", "per_class", ...}
                  (EvalResult.to_dict) after each validation
+  loss.png       the training loss and the validation frame-mAP (in percent) against step
   config.json    the FinetuneConfig
-Resuming restores the step count, weights, optimizer, LR schedule and RNG state; the data
-order restarts with a fresh epoch (clips are not replayed exactly).
+Resuming restores the step count, weights, optimizer, LR schedule and RNG state and drops
+the metrics lines logged after the state; the data order restarts with a fresh epoch (clips
+are not replayed exactly). The steps, validations and checkpoints are the shared training
+loop's (`hgrnn.pipeline.trainloop.run_steps`; this module's part is `_BackboneSteps`).
 """
 
 from __future__ import annotations
