@@ -38,9 +38,23 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
 
 
 def show_warnings_as_lines() -> None:
-    """Print each distinct warning once, as `Warning: MESSAGE` on stderr. Only the format
-    changes: filters, `warnings.catch_warnings(record=True)` and pytest.warns work as before."""
+    """Print each distinct warning once, as `Warning: MESSAGE` on stderr (above the
+    progress bars open on a terminal). Only the output changes: filters,
+    `warnings.catch_warnings(record=True)` and pytest.warns work as before."""
     warnings.formatwarning = _format_warning
+    warnings.showwarning = _show_warning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    text = _format_warning(message, category, filename, lineno, line)
+    if not text:
+        return
+    stream = file if file is not None else sys.stderr
+    if _redirect["open"]:               # a terminal bar is open: write above it
+        from tqdm import tqdm
+        tqdm.write(text.rstrip("\n"), file=stream)
+    else:
+        stream.write(text)
 
 
 class _StderrHandler(logging.StreamHandler):

@@ -98,6 +98,20 @@ def test_log_records_are_one_line_each_and_go_above_a_terminal_bar(monkeypatch):
     # plainly it would follow the bar's text: "work:  30%|...]above the bar")
     assert "\rabove the bar\n" in term.getvalue(), repr(term.getvalue())
     assert logger.handlers[0].__class__.__name__ == "_StderrHandler"   # restored at close
+    # warnings too (the command line shows them as lines)
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
+    console.show_warnings_as_lines()
+    term.seek(0)
+    term.truncate()
+    bar = console.progress_bar(total=10, desc="work")
+    bar.update(3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("above the bar too")
+    bar.close()
+    assert "\rWarning: above the bar too\n" in term.getvalue(), repr(term.getvalue())
+    assert logger.handlers[0].__class__.__name__ == "_StderrHandler"   # restored at close
 
 
 def test_version_names_the_program():

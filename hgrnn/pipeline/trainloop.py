@@ -315,9 +315,8 @@ class Stage:
 
     def train_record(self, step: int, window: dict, seconds: float, lr: float) -> dict:
         """The metrics.jsonl fields of the log window ending at `step` (besides "step" and
-        "split") from the
-        sums of `micro_step`'s numbers over its micro-batches (window["n"] of them) and the
-        seconds it took."""
+        "split"), from the sums of `micro_step`'s numbers over the window's micro-batches
+        (window["n"] of them) and the seconds it took."""
         raise NotImplementedError
 
     def postfix(self, record: dict) -> dict:
