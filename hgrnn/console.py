@@ -34,27 +34,20 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
     if text in _shown:          # the same condition met twice in one run says nothing new
         return ""
     _shown.add(text)
+    if _redirect["open"]:
+        # a terminal bar is open: write the line above it (Python calls formatwarning only
+        # to show a warning, never to record one, and writes what it returns: nothing)
+        from tqdm import tqdm
+        tqdm.write(f"Warning: {text}", file=sys.stderr)
+        return ""
     return f"Warning: {text}\n"
 
 
 def show_warnings_as_lines() -> None:
     """Print each distinct warning once, as `Warning: MESSAGE` on stderr (above the
-    progress bars open on a terminal). Only the output changes: filters,
+    progress bars open on a terminal). Only the format changes: filters,
     `warnings.catch_warnings(record=True)` and pytest.warns work as before."""
     warnings.formatwarning = _format_warning
-    warnings.showwarning = _show_warning
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    text = _format_warning(message, category, filename, lineno, line)
-    if not text:
-        return
-    stream = file if file is not None else sys.stderr
-    if _redirect["open"]:               # a terminal bar is open: write above it
-        from tqdm import tqdm
-        tqdm.write(text.rstrip("\n"), file=stream)
-    else:
-        stream.write(text)
 
 
 class _StderrHandler(logging.StreamHandler):

@@ -1,6 +1,7 @@
 """hgrnn.console: one-line warnings, progress bars that suit a log file."""
 
 import io
+import json
 import logging
 import os
 import subprocess
@@ -98,20 +99,33 @@ def test_log_records_are_one_line_each_and_go_above_a_terminal_bar(monkeypatch):
     # plainly it would follow the bar's text: "work:  30%|...]above the bar")
     assert "\rabove the bar\n" in term.getvalue(), repr(term.getvalue())
     assert logger.handlers[0].__class__.__name__ == "_StderrHandler"   # restored at close
-    # warnings too (the command line shows them as lines)
-    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
-    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
-    console.show_warnings_as_lines()
-    term.seek(0)
-    term.truncate()
-    bar = console.progress_bar(total=10, desc="work")
-    bar.update(3)
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        warnings.warn("above the bar too")
-    bar.close()
-    assert "\rWarning: above the bar too\n" in term.getvalue(), repr(term.getvalue())
     assert logger.handlers[0].__class__.__name__ == "_StderrHandler"   # restored at close
+
+
+def test_warnings_go_above_a_terminal_bar():
+    # a process of its own: pytest records warnings instead of showing them
+    code = ("import io, json, sys, warnings\n"
+            "class Terminal(io.StringIO):\n"
+            "    def isatty(self):\n"
+            "        return True\n"
+            "sys.stderr = Terminal()\n"
+            "from hgrnn import console\n"
+            "console.show_warnings_as_lines()\n"
+            "console.show_logs_as_lines()\n"
+            "bar = console.progress_bar(total=10, desc='work')\n"
+            "bar.update(3)\n"
+            "warnings.warn('above the bar')\n"
+            "bar.close()\n"
+            "warnings.warn('no bar now')\n"
+            "print(json.dumps(sys.stderr.getvalue()))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": ROOT})
+    assert proc.returncode == 0, proc.stderr
+    text = json.loads(proc.stdout)
+    # tqdm.write clears the bar's line first (written plainly, the warning would follow the
+    # bar's text on its line)
+    assert "\rWarning: above the bar\n" in text, repr(text)
+    assert text.endswith("\nWarning: no bar now\n"), repr(text)
 
 
 def test_version_names_the_program():
