@@ -37,14 +37,25 @@ import dataclasses
 import os
 import shutil
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from hgrnn.data.ava import LabelMap, load_label_map, read_results, write_results
+from hgrnn.data.store import StoreError, open_h5, read_info, video_names
+from hgrnn.data.video import VIDEO_EXTENSIONS
+from hgrnn.data.windows import FeatureStore
+from hgrnn.hgrnn_head.checkpoint import (check_store_matches, load_checkpoint,
+                                         model_from_checkpoint, resolve_device, torch_threads)
+from hgrnn.hgrnn_head.infer import DEFAULT_NMS_IOU, predict_store
+from hgrnn.pipeline.extract import extract_features
+from hgrnn.pipeline.i3d import load_backbone
+from hgrnn.pipeline.visualize import draw_video, group_keyframes, label_names
 from hgrnn.apps.timeline import person_timelines, plot_timeline, write_persons_csv
-from hgrnn.hgrnn_head.infer import DEFAULT_NMS_IOU
 from hgrnn.track import group_boxes, store_features, track_rows, write_tracked
 
 #: Name of the feature store predict keeps in its output folder; the label map and person
@@ -97,8 +108,6 @@ def training_extraction(ckpt: dict) -> dict | None:
     when unknown."""
     configs = ckpt.get("store_configs")
     if configs is None and ckpt.get("store_path") and os.path.exists(ckpt["store_path"]):
-        from hgrnn.data.store import StoreError, open_h5, read_info
-
         try:
             with open_h5(ckpt["store_path"]) as f:
                 info = read_info(f, ckpt["store_path"])
@@ -187,8 +196,6 @@ def _stream_names(streams) -> list:
 def video_ids(videos) -> dict[str, Path]:
     """video id (file name without extension) -> path; refuses missing files and two
     files with one id."""
-    from hgrnn.data.video import VIDEO_EXTENSIONS
-
     out: dict[str, Path] = {}
     for v in videos:
         path = Path(v)
@@ -213,8 +220,6 @@ def _our_stage(extract) -> dict:
     running it: streams, per stream the backbone's kind / path / sha256 ("backbone" for RGB,
     "flow_backbone" for flow), the feature dim (the streams' dims side by side) and the
     fields of WARN_FIELDS. Loads each backbone's weights once (on the CPU) to learn them."""
-    from hgrnn.pipeline.i3d import load_backbone
-
     fields = dataclasses.asdict(extract)
     streams = tuple(fields.get("streams") or ("rgb",))       # extraction before streams: RGB
     ours = {k: fields.get(k) for k in WARN_FIELDS}
@@ -239,22 +244,6 @@ def predict_videos(videos, extract, cfg: PredictConfig) -> dict:
     results (path), store (path or None), videos {id: per-video summary}, failed {id: why},
     warnings, extracted / reused (videos whose features were computed / found in the kept
     store), seconds."""
-    import time
-
-    import torch
-
-    from hgrnn.data.ava import LabelMap, load_label_map
-    from hgrnn.data.store import StoreError, open_h5, video_names
-    from hgrnn.hgrnn_head.checkpoint import (
-        check_store_matches,
-        load_checkpoint,
-        model_from_checkpoint,
-        resolve_device,
-        torch_threads,
-    )
-    from hgrnn.hgrnn_head.infer import predict_store
-    from hgrnn.pipeline.extract import extract_features
-
     started = time.time()
     ckpt = load_checkpoint(cfg.checkpoint)
     label_map = LabelMap.from_json(ckpt["label_map"])
@@ -313,7 +302,7 @@ def predict_videos(videos, extract, cfg: PredictConfig) -> dict:
                                f"{path}: no features were written")
         if len(failed) == len(paths):
             raise PredictError("no video could be read: " + "; ".join(failed.values()))
-        fs = _open_features(store, head_streams(ckpt))
+        fs = FeatureStore(store, box_source="det", streams=tuple(head_streams(ckpt)))
         check_store_matches(ckpt, fs)
         device = resolve_device(cfg.device)
         model = model_from_checkpoint(ckpt, device)
@@ -365,8 +354,6 @@ def _with_person_ids(rows, store):
 def _person_files(out: Path, vid: str, rows, label_map, min_score: float) -> dict:
     """OUT/<vid>_persons.csv and OUT/<vid>_timeline.png (`hgrnn.apps.timeline`) ->
     {"persons_csv", "timeline" (None without matplotlib), "tracks"}."""
-    from hgrnn.pipeline.visualize import label_names
-
     timelines, step = person_timelines(rows, vid, label_names(label_map), min_score)
     persons_csv = out / f"{vid}_persons.csv"
     write_persons_csv(persons_csv, timelines, step)
@@ -377,31 +364,15 @@ def _person_files(out: Path, vid: str, rows, label_map, min_score: float) -> dic
             "tracks": len(timelines)}
 
 
-def _open_features(store, streams: tuple):
-    """FeatureStore of the 'det' persons reading the head's streams (all dims when the
-    reader has no stream selection: an RGB-only store)."""
-    import inspect
-
-    from hgrnn.data.windows import FeatureStore
-
-    if "streams" in inspect.signature(FeatureStore).parameters:
-        return FeatureStore(store, box_source="det", streams=tuple(streams))
-    return FeatureStore(store, box_source="det")
-
-
 def _rows_of(csv_path, paths: dict, target: Path) -> str:
     """Write the rows of `csv_path` (an AVA detection / result CSV) whose video is one of
     `paths` to `target`; returns target as str."""
-    from hgrnn.data.ava import read_results, write_results
-
     rows = read_results(csv_path, progress=False)
     write_results(target, rows.take(np.flatnonzero(np.isin(rows.video_ids, list(paths)))))
     return str(target)
 
 
 def _draw(path, target, rows, vid, label_map, cfg: PredictConfig, time_offset) -> str:
-    from hgrnn.pipeline.visualize import draw_video, group_keyframes, label_names
-
     persons = group_keyframes(rows, vid, label_names(label_map), min_score=cfg.draw_min_score,
                               top_k=cfg.top_k)
     draw_video(path, target, results=persons, time_offset=time_offset, max_size=cfg.max_size,

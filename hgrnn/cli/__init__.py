@@ -18,7 +18,7 @@ import click
 
 from hgrnn.cli import (data, detect, evaluate, extract, finetune, head, predict, report, store,
                        synth, track)
-from hgrnn.console import show_warnings_as_lines
+from hgrnn.console import show_logs_as_lines, show_warnings_as_lines
 
 
 def os_error_text(err: OSError) -> str:
@@ -84,6 +84,7 @@ def main():
       hgrnn check-data ...         every problem of a dataset before extraction
     """
     show_warnings_as_lines()
+    show_logs_as_lines()
 
 
 for _command in (evaluate.eval_csv, evaluate.eval_cmd, store.inspect_cmd, store.merge_stores_cmd,

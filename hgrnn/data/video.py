@@ -389,10 +389,3 @@ def _assemble(source, times, centres, clips, needed, centre_set, size, key_size,
     while p < len(clips):
         yield emit(p)
         p += 1
-
-
-def video_seconds(stats: dict) -> float:
-    """Duration covered by the decoded frames, from `iter_clips` stats (last_index + 1) / fps."""
-    if stats.get("last_index") is None:
-        return math.nan
-    return (stats["last_index"] + 1) / stats["fps"]

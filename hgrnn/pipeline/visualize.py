@@ -50,6 +50,10 @@ from pathlib import Path
 
 import numpy as np
 
+from hgrnn.console import progress_bar
+from hgrnn.data.ava import load_label_map, read_annotations, read_results
+from hgrnn.data.video import VideoError, open_source
+
 #: Colours of result persons (cycled per person of a keyframe), RGB.
 PRED_COLORS = ((255, 140, 0), (0, 160, 255), (230, 40, 200), (255, 220, 0), (160, 90, 255),
                (255, 70, 70), (0, 210, 200), (255, 160, 190))
@@ -370,8 +374,6 @@ def draw_video(video, out, *, results=None, gt=None, time_offset=0.0, max_size=N
     import av
     from PIL import Image
 
-    from hgrnn.data.video import VideoError, open_source
-
     results, gt = results or {}, gt or {}
     drawn_ts = sorted(set(results) | set(gt))
     try:
@@ -403,8 +405,6 @@ def draw_video(video, out, *, results=None, gt=None, time_offset=0.0, max_size=N
             stream.bit_rate = max(1_000_000, int(width * height * float(rate) * 0.25))
     bar = None
     if show_progress:
-        from hgrnn.console import progress_bar
-
         total = (int(source.duration * float(rate)) if math.isfinite(source.duration)
                  else None)
         bar = progress_bar(total=total, unit="frame", desc=f"draw {Path(str(video)).name}",
@@ -500,8 +500,6 @@ def visualize(video, out=None, *, results_csv=None, gt_csv=None, label_map="ava-
     Raises VisualizeError / AvaFormatError naming the file. Returns draw_video's dict plus
     out, video_id, persons (result persons drawn) and gt_persons.
     """
-    from hgrnn.data.ava import load_label_map, read_annotations, read_results
-
     if results_csv is None and gt_csv is None:
         raise VisualizeError("give --results CSV and/or --gt CSV: there is nothing to draw")
     if out is None and sheet is None:
