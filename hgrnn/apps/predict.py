@@ -84,7 +84,8 @@ class PredictConfig:
         temporary store. nms_iou, min_score: as `hgrnn eval` (min_score drops result rows
         below it from results.csv). draw_min_score, top_k: drawn labels (actions scored at
         least draw_min_score, the top_k best per person). draw: write OUT/<video>.mp4.
-    max_size: longer side of the drawn videos (None: the input's size).
+    max_size: longer side of the drawn videos (None: the input's size); min_size: their
+    shorter side at least (scaled up; None: the input's size).
     """
     checkpoint: str
     out: str
@@ -95,6 +96,7 @@ class PredictConfig:
     top_k: int = 3
     draw: bool = True
     max_size: int | None = None
+    min_size: int | None = None
     device: str = "auto"
     num_threads: int = 1
     progress: bool = True
@@ -376,7 +378,7 @@ def _draw(path, target, rows, vid, label_map, cfg: PredictConfig, time_offset) -
     persons = group_keyframes(rows, vid, label_names(label_map), min_score=cfg.draw_min_score,
                               top_k=cfg.top_k)
     draw_video(path, target, results=persons, time_offset=time_offset, max_size=cfg.max_size,
-               show_progress=cfg.progress)
+               min_size=cfg.min_size, show_progress=cfg.progress)
     return str(target)
 
 
