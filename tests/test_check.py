@@ -43,7 +43,7 @@ def test_a_clean_dataset_passes(tmp_path, videos):
     report = check_data(tmp_path / "gt.csv", detections=tmp_path / "det.csv",
                         label_map=str(tmp_path / "lm.txt"), videos=videos, clip_frames=16)
     assert report["ok"] and report["errors"] == 0
-    assert codes(report) == {"video-unused"}
+    assert codes(report) == {"video-unused", "clip-span-mixed"}     # 10 and 25 fps
     a = report["annotations"]
     assert (a["keyframes"], a["persons"], a["min"], a["max"]) == (4, 3, 0, 1)
     assert report["instances_per_class"] == {"7 jump": 1, "101 stand": 2, "102 walk": 1}
@@ -203,3 +203,20 @@ def test_the_vectorised_path_reports_what_the_row_parse_does(tmp_path, monkeypat
                              "outside-map", "unknown-id", "score-range", "no-detections"}
     assert len(finding(report, "duplicate", "person_id")["examples"]) == 5
     assert report["annotations"]["excluded_keyframes"] == 2
+
+
+def test_clip_spans_that_differ_between_videos_are_a_warning(tmp_path, videos):
+    """Issue 28: videos at 10 and 25 fps give 8-frame clips of 0.80 and 0.32 s."""
+    (tmp_path / "gt.csv").write_text("a,1,0.1,0.1,0.5,0.9,12,0\nb,1,0.1,0.1,0.5,0.9,12,0\n")
+    report = check_data(tmp_path / "gt.csv", videos=videos, clip_frames=8)
+    mixed = finding(report, "clip-span-mixed")
+    assert mixed["level"] == "warning"
+    assert "0.32 s in b (25 fps) but 0.80 s in a (10 fps)" in mixed["message"]
+    assert "--resample-fps 30" in mixed["message"] and "0.27 s" in mixed["message"]
+    # one rate, or spans within a factor 1.5: no warning
+    from hgrnn.data.keyframes import mixed_span_warning
+
+    assert mixed_span_warning({"x": (25, 0.32), "y": (30000 / 1001, 0.267)}, 8, 1) is None
+    (tmp_path / "a.csv").write_text("a,1,0.1,0.1,0.5,0.9,12,0\n")
+    assert "clip-span-mixed" not in codes(check_data(tmp_path / "a.csv", videos=videos,
+                                                     clip_frames=8))

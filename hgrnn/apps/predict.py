@@ -66,7 +66,7 @@ LABEL_MAP_NAME = "features_label_map.txt"
 DETECTIONS_NAME = "features_detections.csv"
 #: Extraction settings that change the features without changing their size: a head
 #: trained with other values still runs, with a warning.
-WARN_FIELDS = ("clip_frames", "frame_stride", "short_side", "fps")
+WARN_FIELDS = ("clip_frames", "frame_stride", "short_side", "fps", "resample_fps")
 
 
 class PredictError(Exception):

@@ -3,7 +3,7 @@
 import click
 
 from hgrnn.cli.options import (device_option, flow_options, person_layer_option,
-                               validation_options, video_source_options)
+                               resample_fps_option, validation_options, video_source_options)
 
 
 @click.command("finetune-backbone")
@@ -14,6 +14,7 @@ from hgrnn.cli.options import (device_option, flow_options, person_layer_option,
               help="Run folder: backbone.pt (the checkpoint extract-features loads), state.pt "
                    "(for --resume), metrics.jsonl, config.json.")
 @video_source_options
+@resample_fps_option
 @click.option("--label-map", default="ava-v2.1", show_default=True,
               help="Classes to train: a .pbtxt / 'id name' file, or ava-v2.1 | ava-v2.2 | "
                    "ava-v2.2-2019.")

@@ -3,7 +3,8 @@ result / ground-truth CSV drawn onto its video)."""
 
 import click
 
-from hgrnn.cli.options import device_option, predict_extraction_options, time_offset_option
+from hgrnn.cli.options import (device_option, predict_extraction_options, resample_fps_option,
+                               time_offset_option)
 
 
 def _parse_grid(ctx, param, value):
@@ -48,6 +49,7 @@ def _with(options):
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder: results.csv, <video>.mp4 (predictions drawn), features.h5.")
 @time_offset_option
+@resample_fps_option
 @predict_extraction_options
 @device_option
 @click.option("--keep-store/--no-keep-store", default=True, show_default=True,

@@ -412,7 +412,8 @@ def _persons_per_keyframe(rows: _Rows, groups: _Groups, keyframes: dict) -> dict
 def _check_videos(keyframes: dict, videos, frames, fps, time_offset, clip_frames, frame_stride,
                   findings: _Findings, named_by: str) -> dict:
     from hgrnn.data.keyframes import (clip_seconds, clip_span_warning, describe_outside,
-                                          fitting_offsets, nice_offset, split_keyframes)
+                                          fitting_offsets, mixed_span_warning, nice_offset,
+                                          split_keyframes)
     from hgrnn.data.video import VideoError, find_frame_folders, find_videos, probe
 
     folder = videos if videos is not None else frames
@@ -457,6 +458,10 @@ def _check_videos(keyframes: dict, videos, frames, fps, time_offset, clip_frames
             any_outside = True
             findings.add("error", "keyframe-range",
                          describe_outside(vid, outside, len(ts), duration, time_offset))
+    mixed = mixed_span_warning({v: (e["fps"], e["clip_seconds"]) for v, e in report.items()},
+                               clip_frames, frame_stride)
+    if mixed:
+        findings.add("warning", "clip-span-mixed", mixed)
     if any_outside:
         if fit_lo <= fit_hi:
             findings.add("error", "keyframe-range", f"hint: --time-offset "

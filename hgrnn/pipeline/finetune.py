@@ -393,7 +393,7 @@ class ClipStream(torch.utils.data.IterableDataset):
         try:
             for time_s, frames in iter_clips(self.sources[video_id], sorted(by_time),
                                              c.clip_frames, c.frame_stride, c.short_side,
-                                             fps=c.fps):
+                                             fps=c.fps, resample_fps=c.resample_fps):
                 kf = by_time[time_s]
                 aug = random_augment(frames, kf.boxes, rng, crop_size=c.crop_size,
                                      scale_range=(c.scale_min, c.scale_max),
@@ -535,7 +535,8 @@ def predict_keyframes(model: PersonActionModel, keyframes, sources, config: Fine
     for video_id, kfs in by_video.items():
         by_time = {float(k.timestamp - config.time_offset): k for k in kfs}
         for time_s, frames in iter_clips(sources[video_id], sorted(by_time), config.clip_frames,
-                                         config.frame_stride, config.short_side, fps=config.fps):
+                                         config.frame_stride, config.short_side, fps=config.fps,
+                                         resample_fps=config.resample_fps):
             kf = by_time[time_s]
             clip = network_input(torch.from_numpy(frames)[None], None, config, flow_computer,
                                  device)                                  # (1, c, T, H, W)
