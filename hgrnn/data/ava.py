@@ -373,13 +373,12 @@ def _raise_verdict(path, line_no, line, code, values, label_map, unknown_ids=Non
     fields = {"action": values[6],
               "hint": csvrules.PIXEL_HINT if max(x1, y1, x2, y2) > 1 + tol else "",
               "classes": None if label_map is None else len(label_map)}
-    text = csvrules.message(code, **fields)
+    fields["text"] = line.decode("utf-8", "replace")[:120]
     if code == "unknown-id":
         ids = [int(x) for x in unknown_ids]
-        shown = ", ".join(map(str, ids[:12])) + (", ..." if len(ids) > 12 else "")
-        text += f"; the file holds {len(ids)} such id(s): {shown}"
-    else:
-        text += f": {line.decode('utf-8', 'replace')[:120]!r}"
+        fields["count"] = len(ids)
+        fields["shown"] = ", ".join(map(str, ids[:12])) + (", ..." if len(ids) > 12 else "")
+    text = csvrules.message(code, **fields)
     raise AvaFormatError(f"{path}:{int(line_no)}: {text}", code, int(line_no))
 
 

@@ -69,13 +69,15 @@ class CsvLineError(ValueError):
     """A line breaks a parse rule: ``line`` (1-based), the rule's ``code`` (a code of
     :data:`hgrnn.data.csvrules.RULES`) and ``message``."""
 
-    def __init__(self, line: int, code: str, message: str):
+    def __init__(self, line: int, code: str, message: str, summary: str | None = None):
         super().__init__(f"{line}: {message}")
         self.line, self.code, self.message = line, code, message
+        self.summary = message if summary is None else summary   # without the row's text
 
 
 def _error(line_no, code, **fields):
-    return CsvLineError(line_no, code, csvrules.message(code, **fields))
+    return CsvLineError(line_no, code, csvrules.message(code, **fields),
+                        csvrules.message(code, detail=False, **fields))
 
 
 def kind_dtype(kind):
