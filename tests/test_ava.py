@@ -55,6 +55,28 @@ def test_label_map_files(tmp_path):
     p = write(tmp_path, "1: a\n1: b\n", "dup.txt")
     with pytest.raises(AvaFormatError, match="twice"):
         load_label_map(str(p))
+
+
+def test_label_map_ids_beyond_64_bits_and_repeated_names_are_refused(tmp_path):
+    """An id that no int64 column holds, or two classes of one name: FILE:LINE errors."""
+    p = write(tmp_path, "1 a\n9223372036854775807 b\n", "ok.txt")
+    assert load_label_map(str(p)).ids == (1, 2 ** 63 - 1)
+    for text, name in (("1 a\n9223372036854775808 b\n", "big.txt"),
+                       ('item { name: "a" id: 1 }\nitem { name: "b" id: -9223372036854775809 }\n',
+                        "big.pbtxt")):
+        with pytest.raises(AvaFormatError, match=rf"{name}:2: action id -?9223372036854775\d+ "
+                                                 "is out of range"):
+            load_label_map(str(write(tmp_path, text, name)))
+    p = write(tmp_path, "1 walk\n\n2 walk\n", "names.txt")
+    with pytest.raises(AvaFormatError, match=r"names.txt:3: class name 'walk' appears twice "
+                                             r"\(ids 1 and 2\)"):
+        load_label_map(str(p))
+    # ids far apart are looked up without a table spanning them
+    lm = load_label_map(str(write(tmp_path, "1 a\n1000000000000 b\n", "wide.txt")))
+    p = write(tmp_path, "v,902,0.1,0.2,0.3,0.4,1000000000000,0.5\nv,902,0.1,0.2,0.3,0.4,"
+                        "2000000000000,0.5\n")
+    with pytest.raises(AvaFormatError, match=r"f.csv:2: unknown action id 2000000000000"):
+        read_results(p, lm)
     with pytest.raises(FileNotFoundError, match="packaged"):
         load_label_map("ava-v9")
 

@@ -216,3 +216,13 @@ def test_a_file_without_a_single_good_row_is_reported_not_a_crash(tmp_path):
     assert report["annotations"]["rows"] == 3 and report["annotations"]["parsed"] == 0
     assert report["detections"]["boxes"] == 0
     assert "check-data: 4 error(s)" in format_report(report)
+
+
+def test_a_label_map_beyond_64_bits_or_with_a_repeated_name_is_an_error(tmp_path):
+    (tmp_path / "gt.csv").write_text("a,1,0.1,0.1,0.5,0.9,12,0\n")
+    for text, problem in (("1 a\n9223372036854775808 b\n", "lm.txt:2: action id "
+                                                           "9223372036854775808 is out of range"),
+                          ("1 walk\n2 walk\n", "lm.txt:2: class name 'walk' appears twice")):
+        (tmp_path / "lm.txt").write_text(text)
+        report = check_data(tmp_path / "gt.csv", label_map=str(tmp_path / "lm.txt"))
+        assert not report["ok"] and problem in finding(report, "parse", "label map")["message"]

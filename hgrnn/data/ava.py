@@ -135,7 +135,7 @@ def _parse_label_map(text: str, source: str) -> LabelMap:
     def line_of(pos):
         return text.count("\n", 0, pos) + 1
 
-    ids, names = [], []
+    ids, names, lines = [], [], []
     if re.search(r"^\s*\w+\s*\{", text, re.M):  # protobuf text: item { ... } blocks
         for block in re.finditer(r"(\w+)\s*\{([^}]*)\}", text):
             body = block.group(2)
@@ -146,6 +146,7 @@ def _parse_label_map(text: str, source: str) -> LabelMap:
                                      "needs both name: \"...\" and id: N")
             ids.append(int(m_id.group(1)))
             names.append(m_name.group(1).replace('\\"', '"'))
+            lines.append(line_of(block.start()))
         if not ids:
             raise AvaFormatError(f"{source}:1: no item {{ name: ... id: ... }} blocks")
     else:  # one "id name" or "id: name" per line
@@ -159,15 +160,25 @@ def _parse_label_map(text: str, source: str) -> LabelMap:
                                      f"got {line!r}")
             ids.append(int(m.group(1)))
             names.append(m.group(2).strip().strip('"'))
+            lines.append(ln)
         if not ids:
             raise AvaFormatError(f"{source}:1: empty label map")
-    seen = {}
-    for k, i in enumerate(ids):
+    seen, seen_names = {}, {}
+    for k, (i, name) in enumerate(zip(ids, names)):
+        if not _LABEL_ID_RANGE[0] <= i <= _LABEL_ID_RANGE[1]:
+            raise AvaFormatError(f"{source}:{lines[k]}: action id {i} is out of range "
+                                 "(a 64-bit integer; AVA's are 1..80)")
         if i in seen:
-            raise AvaFormatError(f"{source}: action id {i} appears twice "
-                                 f"({names[seen[i]]!r} and {names[k]!r})")
-        seen[i] = k
+            raise AvaFormatError(f"{source}:{lines[k]}: action id {i} appears twice "
+                                 f"({names[seen[i]]!r} and {name!r})")
+        if name in seen_names:
+            raise AvaFormatError(f"{source}:{lines[k]}: class name {name!r} appears twice "
+                                 f"(ids {ids[seen_names[name]]} and {i}): one class, one id")
+        seen[i], seen_names[name] = k, k
     return LabelMap(tuple(ids), tuple(names))
+
+
+_LABEL_ID_RANGE = (-(1 << 63), (1 << 63) - 1)       # what the int64 action_id column holds
 
 
 # ----------------------------------------------------------------------------------------
@@ -389,6 +400,8 @@ def _member(a, values):
     if len(values) == 0:
         return np.zeros(len(a), bool)
     lo, hi = int(values.min()), int(values.max())
+    if hi - lo > 1 << 16:                       # ids far apart (a custom label map)
+        return np.isin(a, values)
     table = np.zeros(hi - lo + 3, bool)         # first / last slot: below / above [lo, hi]
     table[values - lo + 1] = True
     index = a - (lo - 1)
