@@ -130,6 +130,8 @@ def _read_rows(path, kind: str, label_map, findings: _Findings) -> _Rows:
     got = _read_fast(path, kind)
     t, side, lines, total = got if got is not None else _parse_csv(path, kind, findings)
     verdicts = row_verdicts(t, _RULE_KIND[kind], label_map)
+    if got is not None and verdicts.any():
+        _nan_spellings(t, verdicts, lines, path, kind, findings)
     if verdicts.any():
         _add_verdicts(t, verdicts, lines, path, label_map, findings)
         keep = np.flatnonzero(verdicts == 0)
@@ -140,6 +142,26 @@ def _read_rows(path, kind: str, label_map, findings: _Findings) -> _Rows:
     return _Rows(lines, codes, vocab, t["timestamp"],
                  np.stack([t[name] for name in _BOX], axis=1).reshape(-1, 4),
                  t["action_id"], extra, {(v, int(ts)) for _, (v, ts) in side}, total)
+
+
+def _nan_spellings(t, verdicts, lines, path, kind, findings):
+    """pyarrow reads NaN spellings that Python's float() refuses (``nan(1)``): a row read
+    by pyarrow with a NaN and a value verdict is parsed again; one that breaks a parse
+    rule is listed under it (its verdict set to -1)."""
+    floats = [name for name, k in _COLUMNS[kind] if k == "float"]
+    nan = np.zeros(len(verdicts), bool)
+    for name in floats:
+        nan |= np.isnan(t[name])
+    rows = np.flatnonzero(nan & (verdicts != 0))
+    if not len(rows):
+        return
+    texts = csvparse.read_lines(path, lines[rows])
+    for row, line, text in zip(rows.tolist(), lines[rows].tolist(), texts):
+        try:
+            csvparse.parse_line(text, line, _WIDTHS[kind], _COLUMNS[kind])
+        except csvparse.CsvLineError as e:
+            findings.add("error", e.code, e.summary, f"{path}:{line}")
+            verdicts[row] = -1
 
 
 def _add_verdicts(t, verdicts, lines, path, label_map, findings):

@@ -53,7 +53,7 @@ from hgrnn.console import progress_bar
 from hgrnn.data import csvrules
 
 __all__ = ["CsvLineError", "MAX_ID_BYTES", "Refused", "read_fast", "iter_rows", "scan_rows",
-           "find_row", "read_line", "parse_line", "kind_dtype"]
+           "find_row", "read_line", "read_lines", "parse_line", "kind_dtype"]
 
 MAX_ID_BYTES = 255              # longest string field accepted (a file name's limit)
 _BLANKS = b"\r \t"
@@ -411,11 +411,22 @@ def find_row(path, row, separate=()):
 
 def read_line(path, line_no):
     """Line `line_no` (1-based) of `path`, bytes without LF (for a message)."""
+    return read_lines(path, [line_no])[0]
+
+
+def read_lines(path, line_nos):
+    """Lines `line_nos` (1-based, ascending) of `path`, bytes without LF, in one pass."""
+    wanted = iter([int(n) for n in line_nos])
+    out = []
+    want = next(wanted, None)
     with open(os.fspath(path), "rb") as f:
         for n, raw in enumerate(f, 1):
-            if n == line_no:
-                return raw.rstrip(b"\n")
-    raise IndexError(f"{path} has no line {line_no}")
+            while want == n:
+                out.append(raw.rstrip(b"\n"))
+                want = next(wanted, None)
+            if want is None:
+                return out
+    raise IndexError(f"{path} has no line {want}")
 
 
 def parse_line(line, line_no, widths, columns, first=False, width=None, separate=()):
