@@ -79,10 +79,14 @@ def main():
              ("check-data, ground truth + person boxes", lambda: check_data(gt, detections=det)),
              ("check-data, ground truth with a bad last line (row by row)",
               lambda: check_data(bad))]
-    print(f"{args.rows} ground-truth rows, median of {args.repeats}")
+    print(f"{args.rows} ground-truth rows, median of {args.repeats}; load average "
+          f"{os.getloadavg()}")
+    print("| case | s | K rows/s | x reader |")
+    reader = None
     for name, fn in cases:
         s = timed(fn, args.repeats)
-        print(f"| {name} | {s:.2f} | {args.rows / s / 1e3:.0f} |")
+        reader = reader or s
+        print(f"| {name} | {s:.2f} | {args.rows / s / 1e3:.0f} | {s / reader:.1f} |")
 
 
 if __name__ == "__main__":

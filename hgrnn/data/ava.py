@@ -430,25 +430,33 @@ def row_verdicts(t, kind, label_map):
     tol = BOX_TOLERANCE
     x1, y1, x2, y2 = (t[name] for name in _BOX)
     a, ts = t["action_id"], t["timestamp"]
-    verdicts = np.zeros(len(a), np.int8)
+    n = len(a)
+    verdicts = np.zeros(n, np.int8)
 
     def mark(code, bad):                        # rows without an earlier verdict
         if bad.any():
             verdicts[bad & (verdicts == 0)] = VALUE_RULES.index(code) + 1
 
+    def within(v, lo, hi):                      # every value in [lo, hi] (NaN is not)
+        return not n or bool(lo <= v.min() and v.max() <= hi)
+
+    # each rule first as a reduction over whole columns (a clean file allocates no mask)
     with np.errstate(invalid="ignore"):
-        inside = np.ones(len(a), bool)
-        for v in (x1, y1, x2, y2):
-            inside &= (v >= -tol) & (v <= 1 + tol)                  # NaN fails
-        mark("box-range", ~inside)
+        if not all(within(v, -tol, 1 + tol) for v in (x1, y1, x2, y2)):
+            inside = np.ones(n, bool)
+            for v in (x1, y1, x2, y2):
+                inside &= (v >= -tol) & (v <= 1 + tol)              # NaN fails
+            mark("box-range", ~inside)
         mark("box-order", (x2 < x1) | (y2 < y1))
-    mark("action-id", (a < -1) | (a == 0))
-    mark("timestamp-range", (ts < 0) | (ts > 0xFFFFFFFF))
-    if kind == "results":
+    if not within(a, -1, np.iinfo(np.int64).max) or (a == 0).any():
+        mark("action-id", (a < -1) | (a == 0))
+    if not within(ts, 0, 0xFFFFFFFF):
+        mark("timestamp-range", (ts < 0) | (ts > 0xFFFFFFFF))
+    if kind == "results" and not within(t["score"], -_F32_MAX, _F32_MAX):
         score = t["score"]
         mark("score-finite", ~np.isfinite(score))
         mark("score-float32", ~(np.abs(score) <= _F32_MAX))
-    if label_map is not None:
+    if label_map is not None and not within(a, -(1 << 63), AVA_ACTION_IDS[-1]):
         mark("unknown-id", _unknown(a, label_map))
     return verdicts
 
@@ -579,7 +587,7 @@ def _finish(t, side, path, label_map, exclusions, kind, keep_outside_map=False):
         ex_t = np.array([s for _, s in exclusions], np.int64)
         keys, vocab = keyframe_index(vids, t["timestamp"])
         ex_keys, _ = keyframe_index(ex_v, ex_t, vocab)
-        excluded = np.isin(keys, ex_keys) & keep
+        excluded = _isin_runs(keys, ex_keys) & keep
         if excluded.any():
             skipped["excluded timestamp"] = int(excluded.sum())
             keep &= ~excluded
@@ -599,6 +607,15 @@ def _finish(t, side, path, label_map, exclusions, kind, keep_outside_map=False):
         scores=None if scores64 is None else scores64.astype(np.float32), skipped=skipped,
         boxes64=boxes64, scores64=scores64, empty_video_ids=empty_vids,
         empty_timestamps=empty_ts, source=path)
+
+
+def _isin_runs(keys, values):
+    """np.isin(keys, values) for keys that come in runs of equal values (rows grouped by
+    keyframe): one test per run."""
+    if not len(keys):
+        return np.zeros(0, bool)
+    start = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+    return np.repeat(np.isin(keys[start], values), np.diff(np.append(start, len(keys))))
 
 
 def write_annotations(path, rows: AvaRows, progress=False) -> None:
