@@ -259,8 +259,9 @@ def test_outside_label_map_rule_and_kept_rows(tmp_path):
     assert len(kept) == 2 and kept.skipped == {"action not in label map (kept)": 1}
     p = write(tmp_path, GOOD + "v,902,0.1,0.2,0.3,0.4,99,0.5\nv,9,0.1,0.2,0.3,0.4,120,0.5\n")
     for keep in (False, True):
-        with pytest.raises(AvaFormatError, match=r":2: unknown action id 99: .* a custom dataset needs "
-                                                 r"--label-map .* 2 such id\(s\): 99, 120$"):
+        with pytest.raises(AvaFormatError, match=r":2: unknown action id 99: .* a custom "
+                                                 r"dataset needs --label-map .* 2 such "
+                                                 r"id\(s\): 99, 120$"):
             read_results(p, lm, keep_outside_map=keep)
 
 

@@ -226,3 +226,27 @@ def test_a_label_map_beyond_64_bits_or_with_a_repeated_name_is_an_error(tmp_path
         (tmp_path / "lm.txt").write_text(text)
         report = check_data(tmp_path / "gt.csv", label_map=str(tmp_path / "lm.txt"))
         assert not report["ok"] and problem in finding(report, "parse", "label map")["message"]
+
+
+def test_the_packed_sort_groups_rows_as_the_full_sort(tmp_path, monkeypatch):
+    """_Groups sorts one packed key (keyframe, box hash, action) per row: the same report
+    as the sort on every key, also when every box shares one hash (then it falls back)."""
+    from hgrnn.data import check
+
+    (tmp_path / "lm.txt").write_text(LABELS)
+    kwargs = dict(label_map=str(tmp_path / "lm.txt"))
+    cases = _write_cases(tmp_path)[:5]
+    packed = {d: json.dumps(check_data(d / "gt.csv", detections=d / "det.csv", **kwargs))
+              for d, _ in cases}
+    used = []
+    real = check._packed_order
+    monkeypatch.setattr(check, "_packed_order", lambda *a: used.append(real(*a)) or None)
+    for d, _ in cases:
+        assert json.dumps(check_data(d / "gt.csv", detections=d / "det.csv", **kwargs)) \
+            == packed[d], d
+    assert all(order is not None for order in used)
+    monkeypatch.setattr(check, "_HASH", np.zeros(4, np.uint64))          # all collide
+    for d, _ in cases:
+        assert json.dumps(check_data(d / "gt.csv", detections=d / "det.csv", **kwargs)) \
+            == packed[d], d
+    assert any(order is None for order in used[-10:])

@@ -114,7 +114,8 @@ def test_block_boundaries_and_first_bad_line(tmp_path, monkeypatch):
     assert len(starts) == 1 and 300 < starts[0] <= 401   # the slow reader began at the block
     # a bad value before the refused block is the first bad line, found without parsing
     p = write(tmp_path, bad.replace("v9,909,0.1,0.2,0.3", "v9,909,0.4,0.2,0.3"))
-    with pytest.raises(AvaFormatError, match=r"f.csv:10: x2 < x1 or y2 < y1 .*: 'v9,909,0.4,0.2,0.3,0.4,"):
+    with pytest.raises(AvaFormatError,
+                       match=r"f.csv:10: x2 < x1 or y2 < y1 .*: 'v9,909,0.4,0.2,0.3,0.4,"):
         read_annotations(p)
     assert len(starts) == 1
     # an unknown action id before it: the message lists the ids of the whole file up to
@@ -261,7 +262,8 @@ def test_value_error_after_a_fast_read_names_its_line_without_the_slow_reader(tm
     p = write(tmp_path, "a,0903\n\nv,902,0.1,0.2,0.3,0.4,12,1\r\nb,904\n\n"
                         "v,902,0.3,0.2,0.1,0.4,12,1\nv,902,0.3,0.2,0.1,1.4,12,1\n")
     refuse_slow(monkeypatch)
-    with pytest.raises(AvaFormatError, match=r"f.csv:6: x2 < x1 or y2 < y1 .*: 'v,902,0.3,0.2,0.1,0.4,"):
+    with pytest.raises(AvaFormatError,
+                       match=r"f.csv:6: x2 < x1 or y2 < y1 .*: 'v,902,0.3,0.2,0.1,0.4,"):
         read_annotations(p)
 
 
@@ -323,7 +325,8 @@ GOOD = "v,902,0.1,0.2,0.3,0.4,12,0.5\n"
     (b"v\x00,902,0.1,0.2,0.3,0.4,12,0.5\n", "video_id holds a NUL byte"),
     (b"v\x00x,902,0.1,0.2,0.3,0.4,12,0.5\n", "video_id holds a NUL byte"),
     (b"v,902,0.1,0.2,0.3,0.4,12,1e39\n", "score does not fit a 32-bit float"),
-    (b"v" * 4000 + b",902,0.1,0.2,0.3,0.4,12,0.5\n", "video_id is longer than 255 bytes: 4000 bytes"),
+    (b"v" * 4000 + b",902,0.1,0.2,0.3,0.4,12,0.5\n", "video_id is longer than 255 bytes: "
+                                                       "4000 bytes"),
     (b'"v,w",902,0.1,0.2,0.3,0.4,12,0.5\n', "quoted field holding a comma"),
     (b'"v,902,0.1,0.2,0.3,0.4,12,0.5\n', "bad quoting"),
 ])

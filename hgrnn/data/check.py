@@ -187,8 +187,8 @@ def _add_verdicts(t, verdicts, lines, path, label_map, findings):
 
 def _read_fast(path, kind: str):
     """The vectorised reader (pyarrow, :func:`hgrnn.data.csvparse.read_fast`) -> (columns,
-    side rows, (N,) line numbers, non-blank lines), or None when :func:`_parse_csv` must read the file:
-    pyarrow refused it (a bad line, or a field it could read differently), or line
+    side rows, (N,) line numbers, non-blank lines), or None when :func:`_parse_csv` must
+    read the file: pyarrow refused it (a bad line, or a field it could read differently), or line
     numbers that cannot be told by counting lines."""
     separate = (2,) if kind == "gt" else ()
     got = csvparse.read_fast(path, _COLUMNS[kind], _WIDTHS[kind], separate, stack=_BOX)
@@ -283,7 +283,9 @@ class _Groups:
     def __init__(self, rows: _Rows):
         bits = (rows.boxes + 0.0).view(np.int64)        # + 0.0: -0.0 equals 0.0
         keys = [rows.codes, rows.timestamps] + [bits[:, k] for k in range(4)] + [rows.actions]
-        self.order = np.lexsort(keys[::-1])
+        self.order = _packed_order(rows, bits)
+        if self.order is None:
+            self.order = np.lexsort(keys[::-1])
         changed = []
         for k in keys:
             k = k[self.order]
@@ -294,6 +296,50 @@ class _Groups:
         self.new_box = self.new_keyframe | changed[2] | changed[3] | changed[4] | changed[5]
         self.new_row = self.new_box | changed[6]
         self.keyframe = np.cumsum(self.new_keyframe) - 1
+
+
+_HASH = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
+                  0x85EBCA77C2B2AE63], np.uint64)    # odd multipliers of the box hash
+
+
+def _packed_order(rows: _Rows, bits):
+    """The rows grouped as :class:`_Groups` wants them - keyframes in (video, timestamp)
+    order, within a keyframe equal boxes together and equal (box, action) rows together in
+    file order - by one stable sort of one uint64 per row: keyframe number, a hash of the
+    box, action rank (rows come grouped by keyframe: the sort is about linear). None when
+    the bits do not suffice or two boxes of a keyframe share a hash (the caller sorts on
+    every key then)."""
+    n = len(rows.lines)
+    if not n:
+        return None
+    kf = (rows.codes << 32) | rows.timestamps        # the rows keep 0 <= timestamp < 2**32
+    first = np.argsort(kf, kind="stable")
+    new = np.ones(n, bool)
+    new[1:] = kf[first][1:] != kf[first][:-1]
+    keyframe = np.empty(n, np.uint64)
+    keyframe[first] = np.cumsum(new) - 1
+    a = rows.actions
+    lo, hi = int(a.min()), int(a.max())
+    if hi - lo >= 1 << 16:
+        return None
+    a_bits = max(1, (hi - lo).bit_length())
+    k_bits = max(1, int(keyframe.max()).bit_length())
+    h_bits = 64 - a_bits - k_bits
+    if h_bits < 16:
+        return None
+    u = bits.view(np.uint64)
+    h = u[:, 0] * _HASH[0]
+    for k in range(1, 4):
+        h ^= u[:, k] * _HASH[k]
+    key = ((keyframe << np.uint64(64 - k_bits)) | ((h >> np.uint64(64 - h_bits)) <<
+                                                   np.uint64(a_bits))
+           | (a - lo).astype(np.uint64))
+    order = np.argsort(key, kind="stable")
+    group = key[order] >> np.uint64(a_bits)          # (keyframe, hash) in sorted order
+    same = group[1:] == group[:-1]
+    if (same & (bits[order][1:] != bits[order][:-1]).any(axis=1)).any():
+        return None                                   # a hash shared by two boxes
+    return order
 
 
 def _check_duplicates(rows: _Rows, groups: _Groups, path, findings: _Findings,

@@ -34,10 +34,11 @@ an empty field, a string holding a quote or a blank, a lone CR, a width it does 
 the caller then runs the slow reader, which either finds the first bad line or reads the
 file (about 12 s a million lines here), from the block pyarrow refused on when it can
 (:class:`Refused`). A lone CR is looked for with one ``find`` over the file mapped into
-memory (no copy); only files holding a CR are scanned further. Where pyarrow accepts a float, its value is Python's ``float()`` of
-the text (tested), but for NaN spellings Python refuses (``nan(123)``), which no value
-check lets pass. When a value of rows pyarrow read fails the caller's check,
-:func:`find_row` names the row's line by counting lines, without parsing.
+memory (no copy); only files holding a CR are scanned further. Where pyarrow accepts a
+float, its value is Python's ``float()`` of the text (tested), but for NaN spellings
+Python refuses (``nan(123)``), which no value rule lets pass (the callers parse such a
+row again). When a value of rows pyarrow read breaks a rule, :func:`find_row` names the
+row's line by counting lines, without parsing.
 """
 
 from __future__ import annotations
@@ -482,14 +483,19 @@ def _convert(field, name, kind, line_no):
         return field.decode("utf-8", "replace")
     if kind == "int?" and not field:
         return -1
-    text = field.decode("utf-8", "replace")
+    convert = float if kind == "float" else int
     try:
-        value = float(text) if kind == "float" else int(text)
+        value = convert(field)          # the bytes: ASCII numbers without a decode
     except ValueError:
-        raise _error(line_no, "not-number" if kind == "float" else "not-integer", name=name,
-                     text=text) from None
+        text = field.decode("utf-8", "replace")
+        try:
+            value = convert(text)       # what the text means to Python (e.g. other digits)
+        except ValueError:
+            raise _error(line_no, "not-number" if kind == "float" else "not-integer",
+                         name=name, text=text) from None
     if kind != "float" and not _INT64[0] <= value <= _INT64[1]:
-        raise _error(line_no, "int-range", name=name, text=text.strip())
+        raise _error(line_no, "int-range", name=name,
+                     text=field.decode("utf-8", "replace").strip())
     return value
 
 
