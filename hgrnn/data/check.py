@@ -104,7 +104,7 @@ class _Findings:
 
 @dataclass
 class _Rows:
-    """The rows of one CSV that parsed, as arrays in file order (N rows)."""
+    """The rows of one CSV that keep every row rule, as arrays in file order (N rows)."""
     lines: np.ndarray               # (N,) int64 line numbers
     codes: np.ndarray               # (N,) int64 video id codes into `vocab`
     vocab: list                     # video ids (str)
