@@ -314,3 +314,21 @@ def test_row_verdicts_name_the_first_broken_value_rule():
             assert got == want, (rows, kind, trial)
             outcomes.update(want)
     assert outcomes == set(VALUE_RULES) | {None}
+
+
+def test_eval_csv_names_a_bad_label_map_in_one_line(tmp_path):
+    """eval-csv with a label map holding an id beyond 64 bits (an OverflowError before) or
+    a class name twice: one line naming the file and line, exit 1."""
+    from click.testing import CliRunner
+
+    from hgrnn.cli import main
+    gt = write(tmp_path, "v,902,0.1,0.2,0.3,0.4,12,0\n", "gt.csv")
+    res = write(tmp_path, GOOD, "res.csv")
+    for text, problem in (("12 stand\n18446744073709551616 x\n", "lm.txt:2: action id "
+                                                                 "18446744073709551616 is out"),
+                          ("12 stand\n14 stand\n", "lm.txt:2: class name 'stand' appears "
+                                                   "twice (ids 12 and 14)")):
+        lm = write(tmp_path, text, "lm.txt")
+        r = CliRunner().invoke(main, ["eval-csv", str(gt), str(res), "--label-map", str(lm)])
+        assert r.exit_code == 1 and r.output.startswith("Error: ") and problem in r.output
+        assert len(r.output.strip().splitlines()) == 1, r.output
