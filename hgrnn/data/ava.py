@@ -32,6 +32,7 @@ import json
 import math
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 
@@ -171,10 +172,12 @@ def _parse_label_map(text: str, source: str) -> LabelMap:
         if i in seen:
             raise AvaFormatError(f"{source}:{lines[k]}: action id {i} appears twice "
                                  f"({names[seen[i]]!r} and {name!r})")
-        if name in seen_names:
-            raise AvaFormatError(f"{source}:{lines[k]}: class name {name!r} appears twice "
-                                 f"(ids {ids[seen_names[name]]} and {i}): one class, one id")
-        seen[i], seen_names[name] = k, k
+        if name in seen_names:          # mmaction2's sample map has such (kept apart)
+            warnings.warn(f"{source}:{lines[k]}: class name {name!r} appears twice (ids "
+                          f"{ids[seen_names[name]]} and {i}): results name them by id too",
+                          stacklevel=3)
+        seen[i] = k
+        seen_names.setdefault(name, k)
     return LabelMap(tuple(ids), tuple(names))
 
 

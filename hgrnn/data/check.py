@@ -14,6 +14,8 @@ first one as the fast readers of `hgrnn.data.ava` do:
                    score-finite, score-float32, unknown-id (neither in the label map nor
                    an AVA id 1..80); such rows take no part in the checks below
     parse          a label map or excluded-timestamps file that cannot be read
+    label-map      a class name given to two ids (eval-csv keeps them apart as "NAME (id
+                   N)" and warns; the models' outputs would not be told apart)
     video-missing  videos named by a CSV but not in --videos / --frames
     keyframe-range keyframes before a video's start or past its end at --time-offset,
                    with the --time-offset that would fit every video when one does
@@ -44,6 +46,7 @@ repeats, persons per keyframe and instances per class), and both ways give the s
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -505,10 +508,18 @@ def check_data(annotations, *, detections=None, label_map=None, videos=None, fra
     findings = _Findings()
     lm_name = label_map or "ava-v2.1"
     try:
-        lm = load_label_map(lm_name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")     # a repeated name: the error below
+            lm = load_label_map(lm_name)
     except (AvaFormatError, OSError) as err:
         findings.add("error", "parse", f"label map: {err}", lm_name)
         lm = None
+    if lm is not None:
+        for name in sorted({n for n in lm.names if lm.names.count(n) > 1}):
+            ids = ", ".join(str(i) for i, n in zip(lm.ids, lm.names) if n == name)
+            findings.add("error", "label-map", f"class name {name!r} given to ids {ids}: "
+                         "one class, one name (the results could not tell them apart)",
+                         lm_name)
 
     gt = _read_rows(annotations, "gt", lm, findings)
     gt_groups = _Groups(gt)
