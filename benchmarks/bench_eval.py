@@ -12,7 +12,7 @@ seconds and its peak resident memory (``ru_maxrss``). The slow loop reference of
 (``tests/test_metrics.py``) is timed on a 2-video subset and compared with the vectorised
 evaluator there.
 
-    .venv/bin/python benchmarks/bench_eval.py [--ava /work/shared/ava] [--work DIR] [--baselines]
+    .venv/bin/python benchmarks/bench_eval.py [--ava ../shared/ava] [--work DIR] [--baselines]
 """
 
 import argparse
