@@ -26,13 +26,15 @@ def average_precision(tp_sorted, num_instances) -> float:
     return float(np.sum((recall[steps] - recall[steps - 1]) * precision[steps]))
 
 
-def ranked_true_positives(tp, cat, cls, scores, K, ties):
+def ranked_true_positives(tp, cat, cls, cat_scores, K):
     """-> (tp of each class's results in ranking order, concatenated class by class;
-    cstart (K + 1,): where each class's segment starts)."""
+    cstart (K + 1,): where each class's segment starts). cat: the class-major order of
+    :func:`hgrnn.metrics.order.order`; cat_scores: the scores in that order, to rank each
+    class the official way, or None when `cat` is the ranking already (stable ties)."""
     cstart = np.r_[0, np.cumsum(np.bincount(cls, minlength=K))]
     tp_s = tp[cat]
-    if ties == "official":
-        sc_s = scores[cat]
+    if cat_scores is not None:
+        sc_s = cat_scores
         for c in range(K):                 # the official ranking: np.argsort(...)[::-1]
             a, b = cstart[c], cstart[c + 1]
             if b - a > 1:

@@ -33,17 +33,30 @@ def evaluate(gt: AvaRows, results: AvaRows, label_map: LabelMap, protocol="ava-2
     exclusions: set of (video_id, timestamp) or a CSV path (not with ava-2020);
     ties: "official" (the official code's order of equal scores and equal IoUs, see
     :mod:`hgrnn.metrics.official_order`) or "stable" (file order, the same on every machine)."""
+    truth, res, counts = _select(gt, results, label_map, protocol, exclusions, ties)
+    return _order_match_ap(truth, res, counts, label_map, protocol, ties)
+
+
+def _select(gt, results, label_map, protocol, exclusions, ties):
+    """The select stage -> (truth, results bundle, counts); after it the rows themselves
+    are no longer needed."""
     _check_arguments(results, protocol, ties, exclusions)
     if isinstance(exclusions, (str, os.PathLike)):
         exclusions = read_exclusions(exclusions)
-    ids = np.asarray(label_map.ids, np.int64)
     counts = {f"{side}_skipped_{k.replace(' ', '_')}": v
               for side, rows in (("gt", gt), ("results", results))
               for k, v in (rows.skipped or {}).items()}
-    truth, res = select(gt, results, ids, protocol, exclusions, ties, counts)
-    res, cat = order(res, protocol, ties, counts)
+    truth, res = select(gt, results, np.asarray(label_map.ids, np.int64), protocol,
+                        exclusions, ties, counts)
+    return truth, res, counts
+
+
+def _order_match_ap(truth, res, counts, label_map, protocol, ties) -> EvalResult:
+    """The stages after select: order -> match -> AP."""
+    ids = np.asarray(label_map.ids, np.int64)
+    res, cat, cat_scores = order(res, protocol, ties, counts)
     tp = match(truth, res, cat, ids, protocol, ties)
-    tp_ranked, cstart = ranked_true_positives(tp, cat, res.cls, res.scores, len(ids), ties)
+    tp_ranked, cstart = ranked_true_positives(tp, cat, res.cls, cat_scores, len(ids))
     n_inst = np.bincount(truth.cls, minlength=len(ids))
     return _result(class_aps(tp_ranked, cstart, n_inst, ids), n_inst, label_map, counts,
                    protocol, ties)
@@ -150,7 +163,9 @@ def evaluate_csv(gt_csv, results_csv, label_map="ava-v2.1", exclusions=None,
     res = read_results(results_csv, lm, exclusions, progress=progress)
     if persons:
         result = evaluate_persons(gt, res, protocol=protocol, ties=ties)
-    else:
-        result = evaluate(gt, res, lm, protocol=protocol, ties=ties)
+    else:                   # evaluate(), freeing the rows (video ids etc.) once selected
+        selected = _select(gt, res, lm, protocol, None, ties)
+        del gt, res
+        result = _order_match_ap(*selected, lm, protocol, ties)
     check_evaluable(result, os.fspath(gt_csv), os.fspath(results_csv))
     return result

@@ -54,7 +54,7 @@ def match(truth: Truth, res: Results, cat, ids, protocol, ties) -> np.ndarray:
     t = np.lexsort((truth.rows, truth.cls, truth.keys))
     gkeys, gcls, gboxes, grows = truth.keys[t], truth.cls[t], truth.boxes[t], truth.rows[t]
     has, lo, ncand = candidate_blocks(gkeys, gcls, res.keys, res.cls, K)
-    hboxes = res.boxes.take(has, axis=0)                           # (A, 4)
+    hboxes = res.boxes(has)                                        # (A, 4)
     best_iou, best_gt, n_best = best_boxes(hboxes, gboxes, lo, ncand)
     if ties == "official" and protocol != "ava-2018":
         # 2019/2020 read the ground truth through the heap: among boxes at the same best

@@ -167,26 +167,28 @@ def official_concat(rcls, img_rank, rscores, hpos, protocol):
     """Result indices in the official per-class concatenation: class, then keyframe in
     reader order, then inside a keyframe the order results are matched in (2018:
     np.argsort of the keyframe's scores in file order, reversed; 2019/2020: descending
-    score, equal scores in heap order). Returns (cat (R,), the largest group's size).
+    score, equal scores in heap order). Returns (cat (R,), the largest group's size,
+    rscores[cat]).
 
     One packed sort puts each (class, keyframe) group's results together in file order;
     only the groups not already strictly descending in score are reordered."""
     n = len(rcls)
     if n == 0:
-        return np.zeros(0, np.int64), 0
+        return np.zeros(0, np.int64), 0, np.zeros(0)
     n_img = int(img_rank.max()) + 1
     gkey = rcls.astype(np.int64) * n_img + img_rank
-    cat = sort_pairs(gkey, np.arange(n))             # groups contiguous, file order inside
-    g, s = gkey[cat], rscores[cat]
+    cat, g = sort_pairs(gkey, np.arange(n), with_major=True)   # groups contiguous, file order
     del gkey
+    s = rscores[cat]
     same_group = g[1:] == g[:-1]
     gstart = np.flatnonzero(np.r_[True, ~same_group])
     glen = np.diff(np.r_[gstart, n])
     unsorted = np.flatnonzero(same_group & (s[1:] >= s[:-1]))
-    del g, s, same_group
+    del g, same_group
     if not len(unsorted):
-        return cat, int(glen.max())
-    fix = np.unique(np.searchsorted(gstart, unsorted, side="right") - 1)
+        return cat, int(glen.max()), s
+    fix = np.searchsorted(gstart, unsorted, side="right") - 1            # ascending
+    fix = fix[np.r_[True, fix[1:] != fix[:-1]]]
     pos = segments(gstart[fix], glen[fix])
     rows = cat[pos]                        # the groups to reorder, each in file order
     if protocol == "ava-2018":
@@ -202,7 +204,8 @@ def official_concat(rcls, img_rank, rscores, hpos, protocol):
             raise AssertionError("internal: tied results on a keyframe whose reader heap "
                                  "was not simulated")
     cat[pos] = rows
-    return cat, int(glen.max())
+    s[pos] = rscores[rows]
+    return cat, int(glen.max()), s
 
 
 def position_in_group(rcls, img_rank, cat):

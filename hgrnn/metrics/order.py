@@ -20,12 +20,14 @@ from hgrnn.metrics.packsort import argsort_descending, sort_pairs
 from hgrnn.metrics.select import Results
 
 
-def order(res: Results, protocol, ties, counts) -> tuple[Results, np.ndarray]:
-    """-> (results, cat (R,) int64): result indices class by class in the order above;
+def order(res: Results, protocol, ties, counts):
+    """-> (results, cat (R,) int64, scores[cat] or None): result indices class by class in
+    the order above, and (official ties) their scores in that order (for the ranking);
     results are fewer only where the 2018 per-keyframe-and-class limit drops some."""
     if ties != "official":
-        return res, stable_concat(res.cls, res.scores)
-    cat, largest = official_concat(res.cls, res.img_rank, res.scores, res.hpos, protocol)
+        return res, stable_concat(res.cls, res.scores), None
+    cat, largest, cat_scores = official_concat(res.cls, res.img_rank, res.scores, res.hpos,
+                                               protocol)
     if protocol == "ava-2018" and largest > MAX_PER_KEYFRAME_AND_CLASS_2018:
         over = position_in_group(res.cls, res.img_rank, cat) >= MAX_PER_KEYFRAME_AND_CLASS_2018
         counts["results_dropped_over_10000_per_keyframe_and_class"] = int(over.sum())
@@ -33,8 +35,9 @@ def order(res: Results, protocol, ties, counts) -> tuple[Results, np.ndarray]:
             res = res.take(np.flatnonzero(~over))
             # the same order without the dropped (not a new sort of fewer values)
             new_index = np.cumsum(~over) - 1
-            cat = new_index[cat[~over[cat]]]
-    return res, cat
+            in_cat = ~over[cat]
+            cat, cat_scores = new_index[cat[in_cat]], cat_scores[in_cat]
+    return res, cat, cat_scores
 
 
 def stable_concat(cls, scores) -> np.ndarray:

@@ -38,20 +38,21 @@ class Truth:
 class Results:
     """The results that take part (R of them), in file order: parallel (R,) arrays.
 
-    rows: row in the result file's rows (None: all rows, in order); img_rank (official
-    ties): the keyframe's rank in the official reader's order; srank (ava-2019/2020):
-    position in the one descending-score order; hpos (official 2019/2020): position in
-    the simulated reader heap's output, -1 where not simulated; boxes: (R, 4) float64,
-    filled once selection is done."""
+    file_boxes: (N, 4) float64 boxes of all the file's rows (not copied: only the few
+    results with candidate boxes need theirs, :meth:`boxes`); rows: each result's row
+    there (None: all rows, in order); img_rank (official ties): the keyframe's rank in the
+    official reader's order; srank (ava-2019/2020): position in the one descending-score
+    order; hpos (official 2019/2020): position in the simulated reader heap's output, -1
+    where not simulated."""
 
     keys: np.ndarray
     cls: np.ndarray
     scores: np.ndarray
+    file_boxes: np.ndarray
     rows: np.ndarray | None = None
     img_rank: np.ndarray | None = None
     srank: np.ndarray | None = None
     hpos: np.ndarray | None = None
-    boxes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -59,8 +60,13 @@ class Results:
     def take(self, index) -> "Results":
         """The same bundle for rows `index` (an index array into these rows)."""
         out = {f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
-               for f in fields(self) if f.name != "rows"}
-        return Results(rows=index if self.rows is None else self.rows[index], **out)
+               for f in fields(self) if f.name not in ("rows", "file_boxes")}
+        return Results(rows=index if self.rows is None else self.rows[index],
+                       file_boxes=self.file_boxes, **out)
+
+    def boxes(self, index) -> np.ndarray:
+        """(len(index), 4) float64 boxes of results `index`."""
+        return self.file_boxes.take(index if self.rows is None else self.rows[index], axis=0)
 
 
 def f64(rows: AvaRows, name):
@@ -95,36 +101,35 @@ def select(gt: AvaRows, results: AvaRows, ids, protocol, exclusions, ties, count
     gidx = np.flatnonzero(gsel)
     truth = Truth(keys=gkeys[gidx], cls=gcls[gidx], boxes=f64(gt, "boxes").take(gidx, axis=0),
                   rows=gidx, all_keys=np.concatenate([gkeys, ekeys]))
-    res = Results(keys=rkeys, cls=rcls, scores=f64(results, "scores"))
+    res = Results(keys=rkeys, cls=rcls, scores=f64(results, "scores"),
+                  file_boxes=f64(results, "boxes"))
     if not rsel.all():
         res = res.take(np.flatnonzero(rsel))
     del rkeys, rcls, rsel
     if ties == "official":
-        res.img_rank = first_appearance_rank(res.keys)
+        res.img_rank = first_appearance_rank(res.keys).astype(np.int32)
     keep = np.ones(len(res), bool)
     if ties == "official" and protocol == "ava-2018":      # the 2018 NMS keeps scores > -10
         low = res.scores <= SCORE_FLOOR_2018
         counts["results_dropped_score_not_above_-10"] = int(low.sum())
         keep &= ~low
     if protocol in ("ava-2019", "ava-2020"):
-        keep &= top_per_keyframe(res, f64(results, "boxes"), ids, ties, counts)
+        keep &= top_per_keyframe(res, ids, ties, counts)
     if protocol == "ava-2020":                             # keyframes absent from gt: ignored
         unknown = keep & ~_isin_runs(res.keys, np.unique(truth.all_keys))
         counts["results_dropped_keyframe_not_in_gt"] = int(unknown.sum())
         keep &= ~unknown
-    boxes = f64(results, "boxes")
-    rb = boxes if res.rows is None else boxes.take(res.rows, axis=0)
-    invalid = keep & ((rb[:, 2] <= rb[:, 0]) | (rb[:, 3] <= rb[:, 1]))
+    fb = res.file_boxes
+    invalid = (fb[:, 2] <= fb[:, 0]) | (fb[:, 3] <= fb[:, 1])              # (N,) file rows
+    invalid = keep & (invalid if res.rows is None else invalid[res.rows])
     counts["results_dropped_invalid_box"] = int(invalid.sum())
     keep &= ~invalid
     if not keep.all():
-        k = np.flatnonzero(keep)
-        res, rb = res.take(k), rb.take(k, axis=0)
-    res.boxes = rb                                                          # (R, 4)
+        res = res.take(np.flatnonzero(keep))
     return truth, res
 
 
-def top_per_keyframe(res: Results, boxes, ids, ties, counts) -> np.ndarray:
+def top_per_keyframe(res: Results, ids, ties, counts) -> np.ndarray:
     """ava-2019/2020: (R,) bool, the 50 highest-scored results of each keyframe. Fills
     res.srank, and (official ties) res.hpos where the reader's heap decides: a tie at the
     cap boundary or two kept results of one class with equal scores."""
@@ -144,7 +149,7 @@ def top_per_keyframe(res: Results, boxes, ids, ties, counts) -> np.ndarray:
                              MAX_RESULTS_PER_KEYFRAME)
         if len(sim):
             res.hpos, sim_rows, kept_rows = simulate_heaps(
-                sim, res.keys, res.scores, ids[res.cls], boxes, res.rows,
+                sim, res.keys, res.scores, ids[res.cls], res.file_boxes, res.rows,
                 MAX_RESULTS_PER_KEYFRAME)
             keep[sim_rows] = False
             keep[kept_rows] = True
