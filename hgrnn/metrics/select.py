@@ -18,7 +18,7 @@ import numpy as np
 from hgrnn.data.ava import AvaRows, keyframe_index
 from hgrnn.metrics.official_order import (SCORE_FLOOR_2018, first_appearance_rank,
                                           heap_keyframes, simulate_heaps)
-from hgrnn.metrics.packsort import argsort_descending, dense_keys, rank_inverse, sort_pairs
+from hgrnn.metrics.packsort import argsort_descending, sort_pairs
 
 MAX_RESULTS_PER_KEYFRAME = 50        # ava-2019 / ava-2020 cap (official ``capacity``)
 
@@ -41,9 +41,8 @@ class Results:
     file_boxes: (N, 4) float64 boxes of all the file's rows (not copied: only the few
     results with candidate boxes need theirs, :meth:`boxes`); rows: each result's row
     there (None: all rows, in order); img_rank (official ties): the keyframe's rank in the
-    official reader's order; srank (ava-2019/2020): position in the one descending-score
-    order; hpos (official 2019/2020): position in the simulated reader heap's output, -1
-    where not simulated."""
+    official reader's order; hpos (official 2019/2020): position in the simulated reader
+    heap's output, -1 where not simulated."""
 
     keys: np.ndarray
     cls: np.ndarray
@@ -51,7 +50,6 @@ class Results:
     file_boxes: np.ndarray
     rows: np.ndarray | None = None
     img_rank: np.ndarray | None = None
-    srank: np.ndarray | None = None
     hpos: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -131,14 +129,12 @@ def select(gt: AvaRows, results: AvaRows, ids, protocol, exclusions, ties, count
 
 def top_per_keyframe(res: Results, ids, ties, counts) -> np.ndarray:
     """ava-2019/2020: (R,) bool, the 50 highest-scored results of each keyframe. Fills
-    res.srank, and (official ties) res.hpos where the reader's heap decides: a tie at the
-    cap boundary or two kept results of one class with equal scores."""
-    order = argsort_descending(res.scores)
-    srank = np.empty(len(order), np.int64)
-    srank[order] = np.arange(len(order))
-    del order
-    res.srank = srank
-    by_key = rank_inverse(srank)[sort_pairs(dense_keys(res.keys), srank)]    # kf, score
+    (official ties) res.hpos where the reader's heap decides: a tie at the cap boundary or
+    two kept results of one class with equal scores."""
+    by_score = argsort_descending(res.scores)                  # ties in file order
+    kf = res.img_rank if res.img_rank is not None else first_appearance_rank(res.keys)
+    by_key = by_score[sort_pairs(kf[by_score], np.arange(len(kf)))]   # kf, score, file
+    del by_score, kf
     ks = res.keys[by_key]
     start = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
     rank = np.arange(len(ks)) - np.repeat(start, np.diff(np.r_[start, len(ks)]))
