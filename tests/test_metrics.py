@@ -224,6 +224,24 @@ def test_random_cases_through_csv_files(tmp_path):
             assert_same(got, ref_aps, ref_map, lm)
 
 
+def test_csv_path_equals_evaluate_on_the_rows(tmp_path):
+    """evaluate_csv, which lets go of the rows once they are selected, gives evaluate()'s
+    result on the same rows, counts and their order included."""
+    lm, gt, res, empty, excl = random_case(3)
+    g, r = to_rows(gt, res, empty)
+    write_annotations(tmp_path / "gt.csv", g)
+    write_results(tmp_path / "res.csv", r)
+    for protocol in PROTOCOLS:
+        ex = None if protocol == "ava-2020" else set(excl)
+        for ties in ("official", "stable"):
+            got = evaluate_csv(tmp_path / "gt.csv", tmp_path / "res.csv", lm, ex, protocol,
+                               progress=False, ties=ties)
+            want = evaluate(read_annotations(tmp_path / "gt.csv", lm, ex, progress=False),
+                            read_results(tmp_path / "res.csv", lm, ex, progress=False), lm,
+                            protocol=protocol, ties=ties)
+            assert got.to_json() == want.to_json()
+
+
 def test_reference_and_evaluator_can_disagree():
     """Guard against a vacuous comparison: a wrong rule (fall-back to the second-best box)
     changes the number."""
