@@ -12,8 +12,11 @@ from hgrnn.data.ava import (AvaFormatError, AvaRows, LabelMap, group_persons, lo
                             read_annotations, read_exclusions, read_results,
                             write_annotations, write_results)
 
-AVA = "/work/shared/ava"
-needs_ava = pytest.mark.skipif(not os.path.isdir(AVA), reason="real AVA files not present")
+AVA = os.path.join(os.path.dirname(__file__), "data", "ava")   # vendored (data/README.md)
+# the larger real files: the shared AVA folder beside the repository
+SHARED_AVA = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "shared", "ava")
+needs_shared_ava = pytest.mark.skipif(not os.path.isdir(SHARED_AVA),
+                                      reason="../shared/ava (real AVA files) not present")
 
 
 def write(tmp_path, text, name="f.csv"):
@@ -81,7 +84,6 @@ def test_label_map_ids_beyond_64_bits_and_repeated_names_are_refused(tmp_path):
         load_label_map("ava-v9")
 
 
-@needs_ava
 def test_label_map_plain_text_equals_pbtxt():
     txt = load_label_map(os.path.join(AVA, "ava_label_map_60_mmaction2.txt"))
     assert txt == load_label_map("ava-v2.1")
@@ -229,12 +231,12 @@ def test_group_persons():
     assert p.scores.tolist() == [1, 1, 1, 1]
 
 
-@needs_ava
+@needs_shared_ava
 def test_real_files_read():
     lm = load_label_map("ava-v2.1")
-    gt = read_annotations(os.path.join(AVA, "ava_val_v2.1_first8videos.csv"), lm)
+    gt = read_annotations(os.path.join(SHARED_AVA, "ava_val_v2.1_first8videos.csv"), lm)
     assert len(gt) + gt.skipped["action not in label map"] == 27163
-    pose = read_annotations(os.path.join(AVA, "ava_val_v2.1_pose_classes_only.csv"))
+    pose = read_annotations(os.path.join(SHARED_AVA, "ava_val_v2.1_pose_classes_only.csv"))
     assert len(pose) == 93400 and (pose.person_ids == -1).all()
     assert len(np.unique(pose.video_ids)) == 64
     ex = read_exclusions(os.path.join(AVA, "ava_val_excluded_timestamps_v2.1.csv"))
