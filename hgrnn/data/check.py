@@ -52,6 +52,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hgrnn.data import csvparse, csvrules
+from hgrnn.data.keyframes import (clip_seconds, clip_span_warning, describe_outside,
+                                  fitting_offsets, nice_offset, split_keyframes)
+from hgrnn.data.video import VideoError, find_frame_folders, find_videos, probe
 from hgrnn.data.ava import (_BOX, _GT_COLUMNS, _GT_WIDTHS, _RESULT_COLUMNS, _RESULT_WIDTHS,
                             AVA_ACTION_IDS, BOX_TOLERANCE, VALUE_RULES, AvaFormatError,
                             load_label_map, read_exclusions, row_verdicts)
@@ -415,10 +418,6 @@ def _persons_per_keyframe(rows: _Rows, groups: _Groups, keyframes: dict) -> dict
 
 def _check_videos(keyframes: dict, videos, frames, fps, time_offset, clip_frames, frame_stride,
                   findings: _Findings, named_by: str) -> dict:
-    from hgrnn.data.keyframes import (clip_seconds, clip_span_warning, describe_outside,
-                                          fitting_offsets, nice_offset, split_keyframes)
-    from hgrnn.data.video import VideoError, find_frame_folders, find_videos, probe
-
     folder = videos if videos is not None else frames
     found = find_videos(videos) if videos is not None else find_frame_folders(frames)
     for vid in sorted(set(keyframes) - set(found)):
@@ -576,7 +575,6 @@ def check_data(annotations, *, detections=None, label_map=None, videos=None, fra
         if detections is not None:
             for v, ts in det_kf.items():
                 wanted[v] = sorted(set(wanted.get(v, [])) | set(ts))
-        from hgrnn.data.video import VideoError
         try:
             video_report = _check_videos(wanted, videos, frames, fps, time_offset, clip_frames,
                                          frame_stride, findings, named)
