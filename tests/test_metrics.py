@@ -366,3 +366,16 @@ def test_duplicate_class_names_stay_apart():
     assert list(r.per_class) == ["action1", "action2", "action3 (id 79)", "action3 (id 80)"]
     assert r.per_class["action3 (id 80)"] == 1.0 and r.per_class["action3 (id 79)"] == 1.0
     assert r.counts["gt_skipped_action_not_in_label_map"] == 1          # action 74
+
+
+def test_class_columns_of_ids_far_apart_need_no_table_that_wide():
+    """A custom label map with ids far apart (10^12) maps ids to columns like a small one,
+    without a lookup table spanning the ids (it was a MemoryError)."""
+    from hgrnn.metrics.select import class_columns
+
+    ids = np.array([7, 10**12, 3, 10**12 + 5], np.int64)
+    got = class_columns(np.array([3, 10**12 + 5, 4, 10**12, 7, -2], np.int64), ids)
+    assert got.tolist() == [2, 3, -1, 1, 0, -1]
+    small = np.array([7, 1, 3], np.int64)
+    a = np.array([3, 4, 7, 1, 0, 99], np.int64)
+    assert class_columns(a, small).tolist() == [2, -1, 0, 1, -1, -1]

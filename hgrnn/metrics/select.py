@@ -184,6 +184,11 @@ def class_columns(action_ids, ids):
     """action ids (N,) -> label-map column (N,) int32, -1 where not in the map."""
     a = np.asarray(action_ids, np.int64)
     lo, hi = min(int(ids.min()), 0), int(ids.max())
+    if hi - lo > 1 << 16:            # ids far apart (a custom label map): no table that wide
+        order = np.argsort(ids, kind="stable")
+        at = np.clip(np.searchsorted(ids[order], a), 0, len(ids) - 1)
+        found = ids[order][at] == a
+        return np.where(found, order[at], -1).astype(np.int32)
     lut = np.full(hi - lo + 2, -1, np.int32)           # last slot: ids outside [lo, hi]
     lut[ids - lo] = np.arange(len(ids))
     idx = a - lo
