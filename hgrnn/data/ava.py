@@ -27,6 +27,7 @@ why two readers: see there), checking each row with :func:`_row_problem`.
 from __future__ import annotations
 
 import array
+import functools
 import json
 import math
 import os
@@ -57,6 +58,20 @@ PACKAGED_LABEL_MAPS = {
 #: range is an AVA class that the map does not evaluate: skipped and counted. Any other id
 #: is an error (wrong column order, wrong file).
 AVA_ACTION_IDS = range(1, 81)
+
+
+def ava_ids_of(label_map) -> range:
+    """The ids read as AVA classes with `label_map`: 1..80 for an AVA label map (every
+    class is AVA's of that id, by name), none for a custom one, where an id outside the
+    map is a typo (an error), not an AVA class to skip."""
+    return AVA_ACTION_IDS if _is_ava_map(label_map.ids, label_map.names) else range(0)
+
+
+@functools.lru_cache(maxsize=16)
+def _is_ava_map(ids, names) -> bool:
+    ava = load_label_map("ava-v2.2")
+    ava = {i: n.lower() for i, n in zip(ava.ids, ava.names)}
+    return all(ava.get(i) == n.lower() for i, n in zip(ids, names))
 
 #: coordinates may leave [0, 1] by this much (rounding in third-party writers)
 COORD_TOLERANCE = 1e-3
@@ -375,7 +390,7 @@ _F32_MAX = float(np.finfo(np.float32).max)
 
 def _unknown(a, label_map):
     """(N,) bool: action ids neither in the label map nor AVA actions."""
-    return (a > AVA_ACTION_IDS[-1]) & ~_member(a, label_map.ids)
+    return (a > len(ava_ids_of(label_map))) & ~_member(a, label_map.ids)
 
 
 def _bad_rows(t, kind, label_map):
@@ -399,6 +414,10 @@ def _bad_rows(t, kind, label_map):
 
 def _unknown_message(action, ids, label_map):
     shown = ", ".join(str(x) for x in ids[:12]) + (", ..." if len(ids) > 12 else "")
+    if not ava_ids_of(label_map):
+        return (f"unknown action id {action}: not in the label map ({len(label_map)} classes "
+                f"of your own, so 1..80 are not AVA classes); the file holds {len(ids)} "
+                f"such id(s): {shown}. A typo, or a label map that lacks them?")
     return (f"unknown action id {action}: neither in the label map ({len(label_map)} "
             f"classes) nor an AVA action (1..80); the file holds {len(ids)} such id(s): "
             f"{shown}. A custom dataset needs --label-map with its classes")
@@ -441,7 +460,7 @@ def _row_problem(values, kind, label_map):
 
 def _is_unknown_action(action, label_map):
     return (label_map is not None and action > 0 and action not in label_map.ids
-            and action not in AVA_ACTION_IDS)
+            and action not in ava_ids_of(label_map))
 
 
 def _read_slow(path, widths, columns, kind, label_map, progress, start=1):

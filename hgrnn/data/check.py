@@ -359,7 +359,7 @@ def _check_duplicates(rows: _Rows, groups: _Groups, path, findings: _Findings,
 
 
 def _check_ids(rows: _Rows, path, label_map, label_map_name, findings: _Findings) -> None:
-    from hgrnn.data.ava import AVA_ACTION_IDS
+    from hgrnn.data.ava import ava_ids_of
 
     if label_map is None:
         return
@@ -368,11 +368,16 @@ def _check_ids(rows: _Rows, path, label_map, label_map_name, findings: _Findings
     outside = outside[np.argsort(a[outside], kind="stable")]
     ids, starts = np.unique(a[outside], return_index=True)
     for action, index in zip(ids.tolist(), np.split(outside, starts[1:])):
-        if action in AVA_ACTION_IDS:
+        if action in ava_ids_of(label_map):
             message = (f"action id {action} is not in the label map {label_map_name} "
                        f"({len(label_map)} classes): every command skips these rows; if "
                        f"these are your own classes, pass --label-map FILE listing them")
             level, code = "warning", "outside-map"
+        elif not ava_ids_of(label_map):
+            message = (f"action id {action} is not in the label map {label_map_name} "
+                       f"({len(label_map)} classes of your own, so 1..80 are not AVA "
+                       f"classes): a typo? extract-features and eval-csv refuse it")
+            level, code = "error", "unknown-id"
         else:
             message = (f"action id {action} is neither in the label map {label_map_name} "
                        f"nor an AVA action (1..80): extract-features and eval-csv refuse it; "
