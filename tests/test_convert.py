@@ -5,7 +5,6 @@ project JSON of _via_metadata / _via_attribute), rows checked against hand-compu
 import json
 
 import numpy as np
-
 import pytest
 from click.testing import CliRunner
 
@@ -446,7 +445,7 @@ def test_fuzz_cvat_gives_one_line_or_a_valid_csv(files):
     for case in range(80):
         (files / "f.xml").write_text(_mutate_xml(rng, CVAT))
         use_map = case % 2 == 0
-        seen[_fuzz_case(lambda: cvat_video(files / "f.xml", 10, label_map=(
+        seen[_fuzz_case(lambda use_map=use_map: cvat_video(files / "f.xml", 10, label_map=(
             load_label_map(lm) if use_map else None)), files / f"out{case}.csv", lm)] += 1
     assert seen["refused"] and seen["written"], seen          # both kinds were reached
 
@@ -480,6 +479,7 @@ def test_fuzz_via_gives_one_line_or_a_valid_csv(files):
             text = text[: int(rng.integers(len(text)))]
         (files / "f.json").write_text(text)
         use_map = case % 2 == 0
-        seen[_fuzz_case(lambda: via_video(files / "f.json", size=(200, 100), label_map=(
+        seen[_fuzz_case(lambda use_map=use_map: via_video(files / "f.json", size=(200, 100),
+                                                          label_map=(
             load_label_map(lm) if use_map else None)), files / f"out{case}.csv", lm)] += 1
     assert seen["refused"] and seen["written"], seen

@@ -117,7 +117,7 @@ def _label_map_option(command):
         "--label-map", default=None,
         help="Your classes (.pbtxt / 'id name' file): names in the export are matched to "
              "them, case-insensitively. Without it the classes are the names found, ids "
-             "1..K, written to --label-map-out.")(command)
+             "101..100+K (never AVA's 1..80), written to --label-map-out.")(command)
 
 
 def _label_map_out_option(command):
