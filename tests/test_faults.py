@@ -4,6 +4,7 @@ outputs. Each test reproduces a defect the audit found; the store is written by 
 writer in tmp_path."""
 
 import contextlib
+import errno
 import os
 import resource
 import signal
@@ -540,3 +541,88 @@ def test_random_backbone_is_seeded_and_resume_refuses_another_seed(tmp_path):
         pass                                            # written before seeds were recorded
     with pytest.raises(ValueError, match="random backbone seed None -> 0"):
         _check_resume_settings([str(path)], stage)
+
+
+# ---------------------------------------------------------------- outputs outside their folder
+
+def _drawable(tmp_path):
+    """A rendered 2 s video src/clip2.mp4 and a result CSV for it."""
+    from hgrnn.pipeline.render import render_video
+
+    src = tmp_path / "src"
+    render_video(src / "clip2.mp4", seconds=2, fps=10, size=(96, 64), shapes=())
+    (tmp_path / "r.csv").write_text("clip2,1,0.1,0.1,0.6,0.9,12,0.9\n"
+                                    "../src/clip2,1,0.1,0.1,0.6,0.9,12,0.9\n")
+    return src / "clip2.mp4", tmp_path / "r.csv"
+
+
+def test_visualize_never_writes_outside_its_out_folder(tmp_path):
+    # the audit: --video-id ../src/clip2 --out DIR/ overwrote the source video
+    video, results = _drawable(tmp_path)
+    before = video.read_bytes()
+    (tmp_path / "drawn").mkdir()
+    for vid, words in (("../src/clip2", "holds '/'"), ("/tmp/x", "holds '/'"),
+                       ("..", "names a folder"), (".", "names a folder")):
+        p = _hgrnn("visualize", video, "--results", results, "--video-id", vid, "--out",
+                   f"{tmp_path / 'drawn'}/", "-q")
+        _one_line_error(p, repr(vid), words)
+    assert video.read_bytes() == before and os.listdir(tmp_path / "drawn") == []
+    p = _hgrnn("visualize", video, "--results", results, "--out", f"{video.parent}/", "-q")
+    _one_line_error(p, "would overwrite the input")
+    assert video.read_bytes() == before
+
+
+def test_store_message_for_the_id_dot_says_why(tmp_path):
+    with StoreWriter(tmp_path / "s.h5", feature_dim=C, label_map=LABELS) as w:
+        with pytest.raises(StoreError, match=r"'\.'.*other than '\.' and '\.\.'"):
+            w.add_video(".", **random_video(np.random.default_rng(0), C, K, 4))
+
+
+# ---------------------------------------------------------------- a full disk while drawing
+
+class _FullAfter:
+    """av.open's container, whose mux fails with ENOSPC after `n` packets."""
+
+    def __init__(self, container, n):
+        self._c, self._n = container, n
+
+    def __getattr__(self, name):
+        return getattr(self._c, name)
+
+    def mux(self, packet):
+        self._n -= 1
+        if self._n < 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self._c.mux(packet)
+
+
+def test_visualize_on_a_full_disk_names_the_file_and_leaves_nothing(tmp_path, monkeypatch):
+    import av
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from hgrnn.cli import main
+
+    video, results = _drawable(tmp_path)
+    real_open = av.open
+    monkeypatch.setattr(av, "open", lambda path, mode="r", **kw: (
+        _FullAfter(real_open(path, mode, **kw), 3) if mode == "w" else real_open(path, mode, **kw)))
+    out = tmp_path / "drawn"
+    r = CliRunner().invoke(main, ["visualize", str(video), "--results", str(results), "--out",
+                                  f"{out}/", "-q"])
+    assert r.exit_code == 1 and r.output.strip() == (
+        f"Error: {out / 'clip2.mp4'}: No space left on device"), r.output
+    assert os.listdir(out) == []
+    monkeypatch.setattr(av, "open", real_open)
+
+    def save(self, fp, *a, **kw):
+        open(fp, "wb").write(b"\x89PNG half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", save)
+    sheet = tmp_path / "sheets" / "s.png"
+    r = CliRunner().invoke(main, ["visualize", str(video), "--results", str(results),
+                                  "--sheet", str(sheet), "-q"])
+    assert r.exit_code == 1 and r.output.strip() == (
+        f"Error: {sheet}: No space left on device"), r.output
+    assert os.listdir(sheet.parent) == []

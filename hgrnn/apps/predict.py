@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hgrnn.data.paths import output_path, replacing
 from hgrnn.hgrnn_head.infer import DEFAULT_NMS_IOU
 
 #: Name of the feature store predict keeps in its output folder; the label map and person
@@ -249,10 +250,8 @@ def predict_videos(videos, extract, cfg: PredictConfig) -> dict:
     label_map = LabelMap.from_json(ckpt["label_map"])
     paths = video_ids(videos)
     out = Path(cfg.out)
-    for vid, path in paths.items():
-        if cfg.draw and (out / f"{vid}.mp4").resolve() == path.resolve():
-            raise PredictError(f"{path}: --out {out} would overwrite this input with the drawn "
-                               f"video; choose another --out")
+    drawn = ({vid: output_path(out, vid, ".mp4", inputs=[path]) for vid, path in paths.items()}
+             if cfg.draw else {})
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="hgrnn-predict-"))
     try:
@@ -311,7 +310,8 @@ def predict_videos(videos, extract, cfg: PredictConfig) -> dict:
                                  progress=cfg.progress, min_score=cfg.min_score)
         rows = rows.take(np.flatnonzero(np.isin(rows.video_ids, list(paths))))
         results = out / "results.csv"
-        write_results(results, rows, progress=False)
+        with replacing(results) as partial:    # a full disk: no partial results.csv
+            write_results(partial, rows, progress=False)
 
         per_video = {}
         for vid, path in paths.items():
@@ -319,7 +319,7 @@ def predict_videos(videos, extract, cfg: PredictConfig) -> dict:
                 continue
             per_video[vid] = video_summary(fs, vid, rows, label_map, cfg.draw_min_score)
             if cfg.draw:
-                per_video[vid]["drawn"] = _draw(path, out / f"{vid}.mp4", rows, vid, label_map,
+                per_video[vid]["drawn"] = _draw(path, drawn[vid], rows, vid, label_map,
                                                 cfg, extract.time_offset)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -1,15 +1,18 @@
-"""Per-video output files: `<out_dir>/<video id><suffix>`, never outside `out_dir`, never
-over an input.
+"""Output files: per-video names `<out_dir>/<video id><suffix>`, never outside `out_dir`,
+never over an input; and whole-or-nothing writes (:func:`replacing`).
 
 Every command that writes one file per video (`visualize`, `predict`, `detect`, ...)
 names it with :func:`output_path`. A video id comes from a CSV, a file name or the
 command line; ids that cannot name a file inside a folder (empty, '.', '..', holding '/'
 or NUL, or too long for a file name) are refused in one line naming them, before anything
-is written.
+is written. An output is written under a temporary name (`<name>.partial`) and renamed
+when complete, so that a failed write (a full disk) leaves neither a partial file nor a
+temporary behind, and the error names the file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -18,7 +21,8 @@ MAX_NAME_BYTES = 255
 
 
 class OutputPathError(ValueError):
-    """A video id that cannot name an output file, or an output that is an input."""
+    """A video id that cannot name an output file, an output that is an input, or an
+    output that could not be written (the message names the file)."""
 
 
 def video_id_problem(video_id) -> str | None:
@@ -62,3 +66,23 @@ def _same_file(a, b) -> bool:
         return os.path.samefile(a, b)
     except OSError:                          # one of them does not exist (yet)
         return Path(os.path.abspath(a)) == Path(os.path.abspath(b))
+
+
+@contextlib.contextmanager
+def replacing(path):
+    """Write `path` whole or not at all: yields the temporary path `<path>.partial` to
+    write (in the same folder, so the final rename is atomic); renamed to `path` when the
+    block ends without an exception, removed when it raises. An OSError (a full disk, a
+    read-only folder) becomes OutputPathError naming `path`. Give writers that pick a
+    format by extension the format explicitly."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if isinstance(err, OSError):
+            raise OutputPathError(f"{path}: {err.strerror or err}") from None
+        raise
