@@ -573,9 +573,9 @@ def test_visualize_never_writes_outside_its_out_folder(tmp_path):
 
 
 def test_store_message_for_the_id_dot_says_why(tmp_path):
-    with StoreWriter(tmp_path / "s.h5", feature_dim=C, label_map=LABELS) as w:
-        with pytest.raises(StoreError, match=r"'\.'.*other than '\.' and '\.\.'"):
-            w.add_video(".", **random_video(np.random.default_rng(0), C, K, 4))
+    with StoreWriter(tmp_path / "s.h5", feature_dim=C, label_map=LABELS) as w, \
+            pytest.raises(StoreError, match=r"'\.'.*other than '\.' and '\.\.'"):
+        w.add_video(".", **random_video(np.random.default_rng(0), C, K, 4))
 
 
 # ---------------------------------------------------------------- a full disk while drawing
@@ -616,7 +616,8 @@ def test_visualize_on_a_full_disk_names_the_file_and_leaves_nothing(tmp_path, mo
     monkeypatch.setattr(av, "open", real_open)
 
     def save(self, fp, *a, **kw):
-        open(fp, "wb").write(b"\x89PNG half")
+        with open(fp, "wb") as f:
+            f.write(b"\x89PNG half")
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(Image.Image, "save", save)

@@ -44,13 +44,12 @@ def test_replacing_writes_whole_or_nothing(tmp_path):
     with replacing(target) as partial:
         partial.write_text("done\n")
     assert target.read_text() == "done\n" and os.listdir(tmp_path) == ["r.csv"]
-    with pytest.raises(OutputPathError, match=f"{target}: No space left on device"):
-        with replacing(target) as partial:
-            partial.write_text("half")
-            raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(OutputPathError, match=f"{target}: No space left on device"), \
+            replacing(target) as partial:
+        partial.write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device")
     assert target.read_text() == "done\n" and os.listdir(tmp_path) == ["r.csv"]
-    with pytest.raises(KeyError):                        # other errors pass through
-        with replacing(tmp_path / "k.csv") as partial:
-            partial.write_text("half")
-            raise KeyError
+    with pytest.raises(KeyError), replacing(tmp_path / "k.csv") as partial:   # passed on
+        partial.write_text("half")
+        raise KeyError
     assert os.listdir(tmp_path) == ["r.csv"]

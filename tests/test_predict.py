@@ -207,7 +207,7 @@ def test_predict_on_a_full_disk_names_the_file_and_leaves_no_partial(trained, tm
     # the audit: a partial MP4 and results.csv were left behind with the clean error
     import errno
 
-    import hgrnn.data.ava as ava
+    from hgrnn.data import ava
 
     root, test = trained
     video = root / "test" / "videos" / "clip.mp4"
