@@ -627,3 +627,33 @@ def test_visualize_on_a_full_disk_names_the_file_and_leaves_nothing(tmp_path, mo
     assert r.exit_code == 1 and r.output.strip() == (
         f"Error: {sheet}: No space left on device"), r.output
     assert os.listdir(sheet.parent) == []
+
+
+# ---------------------------------------------------------------- two writers of one detect CSV
+
+def test_second_detect_on_one_out_is_refused_naming_the_first(tmp_path):
+    # the audit: two `detect` runs on one --out both exited 0; the file held the last
+    # writer's rows. The CSV gets the store's writer lock.
+    out = tmp_path / "boxes.csv"
+    (tmp_path / "videos").mkdir()
+    lock = WriterLock(out).acquire()
+    try:
+        p = _hgrnn("detect", "--out", out, "--videos", tmp_path / "videos", "--detector",
+                   "faster-rcnn", "--quiet")
+    finally:
+        lock.release()
+    _one_line_error(p, str(out), "is being written by another process", f"pid {os.getpid()}")
+    assert not out.exists()
+
+
+def test_detect_on_a_full_disk_names_the_csv(tmp_path, monkeypatch):
+    from hgrnn.pipeline import detect as dt
+
+    def full(cfg):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(dt, "_detect_videos", full)
+    out = tmp_path / "boxes.csv"
+    with pytest.raises(dt.DetectorError, match=f"{out}: No space left on device .*run again"):
+        dt.detect_videos(dt.DetectConfig(out=str(out), videos=str(tmp_path)))
+    assert not _leftovers(tmp_path)
