@@ -657,3 +657,41 @@ def test_detect_on_a_full_disk_names_the_csv(tmp_path, monkeypatch):
     with pytest.raises(dt.DetectorError, match=f"{out}: No space left on device .*run again"):
         dt.detect_videos(dt.DetectConfig(out=str(out), videos=str(tmp_path)))
     assert not _leftovers(tmp_path)
+
+
+# ---------------------------------------------------------------- SIGKILL during extract-features
+
+def _digests(path):
+    with h5py.File(path, "r") as f:
+        return {v: f["videos"][v].attrs["digest"] for v in f["videos"]
+                if f["videos"][v].attrs.get("complete")}
+
+
+def test_extract_features_killed_on_rendered_videos_resumes_to_the_same_store(tmp_path):
+    # the CLI as a user runs it (a subprocess), on rendered videos, killed with SIGKILL
+    # while it writes; the rerun must give the store an uninterrupted run gives
+    from hgrnn.pipeline.render import render_video
+
+    for i in range(3):
+        render_video(tmp_path / "videos" / f"v{i}.mp4", seconds=3, fps=10, size=(64, 48),
+                     shapes=())
+    (tmp_path / "gt.csv").write_text("".join(f"v{i},1,0.1,0.1,0.6,0.9,12,0\n"
+                                             f"v{i},2,0.3,0.2,0.9,0.9,11,1\n" for i in range(3)))
+    args = ["extract-features", "--videos", tmp_path / "videos", "--annotations",
+            tmp_path / "gt.csv", "--backbone-weights", "none", "--clip-frames", "8",
+            "--short-side", "64", "--workers", "0", "--quiet"]
+    ref = tmp_path / "ref.h5"
+    assert _hgrnn(*args, "--out", ref).returncode == 0
+    out = tmp_path / "killed.h5"
+    p = subprocess.Popen([sys.executable, "-m", "hgrnn", *map(str, args), "--out", str(out)],
+                         env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not out.exists() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)                               # into the first videos' writes
+    p.send_signal(signal.SIGKILL)
+    assert p.wait() == -signal.SIGKILL
+    resumed = _hgrnn(*args, "--out", out)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert check_store(out) == [] and not _leftovers(tmp_path)
+    assert _digests(out) == _digests(ref) and len(_digests(ref)) == 3
