@@ -500,6 +500,8 @@ def via_video(json_path, *, label_map=None, size=None, videos=None, snap: float 
     """Convert a VIA 3 video-annotation project JSON (see the module docstring)."""
     size = _check_size(size, "--size")
     snap = _float(snap, "--snap", "value")
+    if not 0 <= snap <= 0.5:
+        raise ConvertError(f"--snap {snap:g}: must be in [0, 0.5] seconds")
     data = _load_json(json_path)
     if not isinstance(data, dict):
         raise ConvertError(f"{json_path}: a JSON {type(data).__name__}, not a VIA 3 project "
