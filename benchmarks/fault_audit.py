@@ -689,6 +689,13 @@ def audit_full_disk_outputs(work, runs) -> dict:
     return out
 
 
+def _complete(path) -> list:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return [v for v in f["videos"] if f["videos"][v].attrs.get("complete")]
+
+
 def audit_extract_kills(work, runs, rng) -> dict:
     """SIGKILL of `extract-features` on rendered videos at a random moment after its store
     appears, then the same command: ok when the store passes inspect --check and equals an
@@ -714,8 +721,12 @@ def audit_extract_kills(work, runs, rng) -> dict:
         while not os.path.exists(out) and p.poll() is None:
             time.sleep(0.05)
         time.sleep(rng.uniform(0.0, 6.0))
+        if p.poll() is not None:
+            c["finished before the kill"] = c.get("finished before the kill", 0) + 1
         p.send_signal(signal.SIGKILL)
         p.wait()
+        with contextlib.suppress(Exception):
+            c.setdefault("videos complete when killed", []).append(len(_complete(out)))
         rc, _, err = hgrnn(*args, "--out", out)
         c["runs"] += 1
         if classify(rc, err) != "ok":
