@@ -695,3 +695,26 @@ def test_extract_features_killed_on_rendered_videos_resumes_to_the_same_store(tm
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert check_store(out) == [] and not _leftovers(tmp_path)
     assert _digests(out) == _digests(ref) and len(_digests(ref)) == 3
+
+
+def test_detect_progress_record_is_whole_or_absent_on_a_full_disk(tmp_path, monkeypatch):
+    # the audit: a disk full when detect began left an empty progress record, and every
+    # later run refused the --out ("written with other settings")
+    from pathlib import Path
+
+    from hgrnn.data.paths import OutputPathError
+    from hgrnn.pipeline import detect as dt
+
+    real_write = Path.write_text
+
+    def full(self, text, *a, **kw):
+        real_write(self, "", *a, **kw)                  # the file exists, nothing fits
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    monkeypatch.setattr(dt, "load_person_detector", lambda *a, **k: type(
+        "D", (), {"meta": {}, "short_side": 64})())
+    out = tmp_path / "boxes.csv"
+    with pytest.raises(OutputPathError, match="progress.jsonl: No space left on device"):
+        dt.detect_videos(dt.DetectConfig(out=str(out), videos=str(tmp_path), device="cpu"))
+    assert not dt.progress_path(out).exists() and not _leftovers(tmp_path)

@@ -38,6 +38,7 @@ from hgrnn.console import progress_bar
 from hgrnn.data.ava import read_annotations
 from hgrnn.pipeline.i3d import FINETUNE_FORMAT, sha256_file
 from hgrnn.data.keyframes import summarize_outside
+from hgrnn.data.paths import replacing
 from hgrnn.data.store_io import WriterLock
 from hgrnn.data.video import (VideoError, check_video_source, find_frame_folders,
                                   find_videos, iter_clips, probe)
@@ -539,7 +540,8 @@ def _detect_videos(cfg: DetectConfig) -> dict:
     done, length = _resume_point(out, record, settings)
     out.parent.mkdir(parents=True, exist_ok=True)
     if not record.exists():
-        record.write_text(json.dumps({"settings": settings}) + "\n")
+        with replacing(record) as partial:     # whole or not at all (a full disk)
+            partial.write_text(json.dumps({"settings": settings}) + "\n")
     with open(out, "a"):
         pass
     _truncate(out, length)                 # rows of a video that did not finish
