@@ -680,15 +680,22 @@ def test_extract_features_killed_on_rendered_videos_resumes_to_the_same_store(tm
     args = ["extract-features", "--videos", tmp_path / "videos", "--annotations",
             tmp_path / "gt.csv", "--backbone-weights", "none", "--clip-frames", "8",
             "--short-side", "64", "--workers", "0", "--quiet"]
+    def start(out):
+        p = subprocess.Popen([sys.executable, "-m", "hgrnn", *map(str, args), "--out",
+                              str(out)], env=ENV, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        deadline = time.time() + 240
+        while not out.exists() and p.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        return p, time.time()
+
     ref = tmp_path / "ref.h5"
-    assert _hgrnn(*args, "--out", ref).returncode == 0
+    p, t0 = start(ref)
+    assert p.wait(timeout=300) == 0
+    span = time.time() - t0                       # writing the store, uninterrupted
     out = tmp_path / "killed.h5"
-    p = subprocess.Popen([sys.executable, "-m", "hgrnn", *map(str, args), "--out", str(out)],
-                         env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while not out.exists() and p.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)                               # into the first videos' writes
+    p, _ = start(out)
+    time.sleep(span / 2)                          # about halfway through its videos
     p.send_signal(signal.SIGKILL)
     assert p.wait() == -signal.SIGKILL
     resumed = _hgrnn(*args, "--out", out)
