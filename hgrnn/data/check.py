@@ -7,8 +7,8 @@ first one as the fast readers of `hgrnn.data.ava` do:
   errors (exit 1; extract-features or eval would fail or silently lose data)
     parse          rows that fail to parse (FILE:LINE), wrong column count, a header row,
                    integers beyond 64 bits
-    unknown-id     action ids neither in the label map nor AVA ids (1..80): every reader
-                   refuses them
+    unknown-id     action ids neither in the label map nor AVA ids (1..80), or not in a
+                   label map of one's own (one with ids beyond 80): every reader refuses them
     box-range      a coordinate outside [0, 1] (pixel coordinates, hint given)
     box-order      x2 < x1 or y2 < y1 (x, y, w, h instead of x1, y1, x2, y2?)
     video-missing  videos named by a CSV but not in --videos / --frames
