@@ -412,8 +412,9 @@ def cvat_video(xml_path, fps: float, *, label_map=None, video_id=None, size=None
                 attr_names_used |= bool(_attribute_names(attrs))
             s += 1
     if videos is not None:
-        for vid, (_, _, last) in {t[0]: t for t in tasks.values()}.items():
-            end = max(last if last is not None else 0, last_box_frame.get(vid, 0))
+        lasts = {t[0]: t[2] for t in tasks.values()}
+        for vid in sorted(last_box_frame):                  # the videos with boxes
+            end = max(lasts.get(vid) or 0, last_box_frame[vid])
             path, n = _video_frames(videos, vid, str(xml_path))
             if n is not None and end > n - 1 + max(1, round(fps / 2)):
                 raise ConvertError(f"{xml_path}: video {vid!r}: the task's last frame {end} "
