@@ -42,12 +42,12 @@ identity is known, as in a jittered ground truth).
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from hgrnn.data.paths import replacing
 from hgrnn.data.ava import (AvaRows, keyframe_index, read_annotations, read_results,
                             write_annotations, write_results)
 
@@ -356,13 +356,9 @@ def write_tracked(path, source_rows: AvaRows, ids, ground_truth: bool) -> None:
     Result / person-box rows: the 8 AVA columns as `hgrnn.data.ava.write_results` writes
     them, then the id as a 9th column. Ground-truth rows: `write_annotations` with the ids
     as the 8th column, person_id."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     ids = np.asarray(ids, np.int64)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
+    with replacing(path) as tmp:            # whole or not at all (a full disk included)
         if ground_truth:
             rows = AvaRows(source_rows.video_ids, source_rows.timestamps, source_rows.boxes,
                            source_rows.action_ids, ids, None, {}, source_rows.boxes64, None,
@@ -377,11 +373,6 @@ def write_tracked(path, source_rows: AvaRows, ids, ground_truth: bool) -> None:
                 lines = f.read().splitlines()
             with open(tmp, "w", encoding="utf-8", newline="\n") as f:
                 f.write("".join(f"{line},{i}\n" for line, i in zip(lines, ids.tolist())))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def store_features(store_path, source: str, groups: BoxGroups) -> tuple[np.ndarray, int]:

@@ -62,7 +62,7 @@ def test_every_row_problem_is_reported_with_its_line(tmp_path):
              "a,2,12,30,80,90,101,1",                              # 6 pixels
              "a,2,0.5,0.1,0.4,0.9,101,2",                          # 7 swapped x
              "a,2,0.5,0.1,0.5,0.9,101,3",                          # 8 zero width
-             "a,3,0.1,0.1,0.5,0.9,55,0",                           # 9 AVA id outside the map
+             "a,3,0.1,0.1,0.5,0.9,55,0",                           # 9 a typo (own map)
              "a,3,0.1,0.1,0.5,0.9,500,0",                          # 10 unknown id
              "a,3,0.2,0.1,0.6,0.9,101,0"]                          # 11 person 0, other box
     (tmp_path / "gt.csv").write_text("\n".join(lines) + "\n")
@@ -78,12 +78,12 @@ def test_every_row_problem_is_reported_with_its_line(tmp_path):
     assert finding(report, "box-empty")["examples"] == [f"{gt}:8"]
     assert finding(report, "duplicate", "repeats")["examples"] == [f"{gt}:3"]
     assert finding(report, "duplicate", "person_id")["examples"] == [f"{gt}:11"]
-    outside = finding(report, "outside-map")
-    assert outside["level"] == "warning" and "55" in outside["message"]
-    unknown = finding(report, "unknown-id")
+    typo = finding(report, "unknown-id", "55")     # 1..80 are no AVA ids with one's own map
+    assert typo["level"] == "error" and "typo" in typo["message"]
+    unknown = finding(report, "unknown-id", "500")
     assert unknown["level"] == "error" and unknown["examples"] == [f"{gt}:10"]
     assert finding(report, "class-empty")["examples"] == ["7 jump", "102 walk"]
-    assert report["errors"] == 6 and report["warnings"] == 6
+    assert report["errors"] == 7 and report["warnings"] == 5
 
 
 def test_keyframes_outside_the_videos_suggest_the_offset(tmp_path, videos):
@@ -201,7 +201,7 @@ def test_the_vectorised_path_reports_what_the_row_parse_does(tmp_path, monkeypat
         assert format_report(fast[d]) == format_report(slow)
     report = fast[tmp_path / "values0"]
     assert codes(report) >= {"box-range", "box-order", "box-empty", "duplicate",
-                             "outside-map", "unknown-id", "score-range", "no-detections"}
+                             "unknown-id", "score-range", "no-detections"}
     assert len(finding(report, "duplicate", "person_id")["examples"]) == 5
     assert report["annotations"]["excluded_keyframes"] == 2
 
@@ -269,3 +269,19 @@ def test_clip_spans_that_differ_between_videos_are_a_warning(tmp_path, videos):
     (tmp_path / "a.csv").write_text("a,1,0.1,0.1,0.5,0.9,12,0\n")
     assert "clip-span-mixed" not in codes(check_data(tmp_path / "a.csv", videos=videos,
                                                      clip_frames=8))
+
+
+def test_an_ava_id_outside_an_ava_map_is_skipped_but_a_typo_in_ones_own_map_an_error(tmp_path):
+    # AVA 2 (bend/bow) is not among v2.1's 60 classes: skipped with a warning; with a label
+    # map of one's own, 2 is no AVA class but a typo: an error, for check-data and readers
+    from hgrnn.data.ava import AvaFormatError, load_label_map, read_annotations
+
+    (tmp_path / "gt.csv").write_text("a,1,0.1,0.1,0.5,0.9,12,0\na,1,0.1,0.1,0.5,0.9,2,0\n")
+    outside = finding(check_data(tmp_path / "gt.csv", label_map="ava-v2.1"), "outside-map")
+    assert outside["level"] == "warning"
+    (tmp_path / "own.txt").write_text("12 stand\n101 walk\n")
+    report = check_data(tmp_path / "gt.csv", label_map=str(tmp_path / "own.txt"))
+    assert not report["ok"] and "typo" in finding(report, "unknown-id", "2")["message"]
+    with pytest.raises(AvaFormatError, match="unknown action id 2: not in the label map"):
+        read_annotations(tmp_path / "gt.csv", load_label_map(str(tmp_path / "own.txt")),
+                         progress=False)

@@ -388,7 +388,6 @@ def test_persons_equal_one_class_official_flow(protocol):
 
 
 def test_persons_ignore_actions_and_read_person_box_files(tmp_path):
-    from hgrnn.metrics import evaluate_persons
     lm = LabelMap((1,), ("a",))
     (tmp_path / "gt.csv").write_text("v,0902,0.1,0.1,0.5,0.5,12,0\nv,0902,0.1,0.1,0.5,0.5,80,0\n"
                                      "v,0902,0.5,0.5,0.9,0.9,,1\n")

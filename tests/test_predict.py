@@ -221,3 +221,46 @@ def test_a_head_on_two_streams_gets_both_extracted(trained, tmp_path):
 
     with h5py.File(tmp_path / "p2" / "features.h5", "r") as f:
         assert "flow" in f.attrs["streams"]
+
+
+def test_predict_on_a_full_disk_names_the_file_and_leaves_no_partial(trained, tmp_path,
+                                                                     monkeypatch):
+    # the audit: a partial MP4 and results.csv were left behind with the clean error
+    import errno
+
+    from hgrnn.data import ava
+
+    root, test = trained
+    video = root / "test" / "videos" / "clip.mp4"
+    args = ["predict", video, "--checkpoint", root / "run", "--backbone-weights", "none",
+            "--detections", test["det"], "-q"] + SMALL
+    real_open, real_write = av.open, ava.write_results
+
+    class Full:
+        def __init__(self, c):
+            self.c = c
+
+        def __getattr__(self, name):
+            return getattr(self.c, name)
+
+        def mux(self, packet):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(av, "open", lambda p, mode="r", **kw: (
+        Full(real_open(p, mode, **kw)) if mode == "w" else real_open(p, mode, **kw)))
+    out = tmp_path / "pred"
+    r = invoke(args + ["--out", out], expect=1)
+    assert r.output.strip().splitlines()[-1] == f"Error: {out / 'clip.mp4'}: No space left on device"
+    assert not [p.name for p in out.iterdir() if p.name.startswith("clip.mp4")]
+    monkeypatch.setattr(av, "open", real_open)
+
+    def full(path, *a, **kw):
+        real_write(path, *a, **kw)
+        if str(path).endswith("results.csv.partial"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ava, "write_results", full)
+    out = tmp_path / "pred2"
+    r = invoke(args + ["--out", out], expect=1)
+    assert r.output.strip().splitlines()[-1] == f"Error: {out / 'results.csv'}: No space left on device"
+    assert not [p.name for p in out.iterdir() if p.name.startswith(("results", "clip"))]

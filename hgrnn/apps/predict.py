@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hgrnn.data.paths import output_path
 from hgrnn.data.ava import LabelMap, load_label_map, read_results, write_results
 from hgrnn.data.store import StoreError, open_h5, read_info, video_names
 from hgrnn.data.video import VIDEO_EXTENSIONS
@@ -251,10 +252,8 @@ def predict_videos(videos, extract, cfg: PredictConfig) -> dict:
     label_map = LabelMap.from_json(ckpt["label_map"])
     paths = video_ids(videos)
     out = Path(cfg.out)
-    for vid, path in paths.items():
-        if cfg.draw and (out / f"{vid}.mp4").resolve() == path.resolve():
-            raise PredictError(f"{path}: --out {out} would overwrite this input with the drawn "
-                               f"video; choose another --out")
+    drawn = ({vid: output_path(out, vid, ".mp4", inputs=[path]) for vid, path in paths.items()}
+             if cfg.draw else {})
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="hgrnn-predict-"))
     try:
@@ -314,7 +313,7 @@ def predict_videos(videos, extract, cfg: PredictConfig) -> dict:
         rows = rows.take(np.flatnonzero(np.isin(rows.video_ids, list(paths))))
         rows = _with_person_ids(rows, store)
         results = out / "results.csv"
-        write_tracked(results, rows, rows.person_ids, ground_truth=False)
+        write_tracked(results, rows, rows.person_ids, ground_truth=False)  # whole or not at all
 
         per_video = {}
         for vid, path in paths.items():
@@ -323,7 +322,7 @@ def predict_videos(videos, extract, cfg: PredictConfig) -> dict:
             per_video[vid] = video_summary(fs, vid, rows, label_map, cfg.draw_min_score)
             per_video[vid].update(_person_files(out, vid, rows, label_map, cfg.draw_min_score))
             if cfg.draw:
-                per_video[vid]["drawn"] = _draw(path, out / f"{vid}.mp4", rows, vid, label_map,
+                per_video[vid]["drawn"] = _draw(path, drawn[vid], rows, vid, label_map,
                                                 cfg, extract.time_offset)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -357,9 +356,9 @@ def _person_files(out: Path, vid: str, rows, label_map, min_score: float) -> dic
     """OUT/<vid>_persons.csv and OUT/<vid>_timeline.png (`hgrnn.apps.timeline`) ->
     {"persons_csv", "timeline" (None without matplotlib), "tracks"}."""
     timelines, step = person_timelines(rows, vid, label_names(label_map), min_score)
-    persons_csv = out / f"{vid}_persons.csv"
+    persons_csv = output_path(out, vid, "_persons.csv")
     write_persons_csv(persons_csv, timelines, step)
-    png = out / f"{vid}_timeline.png"
+    png = output_path(out, vid, "_timeline.png")
     drawn = plot_timeline(png, timelines, step,
                           f"{vid}: actions per person (score >= {min_score:g})")
     return {"persons_csv": str(persons_csv), "timeline": str(png) if drawn else None,

@@ -202,11 +202,12 @@ def detect_cmd(allow_failures, quiet, **options):
 
     from hgrnn.data.ava import AvaFormatError
     from hgrnn.pipeline.detect import DetectConfig, DetectorError, detect_videos, format_summary
+    from hgrnn.data.store_io import StoreError
     from hgrnn.data.video import VideoError
 
     try:
         summary = detect_videos(DetectConfig(progress=not quiet, **options))
-    except (DetectorError, AvaFormatError, VideoError, ValueError, OSError) as err:
+    except (DetectorError, AvaFormatError, VideoError, ValueError, OSError, StoreError) as err:
         raise click.ClickException(str(err)) from None
     click.echo(format_summary(summary), err=True)
     click.echo(json.dumps({k: v for k, v in summary.items() if k != "failed"}

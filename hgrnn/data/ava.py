@@ -62,6 +62,15 @@ PACKAGED_LABEL_MAPS = {
 #: is an error (wrong column order, wrong file).
 AVA_ACTION_IDS = range(1, 81)
 
+
+def ava_ids_of(label_map) -> range:
+    """The ids read as AVA classes with `label_map`: 1..80 for a map within them (AVA's
+    or a subset, whatever the names: rows of other AVA ids are skipped), none for a map of
+    one's own, one holding an id beyond 80 (e.g. 101, 102, ... as `convert` and
+    `render-example` make): there an id outside the map is a typo, an error."""
+    return AVA_ACTION_IDS if max(label_map.ids, default=0) <= AVA_ACTION_IDS[-1] else range(0)
+
+
 #: box coordinates may leave [0, 1] by this much (rounding in third-party writers); the
 #: one definition, for the CSV readers, check-data and the feature store
 BOX_TOLERANCE = 1e-3
@@ -389,7 +398,8 @@ def _raise_verdict(path, line_no, line, code, values, label_map, unknown_ids=Non
     tol = BOX_TOLERANCE
     fields = {"action": values[6],
               "hint": csvrules.PIXEL_HINT if max(x1, y1, x2, y2) > 1 + tol else "",
-              "classes": None if label_map is None else len(label_map)}
+              "classes": None if label_map is None else len(label_map),
+              "own_map": label_map is not None and not ava_ids_of(label_map)}
     fields["text"] = line.decode("utf-8", "replace")[:120]
     if code == "unknown-id":
         ids = [int(x) for x in unknown_ids]
@@ -424,7 +434,7 @@ VALUE_RULES = ("box-range", "box-order", "action-id", "timestamp-range", "score-
 
 def _unknown(a, label_map):
     """(N,) bool: action ids neither in the label map nor AVA actions."""
-    return (a > AVA_ACTION_IDS[-1]) & ~_member(a, label_map.ids)
+    return (a > len(ava_ids_of(label_map))) & ~_member(a, label_map.ids)
 
 
 def row_verdicts(t, kind, label_map):
@@ -462,7 +472,7 @@ def row_verdicts(t, kind, label_map):
         score = t["score"]
         mark("score-finite", ~np.isfinite(score))
         mark("score-float32", ~(np.abs(score) <= _F32_MAX))
-    if label_map is not None and not within(a, -(1 << 63), AVA_ACTION_IDS[-1]):
+    if label_map is not None and not within(a, -(1 << 63), len(ava_ids_of(label_map))):
         mark("unknown-id", _unknown(a, label_map))
     return verdicts
 

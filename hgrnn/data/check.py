@@ -12,7 +12,8 @@ first one as the fast readers of `hgrnn.data.ava` do:
                    box-range (pixel coordinates, hint given), box-order (x, y, w, h
                    instead of x1, y1, x2, y2?), action-id, timestamp-range,
                    score-finite, score-float32, unknown-id (neither in the label map nor
-                   an AVA id 1..80); such rows take no part in the checks below
+                   an AVA id 1..80; with a label map of one's own, one holding an id
+                   beyond 80, any id outside it); such rows take no part in the checks below
     parse          a label map or excluded-timestamps file that cannot be read
     label-map      a class name given to two ids (eval-csv keeps them apart as "NAME (id
                    N)" and warns; the models' outputs would not be told apart)
@@ -57,7 +58,8 @@ from hgrnn.data.keyframes import (clip_seconds, clip_span_warning, describe_outs
                                   split_keyframes)
 from hgrnn.data.video import VideoError, find_frame_folders, find_videos, probe
 from hgrnn.data.ava import (_BOX, _GT_COLUMNS, _GT_WIDTHS, _RESULT_COLUMNS, _RESULT_WIDTHS,
-                            AVA_ACTION_IDS, BOX_TOLERANCE, VALUE_RULES, AvaFormatError,
+                            AVA_ACTION_IDS, BOX_TOLERANCE, ava_ids_of,
+                            VALUE_RULES, AvaFormatError,
                             load_label_map, read_exclusions, row_verdicts)
 
 #: Findings keep this many example locations (FILE:LINE or video ids).
@@ -187,7 +189,8 @@ def _add_verdicts(t, verdicts, lines, path, label_map, findings):
             keys = np.zeros(len(rows), np.int64)
         for key in dict.fromkeys(keys.tolist()):            # in file order
             fields = {"hint": csvrules.PIXEL_HINT if key == 1 else "", "action": key,
-                      "classes": None if label_map is None else len(label_map)}
+                      "classes": None if label_map is None else len(label_map),
+                      "own_map": label_map is not None and not ava_ids_of(label_map)}
             findings.add_rows("error", code, csvrules.message(code, detail=False, **fields),
                               path, lines[rows[keys == key]])
 

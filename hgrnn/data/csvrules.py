@@ -69,9 +69,7 @@ RULES = (
     Rule("score-finite", "score is not a finite number", ": {text!r}"),
     Rule("score-float32", "score does not fit a 32-bit float (stores and models keep scores "
                           "as float32)", ": {text!r}"),
-    Rule("unknown-id", "unknown action id {action}: neither in the label map ({classes} "
-                       "classes) nor an AVA action (1..80); a custom dataset needs "
-                       "--label-map with its classes", "; the file holds {count} such id(s): "
+    Rule("unknown-id", "unknown action id {action}: {why}", "; the file holds {count} such id(s): "
                                                        "{shown}"),
 )
 
@@ -86,4 +84,16 @@ def message(code: str, detail: bool = True, **fields) -> str:
     """The message of rule `code` with the row's `fields`, and its detail (a reader's
     message) or not (``check-data``'s)."""
     rule = RULE_CODES[code]
+    if code == "unknown-id":
+        fields["why"] = UNKNOWN_ID_WHY[bool(fields.get("own_map"))].format(**fields)
     return (rule.message + (rule.detail if detail else "")).format(**fields)
+
+
+#: why an id is unknown: with AVA's label map (or a subset: ids 1..80 only), or with a label
+#: map of one's own (one holding an id beyond 80, where 1..80 are no AVA classes)
+UNKNOWN_ID_WHY = {
+    False: ("neither in the label map ({classes} classes) nor an AVA action (1..80); a "
+            "custom dataset needs --label-map with its classes"),
+    True: ("not in the label map ({classes} classes of your own: it holds ids beyond 80, so "
+           "1..80 are not AVA classes here); a typo?"),
+}

@@ -38,6 +38,8 @@ from hgrnn.console import progress_bar
 from hgrnn.data.ava import read_annotations
 from hgrnn.pipeline.i3d import FINETUNE_FORMAT, sha256_file
 from hgrnn.data.keyframes import summarize_outside, video_keyframes
+from hgrnn.data.paths import replacing
+from hgrnn.data.store_io import WriterLock
 from hgrnn.data.video import VideoError, find_frame_folders, find_videos, iter_clips, probe
 from hgrnn.pipeline.detect_config import (BACKBONES, INITS, DetectConfig,  # noqa: F401
                                           DetectorArch, DetectorError)   # (BACKBONES: its old home)
@@ -425,7 +427,22 @@ def detect_videos(cfg: DetectConfig) -> dict:
     CSV back to the last finished video, skips finished videos and retries failed ones.
     Requested keyframes outside a video are skipped with one warning line per video (a
     video with none inside fails). Returns a summary: out, written, skipped, failed {video:
-    reason}, outside {video: keyframes skipped}, keyframes, boxes, seconds."""
+    reason}, outside {video: keyframes skipped}, keyframes, boxes, seconds. A second run on
+    the same `out` is refused (StoreError naming the first) by the store's writer lock."""
+    Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
+    lock = WriterLock(cfg.out).acquire()       # held until the CSV and its record are closed
+    try:
+        return _detect_videos(cfg)
+    except OSError as err:
+        if err.filename is not None:
+            raise
+        raise DetectorError(f"{cfg.out}: {err.strerror or err} (the videos finished before are "
+                            "kept: run again to continue)") from None     # a full disk
+    finally:
+        lock.release()
+
+
+def _detect_videos(cfg: DetectConfig) -> dict:
     started = time.time()
     plans, missing = plan_keyframes(cfg)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
@@ -444,7 +461,8 @@ def detect_videos(cfg: DetectConfig) -> dict:
     done, length = _resume_point(out, record, settings)
     out.parent.mkdir(parents=True, exist_ok=True)
     if not record.exists():
-        record.write_text(json.dumps({"settings": settings}) + "\n")
+        with replacing(record) as partial:     # whole or not at all (a full disk)
+            partial.write_text(json.dumps({"settings": settings}) + "\n")
     with open(out, "a"):
         pass
     _truncate(out, length)                 # rows of a video that did not finish

@@ -46,7 +46,9 @@ drawn at tile size so labels stay readable) with the timestamp under each.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -56,6 +58,7 @@ import numpy as np
 from hgrnn.console import progress_bar
 from hgrnn.data.ava import load_label_map, read_annotations, read_results
 from hgrnn.data.video import VideoError, open_source
+from hgrnn.data.paths import output_path, replacing
 
 #: Colours of result persons (cycled per person of a keyframe), RGB.
 PRED_COLORS = ((255, 140, 0), (0, 160, 255), (230, 40, 200), (255, 220, 0), (160, 90, 255),
@@ -468,7 +471,8 @@ def draw_video(video, out, *, results=None, gt=None, time_offset=0.0, max_size=N
     codec = codec or pick_codec()
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        container = av.open(str(out), mode="w")
+        partial = Path(out).with_name(Path(out).name + ".partial")   # renamed when complete
+        container = av.open(str(partial), mode="w", format="mp4")
         stream = container.add_stream(codec, rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.time_base = 1 / rate
@@ -483,6 +487,7 @@ def draw_video(video, out, *, results=None, gt=None, time_offset=0.0, max_size=N
         bar = progress_bar(total=total, unit="frame", desc=f"draw {Path(str(video)).name}",
                    dynamic_ncols=True)
     frames = drawn = 0
+    complete = False
     previous = -1
     overlay: list = [None, None]          # [timestamp, RGBA drawing of its persons]
     try:
@@ -516,15 +521,25 @@ def draw_video(video, out, *, results=None, gt=None, time_offset=0.0, max_size=N
         if container is not None:
             for packet in stream.encode():
                 container.mux(packet)
+            container.close()                  # writes the index: fails on a full disk too
+            os.replace(partial, out)
+        complete = True
     except VideoError as exc:
         raise VisualizeError(str(exc)) from None
+    except OSError as exc:                     # a full disk: name the file, leave no part
+        raise VisualizeError(f"{out}: {exc.strerror or exc}") from None
     finally:
         if bar is not None:
             bar.close()
-        if container is not None:
-            container.close()
+        if container is not None and not complete:
+            with contextlib.suppress(Exception):
+                container.close()
+            with contextlib.suppress(OSError):
+                os.remove(partial)
         source.close()
     if frames == 0:
+        if out is not None:
+            os.remove(out)
         raise VisualizeError(f"{video}: no frame could be decoded")
     if sheet is not None:
         write_sheet(sheet, tiles, rows, cols, tile_w, tile_h)
@@ -560,7 +575,8 @@ def write_sheet(path, tiles: dict, rows: int, cols: int, tile_w: int, tile_h: in
         draw.text((x + (tile_w - box[2]) // 2, y + tile_h + (layout["caption"] - box[3]) // 2),
                   text, fill=(235, 235, 235), font=font)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
+    with replacing(path) as partial:           # a full disk: one line naming the file
+        sheet.save(partial, format="PNG")
 
 
 #: The label map `hgrnn predict` writes beside its results.csv.
@@ -603,7 +619,7 @@ def visualize(video, out=None, *, results_csv=None, gt_csv=None, label_map="ava-
         is_dir = str(out).endswith(("/", "\\")) or Path(out).is_dir()
         out = Path(out)
         if is_dir:
-            out = out / f"{video_id}.mp4"
+            out = output_path(out, video_id, ".mp4", inputs=[video])
         elif out.suffix.lower() != ".mp4":
             raise VisualizeError(f"--out {out}: expected FILE.mp4 or a folder DIR/")
         if out.resolve() == video.resolve():
