@@ -64,7 +64,7 @@ def test_every_row_problem_is_reported_with_its_line(tmp_path):
              "a,2,0.5,0.1,0.5,0.9,101,3",                          # 8 zero width
              "a,3,0.1,0.1,0.5,0.9,55,0",                           # 9 a typo (own map)
              "a,3,0.1,0.1,0.5,0.9,500,0",                          # 10 unknown id
-             "a,3,0.2,0.1,0.6,0.9,101,0"]                          # 11 person 0, other box
+             "a,1,0.2,0.1,0.6,0.9,101,0"]                          # 11 person 0, other box
     (tmp_path / "gt.csv").write_text("\n".join(lines) + "\n")
     report = check_data(tmp_path / "gt.csv", label_map=str(tmp_path / "lm.txt"))
     assert not report["ok"]

@@ -259,7 +259,10 @@ def test_predict_on_a_full_disk_names_the_file_and_leaves_no_partial(trained, tm
         if str(path).endswith("results.csv.partial"):
             raise OSError(errno.ENOSPC, "No space left on device")
 
+    from hgrnn import track
+
     monkeypatch.setattr(ava, "write_results", full)
+    monkeypatch.setattr(track, "write_results", full)      # results.csv with person ids
     out = tmp_path / "pred2"
     r = invoke(args + ["--out", out], expect=1)
     assert r.output.strip().splitlines()[-1] == f"Error: {out / 'results.csv'}: No space left on device"

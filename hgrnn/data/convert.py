@@ -56,7 +56,9 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hgrnn.data.ava import AvaRows, LabelMap, write_annotations
 from hgrnn.data.paths import video_id_problem
+from hgrnn.data.video import VideoError, find_videos, probe
 
 PERSON_ATTRIBUTES = ("person_id", "person", "track_id", "track", "id")
 _NO_VALUE = ("", "false", "none", "__undefined__")
@@ -187,8 +189,6 @@ class _Names:
 def _finish(boxes: list, label_map, stats: dict, source) -> Conversion:
     """Attach ids: with a label map, names -> its ids; without, classes from the names
     (ids FIRST_MADE_ID, ...; one class per name, case-insensitively)."""
-    from hgrnn.data.ava import LabelMap
-
     made = label_map is None
     if made:
         spelling: dict = {}
@@ -211,8 +211,6 @@ def _finish(boxes: list, label_map, stats: dict, source) -> Conversion:
 
 def rows_of(conv: Conversion):
     """AvaRows (one per box and action, sorted by video, timestamp, person, action)."""
-    from hgrnn.data.ava import AvaRows
-
     lookup = {n.strip().lower(): i for i, n in zip(conv.label_map.ids, conv.label_map.names)}
     out = []
     for vid, ts, pid, box, names in conv.boxes:
@@ -230,8 +228,6 @@ def write_conversion(conv: Conversion, out_csv, label_map_out=None) -> dict:
     """Write the ground-truth CSV (and the label map as 'id name' lines when
     `label_map_out` is given), each to a temporary name renamed at the end, so that a
     failed write leaves nothing. Returns {"csv", "rows", "label_map"}."""
-    from hgrnn.data.ava import write_annotations
-
     rows = rows_of(conv)
     Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
     targets = [out_csv] + ([label_map_out] if label_map_out is not None else [])
@@ -327,8 +323,6 @@ def _box_at(records, frames, frame: int, last_frame):
 
 def _video_frames(videos, vid: str, where: str):
     """(path, frame count or None) of the video `vid` in the folder `videos`."""
-    from hgrnn.data.video import VideoError, find_videos, probe
-
     try:
         found = find_videos(videos)
         if vid not in found:
@@ -451,8 +445,6 @@ def _via_size(fname, size, videos, where):
     if size is not None:
         return size
     if videos is not None:
-        from hgrnn.data.video import VideoError, find_videos, probe
-
         try:
             found = find_videos(videos)
         except VideoError as err:
