@@ -7,7 +7,8 @@ person-box CSV with one box per person and a score. Timed, each `--repeats` time
 reported): check-data on the ground truth alone, and with the person boxes (clean files:
 the vectorised path), on the ground truth with one bad line appended (the row-by-row parse
 reads the whole file); next to it the vectorised reader (`read_annotations`, the first
-error only) as the floor.
+error only) as the floor. Wall and CPU seconds (this process, all threads: on a loaded
+machine the steadier of the two).
 
     .venv/bin/python benchmarks/bench_check_data.py [--rows 837318] [--work DIR]
 """
@@ -55,12 +56,13 @@ def write_inputs(work, rows):
 
 
 def timed(fn, repeats):
+    """Medians of (wall s, CPU s of this process, all its threads)."""
     times = []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        times.append((time.perf_counter() - t, time.process_time() - c))
+    return tuple(statistics.median(x[k] for x in times) for k in (0, 1))
 
 
 def main():
@@ -79,10 +81,15 @@ def main():
              ("check-data, ground truth + person boxes", lambda: check_data(gt, detections=det)),
              ("check-data, ground truth with a bad last line (row by row)",
               lambda: check_data(bad))]
-    print(f"{args.rows} ground-truth rows, median of {args.repeats}")
+    print(f"{args.rows} ground-truth rows, median of {args.repeats}; load average "
+          f"{os.getloadavg()}")
+    print("| case | wall s | K rows/s | CPU s | x reader (wall / CPU) |")
+    reader = None
     for name, fn in cases:
-        s = timed(fn, args.repeats)
-        print(f"| {name} | {s:.2f} | {args.rows / s / 1e3:.0f} |")
+        s, cpu = timed(fn, args.repeats)
+        reader = reader or (s, cpu)
+        print(f"| {name} | {s:.2f} | {args.rows / s / 1e3:.0f} | {cpu:.2f} | "
+              f"{s / reader[0]:.1f} / {cpu / reader[1]:.1f} |")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ The case is the one of ``bench_eval.py`` (its 5.6-million-row result file, writt
 and cached in ``--work``; ground truth ``ava_val_v2.1_pose_classes_only.csv``). Each
 ``--tree NAME=DIR`` is a source tree of hgrnn (e.g. a checkout of an older commit, to
 compare readers); runs alternate between trees; medians of ``--repeat`` runs are printed
-with wall and CPU seconds and the process's peak resident memory (VmHWM).
+with wall and CPU seconds and the process's peak resident memory (VmHWM), beside
+pyarrow's own parse of the result file (same column types and options, into an Arrow
+table; in a process of its own, so the peak is the readers').
 
     .venv/bin/python benchmarks/bench_csv.py [--tree new=. --tree old=/path/to/old/checkout]
 """
@@ -24,10 +26,36 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
+def pyarrow_parse(path):
+    """pyarrow's own parse of the results file into an Arrow table, with the column types
+    and options the fast reader uses (the floor of any reader built on it)."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    names = ["video_id", "timestamp", "x1", "y1", "x2", "y2", "action_id", "score"]
+    text = pa.dictionary(pa.int32(), pa.string())
+    types = {n: (pa.float64() if n in ("x1", "y1", "x2", "y2", "score") else text)
+             for n in names}
+    w, c = time.perf_counter(), time.process_time()
+    table = pcsv.read_csv(
+        path, read_options=pcsv.ReadOptions(column_names=names, block_size=1 << 20),
+        parse_options=pcsv.ParseOptions(quote_char=False, ignore_empty_lines=True),
+        convert_options=pcsv.ConvertOptions(column_types=types, null_values=[""],
+                                            strings_can_be_null=False))
+    out = {"wall_s": time.perf_counter() - w, "cpu_s": time.process_time() - c,
+           "rows": table.num_rows}
+    del table
+    return out
+
+
 def worker(gt_csv, res_csv, excl):
-    """One measurement in this (fresh) process; prints a JSON line."""
+    """One measurement in this (fresh) process; prints a JSON line. excl: the excluded
+    timestamps CSV, or "pyarrow" for pyarrow's parse of the result file alone."""
     from hgrnn.data.ava import load_label_map, read_annotations, read_results
 
+    if excl == "pyarrow":
+        print(json.dumps(pyarrow_parse(res_csv)))
+        return
     lm = load_label_map("ava-v2.1")
     out = {}
     for name, fn, path in (("results", read_results, res_csv),
@@ -70,16 +98,22 @@ def main():
             out = subprocess.run([sys.executable, __file__, "--worker", gt_csv, res_csv, excl],
                                  capture_output=True, text=True, check=True, env=env)
             runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            out = subprocess.run([sys.executable, __file__, "--worker", gt_csv, res_csv,
+                                  "pyarrow"], capture_output=True, text=True, check=True,
+                                 env=env)
+            runs[name][-1]["pyarrow"] = json.loads(out.stdout.strip().splitlines()[-1])
             print(name, json.dumps(runs[name][-1]), flush=True)
     print(f"\nmedians of {args.repeat} runs (load average after: {os.getloadavg()})")
-    print("| tree | read_results wall s (CPU s) | read_annotations wall s (CPU s) | "
-          "peak RSS MiB |")
-    print("|---|---|---|---|")
+    print("| tree | pyarrow parse wall s (CPU s) | read_results wall s (CPU s) | "
+          "read_results / pyarrow | read_annotations wall s (CPU s) | peak RSS MiB |")
+    print("|---|---|---|---|---|---|")
     for name, rs in runs.items():
         def med(part, key):
             return statistics.median(r[part][key] for r in rs)
-        print(f"| {name} | {med('results', 'wall_s'):.2f} ({med('results', 'cpu_s'):.2f}) | "
-              f"{med('gt', 'wall_s'):.3f} ({med('gt', 'cpu_s'):.3f}) | "
+        ratio = statistics.median(r["results"]["wall_s"] / r["pyarrow"]["wall_s"] for r in rs)
+        print(f"| {name} | {med('pyarrow', 'wall_s'):.2f} ({med('pyarrow', 'cpu_s'):.2f}) | "
+              f"{med('results', 'wall_s'):.2f} ({med('results', 'cpu_s'):.2f}) | "
+              f"{ratio:.2f} | {med('gt', 'wall_s'):.3f} ({med('gt', 'cpu_s'):.3f}) | "
               f"{statistics.median(r['peak_rss_mib'] for r in rs):.0f} |")
 
 

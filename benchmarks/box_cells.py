@@ -10,6 +10,7 @@ the file has no frame sizes, so the ratio is an assumption, stated in the output
 """
 
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -18,11 +19,15 @@ from hgrnn.data.ava import read_annotations
 from hgrnn.pipeline.person_layer import LAYER_STRIDE, box_cells
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_GT = os.path.join(ROOT, os.pardir, "shared", "ava", "ava_val_v2.1_first8videos.csv")
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("gt", nargs="?", default="/work/shared/ava/ava_val_v2.1_first8videos.csv")
+    ap.add_argument("gt", nargs="?", default=DEFAULT_GT,
+                    help="AVA ground-truth CSV (default: ../shared/ava/"
+                         "ava_val_v2.1_first8videos.csv beside the repository)")
     ap.add_argument("--short-side", type=int, default=256)
     ap.add_argument("--aspect", type=float, default=16 / 9)
     args = ap.parse_args(argv)

@@ -13,7 +13,20 @@ errors, tracebacks/crashes and silent acceptance under
                 error is clean, any other exception or a crash is a traceback, and a run
                 that reads changed data without an error is silent acceptance
 
-    .venv/bin/python benchmarks/fault_audit.py                    # everything, ~2-4 min
+  and (issue 29), each case counted as ok / clean / traceback / silent / loss / outside
+  (see "issue 29" below):
+
+    convert fuzz       mutated CVAT / VIA exports of render-example's clip1: a one-line
+                       error, or a CSV check-data accepts (a 30 s alarm catches runaways)
+    output paths       `visualize --video-id ID --out DIR/` with ids leaving DIR, and DIR
+                       the input's folder: nothing written or changed outside DIR
+    detect writers     two `detect` on one new --out: the CSV equals one whole run's
+    full disk outputs  visualize (MP4, sheet), detect, predict on a tmpfs with a few KiB
+                       free: one line naming the file, no partial file left
+    extract kills      SIGKILL of `extract-features` on rendered videos, then resume:
+                       the store equals an uninterrupted run's
+
+    .venv/bin/python benchmarks/fault_audit.py                    # everything, ~15-25 min
     .venv/bin/python benchmarks/fault_audit.py --only corruption --offsets 80
 
 Prints a table and writes --json. A subprocess per CLI case (as a user would run it);
@@ -339,9 +352,416 @@ def audit_corruption(work, n_offsets, rng) -> dict:
     return counts
 
 
+# ---------------------------------------------------------------------------- issue 29
+#
+# Outcomes of the cases below, one dict per category: runs; ok (a correct result); clean (a
+# one-line error, exit 1); traceback (any other exception, a crash, a run past its time);
+# silent (exit 0 with a wrong result: a CSV check-data refuses, two writers both claiming
+# the file, an outdated store); loss (a partial or missing file where the run promised a
+# whole one or none, or rows lost on resume); outside (a file created or changed outside
+# the command's output folder).
+
+def _outcomes():
+    return {"runs": 0, "ok": 0, "clean": 0, "traceback": 0, "silent": 0, "loss": 0,
+            "outside": 0}
+
+
+def _snapshot(folder) -> dict:
+    found = {}
+    for base, _, names in os.walk(folder):
+        for n in names:
+            path = os.path.join(base, n)
+            with contextlib.suppress(OSError):
+                st = os.stat(path)
+                found[path] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
+_XML_VALUES = ["", " ", "0", "-1", "1", "2.5", "nan", "inf", "1e400", "abc", "100000000000",
+               "863990", "9" * 30, "a/b", "a,b", "x y", "..", "/abs", "walk",
+               "stand\n101 evil", "true", "false", "\u202e", "1" * 5000]
+_JSON_VALUES = [None, True, 0, -3, 2.5, -1e9, 1e20, 10 ** 20, float("nan"), float("inf"), "",
+                "0", "-5", "a,b.mp4", "../x.mp4", "x y.mp4", "walk\n101 evil", [], {}, [2],
+                [2, 1, 1, -5, 2], [2, "a", 1, 1, 1], [-3], [1.0, 3.0], {"1": "0"}, [[[[]]]]]
+
+
+def _mutate_xml(rng, text):
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(text)
+    for _ in range(rng.randint(1, 3)):
+        nodes = list(root.iter())
+        node = rng.choice(nodes)
+        value = rng.choice(_XML_VALUES)
+        what = rng.randrange(4)
+        if what == 0 and node.attrib:
+            node.set(rng.choice(sorted(node.attrib)), value)
+        elif what == 1:
+            node.text = value
+        elif what == 2 and len(node):
+            node.remove(node[rng.randrange(len(node))])
+        elif node.tag == "track":
+            root.append(ET.fromstring(ET.tostring(node)))
+    out = ET.tostring(root, encoding="unicode")
+    return out[: rng.randrange(len(out))] if rng.random() < 0.1 else out
+
+
+def _mutate_json(rng, node):
+    if isinstance(node, dict) and node and rng.random() < 0.8:
+        key = rng.choice(sorted(node))
+        copy = dict(node)
+        if rng.random() < 0.1:
+            del copy[key]
+        else:
+            copy[key] = _mutate_json(rng, node[key])
+        return copy
+    if isinstance(node, list) and node and rng.random() < 0.8:
+        i = rng.randrange(len(node))
+        return node[:i] + [_mutate_json(rng, node[i])] + node[i + 1:]
+    return rng.choice(_JSON_VALUES)
+
+
+def audit_convert_fuzz(work, cases, rng) -> dict:
+    """Mutated exports of render-example's clip1 (CVAT and VIA), converted in this process
+    with a 30 s alarm: a ConvertError of one line is clean; a written CSV (and made label
+    map) is checked by check-data: ok, or silent when it finds an error."""
+    from hgrnn.data.ava import load_label_map
+    from hgrnn.data.check import check_data
+    from hgrnn.data.convert import (ConvertError, cvat_video, default_label_map_path,
+                                    via_video, write_conversion)
+
+    ex = os.path.join(work, "example")
+    hgrnn("render-example", ex, "--videos", 1, "--seconds", 4)
+    lm_path = os.path.join(ex, "label_map.txt")
+    with open(os.path.join(ex, "exports", "clip1_cvat.xml"), encoding="utf-8") as f:
+        cvat = f.read()
+    with open(os.path.join(ex, "exports", "clip1_via.json"), encoding="utf-8") as f:
+        via = json.load(f)
+    results = {}
+
+    def alarm(*_):
+        raise TimeoutError("ran past 30 s")
+
+    signal.signal(signal.SIGALRM, alarm)
+    for parser in ("cvat-video", "via"):
+        c = results[parser] = _outcomes()
+        folder = os.path.join(work, f"fuzz-{parser}")
+        os.makedirs(folder)
+        for case in range(cases):
+            src = os.path.join(folder, "in.xml" if parser == "cvat-video" else "in.json")
+            if parser == "cvat-video":
+                text = _mutate_xml(rng, cvat)
+            else:
+                data = via
+                for _ in range(rng.randint(1, 3)):
+                    data = _mutate_json(rng, data)
+                text = json.dumps(data)
+            with open(src, "w", encoding="utf-8") as f:
+                f.write(text)
+            out = os.path.join(folder, f"out{case}.csv")
+            lm = load_label_map(lm_path) if case % 2 else None
+            c["runs"] += 1
+            signal.alarm(30)
+            try:
+                conv = (cvat_video(src, 10, label_map=lm) if parser == "cvat-video"
+                        else via_video(src, label_map=lm, size=(320, 240)))
+                made = default_label_map_path(out) if conv.label_map_made else None
+                write_conversion(conv, out, made)
+            except ConvertError as err:
+                c["clean" if "\n" not in str(err) else "traceback"] += 1
+                continue
+            except Exception:  # noqa: BLE001 - a traceback, or TimeoutError: a runaway
+                c["traceback"] += 1
+                continue
+            finally:
+                signal.alarm(0)
+            report = check_data(out, label_map=made or lm_path)
+            c["ok" if report["ok"] else "silent"] += 1
+    return results
+
+
+def _render_clip(path, seconds=2, size=(96, 64)):
+    from hgrnn.pipeline.render import render_video
+
+    render_video(path, seconds=seconds, fps=10, size=size, shapes=())
+
+
+def audit_output_paths(work) -> dict:
+    """`visualize --out DIR/ --video-id ID` with ids that would leave DIR, and DIR the
+    input's folder: clean when refused in one line with nothing changed outside DIR."""
+    c = _outcomes()
+    root = os.path.join(work, "paths")
+    video = os.path.join(root, "src", "clip2.mp4")
+    _render_clip(video)
+    ids = ["../src/clip2", os.path.join(root, "src", "clip2"), "..", ".", "a/../../x",
+           "clip2"]
+    results = os.path.join(root, "r.csv")
+    with open(results, "w") as f:
+        f.write("".join(f"{v},1,0.1,0.1,0.6,0.9,12,0.9\n" for v in ("clip2", "a")))
+    drawn = os.path.join(root, "drawn")
+    os.makedirs(drawn)
+    for vid, out in [(v, drawn) for v in ids] + [(None, os.path.dirname(video))]:
+        before = {p: v for p, v in _snapshot(root).items() if not p.startswith(drawn + "/")}
+        extra = ["--video-id", vid] if vid else []
+        rc, _, err = hgrnn("visualize", video, "--results", results, *extra, "--out",
+                           out + "/", "-q")
+        after = {p: v for p, v in _snapshot(root).items() if not p.startswith(drawn + "/")}
+        c["runs"] += 1
+        kind = classify(rc, err)
+        if after != before:
+            c["outside"] += 1
+        elif kind == "ok":
+            c["ok" if vid == "clip2" else "silent"] += 1
+        else:
+            c[kind] += 1
+    return c
+
+
+def _tiny_detector(path):
+    import torch
+
+    from hgrnn.pipeline import detect as dt
+    from hgrnn.pipeline.detect import DetectorArch
+
+    arch = DetectorArch(backbone="resnet18", norm="batch", trainable_layers=5, min_size=64,
+                        max_size=96, proposals_train=64, proposals_test=32, roi_batch=16,
+                        box_head_dim=64, fpn_dim=32)
+    torch.manual_seed(0)
+    model, _ = dt.build_detector(arch)
+    torch.save({"format": dt.DETECTOR_FORMAT, "version": dt.DETECTOR_VERSION,
+                "arch": arch.__dict__, "model": model.state_dict(), "config": "{}", "step": 0,
+                "val": None}, path)
+
+
+def audit_detect_writers(work, pairs) -> dict:
+    """Two `detect` on one new --out started together: clean when the CSV holds exactly
+    an uninterrupted run's rows and the other run was refused (or found every video done);
+    silent when the CSV differs (lost or doubled rows) or both claim to have written."""
+    c = _outcomes()
+    root = os.path.join(work, "detect")
+    for v in ("vidA", "vidB", "vidC"):
+        _render_clip(os.path.join(root, "videos", f"{v}.mp4"), seconds=3)
+    ckpt = os.path.join(root, "det.pt")
+    _tiny_detector(ckpt)
+
+    def args(out):
+        return ["detect", "--out", out, "--videos", os.path.join(root, "videos"), "--detector",
+                ckpt, "--min-score", "0", "--max-persons", "5", "--workers", "0", "--quiet"]
+
+    ref = os.path.join(root, "ref.csv")
+    hgrnn(*args(ref))
+    with open(ref) as f:
+        expected = f.read()
+    for i in range(pairs):
+        out = os.path.join(root, f"pair{i}.csv")
+        procs = [subprocess.Popen([PY, "-m", "hgrnn", *args(out)], env=ENV,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        res = [(p.wait(), p.stdout.read(), p.stderr.read()) for p in procs]
+        kinds = [classify(rc, err) for rc, _, err in res]
+        c["runs"] += 1
+        with open(out) as f:
+            got = f.read()
+        wrote = [json.loads(o or "{}").get("written", 0) for rc, o, _ in res if rc == 0]
+        if "traceback" in kinds:
+            c["traceback"] += 1
+        elif got != expected:
+            c["loss"] += 1
+        elif sum(wrote) > 3:
+            c["silent"] += 1                  # both claim the videos
+        else:
+            c["clean" if "clean" in kinds else "ok"] += 1
+    return c
+
+
+@contextlib.contextmanager
+def nearly_full_disk(base, free_kib):
+    """A 4 MiB tmpfs filled up to `free_kib` KiB free (root only; else None)."""
+    folder = tempfile.mkdtemp(dir=base, prefix="full")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", folder],
+                      capture_output=True, check=False).returncode != 0:
+        yield None
+        return
+    try:
+        st = os.statvfs(folder)
+        fill = st.f_bavail * st.f_frsize - free_kib * 1024
+        with open(os.path.join(folder, "filler"), "wb") as f:
+            f.write(b"\0" * max(0, fill))
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", folder], capture_output=True, check=False)
+
+
+def _decodes(path) -> bool:
+    import av
+
+    try:
+        with av.open(path) as c:
+            return sum(1 for _ in c.decode(video=0)) > 0
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def audit_full_disk_outputs(work, runs) -> dict:
+    """visualize (MP4, sheet), detect and predict writing onto a disk with a few KiB
+    free: clean when one line names the file; loss when a partial file (a .partial, an
+    MP4 that does not decode, a results.csv or CSV other than the full run's) is left;
+    for detect, the rerun on a freed disk must give the full run's CSV."""
+    from hgrnn.data.store_check import check_store
+
+    root = os.path.join(work, "fulldisk")
+    video = os.path.join(root, "v", "clip.mp4")
+    _render_clip(video, seconds=6, size=(320, 240))
+    results = os.path.join(root, "r.csv")
+    with open(results, "w") as f:
+        f.write("".join(f"clip,{t},0.1,0.1,0.6,0.9,12,0.9\n" for t in range(1, 6)))
+    out = {}
+    frees = [4, 12, 24, 48][:max(1, runs)]       # KiB left: tmpfs fills page by page
+
+    def record(name, kind, loss):
+        c = out.setdefault(name, _outcomes())
+        c["runs"] += 1
+        c["loss" if loss else kind] += 1
+
+    for free in frees:
+        with nearly_full_disk(work, free) as disk:
+            if disk is None:
+                return {"skipped": "no tmpfs (not root)"}
+            rc, _, err = hgrnn("visualize", video, "--results", results, "--out",
+                               f"{disk}/d.mp4", "-q")
+            mp4 = os.path.join(disk, "d.mp4")
+            left = [n for n in os.listdir(disk) if n.endswith(".partial")]
+            record("visualize --out", "ok" if rc == 0 else classify(rc, err),
+                   bool(left) or (os.path.exists(mp4) and not _decodes(mp4)))
+            rc, _, err = hgrnn("visualize", video, "--results", results, "--sheet",
+                               f"{disk}/s.png", "--sheet-width", 640, "-q")
+            left = [n for n in os.listdir(disk) if n.endswith(".partial")]
+            sheet_ok = not os.path.exists(f"{disk}/s.png") or rc == 0
+            record("visualize --sheet", "ok" if rc == 0 else classify(rc, err),
+                   bool(left) or not sheet_ok)
+    # detect: a full disk, then the same command on a freed disk
+    root_det = os.path.join(work, "detect")
+    if os.path.isdir(root_det):
+        ckpt = os.path.join(root_det, "det.pt")
+        with open(os.path.join(root_det, "ref.csv")) as f:
+            expected = f.read()
+        for free in [0, 4, 8, 12][:max(1, runs)]:
+            with nearly_full_disk(work, free) as disk:
+                args = ["detect", "--out", f"{disk}/b.csv", "--videos",
+                        os.path.join(root_det, "videos"), "--detector", ckpt, "--min-score",
+                        "0", "--max-persons", "5", "--workers", "0", "--quiet"]
+                rc, _, err = hgrnn(*args)
+                kind = "ok" if rc == 0 else classify(rc, err)
+                os.remove(os.path.join(disk, "filler"))
+                hgrnn(*args)
+                csv = f"{disk}/b.csv"
+                lost = not os.path.exists(csv)
+                if not lost:
+                    with open(csv) as f:
+                        lost = f.read() != expected
+                record("detect", kind, lost)
+    # predict: a head trained here on rendered videos (random I3D), then predict on a disk
+    pred = os.path.join(work, "predict")
+    hgrnn("render-example", pred, "--videos", 2, "--seconds", 4)
+    store = os.path.join(pred, "train.h5")
+    small = ["--clip-frames", 8, "--short-side", 64, "--workers", 0]
+    hgrnn("extract-features", "--out", store, "--videos", f"{pred}/videos", "--annotations",
+          f"{pred}/annotations.csv", "--detections", f"{pred}/persons.csv", "--label-map",
+          f"{pred}/label_map.txt", "--backbone-weights", "none", "--quiet", *small)
+    hgrnn("train-head", "--store", store, "--out", f"{pred}/run", "--steps", 5,
+          "--batch-size", 4, "--context", 1, "-q")
+    args = ["predict", f"{pred}/videos/clip1.mp4", "--checkpoint", f"{pred}/run",
+            "--backbone-weights", "none", "--detections", f"{pred}/persons.csv", "-q", *small]
+    hgrnn(*args, "--out", f"{pred}/full")
+    with open(f"{pred}/full/results.csv") as f:
+        expected = f.read()
+    for free in [8, 40, 120, 240][:max(1, runs)]:
+        with nearly_full_disk(work, free) as disk:
+            rc, _, err = hgrnn(*args, "--out", f"{disk}/p")
+            kind = "ok" if rc == 0 else classify(rc, err)
+            folder = f"{disk}/p"
+            names = os.listdir(folder) if os.path.isdir(folder) else []
+            loss = any(n.endswith(".partial") for n in names)
+            if "results.csv" in names:
+                with open(f"{folder}/results.csv") as f:
+                    loss |= f.read() != expected
+            if "clip1.mp4" in names:
+                loss |= not _decodes(f"{folder}/clip1.mp4")
+            if "features.h5" in names:
+                loss |= bool(check_store(f"{folder}/features.h5"))
+            record("predict", kind, loss)
+    return out
+
+
+def _time_writing(args, out) -> float:
+    """Run `hgrnn ARGS --out OUT`; seconds from OUT's creation to the end of the run."""
+    p = subprocess.Popen([PY, "-m", "hgrnn", *map(str, args), "--out", out], env=ENV,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not os.path.exists(out) and p.poll() is None:
+        time.sleep(0.05)
+    start = time.time()
+    p.wait()
+    return time.time() - start
+
+
+def _complete(path) -> list:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return [v for v in f["videos"] if f["videos"][v].attrs.get("complete")]
+
+
+def audit_extract_kills(work, runs, rng) -> dict:
+    """SIGKILL of `extract-features` on rendered videos at a random moment after its store
+    appears, then the same command: ok when the store passes inspect --check and equals an
+    uninterrupted run's (per-video digests)."""
+    from hgrnn.data.store_check import check_store
+
+    c = _outcomes()
+    root = os.path.join(work, "extract")
+    for i in range(4):
+        _render_clip(os.path.join(root, "videos", f"v{i}.mp4"), seconds=3, size=(64, 48))
+    gt = os.path.join(root, "gt.csv")
+    with open(gt, "w") as f:
+        f.write("".join(f"v{i},{t},0.1,0.1,0.6,0.9,12,0\n" for i in range(4) for t in (1, 2)))
+    args = ["extract-features", "--videos", os.path.join(root, "videos"), "--annotations", gt,
+            "--backbone-weights", "none", "--clip-frames", 8, "--short-side", 64,
+            "--workers", 0, "--quiet"]
+    ref = os.path.join(root, "ref.h5")
+    span = _time_writing(args, ref)              # seconds from the store's creation to exit
+    c["seconds writing (uninterrupted)"] = round(span, 1)
+    for i in range(runs):
+        out = os.path.join(root, f"kill{i}.h5")
+        p = subprocess.Popen([PY, "-m", "hgrnn", *map(str, args), "--out", out], env=ENV,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while not os.path.exists(out) and p.poll() is None:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.1, 0.9) * span)
+        if p.poll() is not None:
+            c["finished before the kill"] = c.get("finished before the kill", 0) + 1
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        with contextlib.suppress(Exception):
+            c.setdefault("videos complete when killed", []).append(len(_complete(out)))
+        rc, _, err = hgrnn(*args, "--out", out)
+        c["runs"] += 1
+        if classify(rc, err) != "ok":
+            c[classify(rc, err)] += 1
+        elif check_store(out) or not _same_store(out, ref):
+            c["loss"] += 1
+        else:
+            c["ok"] += 1
+    return c
+
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", choices=["kills", "concurrent", "full-disk", "corruption"])
+    ap.add_argument("--only", choices=["kills", "concurrent", "full-disk", "corruption",
+                                       "convert-fuzz", "output-paths", "detect-writers",
+                                       "full-disk-outputs", "extract-kills"])
+    ap.add_argument("--fuzz-cases", type=int, default=200)
+    ap.add_argument("--extract-kills", type=int, default=3)
     ap.add_argument("--kills", type=int, default=10)
     ap.add_argument("--pairs", type=int, default=10)
     ap.add_argument("--disk-runs", type=int, default=4)
@@ -361,6 +781,17 @@ def main():
             results["full disk"] = audit_full_disk(work, args.disk_runs)
         if args.only in (None, "corruption"):
             results["corruption"] = audit_corruption(work, args.offsets, rng)
+        if args.only in (None, "convert-fuzz"):
+            results["convert fuzz"] = audit_convert_fuzz(work, args.fuzz_cases, rng)
+        if args.only in (None, "output-paths"):
+            results["visualize output paths"] = audit_output_paths(work)
+        if args.only in (None, "detect-writers", "full-disk-outputs"):
+            results["two detect on one --out"] = audit_detect_writers(work, args.pairs)
+        if args.only in (None, "full-disk-outputs"):
+            results["full disk (outputs)"] = audit_full_disk_outputs(work, args.disk_runs)
+        if args.only in (None, "extract-kills"):
+            results["SIGKILL of extract-features"] = audit_extract_kills(
+                work, args.extract_kills, rng)
     print(json.dumps(results, indent=1))
     if args.json:
         with open(args.json, "w") as f:

@@ -523,7 +523,7 @@ def check_finetune_backbone(ctx: Context) -> dict:
     args = ["finetune-backbone", "--annotations", m["annotations"], "--out", run, "--videos",
             m["videos"], "--label-map", m["labels"], "--backbone-weights", m["weights"],
             "--clip-frames", s.clip_frames, "--short-side", round(s.crop * 8 / 7),
-            "--crop-size", s.crop, "--batch", 2, "--device", ctx.dev, "--workers", 0,
+            "--crop-size", s.crop, "--batch-size", 2, "--device", ctx.dev, "--workers", 0,
             "--threads", ctx.threads,
             "--log-every", 1, "--checkpoint-every", 10, "--quiet"]
     cli(*args, "--steps", 10)

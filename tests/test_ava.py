@@ -1,6 +1,7 @@
 """AVA formats: label maps, readers, errors, writers, group_persons (the CSV parser under
 the readers: test_csvparse.py)."""
 
+import math
 import os
 import re
 
@@ -11,8 +12,11 @@ from hgrnn.data.ava import (AvaFormatError, AvaRows, LabelMap, group_persons, lo
                             read_annotations, read_exclusions, read_results,
                             write_annotations, write_results)
 
-AVA = "/work/shared/ava"
-needs_ava = pytest.mark.skipif(not os.path.isdir(AVA), reason="real AVA files not present")
+AVA = os.path.join(os.path.dirname(__file__), "data", "ava")   # vendored (data/README.md)
+# the larger real files: the shared AVA folder beside the repository
+SHARED_AVA = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "shared", "ava")
+needs_shared_ava = pytest.mark.skipif(not os.path.isdir(SHARED_AVA),
+                                      reason="../shared/ava (real AVA files) not present")
 
 
 def write(tmp_path, text, name="f.csv"):
@@ -54,11 +58,32 @@ def test_label_map_files(tmp_path):
     p = write(tmp_path, "1: a\n1: b\n", "dup.txt")
     with pytest.raises(AvaFormatError, match="twice"):
         load_label_map(str(p))
+
+
+def test_label_map_ids_beyond_64_bits_and_repeated_names_are_refused(tmp_path):
+    """An id that no int64 column holds, or two classes of one name: FILE:LINE errors."""
+    p = write(tmp_path, "1 a\n9223372036854775807 b\n", "ok.txt")
+    assert load_label_map(str(p)).ids == (1, 2 ** 63 - 1)
+    for text, name in (("1 a\n9223372036854775808 b\n", "big.txt"),
+                       ('item { name: "a" id: 1 }\nitem { name: "b" id: -9223372036854775809 }\n',
+                        "big.pbtxt")):
+        with pytest.raises(AvaFormatError, match=rf"{name}:2: action id -?9223372036854775\d+ "
+                                                 "is out of range"):
+            load_label_map(str(write(tmp_path, text, name)))
+    p = write(tmp_path, "1 walk\n\n2 walk\n", "names.txt")    # kept apart by id: a warning
+    with pytest.warns(UserWarning, match=r"names.txt:3: class name 'walk' appears twice "
+                                         r"\(ids 1 and 2\)"):
+        assert load_label_map(str(p)).ids == (1, 2)
+    # ids far apart are looked up without a table spanning them
+    lm = load_label_map(str(write(tmp_path, "1 a\n1000000000000 b\n", "wide.txt")))
+    p = write(tmp_path, "v,902,0.1,0.2,0.3,0.4,1000000000000,0.5\nv,902,0.1,0.2,0.3,0.4,"
+                        "2000000000000,0.5\n")
+    with pytest.raises(AvaFormatError, match=r"f.csv:2: unknown action id 2000000000000"):
+        read_results(p, lm)
     with pytest.raises(FileNotFoundError, match="packaged"):
         load_label_map("ava-v9")
 
 
-@needs_ava
 def test_label_map_plain_text_equals_pbtxt():
     txt = load_label_map(os.path.join(AVA, "ava_label_map_60_mmaction2.txt"))
     assert txt == load_label_map("ava-v2.1")
@@ -71,10 +96,18 @@ def test_label_map_plain_text_equals_pbtxt():
 # ------------------------------------------------------------------------------------------
 
 def test_seven_column_ground_truth_and_empty_keyframes(tmp_path):
-    p = write(tmp_path, "a,0903\nv,902,0.1,0.2,0.3,0.4,12\nv,0902,0.1,0.2,0.3,0.4,14,3\n")
+    p = write(tmp_path, "a,0903\nv,902,0.1,0.2,0.3,0.4,12\nv,0902,0.1,0.2,0.3,0.4,14\n")
     r = read_annotations(p)
-    assert r.person_ids.tolist() == [-1, 3]
+    assert r.person_ids.tolist() == [-1, -1]
     assert r.empty_video_ids.tolist() == ["a"] and r.empty_timestamps.tolist() == [903]
+    # one width per file: a row of 7 columns in a file of 8 is missing one (here x1),
+    # which read as a 7-column row would give a box (0.2, 0.3, 0.4, 12)
+    p = write(tmp_path, "v,0902,0.1,0.2,0.3,0.4,14,3\nv,902,0.2,0.3,0.4,12,3\n")
+    with pytest.raises(AvaFormatError, match=r"f.csv:2: expected 8 \(as the file's first row\) "
+                                             r"columns, got 7: a column seems missing"):
+        read_annotations(p)
+    p = write(tmp_path, "v,902,0.1,0.2,0.3,0.4,12,\n")         # empty person_id: unknown
+    assert read_annotations(p).person_ids.tolist() == [-1]
 
 
 def test_person_box_files(tmp_path):
@@ -106,7 +139,7 @@ GOOD = "v,902,0.1,0.2,0.3,0.4,12,0.5\n"
 
 @pytest.mark.parametrize("bad, message", [
     ("v,902,0.1,0.2,0.3,0.4,12\n", "expected 8 .* columns, got 7"),
-    ("v,902,0.1,0.2,0.3,0.4,12,0.5,9\n", "got 9"),
+    ("v,902,0.1,0.2,0.3,0.4,12,0.5,9,9\n", "got 10"),
     ("v,902,0.1,abc,0.3,0.4,12,0.5\n", "y1 must be a number, got 'abc'"),
     ("v,9o2,0.1,0.2,0.3,0.4,12,0.5\n", "timestamp must be an integer, got '9o2'"),
     ("v,902.5,0.1,0.2,0.3,0.4,12,0.5\n", "timestamp must be an integer"),
@@ -116,7 +149,7 @@ GOOD = "v,902,0.1,0.2,0.3,0.4,12,0.5\n"
     ("v,902,0.1,0.2,0.3,1.2,12,0.5\n", "outside \\[0, 1\\]"),
     ("v,902,-0.01,0.2,0.3,0.4,12,0.5\n", "outside \\[0, 1\\]"),
     ("v,902,0.1,0.2,0.3,nan,12,0.5\n", "outside \\[0, 1\\]"),
-    ("v,902,0.1,0.2,0.3,0.4,12,nan\n", "score nan is not a finite number"),
+    ("v,902,0.1,0.2,0.3,0.4,12,nan\n", "score is not a finite number"),
     ("v,902,0.1,0.2,0.3,0.4,12,\n", "score must be a number, got ''"),
     (",902,0.1,0.2,0.3,0.4,12,0.5\n", "empty video_id"),
     ("v,902,0.1,0.2,0.3,0.4,0,0.5\n", "not an AVA action id"),
@@ -198,12 +231,12 @@ def test_group_persons():
     assert p.scores.tolist() == [1, 1, 1, 1]
 
 
-@needs_ava
+@needs_shared_ava
 def test_real_files_read():
     lm = load_label_map("ava-v2.1")
-    gt = read_annotations(os.path.join(AVA, "ava_val_v2.1_first8videos.csv"), lm)
+    gt = read_annotations(os.path.join(SHARED_AVA, "ava_val_v2.1_first8videos.csv"), lm)
     assert len(gt) + gt.skipped["action not in label map"] == 27163
-    pose = read_annotations(os.path.join(AVA, "ava_val_v2.1_pose_classes_only.csv"))
+    pose = read_annotations(os.path.join(SHARED_AVA, "ava_val_v2.1_pose_classes_only.csv"))
     assert len(pose) == 93400 and (pose.person_ids == -1).all()
     assert len(np.unique(pose.video_ids)) == 64
     ex = read_exclusions(os.path.join(AVA, "ava_val_excluded_timestamps_v2.1.csv"))
@@ -228,16 +261,37 @@ def test_outside_label_map_rule_and_kept_rows(tmp_path):
     assert len(kept) == 2 and kept.skipped == {"action not in label map (kept)": 1}
     p = write(tmp_path, GOOD + "v,902,0.1,0.2,0.3,0.4,99,0.5\nv,9,0.1,0.2,0.3,0.4,120,0.5\n")
     for keep in (False, True):
-        with pytest.raises(AvaFormatError, match=r":2: unknown action id 99: .* 2 such id\(s\): "
-                                                 r"99, 120\. A custom dataset needs --label-map"):
+        with pytest.raises(AvaFormatError, match=r":2: unknown action id 99: .* a custom "
+                                                 r"dataset needs --label-map .* 2 such "
+                                                 r"id\(s\): 99, 120$"):
             read_results(p, lm, keep_outside_map=keep)
 
 
-def test_vectorised_checks_agree_with_the_row_checks():
-    """The fast reader's vectorised value checks (_bad_rows) pass a row exactly when the
-    row checks (_row_problem, which name the problem) find nothing: random rows with
-    random defects at the edges of every rule, with and without a label map."""
-    from hgrnn.data.ava import _bad_rows, _row_problem
+def _first_broken_value_rule(row, kind, label_map):
+    """Obviously-correct reference: the value rules of hgrnn.data.csvrules, in order."""
+    ts, box, action = row[1], row[2:6], row[6]
+    if not all(-1e-3 <= v <= 1 + 1e-3 for v in box):
+        return "box-range"
+    if box[2] < box[0] or box[3] < box[1]:
+        return "box-order"
+    if action < -1 or action == 0:
+        return "action-id"
+    if not 0 <= ts <= 2 ** 32 - 1:
+        return "timestamp-range"
+    if kind == "results" and not math.isfinite(row[7]):
+        return "score-finite"
+    if kind == "results" and abs(row[7]) > float(np.finfo(np.float32).max):
+        return "score-float32"
+    if label_map is not None and action > 80 and action not in label_map.ids:
+        return "unknown-id"
+    return None
+
+
+def test_row_verdicts_name_the_first_broken_value_rule():
+    """The vectorised value rules (row_verdicts, used by every reader and check-data) give
+    each row its first broken rule: random rows with random defects at the edges of every
+    rule, with and without a label map, against a row-by-row reference."""
+    from hgrnn.data.ava import VALUE_RULES, row_verdicts
     rng = np.random.default_rng(7)
     lm = load_label_map("ava-v2.1")
     edges = {1: [-1, 0, 4294967295, 4294967296],
@@ -256,8 +310,24 @@ def test_vectorised_checks_agree_with_the_row_checks():
             t = {name: np.array([r[c] for r in rows]) for c, name in enumerate(
                 ["video_id", "timestamp", "x1", "y1", "x2", "y2", "action_id",
                  "score" if kind == "results" else "person_id"])}
-            row_ok = [_row_problem(r, kind, label_map) is None for r in rows]
-            assert (~_bad_rows(t, kind, label_map)).tolist() == row_ok, (rows, kind, trial)
-            ok = all(row_ok)
-            outcomes.add(ok)
-    assert outcomes == {True, False}
+            want = [_first_broken_value_rule(r, kind, label_map) for r in rows]
+            got = [VALUE_RULES[v - 1] if v else None
+                   for v in row_verdicts(t, kind, label_map).tolist()]
+            assert got == want, (rows, kind, trial)
+            outcomes.update(want)
+    assert outcomes == set(VALUE_RULES) | {None}
+
+
+def test_eval_csv_names_a_bad_label_map_in_one_line(tmp_path):
+    """eval-csv with a label map holding an id beyond 64 bits (an OverflowError before):
+    one line naming the file and line, exit 1."""
+    from click.testing import CliRunner
+
+    from hgrnn.cli import main
+    gt = write(tmp_path, "v,902,0.1,0.2,0.3,0.4,12,0\n", "gt.csv")
+    res = write(tmp_path, GOOD, "res.csv")
+    lm = write(tmp_path, "12 stand\n18446744073709551616 x\n", "lm.txt")
+    r = CliRunner().invoke(main, ["eval-csv", str(gt), str(res), "--label-map", str(lm)])
+    assert r.exit_code == 1 and r.output.startswith("Error: ")
+    assert "lm.txt:2: action id 18446744073709551616 is out of range" in r.output
+    assert len(r.output.strip().splitlines()) == 1, r.output

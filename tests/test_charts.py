@@ -40,6 +40,32 @@ def test_per_class_ap_draws_no_instances_visibly_and_sorts():
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == list(per_class)
 
 
+def test_per_class_ap_bars_are_coloured_by_ava_action_group():
+    """Issue 28: the class groups (pose, person-object, person-person) were not marked."""
+    from matplotlib.colors import to_rgba
+
+    from hgrnn.metrics.groups import group_map
+
+    ids = {"stand": 12, "carry/hold (an object)": 17, "talk to (e.g., self, a person, a group)": 79,
+           "dance": 3, "person": 1001}
+    per_class = {"stand": 0.5, "carry/hold (an object)": 0.4,
+                 "talk to (e.g., self, a person, a group)": 0.3, "dance": None, "person": 0.2}
+    fig = charts.per_class_ap_figure(per_class, 0.35, sort="labelmap", groups=group_map(ids))
+    colours = [b.get_facecolor() for b in bars(fig.axes[0])]
+    assert colours[:3] == [to_rgba(charts.GROUP_COLORS[g])
+                           for g in ("pose", "person-object", "person-person")]
+    assert colours[3] == to_rgba(charts.NA_COLOR)          # no instances: as before
+    assert colours[4] == to_rgba(charts.GROUP_COLORS[None])  # not an AVA action
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[2:] == ["pose classes", "person-object classes", "person-person classes",
+                          "classes without an AVA group"]
+    # your own classes (ids 101-103): one colour, no group in the legend
+    own = charts.per_class_ap_figure({"stand": 0.5, "walk": 0.4}, 0.45,
+                                     groups=group_map({"stand": 101, "walk": 102}))
+    assert len({b.get_facecolor() for b in bars(own.axes[0])}) == 1
+    assert len(own.legends[0].get_texts()) == 1
+
+
 def test_loss_axis_is_linear_unless_the_curve_spans_a_decade(tmp_path):
     narrow = [{"step": s, "loss": 0.1668 + 0.0005 * np.sin(s)} for s in range(10, 500, 10)]
     fig = charts.loss_figure(narrow + [{"step": 490, "val_mAP": 0.42}], title="run")

@@ -118,3 +118,29 @@ def test_custom_ids_with_the_default_label_map_get_a_hint(tmp_path):
     ok = CliRunner().invoke(main, ["eval-csv", str(tmp_path / "gt.csv"), str(tmp_path / "res.csv"),
                                    "--label-map", str(tmp_path / "lm.txt"), "--quiet"])
     assert ok.exit_code == 0 and ok.output.strip() == "100.0000"
+
+
+def test_eval_csv_imports_no_torch(tmp_path):
+    """`import hgrnn.cli.evaluate` and a whole `eval-csv` run on CSVs leave torch unimported
+    (importing it alone took 1.9 s of the command). A fresh interpreter, since this test
+    process has torch loaded already."""
+    import os
+    import subprocess
+    import sys
+
+    gt, res, ex = make_files(tmp_path)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))       # this checkout
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    code = ("import sys\n"
+            "import hgrnn.cli.evaluate\n"
+            "assert 'torch' not in sys.modules, 'import hgrnn.cli.evaluate imported torch'\n"
+            "from click.testing import CliRunner\n"
+            "from hgrnn.cli import main\n"
+            f"r = CliRunner().invoke(main, ['eval-csv', {gt!r}, {res!r}, '--exclusions', {ex!r},"
+            f" '--json', {str(tmp_path / 'm.json')!r}])\n"
+            "assert r.exit_code == 0, r.output\n"
+            "heavy = sorted(m for m in ('torch', 'torchvision', 'h5py') if m in sys.modules)\n"
+            "assert not heavy, heavy\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr

@@ -4,6 +4,7 @@ project JSON of _via_metadata / _via_attribute), rows checked against hand-compu
 
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -128,7 +129,8 @@ def test_cvat_without_label_map_makes_one_from_the_attributes(files):
                                        "--fps", "10", "--out", str(out), "--video-id", "v9"])
     assert result.exit_code == 0, result.output
     made = load_label_map(str(files / "gt_label_map.txt"))
-    assert made.names == ("carry", "stand", "walk") and made.ids == (1, 2, 3)
+    # ids 101.. (not 1..K): read without this label map they cannot pass for AVA classes
+    assert made.names == ("carry", "stand", "walk") and made.ids == (101, 102, 103)
     rows = read_annotations(out, made, progress=False)
     # names come from attributes; track 1's label-only boxes carry no attribute action
     assert set(rows.video_ids) == {"v9"} and set(rows.person_ids.tolist()) == {0}
@@ -210,3 +212,274 @@ def test_via_needs_a_frame_size_and_reads_it_from_the_video(files):
     bad = CliRunner().invoke(main, ["convert", "via", str(files / "lm.txt"), "--size", "1", "1",
                                     "--out", str(files / "x.csv")])
     assert bad.exit_code == 1 and "not a readable JSON file" in bad.output
+
+
+# ---------------------------------------------------------------- hostile exports (issue 29)
+
+def _convert_cli(*args):
+    return CliRunner().invoke(main, ["convert", *map(str, args)])
+
+
+def _one_line(result, *words):
+    """A clean refusal: exit 1, one 'Error: ' line holding `words`, no traceback."""
+    assert result.exit_code == 1, (result.exit_code, result.output, result.exc_info)
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception,
+                                                                     SystemExit), result.exc_info
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    for w in words:
+        assert w in lines[0], lines[0]
+    return lines[0]
+
+
+def test_cvat_huge_stop_frame_is_refused_at_once(files):
+    # the audit: a 300-byte task with stop_frame 1e11 wrote 1.2 GB in 15 s and went on
+    xml = CVAT.replace("<size>50</size>", "<size>50</size><stop_frame>100000000000"
+                       "</stop_frame>")
+    (files / "huge.xml").write_text(xml)
+    out = files / "gt.csv"
+    result = _convert_cli("cvat-video", files / "huge.xml", "--fps", 10, "--out", out)
+    _one_line(result, "huge.xml", "<stop_frame> 100000000000", "24 h")
+    assert not out.exists()
+
+
+def test_cvat_frames_are_checked_against_the_video(files):
+    from hgrnn.pipeline.render import render_video
+
+    render_video(files / "videos" / "room.mp4", seconds=3, fps=10, size=(200, 100))
+    args = ("cvat-video", files / "task.xml", "--out", files / "gt.csv", "--label-map",
+            files / "lm.txt", "--videos", files / "videos")
+    # the task has 50 frames, the video 30: a wrong video or a wrong --fps
+    _one_line(_convert_cli(*args, "--fps", 10), "room", "last frame 49", "30 frames", "--fps")
+    render_video(files / "videos" / "room.mp4", seconds=5, fps=10, size=(200, 100))
+    result = _convert_cli(*args, "--fps", 10)
+    assert result.exit_code == 0, result.output
+
+
+# (name, change to the CVAT text) -> words of the one-line error
+CVAT_HOSTILE = {
+    "zero width": (("<width>200</width>", "<width>0</width>"), "frame size"),
+    "word width": (("<width>200</width>", "<width>wide</width>"), "not a number"),
+    "word size": (("<size>50</size>", "<size>many</size>"), "<size> 'many'"),
+    "word track id": (('<track id="1"', '<track id="one"'), "track id 'one'"),
+    "negative track id": (('<track id="1"', '<track id="-4"'), "track id '-4'"),
+    "same track id": (('<track id="1"', '<track id="0"'), 'track id="0"', "second track"),
+    "NaN coordinate": (('xtl="0.00"', 'xtl="nan"'), "xtl 'nan'"),
+    "inverted box": (('xtl="0.00" ytl="0.00" xbr="20.00"', 'xtl="30.00" ytl="0.00" xbr="20.00"'),
+                     "inverted box"),
+    "negative frame": (('frame="49"', 'frame="-49"'), "frame '-49'"),
+    "id with comma": (("<source>room.mp4</source>", "<source>ro,om.mp4</source>"), "'ro,om'"),
+    "id with space": (("<source>room.mp4</source>", "<source>my room.mp4</source>"),
+                      "'my room'"),
+    "label with a newline": (('<attribute name="action">walk</attribute>',
+                              '<attribute name="action">walk&#10;101 evil</attribute>'),
+                             "action name 'walk\\n101 evil'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CVAT_HOSTILE))
+def test_hostile_cvat_is_refused_naming_the_element(files, case):
+    (old, new), *words = CVAT_HOSTILE[case]
+    assert old in CVAT
+    (files / "bad.xml").write_text(CVAT.replace(old, new, 1))
+    out = files / "gt.csv"
+    # without --label-map for the label case (the made map would get a class line "101 evil")
+    lm = [] if case == "label with a newline" else ["--label-map", files / "lm.txt"]
+    _one_line(_convert_cli("cvat-video", files / "bad.xml", "--fps", 10, "--out", out, *lm),
+              "bad.xml", *words)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--fps", "nan"], ["--fps nan"]), (["--fps", "inf"], ["--fps inf"]),
+    (["--fps", 10, "--size", 0, 0], ["--size", "frame size"]),
+    (["--fps", 10, "--video-id", "a/b"], ["--video-id", "'a/b'"]),
+    (["--fps", 10, "--video-id", "a,b"], ["--video-id", "','"]),
+    (["--fps", 10, "--video-id", "a b"], ["--video-id", "' '"]),
+    (["--fps", 10, "--video-id", ".."], ["--video-id", "'..'"]),
+])
+def test_bad_cvat_options_are_one_line(files, args, words):
+    _one_line(_convert_cli("cvat-video", files / "task.xml", "--out", files / "gt.csv", *args),
+              *words)
+
+
+def _via_with(edit):
+    data = json.loads(json.dumps(VIA))
+    edit(data)
+    return data
+
+
+def _set(path, value):
+    def edit(data):
+        node = data
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+    return edit
+
+
+# name -> (the project JSON text, words of the one-line error)
+VIA_HOSTILE = {
+    "top-level list": ("[1, 2]", ["a JSON list"]),
+    "metadata not an object": (_via_with(_set(["metadata", "1_a"], 7)), ["metadata '1_a'"]),
+    "attribute not an object": (_via_with(_set(["attribute", "3"], [])), ["attribute '3'"]),
+    "av not an object": (_via_with(_set(["metadata", "1_a", "av"], "x")), ["'av'"]),
+    "file entry missing": (_via_with(lambda d: d["file"].pop("1")), ["file '1'", "fname"]),
+    "fname not a string": (_via_with(_set(["file", "1", "fname"], 5)), ["fname"]),
+    "fname with a comma": (_via_with(_set(["file", "1", "fname"], "ro,om.mp4")), ["'ro,om'"]),
+    "fname dot dot": (_via_with(_set(["file", "1", "fname"], "...mp4")), ["'..'"]),
+    "NaN time": (_via_with(_set(["metadata", "1_a", "z"], [float("nan")])), ["time z"]),
+    "huge time": (json.dumps(_via_with(_set(["metadata", "1_a", "z"], [12345.5])))
+                  .replace("12345.5", "1e400"), ["metadata '1_a'", "time z"]),
+    "negative time": (_via_with(_set(["metadata", "1_a", "z"], [-3])), ["time z -3"]),
+    "huge person id": (_via_with(_set(["metadata", "1_a", "av", "1"], "1" + "0" * 20)),
+                       ["person id"]),
+    "negative person id": (_via_with(_set(["metadata", "1_a", "av", "1"], "-5")),
+                           ["person id '-5'"]),
+    "word person id": (_via_with(_set(["metadata", "1_a", "av", "1"], "bob")),
+                       ["person id 'bob'"]),
+    "5000 digits": ('{"file": {}, "view": {}, "attribute": {}, "metadata": {"m": {"z": [' +
+                    "9" * 5000 + "]}}}", ["not a readable JSON"]),
+    "deep nesting": ("[" * 100000 + "]" * 100000, ["not a readable JSON"]),
+    "not UTF-8": (b'{"file": {"\xff": 1}}', ["not UTF-8"]),
+    "NaN box": (_via_with(_set(["metadata", "1_a", "xy"], [2, float("nan"), 1, 2, 2])),
+                ["box value"]),
+    "negative width": (_via_with(_set(["metadata", "1_a", "xy"], [2, 30, 10, -20, 80])),
+                       ["negative width"]),
+    "word in box": (_via_with(_set(["metadata", "1_a", "xy"], [2, "x", 10, 20, 80])),
+                    ["box value 'x'"]),
+    "xy not a list": (_via_with(_set(["metadata", "1_a", "xy"], {"a": 1})), ["'xy'"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(VIA_HOSTILE))
+def test_hostile_via_is_refused_naming_the_element(files, case):
+    content, words = VIA_HOSTILE[case]
+    path = files / "bad.json"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content if isinstance(content, str) else json.dumps(content))
+    out = files / "gt.csv"
+    _one_line(_convert_cli("via", path, "--size", 200, 100, "--out", out, "--label-map",
+                           files / "lm.txt"), "bad.json", *words)
+    assert not out.exists()
+
+
+def test_made_label_map_ids_cannot_pass_for_ava_classes(files):
+    # issue 28: classes numbered 1..K read as AVA's "bend/bow", "crouch/kneel"... when the
+    # user forgot --label-map; ids from 101 on are refused instead
+    from hgrnn.data.check import check_data
+
+    out = files / "gt.csv"
+    assert _convert_cli("cvat-video", files / "task.xml", "--fps", 10, "--out", out
+                        ).exit_code == 0
+    forgot = check_data(out)
+    assert not forgot["ok"] and {f["code"] for f in forgot["findings"]
+                                 if f["level"] == "error"} == {"unknown-id"}
+    assert check_data(out, label_map=str(files / "gt_label_map.txt"))["ok"]
+
+
+# ---------------------------------------------------------------- fuzz: one line or a valid CSV
+
+HOSTILE_TEXT = ["", " ", "0", "-1", "1", "2.5", "-0", "nan", "inf", "-inf", "1e400", "abc",
+                "100000000000", "863990", "9" * 30, "a/b", "a,b", "x y", "..", ".", "/abs",
+                "walk", "stand\n101 evil", "true", "false", "\u202e", "1" * 5000]
+HOSTILE_JSON = [None, True, 0, -3, 2.5, -1e9, 1e20, 10 ** 20, float("nan"), float("inf"), "",
+                "0", "-5", "a,b.mp4", "../x.mp4", "x y.mp4", "walk\n101 evil", [], {}, [2],
+                [2, 1, 1, -5, 2], [2, "a", 1, 1, 1], [-3], [1.0, 3.0], {"1": "0"}, [[[[]]]],
+                "1" * 300]
+
+
+def _fuzz_case(convert, out, label_map):
+    """Run one conversion: a ConvertError of one line, or a CSV (and made label map) that
+    check-data accepts; anything else fails the test. Returns "refused" / "written"."""
+    from hgrnn.data.check import check_data
+    from hgrnn.data.convert import default_label_map_path, write_conversion
+
+    try:
+        conv = convert()
+        lm_out = default_label_map_path(out) if conv.label_map_made else None
+        written = write_conversion(conv, out, lm_out)
+    except ConvertError as err:
+        assert "\n" not in str(err) and "\r" not in str(err), repr(str(err))
+        return "refused"
+    report = check_data(out, label_map=lm_out or label_map)
+    assert report["ok"], [f for f in report["findings"] if f["level"] == "error"]
+    assert written["rows"] <= 3 * 3 * (24 * 3600 + 1)      # tracks x classes x seconds
+    return "written"
+
+
+def _mutate_xml(rng, text):
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(text)
+    for _ in range(int(rng.integers(1, 4))):
+        nodes = list(root.iter())
+        node = nodes[int(rng.integers(len(nodes)))]
+        what = int(rng.integers(5))
+        value = HOSTILE_TEXT[int(rng.integers(len(HOSTILE_TEXT)))]
+        if what == 0 and node.attrib:
+            key = sorted(node.attrib)[int(rng.integers(len(node.attrib)))]
+            node.set(key, value)
+        elif what == 1:
+            node.text = value
+        elif what == 2 and len(node):
+            node.remove(node[int(rng.integers(len(node)))])
+        elif what == 3 and node.tag == "track":
+            root.append(ET.fromstring(ET.tostring(node)))
+        else:
+            for key in node.attrib:
+                if rng.random() < 0.3:
+                    node.set(key, value)
+    out = ET.tostring(root, encoding="unicode")
+    if rng.random() < 0.1:                                  # a torn file
+        out = out[: int(rng.integers(len(out)))]
+    return out
+
+
+def test_fuzz_cvat_gives_one_line_or_a_valid_csv(files):
+    rng = np.random.default_rng(29)
+    lm = str(files / "lm.txt")
+    seen = {"refused": 0, "written": 0}
+    for case in range(80):
+        (files / "f.xml").write_text(_mutate_xml(rng, CVAT))
+        use_map = case % 2 == 0
+        seen[_fuzz_case(lambda use_map=use_map: cvat_video(files / "f.xml", 10, label_map=(
+            load_label_map(lm) if use_map else None)), files / f"out{case}.csv", lm)] += 1
+    assert seen["refused"] and seen["written"], seen          # both kinds were reached
+
+
+def _mutate_json(rng, node, depth=0):
+    """A copy of `node` with one random value replaced by a hostile one."""
+    if isinstance(node, dict) and node and rng.random() < 0.8:
+        key = sorted(node)[int(rng.integers(len(node)))]
+        copy = dict(node)
+        if rng.random() < 0.1:
+            del copy[key]
+        else:
+            copy[key] = _mutate_json(rng, node[key], depth + 1)
+        return copy
+    if isinstance(node, list) and node and rng.random() < 0.8:
+        i = int(rng.integers(len(node)))
+        return node[:i] + [_mutate_json(rng, node[i], depth + 1)] + node[i + 1:]
+    return HOSTILE_JSON[int(rng.integers(len(HOSTILE_JSON)))]
+
+
+def test_fuzz_via_gives_one_line_or_a_valid_csv(files):
+    rng = np.random.default_rng(29)
+    lm = str(files / "lm.txt")
+    seen = {"refused": 0, "written": 0}
+    for case in range(120):
+        data = VIA
+        for _ in range(int(rng.integers(1, 4))):
+            data = _mutate_json(rng, data)
+        text = json.dumps(data)
+        if rng.random() < 0.1:
+            text = text[: int(rng.integers(len(text)))]
+        (files / "f.json").write_text(text)
+        use_map = case % 2 == 0
+        seen[_fuzz_case(lambda use_map=use_map: via_video(files / "f.json", size=(200, 100),
+                                                          label_map=(
+            load_label_map(lm) if use_map else None)), files / f"out{case}.csv", lm)] += 1
+    assert seen["refused"] and seen["written"], seen

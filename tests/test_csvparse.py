@@ -114,7 +114,8 @@ def test_block_boundaries_and_first_bad_line(tmp_path, monkeypatch):
     assert len(starts) == 1 and 300 < starts[0] <= 401   # the slow reader began at the block
     # a bad value before the refused block is the first bad line, found without parsing
     p = write(tmp_path, bad.replace("v9,909,0.1,0.2,0.3", "v9,909,0.4,0.2,0.3"))
-    with pytest.raises(AvaFormatError, match=r"f.csv:10: box \(0.4, 0.2, 0.3, 0.4\) has x2 < x1"):
+    with pytest.raises(AvaFormatError,
+                       match=r"f.csv:10: x2 < x1 or y2 < y1 .*: 'v9,909,0.4,0.2,0.3,0.4,"):
         read_annotations(p)
     assert len(starts) == 1
     # an unknown action id before it: the message lists the ids of the whole file up to
@@ -124,7 +125,7 @@ def test_block_boundaries_and_first_bad_line(tmp_path, monkeypatch):
               .replace("v450,1350,0.1,0.2,0.3,0.4,1", "v450,1350,0.1,0.2,0.3,0.4,92")
               .replace("v350,1250,0.1,0.2,0.3,0.4,3", "v350,1250,0.1,0.2,0.3,0.4,93"))
     with pytest.raises(AvaFormatError, match=r"f.csv:10: unknown action id 91: .* 2 such "
-                                             r"id\(s\): 91, 93\. "):
+                                             r"id\(s\): 91, 93$"):
         read_annotations(p, lm)
     assert starts[1:] == [1]
 
@@ -261,7 +262,8 @@ def test_value_error_after_a_fast_read_names_its_line_without_the_slow_reader(tm
     p = write(tmp_path, "a,0903\n\nv,902,0.1,0.2,0.3,0.4,12,1\r\nb,904\n\n"
                         "v,902,0.3,0.2,0.1,0.4,12,1\nv,902,0.3,0.2,0.1,1.4,12,1\n")
     refuse_slow(monkeypatch)
-    with pytest.raises(AvaFormatError, match=r"f.csv:6: box \(0.3, 0.2, 0.1, 0.4\) has x2 < x1"):
+    with pytest.raises(AvaFormatError,
+                       match=r"f.csv:6: x2 < x1 or y2 < y1 .*: 'v,902,0.3,0.2,0.1,0.4,"):
         read_annotations(p)
 
 
@@ -311,10 +313,10 @@ GOOD = "v,902,0.1,0.2,0.3,0.4,12,0.5\n"
 # ------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("bad, message", [
-    (b"v,12345678901234567890,0.1,0.2,0.3,0.4,12,0.5\n", "timestamp 12345678901234567890 is "
-                                                         "out of range"),
-    (b"v,902,0.1,0.2,0.3,0.4,12345678901234567890,0.5\n", "action_id 123.* is out of range"),
-    (b"v,4294967296,0.1,0.2,0.3,0.4,12,0.5\n", "timestamp 4294967296 is out of range"),
+    (b"v,12345678901234567890,0.1,0.2,0.3,0.4,12,0.5\n", "timestamp out of range .*: "
+                                                         "12345678901234567890"),
+    (b"v,902,0.1,0.2,0.3,0.4,12345678901234567890,0.5\n", "action_id out of range .*: 123"),
+    (b"v,4294967296,0.1,0.2,0.3,0.4,12,0.5\n", "timestamp out of range .*4294967296"),
     (b"v,09 02,0.1,0.2,0.3,0.4,12,0.5\n", "a space inside a field"),
     (b"v,902,0.1,0.2,0.3,0.4,12,0.5 03\n", "a space inside a field"),
     (b"v,902,0.1,0.2,0.3,0.4,12,0\t5\n", "a tab inside a field"),
@@ -322,8 +324,9 @@ GOOD = "v,902,0.1,0.2,0.3,0.4,12,0.5\n"
     (b"v,902,0.1,0.2,0.3,0.4,12,0.5\x00\n", "score must be a number"),
     (b"v\x00,902,0.1,0.2,0.3,0.4,12,0.5\n", "video_id holds a NUL byte"),
     (b"v\x00x,902,0.1,0.2,0.3,0.4,12,0.5\n", "video_id holds a NUL byte"),
-    (b"v,902,0.1,0.2,0.3,0.4,12,1e39\n", "score 1e\\+39 does not fit a 32-bit float"),
-    (b"v" * 4000 + b",902,0.1,0.2,0.3,0.4,12,0.5\n", "video_id is 4000 bytes long"),
+    (b"v,902,0.1,0.2,0.3,0.4,12,1e39\n", "score does not fit a 32-bit float"),
+    (b"v" * 4000 + b",902,0.1,0.2,0.3,0.4,12,0.5\n", "video_id is longer than 255 bytes: "
+                                                       "4000 bytes"),
     (b'"v,w",902,0.1,0.2,0.3,0.4,12,0.5\n', "quoted field holding a comma"),
     (b'"v,902,0.1,0.2,0.3,0.4,12,0.5\n', "bad quoting"),
 ])
@@ -359,5 +362,5 @@ def test_wide_video_id_memory_is_bounded(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True,
                          check=True, env=dict(os.environ, PYTHONPATH=os.getcwd()))
     msg, peak_mib = out.stdout.strip().splitlines()
-    assert ":150001: video_id is 40000 bytes long" in msg
+    assert ":150001: video_id is longer than 255 bytes: 40000 bytes" in msg
     assert int(peak_mib) < 400                    # rows x width would be 6 GB

@@ -17,6 +17,7 @@ from detector_data import make_videos, run_cli as run
 from hgrnn.data.ava import read_results
 from hgrnn.pipeline import detect as dt
 from hgrnn.pipeline.detect import DetectorArch, DetectorError
+from hgrnn.track import track_rows
 
 # random I3D weights in the extraction runs are the point; the warning is tested elsewhere
 pytestmark = pytest.mark.filterwarnings("ignore:I3D .*backbone weights")
@@ -241,6 +242,35 @@ def test_detect_csv_feeds_extract_features_and_equals_extract_with_the_detector(
                                        a[f"videos/{vid}/det/scores"][:], atol=6e-7)
             assert b[f"videos/{vid}/det/offsets"][:].tolist() == \
                 a[f"videos/{vid}/det/offsets"][:].tolist()
+
+
+def test_detect_track_writes_ids_that_extract_features_keeps(data, tmp_path):
+    _, videos, _ = data
+    plain, tracked = tmp_path / "boxes.csv", tmp_path / "tracked.csv"
+    run(detect_args(data, plain), expect=1)
+    run(detect_args(data, tracked, "--track"), expect=1)
+    # the same boxes, then a 9th column: the ids hgrnn.track gives the untracked file
+    untracked_lines = plain.read_text().splitlines()
+    lines = tracked.read_text().splitlines()
+    assert [line.rsplit(",", 1)[0] for line in lines] == untracked_lines
+    rows = read_results(tracked, progress=False)
+    assert rows.person_ids.tolist() == track_rows(read_results(plain, progress=False))[0].tolist()
+    # resuming without --track would mix files: refused
+    result = run(detect_args(data, tracked), expect=1)
+    assert "other settings (track" in result.output
+    # extract-features keeps the ids in det/person_id; without ids no det/person_id (v1)
+    common = ["--videos", videos, "--keyframes", "0:2", "--backbone-weights", "none",
+              "--clip-frames", "8", "--short-side", "64", "--det-threshold", "0",
+              "--max-persons", "5", "--workers", "0", "--allow-failures", "--quiet"]
+    run(["extract-features", "--out", tmp_path / "t.h5", "--detections", tracked] + common)
+    run(["extract-features", "--out", tmp_path / "p.h5", "--detections", plain] + common)
+    with h5py.File(tmp_path / "t.h5", "r") as t, h5py.File(tmp_path / "p.h5", "r") as p:
+        for vid in ("vidA", "vidB"):
+            mine = rows.video_ids == vid
+            order = np.lexsort((-rows.scores[mine], rows.timestamps[mine]))   # best first
+            assert t[f"videos/{vid}/det/person_id"][:].tolist() == \
+                rows.person_ids[mine][order].tolist()
+            assert "person_id" not in p[f"videos/{vid}/det"]
 
 
 def test_keyframe_images_are_extractions_centre_frames(data):

@@ -41,7 +41,7 @@ TINY = {
     "predict": "--clip-frames 8 --short-side 64 --workers 0 --detector-weights none "
                "--det-short-side 96 --det-threshold 0 -q",
     "train-head": "--steps 10 --batch-size 4 --val-every 0 --quiet",
-    "finetune-backbone": "--steps 2 --batch 2 --accumulate 1 --clip-frames 8 --short-side 64 "
+    "finetune-backbone": "--steps 2 --batch-size 2 --accumulate 1 --clip-frames 8 --short-side 64 "
                          "--crop-size 64 --workers 0 --val-every 2 --val-max-keyframes 2 -q",
     "finetune-detector": "--steps 2 --val-every 2",
     "synth": "--videos 6 --keyframes 12",

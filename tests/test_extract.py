@@ -580,3 +580,30 @@ def test_resume_ignores_flow_weights_for_tvl1_flow_only(tmp_path):
         else:
             with pytest.raises(ValueError, match="flow_weights 'default' -> 'none'"):
                 check_resume_settings([out], other)
+
+
+def test_resample_fps_samples_clips_at_that_rate_and_is_a_feature_setting(tmp_path, weights):
+    """Issue 28: --resample-fps (clips of one span in videos of any rate) changes the clips,
+    is recorded in the store config, and resume and merge-stores refuse another value."""
+    from hgrnn.data.store import StoreError, open_h5, read_info
+    from hgrnn.data.store_merge import merge_stores
+
+    frames = tmp_path / "frames"
+    render_frames(frames, "v", seconds=4, fps=FPS, size=(64, 64))
+    common = ["--frames", frames, "--fps", FPS, "--keyframes", "1:3", "--backbone-weights",
+              weights] + SMALL
+    run(["--out", tmp_path / "plain.h5"] + common)
+    run(["--out", tmp_path / "r30.h5", "--resample-fps", 30] + common)
+    clips, configs = {}, {}
+    for name in ("plain", "r30"):
+        with open_h5(tmp_path / f"{name}.h5") as f:
+            clips[name] = f["videos/v/clip"][:].astype(np.float32)
+            configs[name] = read_info(f, name).configs["extract"]
+    assert configs["plain"]["resample_fps"] is None and configs["r30"]["resample_fps"] == 30
+    # 8 frames at 30 fps span 0.27 s of the 10 fps video, not 0.8 s: other clips
+    assert np.abs(clips["plain"] - clips["r30"]).max() > 0.01 * np.abs(clips["plain"]).mean()
+    result = run(["--out", tmp_path / "r30.h5", "--resample-fps", 25] + common, expect=1)
+    assert "resample_fps 30.0 -> 25.0" in result.output
+    with pytest.raises(StoreError, match="resample_fps"):
+        merge_stores(tmp_path / "m.h5", [tmp_path / "plain.h5", tmp_path / "r30.h5"],
+                     progress=False)

@@ -336,6 +336,26 @@ def test_training_lowers_the_loss_resumes_validates_and_checkpoint_loads(ava_fix
     assert after < 0.9 * before, (before, after)
 
 
+def test_resuming_a_finished_run_rewrites_its_checkpoint_and_keeps_its_epoch(ava_fixture,
+                                                                             tmp_path):
+    """A finished run resumed without its backbone.pt writes it again with the state's epoch
+    (the last epoch trained: no batch of the next one was drawn), drops metrics lines logged
+    after its state (as finetune-detector does) and draws loss.png."""
+    out = tmp_path / "run"
+    config = tiny_config(ava_fixture, out, steps=2, checkpoint_every=2)
+    ft.finetune_backbone(config, progress=False)
+    epoch = torch.load(out / "state.pt", weights_only=True)["epoch"]
+    assert [r["epoch"] for r in read_metrics(out)] == [epoch, epoch]
+    assert (out / "loss.png").stat().st_size > 5000
+    (out / "backbone.pt").unlink()
+    with open(out / "metrics.jsonl", "a") as f:           # logged after the last state
+        f.write(json.dumps({"step": 3, "split": "train", "loss": 9.0}) + "\n")
+    result = ft.finetune_backbone(config, resume=True, progress=False)
+    assert result["steps"] == 2 and (out / "backbone.pt").exists()
+    assert torch.load(out / "state.pt", weights_only=True)["epoch"] == epoch
+    assert [r["step"] for r in read_metrics(out)] == [1, 2]
+
+
 def test_chunks_are_dealt_to_ranks_and_workers_without_overlap(ava_fixture):
     from hgrnn.data.ava import load_label_map
 
@@ -363,10 +383,10 @@ def test_cli_runs_and_reports_errors(ava_fixture, tmp_path):
     args = ["finetune-backbone", "--annotations", str(ava_fixture / "train.csv"),
             "--videos", str(ava_fixture / "videos"), "--label-map", str(ava_fixture / "labels.txt"),
             "--backbone-weights", "none", "--clip-frames", "8", "--short-side", "48",
-            "--crop-size", "48", "--batch", "2", "--steps", "1", "--workers", "0",
-            "--device", "cpu", "--quiet"]
+            "--crop-size", "48", "--steps", "1", "--workers", "0", "--device", "cpu", "--quiet"]
     result = CliRunner().invoke(main, args + ["--out", str(tmp_path / "run"), "--accumulate", "2",
-                                              "--loss", "focal", "--log-every", "1"])
+                                              "--loss", "focal", "--log-every", "1",
+                                              "--batch-size", "2"])
     assert result.exit_code == 0, result.output
     assert "trained 1 steps" in result.output and (tmp_path / "run" / "backbone.pt").exists()
     written = json.loads((tmp_path / "run" / "config.json").read_text())
@@ -379,6 +399,25 @@ def test_cli_runs_and_reports_errors(ava_fixture, tmp_path):
     result = CliRunner().invoke(main, args + ["--out", str(tmp_path / "r2"),
                                               "--annotations", str(bad)])
     assert result.exit_code != 0 and "bad.csv:2" in result.output
+
+
+def test_cli_batch_size_is_the_common_name_and_batch_a_hidden_alias(ava_fixture, tmp_path):
+    from click.testing import CliRunner
+
+    from hgrnn.cli import main
+
+    args = ["finetune-backbone", "--annotations", str(ava_fixture / "train.csv"),
+            "--videos", str(ava_fixture / "videos"), "--label-map", str(ava_fixture / "labels.txt"),
+            "--backbone-weights", "none", "--clip-frames", "8", "--short-side", "48",
+            "--crop-size", "48", "--steps", "1", "--workers", "0", "--device", "cpu", "--quiet"]
+    help_text = CliRunner().invoke(main, ["finetune-backbone", "--help"]).output
+    assert "--batch-size" in help_text and "--batch " not in help_text
+    result = CliRunner().invoke(main, args + ["--out", str(tmp_path / "old"), "--batch", "1"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "old" / "config.json").read_text())["batch"] == 1
+    result = CliRunner().invoke(main, args + ["--out", str(tmp_path / "both"), "--batch", "1",
+                                              "--batch-size", "2"])
+    assert result.exit_code == 2 and "give --batch-size only" in result.output
 
 
 def test_frame_folders_and_time_offset_pick_the_keyframe_clip(tmp_path):
@@ -409,7 +448,11 @@ def test_frame_folders_and_time_offset_pick_the_keyframe_clip(tmp_path):
 def test_batchnorm_statistics_frozen_below_8_clips_per_micro_batch(ava_fixture, tmp_path,
                                                                    capsys):
     """Default: frozen when a micro-batch has < 8 clips (the running statistics do not move),
-    updated from 8 clips on; --freeze-bn / --update-bn override; the run says which."""
+    updated from 8 clips on; --freeze-bn / --update-bn override; the run says which, once
+    (a log record, which the command line prints as one line)."""
+    from hgrnn.console import show_logs_as_lines
+
+    show_logs_as_lines()                                 # as the command line does
     assert ft.resolve_freeze_bn(None, 7)[0] is True
     assert ft.resolve_freeze_bn(None, 8)[0] is False
     assert ft.resolve_freeze_bn(False, 2)[0] is False and ft.resolve_freeze_bn(True, 50)[0]
@@ -425,8 +468,8 @@ def test_batchnorm_statistics_frozen_below_8_clips_per_micro_batch(ava_fixture, 
                              progress=True)
         runs[name] = (running_mean(out), json.loads((out / "config.json").read_text()))
     err = capsys.readouterr().err
-    assert "BatchNorm statistics frozen: 2 clip(s) per micro-batch < 8" in err
-    assert "BatchNorm statistics updated as asked (--update-bn)" in err
+    assert err.count("BatchNorm statistics frozen: 2 clip(s) per micro-batch < 8") == 1, err
+    assert err.count("BatchNorm statistics updated as asked (--update-bn)") == 1, err
     assert runs["auto"][1]["freeze_bn_applied"] is True
     assert runs["update"][1]["freeze_bn_applied"] is False
     assert torch.equal(runs["auto"][0], torch.zeros_like(runs["auto"][0]))     # initial stats

@@ -24,6 +24,9 @@ def test_sort_pairs_is_the_ranks_sorted_by_major_then_rank():
         major = rng.integers(0, major_max + 1, n).astype(np.int64)
         expected = rank[np.lexsort((rank, major))]
         np.testing.assert_array_equal(sort_pairs(major, rank), expected)
+        ranks, majors = sort_pairs(major, rank, with_major=True)
+        np.testing.assert_array_equal(ranks, expected)
+        np.testing.assert_array_equal(majors, major[np.lexsort((rank, major))])
     assert len(sort_pairs(np.zeros(0, np.int64), np.zeros(0, np.int64))) == 0
 
 

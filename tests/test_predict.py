@@ -67,8 +67,18 @@ def test_predict_writes_results_and_a_drawn_video(trained, tmp_path):
     assert set(rows.video_ids) == {"clip"}
     assert sorted(set(rows.timestamps.tolist())) == [1, 2, 3]     # every keyframe
     assert sorted(p.name for p in out.iterdir()) == [              # kept for the next head
-        "clip.mp4", "features.h5", "features_detections.csv", "features_label_map.txt",
-        "results.csv"]
+        "clip.mp4", "clip_persons.csv", "clip_timeline.png", "features.h5",
+        "features_detections.csv", "features_label_map.txt", "results.csv"]
+    # persons linked across keyframes: an id per person box (9th column), one per person
+    # of a keyframe, and the per-person summary lists every id
+    assert rows.person_ids is not None
+    for t in (1, 2, 3):
+        boxes_ids = {(tuple(b), i) for b, i in zip(rows.boxes[rows.timestamps == t].tolist(),
+                                                   rows.person_ids[rows.timestamps == t])}
+        assert len({i for _, i in boxes_ids}) == len(boxes_ids) == 3
+    persons = (out / "clip_persons.csv").read_text().splitlines()
+    assert persons[0] == "person_id,first_second,last_second,keyframes,actions"
+    assert [int(line.split(",")[0]) for line in persons[1:]] == sorted(set(rows.person_ids))
 
     drawn, original = decode(out / "clip.mp4"), decode(video)
     assert len(drawn) == len(original) == SECONDS * 10
@@ -92,7 +102,8 @@ def test_predict_without_keeping_the_store(trained, tmp_path):
     invoke(["predict", video, "--checkpoint", root / "run" / "last.pt", "--out", out,
             "--backbone-weights", "none", "--detections", test["det"], "--no-keep-store",
             "--no-video", "-q"] + SMALL)
-    assert sorted(p.name for p in out.iterdir()) == ["results.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["clip_persons.csv", "clip_timeline.png",
+                                                     "results.csv"]
 
 
 def test_eval_on_a_store_without_ground_truth_writes_results(trained, tmp_path):
@@ -230,3 +241,49 @@ def test_predict_help_speaks_of_its_own_options_only():
     text = " ".join(CliRunner().invoke(main, ["predict", "--help"]).output.split())
     assert "--annotations" not in text                  # predict has no ground truth
     assert "Default: the keyframes of --detections, else every second of the video." in text
+
+
+def test_predict_on_a_full_disk_names_the_file_and_leaves_no_partial(trained, tmp_path,
+                                                                     monkeypatch):
+    # the audit: a partial MP4 and results.csv were left behind with the clean error
+    import errno
+
+    from hgrnn.data import ava
+
+    root, test = trained
+    video = root / "test" / "videos" / "clip.mp4"
+    args = ["predict", video, "--checkpoint", root / "run", "--backbone-weights", "none",
+            "--detections", test["det"], "-q"] + SMALL
+    real_open, real_write = av.open, ava.write_results
+
+    class Full:
+        def __init__(self, c):
+            self.c = c
+
+        def __getattr__(self, name):
+            return getattr(self.c, name)
+
+        def mux(self, packet):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(av, "open", lambda p, mode="r", **kw: (
+        Full(real_open(p, mode, **kw)) if mode == "w" else real_open(p, mode, **kw)))
+    out = tmp_path / "pred"
+    r = invoke(args + ["--out", out], expect=1)
+    assert r.output.strip().splitlines()[-1] == f"Error: {out / 'clip.mp4'}: No space left on device"
+    assert not [p.name for p in out.iterdir() if p.name.startswith("clip.mp4")]
+    monkeypatch.setattr(av, "open", real_open)
+
+    def full(path, *a, **kw):
+        real_write(path, *a, **kw)
+        if str(path).endswith("results.csv.partial"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    from hgrnn import track
+
+    monkeypatch.setattr(ava, "write_results", full)
+    monkeypatch.setattr(track, "write_results", full)      # results.csv with person ids
+    out = tmp_path / "pred2"
+    r = invoke(args + ["--out", out], expect=1)
+    assert r.output.strip().splitlines()[-1] == f"Error: {out / 'results.csv'}: No space left on device"
+    assert not [p.name for p in out.iterdir() if p.name.startswith(("results", "clip"))]

@@ -259,3 +259,94 @@ def test_two_gloo_ranks_average_accumulated_gradients_like_one_process(tmp_path)
         train.step()
     torch.testing.assert_close(ranks[0]["weight"], ranks[1]["weight"], rtol=0, atol=0)
     torch.testing.assert_close(ranks[0]["weight"], model.weight.detach(), rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+@dataclass(frozen=True)
+class LoopConfig:
+    steps: int = 5
+    accumulate: int = 2
+    log_every: int = 2
+    val_every: int = 3
+    checkpoint_every: int = 4
+
+
+class ToyStage(tl.Stage):
+    """A linear model on random data; records what the loop asked of it."""
+
+    chart = {"title": "toy", "val_key": "mAP", "val_label": "val (%)"}
+
+    def __init__(self, model, validates=True):
+        self.model, self.validates = model, validates
+        self.calls = []
+
+    def micro_step(self):
+        self.calls.append("micro")
+        loss = self.model(torch.randn(4, self.model.in_features)).pow(2).mean()
+        return loss, {"loss": float(loss.detach()), "samples": 4}
+
+    def train_record(self, step, window, seconds, lr):
+        return {"loss": window["loss"] / window["n"], "lr": lr, "samples": window["samples"]}
+
+    def validate(self, step):
+        self.calls.append(("validate", step))
+        return {"mAP": step / 10}
+
+    def save(self, step, val):
+        self.calls.append(("save", step, val and val["mAP"]))
+        torch.save({"step": step}, self.path)
+
+    def close(self):
+        self.calls.append("close")
+
+
+def run_toy(tmp_path, config, step=0, validates=True, validate_first=False):
+    model, train = make()
+    stage = ToyStage(model, validates)
+    stage.path = tmp_path / "ckpt.pt"
+    metrics = tl.MetricsLog(tmp_path / "metrics.jsonl", rank=0)
+    result = tl.run_steps(stage, train, model, config, step=step, last_val=None, world=1, rank=0,
+                          metrics_log=metrics, checkpoint_path=stage.path, progress=False,
+                          desc="toy", validate_first=validate_first)
+    return result, stage.calls
+
+
+def test_run_steps_logs_validates_and_saves_on_schedule(tmp_path):
+    (step, last_val), calls = run_toy(tmp_path, LoopConfig(), validate_first=True)
+    assert step == 5 and last_val == {"mAP": 0.5}
+    events = [c for c in calls if c != "micro"]
+    assert events == [("validate", 0), ("validate", 3), ("save", 3, 0.3), ("save", 4, 0.3),
+                      ("validate", 5), ("save", 5, 0.5), "close"]
+    assert calls.count("micro") == 5 * 2                      # accumulate micro-batches a step
+    rows = tl.read_metrics(tmp_path / "metrics.jsonl")
+    assert [(r["step"], r["split"]) for r in rows] == [
+        (0, "val"), (2, "train"), (3, "val"), (4, "train"), (5, "train"), (5, "val")]
+    assert [r["samples"] for r in rows if r["split"] == "train"] == [16, 16, 8]
+    assert (tmp_path / "loss.png").stat().st_size > 5000
+
+
+def test_run_steps_of_a_finished_run_writes_a_missing_checkpoint(tmp_path):
+    (step, _), calls = run_toy(tmp_path, LoopConfig(), step=5, validates=False)
+    assert step == 5 and calls == ["close", ("save", 5, None)]
+    (step, _), calls = run_toy(tmp_path, LoopConfig(), step=5, validates=False)
+    assert calls == ["close"]                                 # it exists now: nothing to do
+
+
+def test_loss_chart_of_one_step_shows_the_point_and_warns_nothing(tmp_path, monkeypatch):
+    import warnings
+
+    import matplotlib.pyplot as plt
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)       # keep the figures to read
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                       # "No artists with labels..."
+        assert tl.plot_loss([{"step": 1, "split": "train", "loss": 0.7}], tmp_path / "a.png")
+        assert tl.plot_loss([{"step": 0, "split": "val", "mAP": 0.1}], tmp_path / "b.png")
+    line = figures[0].axes[0].lines[0]
+    assert line.get_marker() == "o" and list(line.get_xdata()) == [1]
+    lo, hi = figures[0].axes[0].get_xlim()
+    assert lo < 1 < hi
+    assert not tl.plot_loss([], tmp_path / "c.png")
+    plt.close("all")

@@ -188,3 +188,46 @@ def test_an_image_named_like_a_video_is_not_a_video(tmp_path, fmt):
     Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(path, format=fmt)
     with pytest.raises(VideoError, match=r"clip\.mp4: not a video .*no video stream"):
         list(iter_clips(path, [0.0], clip_frames=4, frame_stride=1, short_side=32))
+
+
+def nearest_frames(t, clip_frames, stride, n_frames, fps, resample_fps):
+    """Slow reference for resampled clips: for each clip position, the video frame whose
+    time n / fps is nearest (ties: the later frame) to the centre frame's time plus
+    stride * (k - clip_frames // 2) / resample_fps; past either end that is the first or
+    last frame (edge padding comes out by itself)."""
+    from fractions import Fraction
+
+    fps_q = Fraction(fps).limit_denominator(1001)
+    rate = Fraction(resample_fps).limit_denominator(1001)
+    centre = round(t * fps)
+    out = []
+    for k in range(clip_frames):
+        target = Fraction(centre) / fps_q + Fraction(stride * (k - clip_frames // 2)) / rate
+        out.append(min(range(n_frames), key=lambda n: (abs(Fraction(n) / fps_q - target), -n)))
+    return out
+
+
+@pytest.mark.parametrize("fps, resample, stride", [(25, 30, 1), (30000 / 1001, 30, 2),
+                                                   (30, 10, 1), (10, 30, 3)])
+def test_resampled_clips_take_the_frames_nearest_the_resampled_times(tmp_path, fps, resample,
+                                                                     stride):
+    """Issue 28: videos at 29.97, 25 and 10 fps give clips of one span with resample_fps."""
+    info = render_video(tmp_path / "clip.mp4", seconds=3, fps=fps, size=(64, 48), gop=5)
+    times = [0.1, 1, 1.5, 2.9]          # clips running past both ends
+    out = list(iter_clips(info["path"], times, 8, stride, 32, resample_fps=resample))
+    assert len(out) == len(times)
+    for t, clip in out:
+        assert clip.shape == (8, 32, 43, 3)
+        assert [read_barcode(f) for f in clip] == nearest_frames(t, 8, stride, info["frames"],
+                                                                  fps, resample)
+    if fps == resample:                  # the video's own rate: exactly the plain sampling
+        plain = list(iter_clips(info["path"], times, 8, stride, 32))
+        assert all((a[1] == b[1]).all() for a, b in zip(out, plain))
+
+
+def test_resampling_to_the_video_rate_changes_nothing():
+    for fps in (10, 25, 30000 / 1001):
+        for centre in (0, 7, 1000):
+            assert (clip_indices(centre, 8, 2, fps, fps) == clip_indices(centre, 8, 2)).all()
+    # 10 -> 30 fps: each video frame three times, the clip spans a third of the time
+    assert clip_indices(10, 6, 1, 10, 30).tolist() == [9, 9, 10, 10, 10, 11]

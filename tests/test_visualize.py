@@ -164,12 +164,11 @@ def test_result_and_ground_truth_labels_do_not_overlap_on_a_tiny_frame():
     vis.draw_persons(image, TINY_RESULTS, TINY_GT, show_legend=True)
     font = vis._font(vis.font_size(160, 120))
     labels = vis.layout_labels(TINY_RESULTS, TINY_GT, 160, 120, font, legend=True)
-    # every label whole (short names: the full ones are wider than the frame), no legend:
-    # no corner is free
+    # one line per label on 160x120 with "+N" for the actions left out (short names: the
+    # full ones are wider than the frame); no legend: no corner is free
     assert [(lab.source, lab.lines) for lab in labels] == [
-        ("results", ("stand 0.91", "watch 0.55", "talk to 0.40")),
-        ("results", ("sit 0.83", "carry/hold 0.35")),
-        ("gt", ("stand", "watch", "talk to")), ("gt", ("sit", "carry/hold"))]
+        ("results", ("stand 0.91 +2",)), ("results", ("sit 0.83 +1",)),
+        ("gt", ("stand +2",)), ("gt", ("sit +1",))]
     for i, a in enumerate(labels):
         assert 0 <= a.rect[0] < a.rect[2] <= 160 and 0 <= a.rect[1] < a.rect[3] <= 120
         for b in labels[i + 1:]:
@@ -233,3 +232,143 @@ def test_a_time_offset_that_puts_keyframes_outside_the_video_is_said(video640, t
         warnings.simplefilter("error")
         result = CliRunner().invoke(main, args)
     assert result.exit_code == 0 and "clip: 1 keyframes drawn" in result.output
+
+
+def test_person_ids_give_each_person_its_colour_and_a_label_tag():
+    names = {12: "stand", 79: "talk"}
+    box_a, box_b = [0.1, 0.1, 0.4, 0.9], [0.5, 0.1, 0.8, 0.9]
+    rows = AvaRows.from_arrays(
+        ["v"] * 6, [1, 1, 1, 2, 2, 2], [box_a, box_a, box_b, box_b, box_a, box_a],
+        [12, 79, 12, 12, 12, 79], person_ids=[3, 3, 8, 8, 3, 3],
+        scores=[0.9, 0.6, 0.1, 0.95, 0.8, 0.7])
+    persons = vis.group_keyframes(rows, "v", names, min_score=0.5)
+    assert {p.person_id for p in persons[1]} == {3, 8}
+    # #3 is first at 1, #8 at 2 (best first): colours by rank would swap, by id they stay
+    colours = {t: {p.person_id: vis.person_color(p, k) for k, p in enumerate(persons[t])}
+               for t in (1, 2)}
+    assert colours[1] == colours[2] and colours[1][3] != colours[1][8]
+    assert vis.id_color(3) != vis.GT_COLOR and len({vis.id_color(i) for i in range(50)}) == 50
+    font = vis._font(vis.font_size(640, 480))
+    texts = {lab.lines for lab in vis.layout_labels(persons[1], [], 640, 480, font)}
+    assert texts == {("#3 stand 0.90", "talk 0.60"), ("#8",)}     # #8: no action >= 0.5
+    no_ids = vis.group_keyframes(rows.take(np.arange(6)), "v", names, ground_truth=True)
+    assert all(p.person_id is None for p in no_ids[1])               # ground truth: as before
+    assert [p.person_id for p in persons[2]] == [8, 3]
+
+
+def _example_keyframes(root, size):
+    """render-example's persons (one video at `size`), each given every one of the 3 actions
+    (scores 0.81, 0.55, 0.42) and its track id, as `hgrnn predict` draws them; and its
+    ground truth. Returns ({ts: [Person]} results, {ts: [Person]} ground truth)."""
+    from hgrnn.data.ava import read_annotations
+    from hgrnn.pipeline.example import render_example
+
+    render_example(root, videos=1, size=size)
+    label_map = load_label_map(root / "label_map.txt")
+    gt = read_annotations(root / "annotations.csv", label_map, progress=False)
+    names = vis.label_names(label_map)
+    keys = sorted({(int(t), tuple(b), int(p)) for t, b, p in
+                   zip(gt.timestamps, gt.boxes.tolist(), gt.person_ids)})
+    rows = AvaRows.from_arrays(
+        ["clip1"] * 3 * len(keys), [t for t, _, _ in keys for _ in range(3)],
+        [b for _, b, _ in keys for _ in range(3)], list(label_map.ids) * len(keys),
+        person_ids=[p for _, _, p in keys for _ in range(3)],
+        scores=[0.81, 0.55, 0.42] * len(keys))
+    return (vis.group_keyframes(rows, "clip1", names, min_score=0.3),
+            vis.group_keyframes(gt, "clip1", names, ground_truth=True))
+
+
+def _covered(labels, width, height) -> float:
+    mask = np.zeros((height, width), bool)
+    for lab in labels:
+        x0, y0, x1, y1 = lab.rect
+        mask[y0:y1, x0:x1] = True
+    return float(mask.mean())
+
+
+def test_labels_leave_most_of_a_160x120_frame_and_its_persons_visible(tmp_path):
+    """Issue 28: on predict's 160x120 example video the labels covered most of the frame."""
+    results, gt = _example_keyframes(tmp_path, (160, 120))
+    font = vis._font(vis.font_size(160, 120))
+    for ts in results:
+        alone = vis.layout_labels(results[ts], [], 160, 120, font)
+        both = vis.layout_labels(results[ts], gt[ts], 160, 120, font, legend=True)
+        assert _covered(alone, 160, 120) <= 0.15, ts      # predict's video: results only
+        assert _covered(both, 160, 120) <= 0.25, ts       # visualize with --gt
+        # one line per person, the two actions left out counted, every person labelled
+        assert sorted(lab.lines for lab in alone) == sorted(
+            (f"#{p.person_id} stand 0.81 +2",) for p in results[ts])
+        # the persons are small here: no label hides its own person's box
+        for lab, person in zip(alone, results[ts]):
+            left, top, right, bottom = vis.box_pixels(person.box, 160, 120)
+            assert not vis._overlaps(lab.rect, (left, top, right + 1, bottom + 1)), (ts, lab)
+
+
+def test_neighbouring_labels_never_touch():
+    """Two ground-truth labels (both green) stacked edge to edge read as one label ("walk
+    walk +1"): a line of video is left between any two labels."""
+    rng = np.random.default_rng(1)
+    for size in ((160, 120), (320, 240), (1280, 720)):
+        font = vis._font(vis.font_size(*size))
+        for _ in range(30):
+            gt = []
+            for _ in range(int(rng.integers(2, 7))):
+                x1 = float(rng.uniform(0, 0.8))
+                y1 = float(rng.uniform(0, 0.6))
+                gt.append(vis.Person((x1, y1, x1 + 0.12, y1 + 0.35),
+                                     [("walk", None), ("stand", None)]))
+            labels = vis.layout_labels([], gt, *size, font)
+            for i, a in enumerate(labels):
+                grown = (a.rect[0] - 1, a.rect[1] - 1, a.rect[2] + 1, a.rect[3] + 1)
+                for b in labels[i + 1:]:
+                    assert not vis._overlaps(grown, b.rect), (size, a, b)
+
+
+def test_text_grows_with_the_frame_and_stays_legible_on_small_ones():
+    assert vis.font_size(160, 120) == 9 and vis.font_size(320, 240) == 11
+    assert vis.font_size(1280, 720) > vis.font_size(640, 360) > vis.font_size(320, 240)
+    line_h = vis._text_metrics(vis._font(9))[0]
+    assert vis.max_label_lines(120, line_h) == 1
+    assert vis.max_label_lines(720, vis._text_metrics(vis._font(vis.font_size(1280, 720)))[0]) == 3
+
+
+def test_visualize_takes_the_label_map_beside_the_results(video640, tmp_path, monkeypatch):
+    """Issue 28: without --label-map, predict's features_label_map.txt beside results.csv
+    names the classes (custom ids were shown as AVA's), and the help's first example
+    draws on the source video, not on predict's drawn one."""
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    (pred / "results.csv").write_text("clip,1," + ",".join(map(str, GT_BOX)) + ",102,0.9\n")
+    (pred / "features_label_map.txt").write_text("101 stand\n102 walk\n")
+    seen = []
+    real = vis.visualize
+    monkeypatch.setattr(vis, "visualize", lambda *a, **k: seen.append(k["label_map"])
+                        or real(*a, **k))
+    runner = CliRunner()
+    args = ["visualize", str(video640 / "clip.mp4"), "--results", str(pred / "results.csv"),
+            "--out", str(tmp_path / "o.mp4"), "-q"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert f"class names from {pred / 'features_label_map.txt'}" in result.output
+    assert seen == [str(pred / "features_label_map.txt")]
+    # convert's <csv>_label_map.txt comes first; --label-map still chooses
+    (pred / "results_label_map.txt").write_text("102 run\n")
+    assert vis.label_map_beside(pred / "results.csv") == pred / "results_label_map.txt"
+    result = runner.invoke(main, args + ["--label-map", "ava-v2.1"])
+    assert result.exit_code == 0 and "class names from" not in result.output
+    assert seen[-1] == "ava-v2.1"
+    (pred / "results_label_map.txt").unlink()
+    (pred / "features_label_map.txt").unlink()
+    assert runner.invoke(main, args).exit_code == 0 and seen[-1] == "ava-v2.1"
+    help_text = runner.invoke(main, ["visualize", "--help"]).output
+    first = next(line for line in help_text.splitlines() if "hgrnn visualize " in line)
+    assert "pred/" not in first.split("--results")[0]
+
+
+def test_min_size_draws_on_an_upscaled_frame(video640, tmp_path):
+    assert vis.output_size(160, 120, None, 480) == (640, 480)
+    assert vis.output_size(160, 120, 400, 480) == (400, 300)     # --max-size wins
+    assert vis.output_size(640, 360, None, 240) == (640, 360)
+    s = vis.visualize(video640 / "clip.mp4", tmp_path / "o.mp4", gt_csv=video640 / "gt.csv",
+                      min_size=480)
+    assert (s["width"], s["height"]) == (852, 480)       # 853.3 rounded, even

@@ -1,5 +1,6 @@
 """Make docs/img/predict_sheet.png, the contact sheet in the README: `hgrnn predict` on a
-rendered test video with a head trained on rendered videos.
+rendered test video with a head trained on rendered videos (and docs/img/predict_timeline.png,
+predict's per-person timeline of the same run, in docs/track.md).
 
     python docs/img/make_predict_sheet.py [WORK_DIR]      # about 8 minutes on a 2-core CPU
 
@@ -57,6 +58,11 @@ def main(work: Path):
 
     out = Path(__file__).with_name("predict_sheet.png")
     Image.open(work / "sheet.png").convert("RGB").quantize(256).save(out, optimize=True)
+    print(f"wrote {out} ({out.stat().st_size // 1024} KiB)")
+    # predict's per-person timeline of the same run (docs/track.md)
+    out = Path(__file__).with_name("predict_timeline.png")
+    Image.open(work / "pred" / "rendered_timeline.png").convert("RGB").quantize(64).save(
+        out, optimize=True)
     print(f"wrote {out} ({out.stat().st_size // 1024} KiB)")
 
 

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +34,8 @@ from hgrnn.data.synthetic import (SynthConfig, group_aps, is_complete, read_synt
 from hgrnn.hgrnn_head.infer import evaluate_store
 from hgrnn.hgrnn_head.model import HeadConfig
 from hgrnn.hgrnn_head.train import TrainConfig, train_head
+
+log = logging.getLogger(__name__)
 
 # Store sizes chosen so that the whole demo (stores + two heads x 1000 steps + four
 # evaluations) stays around a minute on a 2-core CPU (BENCHMARKS.md); the head sees every training keyframe
@@ -67,7 +69,7 @@ class DemoConfig:
 
 
 def _say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    log.info(msg)
 
 
 def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:

@@ -19,10 +19,15 @@ For a list of video files and a trained head (`hgrnn train-head` checkpoint):
   3. scores: the head scores every keyframe of each video with its context window over
      that video's own keyframes (`hgrnn.hgrnn_head.infer.predict_store`: action probability
      x person confidence, class-specific NMS); all rows go to OUT/results.csv (AVA result
-     format, `hgrnn eval-csv` and `hgrnn visualize` read it).
-  4. pictures: OUT/<video_id>.mp4, the video with the predictions drawn
-     (`hgrnn.pipeline.visualize`), and a per-video summary (persons per keyframe, the most
-     frequent actions).
+     format with a person id as a 9th column, `hgrnn eval-csv` and `hgrnn visualize` read
+     it; `cut -d, -f1-8` gives the 8 columns that the official evaluator reads).
+  3b. persons: each video's persons are linked across its keyframes (`hgrnn.track`, box
+     IoU and the cosine similarity of the persons' RoI features in the store), one id per
+     person; OUT/<video_id>_persons.csv and OUT/<video_id>_timeline.png say what each
+     person did when (`hgrnn.apps.timeline`, actions scored >= draw_min_score).
+  4. pictures: OUT/<video_id>.mp4, the video with the predictions drawn, each person in
+     the colour of its id (`hgrnn.pipeline.visualize`), and a per-video summary (persons
+     per keyframe, person ids, the most frequent actions).
 """
 
 from __future__ import annotations
@@ -32,13 +37,27 @@ import dataclasses
 import os
 import shutil
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from hgrnn.hgrnn_head.infer import DEFAULT_NMS_IOU
+from hgrnn.data.paths import output_path
+from hgrnn.data.ava import LabelMap, load_label_map, read_results, write_results
+from hgrnn.data.store import StoreError, open_h5, read_info, video_names
+from hgrnn.data.video import VIDEO_EXTENSIONS
+from hgrnn.data.windows import FeatureStore
+from hgrnn.hgrnn_head.checkpoint import (check_store_matches, load_checkpoint,
+                                         model_from_checkpoint, resolve_device, torch_threads)
+from hgrnn.hgrnn_head.infer import DEFAULT_NMS_IOU, predict_store
+from hgrnn.pipeline.extract import extract_features
+from hgrnn.pipeline.i3d import load_backbone
+from hgrnn.pipeline.visualize import draw_video, group_keyframes, label_names
+from hgrnn.apps.timeline import person_timelines, plot_timeline, write_persons_csv
+from hgrnn.track import group_boxes, store_features, track_rows, write_tracked
 
 #: Name of the feature store predict keeps in its output folder; the label map and person
 #: boxes it was extracted with lie beside it (its config names them), so a later run with
@@ -48,7 +67,7 @@ LABEL_MAP_NAME = "features_label_map.txt"
 DETECTIONS_NAME = "features_detections.csv"
 #: Extraction settings that change the features without changing their size: a head
 #: trained with other values still runs, with a warning.
-WARN_FIELDS = ("clip_frames", "frame_stride", "short_side", "fps")
+WARN_FIELDS = ("clip_frames", "frame_stride", "short_side", "fps", "resample_fps")
 
 
 class PredictError(Exception):
@@ -66,7 +85,8 @@ class PredictConfig:
         temporary store. nms_iou, min_score: as `hgrnn eval` (min_score drops result rows
         below it from results.csv). draw_min_score, top_k: drawn labels (actions scored at
         least draw_min_score, the top_k best per person). draw: write OUT/<video>.mp4.
-    max_size: longer side of the drawn videos (None: the input's size).
+    max_size: longer side of the drawn videos (None: the input's size); min_size: their
+    shorter side at least (scaled up; None: the input's size).
     """
     checkpoint: str
     out: str
@@ -77,6 +97,7 @@ class PredictConfig:
     top_k: int = 3
     draw: bool = True
     max_size: int | None = None
+    min_size: int | None = None
     device: str = "auto"
     num_threads: int = 1
     progress: bool = True
@@ -90,8 +111,6 @@ def training_extraction(ckpt: dict) -> dict | None:
     when unknown."""
     configs = ckpt.get("store_configs")
     if configs is None and ckpt.get("store_path") and os.path.exists(ckpt["store_path"]):
-        from hgrnn.data.store import StoreError, open_h5, read_info
-
         try:
             with open_h5(ckpt["store_path"]) as f:
                 info = read_info(f, ckpt["store_path"])
@@ -188,8 +207,6 @@ def _stream_names(streams) -> list:
 def video_ids(videos) -> dict[str, Path]:
     """video id (file name without extension) -> path; refuses missing files and two
     files with one id."""
-    from hgrnn.data.video import VIDEO_EXTENSIONS
-
     out: dict[str, Path] = {}
     for v in videos:
         path = Path(v)
@@ -214,8 +231,6 @@ def _our_stage(extract) -> dict:
     running it: streams, per stream the backbone's kind / path / sha256 ("backbone" for RGB,
     "flow_backbone" for flow), the feature dim (the streams' dims side by side) and the
     fields of WARN_FIELDS. Loads each backbone's weights once (on the CPU) to learn them."""
-    from hgrnn.pipeline.i3d import load_backbone
-
     fields = dataclasses.asdict(extract)
     streams = tuple(fields.get("streams") or ("rgb",))       # extraction before streams: RGB
     ours = {k: fields.get(k) for k in WARN_FIELDS}
@@ -240,27 +255,13 @@ def predict_videos(videos, extract, cfg: PredictConfig) -> dict:
     results (path), store (path or None), videos {id: per-video summary}, failed {id: why},
     warnings, extracted / reused (videos whose features were computed / found in the kept
     store), seconds."""
-    import time
-
-    import torch
-
-    from hgrnn.data.ava import LabelMap, load_label_map, write_results
-    from hgrnn.data.store import StoreError, open_h5, video_names
-    from hgrnn.hgrnn_head.infer import predict_store
-    from hgrnn.hgrnn_head.checkpoint import (check_store_matches, load_checkpoint,
-                                             model_from_checkpoint, resolve_device,
-                                             torch_threads)
-    from hgrnn.pipeline.extract import extract_features
-
     started = time.time()
     ckpt = load_checkpoint(cfg.checkpoint)
     label_map = LabelMap.from_json(ckpt["label_map"])
     paths = video_ids(videos)
     out = Path(cfg.out)
-    for vid, path in paths.items():
-        if cfg.draw and (out / f"{vid}.mp4").resolve() == path.resolve():
-            raise PredictError(f"{path}: --out {out} would overwrite this input with the drawn "
-                               f"video; choose another --out")
+    drawn = ({vid: output_path(out, vid, ".mp4", inputs=[path]) for vid, path in paths.items()}
+             if cfg.draw else {})
     # refused before anything is written (OUT, its label map)
     extract = _with_streams(extract, head_streams(ckpt), ckpt)
     messages = check_compatible(ckpt, training_extraction(ckpt), _our_stage(extract))
@@ -310,7 +311,7 @@ def predict_videos(videos, extract, cfg: PredictConfig) -> dict:
                                f"{path}: no features were written")
         if len(failed) == len(paths):
             raise PredictError("no video could be read: " + "; ".join(failed.values()))
-        fs = _open_features(store, head_streams(ckpt))
+        fs = FeatureStore(store, box_source="det", streams=tuple(head_streams(ckpt)))
         check_store_matches(ckpt, fs)
         device = resolve_device(cfg.device)
         model = model_from_checkpoint(ckpt, device)
@@ -318,16 +319,18 @@ def predict_videos(videos, extract, cfg: PredictConfig) -> dict:
             rows = predict_store(model, fs, device=device, nms_iou=cfg.nms_iou,
                                  progress=cfg.progress, min_score=cfg.min_score)
         rows = rows.take(np.flatnonzero(np.isin(rows.video_ids, list(paths))))
+        rows = _with_person_ids(rows, store)
         results = out / "results.csv"
-        write_results(results, rows, progress=False)
+        write_tracked(results, rows, rows.person_ids, ground_truth=False)  # whole or not at all
 
         per_video = {}
         for vid, path in paths.items():
             if vid in failed:
                 continue
             per_video[vid] = video_summary(fs, vid, rows, label_map, cfg.draw_min_score)
+            per_video[vid].update(_person_files(out, vid, rows, label_map, cfg.draw_min_score))
             if cfg.draw:
-                per_video[vid]["drawn"] = _draw(path, out / f"{vid}.mp4", rows, vid, label_map,
+                per_video[vid]["drawn"] = _draw(path, drawn[vid], rows, vid, label_map,
                                                 cfg, extract.time_offset)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -348,35 +351,41 @@ def _with_streams(extract, streams: tuple, ckpt: dict):
     return extract
 
 
-def _open_features(store, streams: tuple):
-    """FeatureStore of the 'det' persons reading the head's streams (all dims when the
-    reader has no stream selection: an RGB-only store)."""
-    import inspect
+def _with_person_ids(rows, store):
+    """Result rows -> the same rows with person_ids: each video's persons linked across its
+    keyframes by box IoU and their RoI features' cosine (the store's 'det' persons)."""
+    groups = group_boxes(rows)
+    features, _ = store_features(store, "det", groups)
+    ids, _ = track_rows(rows, features=features)
+    return dataclasses.replace(rows, person_ids=ids)
 
-    from hgrnn.data.windows import FeatureStore
 
-    if "streams" in inspect.signature(FeatureStore).parameters:
-        return FeatureStore(store, box_source="det", streams=tuple(streams))
-    return FeatureStore(store, box_source="det")
+def _person_files(out: Path, vid: str, rows, label_map, min_score: float) -> dict:
+    """OUT/<vid>_persons.csv and OUT/<vid>_timeline.png (`hgrnn.apps.timeline`) ->
+    {"persons_csv", "timeline" (None without matplotlib), "tracks"}."""
+    timelines, step = person_timelines(rows, vid, label_names(label_map), min_score)
+    persons_csv = output_path(out, vid, "_persons.csv")
+    write_persons_csv(persons_csv, timelines, step)
+    png = output_path(out, vid, "_timeline.png")
+    drawn = plot_timeline(png, timelines, step,
+                          f"{vid}: actions per person (score >= {min_score:g})")
+    return {"persons_csv": str(persons_csv), "timeline": str(png) if drawn else None,
+            "tracks": len(timelines)}
 
 
 def _rows_of(csv_path, paths: dict, target: Path) -> str:
     """Write the rows of `csv_path` (an AVA detection / result CSV) whose video is one of
     `paths` to `target`; returns target as str."""
-    from hgrnn.data.ava import read_results, write_results
-
     rows = read_results(csv_path, progress=False)
     write_results(target, rows.take(np.flatnonzero(np.isin(rows.video_ids, list(paths)))))
     return str(target)
 
 
 def _draw(path, target, rows, vid, label_map, cfg: PredictConfig, time_offset) -> str:
-    from hgrnn.pipeline.visualize import draw_video, group_keyframes, label_names
-
     persons = group_keyframes(rows, vid, label_names(label_map), min_score=cfg.draw_min_score,
                               top_k=cfg.top_k)
     draw_video(path, target, results=persons, time_offset=time_offset, max_size=cfg.max_size,
-               show_progress=cfg.progress)
+               min_size=cfg.min_size, show_progress=cfg.progress)
     return str(target)
 
 
@@ -407,8 +416,10 @@ def format_summary(result: dict, min_score: float) -> str:
     for vid, s in result["videos"].items():
         acts = ", ".join(f"{name} {n}" for name, n in s["actions"][:3]) or "none"
         lines.append(f"{vid}: {s['keyframes']} keyframes, {s['persons_mean']:.1f} persons per "
-                     f"keyframe (max {s['persons_max']}); most frequent actions (score >= "
-                     f"{min_score:g}): {acts}" + (f"; drawn: {s['drawn']}" if s.get("drawn") else ""))
+                     f"keyframe (max {s['persons_max']}, {s.get('tracks', 0)} person ids); most "
+                     f"frequent actions (score >= {min_score:g}): {acts}"
+                     + (f"; drawn: {s['drawn']}" if s.get("drawn") else "")
+                     + (f"; timeline: {s['timeline']}" if s.get("timeline") else ""))
     for vid, why in result["failed"].items():
         lines.append(f"{vid}: FAILED: {why}")
     if result.get("below_threshold"):

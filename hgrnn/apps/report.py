@@ -43,6 +43,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,7 @@ from hgrnn.data.ava import (AvaRows, LabelMap, keyframe_index, load_label_map, r
                             read_exclusions, read_results)
 from hgrnn.metrics import (MAX_RESULTS_PER_KEYFRAME, EvalResult, average_precision,
                            check_evaluable, evaluate, format_percent)
+from hgrnn.data.video import VideoError, find_videos, iter_clips
 from hgrnn.metrics.groups import GROUPS, group_map, mean_ap_by_group
 from hgrnn.pipeline.visualize import GT_COLOR, PRED_COLORS, box_pixels
 
@@ -522,10 +524,6 @@ def render_thumbnails(analysis: dict, videos_dir, out_dir, time_offset=0.0) -> d
     that is missing or cannot be decoded: one warning naming it, its thumbnails left out.
     Returns {"videos": decoded, "missing": [ids], "failed": [ids], "thumbnails": n,
     "seconds": s}."""
-    import time
-
-    from hgrnn.data.video import VideoError, find_videos, iter_clips
-
     t0 = time.perf_counter()
     g = analysis["_gallery"]
     rows, gt, names = g["rows"], g["gt"], g["names"]

@@ -7,6 +7,7 @@
     extract.py    extract-features        finetune.py finetune-backbone
     predict.py    predict, visualize      detect.py   finetune-detector, detect
     data.py       render-example, check-data, convert (your own data)
+    track.py      track (person ids across keyframes)
     options.py    options shared by several commands
 
 Heavy imports (torch, h5py, av) live inside the commands so that `hgrnn --help` answers
@@ -16,8 +17,8 @@ at once. Run `hgrnn COMMAND --help` for each command's options.
 import click
 
 from hgrnn.cli import (data, detect, evaluate, extract, finetune, head, predict, report, store,
-                       synth)
-from hgrnn.console import show_warnings_as_lines
+                       synth, track)
+from hgrnn.console import show_logs_as_lines, show_warnings_as_lines
 
 
 def os_error_text(err: OSError) -> str:
@@ -73,6 +74,7 @@ def main():
       hgrnn report GT RESULTS ...  error-analysis page (HTML) of any result CSV
       hgrnn predict VIDEO...       run a trained head on your videos: results.csv + drawn videos
       hgrnn visualize VIDEO ...    draw any AVA result / ground-truth CSV onto its video
+      hgrnn track BOXES.csv ...    a person id for every box (persons linked over keyframes)
       hgrnn ablate ...             the paper's ablation tables on a pair of stores
       hgrnn demo                   the whole head on a synthetic AVA-like benchmark
     \b
@@ -82,6 +84,7 @@ def main():
       hgrnn check-data ...         every problem of a dataset before extraction
     """
     show_warnings_as_lines()
+    show_logs_as_lines()
 
 
 for _command in (evaluate.eval_csv, evaluate.eval_cmd, store.inspect_cmd, store.merge_stores_cmd,
@@ -89,5 +92,6 @@ for _command in (evaluate.eval_csv, evaluate.eval_cmd, store.inspect_cmd, store.
                  extract.extract_features_cmd, finetune.finetune_backbone_cmd,
                  predict.predict_cmd, predict.visualize_cmd,
                  data.render_example_cmd, data.check_data_cmd, data.convert_group,
-                 detect.finetune_detector_cmd, detect.detect_cmd, report.report_cmd):
+                 detect.finetune_detector_cmd, detect.detect_cmd, report.report_cmd,
+                 track.track_cmd):
     main.add_command(_command)

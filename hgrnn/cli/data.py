@@ -120,7 +120,7 @@ def _label_map_option(command):
         "--label-map", default=None,
         help="Your classes (.pbtxt / 'id name' file): names in the export are matched to "
              "them, case-insensitively. Without it the classes are the names found, ids "
-             "1..K, written to --label-map-out.")(command)
+             "101..100+K (never AVA's 1..80), written to --label-map-out.")(command)
 
 
 def _label_map_out_option(command):
@@ -152,7 +152,10 @@ def _convert_finish(conv, out, label_map_out):
                    "the task name).")
 @click.option("--size", nargs=2, type=float, default=None, metavar="W H",
               help="Frame size in pixels when the XML has no <original_size>.")
-def convert_cvat_cmd(xml, fps, out, label_map, label_map_out, video_id, size):
+@click.option("--videos", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Folder of the annotated videos: the task's frames are checked against "
+                   "each video's length.")
+def convert_cvat_cmd(xml, fps, out, label_map, label_map_out, video_id, size, videos):
     """CVAT for video 1.1 XML -> AVA ground truth; person ids are the track ids.
 
     Keyframe s (whole seconds from the video start, so --time-offset 0) takes each track's
@@ -164,7 +167,8 @@ def convert_cvat_cmd(xml, fps, out, label_map, label_map_out, video_id, size):
 
     try:
         lm = load_label_map(label_map) if label_map else None
-        conv = cvat_video(xml, fps, label_map=lm, video_id=video_id, size=size)
+        conv = cvat_video(xml, fps, label_map=lm, video_id=video_id, size=size,
+                          videos=videos)
         _convert_finish(conv, out, label_map_out)
     except (ConvertError, AvaFormatError, OSError) as err:
         raise click.ClickException(str(err)) from None

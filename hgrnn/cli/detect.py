@@ -177,6 +177,9 @@ def finetune_detector_cmd(resume, quiet, **options):
 @device_option
 @click.option("--allow-failures", is_flag=True,
               help="Exit 0 even when some videos failed (they are in OUT.progress.jsonl).")
+@click.option("--track", is_flag=True, default=default_of(DetectConfig, "track"),
+              help="Also link each video's persons across its keyframes and write the "
+                   "person id as a 9th column (hgrnn track's defaults; docs/track.md).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write the run's summary here as JSON (for scripts): out, written, "
                    "skipped, failed {video: reason}, outside {video: keyframes skipped}, "
@@ -203,11 +206,12 @@ def detect_cmd(allow_failures, json_out, quiet, **options):
 
     from hgrnn.data.ava import AvaFormatError
     from hgrnn.pipeline.detect import DetectConfig, DetectorError, detect_videos, format_summary
+    from hgrnn.data.store_io import StoreError
     from hgrnn.data.video import VideoError
 
     try:
         summary = detect_videos(DetectConfig(progress=not quiet, **options))
-    except (DetectorError, AvaFormatError, VideoError, ValueError, OSError) as err:
+    except (DetectorError, AvaFormatError, VideoError, ValueError, OSError, StoreError) as err:
         raise click.ClickException(str(err)) from None
     click.echo(format_summary(summary))
     if json_out:

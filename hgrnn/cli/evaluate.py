@@ -66,22 +66,25 @@ def eval_csv(gt_csv, results_csv, label_map, exclusions, protocol, ties, persons
     import json
     import sys
 
-    from hgrnn.data.ava import AvaFormatError
-    from hgrnn.data.store import StoreError
-    from hgrnn.hgrnn_head.train import HeadError
+    from hgrnn.data.ava import AvaFormatError          # a CSV GT_CSV imports no torch (tested)
     from hgrnn.metrics import evaluate_csv, format_percent
     from hgrnn.metrics.groups import format_groups, mean_ap_by_group
 
     try:
         if _is_hdf5(gt_csv):
-            result = _evaluate_against_store(gt_csv, results_csv, label_map, exclusions,
-                                             protocol, ties, persons)
+            from hgrnn.data.store import StoreError
+            from hgrnn.hgrnn_head.checkpoint import HeadError
+            try:
+                result = _evaluate_against_store(gt_csv, results_csv, label_map, exclusions,
+                                                 protocol, ties, persons)
+            except (StoreError, HeadError) as err:
+                raise click.ClickException(str(err))
         else:
             result = evaluate_csv(gt_csv, results_csv, label_map=label_map or "ava-v2.1",
                                   exclusions=exclusions, protocol=protocol,
                                   progress=sys.stderr.isatty() and not quiet, ties=ties,
                                   persons=persons)
-    except (AvaFormatError, ValueError, OSError, StoreError, HeadError) as err:  # OSError: access
+    except (AvaFormatError, ValueError, OSError) as err:      # OSError: access
         raise click.ClickException(str(err))
     warning = result.coverage_warning()
     if warning and not quiet:

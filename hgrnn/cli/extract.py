@@ -2,8 +2,8 @@
 
 import click
 
-from hgrnn.cli.options import (default_of, device_option, stream_extraction_options,
-                               video_source_options)
+from hgrnn.cli.options import (default_of, device_option, resample_fps_option,
+                               stream_extraction_options, video_source_options)
 from hgrnn.pipeline.extract.config import ExtractConfig
 
 
@@ -11,6 +11,7 @@ from hgrnn.pipeline.extract.config import ExtractConfig
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
               help="Feature store to write; an existing store is resumed (complete videos skipped).")
 @video_source_options
+@resample_fps_option
 @click.option("--annotations", type=click.Path(exists=True, dir_okay=False),
               help="AVA ground-truth CSV: its keyframes, and the 'gt' persons with multi-hot "
                    "labels over --label-map.")

@@ -3,7 +3,7 @@
 import click
 
 from hgrnn.cli.options import (device_option, flow_options, person_layer_option,
-                               validation_options, video_source_options)
+                               resample_fps_option, validation_options, video_source_options)
 
 
 @click.command("finetune-backbone")
@@ -14,6 +14,7 @@ from hgrnn.cli.options import (device_option, flow_options, person_layer_option,
               help="Run folder: backbone.pt (the checkpoint extract-features loads), state.pt "
                    "(for --resume), metrics.jsonl, config.json.")
 @video_source_options
+@resample_fps_option
 @click.option("--label-map", default="ava-v2.1", show_default=True,
               help="Classes to train: a .pbtxt / 'id name' file, or ava-v2.1 | ava-v2.2 | "
                    "ava-v2.2-2019.")
@@ -73,8 +74,10 @@ from hgrnn.cli.options import (device_option, flow_options, person_layer_option,
                    "intervals' without saying which; 10000 gives 5 halvings in 50K steps).")
 @click.option("--steps", type=click.IntRange(min=1), default=50000, show_default=True,
               help="Optimizer steps (paper: 50K).")
-@click.option("--batch", type=click.IntRange(min=1), default=50, show_default=True,
+@click.option("--batch-size", "batch", type=click.IntRange(min=1), default=50, show_default=True,
               help="Clips per optimizer step, over all GPUs and accumulation (paper: 50).")
+@click.option("--batch", "old_batch", type=click.IntRange(min=1), hidden=True,
+              help="The old name of --batch-size.")
 @click.option("--accumulate", type=click.IntRange(min=1), default=1, show_default=True,
               help="Split each step into N forward/backward passes (gradient accumulation) "
                    "for GPUs that cannot hold batch / GPUs clips.")
@@ -93,7 +96,7 @@ from hgrnn.cli.options import (device_option, flow_options, person_layer_option,
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out from state.pt (--steps may be raised to extend it).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def finetune_backbone_cmd(scale_jitter, resume, quiet, **options):
+def finetune_backbone_cmd(scale_jitter, resume, quiet, old_batch, **options):
     """Fine-tune I3D with a 1024->256 projection on AVA person boxes (the paper's features).
 
     Model: I3D -> time-averaged last feature map -> RoIAlign of each ground-truth box ->
@@ -109,8 +112,8 @@ def finetune_backbone_cmd(scale_jitter, resume, quiet, **options):
         --backbone-weights rgb_imagenet.pt --out runs/i3d-ft --accumulate 5 \\
         --val-annotations ava_val_v2.1.csv --val-max-keyframes 2000
     \b
-    On 8 GPUs (each rank takes ceil(batch / 8 / accumulate) clips per pass; --batch 48
-    divides evenly, 50 becomes 8 x 7 = 56):
+    On 8 GPUs (each rank takes ceil(batch / 8 / accumulate) clips per pass; --batch-size
+    48 divides evenly, 50 becomes 8 x 7 = 56):
       torchrun --nproc-per-node 8 -m hgrnn.cli finetune-backbone ... --out runs/i3d-ft
     \b
     The flow network (the checkpoint goes to extract-features --flow-backbone-weights):
@@ -128,6 +131,12 @@ def finetune_backbone_cmd(scale_jitter, resume, quiet, **options):
     from hgrnn.pipeline.i3d import I3DWeightsError
     from hgrnn.data.video import VideoError
 
+    if old_batch is not None:
+        source = click.get_current_context().get_parameter_source("batch")
+        if source == click.core.ParameterSource.COMMANDLINE and options["batch"] != old_batch:
+            raise click.UsageError(f"--batch {old_batch} and --batch-size {options['batch']}: "
+                                   f"give --batch-size only")
+        options["batch"] = old_batch
     try:
         config = FinetuneConfig(scale_min=scale_jitter[0], scale_max=scale_jitter[1], **options)
         out = finetune_backbone(config, resume=resume, progress=not quiet)

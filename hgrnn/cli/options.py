@@ -40,6 +40,17 @@ time_offset_option = click.option(
          "predict and visualize.")
 
 
+resample_fps_option = click.option(
+    "--resample-fps", type=click.FloatRange(min=0, min_open=True),
+    default=default_of(VideoSource, "resample_fps"), metavar="RATE",
+    help="Sample clips as if every video ran at RATE frames per second (e.g. 30, as "
+         "PySlowFast reads AVA): a clip then spans --clip-frames x --frame-stride / RATE "
+         "seconds in every video, whatever its own rate (mixed 25 / 29.97 / 10 fps videos). "
+         "Default: each video's own rate. Recorded in the store (resume and merge-stores "
+         "refuse another value); use the same value for finetune-backbone, extract-features "
+         "and predict. (--fps is another thing: the rate of --frames folders.)")
+
+
 def video_source_options(command):
     """--videos / --frames / --fps / --time-offset, shared by every stage that decodes
     video (extract-features, finetune-backbone, finetune-detector, detect), so that all read

@@ -3,7 +3,8 @@ result / ground-truth CSV drawn onto its video)."""
 
 import click
 
-from hgrnn.cli.options import device_option, predict_extraction_options, time_offset_option
+from hgrnn.cli.options import (device_option, predict_extraction_options, resample_fps_option,
+                               time_offset_option)
 
 
 def _parse_grid(ctx, param, value):
@@ -26,6 +27,10 @@ _draw_options = [
     click.option("--max-size", type=click.IntRange(min=16), default=None,
                  help="Scale drawn videos so their longer side is at most this many pixels "
                       "(default: the input's size)."),
+    click.option("--min-size", type=click.IntRange(min=16), default=None,
+                 help="Scale drawn videos up so their shorter side is at least this many "
+                      "pixels, e.g. 480 for a 160x120 video: sharper labels that cover less "
+                      "of it (default: the input's size)."),
 ]
 
 
@@ -44,6 +49,7 @@ def _with(options):
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder: results.csv, <video>.mp4 (predictions drawn), features.h5.")
 @time_offset_option
+@resample_fps_option
 @predict_extraction_options
 @device_option
 @click.option("--keep-store/--no-keep-store", default=True, show_default=True,
@@ -57,7 +63,7 @@ def _with(options):
               show_default=True, help="torch CPU threads while the head scores (0: torch's default).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def predict_cmd(videos, checkpoint, out_dir, keep_store, draw_min_score, top_k, max_size,
-                no_video, nms_iou, num_threads, quiet, **extract_options):
+                min_size, no_video, nms_iou, num_threads, quiet, **extract_options):
     """Run a trained head on your own videos: every person's actions, drawn.
 
     For each VIDEO (its id is the file name without extension): person boxes (--detector,
@@ -95,7 +101,7 @@ def predict_cmd(videos, checkpoint, out_dir, keep_store, draw_min_score, top_k, 
     extract = ExtractConfig(out="", videos=None, progress=not quiet, **extract_options)
     cfg = PredictConfig(checkpoint=checkpoint, out=out_dir, keep_store=keep_store,
                         nms_iou=nms_iou, draw_min_score=draw_min_score, top_k=top_k,
-                        draw=not no_video, max_size=max_size, device=extract.device,
+                        draw=not no_video, max_size=max_size, min_size=min_size, device=extract.device,
                         num_threads=num_threads, progress=not quiet)
     try:
         result = predict_videos(list(videos), extract, cfg)
@@ -114,9 +120,11 @@ def predict_cmd(videos, checkpoint, out_dir, keep_store, draw_min_score, top_k, 
                    "system, e.g. OUT/results.csv of `hgrnn predict` or `hgrnn eval`.")
 @click.option("--gt", "gt_csv", type=click.Path(exists=True, dir_okay=False),
               help="AVA ground-truth CSV, drawn in green with its actions under each box.")
-@click.option("--label-map", default="ava-v2.1", show_default=True,
+@click.option("--label-map", default=None,
               help="Class names: a .pbtxt / 'id name' file or ava-v2.1 | ava-v2.2 | "
-                   "ava-v2.2-2019 (ids it lacks are shown as 'id N').")
+                   "ava-v2.2-2019 (ids it lacks are shown as 'id N'). Default: the label "
+                   "map beside the CSV (predict's features_label_map.txt, convert's "
+                   "<csv>_label_map.txt), else ava-v2.1.")
 @click.option("--video-id", default=None,
               help="The video's id in the CSVs (default: VIDEO's file name without extension).")
 @_with(_draw_options)
@@ -132,28 +140,35 @@ def predict_cmd(videos, checkpoint, out_dir, keep_store, draw_min_score, top_k, 
               show_default=True, help="Width of each contact-sheet tile in pixels.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def visualize_cmd(video, results_csv, gt_csv, label_map, video_id, draw_min_score, top_k,
-                  max_size, time_offset, out, sheet, sheet_grid, sheet_tile_width, quiet):
+                  max_size, min_size, time_offset, out, sheet, sheet_grid, sheet_tile_width, quiet):
     """Draw an AVA result file (and/or ground truth) onto its video.
 
     Every person box of each keyframe is held for the second centred on the keyframe
     (frame-exact: frame n shows keyframe floor(n / fps + OFFSET + 1/2)), with its --top-k
     actions scored >= --min-score as 'name score' labels; ground truth in green. Works for
     the results of any AVA system. The output has the input's frame count, frame rate and
-    size (or --max-size), H.264 when FFmpeg has it, else MPEG-4.
+    size (or --min-size / --max-size), H.264 when FFmpeg has it, else MPEG-4. Draw on the
+    source video, not on predict's drawn OUT/<video>.mp4 (it has labels already).
 
     \b
     Examples:
-      hgrnn visualize pred/clip.mp4 --results pred/results.csv --out drawn/
+      hgrnn visualize my_clip.mp4 --results pred/results.csv --out drawn/
       hgrnn visualize videos_15min/1j20qq1JyX4.mp4 --results my_results.csv \\
           --gt ava_val_v2.1.csv --time-offset 900 --out 1j20.mp4 --sheet 1j20.png
     """
     from hgrnn.data.ava import AvaFormatError
-    from hgrnn.pipeline.visualize import VisualizeError, visualize
+    from hgrnn.pipeline.visualize import VisualizeError, label_map_beside, visualize
 
+    if label_map is None:
+        beside = label_map_beside(results_csv, gt_csv)
+        label_map = "ava-v2.1" if beside is None else str(beside)
+        if beside is not None:
+            click.echo(f"class names from {beside} (found beside the CSV; --label-map "
+                       f"chooses others)")
     try:
         s = visualize(video, out, results_csv=results_csv, gt_csv=gt_csv, label_map=label_map,
                       video_id=video_id, min_score=draw_min_score, top_k=top_k,
-                      time_offset=time_offset, max_size=max_size, sheet=sheet,
+                      time_offset=time_offset, max_size=max_size, min_size=min_size, sheet=sheet,
                       sheet_grid=sheet_grid, sheet_tile_width=sheet_tile_width,
                       progress=not quiet)
     except (VisualizeError, AvaFormatError, FileNotFoundError, ValueError) as err:

@@ -10,7 +10,8 @@ Formats (no header; coordinates normalised to [0, 1]; one row per box AND action
   (the 7-column form without person id is what e.g. the pose-class subsets use). A 2-column
   row ``video_id,timestamp`` marks an annotated keyframe without persons (AVA 2020 files).
 * results / detections: ``video_id,timestamp,x1,y1,x2,y2,action_id,score``; in a person-box
-  file (the widely shared detection CSVs) ``action_id`` is empty or ``-1``.
+  file (the widely shared detection CSVs) ``action_id`` is empty or ``-1``. A 9th column,
+  a person (track) id written by ``hgrnn track``, is read into ``person_ids``.
 * excluded timestamps: ``video_id,timestamp``.
 * label map: a ``.pbtxt`` of ``item { name: "..." id: N }`` (or ``label { name: ...
   label_id: N }``) blocks, a plain text file with one ``id name`` / ``id: name`` per line,
@@ -21,29 +22,32 @@ Keyframe keys are ``(video_id, timestamp)`` with integer timestamps (``0902`` ==
 Files are read by pyarrow's CSV reader and the values checked vectorised; when pyarrow
 cannot read a file, or a check fails, the slow line-by-line reader of
 :mod:`hgrnn.data.csvparse` goes through it and reports the first bad line (the rules, and
-why two readers: see there), checking each row with :func:`_row_problem`.
+why two readers: see there). The rules a row must keep, with their codes and messages, are
+the table of :mod:`hgrnn.data.csvrules`; :func:`row_verdicts` checks its value rules for
+every reader and for ``check-data``.
 """
 
 from __future__ import annotations
 
-import array
 import json
 import math
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
 
 from hgrnn.console import progress_bar
-from hgrnn.data import csvparse
+from hgrnn.data import csvparse, csvrules
 
 __all__ = [
     "AvaFormatError", "LabelMap", "load_label_map", "PACKAGED_LABEL_MAPS",
     "AvaRows", "read_annotations", "read_results", "read_exclusions", "write_results",
     "write_annotations",
-    "PersonRows", "group_persons", "keyframe_index",
+    "PersonRows", "group_persons", "keyframe_index", "BOX_TOLERANCE", "row_verdicts",
+    "VALUE_RULES",
 ]
 
 #: packaged label-map names -> file in ``hgrnn/data/label_maps``
@@ -58,13 +62,28 @@ PACKAGED_LABEL_MAPS = {
 #: is an error (wrong column order, wrong file).
 AVA_ACTION_IDS = range(1, 81)
 
-#: coordinates may leave [0, 1] by this much (rounding in third-party writers)
-COORD_TOLERANCE = 1e-3
-BOX_TOLERANCE = COORD_TOLERANCE  # the feature store's name for it (hgrnn.data.store)
+
+def ava_ids_of(label_map) -> range:
+    """The ids read as AVA classes with `label_map`: 1..80 for a map within them (AVA's
+    or a subset, whatever the names: rows of other AVA ids are skipped), none for a map of
+    one's own, one holding an id beyond 80 (e.g. 101, 102, ... as `convert` and
+    `render-example` make): there an id outside the map is a typo, an error."""
+    return AVA_ACTION_IDS if max(label_map.ids, default=0) <= AVA_ACTION_IDS[-1] else range(0)
+
+
+#: box coordinates may leave [0, 1] by this much (rounding in third-party writers); the
+#: one definition, for the CSV readers, check-data and the feature store
+BOX_TOLERANCE = 1e-3
 
 
 class AvaFormatError(ValueError):
-    """Malformed AVA input; the message starts with ``FILE:LINE: ``."""
+    """Malformed AVA input; the message starts with ``FILE:LINE: ``. For a CSV row that
+    breaks a rule of :data:`hgrnn.data.csvrules.RULES`: ``code`` (the rule's) and
+    ``line``; else both None."""
+
+    def __init__(self, message, code=None, line=None):
+        super().__init__(message)
+        self.code, self.line = code, line
 
 
 # ----------------------------------------------------------------------------------------
@@ -127,7 +146,7 @@ def _parse_label_map(text: str, source: str) -> LabelMap:
     def line_of(pos):
         return text.count("\n", 0, pos) + 1
 
-    ids, names = [], []
+    ids, names, lines = [], [], []
     if re.search(r"^\s*\w+\s*\{", text, re.M):  # protobuf text: item { ... } blocks
         for block in re.finditer(r"(\w+)\s*\{([^}]*)\}", text):
             body = block.group(2)
@@ -138,6 +157,7 @@ def _parse_label_map(text: str, source: str) -> LabelMap:
                                      "needs both name: \"...\" and id: N")
             ids.append(int(m_id.group(1)))
             names.append(m_name.group(1).replace('\\"', '"'))
+            lines.append(line_of(block.start()))
         if not ids:
             raise AvaFormatError(f"{source}:1: no item {{ name: ... id: ... }} blocks")
     else:  # one "id name" or "id: name" per line
@@ -151,15 +171,27 @@ def _parse_label_map(text: str, source: str) -> LabelMap:
                                      f"got {line!r}")
             ids.append(int(m.group(1)))
             names.append(m.group(2).strip().strip('"'))
+            lines.append(ln)
         if not ids:
             raise AvaFormatError(f"{source}:1: empty label map")
-    seen = {}
-    for k, i in enumerate(ids):
+    seen, seen_names = {}, {}
+    for k, (i, name) in enumerate(zip(ids, names)):
+        if not _LABEL_ID_RANGE[0] <= i <= _LABEL_ID_RANGE[1]:
+            raise AvaFormatError(f"{source}:{lines[k]}: action id {i} is out of range "
+                                 "(a 64-bit integer; AVA's are 1..80)")
         if i in seen:
-            raise AvaFormatError(f"{source}: action id {i} appears twice "
-                                 f"({names[seen[i]]!r} and {names[k]!r})")
+            raise AvaFormatError(f"{source}:{lines[k]}: action id {i} appears twice "
+                                 f"({names[seen[i]]!r} and {name!r})")
+        if name in seen_names:          # mmaction2's sample map has such (kept apart)
+            warnings.warn(f"{source}:{lines[k]}: class name {name!r} appears twice (ids "
+                          f"{ids[seen_names[name]]} and {i}): results name them by id too",
+                          stacklevel=3)
         seen[i] = k
+        seen_names.setdefault(name, k)
     return LabelMap(tuple(ids), tuple(names))
+
+
+_LABEL_ID_RANGE = (-(1 << 63), (1 << 63) - 1)       # what the int64 action_id column holds
 
 
 # ----------------------------------------------------------------------------------------
@@ -260,12 +292,13 @@ def keyframe_index(video_ids, timestamps, vocabulary=None):
 # ----------------------------------------------------------------------------------------
 
 _GT_WIDTHS = {8: "with person_id", 7: "without person_id", 2: "empty keyframe"}
-_RESULT_WIDTHS = {8: "video_id,timestamp,x1,y1,x2,y2,action_id,score"}
+_RESULT_WIDTHS = {8: "video_id,timestamp,x1,y1,x2,y2,action_id,score",
+                  9: "...,score,person_id (hgrnn track)"}
 _BOX = ("x1", "y1", "x2", "y2")
 _ROW_COLUMNS = [("video_id", "str"), ("timestamp", "int"), ("x1", "float"), ("y1", "float"),
                 ("x2", "float"), ("y2", "float"), ("action_id", "int?")]
 _GT_COLUMNS = _ROW_COLUMNS + [("person_id", "int?")]
-_RESULT_COLUMNS = _ROW_COLUMNS + [("score", "float")]
+_RESULT_COLUMNS = _ROW_COLUMNS + [("score", "float"), ("person_id", "int?")]
 
 
 def read_exclusions(path) -> set[tuple[str, int]]:
@@ -297,7 +330,8 @@ def read_results(path, label_map: LabelMap | None = None, exclusions=None,
                  progress=True, keep_outside_map=False) -> AvaRows:
     """Result / detection CSV ``video_id,timestamp,x1,y1,x2,y2,action_id,score`` -> AvaRows.
 
-    Also reads person-box files whose action_id is empty or -1 (kept with action -1).
+    Also reads person-box files whose action_id is empty or -1 (kept with action -1), and
+    a 9th column of person (track) ids (`hgrnn track`) into ``person_ids`` (None without).
     Label map, exclusions, progress and keep_outside_map as in :func:`read_annotations`."""
     t, side = _read_checked(path, _RESULT_WIDTHS, _RESULT_COLUMNS, "results", label_map,
                             progress)
@@ -307,53 +341,72 @@ def read_results(path, label_map: LabelMap | None = None, exclusions=None,
 def _read_checked(path, widths, columns, kind, label_map, progress):
     """Read and check a file -> ({name: (N,) array} in file order, [(line, [video_id,
     timestamp])] of 2-column ground-truth rows). Raises AvaFormatError naming the file's
-    first bad line.
+    first bad line (its first broken rule of :data:`hgrnn.data.csvrules.RULES`).
 
-    The fast reader (pyarrow) reads the file and the values are checked vectorised; when
-    it cannot read the file, or a check fails, the slow reader (:func:`_read_slow`) goes
-    through the file line by line: it finds the first bad line, or reads a file that only
-    pyarrow refused (e.g. quoted fields)."""
+    The fast reader (pyarrow) reads the file and :func:`row_verdicts` checks the values;
+    when it cannot read the file, or a value breaks a rule, the slow reader
+    (:func:`_read_slow`) goes through the file line by line: it finds the first bad line,
+    or reads a file that only pyarrow refused (e.g. quoted fields)."""
     path = os.fspath(path)
     separate = (2,) if kind == "gt" else ()
     fast = csvparse.read_fast(path, columns, widths, separate, stack=_BOX if kind else ())
     if isinstance(fast, csvparse.Refused):
         # pyarrow read `rows` rows by the rules before it refused a block: a bad value
         # among them is the first bad line; else the slow reader starts at that block
-        bad = None if kind is None else _bad_rows(fast.columns, kind, label_map)
-        if bad is not None and bad.any():
-            _raise_first_bad_row(path, fast.columns, bad, widths, columns, separate, kind,
-                                 label_map, whole_file=False)
+        verdicts = None if kind is None else row_verdicts(fast.columns, kind, label_map)
+        if verdicts is not None and verdicts.any():
+            _raise_first_bad_row(path, fast.columns, verdicts, widths, columns, separate,
+                                 kind, label_map, whole_file=False)
         else:
             start, _ = csvparse.find_row(path, fast.rows, separate)
             _read_slow(path, widths, columns, kind, label_map, progress, start=start)
     elif fast is not None:
-        bad = None if kind is None else _bad_rows(fast[0], kind, label_map)
-        if bad is None or not bad.any():
+        verdicts = None if kind is None else row_verdicts(fast[0], kind, label_map)
+        if verdicts is None or not verdicts.any():
             return fast
-        _raise_first_bad_row(path, fast[0], bad, widths, columns, separate, kind, label_map)
+        _raise_first_bad_row(path, fast[0], verdicts, widths, columns, separate, kind,
+                             label_map)
     return _read_slow(path, widths, columns, kind, label_map, progress)
 
 
-def _raise_first_bad_row(path, t, bad, widths, columns, separate, kind, label_map,
+def _raise_first_bad_row(path, t, verdicts, widths, columns, separate, kind, label_map,
                          whole_file=True):
-    """Rows read by the rules, a value check failed: find the line of the first failing
-    row by counting lines (no parsing) and raise its problem. Returns (for the slow
-    reader to decide) if that line shows none, which it never should, and for an unknown
-    action id when `t` is not the whole file (the message lists the file's unknown ids)."""
-    row = int(np.argmax(bad))
+    """Rows read by the rules, a value rule broken: find the line of the first bad row by
+    counting lines (no parsing) and raise its verdict. Returns (for the slow reader to
+    decide) if that line shows none, which it never should, and for an unknown action id
+    when `t` is not the whole file (the message lists the file's unknown ids)."""
+    row = int(np.argmax(verdicts != 0))
     line_no, line = csvparse.find_row(path, row, separate)
     try:
         values = csvparse.parse_line(line, line_no, widths, columns)
     except csvparse.CsvLineError as e:            # pyarrow's NaN of "nan(123)": no number
-        raise AvaFormatError(f"{path}:{e.line}: {e.message}") from None
-    problem = _row_problem(values, kind, label_map)
-    if problem is _UNKNOWN_ACTION:
-        if not whole_file:
-            return
+        raise AvaFormatError(f"{path}:{e.line}: {e.message}", e.code, e.line) from None
+    code = _row_verdict(values, columns, kind, label_map)
+    if code is None or (code == "unknown-id" and not whole_file):
+        return
+    unknown = None
+    if code == "unknown-id":
         a = t["action_id"]
-        problem = _unknown_message(a[row], np.unique(a[_unknown(a, label_map)]), label_map)
-    if problem is not None:
-        raise AvaFormatError(f"{path}:{line_no}: {problem}")
+        unknown = np.unique(a[_unknown(a, label_map)])
+    _raise_verdict(path, line_no, line, code, values, label_map, unknown)
+
+
+def _raise_verdict(path, line_no, line, code, values, label_map, unknown_ids=None):
+    """Raise AvaFormatError for value rule `code` broken by the row `values` of line
+    `line_no` (text `line`, bytes)."""
+    x1, y1, x2, y2 = (float(v) for v in values[2:6])
+    tol = BOX_TOLERANCE
+    fields = {"action": values[6],
+              "hint": csvrules.PIXEL_HINT if max(x1, y1, x2, y2) > 1 + tol else "",
+              "classes": None if label_map is None else len(label_map),
+              "own_map": label_map is not None and not ava_ids_of(label_map)}
+    fields["text"] = line.decode("utf-8", "replace")[:120]
+    if code == "unknown-id":
+        ids = [int(x) for x in unknown_ids]
+        fields["count"] = len(ids)
+        fields["shown"] = ", ".join(map(str, ids[:12])) + (", ..." if len(ids) > 12 else "")
+    text = csvrules.message(code, **fields)
+    raise AvaFormatError(f"{path}:{int(line_no)}: {text}", code, int(line_no))
 
 
 def _member(a, values):
@@ -363,6 +416,8 @@ def _member(a, values):
     if len(values) == 0:
         return np.zeros(len(a), bool)
     lo, hi = int(values.min()), int(values.max())
+    if hi - lo > 1 << 16:                       # ids far apart (a custom label map)
+        return np.isin(a, values)
     table = np.zeros(hi - lo + 3, bool)         # first / last slot: below / above [lo, hi]
     table[values - lo + 1] = True
     index = a - (lo - 1)
@@ -372,126 +427,137 @@ def _member(a, values):
 
 _F32_MAX = float(np.finfo(np.float32).max)
 
+#: the value rules of :data:`hgrnn.data.csvrules.RULES` that :func:`row_verdicts` checks
+VALUE_RULES = ("box-range", "box-order", "action-id", "timestamp-range", "score-finite",
+               "score-float32", "unknown-id")
+
 
 def _unknown(a, label_map):
     """(N,) bool: action ids neither in the label map nor AVA actions."""
-    return (a > AVA_ACTION_IDS[-1]) & ~_member(a, label_map.ids)
+    return (a > len(ava_ids_of(label_map))) & ~_member(a, label_map.ids)
 
 
-def _bad_rows(t, kind, label_map):
-    """(N,) bool: the rows that fail a check of :func:`_row_problem` (vectorised; which
-    check, and the message, are the row check's job)."""
-    tol = COORD_TOLERANCE
+def row_verdicts(t, kind, label_map):
+    """The value rules, vectorised: t {name: (N,) array} of parsed rows (timestamp, x1,
+    y1, x2, y2, action_id, and score for kind "results") -> (N,) int8, 0 where a row keeps
+    every value rule, else 1 + the index in :data:`VALUE_RULES` of its first broken one.
+    kind: "gt" | "results"; label_map: None (no unknown-id rule) or a LabelMap. The one
+    implementation of these rules: every reader and ``check-data`` call it."""
+    tol = BOX_TOLERANCE
     x1, y1, x2, y2 = (t[name] for name in _BOX)
-    bad = np.zeros(len(x1), bool)
-    with np.errstate(invalid="ignore"):
-        for v in (x1, y1, x2, y2):
-            bad |= ~((v >= -tol) & (v <= 1 + tol))                  # NaN too
-    bad |= (x2 < x1) | (y2 < y1)
     a, ts = t["action_id"], t["timestamp"]
-    bad |= (a < -1) | (a == 0) | (ts < 0) | (ts > 0xFFFFFFFF)
-    if kind == "results":
-        bad |= ~(np.abs(t["score"]) <= _F32_MAX)                     # NaN, inf too
-    if label_map is not None:
-        bad |= _unknown(a, label_map)
-    return bad
+    n = len(a)
+    verdicts = np.zeros(n, np.int8)
+
+    def mark(code, bad):                        # rows without an earlier verdict
+        if bad.any():
+            verdicts[bad & (verdicts == 0)] = VALUE_RULES.index(code) + 1
+
+    def within(v, lo, hi):                      # every value in [lo, hi] (NaN is not)
+        return not n or bool(lo <= v.min() and v.max() <= hi)
+
+    # each rule first as a reduction over whole columns (a clean file allocates no mask)
+    with np.errstate(invalid="ignore"):
+        if not all(within(v, -tol, 1 + tol) for v in (x1, y1, x2, y2)):
+            inside = np.ones(n, bool)
+            for v in (x1, y1, x2, y2):
+                inside &= (v >= -tol) & (v <= 1 + tol)              # NaN fails
+            mark("box-range", ~inside)
+        mark("box-order", (x2 < x1) | (y2 < y1))
+    if not within(a, -1, np.iinfo(np.int64).max) or (a == 0).any():
+        mark("action-id", (a < -1) | (a == 0))
+    if not within(ts, 0, 0xFFFFFFFF):
+        mark("timestamp-range", (ts < 0) | (ts > 0xFFFFFFFF))
+    if kind == "results" and not within(t["score"], -_F32_MAX, _F32_MAX):
+        score = t["score"]
+        mark("score-finite", ~np.isfinite(score))
+        mark("score-float32", ~(np.abs(score) <= _F32_MAX))
+    if label_map is not None and not within(a, -(1 << 63), len(ava_ids_of(label_map))):
+        mark("unknown-id", _unknown(a, label_map))
+    return verdicts
 
 
-def _unknown_message(action, ids, label_map):
-    shown = ", ".join(str(x) for x in ids[:12]) + (", ..." if len(ids) > 12 else "")
-    return (f"unknown action id {action}: neither in the label map ({len(label_map)} "
-            f"classes) nor an AVA action (1..80); the file holds {len(ids)} such id(s): "
-            f"{shown}. A custom dataset needs --label-map with its classes")
+def _row_verdict(values, columns, kind, label_map):
+    """One parsed row (list of Python values) -> the code of its first broken value rule,
+    or None (:func:`row_verdicts` on a table of one row)."""
+    t = {name: np.asarray([v if v is not None else (math.nan if k == "float" else -1)],
+                          csvparse.kind_dtype(k))
+         for (name, k), v in zip(columns, values + [None] * (len(columns) - len(values)))}
+    v = int(row_verdicts(t, kind, label_map)[0])
+    return VALUE_RULES[v - 1] if v else None
 
 
-_UNKNOWN_ACTION = "unknown action id"       # placeholder until all such ids are known
-
-
-def _row_problem(values, kind, label_map):
-    """One row's values (list: video_id, timestamp, x1, y1, x2, y2, action_id[, score]) ->
-    the message of its first failing value check, or None. The order of the checks
-    decides which message a row with several problems gets."""
-    box = [float(v) for v in values[2:6]]
-    x1, y1, x2, y2 = box
-    action, ts = values[6], values[1]
-    text = "box ({}, {}, {}, {})".format(*box)
-    tol = COORD_TOLERANCE
-    if not all(-tol <= v <= 1 + tol for v in box):                  # NaN fails too
-        return f"{text} has a coordinate outside [0, 1] (normalised coordinates expected)"
-    if x2 < x1:
-        return f"{text} has x2 < x1"
-    if y2 < y1:
-        return f"{text} has y2 < y1"
-    if action < -1 or action == 0:
-        return (f"action_id {action} is not an AVA action id (positive; -1 or empty for a "
-                "person box)")
-    if ts < 0 or ts > 0xFFFFFFFF:
-        return f"timestamp {ts} is out of range (0..4294967295 seconds)"
-    if kind == "results":
-        score = values[7]
-        if not math.isfinite(score):
-            return f"score {score} is not a finite number"
-        if abs(score) > _F32_MAX:
-            return (f"score {score} does not fit a 32-bit float (stores and models keep "
-                    "scores as float32)")
-    if _is_unknown_action(action, label_map):
-        return _UNKNOWN_ACTION
-    return None
-
-
-def _is_unknown_action(action, label_map):
-    return (label_map is not None and action > 0 and action not in label_map.ids
-            and action not in AVA_ACTION_IDS)
+_CHUNK = 1 << 16            # rows the slow reader checks at a time
 
 
 def _read_slow(path, widths, columns, kind, label_map, progress, start=1):
-    """The slow reader with the value checks row by row: raises AvaFormatError at the
-    first line that breaks a rule or fails a check (the first of its problems, in the
-    order of the parse and then of :func:`_row_problem`); else returns what
-    :func:`csvparse.read_fast` would. start > 1: only look for a bad line from line
-    `start` on (the lines before are known to be good); returns None if none is found."""
-    first = None                        # (line, message) of the first bad line
-    unknown = set()                     # unknown action ids before the first parse error
+    """The slow reader with the value rules: raises AvaFormatError at the first line that
+    breaks a rule (its first broken rule, in the order of
+    :data:`hgrnn.data.csvrules.RULES`); else returns what :func:`csvparse.read_fast` would.
+    The rows are checked by :func:`row_verdicts` in chunks of :data:`_CHUNK` rows.
+    start > 1: only look for a bad line from line `start` on (the lines before are known
+    to be good); returns None if none is found."""
     kinds = dict(columns)
-    store = {name: ([] if kind_ == "str" else array.array("d" if kind_ == "float" else "q"))
-             for name, kind_ in columns}
+    separate = (2,) if kind == "gt" else ()
+    chunks = []                         # checked columns, {name: array} per chunk
+    rows, lines = [], []                # the chunk being read: values, line numbers
     strings = {}                        # one str object per distinct id
     side = []
+    first = None                        # (line, values) of an unknown action id
+    unknown = set()                     # unknown action ids from `first` on
+
+    def check():
+        """Check the rows read; raise at a bad one, or note the first unknown id."""
+        nonlocal first
+        t = {name: np.asarray([r[c] if c < len(r) else (math.nan if k == "float" else -1)
+                               for r in rows], csvparse.kind_dtype(k))
+             for c, (name, k) in enumerate(columns)}
+        if kind is not None and rows:
+            if first is not None:
+                unknown.update(t["action_id"][_unknown(t["action_id"], label_map)].tolist())
+            else:
+                verdicts = row_verdicts(t, kind, label_map)
+                if verdicts.any():
+                    r = int(np.argmax(verdicts != 0))
+                    code = VALUE_RULES[verdicts[r] - 1]
+                    if code != "unknown-id":
+                        line = csvparse.read_line(path, lines[r])
+                        _raise_verdict(path, lines[r], line, code, rows[r], label_map)
+                    first = (lines[r], rows[r])
+                    unknown.update(t["action_id"][_unknown(t["action_id"],
+                                                           label_map)].tolist())
+        if start == 1 and first is None:
+            chunks.append(t)
+        rows.clear()
+        lines.clear()
+
     try:
         for line, ncols, values in csvparse.iter_rows(path, widths, columns, progress,
-                                                      start):
+                                                      start, separate):
             if kind == "gt" and ncols == 2:
                 side.append((line, values))
                 continue
-            if kind is not None:
-                if _is_unknown_action(values[6], label_map):
-                    unknown.add(values[6])
-                if first is None:
-                    problem = _row_problem(values, kind, label_map)
-                    if problem is not None:
-                        first = (line, problem, values[6])
-                if first is not None:
-                    if first[1] is not _UNKNOWN_ACTION:
-                        break
-                    continue                    # only the unknown ids are still wanted
-            if start > 1:
-                continue                        # looking for the bad line only
             values[0] = strings.setdefault(values[0], values[0])
-            for (name, _), v in zip(columns, values + [None] * (len(columns) - ncols)):
-                store[name].append(v if v is not None
-                                   else math.nan if kinds[name] == "float" else -1)
+            rows.append(values)
+            lines.append(line)
+            if len(rows) == _CHUNK:
+                check()
     except csvparse.CsvLineError as e:
         if first is None:
-            first = (e.line, e.message, None)
+            check()                     # a bad value before the bad line comes first
+            if first is None:
+                raise AvaFormatError(f"{path}:{e.line}: {e.message}", e.code,
+                                     e.line) from None
+        rows.clear()
+    check()
     if first is not None:
-        line, message, action = first
-        if message is _UNKNOWN_ACTION:
-            message = _unknown_message(action, sorted(unknown), label_map)
-        raise AvaFormatError(f"{path}:{int(line)}: {message}")
+        line_no, values = first
+        _raise_verdict(path, line_no, csvparse.read_line(path, line_no), "unknown-id",
+                       values, label_map, sorted(unknown))
     if start > 1:
         return None
-    t = {name: np.asarray(v, dtype=csvparse.kind_dtype(kinds[name]))
-         for name, v in store.items()}
+    t = {name: np.concatenate([c[name] for c in chunks]) if chunks
+         else np.zeros(0, csvparse.kind_dtype(kinds[name])) for name in kinds}
     if kind is not None:
         t["_stack"] = np.stack([t[name] for name in _BOX], axis=1)
     return t, side
@@ -537,7 +603,7 @@ def _finish(t, side, path, label_map, exclusions, kind, keep_outside_map=False):
         ex_t = np.array([s for _, s in exclusions], np.int64)
         keys, vocab = keyframe_index(vids, t["timestamp"])
         ex_keys, _ = keyframe_index(ex_v, ex_t, vocab)
-        excluded = np.isin(keys, ex_keys) & keep
+        excluded = _isin_runs(keys, ex_keys) & keep
         if excluded.any():
             skipped["excluded timestamp"] = int(excluded.sum())
             keep &= ~excluded
@@ -553,10 +619,28 @@ def _finish(t, side, path, label_map, exclusions, kind, keep_outside_map=False):
             scores64 = scores64[sel]
     return AvaRows(
         video_ids=vids, timestamps=t["timestamp"], boxes=boxes64.astype(np.float32),
-        action_ids=actions, person_ids=t["person_id"] if kind == "gt" else None,
+        action_ids=actions, person_ids=_person_ids(t, kind),
         scores=None if scores64 is None else scores64.astype(np.float32), skipped=skipped,
         boxes64=boxes64, scores64=scores64, empty_video_ids=empty_vids,
         empty_timestamps=empty_ts, source=path)
+
+
+def _person_ids(t, kind):
+    """Ground truth: its person_id column (-1 where absent). Results: the 9th column that
+    `hgrnn track` adds (track ids), None when no row has one."""
+    pid = t.get("person_id")
+    if kind == "results" and (pid is None or not (pid >= 0).any()):
+        return None
+    return pid
+
+
+def _isin_runs(keys, values):
+    """np.isin(keys, values) for keys that come in runs of equal values (rows grouped by
+    keyframe): one test per run."""
+    if not len(keys):
+        return np.zeros(0, bool)
+    start = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+    return np.repeat(np.isin(keys[start], values), np.diff(np.append(start, len(keys))))
 
 
 def write_annotations(path, rows: AvaRows, progress=False) -> None:

@@ -5,12 +5,18 @@ excluded timestamps and the videos) once and reports every problem it finds, not
 first one as the fast readers of `hgrnn.data.ava` do:
 
   errors (exit 1; extract-features or eval would fail or silently lose data)
-    parse          rows that fail to parse (FILE:LINE), wrong column count, a header row,
-                   integers beyond 64 bits
-    unknown-id     action ids neither in the label map nor AVA ids (1..80): every reader
-                   refuses them
-    box-range      a coordinate outside [0, 1] (pixel coordinates, hint given)
-    box-order      x2 < x1 or y2 < y1 (x, y, w, h instead of x1, y1, x2, y2?)
+    the row rules  each row that breaks a rule of :data:`hgrnn.data.csvrules.RULES` (the
+                   rules every reader applies), FILE:LINE under the code of its first
+                   broken rule, the reader's verdict: header, column-missing, columns,
+                   not-integer, not-number, int-range, empty, ... (the line's text),
+                   box-range (pixel coordinates, hint given), box-order (x, y, w, h
+                   instead of x1, y1, x2, y2?), action-id, timestamp-range,
+                   score-finite, score-float32, unknown-id (neither in the label map nor
+                   an AVA id 1..80; with a label map of one's own, one holding an id
+                   beyond 80, any id outside it); such rows take no part in the checks below
+    parse          a label map or excluded-timestamps file that cannot be read
+    label-map      a class name given to two ids (eval-csv keeps them apart as "NAME (id
+                   N)" and warns; the models' outputs would not be told apart)
     video-missing  videos named by a CSV but not in --videos / --frames
     keyframe-range keyframes before a video's start or past its end at --time-offset,
                    with the --time-offset that would fit every video when one does
@@ -29,27 +35,35 @@ first one as the fast readers of `hgrnn.data.ava` do:
 `check_data` returns a JSON-ready dict; `format_report` renders it for a terminal. Each
 CSV is first read by the vectorised reader (pyarrow, :func:`hgrnn.data.csvparse.read_fast`)
 into arrays, with each row's line counted from the file's bytes; only when that reader
-refuses the file or a row holds a problem of the parse kind (NaN coordinate, missing or
-non-positive action id, ...) is the file parsed again one line at a time with Python's
-string functions, which reports every such problem with its line. Either way the checks
+refuses the file (a line that breaks a parse rule, or a field pyarrow could read
+differently) is it parsed again one line at a time (:func:`hgrnn.data.csvparse.scan_rows`,
+the readers' slow reader, going on after a bad line). Either way the value rules are the
+readers' own vectorised function (:func:`hgrnn.data.ava.row_verdicts`) and the checks
 after the parse run vectorised on the arrays (a sort by keyframe, box and action finds the
 repeats, persons per keyframe and instances per class), and both ways give the same report
-(tested). AVA train's 837K rows, clean: 1.9 s against 16.7 s for the row-by-row version
-and 0.6 s for the reader alone; with one bad line: 10 s (shared 2-core machine,
-BENCHMARKS.md).
+(tested). Times on AVA train's 837K rows: BENCHMARKS.md, "check-data and the CSV readers".
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from hgrnn.data import csvparse, csvrules
+from hgrnn.data.keyframes import (clip_seconds, clip_span_warning, describe_outside,
+                                  fitting_offsets, mixed_span_warning, nice_offset,
+                                  split_keyframes)
+from hgrnn.data.video import VideoError, find_frame_folders, find_videos, probe
+from hgrnn.data.ava import (_BOX, _GT_COLUMNS, _GT_WIDTHS, _RESULT_COLUMNS, _RESULT_WIDTHS,
+                            AVA_ACTION_IDS, BOX_TOLERANCE, ava_ids_of,
+                            VALUE_RULES, AvaFormatError,
+                            load_label_map, read_exclusions, row_verdicts)
+
 #: Findings keep this many example locations (FILE:LINE or video ids).
 EXAMPLES = 5
-#: Same tolerance as hgrnn.data.ava: coordinates may leave [0, 1] by this much.
-COORD_TOLERANCE = 1e-3
 
 
 @dataclass
@@ -99,7 +113,7 @@ class _Findings:
 
 @dataclass
 class _Rows:
-    """The rows of one CSV that parsed, as arrays in file order (N rows)."""
+    """The rows of one CSV that keep every row rule, as arrays in file order (N rows)."""
     lines: np.ndarray               # (N,) int64 line numbers
     codes: np.ndarray               # (N,) int64 video id codes into `vocab`
     vocab: list                     # video ids (str)
@@ -111,50 +125,91 @@ class _Rows:
     total: int                      # non-blank lines
 
 
-_INT64 = (int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max))
+_WIDTHS = {"gt": _GT_WIDTHS, "det": _RESULT_WIDTHS}
+_COLUMNS = {"gt": _GT_COLUMNS, "det": _RESULT_COLUMNS}
+_RULE_KIND = {"gt": "gt", "det": "results"}     # the readers' name of the file kind
 
 
-def _read_rows(path, kind: str, findings: _Findings) -> _Rows:
-    """A CSV -> its rows: the vectorised reader when it reads every row the way the row
-    parse would and no row has a problem the parse reports; else the row parse."""
-    rows = _read_fast(path, kind)
-    return rows if rows is not None else _parse_csv(path, kind, findings)
+def _read_rows(path, kind: str, label_map, findings: _Findings) -> _Rows:
+    """A CSV -> its rows that keep every rule of :data:`hgrnn.data.csvrules.RULES`; each
+    row that breaks one is a finding under its first broken rule's code (FILE:LINE), as
+    the readers would name it. The vectorised reader when it reads every row the way the
+    row parse would, else the row parse; the value rules are the readers'
+    (:func:`hgrnn.data.ava.row_verdicts`) either way."""
+    got = _read_fast(path, kind)
+    t, side, lines, total = got if got is not None else _parse_csv(path, kind, findings)
+    verdicts = row_verdicts(t, _RULE_KIND[kind], label_map)
+    if got is not None and verdicts.any():
+        _nan_spellings(t, verdicts, lines, path, kind, findings)
+    if verdicts.any():
+        _add_verdicts(t, verdicts, lines, path, label_map, findings)
+        keep = np.flatnonzero(verdicts == 0)
+        t = {name: v[keep] for name, v in t.items()}
+        lines = lines[keep]
+    codes, vocab = _video_codes(t["video_id"])
+    extra = t["person_id"] if kind == "gt" else t["score"]
+    return _Rows(lines, codes, vocab, t["timestamp"],
+                 np.stack([t[name] for name in _BOX], axis=1).reshape(-1, 4),
+                 t["action_id"], extra, {(v, int(ts)) for _, (v, ts) in side}, total)
+
+
+def _nan_spellings(t, verdicts, lines, path, kind, findings):
+    """pyarrow reads NaN spellings that Python's float() refuses (``nan(1)``): a row read
+    by pyarrow with a NaN and a value verdict is parsed again; one that breaks a parse
+    rule is listed under it (its verdict set to -1)."""
+    floats = [name for name, k in _COLUMNS[kind] if k == "float"]
+    nan = np.zeros(len(verdicts), bool)
+    for name in floats:
+        nan |= np.isnan(t[name])
+    rows = np.flatnonzero(nan & (verdicts != 0))
+    if not len(rows):
+        return
+    texts = csvparse.read_lines(path, lines[rows])
+    for row, line, text in zip(rows.tolist(), lines[rows].tolist(), texts):
+        try:
+            csvparse.parse_line(text, line, _WIDTHS[kind], _COLUMNS[kind])
+        except csvparse.CsvLineError as e:
+            findings.add("error", e.code, e.summary, f"{path}:{line}")
+            verdicts[row] = -1
+
+
+def _add_verdicts(t, verdicts, lines, path, label_map, findings):
+    """The rows that break a value rule, as findings under the rule's code and message."""
+    boxes = np.stack([t[name] for name in _BOX], axis=1)
+    for k, code in enumerate(VALUE_RULES, 1):
+        rows = np.flatnonzero(verdicts == k)
+        if not len(rows):
+            continue
+        if code == "box-range":
+            pixels = (boxes[rows] > 1 + BOX_TOLERANCE).any(axis=1)
+            keys = np.where(pixels, 1, 0)
+        elif code in ("action-id", "unknown-id"):
+            keys = t["action_id"][rows]
+        else:
+            keys = np.zeros(len(rows), np.int64)
+        for key in dict.fromkeys(keys.tolist()):            # in file order
+            fields = {"hint": csvrules.PIXEL_HINT if key == 1 else "", "action": key,
+                      "classes": None if label_map is None else len(label_map),
+                      "own_map": label_map is not None and not ava_ids_of(label_map)}
+            findings.add_rows("error", code, csvrules.message(code, detail=False, **fields),
+                              path, lines[rows[keys == key]])
 
 
 def _read_fast(path, kind: str):
-    """The vectorised reader (pyarrow, :func:`hgrnn.data.csvparse.read_fast`) -> _Rows, or
-    None when :func:`_parse_csv` must read the file: pyarrow refused it (a bad line, or a
-    field it could read differently), a value the parse reports (NaN or infinite
-    coordinate, missing / non-positive action id), a video id with blanks the parse would
-    strip, a BOM, or line numbers that cannot be told by counting lines."""
-    from hgrnn.data import csvparse
-    from hgrnn.data.ava import _BOX, _ROW_COLUMNS
-
-    with open(path, "rb") as f:
-        if f.read(3) == b"\xef\xbb\xbf":
-            return None                 # the parse keeps the BOM in the first video id
-    # the parse's columns: a ground-truth person_id must not be empty
-    columns = _ROW_COLUMNS + [("person_id", "int") if kind == "gt" else ("score", "float")]
+    """The vectorised reader (pyarrow, :func:`hgrnn.data.csvparse.read_fast`) -> (columns,
+    side rows, (N,) line numbers, non-blank lines), or None when :func:`_parse_csv` must
+    read the file: pyarrow refused it (a bad line, or a field it could read differently), or line
+    numbers that cannot be told by counting lines."""
     separate = (2,) if kind == "gt" else ()
-    got = csvparse.read_fast(path, columns, (7, 8) if kind == "gt" else (8,), separate,
-                             stack=_BOX)
+    got = csvparse.read_fast(path, _COLUMNS[kind], _WIDTHS[kind], separate, stack=_BOX)
     if got is None or isinstance(got, csvparse.Refused):
         return None
     t, side = got
-    boxes, actions, extra = t["_stack"], t["action_id"], t[columns[7][0]]
-    if (not np.isfinite(boxes).all() or (actions < -1).any() or (actions == 0).any()
-            or (kind == "gt" and (actions == -1).any())
-            or (kind == "det" and not np.isfinite(extra).all())):
-        return None
-    codes, vocab = _video_codes(t["video_id"])
-    empty = {(v, int(ts)) for _, (v, ts) in side}
-    if any(v != v.strip() for v in vocab) or any(v != v.strip() for v, _ in empty):
-        return None
-    lines = _row_lines(path, len(actions), len(side), separate)
+    t.pop("_stack")
+    lines = _row_lines(path, len(t["timestamp"]), len(side), separate)
     if lines is None:
         return None
-    return _Rows(lines, codes, vocab, t["timestamp"], np.ascontiguousarray(boxes), actions,
-                 extra, empty, len(actions) + len(side))
+    return t, side, lines, len(lines) + len(side)
 
 
 def _video_codes(video_ids):
@@ -197,119 +252,34 @@ def _row_lines(path, n_rows, n_side, separate):
     return (lines + 1).astype(np.int64)
 
 
-def _parse_csv(path, kind: str, findings: _Findings) -> _Rows:
-    """Row by row: every parse problem with its line. kind "gt": 2, 7 or 8 columns;
-    "det": 8 columns (action empty or -1, score)."""
-    allowed = (2, 7, 8) if kind == "gt" else (8,)
-    expect = ("video_id,timestamp,x1,y1,x2,y2,action_id[,person_id]" if kind == "gt"
-              else "video_id,timestamp,x1,y1,x2,y2,action_id (empty or -1),score")
-    lines, codes, timestamps, boxes, actions, extras = [], [], [], [], [], []
-    vocab: dict = {}
-    empty_keyframes = set()
-    total = 0
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for n, line in enumerate(f, 1):
-            text = line.strip()
-            if not text:
-                continue
-            total += 1
-            where = f"{path}:{n}"
-            cols = [c.strip() for c in text.split(",")]
-            if len(cols) not in allowed:
-                findings.add("error", "parse", f"{len(cols)} columns, expected "
-                             f"{' or '.join(map(str, allowed))} ({expect})", where)
-                continue
-            try:
-                ts = int(cols[1])
-            except ValueError:
-                if n == 1 and not _is_number(cols[1]):
-                    findings.add("error", "parse", "a header row: AVA CSVs have none (delete "
-                                 "the first line)", where)
-                else:
-                    findings.add("error", "parse", f"timestamp {cols[1]!r} is not a whole "
-                                 "number of seconds", where)
-                continue
-            if not _INT64[0] <= ts <= _INT64[1]:
-                findings.add("error", "parse", f"timestamp {cols[1]!r} is out of range", where)
-                continue
-            if not cols[0]:
-                findings.add("error", "parse", "empty video_id", where)
-                continue
-            if len(cols) == 2:
-                empty_keyframes.add((cols[0], ts))
-                continue
-            try:
-                box = [float(c) for c in cols[2:6]]
-            except ValueError:
-                findings.add("error", "parse", "a box coordinate is not a number", where)
-                continue
-            if not all(math.isfinite(c) for c in box):
-                findings.add("error", "parse", "a box coordinate is not finite", where)
-                continue
-            try:
-                action = int(cols[6]) if cols[6] not in ("", "-1") else -1
-            except ValueError:
-                findings.add("error", "parse", f"action_id {cols[6]!r} is not an integer", where)
-                continue
-            if kind == "gt" and action == -1:
-                findings.add("error", "parse", "ground-truth row without an action id", where)
-                continue
-            if action == 0 or action < -1:
-                findings.add("error", "parse", f"action_id {action}: ids are positive "
-                             "(-1 or empty for a person box)", where)
-                continue
-            if action > _INT64[1]:
-                findings.add("error", "parse", f"action_id {cols[6]!r} is out of range", where)
-                continue
-            extra = -1
-            if len(cols) == 8:
-                what = "person_id" if kind == "gt" else "score"
-                try:
-                    extra = int(cols[7]) if kind == "gt" else float(cols[7])
-                except ValueError:
-                    findings.add("error", "parse", f"{what} {cols[7]!r} is not a number", where)
-                    continue
-                if kind == "gt" and not _INT64[0] <= extra <= _INT64[1]:
-                    findings.add("error", "parse", f"{what} {cols[7]!r} is out of range",
-                                 where)
-                    continue
-            lines.append(n)
-            codes.append(vocab.setdefault(cols[0], len(vocab)))
-            timestamps.append(ts)
-            boxes.append(box)
-            actions.append(action)
-            extras.append(extra)
-    return _Rows(np.asarray(lines, np.int64), np.asarray(codes, np.int64), list(vocab),
-                 np.asarray(timestamps, np.int64),
-                 np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(actions, np.int64),
-                 np.asarray(extras, np.int64 if kind == "gt" else np.float64),
-                 empty_keyframes, total)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
+def _parse_csv(path, kind: str, findings: _Findings):
+    """Row by row (:func:`hgrnn.data.csvparse.scan_rows`): each line that breaks a parse
+    rule is a finding under the rule's code -> (columns, side rows, (N,) line numbers,
+    non-blank lines) of the rows that parse, as :func:`_read_fast` returns them."""
+    columns = _COLUMNS[kind]
+    values = {name: [] for name, _ in columns}
+    fill = [math.nan if k == "float" else -1 for _, k in columns]
+    lines, side, total = [], [], 0
+    for line, ncols, row in csvparse.scan_rows(path, _WIDTHS[kind], columns,
+                                               separate=(2,) if kind == "gt" else ()):
+        total += 1
+        if ncols is None:
+            findings.add("error", row.code, row.summary, f"{path}:{line}")
+            continue
+        if kind == "gt" and ncols == 2:
+            side.append((line, row))
+            continue
+        lines.append(line)
+        for (name, _), v in zip(columns, row + fill[ncols:]):
+            values[name].append(v)
+    t = {name: np.asarray(values[name], csvparse.kind_dtype(k)) for name, k in columns}
+    return t, side, np.asarray(lines, np.int64), total
 
 
 def _check_boxes(rows: _Rows, path, findings: _Findings) -> None:
-    if not len(rows.lines):
-        return
+    """Zero-width or zero-height boxes (the rows left keep the box rules)."""
     b = rows.boxes
-    tol = COORD_TOLERANCE
-    outside = ~((b >= -tol) & (b <= 1 + tol)).all(axis=1)
-    if outside.any():
-        pixels = (b[outside] > 1 + tol).any(axis=1).mean() > 0.5
-        hint = (" (pixel coordinates? divide x by the frame width and y by its height)"
-                if pixels else "")
-        findings.add_rows("error", "box-range", "box coordinate outside [0, 1]: boxes are "
-                          "normalised x1,y1,x2,y2" + hint, path, rows.lines[outside])
-    order = ~outside & ((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1]))
-    findings.add_rows("error", "box-order", "x2 < x1 or y2 < y1 (x, y, width, height instead "
-                      "of x1, y1, x2, y2?)", path, rows.lines[order])
-    empty = ~outside & ~order & ((b[:, 2] == b[:, 0]) | (b[:, 3] == b[:, 1]))
+    empty = (b[:, 2] == b[:, 0]) | (b[:, 3] == b[:, 1])
     findings.add_rows("warning", "box-empty", "zero-width or zero-height box", path,
                       rows.lines[empty])
 
@@ -323,15 +293,63 @@ class _Groups:
     def __init__(self, rows: _Rows):
         bits = (rows.boxes + 0.0).view(np.int64)        # + 0.0: -0.0 equals 0.0
         keys = [rows.codes, rows.timestamps] + [bits[:, k] for k in range(4)] + [rows.actions]
-        self.order = np.lexsort(keys[::-1])
+        self.order = _packed_order(rows, bits)
+        if self.order is None:
+            self.order = np.lexsort(keys[::-1])
         changed = []
         for k in keys:
             k = k[self.order]
-            changed.append(np.concatenate([[True], k[1:] != k[:-1]]))
+            change = np.ones(len(k), bool)              # (0,) when no row parsed
+            change[1:] = k[1:] != k[:-1]
+            changed.append(change)
         self.new_keyframe = changed[0] | changed[1]
         self.new_box = self.new_keyframe | changed[2] | changed[3] | changed[4] | changed[5]
         self.new_row = self.new_box | changed[6]
         self.keyframe = np.cumsum(self.new_keyframe) - 1
+
+
+_HASH = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
+                  0x85EBCA77C2B2AE63], np.uint64)    # odd multipliers of the box hash
+
+
+def _packed_order(rows: _Rows, bits):
+    """The rows grouped as :class:`_Groups` wants them - keyframes in (video, timestamp)
+    order, within a keyframe equal boxes together and equal (box, action) rows together in
+    file order - by one stable sort of one uint64 per row: keyframe number, a hash of the
+    box, action rank (rows come grouped by keyframe: the sort is about linear). None when
+    the bits do not suffice or two boxes of a keyframe share a hash (the caller sorts on
+    every key then)."""
+    n = len(rows.lines)
+    if not n:
+        return None
+    kf = (rows.codes << 32) | rows.timestamps        # the rows keep 0 <= timestamp < 2**32
+    first = np.argsort(kf, kind="stable")
+    new = np.ones(n, bool)
+    new[1:] = kf[first][1:] != kf[first][:-1]
+    keyframe = np.empty(n, np.uint64)
+    keyframe[first] = np.cumsum(new) - 1
+    a = rows.actions
+    lo, hi = int(a.min()), int(a.max())
+    if hi - lo >= 1 << 16:
+        return None
+    a_bits = max(1, (hi - lo).bit_length())
+    k_bits = max(1, int(keyframe.max()).bit_length())
+    h_bits = 64 - a_bits - k_bits
+    if h_bits < 16:
+        return None
+    u = bits.view(np.uint64)
+    h = u[:, 0] * _HASH[0]
+    for k in range(1, 4):
+        h ^= u[:, k] * _HASH[k]
+    key = ((keyframe << np.uint64(64 - k_bits)) | ((h >> np.uint64(64 - h_bits)) <<
+                                                   np.uint64(a_bits))
+           | (a - lo).astype(np.uint64))
+    order = np.argsort(key, kind="stable")
+    group = key[order] >> np.uint64(a_bits)          # (keyframe, hash) in sorted order
+    same = group[1:] == group[:-1]
+    if (same & (bits[order][1:] != bits[order][:-1]).any(axis=1)).any():
+        return None                                   # a hash shared by two boxes
+    return order
 
 
 def _check_duplicates(rows: _Rows, groups: _Groups, path, findings: _Findings,
@@ -359,8 +377,7 @@ def _check_duplicates(rows: _Rows, groups: _Groups, path, findings: _Findings,
 
 
 def _check_ids(rows: _Rows, path, label_map, label_map_name, findings: _Findings) -> None:
-    from hgrnn.data.ava import AVA_ACTION_IDS
-
+    """AVA action ids outside the label map (the rows left hold no unknown id)."""
     if label_map is None:
         return
     a = rows.actions
@@ -368,17 +385,11 @@ def _check_ids(rows: _Rows, path, label_map, label_map_name, findings: _Findings
     outside = outside[np.argsort(a[outside], kind="stable")]
     ids, starts = np.unique(a[outside], return_index=True)
     for action, index in zip(ids.tolist(), np.split(outside, starts[1:])):
-        if action in AVA_ACTION_IDS:
-            message = (f"action id {action} is not in the label map {label_map_name} "
-                       f"({len(label_map)} classes): every command skips these rows; if "
-                       f"these are your own classes, pass --label-map FILE listing them")
-            level, code = "warning", "outside-map"
-        else:
-            message = (f"action id {action} is neither in the label map {label_map_name} "
-                       f"nor an AVA action (1..80): extract-features and eval-csv refuse it; "
-                       f"pass --label-map FILE with your own ids")
-            level, code = "error", "unknown-id"
-        findings.add_rows(level, code, message, path, rows.lines[index])
+        assert action in AVA_ACTION_IDS         # row_verdicts took the others
+        message = (f"action id {action} is not in the label map {label_map_name} "
+                   f"({len(label_map)} classes): every command skips these rows; if "
+                   f"these are your own classes, pass --label-map FILE listing them")
+        findings.add_rows("warning", "outside-map", message, path, rows.lines[index])
 
 
 def _keyframes(rows: _Rows, groups: _Groups) -> dict:
@@ -411,10 +422,6 @@ def _persons_per_keyframe(rows: _Rows, groups: _Groups, keyframes: dict) -> dict
 
 def _check_videos(keyframes: dict, videos, frames, fps, time_offset, clip_frames, frame_stride,
                   findings: _Findings, named_by: str) -> dict:
-    from hgrnn.data.keyframes import (clip_seconds, clip_span_warning, describe_outside,
-                                          fitting_offsets, nice_offset, split_keyframes)
-    from hgrnn.data.video import VideoError, find_frame_folders, find_videos, probe
-
     folder = videos if videos is not None else frames
     found = find_videos(videos) if videos is not None else find_frame_folders(frames)
     for vid in sorted(set(keyframes) - set(found)):
@@ -457,6 +464,10 @@ def _check_videos(keyframes: dict, videos, frames, fps, time_offset, clip_frames
             any_outside = True
             findings.add("error", "keyframe-range",
                          describe_outside(vid, outside, len(ts), duration, time_offset))
+    mixed = mixed_span_warning({v: (e["fps"], e["clip_seconds"]) for v, e in report.items()},
+                               clip_frames, frame_stride)
+    if mixed:
+        findings.add("warning", "clip-span-mixed", mixed)
     if any_outside:
         if fit_lo <= fit_hi:
             findings.add("error", "keyframe-range", f"hint: --time-offset "
@@ -497,8 +508,6 @@ def check_data(annotations, *, detections=None, label_map=None, videos=None, fra
     warnings, findings [{level, code, message, count, examples}], annotations {...},
     detections {...} | None, label_map {...}, videos {id: {fps, duration, ...}},
     instances_per_class {name: n}."""
-    from hgrnn.data.ava import AvaFormatError, load_label_map, read_exclusions
-
     if videos is not None and frames is not None:
         raise ValueError("give at most one of --videos DIR and --frames DIR")
     if frames is not None and not fps:
@@ -506,12 +515,20 @@ def check_data(annotations, *, detections=None, label_map=None, videos=None, fra
     findings = _Findings()
     lm_name = label_map or "ava-v2.1"
     try:
-        lm = load_label_map(lm_name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")     # a repeated name: the error below
+            lm = load_label_map(lm_name)
     except (AvaFormatError, OSError) as err:
         findings.add("error", "parse", f"label map: {err}", lm_name)
         lm = None
+    if lm is not None:
+        for name in sorted({n for n in lm.names if lm.names.count(n) > 1}):
+            ids = ", ".join(str(i) for i, n in zip(lm.ids, lm.names) if n == name)
+            findings.add("error", "label-map", f"class name {name!r} given to ids {ids}: "
+                         "one class, one name (the results could not tell them apart)",
+                         lm_name)
 
-    gt = _read_rows(annotations, "gt", findings)
+    gt = _read_rows(annotations, "gt", lm, findings)
     gt_groups = _Groups(gt)
     _check_boxes(gt, annotations, findings)
     _check_duplicates(gt, gt_groups, annotations, findings, "gt")
@@ -538,7 +555,7 @@ def check_data(annotations, *, detections=None, label_map=None, videos=None, fra
 
     det_report = None
     if detections is not None:
-        det = _read_rows(detections, "det", findings)
+        det = _read_rows(detections, "det", lm, findings)
         det_groups = _Groups(det)
         _check_boxes(det, detections, findings)
         _check_duplicates(det, det_groups, detections, findings, "det")
@@ -566,7 +583,6 @@ def check_data(annotations, *, detections=None, label_map=None, videos=None, fra
         if detections is not None:
             for v, ts in det_kf.items():
                 wanted[v] = sorted(set(wanted.get(v, [])) | set(ts))
-        from hgrnn.data.video import VideoError
         try:
             video_report = _check_videos(wanted, videos, frames, fps, time_offset, clip_frames,
                                          frame_stride, findings, named)

@@ -1,11 +1,10 @@
 """Reading comma-separated files into per-column numpy arrays: a fast reader (pyarrow's
-CSV reader) and a slow line-by-line reader that defines the rules and finds the first bad
-line.
+CSV reader) and a slow line-by-line reader that applies the parse rules and finds the first
+bad line.
 
-A self-contained component under the AVA readers (:mod:`hgrnn.data.ava`); it knows nothing
-of AVA: the readers say which columns a row has and check the values.
-
-The rules (what :func:`iter_rows`, the slow reader, implements; the messages are its own):
+A component under the AVA readers (:mod:`hgrnn.data.ava`): the readers say which columns a
+row has and check the values. The rules' codes and messages are the table of
+:mod:`hgrnn.data.csvrules`; this module checks its parse rules:
 
 * lines end with LF (a CR before it is padding, so CRLF files read the same); a UTF-8 BOM
   at the start is skipped; blank lines are skipped; line numbers count every line;
@@ -14,7 +13,10 @@ The rules (what :func:`iter_rows`, the slow reader, implements; the messages are
 * double quotes mean what they mean to Python's csv module (the official evaluator's
   reader): ``"abc"`` is ``abc``; a quoted field holding a comma, a quote or a line break is
   refused;
-* a row has one of the accepted numbers of columns;
+* a first line whose timestamp field (the second) is a word is a header, which AVA CSVs
+  do not have;
+* a row has one of the accepted numbers of columns, and the number of the file's first row
+  (rows of a ``separate`` width aside): a row with fewer is missing a column;
 * numbers are Python's ``int()`` / ``float()`` of the field (what the official evaluator
   does); integers must fit int64; an empty field of an ``"int?"`` column is -1;
 * strings are not empty, at most :data:`MAX_ID_BYTES` bytes, without NUL bytes; they are
@@ -31,24 +33,28 @@ value) and returns None whenever its values could differ from the rules (pyarrow
 an empty field, a string holding a quote or a blank, a lone CR, a width it does not take);
 the caller then runs the slow reader, which either finds the first bad line or reads the
 file (about 12 s a million lines here), from the block pyarrow refused on when it can
-(:class:`Refused`). Where pyarrow accepts a float, its value is Python's ``float()`` of
-the text (tested), but for NaN spellings Python refuses (``nan(123)``), which no value
-check lets pass. When a value of rows pyarrow read fails the caller's check,
-:func:`find_row` names the row's line by counting lines, without parsing.
+(:class:`Refused`). A lone CR is looked for with one ``find`` over the file mapped into
+memory (no copy); only files holding a CR are scanned further. Where pyarrow accepts a
+float, its value is Python's ``float()`` of the text (tested), but for NaN spellings
+Python refuses (``nan(123)``), which no value rule lets pass (the callers parse such a
+row again). When a value of rows pyarrow read breaks a rule, :func:`find_row` names the
+row's line by counting lines, without parsing.
 """
 
 from __future__ import annotations
 
 import csv
+import mmap
 import os
 from typing import NamedTuple
 
 import numpy as np
 
 from hgrnn.console import progress_bar
+from hgrnn.data import csvrules
 
-__all__ = ["CsvLineError", "MAX_ID_BYTES", "Refused", "read_fast", "iter_rows", "find_row",
-           "parse_line", "kind_dtype"]
+__all__ = ["CsvLineError", "MAX_ID_BYTES", "Refused", "read_fast", "iter_rows", "scan_rows",
+           "find_row", "read_line", "read_lines", "parse_line", "kind_dtype"]
 
 MAX_ID_BYTES = 255              # longest string field accepted (a file name's limit)
 _BLANKS = b"\r \t"
@@ -61,11 +67,18 @@ _INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
 class CsvLineError(ValueError):
-    """A line breaks the rules: ``line`` (1-based) and ``message``."""
+    """A line breaks a parse rule: ``line`` (1-based), the rule's ``code`` (a code of
+    :data:`hgrnn.data.csvrules.RULES`) and ``message``."""
 
-    def __init__(self, line: int, message: str):
+    def __init__(self, line: int, code: str, message: str, summary: str | None = None):
         super().__init__(f"{line}: {message}")
-        self.line, self.message = line, message
+        self.line, self.code, self.message = line, code, message
+        self.summary = message if summary is None else summary   # without the row's text
+
+
+def _error(line_no, code, **fields):
+    return CsvLineError(line_no, code, csvrules.message(code, **fields),
+                        csvrules.message(code, detail=False, **fields))
 
 
 def kind_dtype(kind):
@@ -275,7 +288,14 @@ def _first_width(path, separate=()):
 
 
 def _has_lone_cr(path):
-    """Whether the file holds a CR not followed by LF (pyarrow would end a line there)."""
+    """Whether the file holds a CR not followed by LF (pyarrow would end a line there).
+    One memchr over the mapped file when it holds no CR at all (AVA's files)."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return False
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            if mm.find(b"\r") < 0:
+                return False
     block = bytearray(_SCAN_BYTES + 1)
     view = memoryview(block)
     with open(path, "rb") as f:
@@ -310,33 +330,58 @@ def _fast_side_row(text, columns):
 # the slow reader: the rules, line by line
 # ----------------------------------------------------------------------------------------
 
-def iter_rows(path, widths, columns, progress=False, start=1):
+def iter_rows(path, widths, columns, progress=False, start=1, separate=()):
     """Yield (line, ncols, values) for every data row of `path` in file order, values a
     list of Python str / int / float for the first ncols columns; raise
     :class:`CsvLineError` at the first line that breaks the rules (module docstring).
 
     widths: {ncols: description} of the accepted row widths (named in the error);
-    columns: [(name, kind)] of the widest form. progress: a bar over the bytes for files
-    over 64 MB (about 12 s a million lines). start: the first line to parse (the lines
-    before it are only counted)."""
+    columns: [(name, kind)] of the widest form; separate: widths of rows apart from the
+    others (AVA's 2-column empty keyframes), all other rows must have the width of the
+    first. progress: a bar over the bytes for files over 64 MB (about 12 s a million
+    lines). start: the first line to parse (the lines before it are only counted, and
+    known to keep the rules)."""
+    for line_no, ncols, row in scan_rows(path, widths, columns, progress, start, separate):
+        if ncols is None:
+            raise row
+        yield line_no, ncols, row
+
+
+def scan_rows(path, widths, columns, progress=False, start=1, separate=()):
+    """:func:`iter_rows` that goes on after a bad line: yields (line, None,
+    :class:`CsvLineError`) for it (``check-data`` lists every bad line)."""
     path = os.fspath(path)
     size = os.path.getsize(path)
     bar = None
     if progress and size > 64 << 20:
         bar = progress_bar(total=size, unit="B", unit_scale=True, leave=False,
                            desc=f"check {os.path.basename(path)} line by line")
+    first = True                    # no non-blank line yet
+    width = None                    # of the first row (not of a `separate` width)
     try:
         with open(path, "rb") as f:
             for line_no, raw in enumerate(f, 1):
                 if bar is not None and line_no % 65536 == 0:
                     bar.update(f.tell() - bar.n)
-                if line_no < start:
-                    continue
                 if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
                     raw = raw[3:]
                 line = raw[:-1] if raw.endswith(b"\n") else raw
-                row = parse_line(line, line_no, widths, columns)
+                if line_no < start:     # known good: only the first row's width is wanted
+                    if width is None and line.strip(_BLANKS):
+                        first = False
+                        if line.count(b",") + 1 not in separate:
+                            width = line.count(b",") + 1
+                    continue
+                try:
+                    row = parse_line(line, line_no, widths, columns, first, width, separate)
+                except CsvLineError as e:
+                    first = False
+                    yield line_no, None, e
+                    continue
                 if row is not None:
+                    first = False
+                    if width is None and len(row) not in separate:
+                        width = len(row)
                     yield line_no, len(row), row
     finally:
         if bar is not None:
@@ -365,8 +410,32 @@ def find_row(path, row, separate=()):
     raise IndexError(f"{path} has no data row {row}")
 
 
-def parse_line(line, line_no, widths, columns):
-    """One line (bytes, without LF) -> values, None for a blank line; CsvLineError."""
+def read_line(path, line_no):
+    """Line `line_no` (1-based) of `path`, bytes without LF (for a message)."""
+    return read_lines(path, [line_no])[0]
+
+
+def read_lines(path, line_nos):
+    """Lines `line_nos` (1-based, ascending) of `path`, bytes without LF, in one pass."""
+    wanted = iter([int(n) for n in line_nos])
+    out = []
+    want = next(wanted, None)
+    with open(os.fspath(path), "rb") as f:
+        for n, raw in enumerate(f, 1):
+            while want == n:
+                out.append(raw.rstrip(b"\n"))
+                want = next(wanted, None)
+            if want is None:
+                return out
+    raise IndexError(f"{path} has no line {want}")
+
+
+def parse_line(line, line_no, widths, columns, first=False, width=None, separate=()):
+    """One line (bytes, without LF) -> values, None for a blank line; CsvLineError.
+    first: the file's first non-blank line (may be a header); width: the number of
+    columns of the file's first row, which rows of widths outside `separate` must have."""
+    if first and _is_header(line, columns):
+        raise _error(line_no, "header")
     if b'"' in line:
         line = _unquote(line, line_no)
     if any(b in line for b in (b"\r", b" ", b"\t")):
@@ -375,34 +444,58 @@ def parse_line(line, line_no, widths, columns):
     if not line:
         return None
     fields = line.split(b",")
-    if len(fields) not in widths:
+    n = len(fields)
+    if n not in widths:
         want = " or ".join(f"{k} ({d})" for k, d in widths.items())
-        raise CsvLineError(line_no, f"expected {want} columns, got {len(fields)}: "
-                                    f"{_text(line)!r}")
+        raise _error(line_no, "column-missing" if n < max(widths) else "columns", want=want,
+                     got=n, text=_text(line))
+    if width is not None and n != width and n not in separate:
+        raise _error(line_no, "column-missing" if n < width else "columns",
+                     want=f"{width} (as the file's first row)", got=n, text=_text(line))
     return [_convert(field, name, kind, line_no)
             for field, (name, kind) in zip(fields, columns)]
+
+
+def _is_header(line, columns):
+    """A word (not a number) in the second field where a number belongs: a header row."""
+    fields = line.split(b",", 2)
+    if len(fields) < 2 or len(columns) < 2 or columns[1][1] == "str":
+        return False
+    field = fields[1].strip(_BLANKS + b'"')
+    if not field[:1].isalpha() and not field.startswith(b"_"):
+        return False
+    try:
+        float(field)
+        return False            # nan, inf
+    except ValueError:
+        return True
 
 
 def _convert(field, name, kind, line_no):
     if kind == "str":
         if not field:
-            raise CsvLineError(line_no, f"empty {name}")
+            raise _error(line_no, "empty", name=name)
         if len(field) > MAX_ID_BYTES:
-            raise CsvLineError(line_no, f"{name} is {len(field)} bytes long (at most "
-                                        f"{MAX_ID_BYTES}): {field[:40]!r}...")
+            raise _error(line_no, "too-long", name=name, size=len(field), limit=MAX_ID_BYTES,
+                         start=field[:40])
         if b"\x00" in field:
-            raise CsvLineError(line_no, f"{name} holds a NUL byte: {field[:60]!r}")
+            raise _error(line_no, "nul", name=name, start=field[:60])
         return field.decode("utf-8", "replace")
     if kind == "int?" and not field:
         return -1
-    text = field.decode("utf-8", "replace")
+    convert = float if kind == "float" else int
     try:
-        value = float(text) if kind == "float" else int(text)
+        value = convert(field)          # the bytes: ASCII numbers without a decode
     except ValueError:
-        what = "a number" if kind == "float" else "an integer"
-        raise CsvLineError(line_no, f"{name} must be {what}, got {text!r}") from None
+        text = field.decode("utf-8", "replace")
+        try:
+            value = convert(text)       # what the text means to Python (e.g. other digits)
+        except ValueError:
+            raise _error(line_no, "not-number" if kind == "float" else "not-integer",
+                         name=name, text=text) from None
     if kind != "float" and not _INT64[0] <= value <= _INT64[1]:
-        raise CsvLineError(line_no, f"{name} {text.strip()} is out of range")
+        raise _error(line_no, "int-range", name=name,
+                     text=field.decode("utf-8", "replace").strip())
     return value
 
 
@@ -412,10 +505,9 @@ def _unquote(line, line_no):
     try:
         fields = next(csv.reader([text], strict=True))
     except (csv.Error, StopIteration) as e:
-        raise CsvLineError(line_no, f"bad quoting ({e}): {text[:120]!r}") from None
+        raise _error(line_no, "quoting", error=e, text=text[:120]) from None
     if any(("," in f) or ('"' in f) or ("\r" in f) for f in fields):
-        raise CsvLineError(line_no, "a quoted field holding a comma, quote or line break "
-                                    f"is not supported: {text[:120]!r}")
+        raise _error(line_no, "quoted-separator", text=text[:120])
     return ",".join(fields).encode("utf-8", "surrogateescape")
 
 
@@ -427,5 +519,4 @@ def _blank_inside_field(line, line_no):
         inside = [core.find(b) for b in (b"\r", b" ", b"\t") if b in core]
         if inside:
             ch = core[min(inside)]
-            raise CsvLineError(line_no, f"a {_BLANK_NAMES[ch]} inside a field: "
-                                        f"{_text(line)!r}")
+            raise _error(line_no, "blank", blank=_BLANK_NAMES[ch], text=_text(line))

@@ -14,6 +14,10 @@ from hgrnn.data.video import VideoError
 
 #: A clip spanning more than this many seconds mixes moments far from its keyframe.
 MAX_CLIP_SECONDS = 2.0
+#: Clip spans of two videos further apart than this factor give the model other time windows.
+MAX_SPAN_RATIO = 1.5
+#: The rate PySlowFast reads AVA at, suggested to resample mixed-rate videos to.
+SUGGESTED_RESAMPLE_FPS = 30
 #: How many skipped timestamps a message lists.
 SHOWN = 5
 
@@ -132,3 +136,22 @@ def clip_span_warning(clip_frames: int, frame_stride: int, fps: float) -> str | 
             f"{span:.1f} s at {fps:g} fps (more than {MAX_CLIP_SECONDS:g} s around each "
             f"keyframe; the paper's clips are about 1 s: e.g. --clip-frames "
             f"{suggested_clip_frames(fps)})")
+
+
+def mixed_span_warning(spans: dict, clip_frames: int, frame_stride: int) -> str | None:
+    """A warning when clips span more than MAX_SPAN_RATIO times longer in one video than in
+    another (videos of different frame rates), else None. spans: {video_id: (fps, clip
+    seconds)}."""
+    if len(spans) < 2:
+        return None
+    short = min(spans, key=lambda v: (spans[v][1], v))
+    long = max(spans, key=lambda v: (spans[v][1], v))
+    if spans[long][1] <= MAX_SPAN_RATIO * spans[short][1]:
+        return None
+    rate = SUGGESTED_RESAMPLE_FPS
+    return (f"clip spans differ between videos: --clip-frames {clip_frames} at --frame-stride "
+            f"{frame_stride} spans {spans[short][1]:.2f} s in {short} ({spans[short][0]:g} "
+            f"fps) but {spans[long][1]:.2f} s in {long} ({spans[long][0]:g} fps), so the model "
+            f"sees other time windows in each; --resample-fps {rate} (finetune-backbone, "
+            f"extract-features, predict) gives every video clips of "
+            f"{clip_seconds(clip_frames, frame_stride, rate):.2f} s")

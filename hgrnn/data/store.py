@@ -351,7 +351,7 @@ def _check_video_id(video_id, path):
     if (not isinstance(video_id, str) or not video_id or "/" in video_id or "\0" in video_id
             or video_id in (".", "..")):
         raise StoreError(f"{path}: invalid video id {video_id!r} (a non-empty string without "
-                         f"'/' or NUL)")
+                         f"'/' or NUL, other than '.' and '..', which name folders)")
 
 
 def _values(x) -> np.ndarray:

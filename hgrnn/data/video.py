@@ -8,7 +8,19 @@ c = round(t * fps), the frame nearest to t. Its clip holds `clip_frames` frames 
 
 (32 frames at stride 1 take c-16 .. c+15; an odd count is symmetric). An index before the
 first frame repeats the first frame, an index past the last frame repeats the last frame
-(edge padding), so every clip has exactly `clip_frames` frames. A keyframe whose own centre
+(edge padding), so every clip has exactly `clip_frames` frames.
+
+Resampling (`resample_fps` R, `--resample-fps`): clips are sampled as if the video had been
+re-timed to R frames per second (PySlowFast reads AVA at 30 fps), so a clip spans
+clip_frames * frame_stride / R seconds whatever the video's own rate. Clip frame k is the
+video frame nearest to time c / fps + frame_stride * (k - clip_frames // 2) / R (ties: the
+later frame), i.e. index
+
+    c + floor(frame_stride * (k - clip_frames // 2) * fps / R + 1/2)   (exact rationals)
+
+so the centre frame, and with it the keyframe image a detector sees, is the unresampled one;
+at R == fps this is exactly the sampling above, below fps a frame is skipped now and then,
+above it a frame is repeated. A keyframe whose own centre
 frame lies outside the video is an error (`VideoError`, "too short"). Where the stream has a
 gap (variable frame rate, dropped frames), an index takes the frame on screen at that time:
 the last frame at or before it.
@@ -38,6 +50,7 @@ from __future__ import annotations
 import glob
 import math
 import re
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
@@ -52,11 +65,26 @@ class VideoError(Exception):
     starts with the path."""
 
 
-def clip_indices(centre: int, clip_frames: int, frame_stride: int) -> np.ndarray:
-    """(clip_frames,) int64 frame indices of the clip centred on frame `centre` (unclamped)."""
+def clip_indices(centre: int, clip_frames: int, frame_stride: int, fps=None,
+                 resample_fps=None) -> np.ndarray:
+    """(clip_frames,) int64 frame indices of the clip centred on frame `centre` (unclamped);
+    with `resample_fps` (and the video's `fps`), sampled at that rate (module docstring)."""
     if clip_frames < 1 or frame_stride < 1:
         raise ValueError(f"clip_frames ({clip_frames}) and frame_stride ({frame_stride}) must be >= 1")
-    return centre + frame_stride * (np.arange(clip_frames, dtype=np.int64) - clip_frames // 2)
+    steps = frame_stride * (np.arange(clip_frames, dtype=np.int64) - clip_frames // 2)
+    if resample_fps is None:
+        return centre + steps
+    ratio = exact_rate(fps) / exact_rate(resample_fps)       # video frames per resampled frame
+    return centre + np.asarray([math.floor(int(d) * ratio + Fraction(1, 2)) for d in steps],
+                               dtype=np.int64)
+
+
+def exact_rate(fps) -> Fraction:
+    """A frame rate as an exact fraction: a float from a stream header (29.97002997...) ->
+    30000/1001, 25.0 -> 25."""
+    if fps is None or fps <= 0:
+        raise ValueError(f"frame rate must be > 0, got {fps!r}")
+    return Fraction(fps).limit_denominator(1001)
 
 
 def resized_size(width: int, height: int, short_side) -> tuple[int, int]:
@@ -277,14 +305,16 @@ def probe(video_path, *, fps=None) -> dict:
 
 def iter_clips(video_path, times, clip_frames: int, frame_stride: int, short_side, *,
                fps=None, stats: dict | None = None, seek_after: float = 2.0,
-               keyframe_short_side=None, threads: bool = True) -> Iterator[tuple]:
+               keyframe_short_side=None, threads: bool = True,
+               resample_fps=None) -> Iterator[tuple]:
     """Clips centred on `times`, decoded in one sequential pass (see the module docstring).
 
     video_path: a video file, or a frame folder `<id>/<id>_%06d.jpg` (then `fps` is required;
     for a video file `fps` is read from the stream). times: keyframe times in seconds from
     the first frame (any order; clips are yielded in ascending time order). clip_frames,
     frame_stride: clip sampling; short_side: frames are resized so that their short side is
-    this many pixels (None/0: original size).
+    this many pixels (None/0: original size). resample_fps: sample clips as if the video
+    ran at this rate (None: its own rate; see the module docstring).
 
     Yields (time, clip): time is the given time as a float (equal to float(t) of the input,
     so it can key a dict), clip uint8 RGB (clip_frames, H, W, 3); with
@@ -311,7 +341,8 @@ def iter_clips(video_path, times, clip_frames: int, frame_stride: int, short_sid
         for t, c in zip(times, centres):
             if c < 0:
                 raise VideoError(f"{video_path}: keyframe at {t:g} s is before the video start")
-        clips = [np.maximum(clip_indices(c, clip_frames, frame_stride), 0) for c in centres]
+        clips = [np.maximum(clip_indices(c, clip_frames, frame_stride, source.fps,
+                                         resample_fps), 0) for c in centres]
         needed = np.unique(np.concatenate(clips))            # sorted
         centre_set = set(centres) if key_size is not None else set()
         yield from _assemble(source, times, centres, clips, needed, centre_set,
@@ -389,10 +420,3 @@ def _assemble(source, times, centres, clips, needed, centre_set, size, key_size,
     while p < len(clips):
         yield emit(p)
         p += 1
-
-
-def video_seconds(stats: dict) -> float:
-    """Duration covered by the decoded frames, from `iter_clips` stats (last_index + 1) / fps."""
-    if stats.get("last_index") is None:
-        return math.nan
-    return (stats["last_index"] + 1) / stats["fps"]

@@ -21,7 +21,6 @@ of a synthetic store (``configs["synth"]["class_groups"]``); other stores get "a
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import math
 import os
@@ -381,9 +380,3 @@ def flow_gain(summary: dict, flow_row: str = "hgrnn_flow", rgb_row: str = "hgrnn
                 diff, std = a[g][0] - b[g][0], max(a[g][1], b[g][1])
                 out[boxes][g] = (diff, diff / std if std > 0 else None)
     return out
-
-
-def config_from_dict(d: dict) -> AblateConfig:
-    known = {f.name for f in dataclasses.fields(AblateConfig)}
-    return AblateConfig(**{k: (tuple(v) if k == "rows" else v) for k, v in d.items()
-                           if k in known})

@@ -29,6 +29,10 @@ from hgrnn.metrics import format_percent
 
 #: Grey of "no instances" bars.
 NA_COLOR = "0.85"
+#: bar colours of the AVA action groups (`hgrnn.metrics.groups`); classes without a group
+#: in a chart that has groups are grey
+GROUP_COLORS = {"pose": "tab:blue", "person-object": "tab:orange",
+                "person-person": "tab:green", None: "0.55"}
 
 
 def _pyplot():
@@ -64,10 +68,12 @@ def eval_title(store=None, boxes=None, protocol=None, mAP=None) -> str:
 
 
 def per_class_ap_figure(per_class: dict, mAP: float, *, title: str | None = None,
-                        sort: str = "ap"):
+                        sort: str = "ap", groups: dict | None = None):
     """Horizontal bars of every class's AP in percent (per_class: fractions, None = no
     instances). sort: "ap" (highest first, n/a classes last) or "labelmap" (the label
-    map's order). Returns the Figure."""
+    map's order). groups: {class name: AVA action group} (`hgrnn.metrics.groups.group_map`;
+    None or {}: one colour): bars coloured by group, the groups in the legend. Returns the
+    Figure."""
     plt = _pyplot()
     if sort not in ("ap", "labelmap"):
         raise ValueError(f"sort must be 'ap' or 'labelmap', got {sort!r}")
@@ -88,6 +94,7 @@ def per_class_ap_figure(per_class: dict, mAP: float, *, title: str | None = None
                     fontsize=7)
     ax.set_yticks(y, names, fontsize=7)
     ax.set_ylim(len(names) - 0.5, -0.5)
+    shown_groups = _colour_by_group(ax.patches, names, per_class, groups or {})
     ax.axvline(100 * mAP, color="tab:red", linestyle="--")
     ax.set_xlabel("AP % (frame-level, IoU 0.5)")
     ax.set_xlim(0, 100)
@@ -98,19 +105,38 @@ def per_class_ap_figure(per_class: dict, mAP: float, *, title: str | None = None
         handles.append(plt.Rectangle((0, 0), 1, 1, facecolor=NA_COLOR, hatch="///",
                                      edgecolor="0.6", linewidth=0))
         labels.append(f"no instances: {n_na} of {len(names)} classes (left out of the mAP)")
+    for group in shown_groups:
+        handles.append(plt.Rectangle((0, 0), 1, 1, facecolor=GROUP_COLORS[group]))
+        labels.append(f"{group} classes" if group else "classes without an AVA group")
     fig.legend(handles, labels, loc="lower center", ncol=1, fontsize=8, frameon=False)
     ax.set_title(title or eval_title(mAP=mAP), fontsize=9)
-    fig.tight_layout(rect=(0, (0.5 if n_na else 0.3) / fig.get_figheight(), 1, 1))
+    fig.tight_layout(rect=(0, (0.1 + 0.2 * len(labels)) / fig.get_figheight(), 1, 1))
     return fig
 
 
 def plot_per_class_ap(per_class: dict, mAP: float, path, *, title: str | None = None,
-                      sort: str = "ap") -> bool:
+                      sort: str = "ap", groups: dict | None = None) -> bool:
     """Save `per_class_ap_figure` as a PNG; False without matplotlib."""
     plt = _pyplot()
     if plt is None:
         return False
-    return _save(per_class_ap_figure(per_class, mAP, title=title, sort=sort), path, plt)
+    return _save(per_class_ap_figure(per_class, mAP, title=title, sort=sort, groups=groups),
+                 path, plt)
+
+
+def _colour_by_group(bars, names, per_class, groups: dict) -> list:
+    """Colour the AP bars (one per class of `names`, in order) of the classes with
+    instances by their AVA action group; returns the groups shown (GROUP_COLORS order,
+    None for classes without a group), [] when no class has a group."""
+    if not groups:
+        return []
+    shown = set()
+    for bar, name in zip(bars, names):
+        if per_class[name] is not None:
+            group = groups.get(name)
+            bar.set_facecolor(GROUP_COLORS[group])
+            shown.add(group)
+    return [g for g in GROUP_COLORS if g in shown]
 
 
 # ----------------------------------------------------------------------------- loss

@@ -42,7 +42,7 @@ from hgrnn.hgrnn_head.checkpoint import (HeadError, check_store_matches, load_ch
                                          model_from_checkpoint, open_store, resolve_device,
                                          torch_threads)
 from hgrnn.metrics import check_evaluable, evaluate
-from hgrnn.metrics.groups import mean_ap_by_group
+from hgrnn.metrics.groups import group_map, mean_ap_by_group
 
 DEFAULT_NMS_IOU = 0.5
 INFER_BATCH_KEYFRAMES = 512
@@ -303,5 +303,5 @@ def evaluate_store(store, checkpoint, gt_boxes=False, out_dir=None, nms_iou=DEFA
         if gt_csv is not None:
             title += f" · gt {Path(str(gt_csv)).name}"
         plot_per_class_ap(result.per_class, result.mAP, out / "per_class_ap.png", title=title,
-                          sort=sort_classes)
+                          sort=sort_classes, groups=group_map(result.ids))
     return result

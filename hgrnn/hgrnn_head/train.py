@@ -23,8 +23,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -202,8 +202,8 @@ def _read_metrics(path: Path, upto_step: int) -> list:
                 raise ValueError("not a JSON object")
         except ValueError as err:
             if number == len(lines):
-                print(f"train-head: {path}: dropped a torn last line (the run was stopped "
-                      f"while writing it): {line[:60]!r}", file=sys.stderr)
+                warnings.warn(f"train-head: {path}: dropped a torn last line (the run was "
+                              f"stopped while writing it): {line[:60]!r}")
                 continue
             raise HeadError(f"{path}:{number}: not a JSON object ({err}); fix or delete the "
                             f"line to resume") from None

@@ -32,7 +32,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from hgrnn.metrics.packsort import rank_inverse, segments, sort_pairs
+from hgrnn.metrics.packsort import segments, sort_pairs
 
 __all__ = ["heap_order", "first_appearance_rank", "descending", "grouped_descending",
            "heap_keyframes", "simulate_heaps", "official_concat", "position_in_group",
@@ -163,45 +163,49 @@ def simulate_heaps(keys_to_sim, keys, scores, action_ids, boxes, rows_in_boxes, 
     return hpos, sim_rows, kept_rows
 
 
-def official_concat(rcls, img_rank, srank, rscores, hpos, protocol, K):
+def official_concat(rcls, img_rank, rscores, hpos, protocol):
     """Result indices in the official per-class concatenation: class, then keyframe in
     reader order, then inside a keyframe the order results are matched in (2018:
     np.argsort of the keyframe's scores in file order, reversed; 2019/2020: descending
-    score, equal scores in heap order). Returns (cat (R,), the largest group's size)."""
+    score, equal scores in heap order). Returns (cat (R,), the largest group's size,
+    rscores[cat]).
+
+    One packed sort puts each (class, keyframe) group's results together in file order;
+    only the groups not already strictly descending in score are reordered."""
     n = len(rcls)
     if n == 0:
-        return np.zeros(0, np.int64), 0
+        return np.zeros(0, np.int64), 0, np.zeros(0)
     n_img = int(img_rank.max()) + 1
     gkey = rcls.astype(np.int64) * n_img + img_rank
-    if n_img * K < 2**40:
-        cat = rank_inverse(srank)[sort_pairs(gkey, srank)]
-    else:
-        cat = np.lexsort((srank, gkey))
-    # cat: groups contiguous, descending score inside, equal scores in file order
-    g, s = gkey[cat], rscores[cat]
+    cat, g = sort_pairs(gkey, np.arange(n), with_major=True)   # groups contiguous, file order
+    del gkey
+    s = rscores[cat]
     same_group = g[1:] == g[:-1]
     gstart = np.flatnonzero(np.r_[True, ~same_group])
     glen = np.diff(np.r_[gstart, n])
-    tie = np.flatnonzero(same_group & (s[1:] == s[:-1]))
-    if not len(tie):
-        return cat, int(glen.max())
-    tied_groups = np.unique(np.searchsorted(gstart, tie, side="right") - 1)
-    pos = segments(gstart[tied_groups], glen[tied_groups])
-    rows = cat[pos]                                  # the tied groups' rows, group by group
+    unsorted = np.flatnonzero(same_group & (s[1:] >= s[:-1]))
+    del g, same_group
+    if not len(unsorted):
+        return cat, int(glen.max()), s
+    fix = np.searchsorted(gstart, unsorted, side="right") - 1            # ascending
+    fix = fix[np.r_[True, fix[1:] != fix[:-1]]]
+    pos = segments(gstart[fix], glen[fix])
+    rows = cat[pos]                        # the groups to reorder, each in file order
     if protocol == "ava-2018":
-        # each group's rows in file order (srank ties are file order, and file order is
-        # what the reader kept), then np.argsort(scores)[::-1] of that array
-        grp = np.repeat(np.arange(len(tied_groups)), glen[tied_groups])
-        rows = rows[np.lexsort((rows, grp))]      # indices into arrays kept in file order
-        rows = rows[grouped_descending(rscores[rows], glen[tied_groups])]
+        rows = rows[grouped_descending(rscores[rows], glen[fix])]
     else:
-        if hpos is None or (hpos[rows] < 0).any():
+        grp = np.repeat(np.arange(len(fix)), glen[fix])
+        sc = rscores[rows]
+        h = np.zeros(len(rows), np.int64) if hpos is None else hpos[rows]
+        o = np.lexsort((h, -sc, grp))
+        rows, sc, h, grp = rows[o], sc[o], h[o], grp[o]
+        tie = (grp[1:] == grp[:-1]) & (sc[1:] == sc[:-1])
+        if (tie & ((h[1:] < 0) | (h[:-1] < 0) | (hpos is None))).any():
             raise AssertionError("internal: tied results on a keyframe whose reader heap "
                                  "was not simulated")
-        grp = np.repeat(np.arange(len(tied_groups)), glen[tied_groups])
-        rows = rows[np.lexsort((hpos[rows], -rscores[rows], grp))]
     cat[pos] = rows
-    return cat, int(glen.max())
+    s[pos] = rscores[rows]
+    return cat, int(glen.max()), s
 
 
 def position_in_group(rcls, img_rank, cat):

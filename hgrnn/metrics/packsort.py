@@ -52,24 +52,28 @@ def argsort_descending(x):
     return packed
 
 
-def sort_pairs(major, rank):
+def sort_pairs(major, rank, with_major=False):
     """Rows sorted by (major, rank): rank (N,) unique non-negative ints, major (N,)
-    non-negative ints. Returns the ranks in that order.
+    non-negative ints. Returns the ranks in that order (with_major: and the majors in
+    that order, (ranks, majors)).
 
     Both are packed into one int64 and sorted by value (numpy's vectorised sort), which is
     several times faster than an index sort (argsort/lexsort) of 5.6 million rows."""
     n = len(rank)
     if n == 0:
-        return np.zeros(0, np.int64)
+        empty = np.zeros(0, np.int64)
+        return (empty, empty.copy()) if with_major else empty
     rbits = max(int(rank.max()).bit_length(), 1)
     if int(major.max()).bit_length() + rbits <= 62:
         packed = major.astype(np.int64)
         np.left_shift(packed, rbits, out=packed)
         np.bitwise_or(packed, rank, out=packed)
         packed.sort()
+        majors = np.right_shift(packed, rbits) if with_major else None
         np.bitwise_and(packed, (1 << rbits) - 1, out=packed)
-        return packed
-    return rank[np.lexsort((rank, major))]
+        return (packed, majors) if with_major else packed
+    order = np.lexsort((rank, major))
+    return (rank[order], major[order]) if with_major else rank[order]
 
 
 def rank_inverse(rank):

@@ -38,11 +38,14 @@ from hgrnn.console import progress_bar
 from hgrnn.data.ava import read_annotations
 from hgrnn.pipeline.i3d import FINETUNE_FORMAT, sha256_file
 from hgrnn.data.keyframes import summarize_outside, video_keyframes
+from hgrnn.data.paths import replacing
+from hgrnn.data.store_io import WriterLock
 from hgrnn.data.video import VideoError, find_frame_folders, find_videos, iter_clips, probe
 from hgrnn.pipeline.detect_config import (BACKBONES, INITS, DetectConfig,  # noqa: F401
                                           DetectorArch, DetectorError)   # (BACKBONES: its old home)
 from hgrnn.torchfile import TorchFileError
 from hgrnn.torchfile import load as load_torch_file
+from hgrnn.track import TrackConfig, track_box_lines
 
 DETECTOR_FORMAT = "hgrnn-detector"
 DETECTOR_VERSION = 1
@@ -406,8 +409,9 @@ def _resume_point(out: Path, record: Path, settings: dict) -> tuple[set, int]:
     lines = [json.loads(line) for line in record.read_text().splitlines() if line.strip()]
     old = lines[0].get("settings") if lines else None
     if old != settings:
-        changed = [f"{k} {(old or {}).get(k)!r} -> {v!r}" for k, v in settings.items()
-                   if (old or {}).get(k) != v]
+        old = old or {}
+        changed = [f"{k} {old.get(k)!r} -> {settings.get(k)!r}"
+                   for k in dict.fromkeys([*settings, *old]) if old.get(k) != settings.get(k)]
         raise DetectorError(f"{out}: was written with other settings ({'; '.join(changed)}); "
                             f"resuming would mix two detectors in one file. Use the same "
                             f"settings, or another --out")
@@ -423,7 +427,22 @@ def detect_videos(cfg: DetectConfig) -> dict:
     CSV back to the last finished video, skips finished videos and retries failed ones.
     Requested keyframes outside a video are skipped with one warning line per video (a
     video with none inside fails). Returns a summary: out, written, skipped, failed {video:
-    reason}, outside {video: keyframes skipped}, keyframes, boxes, seconds."""
+    reason}, outside {video: keyframes skipped}, keyframes, boxes, seconds. A second run on
+    the same `out` is refused (StoreError naming the first) by the store's writer lock."""
+    Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
+    lock = WriterLock(cfg.out).acquire()       # held until the CSV and its record are closed
+    try:
+        return _detect_videos(cfg)
+    except OSError as err:
+        if err.filename is not None:
+            raise
+        raise DetectorError(f"{cfg.out}: {err.strerror or err} (the videos finished before are "
+                            "kept: run again to continue)") from None     # a full disk
+    finally:
+        lock.release()
+
+
+def _detect_videos(cfg: DetectConfig) -> dict:
     started = time.time()
     plans, missing = plan_keyframes(cfg)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
@@ -436,11 +455,14 @@ def detect_videos(cfg: DetectConfig) -> dict:
                 "time_offset": cfg.time_offset, "fps": cfg.fps, "annotations": cfg.annotations,
                 "exclusions": cfg.exclusions,
                 "keyframes": list(cfg.keyframes) if cfg.keyframes else None}
+    if cfg.track:                 # only then: progress records of untracked runs stay valid
+        settings["track"] = dataclasses.asdict(TrackConfig())
     out, record = Path(cfg.out), progress_path(cfg.out)
     done, length = _resume_point(out, record, settings)
     out.parent.mkdir(parents=True, exist_ok=True)
     if not record.exists():
-        record.write_text(json.dumps({"settings": settings}) + "\n")
+        with replacing(record) as partial:     # whole or not at all (a full disk)
+            partial.write_text(json.dumps({"settings": settings}) + "\n")
     with open(out, "a"):
         pass
     _truncate(out, length)                 # rows of a video that did not finish
@@ -484,6 +506,8 @@ def detect_videos(cfg: DetectConfig) -> dict:
                 bar.update(len(message[2]))
             elif kind == "done":
                 text, n_kf, n_boxes = pending.pop(vid)
+                if cfg.track:
+                    text = track_box_lines(text)
                 csv.write(text)
                 csv.flush()
                 note({"video": vid, "status": "done", "keyframes": n_kf, "boxes": n_boxes,

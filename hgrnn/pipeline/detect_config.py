@@ -64,7 +64,9 @@ class DetectConfig(VideoSource):
 
     out: the person-box CSV to write (resumed when its progress file exists). Keyframes:
     `keyframes` (start, end) inclusive seconds, else those of `annotations`, else every
-    second of each video. short_side: None = the detector's own input size."""
+    second of each video. short_side: None = the detector's own input size. track: a
+    person id per box as a 9th column (`hgrnn.track`, each video's boxes linked across its
+    keyframes with the tracker's defaults)."""
     out: str
     annotations: str | None = None
     exclusions: str | None = None
@@ -78,6 +80,7 @@ class DetectConfig(VideoSource):
     workers: int = 2
     device: str = "auto"
     progress: bool = True
+    track: bool = False
 
     def __post_init__(self):
         self.check_source()

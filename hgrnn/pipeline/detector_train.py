@@ -46,6 +46,8 @@ Outputs in out_dir:
                  {"step", "split": "val", "AP", "mAP", "counts", ...} after each validation;
                  on resume, lines after the resumed step are dropped first
   loss.png       the loss curve (log scale) with the validation person AP (in percent)
+The steps, validations, checkpoints and resume are the training loop `finetune-backbone`
+shares (`hgrnn.pipeline.trainloop.run_steps`; this module's part is `_DetectorSteps`).
   config.json    the config, world size and micro-batch
   keyframes/     the keyframe cache (unless `cache` names another folder)
 """
@@ -72,9 +74,10 @@ from hgrnn.pipeline.detect import (BACKBONES, DETECTOR_FORMAT, DETECTOR_VERSION,
 from hgrnn.pipeline.finetune import resolve_sources
 from hgrnn.pipeline.keyframe_cache import (cache_settings, cached_timestamps, fill_cache,
                                            open_cache, read_keyframe)
-from hgrnn.pipeline.trainloop import (MetricsLog, TrainState, autocast, barrier, due,
-                                      micro_batch, no_sync, run_folder, save_file,
-                                      setup_distributed, step_bar, wrap_ddp, write_run_config)
+from hgrnn.pipeline import trainloop
+from hgrnn.pipeline.trainloop import (MetricsLog, Stage, TrainState, autocast, micro_batch,
+                                      resume_state, run_folder, run_steps, save_file,
+                                      setup_distributed, wrap_ddp, write_run_config)
 from hgrnn.data.source import VideoSource
 
 log = logging.getLogger(__name__)
@@ -301,59 +304,17 @@ def checkpoint_dict(model, config: FinetuneDetectorConfig, step: int, val=None) 
             "val": None if val is None else json.dumps(val)}
 
 
-def read_metrics(path) -> list[dict]:
-    path = Path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def truncate_metrics(path, step: int) -> None:
-    """Drop metrics lines after `step` (written by a run that stopped before its next
-    checkpoint), so that a resumed run's log equals an uninterrupted one."""
-    rows = [r for r in read_metrics(path) if r["step"] <= step]
-    Path(path).write_text("".join(json.dumps(r) + "\n" for r in rows))
+#: loss.png of a detector run (`trainloop.plot_loss`)
+CHART = {"title": "finetune-detector", "parts": LOSS_NAMES,
+         "loss_label": "training loss (sum of 4 parts)", "val_key": "AP",
+         "val_label": "val person AP@0.5 (%)"}
 
 
 def plot_loss(metrics: list[dict], path) -> bool:
     """Training loss (total and its four parts, log scale) and validation person AP (in
     percent) against step, as a PNG. False when matplotlib is missing or there is nothing
     to plot."""
-    train = [m for m in metrics if m.get("split") == "train"]
-    val = [m for m in metrics if m.get("split") == "val"]
-    if not train and not val:
-        return False
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    steps = [m["step"] for m in train]
-    if train:
-        ax.plot(steps, [m["loss"] for m in train], color="black", lw=1.8, label="total loss")
-        for name, colour in zip(LOSS_NAMES, ("tab:blue", "tab:orange", "tab:green", "tab:purple")):
-            ax.plot(steps, [m[name] for m in train], lw=0.9, color=colour,
-                    label=name.replace("loss_", ""))
-        ax.set_yscale("log")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("training loss (sum of 4 parts)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=5, fontsize=8,
-              frameon=False)                       # below the axes: clear of both curves
-    if val:
-        ax2 = ax.twinx()
-        ax2.plot([m["step"] for m in val], [100 * m["AP"] for m in val], "o-",
-                 color="tab:red", label="val person AP@0.5 (%)")
-        ax2.set_ylabel("validation person AP (%)")
-        ax2.set_ylim(0, 100)                  # percent, like every other chart
-        ax2.legend(loc="upper right", fontsize=8)
-    ax.set_title("finetune-detector")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return trainloop.plot_loss(metrics, path, **CHART)
 
 
 # ----------------------------------------------------------------------------- training
@@ -389,6 +350,52 @@ def _prepare_cache(config: FinetuneDetectorConfig, keyframes, val_keyframes, ran
                     "(videos: %s); training without them", len(keyframes) - len(keep),
                     len(keyframes), ", ".join(sorted(failures)) or "?")
     return keep, keep_val, failures
+
+
+class _DetectorSteps(Stage):
+    """finetune-detector's part of the training loop (`trainloop.run_steps`): micro-batches
+    of cached keyframes, torchvision's four losses, person-AP validation, detector.pt."""
+
+    chart = CHART
+
+    def __init__(self, *, model, net, train, batches, config, device, world, n_keyframes,
+                 batch, val_keyframes, val_gt, ckpt_path, state_path, progress):
+        self.model, self.net, self.train, self.batches = model, net, train, batches
+        self.config, self.device, self.world = config, device, world
+        self.n_keyframes, self.batch = n_keyframes, batch
+        self.val_keyframes, self.val_gt = val_keyframes, val_gt
+        self.ckpt_path, self.state_path, self.progress = ckpt_path, state_path, progress
+        self.validates = bool(val_keyframes)
+        model.train()
+
+    def micro_step(self):
+        images, targets = _to_device(next(self.batches), self.device)
+        with autocast(self.device):
+            losses = self.net(images, targets)
+        return sum(losses.values()), {"images": len(images), **{
+            name: float(losses[name].detach()) for name in LOSS_NAMES}}
+
+    def train_record(self, step, window, seconds, lr):
+        parts = {name: window[name] / max(window["n"], 1) for name in LOSS_NAMES}
+        return {"loss": sum(parts.values()), **parts, "lr": lr,
+                "images_per_s": window["images"] * self.world / seconds,
+                "epoch": (step * self.batch) // max(self.n_keyframes, 1)}
+
+    def validate(self, step):
+        result = validate_detector(self.model, self.val_keyframes, self.config.cache_dir(),
+                                   self.val_gt, self.device, self.config.protocol,
+                                   progress=self.progress)
+        log.info("step %d: validation person AP %s %%", step,
+                 metrics.format_percent(result["AP"]))
+        return result
+
+    def save(self, step, val):
+        save_file(checkpoint_dict(self.model, self.config, step, val), self.ckpt_path,
+                  DetectorError)
+        self.train.save(self.state_path, step=step, config_json=self.config.to_json(), val=val)
+
+    def close(self):
+        del self.batches                               # ends the DataLoader workers
 
 
 def finetune_detector(config: FinetuneDetectorConfig, resume: bool = False,
@@ -429,15 +436,9 @@ def finetune_detector(config: FinetuneDetectorConfig, resume: bool = False,
                                       init_weights=config.init_weights)
     model.to(device)
     train = TrainState(model, config.lr, config.lr_halve_every, device, DetectorError)
-    step, last_val = 0, None
-    if resume and state_path.exists():
-        state = train.load(state_path, config, ARCH_FIELDS, out_hint="--out")
-        step, last_val = state["step"], state["val"]
-        if rank == 0:
-            truncate_metrics(metrics_path, step)
-        log.info("resuming %s at step %d", state_path, step)
-    elif resume:
-        log.warning("%s: nothing to resume, starting from step 0", state_path)
+    state = resume_state(train, state_path, resume, config, ARCH_FIELDS,
+                         metrics_path=metrics_path, rank=rank, out_hint="--out")
+    step, last_val = (0, None) if state is None else (state["step"], state["val"])
 
     net = wrap_ddp(model, world, device)
     micro = micro_batch(config.batch_size, world, config.accumulate)
@@ -448,7 +449,6 @@ def finetune_detector(config: FinetuneDetectorConfig, resume: bool = False,
         num_workers=config.num_workers, collate_fn=_collate,
         generator=torch.Generator(),                # leaves the global RNG alone (resume)
         pin_memory=device.type == "cuda")
-    batches = iter(loader)
     metrics_log = MetricsLog(metrics_path, rank)
     if rank == 0:
         write_run_config(out_dir, config, world, micro, initial_weights=init_meta,
@@ -458,65 +458,15 @@ def finetune_detector(config: FinetuneDetectorConfig, resume: bool = False,
                  len({k.video_id for k in keyframes}), micro * world * config.accumulate,
                  world, config.accumulate, micro)
 
-    def save(val):
-        if rank != 0:
-            return
-        save_file(checkpoint_dict(model, config, step, val), ckpt_path, DetectorError)
-        train.save(state_path, step=step, config_json=config.to_json(), val=val)
-        plot_loss(read_metrics(metrics_path), out_dir / "loss.png")
-
-    def run_validation():
-        result = None
-        if rank == 0 and val_keyframes:
-            result = validate_detector(model, val_keyframes, config.cache_dir(), val_gt, device,
-                                       config.protocol, progress=progress)
-            metrics_log.write({"step": step, "split": "val", **result})
-            log.info("step %d: validation person AP %s %%", step,
-                     metrics.format_percent(result["AP"]))
-        barrier(world)
-        return result
-
-    if step == 0 and val_keyframes:
-        last_val = run_validation() or last_val
-    bar = step_bar("finetune-detector", config.steps, step, progress, rank)
-    window = _new_window()
-    model.train()
-    try:
-        while step < config.steps:
-            train.optimizer.zero_grad(set_to_none=True)
-            for micro_step in range(config.accumulate):
-                images, targets = _to_device(next(batches), device)
-                with no_sync(net, last=micro_step == config.accumulate - 1):
-                    with autocast(device):
-                        losses = net(images, targets)
-                    loss = sum(losses.values()) / config.accumulate
-                    train.backward(loss)
-                window["n"] += 1
-                window["images"] += len(images)
-                for name in LOSS_NAMES:
-                    window[name] += float(losses[name].detach())
-            train.step()
-            step += 1
-            bar.update(1)
-            if due(step, config.log_every, config.steps):
-                record = _window_record(window, step, train.lr, world,
-                                        len(keyframes), micro * world * config.accumulate)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
-                metrics_log.write(record)
-                window = _new_window()
-            validated = False
-            if val_keyframes and due(step, config.val_every, config.steps):
-                last_val = run_validation() or last_val
-                validated = True
-            if due(step, config.checkpoint_every, config.steps) or validated:
-                save(last_val)
-    finally:
-        del batches                                     # ends the DataLoader workers
-        bar.close()
-        metrics_log.close()
-    if rank == 0 and not ckpt_path.exists():
-        save(last_val)                  # resumed a finished run: make sure the checkpoint exists
-    barrier(world)
+    stage = _DetectorSteps(model=model, net=net, train=train, batches=iter(loader),
+                           config=config, device=device, world=world,
+                           n_keyframes=len(keyframes), batch=micro * world * config.accumulate,
+                           val_keyframes=val_keyframes, val_gt=val_gt, ckpt_path=ckpt_path,
+                           state_path=state_path, progress=progress)
+    step, last_val = run_steps(stage, train, net, config, step=step, last_val=last_val,
+                               world=world, rank=rank, metrics_log=metrics_log,
+                               checkpoint_path=ckpt_path, progress=progress,
+                               desc="finetune-detector", validate_first=True)
     return {"checkpoint": str(ckpt_path), "val": last_val, "steps": step,
             "seconds": time.time() - t_start, "failed": failures}
 
@@ -531,15 +481,3 @@ def _to_device(batch, device):
         targets.append({"boxes": boxes,
                         "labels": torch.ones(len(boxes), dtype=torch.int64, device=device)})
     return images, targets
-
-
-def _new_window() -> dict:
-    return {"n": 0, "images": 0, "t": time.time(), **{name: 0.0 for name in LOSS_NAMES}}
-
-
-def _window_record(window, step, lr, world, n_keyframes, batch) -> dict:
-    seconds = max(time.time() - window["t"], 1e-9)
-    parts = {name: window[name] / max(window["n"], 1) for name in LOSS_NAMES}
-    return {"step": step, "split": "train", "loss": sum(parts.values()), **parts, "lr": lr,
-            "images_per_s": window["images"] * world / seconds,
-            "epoch": (step * batch) // max(n_keyframes, 1)}

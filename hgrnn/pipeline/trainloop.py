@@ -10,7 +10,15 @@ DistributedDataParallel, rank 0 logging, validating and writing the outputs:
   TrainState          optimizer + LR schedule + gradient scaler of a run; state.pt written
                       atomically and read back (resume) with the torch RNG state; a damaged
                       state.pt is one error naming the file (`damaged_state_guard`)
-  MetricsLog          metrics.jsonl: rank 0 appends one JSON object a line
+  MetricsLog          metrics.jsonl: rank 0 appends one JSON object a line; `read_metrics`,
+                      `truncate_metrics` (a resumed run drops the lines after its state)
+  resume_state        state.pt read back for --resume (or None), saying so
+  Stage, run_steps    THE training loop: optimizer steps of `accumulate` micro-batches,
+                      a metrics line every log_every steps, validation every val_every,
+                      state.pt + checkpoint + loss.png every checkpoint_every and after
+                      each validation; the stage supplies its micro-batch step,
+                      validation, checkpoint and chart (`Stage`)
+  plot_loss           loss.png: the training loss (and its parts) with the validation score
   autocast, no_sync, wrap_ddp, micro_batch, due, barrier, write_run_config, step_bar
 
 Errors: each function that can fail takes the stage's exception class (`error`:
@@ -23,8 +31,11 @@ import contextlib
 import dataclasses
 import datetime
 import json
+import logging
 import os
+import time
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.distributed as dist
@@ -33,6 +44,8 @@ import torch.nn as nn
 from hgrnn.console import progress_bar
 from hgrnn.torchfile import TorchFileError, save_atomic
 from hgrnn.torchfile import load as load_torch_file
+
+log = logging.getLogger(__name__)
 
 #: what a damaged state.pt raises while it is read back: unpickled but not our dict, a key
 #: missing, a tensor of the wrong shape or type (load_state_dict, set_rng_state)
@@ -158,6 +171,21 @@ class MetricsLog:
             self.file.close()
 
 
+def read_metrics(path) -> list[dict]:
+    """The rows of a metrics.jsonl ([] when there is none)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def truncate_metrics(path, step: int) -> None:
+    """Drop metrics lines after `step` (written by a run that stopped before its next
+    checkpoint), so that a resumed run's log equals an uninterrupted one."""
+    rows = [r for r in read_metrics(path) if r["step"] <= step]
+    Path(path).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
 # ----------------------------------------------------------------------------- state.pt
 
 @contextlib.contextmanager
@@ -246,3 +274,196 @@ class TrainState:
             torch.set_rng_state(state["rng"])
             return {**state, "saved": saved, "step": int(state["step"]),
                     "val": json.loads(state["val"]) if state.get("val") else None}
+
+
+def resume_state(train: TrainState, state_path, resume: bool, config, fixed, *,
+                 metrics_path=None, rank: int = 0, defaults: dict | None = None,
+                 out_hint: str = "out_dir") -> dict | None:
+    """With `resume` and a state.pt: `train.load(...)` it (see there), drop the metrics
+    lines after its step (rank 0) and say where the run goes on; returns the state. Without
+    a state.pt (a warning) or without `resume`: None, the run starts at step 0."""
+    if not resume:
+        return None
+    if not Path(state_path).exists():
+        if rank == 0:
+            log.warning("%s: nothing to resume, starting from step 0", state_path)
+        return None
+    state = train.load(state_path, config, fixed, defaults=defaults, out_hint=out_hint)
+    if rank == 0:
+        if metrics_path is not None:
+            truncate_metrics(metrics_path, state["step"])
+        log.info("resuming %s at step %d", state_path, state["step"])
+    return state
+
+
+# ----------------------------------------------------------------------------- the loop
+
+class Stage:
+    """What a training stage supplies to `run_steps`: override the methods.
+
+    validates: the stage has a validation set (`validate` is called).
+    chart: keyword arguments of `plot_loss` for the stage's loss.png."""
+
+    validates = False
+    chart: ClassVar[dict] = {}
+
+    def micro_step(self):
+        """Forward pass of one micro-batch: (the loss tensor, to be divided by accumulate
+        and back-propagated, {name: number} added to the log window, e.g. {"loss": 0.7,
+        "clips": 4})."""
+        raise NotImplementedError
+
+    def train_record(self, step: int, window: dict, seconds: float, lr: float) -> dict:
+        """The metrics.jsonl fields of the log window ending at `step` (besides "step" and
+        "split"), from the sums of `micro_step`'s numbers over the window's micro-batches
+        (window["n"] of them) and the seconds it took."""
+        raise NotImplementedError
+
+    def postfix(self, record: dict) -> dict:
+        """What the progress bar shows of a metrics line."""
+        return {"loss": f"{record['loss']:.4f}", "lr": f"{record['lr']:.2e}"}
+
+    def validate(self, step: int) -> dict | None:
+        """Rank 0: validate (saying the result), leave the model in training mode; the
+        metrics line is written by the loop. None: nothing to validate."""
+        return None
+
+    def save(self, step: int, val: dict | None) -> None:
+        """Rank 0: write the checkpoint and state.pt at `step` (`val`: the last validation)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """End the data loaders (their worker processes)."""
+
+
+def run_steps(stage: Stage, train: TrainState, net: nn.Module, config, *, step: int,
+              last_val: dict | None, world: int, rank: int, metrics_log: MetricsLog,
+              checkpoint_path, progress: bool, desc: str,
+              validate_first: bool = False) -> tuple[int, dict | None]:
+    """Train from optimizer step `step` to config.steps (config: the stage's settings,
+    its `steps`, `accumulate`, `log_every`, `val_every`, `checkpoint_every`).
+
+    Each optimizer step runs config.accumulate micro-batches (`stage.micro_step`; gradients
+    averaged over the DDP ranks on the last one); every log_every steps (and at the last)
+    a metrics line; with `stage.validates` a validation every val_every steps (and at the
+    last, and first at step 0 with `validate_first`) by rank 0 while the other ranks wait;
+    every checkpoint_every steps (and at the last, and after each validation) rank 0
+    saves (`stage.save`) and redraws loss.png beside metrics.jsonl. A finished run resumed
+    without its checkpoint writes it. Returns (the last step, the last validation)."""
+    out_dir = Path(metrics_log.path).parent
+
+    def validation():
+        result = stage.validate(step) if rank == 0 else None
+        if result is not None:
+            metrics_log.write({"step": step, "split": "val", **result})
+        barrier(world)
+        return result if result is not None else last_val
+
+    def save():
+        if rank == 0:
+            stage.save(step, last_val)
+            plot_loss(read_metrics(metrics_log.path), out_dir / "loss.png", **stage.chart)
+
+    if validate_first and step == 0 and stage.validates:
+        last_val = validation()
+    bar = step_bar(desc, config.steps, step, progress, rank)
+    window = {"n": 0}
+    t_window = time.time()
+    try:
+        while step < config.steps:
+            train.optimizer.zero_grad(set_to_none=True)
+            for micro in range(config.accumulate):
+                with no_sync(net, last=micro == config.accumulate - 1):
+                    loss, counts = stage.micro_step()
+                    train.backward(loss / config.accumulate)
+                window["n"] += 1
+                for name, value in counts.items():
+                    window[name] = window.get(name, 0) + value
+            train.step()
+            step += 1
+            bar.update(1)
+            if due(step, config.log_every, config.steps):
+                seconds = max(time.time() - t_window, 1e-9)
+                record = {"step": step, "split": "train",
+                          **stage.train_record(step, window, seconds, train.lr)}
+                bar.set_postfix(stage.postfix(record))
+                metrics_log.write(record)
+                window, t_window = {"n": 0}, time.time()
+            validated = stage.validates and due(step, config.val_every, config.steps)
+            if validated:
+                last_val = validation()
+            if due(step, config.checkpoint_every, config.steps) or validated:
+                save()
+    finally:
+        stage.close()
+        bar.close()
+        metrics_log.close()
+    if step >= config.steps and not Path(checkpoint_path).exists():
+        save()                  # resumed a finished run: make sure the checkpoint exists
+    barrier(world)
+    return step, last_val
+
+
+# ----------------------------------------------------------------------------- loss.png
+
+def plot_loss(rows: list[dict], path, *, title: str = "training", parts: tuple = (),
+              loss_label: str = "training loss", val_key: str = "mAP",
+              val_label: str = "validation (%)") -> bool:
+    """loss.png: the training loss against the optimizer step (with `parts`, the metrics
+    fields whose sum it is, thinner; log scale when they span a decade or more) and the validation score `val_key` in percent
+    on a second axis. Few points get markers, so that a run of one logged step still shows
+    a point. False when matplotlib is missing or there is nothing to plot."""
+    train = [r for r in rows if r.get("split") == "train"]
+    val = [r for r in rows if r.get("split") == "val" and val_key in r]
+    if not train and not val:
+        return False
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    steps = [r["step"] for r in train]
+    marker = "o" if len(train) <= 30 else None           # one point is no line
+    if train:
+        ax.plot(steps, [r["loss"] for r in train], color="black", lw=1.8, marker=marker,
+                ms=4, label="total loss" if parts else "loss")
+        colours = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown")
+        for name, colour in zip(parts, colours):
+            ax.plot(steps, [r[name] for r in train], lw=0.9, color=colour, marker=marker,
+                    ms=2.5, label=name.replace("loss_", ""))
+        values = [r[name] for r in train for name in ("loss", *parts) if r[name] > 0]
+        if values and max(values) > 10 * min(values):  # a decade or more: log scale
+            ax.set_yscale("log")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(loss_label)
+    ax.grid(alpha=0.3)
+    if not train:
+        ax.set_yticks([])
+        ax.text(0.5, 0.5, "no training step logged yet", transform=ax.transAxes,
+                ha="center", va="center", color="0.4")
+    lines = list(ax.lines)
+    if val:
+        ax2 = ax.twinx()
+        ax2.plot([r["step"] for r in val], [100 * r[val_key] for r in val], "o-",
+                 color="tab:red", label=val_label)
+        ax2.set_ylabel(val_label)
+        ax2.set_ylim(0, 100)                       # percent, like every other chart
+        lines += ax2.lines
+    # one legend below the axes: clear of every curve of both axes
+    ax.legend(lines, [line.get_label() for line in lines], loc="upper center",
+              bbox_to_anchor=(0.5, -0.14), ncol=len(lines) if len(lines) <= 4 else 3,
+              fontsize=8, frameon=False)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))       # steps: no 0.25 step
+    all_steps = steps + [r["step"] for r in val]
+    first, last = min(all_steps), max(all_steps)
+    if last - first < 4:                           # a few steps: keep points off the edges
+        pad = 0.5 if last > first else 1.0         # (and 2 integers in view for the ticks)
+        ax.set_xlim(first - pad, last + pad)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, bbox_inches="tight")   # the legend below the axes too
+    plt.close(fig)
+    return True

@@ -100,6 +100,6 @@ class ExtractConfig(VideoSource):
 
 # Settings that change what the features of a video are: resuming a store with other values
 # would mix two kinds of features in one store without any trace, so it is refused.
-FEATURE_FIELDS = ("fps", "time_offset", "clip_frames", "frame_stride", "short_side",
+FEATURE_FIELDS = ("fps", "resample_fps", "time_offset", "clip_frames", "frame_stride", "short_side",
                   "projection", "feature_dim", "detector", "det_threshold", "max_persons",
                   "det_short_side", "person_layer", "streams", "flow", "flow_weights")

@@ -109,7 +109,8 @@ class ClipDataset(IterableDataset):
                                                            cfg.time_offset)
             if outside:
                 yield Outside(plan.video_id, outside, warning)
-            span = clip_span_warning(cfg.clip_frames, cfg.frame_stride, info["fps"])
+            span = clip_span_warning(cfg.clip_frames, cfg.frame_stride,
+                                     cfg.resample_fps or info["fps"])
             if span:
                 yield Note(plan.video_id, span)
             yield Start(plan.video_id, timestamps)
@@ -118,7 +119,7 @@ class ClipDataset(IterableDataset):
             for n, item in enumerate(iter_clips(
                     plan.path, times, cfg.clip_frames, cfg.frame_stride, cfg.short_side,
                     fps=cfg.fps, stats=stats, seek_after=cfg.seek_after,
-                    keyframe_short_side=key_side)):
+                    keyframe_short_side=key_side, resample_fps=cfg.resample_fps)):
                 batch_ts.append(timestamps[n])          # clips come in ascending time order
                 batch_clips.append(item[1])
                 if key_side is not None:

@@ -165,12 +165,16 @@ def _consume(loader, run: "Run", cfg: ExtractConfig, nets: StreamModels, detecto
 
 
 def person_set(entries, ground_truth: bool) -> PersonSet:
-    """[(person dict, feats (n, C)) per keyframe] -> PersonSet (labels/ids for ground truth)."""
+    """[(person dict, feats (n, C)) per keyframe] -> PersonSet (labels for ground truth;
+    person ids for ground truth, and for detections whose CSV has them: `hgrnn track`'s
+    9th column, kept as det/person_id)."""
+    ids = [p.get("person_ids") for p, _ in entries]       # None: from the detector
+    tracked = all(i is not None for i in ids) and any((i >= 0).any() for i in ids)
     return PersonSet.from_lists(
         [p["boxes"] for p, _ in entries], [f for _, f in entries],
         [p["scores"] for p, _ in entries],
         [p["labels"] for p, _ in entries] if ground_truth else None,
-        [p["person_ids"] for p, _ in entries] if ground_truth else None)
+        ids if ground_truth or tracked else None)
 
 
 class Run:
