@@ -210,3 +210,45 @@ def test_i3d_options_and_store_config_are_unchanged():
     assert config["clip_pool"] == "mean over T', H', W' of I3D Mixed_5c"
     assert config["input_normalisation"] == "rgb/127.5 - 1 ([-1, 1])"
     assert np.isclose(config["clip_frames"], 32)
+
+
+def test_predict_refuses_a_head_of_another_backbone_naming_both():
+    from hgrnn.apps.predict import PredictError, check_compatible
+
+    ckpt = {"feature_dim": 512, "path": "run/last.pt", "streams": None}
+    trained = {"feature_dim": 512, "backbone_name": "r3d_18",
+               "backbone": {"kind": "random", "path": None, "sha256": None}}
+    ours = {"feature_dim": 1024, "backbone": {"kind": "random", "path": None, "sha256": None}}
+    with pytest.raises(PredictError, match=r"backbone: the head was trained on r3d_18 features, "
+                                           r"this extraction uses i3d \(pass --backbone r3d_18\)"):
+        check_compatible(ckpt, trained, ours)
+    check_compatible(ckpt, trained, {**ours, "feature_dim": 512, "backbone_name": "r3d_18"})
+
+
+@pytest.mark.filterwarnings("ignore:.*RANDOM initialisation")
+def test_finetune_another_backbone_then_extract_its_projected_features(example, tmp_path):
+    """finetune-backbone --backbone r3d_18 (random start, 2 steps) writes a checkpoint that
+    extract-features --backbone r3d_18 loads with its 512 -> 32 projection; another backbone
+    is refused naming both."""
+    from hgrnn.data.store import open_h5, read_info
+
+    run = tmp_path / "ft"
+    result = CliRunner().invoke(main, [
+        "finetune-backbone", "--annotations", str(example / "annotations.csv"),
+        "--videos", str(example / "videos"), "--label-map", str(example / "label_map.txt"),
+        "--backbone", "r3d_18", "--backbone-weights", "none", "--clip-frames", "8",
+        "--short-side", "48", "--crop-size", "48", "--batch", "2", "--steps", "2",
+        "--projection-dim", "32", "--workers", "0", "--device", "cpu", "--quiet",
+        "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    checkpoint = run / "backbone.pt"
+    out = tmp_path / "ft.h5"
+    result = _extract(example, out, "--backbone", "r3d_18", "--backbone-weights", str(checkpoint))
+    assert result.exit_code == 0, result.output
+    with open_h5(out) as f:
+        info = read_info(f, out)
+    assert info.feature_dim == 32 and info.configs["extract"]["backbone"]["kind"] == "finetune"
+    other = _extract(example, tmp_path / "x.h5", "--backbone", "mc3_18", "--backbone-weights",
+                     str(checkpoint))
+    assert other.exit_code == 1
+    assert "a finetune-backbone checkpoint of r3d_18, not of mc3_18" in other.output

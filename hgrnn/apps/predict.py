@@ -109,6 +109,12 @@ def _describe_backbone(meta: dict | None) -> str:
     return f"{meta.get('kind')}{where}" + (f" (sha256 {sha[:12]})" if sha else "")
 
 
+def backbone_name(stage: dict) -> str:
+    """The RGB backbone an extract config names (no backbone_name: i3d, every store before
+    `--backbone`)."""
+    return (stage or {}).get("backbone_name") or "i3d"
+
+
 def head_streams(ckpt: dict) -> tuple:
     """The feature streams the head reads, in order (checkpoints from before streams: rgb)."""
     return tuple(ckpt.get("streams") or (ckpt.get("train") or {}).get("streams") or ("rgb",))
@@ -133,7 +139,12 @@ def check_compatible(ckpt: dict, trained: dict | None, ours: dict) -> list[str]:
     wanted = head_streams(ckpt)
     made = _stream_names(ours.get("streams") or ["rgb"])
     missing = [s for s in wanted if s not in made]
-    if missing:
+    if trained is not None and "rgb" in wanted and \
+            backbone_name(trained) != backbone_name(ours):
+        problems.append(f"backbone: the head was trained on {backbone_name(trained)} "
+                        f"features, this extraction uses {backbone_name(ours)} (pass "
+                        f"--backbone {backbone_name(trained)})")
+    elif missing:
         problems.append(f"streams: the head reads {'+'.join(wanted)}, this extraction makes "
                         f"{'+'.join(made)}")
     elif int(ckpt["feature_dim"]) != int(ours["feature_dim"]):
@@ -206,8 +217,10 @@ def _our_stage(extract) -> dict:
     running it: streams, per stream the backbone's kind / path / sha256 ("backbone" for RGB,
     "flow_backbone" for flow), the feature dim (the streams' dims side by side) and the
     fields of WARN_FIELDS. Loads each backbone's weights once (on the CPU) to learn them."""
-    from hgrnn.pipeline.i3d import load_backbone
+    from hgrnn.pipeline.backbones import feature_dim, load_backbone
 
+    if hasattr(extract, "resolved"):
+        extract = extract.resolved()               # the backbone's clip settings
     fields = dataclasses.asdict(extract)
     streams = tuple(fields.get("streams") or ("rgb",))       # extraction before streams: RGB
     ours = {k: fields.get(k) for k in WARN_FIELDS}
@@ -217,12 +230,16 @@ def _our_stage(extract) -> dict:
         weights = fields.get("backbone_weights" if stream == "rgb" else f"{stream}_backbone_weights")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")      # 'none' warns again when extraction loads it
-            _, projection, meta = (load_backbone(weights, "cpu") if stream == "rgb"
-                                   else load_backbone(weights, "cpu", stream=stream))
+            name = fields.get("backbone", "i3d") if stream == "rgb" else "i3d"
+            backbone, projection, meta = load_backbone(
+                name, weights, "cpu", stream=stream,
+                input_size=(extract.clip_frames, extract.short_side, extract.short_side))
         ours[key] = {k: meta.get(k) for k in ("kind", "path", "sha256", "feature_dim")}
+        if stream == "rgb" and name != "i3d":
+            ours["backbone_name"] = name
         used = projection is not None and extract.projection     # as the store records it
         ours["projection"] = ours["projection"] or used
-        ours["feature_dim"] += projection.out_features if used else 1024
+        ours["feature_dim"] += projection.out_features if used else feature_dim(backbone)
     return ours
 
 

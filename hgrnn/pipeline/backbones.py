@@ -237,6 +237,13 @@ def feature_stride(backbone) -> tuple:
     return tuple(getattr(backbone, "feature_stride", FEATURE_STRIDE))
 
 
+def classifier_prefix(backbone) -> str:
+    """Parameter-name prefix of a backbone module's (unused) Kinetics classifier."""
+    if is_video_backbone(backbone):
+        return "net." + BACKBONES[backbone.name]["classifier"]
+    return BACKBONES[DEFAULT_BACKBONE]["classifier"]
+
+
 def feature_dim(backbone) -> int:
     from hgrnn.pipeline.i3d import FEATURE_DIM
 
