@@ -14,7 +14,8 @@ at once. Run `hgrnn COMMAND --help` for each command's options.
 
 import click
 
-from hgrnn.cli import data, detect, evaluate, extract, finetune, head, predict, store, synth
+from hgrnn.cli import (data, detect, evaluate, extract, features, finetune, head, predict, store,
+                       synth)
 from hgrnn.console import show_warnings_as_lines
 
 
@@ -64,6 +65,7 @@ def main():
       hgrnn finetune-detector ...  fine-tune the Faster R-CNN person detector (GPU, once)
       hgrnn detect ...             videos -> AVA person-box CSV (the 'det' persons)
       hgrnn extract-features ...   videos -> HDF5 feature store (GPU, once)
+      hgrnn import-features ...    features of PySlowFast / mmaction2 / yours -> a store
       hgrnn inspect STORE          what a store holds; --check verifies it
       hgrnn train-head ...         train the HGRNN head on a store (minutes on a CPU)
       hgrnn eval ...               score a store, write AVA CSV + frame-mAP
@@ -86,5 +88,6 @@ for _command in (evaluate.eval_csv, evaluate.eval_cmd, store.inspect_cmd, store.
                  extract.extract_features_cmd, finetune.finetune_backbone_cmd,
                  predict.predict_cmd, predict.visualize_cmd,
                  data.render_example_cmd, data.check_data_cmd, data.convert_group,
-                 detect.finetune_detector_cmd, detect.detect_cmd):
+                 detect.finetune_detector_cmd, detect.detect_cmd,
+                 features.import_features_cmd, features.export_features_cmd):
     main.add_command(_command)

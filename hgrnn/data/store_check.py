@@ -187,7 +187,8 @@ def summarize_store(path, progress=False) -> dict:
 def _backbone_line(configs: dict) -> str | None:
     """What made the features: the extract stage's backbone (no backbone_name: i3d, every
     store before --backbone) and its weights, or the import stage's origin."""
-    extract, imported = configs.get("extract"), configs.get("import")
+    extract = configs.get("extract")
+    imported = configs.get("import_gt") or configs.get("import_det")
     if extract:
         weights = extract.get("backbone") or {}
         kind = weights.get("weights") or weights.get("kind") or "?"
