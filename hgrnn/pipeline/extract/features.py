@@ -68,6 +68,10 @@ def load_models(cfg: ExtractConfig, device) -> StreamModels:
                              f"{layer_of(meta.get('config'))}, not {cfg.person_layer}; pass "
                              f"--person-layer {layer_of(meta.get('config'))} (the features must "
                              f"be pooled the way the checkpoint was trained)")
+        fixed = getattr(backbone, "input_size", None)
+        if fixed is not None and cfg.clip_frames != fixed[0]:
+            raise ValueError(f"--backbone {name} takes {fixed[0]}-frame clips (its positional "
+                             f"embeddings), not --clip-frames {cfg.clip_frames}")
         if not cfg.projection:
             projection = None
         models[stream] = (backbone, projection)
