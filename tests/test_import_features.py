@@ -211,3 +211,13 @@ def test_videos_on_one_side_only_are_warned_about_with_counts(original, tmp_path
     assert any(t.startswith("1 video(s) of") and "no features" in t and "vidC" in t
                for t in texts)
     assert summary["written"] == 2
+
+
+def test_predict_refuses_a_head_trained_on_imported_features():
+    from hgrnn.apps.predict import PredictError, training_extraction
+
+    ckpt = {"path": "run/last.pt", "store_configs": {"import_gt": {"describe": "SlowFast"}}}
+    with pytest.raises(PredictError, match=r"trained on imported features \(SlowFast\)"):
+        training_extraction(ckpt)
+    assert training_extraction({"store_configs": {"extract": {"clip_frames": 32}}}) == \
+        {"clip_frames": 32}

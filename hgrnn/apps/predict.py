@@ -98,6 +98,13 @@ def training_extraction(ckpt: dict) -> dict | None:
             configs = info.configs
         except (StoreError, OSError):
             pass
+    if configs and not configs.get("extract"):
+        imported = configs.get("import_gt") or configs.get("import_det")
+        if imported:           # features of another system: no backbone here makes them
+            raise PredictError(f"{ckpt.get('path', 'checkpoint')}: the head was trained on "
+                               f"imported features ({imported.get('describe') or 'import-features'}"
+                               f"), which hgrnn's backbones cannot extract from videos; use it "
+                               f"with `hgrnn eval` on stores imported the same way")
     return None if configs is None else configs.get("extract")
 
 
