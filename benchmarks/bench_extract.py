@@ -26,7 +26,7 @@ dominates, so the default uses few model keyframes; say so when quoting the numb
 `hgrnn.pipeline.backbones` alone: the network (random weights) plus the clip and RoI pooling
 of 3 persons on clips of its own AVA input (its clip length; short side and 4:3 frames,
 MViT its 224 x 224 square), batches of --batch-size, float32, median of --repeats batches
-after one warm-up, in clips/s on this CPU; its FLOPs per clip (torch's FlopCounterMode);
+after one warm-up (the FLOP-counting forward), in clips/s on this CPU; its FLOPs per clip (torch's FlopCounterMode);
 and the GPU-hours of extracting AVA v2.1 val (64 x 897 = 57,408 clips) PROJECTED from the
 FLOPs ratio to I3D and an assumed I3D rate on one GPU (--i3d-gpu-clips-per-s, 100 clips/s
 float16 by default: an assumption, not a measurement). FLOPs do not capture the transformers'
@@ -242,8 +242,7 @@ def bench_backbones(args) -> dict:
         with FlopCounterMode(display=False) as counter:
             with torch.no_grad():
                 model.extract_features(frames_to_input(frames[:1], model))
-        flops = counter.get_total_flops()
-        step()                                                   # warm-up
+        flops = counter.get_total_flops()        # that forward was the warm-up
         times = []
         for _ in range(args.repeats):
             start = time.perf_counter()

@@ -2,16 +2,16 @@
 (`hgrnn.pipeline.i3d`) and torchvision's video classification models, each reduced to the
 last spatio-temporal feature map before its classifier.
 
-    name          layer (the map)                       stride (T, H, W)  dim   input
-    i3d           Mixed_5c                              (8, 32, 32)      1024  32 x 1, short 256, [-1, 1]
-    s3d           features (its Mixed_5c)               (8, 32, 32)      1024  64 x 2, short 256, Kinetics mean/std
-    r3d_18        layer4                                (8, 16, 16)       512  16 x 2, short 128, Kinetics mean/std
-    mc3_18        layer4                                (1, 16, 16)       512  16 x 2, short 128, Kinetics mean/std
-    r2plus1d_18   layer4                                (8, 16, 16)       512  16 x 2, short 128, Kinetics mean/std
-    mvit_v1_b     norm (tokens -> map, class token off) (2, 32, 32)       768  16 x 4, 224 x 224 fixed, 0.45/0.225
-    mvit_v2_s     norm (tokens -> map, class token off) (2, 32, 32)       768  16 x 4, 224 x 224 fixed, 0.45/0.225
-    swin3d_t/s    norm (channels-last map)              (2, 32, 32)       768  32 x 2, short 256, ImageNet mean/std
-    swin3d_b      norm (channels-last map)              (2, 32, 32)      1024  32 x 2, short 256, ImageNet mean/std
+    name          layer (the map)                        stride (T, H, W)   dim
+    i3d           Mixed_5c                               (8, 32, 32)       1024
+    s3d           features (its Mixed_5c)                (8, 32, 32)       1024
+    r3d_18        layer4                                 (8, 16, 16)        512
+    mc3_18        layer4                                 (1, 16, 16)        512
+    r2plus1d_18   layer4                                 (8, 16, 16)        512
+    mvit_v1_b     norm (tokens -> map, class token off)  (2, 32, 32)        768
+    mvit_v2_s     norm (tokens -> map, class token off)  (2, 32, 32)        768
+    swin3d_t/s    norm (channels-last map)               (2, 32, 32)        768
+    swin3d_b      norm (channels-last map)               (2, 32, 32)       1024
 
 Input settings (`BACKBONES[name]`) come from torchvision's weights metadata (the test
 `tests/test_backbones.py::test_input_settings_follow_torchvision_weights` compares them):
@@ -420,7 +420,8 @@ def load_backbone(name: str, weights, device="cpu", stream: str = "rgb",
         state = {k[len("net."):]: v for k, v in obj["backbone"].items() if k.startswith("net.")}
         _load_into(net, state, name, f"{path} [backbone]")
         weight = obj["projection"].get("weight")
-        if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or weight.shape[1] != spec["dim"]:
+        if not isinstance(weight, torch.Tensor) or weight.dim() != 2 \
+                or weight.shape[1] != spec["dim"]:
             raise BackboneError(f"{path}: projection weight must be (D, {spec['dim']}), got "
                                 f"{None if weight is None else tuple(weight.shape)}")
         projection = nn.Linear(spec["dim"], int(weight.shape[0]))
@@ -430,7 +431,8 @@ def load_backbone(name: str, weights, device="cpu", stream: str = "rgb",
                 "label_map": obj.get("label_map"), "step": obj.get("step"), "name": name,
                 "input_size": list(backbone.input_size) if backbone.input_size else None}
         return backbone.to(device).eval(), projection.to(device).eval(), meta
-    if not (isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values())):
+    if not (isinstance(obj, dict) and obj
+            and all(isinstance(v, torch.Tensor) for v in obj.values())):
         raise BackboneError(f"{path}: neither a state dict of {name} nor an hgrnn fine-tuning "
                             f"checkpoint")
     _load_into(net, obj, name, str(path))

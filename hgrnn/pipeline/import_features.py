@@ -97,7 +97,7 @@ def _int_seconds(values, name, file):
         bad = np.flatnonzero(~np.isfinite(arr) | (arr != np.round(arr)))
         if len(bad):
             raise FeatureImportError(f"{file}: {name}[{bad[0]}] = {arr[bad[0]]!r} is not a whole "
-                               f"second (AVA keyframes are integer seconds)")
+                                     f"second (AVA keyframes are integer seconds)")
         return arr.astype(np.int64)
     raise FeatureImportError(f"{file}: {name} must be integers, got dtype {arr.dtype}")
 
@@ -114,12 +114,12 @@ def read_file(file: Path) -> dict:
     missing = [k for k in REQUIRED if k not in arrays]
     if missing:
         raise FeatureImportError(f"{file}: missing array(s) {', '.join(missing)} (needs "
-                           f"{', '.join(REQUIRED)}; optional scores, {', '.join(CLIP_ARRAYS)})")
+                                 f"{', '.join(REQUIRED)}; optional scores, {', '.join(CLIP_ARRAYS)})")
     clip_given = [k for k in CLIP_ARRAYS if k in arrays]
     if clip_given and len(clip_given) != len(CLIP_ARRAYS):
         raise FeatureImportError(f"{file}: has {', '.join(clip_given)} but not "
-                           f"{', '.join(k for k in CLIP_ARRAYS if k not in arrays)} (all three "
-                           f"or none)")
+                                 f"{', '.join(k for k in CLIP_ARRAYS if k not in arrays)} (all three "
+                                 f"or none)")
     out = {"video_ids": np.asarray(arrays["video_ids"]).astype(str).reshape(-1),
            "timestamps": _int_seconds(arrays["timestamps"], "timestamps", file).reshape(-1),
            "boxes": np.asarray(arrays["boxes"]), "features": np.asarray(arrays["features"])}
@@ -133,7 +133,7 @@ def read_file(file: Path) -> dict:
     lengths = {k: len(out[k]) for k in ("video_ids", "timestamps", "boxes", "features", "scores")}
     if len(set(lengths.values())) != 1:
         raise FeatureImportError(f"{file}: arrays of different lengths: "
-                           + ", ".join(f"{k} {v}" for k, v in lengths.items()))
+                                 + ", ".join(f"{k} {v}" for k, v in lengths.items()))
 
     def where(i):
         return f"{file}: row {i} ({out['video_ids'][i]}, {out['timestamps'][i]})"
@@ -145,17 +145,17 @@ def read_file(file: Path) -> dict:
         bad = np.flatnonzero(~np.isfinite(values).all(1))
         if len(bad):
             raise FeatureImportError(f"{where(bad[0])}: {name} not finite (NaN or inf)"
-                               + (f"; {len(bad) - 1} more rows like it" if len(bad) > 1 else ""))
+                                     + (f"; {len(bad) - 1} more rows like it" if len(bad) > 1 else ""))
     boxes = out["boxes"].astype(np.float64)
     outside = ((boxes < -BOX_TOLERANCE) | (boxes > 1 + BOX_TOLERANCE)).any(1)
     bad = np.flatnonzero(outside)
     if len(bad):
         raise FeatureImportError(f"{where(bad[0])}: box {boxes[bad[0]].tolist()} outside [0, 1] "
-                           f"(boxes are x1, y1, x2, y2 normalised by the frame size)")
+                                 f"(boxes are x1, y1, x2, y2 normalised by the frame size)")
     bad = np.flatnonzero((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]))
     if len(bad):
         raise FeatureImportError(f"{where(bad[0])}: box {boxes[bad[0]].tolist()} inverted (x2 < x1 "
-                           f"or y2 < y1; expected x1, y1, x2, y2)")
+                                 f"or y2 < y1; expected x1, y1, x2, y2)")
     out["boxes"] = np.clip(boxes, 0, 1).astype(np.float32)
     out["features"] = out["features"].astype(np.float32)
     out["scores"] = out["scores"].astype(np.float32)
@@ -165,17 +165,18 @@ def read_file(file: Path) -> dict:
         ct = _int_seconds(arrays["clip_timestamps"], "clip_timestamps", file).reshape(-1)
         cf = np.asarray(arrays["clip_features"])
         if cf.ndim != 2 or not len(cv) == len(ct) == len(cf):
-            raise FeatureImportError(f"{file}: arrays of different lengths: clip_video_ids {len(cv)}, "
-                               f"clip_timestamps {len(ct)}, clip_features {cf.shape}")
+            raise FeatureImportError(f"{file}: arrays of different lengths: clip_video_ids "
+                                     f"{len(cv)}, clip_timestamps {len(ct)}, clip_features "
+                                     f"{cf.shape}")
         if cf.dtype.kind not in "fiu":
             raise FeatureImportError(f"{file}: clip_features must be numbers, got dtype {cf.dtype}")
         bad = np.flatnonzero(~np.isfinite(cf.astype(np.float64)).all(1))
         if len(bad):
             raise FeatureImportError(f"{file}: clip row {bad[0]} ({cv[bad[0]]}, {ct[bad[0]]}): "
-                               f"clip_features not finite (NaN or inf)")
+                                     f"clip_features not finite (NaN or inf)")
         if cf.shape[1] != out["features"].shape[1]:
             raise FeatureImportError(f"{file}: clip_features are {cf.shape[1]}-d, features "
-                               f"{out['features'].shape[1]}-d (a store has one feature dim)")
+                                     f"{out['features'].shape[1]}-d (a store has one feature dim)")
         out.update(clip_video_ids=cv, clip_timestamps=ct, clip_features=cf.astype(np.float32))
     return out
 
@@ -191,8 +192,8 @@ def read_features(path) -> Features:
     with_clip = [("clip_features" in p) for p in parts]
     if any(with_clip) and not all(with_clip):
         raise FeatureImportError(f"{path}: some files have clip_features and some do not "
-                           f"({', '.join(f.name for f, w in zip(files, with_clip) if not w)} "
-                           f"lack them)")
+                                 f"({', '.join(f.name for f, w in zip(files, with_clip) if not w)} "
+                                 f"lack them)")
 
     def cat(key):
         return np.concatenate([p[key] for p in parts])
@@ -299,15 +300,15 @@ def _check_store(cfg: ImportConfig, stage: dict, dim: int, label_map) -> set:
         info = read_info(f, cfg.out)
         if info.feature_dim != dim:
             raise FeatureImportError(f"{cfg.features}: features are {dim}-d, the store {cfg.out} "
-                               f"holds {info.feature_dim}-d ones")
+                                     f"holds {info.feature_dim}-d ones")
         old = info.configs.get(f"import_{cfg.source}")
         if old:
             was = sorted(x["sha256"] for x in old.get("files", []))
             now = sorted(x["sha256"] for x in stage["files"])
             if was != now:
                 raise FeatureImportError(f"{cfg.out}: its {cfg.source} persons were imported from "
-                                   f"other files ({', '.join(x['path'] for x in old['files'])}); "
-                                   f"resuming would mix two imports. Use another --out.")
+                                         f"other files ({', '.join(x['path'] for x in old['files'])}); "
+                                         f"resuming would mix two imports. Use another --out.")
         done = set()
         for vid in f["videos"]:
             group = f["videos"][vid]
@@ -352,7 +353,8 @@ def _plan(cfg, feats: Features, persons, excluded, done) -> tuple[dict, dict]:
             zip(feats.clip_video_ids.tolist(), feats.clip_timestamps.tolist()))}
     rows_of: dict = {}
     for i in np.flatnonzero(keep):
-        rows_of.setdefault(feats.video_ids[i], {}).setdefault(int(feats.timestamps[i]), []).append(i)
+        video = rows_of.setdefault(feats.video_ids[i], {})
+        video.setdefault(int(feats.timestamps[i]), []).append(i)
     for (v, t) in clip_of:
         if v in annotated_videos and not (excluded and (v, t) in excluded):
             rows_of.setdefault(v, {}).setdefault(t, [])
@@ -365,8 +367,9 @@ def _plan(cfg, feats: Features, persons, excluded, done) -> tuple[dict, dict]:
             rows = keyframes[t]
             if clip_of:
                 if (vid, t) not in clip_of:
-                    raise FeatureImportError(f"{feats.where[rows[0]]} ({vid}, {t}): no clip feature "
-                                       f"for this keyframe in clip_video_ids/clip_timestamps")
+                    raise FeatureImportError(f"{feats.where[rows[0]]} ({vid}, {t}): no clip "
+                                             f"feature for this keyframe in "
+                                             f"clip_video_ids/clip_timestamps")
                 clip.append(feats.clip_features[clip_of[(vid, t)]])
             elif rows:
                 clip.append(feats.features[rows].mean(0))
@@ -386,7 +389,7 @@ def _plan(cfg, feats: Features, persons, excluded, done) -> tuple[dict, dict]:
                             f"must be the annotated persons (use --source det for detections)")
                     if best in taken:
                         raise FeatureImportError(f"{feats.where[i]} ({vid}, {t}): matches the same "
-                                           f"annotated person as {feats.where[taken[best]]}")
+                                                 f"annotated person as {feats.where[taken[best]]}")
                     taken[best] = i
                     labels.append(persons.labels[ann[best]])
                     pids.append(persons.person_ids[ann[best]])
