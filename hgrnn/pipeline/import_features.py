@@ -114,12 +114,13 @@ def read_file(file: Path) -> dict:
     missing = [k for k in REQUIRED if k not in arrays]
     if missing:
         raise FeatureImportError(f"{file}: missing array(s) {', '.join(missing)} (needs "
-                                 f"{', '.join(REQUIRED)}; optional scores, {', '.join(CLIP_ARRAYS)})")
+                                 f"{', '.join(REQUIRED)}; optional scores, "
+                                 f"{', '.join(CLIP_ARRAYS)})")
     clip_given = [k for k in CLIP_ARRAYS if k in arrays]
     if clip_given and len(clip_given) != len(CLIP_ARRAYS):
-        raise FeatureImportError(f"{file}: has {', '.join(clip_given)} but not "
-                                 f"{', '.join(k for k in CLIP_ARRAYS if k not in arrays)} (all three "
-                                 f"or none)")
+        absent = ", ".join(k for k in CLIP_ARRAYS if k not in arrays)
+        raise FeatureImportError(f"{file}: has {', '.join(clip_given)} but not {absent} (all "
+                                 f"three or none)")
     out = {"video_ids": np.asarray(arrays["video_ids"]).astype(str).reshape(-1),
            "timestamps": _int_seconds(arrays["timestamps"], "timestamps", file).reshape(-1),
            "boxes": np.asarray(arrays["boxes"]), "features": np.asarray(arrays["features"])}
@@ -144,8 +145,8 @@ def read_file(file: Path) -> dict:
         values = out[name].astype(np.float64).reshape(n, -1)
         bad = np.flatnonzero(~np.isfinite(values).all(1))
         if len(bad):
-            raise FeatureImportError(f"{where(bad[0])}: {name} not finite (NaN or inf)"
-                                     + (f"; {len(bad) - 1} more rows like it" if len(bad) > 1 else ""))
+            more = f"; {len(bad) - 1} more rows like it" if len(bad) > 1 else ""
+            raise FeatureImportError(f"{where(bad[0])}: {name} not finite (NaN or inf){more}")
     boxes = out["boxes"].astype(np.float64)
     outside = ((boxes < -BOX_TOLERANCE) | (boxes > 1 + BOX_TOLERANCE)).any(1)
     bad = np.flatnonzero(outside)
@@ -306,9 +307,10 @@ def _check_store(cfg: ImportConfig, stage: dict, dim: int, label_map) -> set:
             was = sorted(x["sha256"] for x in old.get("files", []))
             now = sorted(x["sha256"] for x in stage["files"])
             if was != now:
-                raise FeatureImportError(f"{cfg.out}: its {cfg.source} persons were imported from "
-                                         f"other files ({', '.join(x['path'] for x in old['files'])}); "
-                                         f"resuming would mix two imports. Use another --out.")
+                files = ", ".join(x["path"] for x in old["files"])
+                raise FeatureImportError(f"{cfg.out}: its {cfg.source} persons were imported "
+                                         f"from other files ({files}); resuming would mix two "
+                                         f"imports. Use another --out.")
         done = set()
         for vid in f["videos"]:
             group = f["videos"][vid]
