@@ -252,3 +252,22 @@ def test_finetune_another_backbone_then_extract_its_projected_features(example, 
                      str(checkpoint))
     assert other.exit_code == 1
     assert "a finetune-backbone checkpoint of r3d_18, not of mc3_18" in other.output
+
+
+@pytest.mark.filterwarnings("ignore:.*RANDOM initialisation")
+@pytest.mark.parametrize("name, frames", [("mvit_v2_s", "4"), ("swin3d_t", "4")])
+def test_transformers_extract_a_valid_store(example, tmp_path, name, frames):
+    """MViT (frames squeezed to its square, tokens back to a map) and Swin3D end to end."""
+    from hgrnn.data.store import open_h5, read_info
+
+    out = tmp_path / f"{name}.h5"
+    result = _extract(example, out, "--backbone", name, "--backbone-weights", "none",
+                      "--clip-frames", frames)
+    assert result.exit_code == 0, result.output
+    with open_h5(out) as f:
+        info = read_info(f, out)
+    assert info.feature_dim == 768 and info.configs["extract"]["backbone_name"] == name
+    size = info.configs["extract"]["input_size"]
+    assert size == ([4, 64, 64] if name == "mvit_v2_s" else None)
+    check = CliRunner().invoke(main, ["inspect", str(out), "--check"])
+    assert check.exit_code == 0, check.output
