@@ -271,3 +271,22 @@ def test_transformers_extract_a_valid_store(example, tmp_path, name, frames):
     assert size == ([4, 64, 64] if name == "mvit_v2_s" else None)
     check = CliRunner().invoke(main, ["inspect", str(out), "--check"])
     assert check.exit_code == 0, check.output
+
+
+def test_default_weights_are_torchvisions_enum(monkeypatch):
+    """--backbone-weights default asks torchvision for its weights enum (the download is
+    replaced by a local state dict here: no network) and records the enum and its URL."""
+    from torchvision.models._api import WeightsEnum
+
+    net = load_backbone("r3d_18", "none", seed=5)[0].net
+    asked = []
+
+    def fake(self, *args, **kwargs):
+        asked.append(self)
+        return net.state_dict()
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", fake)
+    backbone, projection, meta = load_backbone("r3d_18", "default")
+    assert [str(w) for w in asked] == ["R3D_18_Weights.KINETICS400_V1"]
+    assert meta["kind"] == "torchvision" and meta["weights"] == "R3D_18_Weights.KINETICS400_V1"
+    assert meta["url"].startswith("https://")
+    assert torch.equal(backbone.net.stem[0].weight, net.stem[0].weight)
