@@ -221,3 +221,18 @@ def test_predict_refuses_a_head_trained_on_imported_features():
         training_extraction(ckpt)
     assert training_extraction({"store_configs": {"extract": {"clip_frames": 32}}}) == \
         {"clip_frames": 32}
+
+
+def test_a_second_writer_is_refused_naming_the_first(original, tmp_path):
+    from hgrnn.data.store import lock_for_writing
+
+    root, store = original
+    invoke(["export-features", store, "--source", "gt", "--out", tmp_path / "gt.npz"])
+    out = tmp_path / "locked.h5"
+    lock = lock_for_writing(out)
+    try:
+        result = invoke(["import-features", tmp_path / "gt.npz", "--source", "gt",
+                         "--annotations", root / "gt.csv", "--out", out], expect=1)
+    finally:
+        lock.release()
+    assert "pid" in result.output and not out.exists()
