@@ -145,27 +145,9 @@ def _best_boxes(rcls, rkeys, rboxes, gcls, gkeys, gboxes, scores, K):
     """Each evaluated result's best box: the ground-truth row of its keyframe and class
     with the highest IoU (the first in file order on ties). Returns (R,) that row (-1 when
     none), (R,) its IoU (0 when none), and per ground-truth row (G,) the highest score of a
-    result of its class at IoU >= 0.5 (NaN when none).
-
-    The ground truth is sorted by (keyframe, class) into blocks, file order inside; each
-    result finds its block by a binary search and walks it slot by slot (a loop over the
-    few boxes of one keyframe and class)."""
-    gsel = np.flatnonzero(gcls >= 0)
-    ukeys = np.unique(gkeys[gsel])
-    gcode = np.searchsorted(ukeys, gkeys[gsel]) * K + gcls[gsel]
-    gorder = gsel[np.argsort(gcode, kind="stable")]        # gt rows by (keyframe, class)
-    block_len = np.bincount(gcode, minlength=len(ukeys) * K)
-    block_start = np.cumsum(block_len) - block_len
-    # each result's best box, in file order (results come grouped by keyframe, so the
-    # look-ups walk memory in order; which box is best does not depend on the scores)
-    live = np.flatnonzero(rcls >= 0)
-    lo = np.zeros(len(live), np.int64)
-    n_cand = np.zeros(len(live), np.int64)
-    if len(ukeys):
-        at = np.minimum(np.searchsorted(ukeys, rkeys[live]), len(ukeys) - 1)
-        on_gt = np.flatnonzero(ukeys[at] == rkeys[live])
-        code = at[on_gt] * K + rcls[live[on_gt]]
-        lo[on_gt], n_cand[on_gt] = block_start[code], block_len[code]
+    result of its class at IoU >= 0.5 (NaN when none). Each result walks its candidate
+    block slot by slot (a loop over the few boxes of one keyframe and class)."""
+    live, gorder, lo, n_cand = _candidate_blocks(rcls, rkeys, gcls, gkeys, K)
     best_iou = np.zeros(len(live))
     best_gt = np.full(len(live), -1, np.int64)
     gt_best_score = np.full(len(gcls), np.nan)
@@ -188,6 +170,30 @@ def _best_boxes(rcls, rkeys, rboxes, gcls, gkeys, gboxes, scores, K):
     iou_of = np.zeros(len(rcls))
     iou_of[live] = best_iou
     return gt_of, iou_of, gt_best_score
+
+
+def _candidate_blocks(rcls, rkeys, gcls, gkeys, K):
+    """The ground truth sorted by (keyframe, class) into blocks, file order inside, and
+    each evaluated result's block, found by a binary search. Returns live (the evaluated
+    result rows, file order), gorder (gt rows in block order), and per live result the
+    start of its block in gorder and its length (0: no candidate box)."""
+    gsel = np.flatnonzero(gcls >= 0)
+    ukeys = np.unique(gkeys[gsel])
+    gcode = np.searchsorted(ukeys, gkeys[gsel]) * K + gcls[gsel]
+    gorder = gsel[np.argsort(gcode, kind="stable")]        # gt rows by (keyframe, class)
+    block_len = np.bincount(gcode, minlength=len(ukeys) * K)
+    block_start = np.cumsum(block_len) - block_len
+    # in file order (results come grouped by keyframe, so the look-ups walk memory in
+    # order; which box is best does not depend on the scores)
+    live = np.flatnonzero(rcls >= 0)
+    lo = np.zeros(len(live), np.int64)
+    n_cand = np.zeros(len(live), np.int64)
+    if len(ukeys):
+        at = np.minimum(np.searchsorted(ukeys, rkeys[live]), len(ukeys) - 1)
+        on_gt = np.flatnonzero(ukeys[at] == rkeys[live])
+        code = at[on_gt] * K + rcls[live[on_gt]]
+        lo[on_gt], n_cand[on_gt] = block_start[code], block_len[code]
+    return live, gorder, lo, n_cand
 
 
 def _take_boxes(ranked, gt_of, iou_of, n_gt):
