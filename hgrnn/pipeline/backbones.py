@@ -40,6 +40,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from hgrnn.torchfile import TorchFileError, load
+
 #: name -> what the extraction needs to know of it. layer: the map used; stride: (T, H, W)
 #: input cells per map cell; dim: channels of the map; clip_frames / frame_stride /
 #: short_side: the clip (frames per clip, taken every frame_stride frames, short side in
@@ -360,7 +362,6 @@ def load_backbone(name: str, weights, device="cpu", stream: str = "rgb",
     FileNotFoundError naming the file or backbone."""
     torch, nn = _import_torch()
     from hgrnn.pipeline import i3d
-    from hgrnn.torchfile import TorchFileError, load
 
     check_name(name)
     text = None if weights is None else str(weights).strip()

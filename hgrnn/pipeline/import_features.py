@@ -43,9 +43,10 @@ from pathlib import Path
 
 import numpy as np
 
-from hgrnn.data.ava import BOX_TOLERANCE, group_persons, load_label_map, read_annotations
-from hgrnn.data.store import (PersonSet, StoreWriter, lock_for_writing, open_h5,
-                              read_info)
+from hgrnn.data.ava import (BOX_TOLERANCE, group_persons, load_label_map, read_annotations,
+                            read_exclusions)
+from hgrnn.data.store import (PersonSet, StoreWriter, lock_for_writing, open_h5, read_info,
+                              video_names)
 from hgrnn.pipeline.extract.stage import exclusions_entry
 from hgrnn.pipeline.i3d import sha256_file
 
@@ -253,7 +254,6 @@ def import_features(cfg: ImportConfig) -> dict:
     dim = int(feats.features.shape[1])
     excluded = None
     if cfg.exclusions:
-        from hgrnn.data.ava import read_exclusions
         excluded = read_exclusions(cfg.exclusions)
     ann = read_annotations(cfg.annotations, label_map, excluded, progress=False,
                            keep_outside_map=True)
@@ -473,8 +473,6 @@ def export_features(store, out, source: str = "gt") -> dict:
     """The persons of `source` of a store, and its clip features, as one .npz of the import
     format (`hgrnn export-features`): the round trip `export_features` -> `import_features`
     gives the same store content. Returns {"out", "persons", "keyframes"}."""
-    from hgrnn.data.store import video_names
-
     if source not in SOURCES:
         raise FeatureImportError(f"--source {source!r}: expected gt or det")
     parts = {k: [] for k in ("video_ids", "timestamps", "boxes", "features", "scores",
