@@ -21,6 +21,16 @@
 
 The real InceptionI3d with random weights (`--backbone-weights none`). On a CPU the model
 dominates, so the default uses few model keyframes; say so when quoting the numbers.
+
+`--backbones NAMES` (comma-separated, or `all`) instead times each `--backbone` of
+`hgrnn.pipeline.backbones` alone: the network (random weights) plus the clip and RoI pooling
+of 3 persons on clips of its own AVA input (its clip length; short side and 4:3 frames,
+MViT its 224 x 224 square), batches of --batch-size, float32, median of --repeats batches
+after one warm-up (the FLOP-counting forward), in clips/s on this CPU; its FLOPs per clip (torch's FlopCounterMode);
+and the GPU-hours of extracting AVA v2.1 val (64 x 897 = 57,408 clips) PROJECTED from the
+FLOPs ratio to I3D and an assumed I3D rate on one GPU (--i3d-gpu-clips-per-s, 100 clips/s
+float16 by default: an assumption, not a measurement). FLOPs do not capture the transformers'
+different efficiency on a GPU: the projection is a first-order estimate.
 """
 
 from __future__ import annotations
@@ -65,9 +75,17 @@ def main(argv=None):
     p.add_argument("--workdir", default=None, help="keep the rendered video here (default: a temp dir)")
     p.add_argument("--flow-pairs", type=int, default=4,
                    help="frame pairs timed per flow method (0: skip the flow part)")
+    p.add_argument("--backbones", default=None,
+                   help="time these backbones alone instead (comma-separated names or all)")
+    p.add_argument("--repeats", type=int, default=2, help="timed batches per backbone")
+    p.add_argument("--i3d-gpu-clips-per-s", type=float, default=100.0,
+                   help="assumed I3D clips/s on one GPU, the base of the GPU-hour projection")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message=".*RANDOM initialisation.*")
+    if args.backbones:
+        print(json.dumps(bench_backbones(args), indent=1))
+        return
     width, height = (int(v) for v in args.size.split("x"))
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_extract_"))
     videos = work / "videos"
@@ -190,6 +208,63 @@ def measure_flow(video, times, args, decode_per_kf, model_per_kf) -> dict:
         out[key] = round(flow_s / total, 3)
         out[f"{method.replace('-', '_')}_seconds_per_keyframe"] = round(flow_s, 2)
     return out
+
+
+AVA_VAL_CLIPS = 64 * 897
+
+
+def bench_backbones(args) -> dict:
+    """clips/s per backbone on this CPU, FLOPs per clip, projected GPU-hours (docstring)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from hgrnn.pipeline.backbones import (BACKBONES, frames_to_input, input_settings,
+                                          load_backbone)
+    from hgrnn.pipeline.person_layer import pooled_person_features
+
+    names = list(BACKBONES) if args.backbones == "all" else args.backbones.split(",")
+    rows = {}
+    for name in names:
+        own = input_settings(name)
+        t, h = own["clip_frames"], own["short_side"]
+        w = own["fixed_size"][1] if own["fixed_size"] else round(h * 4 / 3)
+        model, _, _ = load_backbone(name, "none")
+        frames = torch.randint(0, 256, (args.batch_size, t, h, w, 3), dtype=torch.uint8)
+        rois = torch.tensor([[b, 0.1, 0.1, 0.4, 0.9] for b in range(args.batch_size)] * 3,
+                            dtype=torch.float32)
+
+        def step():
+            with torch.no_grad():
+                x = frames_to_input(frames, model)
+                fmap = model.extract_features(x)
+                clip_features(fmap)
+                pooled_person_features(model, fmap, rois, x.shape[-2:], "mixed_5c")
+
+        with FlopCounterMode(display=False) as counter:
+            with torch.no_grad():
+                model.extract_features(frames_to_input(frames[:1], model))
+        flops = counter.get_total_flops()        # that forward was the warm-up
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
+        rows[name] = {"input": [t, h, w], "gflops_per_clip": round(flops / 1e9, 1),
+                      "cpu_clips_per_s": round(args.batch_size / float(np.median(times)), 3)}
+        print(f"{name}: {rows[name]}", file=sys.stderr)
+        del model
+    base = rows.get("i3d", {}).get("gflops_per_clip")
+    if base is None:
+        model, _, _ = load_backbone("i3d", "none")
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model.extract_features(torch.zeros(1, 3, 32, 256, 341))
+        base = round(counter.get_total_flops() / 1e9, 1)
+    for row in rows.values():
+        ratio = row["gflops_per_clip"] / base
+        row["flops_vs_i3d"] = round(ratio, 2)
+        row["projected_gpu_hours_ava_val"] = round(
+            AVA_VAL_CLIPS / (args.i3d_gpu_clips_per_s / ratio) / 3600, 2)
+    return {"threads": args.threads, "batch_size": args.batch_size, "repeats": args.repeats,
+            "i3d_gpu_clips_per_s_assumed": args.i3d_gpu_clips_per_s, "backbones": rows}
 
 
 if __name__ == "__main__":

@@ -29,6 +29,12 @@ what is left is skipped with a note, one that overruns its limit is stopped):
      finetune-detector  the same, when `hgrnn finetune-detector` exists (else noted absent)
      raft             RAFT-small flow of a textured clip, device vs CPU (RAFT_RTOL), when
                       `hgrnn.pipeline.flow` exists
+     backbones        every torchvision backbone of `--backbone` (`hgrnn.pipeline.backbones`,
+                      random seeded weights): the map of one clip (16 frames, short side 128;
+                      MViT 16 x 224 x 224) on the device vs the CPU, fp32 within
+                      BACKBONE_FP32_RTOL, autocast within AUTOCAST_RTOL; then clips/s under
+                      autocast at the backbone's own AVA input (batch --batch). --tiny: r3d_18,
+                      mvit_v2_s and swin3d_t at a few pixels only
 2. Figures at the real sizes (random weights; the speed does not depend on them): I3D
    clips/s at 32 x 256 x 341 in batches of 8, "fp32" (on CUDA with cuDNN's TF32
    convolutions, torch's default, as extract-features runs outside autocast) and autocast;
@@ -93,6 +99,8 @@ HEAD_LOSS_RTOL = 2e-2            # train-head loss, device vs CPU, at every logg
 SCORE_ATOL = 2e-3                # eval result scores, device vs CPU
 MAP_ATOL = 1e-3                  # eval frame-mAP, device vs CPU
 RAFT_RTOL = 2e-2                 # RAFT-small flow (random weights), device vs CPU
+BACKBONE_FP32_RTOL = 1e-3        # torchvision backbones fp32, device vs CPU: long attention /
+                                 # LayerNorm reductions in another order than I3D's convs
 
 #: AVA v2.1 keyframes (timestamps 902..1798 of each 15-minute cut): 897 per video
 AVA_KEYFRAMES_PER_VIDEO = 897
@@ -592,6 +600,67 @@ def check_raft(ctx: Context) -> dict:
 
 # ----------------------------------------------------------------------------- figures
 
+#: --tiny: (T, H, W) of the backbones checked (a CPU smoke run, as tests/test_backbones.py)
+TINY_BACKBONES = {"r3d_18": (8, 32, 48), "mvit_v2_s": (4, 64, 64), "swin3d_t": (4, 64, 96)}
+
+
+def check_backbones(ctx: Context) -> dict:
+    """Each torchvision backbone: its map on the device vs the CPU (fp32, autocast), and its
+    clips/s under autocast at its own input settings (module docstring)."""
+    import torch
+
+    from hgrnn.pipeline.backbones import BACKBONES, input_settings, load_backbone
+    tiny = ctx.sizes == TINY
+    names = TINY_BACKBONES if tiny else [n for n in BACKBONES if n != "i3d"]
+    out, worst = {}, ("", 0.0)
+    for name in names:
+        own = input_settings(name)
+        if tiny:
+            size = TINY_BACKBONES[name]
+        elif own["fixed_size"]:
+            size = (own["clip_frames"], *own["fixed_size"])
+        else:
+            size = (16, 128, 171)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")                 # random weights: on purpose
+            model, _, _ = load_backbone(name, "none", input_size=size)
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(1, 3, *size, generator=gen)
+        with torch.no_grad():
+            ref = model.extract_features(x)
+            dev_model, dev_x = model.to(ctx.device), x.to(ctx.device)
+            with tf32(False):
+                fp32 = dev_model.extract_features(dev_x)
+            with ctx.autocast():
+                amp = dev_model.extract_features(dev_x)
+        row = {"input": list(size), "fmap_shape": list(ref.shape),
+               "fp32_rel": rel_err(fp32, ref), "autocast_rel": rel_err(amp, ref)}
+        expect(f"{name} fp32 device vs CPU", row["fp32_rel"], BACKBONE_FP32_RTOL)
+        expect(f"{name} autocast device vs CPU", row["autocast_rel"],
+               AUTOCAST_RTOL[ctx.device.type])
+        # speed at the backbone's own AVA input (4:3 frames; MViT its square)
+        t = size[0] if tiny else own["clip_frames"]
+        h = size[1] if tiny else own["short_side"]
+        w = size[2] if tiny else (own["fixed_size"][1] if own["fixed_size"]
+                                  else round(own["short_side"] * 4 / 3))
+        clips = torch.randn(ctx.sizes.batch, 3, t, h, w, device=ctx.device)
+        if ctx.cuda:
+            torch.cuda.reset_peak_memory_stats(ctx.device)
+
+        def step():
+            with torch.no_grad(), ctx.autocast():
+                dev_model.extract_features(clips)
+        timed = timed_loop(ctx, step, ctx.sizes.bench_seconds / 2, max_iters=50)
+        row.update(speed_input=[t, h, w], clips_per_s=ctx.sizes.batch / timed["median_s"],
+                   peak_gpu_gib=peak_gib(ctx))
+        out[name] = row
+        worst = max(worst, (name, row["autocast_rel"]), key=lambda p: p[1])
+        del model, dev_model, clips
+    return {"backbones": out, "summary": f"{len(out)} backbones; worst autocast "
+            f"{worst[1]:.1e} ({worst[0]}); " + ", ".join(
+                f"{n} {r['clips_per_s']:.1f}" for n, r in out.items()) + " clips/s"}
+
+
 def peak_gib(ctx: Context):
     import torch
     return round(torch.cuda.max_memory_allocated(ctx.device) / 2**30, 3) if ctx.cuda else None
@@ -851,6 +920,7 @@ PARTS = (
     Part("finetune-backbone", check_finetune_backbone, "check", 60, 20),
     Part("finetune-detector", check_finetune_detector, "check", 60, 20),
     Part("raft", check_raft, "check", 30),
+    Part("backbones", check_backbones, "check", 150, 20),
     Part("i3d-speed", figure_i3d, "figure", 40, 15),
     Part("detector-speed", figure_detector, "figure", 30, 10),
     Part("raft-speed", figure_raft, "figure", 20, 10),

@@ -506,7 +506,11 @@ def test_option_defaults_are_the_config_defaults():
         return checked
 
     assert len(check("extract-features", ExtractConfig)) >= 20
-    assert "clip_frames" in check("check-data", ExtractConfig, ["clip_frames", "frame_stride"])
+    # the clip settings default to the backbone's (None in the config); check-data shows I3D's
+    from hgrnn.pipeline.backbones import input_settings
+    data_params = {p.name: p.default for p in main.commands["check-data"].params}
+    assert data_params["clip_frames"] == input_settings("i3d")["clip_frames"]
+    assert data_params["frame_stride"] == input_settings("i3d")["frame_stride"]
     assert len(check("predict", ExtractConfig)) >= 15
     assert len(check("detect", DetectConfig)) >= 8
     arch = [f.name for f in dataclasses.fields(DetectorArch) if f.name != "trainable_layers"]

@@ -1,4 +1,4 @@
-"""`hgrnn report` (hgrnn/apps/report.py, hgrnn/cli/report.py): the per-row matching against
+"""`hgrnn report` (hgrnn/apps/report/, hgrnn/cli/report.py): the per-row matching against
 the evaluator, the error analysis on hand-made cases, the page's numbers against eval-csv's,
 thumbnails from rendered videos, errors, and the page in a real browser (Chromium)."""
 

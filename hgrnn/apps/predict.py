@@ -54,7 +54,7 @@ from hgrnn.hgrnn_head.checkpoint import (check_store_matches, load_checkpoint,
                                          model_from_checkpoint, resolve_device, torch_threads)
 from hgrnn.hgrnn_head.infer import DEFAULT_NMS_IOU, predict_store
 from hgrnn.pipeline.extract import extract_features
-from hgrnn.pipeline.i3d import load_backbone
+from hgrnn.pipeline.backbones import feature_dim, load_backbone
 from hgrnn.pipeline.visualize import draw_video, group_keyframes, label_names
 from hgrnn.apps.timeline import person_timelines, plot_timeline, write_persons_csv
 from hgrnn.track import group_boxes, store_features, track_rows, write_tracked
@@ -117,6 +117,13 @@ def training_extraction(ckpt: dict) -> dict | None:
             configs = info.configs
         except (StoreError, OSError):
             pass
+    if configs and not configs.get("extract"):
+        imported = configs.get("import_gt") or configs.get("import_det")
+        if imported:           # features of another system: no backbone here makes them
+            raise PredictError(f"{ckpt.get('path', 'checkpoint')}: the head was trained on "
+                               f"imported features ({imported.get('describe') or 'import-features'}"
+                               f"), which hgrnn's backbones cannot extract from videos; use it "
+                               f"with `hgrnn eval` on stores imported the same way")
     return None if configs is None else configs.get("extract")
 
 
@@ -126,6 +133,12 @@ def _describe_backbone(meta: dict | None) -> str:
     sha = meta.get("sha256")
     where = f" {meta['path']}" if meta.get("path") else ""
     return f"{meta.get('kind')}{where}" + (f" (sha256 {sha[:12]})" if sha else "")
+
+
+def backbone_name(stage: dict) -> str:
+    """The RGB backbone an extract config names (no backbone_name: i3d, every store before
+    `--backbone`)."""
+    return (stage or {}).get("backbone_name") or "i3d"
 
 
 def head_streams(ckpt: dict) -> tuple:
@@ -152,7 +165,12 @@ def check_compatible(ckpt: dict, trained: dict | None, ours: dict) -> list[str]:
     wanted = head_streams(ckpt)
     made = _stream_names(ours.get("streams") or ["rgb"])
     missing = [s for s in wanted if s not in made]
-    if missing:
+    if trained is not None and "rgb" in wanted and \
+            backbone_name(trained) != backbone_name(ours):
+        problems.append(f"backbone: the head was trained on {backbone_name(trained)} "
+                        f"features, this extraction uses {backbone_name(ours)} (pass "
+                        f"--backbone {backbone_name(trained)})")
+    elif missing:
         problems.append(f"streams: the head reads {'+'.join(wanted)}, this extraction makes "
                         f"{'+'.join(made)}")
     elif int(ckpt["feature_dim"]) != int(ours["feature_dim"]):
@@ -231,6 +249,8 @@ def _our_stage(extract) -> dict:
     running it: streams, per stream the backbone's kind / path / sha256 ("backbone" for RGB,
     "flow_backbone" for flow), the feature dim (the streams' dims side by side) and the
     fields of WARN_FIELDS. Loads each backbone's weights once (on the CPU) to learn them."""
+    if hasattr(extract, "resolved"):
+        extract = extract.resolved()               # the backbone's clip settings
     fields = dataclasses.asdict(extract)
     streams = tuple(fields.get("streams") or ("rgb",))       # extraction before streams: RGB
     ours = {k: fields.get(k) for k in WARN_FIELDS}
@@ -240,12 +260,16 @@ def _our_stage(extract) -> dict:
         weights = fields.get("backbone_weights" if stream == "rgb" else f"{stream}_backbone_weights")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")      # 'none' warns again when extraction loads it
-            _, projection, meta = (load_backbone(weights, "cpu") if stream == "rgb"
-                                   else load_backbone(weights, "cpu", stream=stream))
+            name = fields.get("backbone", "i3d") if stream == "rgb" else "i3d"
+            backbone, projection, meta = load_backbone(
+                name, weights, "cpu", stream=stream,
+                input_size=(extract.clip_frames, extract.short_side, extract.short_side))
         ours[key] = {k: meta.get(k) for k in ("kind", "path", "sha256", "feature_dim", "seed")}
+        if stream == "rgb" and name != "i3d":
+            ours["backbone_name"] = name
         used = projection is not None and extract.projection     # as the store records it
         ours["projection"] = ours["projection"] or used
-        ours["feature_dim"] += projection.out_features if used else 1024
+        ours["feature_dim"] += projection.out_features if used else feature_dim(backbone)
     return ours
 
 

@@ -16,8 +16,8 @@ at once. Run `hgrnn COMMAND --help` for each command's options.
 
 import click
 
-from hgrnn.cli import (data, detect, evaluate, extract, finetune, head, predict, report, store,
-                       synth, track)
+from hgrnn.cli import (data, detect, evaluate, extract, features, finetune, head, predict, report,
+                       store, synth, track)
 from hgrnn.console import show_logs_as_lines, show_warnings_as_lines
 
 
@@ -67,6 +67,7 @@ def main():
       hgrnn finetune-detector ...  fine-tune the Faster R-CNN person detector (GPU, once)
       hgrnn detect ...             videos -> AVA person-box CSV (the 'det' persons)
       hgrnn extract-features ...   videos -> HDF5 feature store (GPU, once)
+      hgrnn import-features ...    features of PySlowFast / mmaction2 / yours -> a store
       hgrnn inspect STORE          what a store holds; --check verifies it
       hgrnn train-head ...         train the HGRNN head on a store (minutes on a CPU)
       hgrnn eval ...               score a store, write AVA CSV + frame-mAP
@@ -93,5 +94,5 @@ for _command in (evaluate.eval_csv, evaluate.eval_cmd, store.inspect_cmd, store.
                  predict.predict_cmd, predict.visualize_cmd,
                  data.render_example_cmd, data.check_data_cmd, data.convert_group,
                  detect.finetune_detector_cmd, detect.detect_cmd, report.report_cmd,
-                 track.track_cmd):
+                 track.track_cmd, features.import_features_cmd, features.export_features_cmd):
     main.add_command(_command)

@@ -3,8 +3,8 @@
 
 import click
 
-from hgrnn.cli.options import default_of, video_source_options
-from hgrnn.pipeline.extract.config import ExtractConfig
+from hgrnn.cli.options import video_source_options
+from hgrnn.pipeline.backbones import DEFAULT_BACKBONE, input_settings
 
 
 @click.command("render-example")
@@ -63,11 +63,11 @@ def render_example_cmd(out_dir, videos, seconds, fps, size, persons, seed, overw
 @click.option("--exclusions", type=click.Path(exists=True, dir_okay=False),
               help="Excluded-timestamps CSV (video_id,timestamp).")
 @click.option("--clip-frames", type=click.IntRange(min=1),
-              default=default_of(ExtractConfig, "clip_frames"), show_default=True,
+              default=input_settings(DEFAULT_BACKBONE)["clip_frames"], show_default=True,
               help="Frames per clip, as you will give it to extract-features (for the clip "
                    "span per video).")
 @click.option("--frame-stride", type=click.IntRange(min=1),
-              default=default_of(ExtractConfig, "frame_stride"), show_default=True,
+              default=input_settings(DEFAULT_BACKBONE)["frame_stride"], show_default=True,
               help="Frame stride, as you will give it to extract-features.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def check_data_cmd(annotations, detections, label_map, videos, frames, fps, time_offset,

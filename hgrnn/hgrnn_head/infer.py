@@ -191,9 +191,11 @@ def store_ground_truth(fs):
 
 
 def stored_exclusions(fs) -> tuple[set | None, str | None]:
-    """The excluded keyframes `extract-features --exclusions` recorded in the store's extract
-    config -> ({(video_id, timestamp)}, "PATH (sha256 ...)") or (None, None)."""
-    entry = (fs.configs.get("extract") or {}).get("excluded_keyframes")
+    """The excluded keyframes `extract-features --exclusions` (or `import-features`)
+    recorded in the store's config -> ({(video_id, timestamp)}, "PATH (sha256 ...)") or (None, None)."""
+    entry = next((c["excluded_keyframes"] for c in (fs.configs.get(stage) or {} for stage in
+                  ("extract", "import_gt", "import_det")) if c.get("excluded_keyframes")),
+                 None)                  # extract-features or import-features --exclusions
     if not entry:
         return None, None
     keys = {(str(v), int(t)) for v, t in entry["keyframes"]}

@@ -97,9 +97,10 @@ from hgrnn.data.ava import (AvaRows, group_persons, load_label_map, read_annotat
                             read_exclusions)
 from hgrnn.data.video import VideoError, find_frame_folders, find_videos, iter_clips
 from hgrnn.losses import sigmoid_focal_loss
+from hgrnn.pipeline.backbones import (check_name, classifier_prefix, feature_dim,
+                                      frames_to_input, load_backbone)
 from hgrnn.pipeline.flow import FlowComputer, canonical_method, flow_in_workers, flow_to_input
-from hgrnn.pipeline.i3d import (FEATURE_DIM, FINETUNE_FORMAT, FINETUNE_VERSION, InceptionI3d,
-                                load_backbone, normalize_frames)
+from hgrnn.pipeline.i3d import FINETUNE_FORMAT, FINETUNE_VERSION, InceptionI3d
 from hgrnn.pipeline.person_layer import (backbone_maps, check_layer, layer_of,
                                          pooled_person_features)
 from hgrnn.pipeline.trainloop import (MetricsLog, Stage, TrainState, autocast,
@@ -165,6 +166,7 @@ class FinetuneConfig(VideoSource):
     out_dir: str
     label_map: str = "ava-v2.1"
     exclusions: str | None = None
+    backbone: str = "i3d"
     backbone_weights: str | None = None
     val_annotations: str | None = None
     val_exclusions: str | None = None
@@ -215,6 +217,10 @@ class FinetuneConfig(VideoSource):
         if self.frames is not None and not self.fps:
             raise ValueError("--frames needs --fps (the frame rate the JPEGs were extracted at)")
         check_layer(self.person_layer)
+        if check_name(self.backbone) != "i3d" and (self.stream != "rgb"
+                                                    or self.person_layer != "mixed_5c"):
+            raise ValueError(f"--backbone {self.backbone}: RGB only, persons pooled from its "
+                             f"last map (--stream flow and --person-layer mixed_4f are I3D's)")
         if self.loss not in ("bce", "focal"):
             raise ValueError(f"--loss must be 'bce' or 'focal', got {self.loss!r}")
         for name in ("steps", "batch", "accumulate", "clip_frames", "frame_stride",
@@ -446,8 +452,8 @@ def network_input(clips, flow, config: FinetuneConfig, flow_computer, device) ->
     (B, 3, T, H, W) in [-1, 1]; for the flow stream the scaled flow (B, T-1, H, W, 2) (from
     the workers, or computed here with `flow_computer` when `flow` is None) -> (B, 2, T-1, H,
     W)."""
-    if config.stream == "rgb":
-        return normalize_frames(clips.to(device, non_blocking=True))
+    if config.stream == "rgb":     # the backbone's normalisation (I3D: [-1, 1])
+        return frames_to_input(clips.to(device, non_blocking=True), config.backbone)
     if flow is None:
         flow = flow_computer(clips.to(device, non_blocking=True))
     return flow_to_input(flow.to(device, non_blocking=True))
@@ -456,7 +462,8 @@ def network_input(clips, flow, config: FinetuneConfig, flow_computer, device) ->
 # ----------------------------------------------------------------------------- model
 
 class PersonActionModel(nn.Module):
-    """I3D backbone + projection (1024 -> D) + RoIAlign person head + K sigmoid classifiers.
+    """Backbone (I3D, or any of `hgrnn.pipeline.backbones`) + projection (C -> D) + RoIAlign
+    person head + K sigmoid classifiers.
 
     forward(clips (B, 3, T, H, W) in [-1, 1], rois (P, 5) [clip index, normalised xyxy])
     -> (P, K) logits. `features(...)` -> (P, D) projected person features (what extraction
@@ -468,8 +475,11 @@ class PersonActionModel(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.person_layer = person_layer
-        self.backbone.logits.requires_grad_(False)   # Kinetics classifier: unused
-        self.projection = projection if projection is not None else nn.Linear(FEATURE_DIM, projection_dim)
+        for name, param in backbone.named_parameters():     # Kinetics classifier: unused
+            if name.startswith(classifier_prefix(backbone)):
+                param.requires_grad_(False)
+        self.projection = projection if projection is not None else \
+            nn.Linear(feature_dim(backbone), projection_dim)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(self.projection.out_features, num_classes)
 
@@ -679,8 +689,8 @@ def finetune_backbone(config: FinetuneConfig, resume: bool = False, progress: bo
                               [k.video_id for k in val_keyframes])
 
     torch.manual_seed(config.seed + rank)
-    backbone, projection, meta = load_backbone(config.backbone_weights, device="cpu",
-                                               stream=config.stream)
+    backbone, projection, meta = load_backbone(config.backbone, config.backbone_weights,
+                                               device="cpu", stream=config.stream)
     if meta["kind"] == "finetune" and layer_of(meta.get("config")) != config.person_layer:
         raise FinetuneError(f"{config.backbone_weights}: was fine-tuned with person layer "
                             f"{layer_of(meta.get('config'))}, this run uses "
@@ -698,9 +708,10 @@ def finetune_backbone(config: FinetuneConfig, resume: bool = False, progress: bo
                               else None, person_layer=config.person_layer).to(device)
     train = TrainState(model, config.lr, config.lr_halve_every, device, FinetuneError)
     metrics_path = out_dir / "metrics.jsonl"
-    before = {"stream": "rgb", "flow": "tvl1", "person_layer": layer_of({})}  # older files
+    before = {"stream": "rgb", "flow": "tvl1", "person_layer": layer_of({}),  # older files
+              "backbone": "i3d"}
     fixed = ("clip_frames", "frame_stride", "projection_dim", "label_map", "loss",
-             "person_layer", "stream") + (("flow",) if config.stream == "flow" else ())
+             "person_layer", "stream", "backbone") + (("flow",) if config.stream == "flow" else ())
     state = resume_state(train, state_path, resume, config, fixed, metrics_path=metrics_path,
                          rank=rank, defaults=before, out_hint="--out")
     step, epoch, last_val = 0, 0, None

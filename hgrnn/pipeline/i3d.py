@@ -229,15 +229,16 @@ def clip_features(fmap: torch.Tensor) -> torch.Tensor:
 
 
 def person_features(fmap: torch.Tensor, boxes, image_size, output_size: int = 7,
-                    sampling_ratio: int = 2) -> torch.Tensor:
+                    sampling_ratio: int = 2, stride: int = FEATURE_STRIDE[1]) -> torch.Tensor:
     """RoI features of person boxes: time average, RoIAlign, spatial max pool.
 
     fmap: (B, C, T', H', W') backbone map of clips of `image_size` = (H, W) pixels (the size
     of the frames that went into the network). boxes: either a list of B tensors (P_b, 4)
     (one per clip, may be empty) or a (P, 5) tensor of [clip index, x1, y1, x2, y2]; box
     coordinates are normalised xyxy in [0, 1] of the frame. Boxes are mapped to the map with
-    the network's stride of 32 pixels (x_map = x1 * W / 32), which is exact also when W is not
-    a multiple of 32 (SAME padding adds the extra map column at the right/bottom edge).
+    the network's spatial `stride` (I3D: 32 pixels, x_map = x1 * W / 32), which is exact also
+    when W is not a multiple of 32 (SAME padding adds the extra map column at the right/bottom
+    edge); another backbone passes its own (`hgrnn.pipeline.backbones`).
     torchvision's `roi_align` (aligned=True) samples an output_size x output_size grid;
     the max over that grid gives the feature. Returns (P, C) float32 in the order of the boxes.
     """
@@ -259,8 +260,8 @@ def person_features(fmap: torch.Tensor, boxes, image_size, output_size: int = 7,
         rois = torch.as_tensor(boxes, **f32).reshape(-1, 5)
     if rois.shape[0] == 0:
         return torch.zeros((0, fmap.shape[1]), **f32)
-    scale = torch.tensor([1.0, width / FEATURE_STRIDE[2], height / FEATURE_STRIDE[1],
-                          width / FEATURE_STRIDE[2], height / FEATURE_STRIDE[1]], **f32)
+    scale = torch.tensor([1.0, width / stride, height / stride, width / stride,
+                          height / stride], **f32)
     spatial = fmap.float().mean(dim=2)                           # (B, C, H', W') float32
     pooled = roi_align(spatial, rois * scale, output_size, spatial_scale=1.0,
                        sampling_ratio=sampling_ratio, aligned=True)  # (P, C, o, o)

@@ -17,6 +17,9 @@ fifth of the boxes are under 2 cells wide (16:9 frames at short side 256,
 high, and the last two Inception blocks still run on every person's region. The clip
 feature stays the mean of the full-frame Mixed_5c map in both cases.
 
+Any other backbone (`--backbone`, `hgrnn.pipeline.backbones`) has only the first choice:
+`mixed_5c` then names its last map (its own layer, stride and dim); mixed_4f is I3D's.
+
 Both layers give 1024-d features, so a fine-tuned projection (1024 -> 256) fits either; what
 a checkpoint was fine-tuned with is recorded in its config (``person_layer``) and
 `extract-features` refuses a checkpoint of the other layer.
@@ -27,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from hgrnn.pipeline.backbones import feature_stride
 from hgrnn.pipeline.i3d import InceptionI3d, person_features
 
 PERSON_LAYERS = ("mixed_5c", "mixed_4f")
@@ -95,8 +99,8 @@ def pooled_person_features(backbone: InceptionI3d, pmap: torch.Tensor, rois: tor
     that went into the network."""
     check_layer(layer)
     rois = torch.as_tensor(rois, dtype=torch.float32, device=pmap.device).reshape(-1, 5)
-    if layer == "mixed_5c":
-        return person_features(pmap, rois, image_size)
+    if layer == "mixed_5c":      # the backbone's last map (any backbone), at its own stride
+        return person_features(pmap, rois, image_size, stride=feature_stride(backbone)[1])
     if rois.shape[0] == 0:
         return torch.zeros((0, 1024), dtype=torch.float32, device=pmap.device)
     B, C, T, h, w = pmap.shape

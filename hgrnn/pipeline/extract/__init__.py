@@ -12,10 +12,13 @@ Per video (one sequential decoding pass, `hgrnn.data.video.iter_clips`):
               to short_side (aspect kept, whole frame, no crop), RGB scaled to [-1, 1] (what
               the piergiaj I3D port / Kinetics weights expect); past the video's start/end
               the edge frame is repeated.
-  backbone    I3D Mixed_5c map fmap (B, 1024, T', H', W')  (`hgrnn.pipeline.i3d`)
+  backbone    I3D Mixed_5c map fmap (B, 1024, T', H', W')  (`hgrnn.pipeline.i3d`), or with
+              --backbone NAME the last map of a torchvision video model
+              (`hgrnn.pipeline.backbones`: its own layer, stride, dim C, clip settings and
+              normalisation)
   clip feat   fmap averaged over time and space (`i3d.clip_features`)      (B, 1024)
   person feat fmap averaged over time, RoIAlign of each box (normalised xyxy scaled to the
-              map, 7x7 samples), spatial max                                 (P, 1024)
+              map by the backbone's stride, 7x7 samples), spatial max        (P, 1024)
               (--person-layer mixed_4f: from Mixed_4f, then the last I3D blocks on each
               box's region; `hgrnn.pipeline.person_layer`)
   projection  a fine-tuned checkpoint's Linear(1024, 256) on both (unless projection=False)

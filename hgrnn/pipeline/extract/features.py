@@ -1,16 +1,18 @@
 """The feature computation, in one place: the backbone of every stream (`load_models`) and
 the clip and person features of one batch (`batch_features`, `stream_features`).
 
-  backbone    I3D Mixed_5c map fmap (B, 1024, T', H', W')  (`hgrnn.pipeline.i3d`)
-  clip feat   fmap averaged over time and space (`i3d.clip_features`)      (B, 1024)
-  person feat fmap averaged over time, RoIAlign of each box, spatial max    (P, 1024)
-              (or from Mixed_4f: `hgrnn.pipeline.person_layer`)
-  projection  a fine-tuned checkpoint's Linear(1024, 256) on both (unless cfg.projection
+  backbone    the last map fmap (B, C, T', H', W') of cfg.backbone (`hgrnn.pipeline.backbones`:
+              I3D Mixed_5c, C = 1024, by default; the flow stream is always the flow I3D)
+  clip feat   fmap averaged over time and space (`i3d.clip_features`)      (B, C)
+  person feat fmap averaged over time, RoIAlign of each box at the backbone's stride,
+              spatial max                                                   (P, C)
+              (or, I3D only, from Mixed_4f: `hgrnn.pipeline.person_layer`)
+  projection  a fine-tuned checkpoint's Linear(C, 256) on both (unless cfg.projection
               is False)
 
-Another backbone plugs in at `load_models` (what each stream runs) and `batch_features`
-(how its maps become clip and person features); the loader and the writer only see
-feature arrays and the store's stream layout.
+A backbone plugs in at `load_models` (what each stream runs, `backbones.load_backbone`) and
+`stream_features` (its input, `backbones.frames_to_input`); the loader and the writer only
+see feature arrays and the store's stream layout.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import torch
 
 from hgrnn.pipeline.extract.config import ExtractConfig
 from hgrnn.pipeline.flow import FlowComputer, flow_in_workers, flow_to_input
-from hgrnn.pipeline.i3d import clip_features, load_backbone, normalize_frames
+from hgrnn.pipeline.backbones import feature_dim, frames_to_input, load_backbone
+from hgrnn.pipeline.i3d import clip_features
 from hgrnn.pipeline.person_layer import backbone_maps, layer_of, pooled_person_features
 
 
@@ -50,21 +53,29 @@ class StreamModels:
 
 
 def load_models(cfg: ExtractConfig, device) -> StreamModels:
-    """Load the backbone (and projection) of every stream of `cfg`, and the flow method."""
+    """Load the backbone (and projection) of every stream of `cfg` (resolved: its clip
+    settings set, `ExtractConfig.resolved`), and the flow method."""
     models, metas, layout = {}, {}, []
     for stream in cfg.streams:
         weights = cfg.backbone_weights if stream == "rgb" else cfg.flow_backbone_weights
-        backbone, projection, metas[stream] = load_backbone(weights, device, stream=stream)
+        name = cfg.backbone if stream == "rgb" else "i3d"
+        backbone, projection, metas[stream] = load_backbone(
+            name, weights, device, stream=stream,
+            input_size=(cfg.clip_frames, cfg.short_side, cfg.short_side))
         meta = metas[stream]
         if meta["kind"] == "finetune" and layer_of(meta.get("config")) != cfg.person_layer:
             raise ValueError(f"{weights}: was fine-tuned with person features from "
                              f"{layer_of(meta.get('config'))}, not {cfg.person_layer}; pass "
                              f"--person-layer {layer_of(meta.get('config'))} (the features must "
                              f"be pooled the way the checkpoint was trained)")
+        fixed = getattr(backbone, "input_size", None)
+        if fixed is not None and cfg.clip_frames != fixed[0]:
+            raise ValueError(f"--backbone {name} takes {fixed[0]}-frame clips (its positional "
+                             f"embeddings), not --clip-frames {cfg.clip_frames}")
         if not cfg.projection:
             projection = None
         models[stream] = (backbone, projection)
-        dim = projection.out_features if projection is not None else 1024
+        dim = projection.out_features if projection is not None else feature_dim(backbone)
         start = layout[-1][2] if layout else 0
         layout.append([stream, start, start + dim])
     flow = worker_flow = None
@@ -91,12 +102,12 @@ def batch_features(backbone, projection, x, sets, device, autocast, person_layer
            for i, s in enumerate(sets)])
     with torch.no_grad():
         with autocast:
-            # Mixed_5c map, and the map person features come from (itself or Mixed_4f)
-            fmap, pmap = backbone_maps(backbone, x, person_layer)    # (B, 1024, T', H', W')
+            # the last map, and the map person features come from (itself or Mixed_4f)
+            fmap, pmap = backbone_maps(backbone, x, person_layer)    # (B, C, T', H', W')
             feats = pooled_person_features(backbone, pmap, torch.from_numpy(rois).to(device),
-                                           x.shape[-2:], person_layer)   # (P, 1024)
+                                           x.shape[-2:], person_layer)   # (P, C)
         feats = feats.float()
-        clip_feat = clip_features(fmap.float())                        # (B, 1024)
+        clip_feat = clip_features(fmap.float())                        # (B, C)
         if projection is not None:
             clip_feat, feats = projection(clip_feat), projection(feats)   # (B, D), (P, D)
     feats = feats.float().cpu().numpy()
@@ -114,7 +125,7 @@ def stream_features(models: dict, streams, clips, flow, sets, device, autocast,
     for stream in streams:
         backbone, projection = models[stream]
         if stream == "rgb":
-            x = normalize_frames(clips.to(device, non_blocking=True))      # (B, 3, T, H, W)
+            x = frames_to_input(clips.to(device, non_blocking=True), backbone)  # (B, 3, T, H, W)
         else:
             x = flow_to_input(flow.to(device, non_blocking=True))         # (B, 2, T-1, H, W)
         clip_feat, split = batch_features(backbone, projection, x, sets, device, autocast,

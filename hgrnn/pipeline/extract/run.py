@@ -33,6 +33,7 @@ def extract_features(cfg: ExtractConfig) -> dict:
     decoded_frames, needed_frames, seconds, out. Under torchrun every rank returns the
     summary of all ranks."""
     cfg.validate()
+    cfg = cfg.resolved()            # clip settings left to the backbone: its own
     started = time.time()
     dist = Dist.from_env()
     shards = existing_shards(cfg.out)
