@@ -58,9 +58,11 @@ _RESULTS = ("python -c \"import pathlib; p = pathlib.Path('ava_val_v2.1.csv'); "
             "(','.join(r.split(',')[:7]) for r in p.read_text().split())))\"\n")
 
 #: page -> {"setup": shell run first, "subs": [(text of the page, text run)]}; subs only
-#: where a page names something no stand-in can be (a trained backbone checkpoint).
+#: where a page names something no stand-in can be (a trained backbone checkpoint, weights
+#: torchvision would download).
 PAGES = {
-    "extract.md": {},
+    "extract.md": {"subs": [("--backbone mvit_v2_s --backbone-weights default",   # a download
+                             "--backbone mvit_v2_s --backbone-weights none")]},
     "predict.md": {
         "setup": _HEAD + "cp videos_15min/valB.mp4 my_clip.mp4\n"
                  "cp videos_15min/valB.mp4 a.mp4\n"
