@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 import pytest
 
-from hgrnn.apps.demo import DemoConfig
+from hgrnn.apps.demo_config import DemoConfig
 from hgrnn.apps.predict_config import PredictConfig
 from hgrnn.cli import main
 from hgrnn.data.source import VideoSource
@@ -153,9 +153,10 @@ def test_the_predict_nms_default_is_the_heads():
 def test_the_configs_the_cli_reads_stay_light():
     """The modules the options read their defaults from import neither torch, numpy nor
     scipy, so that `hgrnn --help` answers at once."""
-    modules = ("hgrnn.apps.predict_config", "hgrnn.pipeline.finetune_config",
-               "hgrnn.pipeline.detect_config", "hgrnn.pipeline.example_config",
-               "hgrnn.data.synth_config", "hgrnn.track_config", "hgrnn.cli")
+    modules = ("hgrnn.apps.predict_config", "hgrnn.apps.demo_config",
+               "hgrnn.pipeline.finetune_config", "hgrnn.pipeline.detect_config",
+               "hgrnn.pipeline.example_config", "hgrnn.data.synth_config",
+               "hgrnn.track_config", "hgrnn.cli")
     probe = (f"import sys; import {', '.join(modules)}; "
              "print(sorted(m for m in ('torch', 'numpy', 'scipy', 'h5py', 'av') "
              "if m in sys.modules))")

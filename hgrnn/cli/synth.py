@@ -2,6 +2,7 @@
 
 import click
 
+from hgrnn.apps.demo_config import DemoConfig
 from hgrnn.cli.options import default_of
 from hgrnn.data.synth_config import SynthConfig
 
@@ -91,12 +92,13 @@ def synth_cmd(out_path, videos, keyframes, seed, feature_dim, person_noise, clip
 
 
 @click.command("demo")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="demo_out",
-              show_default=True,
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              default=default_of(DemoConfig, "out"), show_default=True,
               help="Folder for the stores, the training run, the evaluations and summary.json.")
-@click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Training steps (paper: 1000).")
-@click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
+@click.option("--steps", type=click.IntRange(min=1), default=default_of(DemoConfig, "steps"),
+              show_default=True, help="Training steps (paper: 1000).")
+@click.option("--threads", type=click.IntRange(min=0), default=default_of(DemoConfig, "threads"),
+              show_default=True,
               help="torch CPU threads (0: torch's default, one per core; on a busy 2-core "
                    "machine that was 5x slower than 1).")
 @click.option("--quick", is_flag=True,
@@ -116,7 +118,7 @@ def demo_cmd(out_dir, steps, threads, quick, quiet):
     (or OUT/baseline/run) to train again.
     """
     from hgrnn.data.store import StoreError
-    from hgrnn.apps.demo import DemoConfig, format_summary, run_demo
+    from hgrnn.apps.demo import format_summary, run_demo
     from hgrnn.hgrnn_head.checkpoint import HeadError
 
     try:
