@@ -11,6 +11,18 @@ person i belongs to). C is the feature dim, K the number of classes. Data flow:
                              h = GRUCell(x_p ⊕ h_c ⊕ m, h)-->                      h (P, Hg)
     h --Dropout, Linear--> logits (P, K);   scores = sigmoid(logits)
 
+The relation level (``relation``) is the paper's graph RNN ("gru", the default) or, beyond
+the paper, ``PersonAttention`` ("attention"): J rounds of multi-head self-attention over the
+persons of each keyframe, the pairwise box geometry as a learned bias on the attention
+scores, residual + layer norm (a transformer layer per round). Both read x_p ⊕ h_c and return
+a (P, Hg) state per person, so the hierarchy (scene RNN, relations, classifier) and the
+ablation stay one code path.
+
+Two-stream features (``fusion``): "concat" (default) feeds the concatenated streams to one
+head; "late" builds one whole head per stream (``stream_dims`` says where each stream's
+columns are) and sums their logits, so a stream that is noise to a class costs that class
+less (the RGB+Flow benchmark of docs/synthetic.md).
+
 Every max-pool over "the persons of a keyframe" is a segment max over a flat array
 (``scatter_reduce(..., "amax")`` with segment ids), so there is no Python loop over keyframes
 or persons, and a person's output depends only on its own keyframe and window.
@@ -33,6 +45,7 @@ The four variants of the paper's tables come from this one code path:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 
@@ -41,6 +54,8 @@ import torch.nn as nn
 
 VARIANTS = ("hgrnn", "scene", "graph", "person")
 GRAPH_POOLS = ("all", "others")
+RELATIONS = ("gru", "attention")
+FUSIONS = ("concat", "late")
 
 
 @dataclass(frozen=True)
@@ -90,11 +105,18 @@ class HeadConfig:
     window_pad: str = "edge"
     dropout: float = 0.0
     graph_pool: str = "all"
+    relation: str = "gru"
+    attention_heads: int = 4
+    fusion: str = "concat"
+    stream_dims: tuple | None = None
 
     def __post_init__(self):
         def check(ok, what):
             if not ok:
                 raise ValueError(what)
+
+        if self.stream_dims is not None:            # a JSON list -> tuple
+            object.__setattr__(self, "stream_dims", tuple(int(d) for d in self.stream_dims))
 
         check(self.variant in VARIANTS, f"--model must be one of {VARIANTS}, got {self.variant!r}")
         check(self.context >= 0, f"--context (l) must be >= 0, got {self.context}")
@@ -108,6 +130,18 @@ class HeadConfig:
         check(self.graph_pool in GRAPH_POOLS,
               f"--graph-pool must be one of {GRAPH_POOLS}, got {self.graph_pool!r}")
         check(0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}")
+        check(self.relation in RELATIONS,
+              f"--relation must be one of {RELATIONS}, got {self.relation!r}")
+        check(self.attention_heads > 0 and (self.relation != "attention"
+                                            or self.graph_hidden % self.attention_heads == 0),
+              f"--attention-heads ({self.attention_heads}) must divide --graph-hidden "
+              f"({self.graph_hidden})")
+        check(self.fusion in FUSIONS, f"--fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        check(self.stream_dims is None or (self.stream_dims and min(self.stream_dims) > 0),
+              f"stream_dims must be positive widths, got {self.stream_dims}")
+        check(self.stream_dims is None or self.feature_dim is None
+              or sum(self.stream_dims) == self.feature_dim,
+              f"stream_dims {self.stream_dims} do not add up to feature_dim {self.feature_dim}")
         for name in ("feature_dim", "num_classes"):
             value = getattr(self, name)
             check(value is None or value > 0, f"{name} must be > 0, got {value}")
@@ -232,6 +266,105 @@ class GraphRNN(nn.Module):
         return h
 
 
+def box_geometry(boxes: torch.Tensor) -> torch.Tensor:
+    """Pairwise geometry of the boxes of one or more keyframes.
+
+    boxes (..., N, 4) xyxy -> (..., N, N, 4): for the pair (i, j), j's centre offset from i's
+    in units of i's width and height, and log of j's width and height over i's (0 on the
+    diagonal). Scale-free, so the same relation reads the same near and far from the camera.
+    """
+    wh = (boxes[..., 2:] - boxes[..., :2]).clamp(min=1e-3)  # (..., N, 2)
+    centre = (boxes[..., :2] + boxes[..., 2:]) / 2  # (..., N, 2)
+    offset = (centre[..., None, :, :] - centre[..., :, None, :]) / wh[..., :, None, :]
+    scale = torch.log(wh[..., None, :, :] / wh[..., :, None, :])  # (..., N, N, 2)
+    return torch.cat([offset, scale], dim=-1)  # (..., N, N, 4)
+
+
+def to_dense(keyframe: torch.Tensor, num_keyframes: int):
+    """Where each person sits in a keyframe-major dense layout.
+
+    keyframe (P,) int64 in [0, B) -> slot (P,) int64 (the person's rank among the persons of
+    its keyframe, in batch order), N (the most persons in one keyframe); person i is row
+    (keyframe[i], slot[i]) of a (B, N, ...) tensor.
+    """
+    order = torch.argsort(keyframe, stable=True)
+    counts = torch.bincount(keyframe, minlength=num_keyframes)  # (B,)
+    first = torch.cumsum(counts, 0) - counts  # (B,): first person of each keyframe in `order`
+    slot = torch.empty_like(keyframe)
+    slot[order] = torch.arange(len(keyframe), device=keyframe.device) - first[keyframe[order]]
+    return slot, int(counts.max()) if len(counts) else 0
+
+
+class AttentionRound(nn.Module):
+    """One round of self-attention over the persons of each keyframe (a transformer layer):
+    h = LayerNorm(h + MultiHead(h)); h = LayerNorm(h + FFN(h)), the pairwise box geometry
+    adding a learned bias per head to the attention scores."""
+
+    def __init__(self, hidden: int, heads: int):
+        super().__init__()
+        self.heads, self.head_dim = heads, hidden // heads
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.out = nn.Linear(hidden, hidden)
+        self.geometry = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, heads))
+        self.norm1, self.norm2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
+        self.ffn = nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.ReLU(),
+                                 nn.Linear(2 * hidden, hidden))
+
+    def forward(self, x, geometry, allowed):
+        # x (B, N, G) person states; geometry (B, N, N, 4); allowed (B, N, N) bool: may
+        # query i attend to key j (both real persons of the keyframe, and j != i for "others")
+        B, N, G = x.shape
+        H, d = self.heads, self.head_dim
+        q, k, v = self.qkv(x).view(B, N, 3, H, d).permute(2, 0, 3, 1, 4)  # each (B, H, N, d)
+        scores = q @ k.transpose(-1, -2) / d ** 0.5  # (B, H, N, N)
+        scores = scores + self.geometry(geometry).permute(0, 3, 1, 2)  # + bias (B, H, N, N)
+        scores = scores.masked_fill(~allowed[:, None], float("-inf"))
+        weights = torch.softmax(scores, dim=-1)  # (B, H, N, N)
+        # a query with no key to attend to (alone under "others", or a padding row) gets 0
+        weights = torch.where(allowed.any(-1)[:, None, :, None], weights, 0.0)
+        attended = (weights @ v).transpose(1, 2).reshape(B, N, G)  # (B, N, G)
+        x = self.norm1(x + self.out(attended))
+        return self.norm2(x + self.ffn(x))  # (B, N, G)
+
+
+class PersonAttention(nn.Module):
+    """Relation level beyond the paper: J attention rounds over each keyframe's persons.
+
+    The persons (flat, ragged) are laid out dense per keyframe, (B, N, G) with N the largest
+    person count of the batch, padding masked out of every attention; a person's output
+    therefore depends only on the persons of its own keyframe, as with the graph RNN.
+    """
+
+    def __init__(self, cfg: HeadConfig, context_dim: int):
+        super().__init__()
+        C, G = cfg.feature_dim, cfg.graph_hidden
+        self.attend_self = cfg.graph_pool == "all"
+        self.project = nn.Linear(C + context_dim, G)
+        self.rounds = nn.ModuleList(AttentionRound(G, cfg.attention_heads)
+                                    for _ in range(cfg.graph_iterations))
+
+    def forward(self, node_in, keyframe, num_keyframes, boxes):
+        # node_in (P, C [+ 2Hs]) = x_p [⊕ h_c]; keyframe (P,) in [0, B); boxes (P, 4) xyxy
+        h = torch.tanh(self.project(node_in))  # (P, G)
+        if len(h) == 0:
+            return h
+        slot, N = to_dense(keyframe, num_keyframes)  # (P,), N
+        B, G = num_keyframes, h.shape[1]
+        real = torch.zeros(B, N, dtype=torch.bool, device=h.device)
+        real[keyframe, slot] = True  # (B, N)
+        dense_boxes = boxes.new_zeros((B, N, 4))
+        dense_boxes[keyframe, slot] = boxes  # (B, N, 4); padding rows: zero boxes, masked
+        geometry = box_geometry(dense_boxes)  # (B, N, N, 4)
+        allowed = real[:, :, None] & real[:, None, :]  # (B, N, N)
+        if not self.attend_self:
+            allowed = allowed & ~torch.eye(N, dtype=torch.bool, device=h.device)
+        x = h.new_zeros((B, N, G))
+        x[keyframe, slot] = h  # (B, N, G)
+        for round_ in self.rounds:
+            x = round_(x, geometry, allowed)  # (B, N, G)
+        return x[keyframe, slot]  # (P, G)
+
+
 class HGRNNHead(nn.Module):
     """The head. ``forward(batch)`` takes a ``WindowBatch`` (or anything with its fields:
     clip, ctx_feats, ctx_segment, feats, keyframe) and returns logits (P, K)."""
@@ -241,13 +374,29 @@ class HGRNNHead(nn.Module):
         if cfg.feature_dim is None or cfg.num_classes is None:
             raise ValueError("HeadConfig: feature_dim and num_classes must be set to build a model")
         self.cfg = cfg
+        if cfg.fusion == "late":
+            # one whole head per stream (late fusion); their logits are summed
+            if cfg.stream_dims is None:
+                raise ValueError("HeadConfig: fusion 'late' needs stream_dims (the width of "
+                                 "each feature stream)")
+            self.per_stream = nn.ModuleList(
+                HGRNNHead(dataclasses.replace(cfg, feature_dim=d, fusion="concat",
+                                              stream_dims=None)) for d in cfg.stream_dims)
+            return
+        self.per_stream = None
         self.scene = SceneRNN(cfg) if cfg.uses_scene else None
         context_dim = 2 * cfg.scene_hidden if cfg.uses_scene else 0
-        self.graph = GraphRNN(cfg, context_dim)
+        # the relation level keeps the attribute name `graph` (checkpoints' weight names)
+        if cfg.relation == "attention" and cfg.graph_iterations > 0:
+            self.graph = PersonAttention(cfg, context_dim)
+        else:
+            self.graph = GraphRNN(cfg, context_dim)
         self.dropout = nn.Dropout(cfg.dropout)
         self.classifier = nn.Linear(cfg.graph_hidden, cfg.num_classes)
 
     def forward(self, batch) -> torch.Tensor:
+        if self.per_stream is not None:
+            return self._late_fusion(batch)
         clip, feats, keyframe = batch.clip, batch.feats, batch.keyframe
         B, L, C = clip.shape  # (B, L, C)
         P = feats.shape[0]  # feats (P, C), keyframe (P,)
@@ -263,9 +412,28 @@ class HGRNNHead(nn.Module):
             node_in = torch.cat([x_p, h_c[keyframe]], dim=-1)  # (P, C + 2Hs)
         else:
             node_in = x_p  # (P, C): "graph"/"person" never read the clip features
-        h = self.graph(node_in, keyframe, B)  # (P, Hg)
+        if isinstance(self.graph, PersonAttention):
+            h = self.graph(node_in, keyframe, B, batch.boxes)  # (P, Hg)
+        else:
+            h = self.graph(node_in, keyframe, B)  # (P, Hg)
         logits = self.classifier(self.dropout(h))  # (P, K)
         assert logits.shape == (P, self.cfg.num_classes)
+        return logits
+
+    def _late_fusion(self, batch) -> torch.Tensor:
+        """Sum of the logits (P, K) of each stream's head on its own columns of the batch."""
+        if batch.feats.shape[1] != self.cfg.feature_dim:
+            raise ValueError(f"batch feature dim {batch.feats.shape[1]} != HeadConfig."
+                             f"feature_dim {self.cfg.feature_dim}")
+        logits, start = 0, 0
+        for head, width in zip(self.per_stream, self.cfg.stream_dims):
+            columns = slice(start, start + width)
+            part = copy.copy(batch)  # a WindowBatch (or any object with its fields)
+            part.clip = batch.clip[..., columns]  # (B, L, width)
+            part.ctx_feats = batch.ctx_feats[:, columns]  # (Q, width)
+            part.feats = batch.feats[:, columns]  # (P, width)
+            logits = logits + head(part)  # (P, K)
+            start += width
         return logits
 
     @torch.no_grad()
