@@ -47,130 +47,16 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
-VARIANTS = ("hgrnn", "scene", "graph", "person")
-GRAPH_POOLS = ("all", "others")
-RELATIONS = ("gru", "attention")
-FUSIONS = ("concat", "late")
+# the head's options live in the light config module (the CLI reads their defaults without
+# importing torch); they are part of this module's interface
+from hgrnn.hgrnn_head.config import FUSIONS, GRAPH_POOLS, RELATIONS, VARIANTS, HeadConfig
 
-
-@dataclass(frozen=True)
-class HeadConfig:
-    """Every choice of the head. Defaults follow the paper where it states them (l = 3,
-    J = 2) and METHOD.md's documented defaults where it leaves them open.
-
-    feature_dim, num_classes: C and K. None means "take it from the store" (``train_head``
-        fills both in); a model can only be built once both are set.
-    variant: "hgrnn" | "scene" | "graph" | "person" (see the module docstring).
-    context: l, keyframes before and after the centre; L = 2l + 1 (paper: 3, about 7 s).
-        Unused (the window is a single keyframe) by "graph" and "person".
-    iterations: J, graph RNN iterations (paper: 2 best of 1/2/3). Unused by "scene"/"person".
-    scene_hidden: Hs, hidden size of EACH direction of the scene biGRU; h_c has 2*Hs dims.
-    graph_hidden: Hg, hidden size of the graph GRU cell (and of the readout of "scene"/"person").
-        The paper does not state its sizes. Defaults 128 / 256: h_c then has 256 dims, as
-        many as the paper's I3D features, and the paper's schedule (1000 steps x 50
-        keyframes) trains in about a minute on a 2-core CPU (BENCHMARKS.md). Hg = 256 rather
-        than 128 because, within that short schedule at lr 1e-4, the 128-wide graph GRU
-        learnt the synthetic benchmark's pairwise classes far less (relational AP 45-47
-        against 73-77, BENCHMARKS.md).
-    h0: initial graph state, "zeros" (default: iteration 1 then sees no other person, as the
-        paper's equations start from an empty h^(0)) or "project" (tanh(Linear(x_p ⊕ h_c))).
-        "scene"/"person" always use the projection (it is their readout layer).
-    empty_pool: what x_P is for a window keyframe with no person: "zeros" (default) or a
-        "learned" vector.
-    window_pad: how windows are padded past a video's first/last keyframe: "edge" (default,
-        repeat the edge keyframe) or "zero" (zero clip feature, no persons). Passed to
-        ``ContextWindows(pad=...)``; the model itself sees only the padded window.
-    dropout: dropout on the person features and before the classifier (default 0: the
-        paper's schedule sees each keyframe about once, it does not overfit).
-    graph_pool: what the graph RNN's message m pools over: "all" persons of the keyframe
-        (default, the paper's literal "maxpool over all nodes", the person itself included)
-        or "others" (every person but itself; zeros when it is alone in the keyframe), so
-        that a person can tell its own state from another's.
-    """
-
-    feature_dim: int | None = None
-    num_classes: int | None = None
-    variant: str = "hgrnn"
-    context: int = 3
-    iterations: int = 2
-    scene_hidden: int = 128
-    graph_hidden: int = 256
-    h0: str = "zeros"
-    empty_pool: str = "zeros"
-    window_pad: str = "edge"
-    dropout: float = 0.0
-    graph_pool: str = "all"
-    relation: str = "gru"
-    attention_heads: int = 4
-    fusion: str = "concat"
-    stream_dims: tuple | None = None
-
-    def __post_init__(self):
-        def check(ok, what):
-            if not ok:
-                raise ValueError(what)
-
-        if self.stream_dims is not None:            # a JSON list -> tuple
-            object.__setattr__(self, "stream_dims", tuple(int(d) for d in self.stream_dims))
-
-        check(self.variant in VARIANTS, f"--model must be one of {VARIANTS}, got {self.variant!r}")
-        check(self.context >= 0, f"--context (l) must be >= 0, got {self.context}")
-        check(self.iterations >= 0, f"--iterations (J) must be >= 0, got {self.iterations}")
-        check(self.scene_hidden > 0 and self.graph_hidden > 0, "--scene-hidden and --graph-hidden must be > 0")
-        check(self.h0 in ("zeros", "project"), f"--h0 must be 'zeros' or 'project', got {self.h0!r}")
-        check(self.empty_pool in ("zeros", "learned"),
-              f"--empty-pool must be 'zeros' or 'learned', got {self.empty_pool!r}")
-        check(self.window_pad in ("edge", "zero"),
-              f"--window-pad must be 'edge' or 'zero', got {self.window_pad!r}")
-        check(self.graph_pool in GRAPH_POOLS,
-              f"--graph-pool must be one of {GRAPH_POOLS}, got {self.graph_pool!r}")
-        check(0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}")
-        check(self.relation in RELATIONS,
-              f"--relation must be one of {RELATIONS}, got {self.relation!r}")
-        check(self.attention_heads > 0 and (self.relation != "attention"
-                                            or self.graph_hidden % self.attention_heads == 0),
-              f"--attention-heads ({self.attention_heads}) must divide --graph-hidden "
-              f"({self.graph_hidden})")
-        check(self.fusion in FUSIONS, f"--fusion must be one of {FUSIONS}, got {self.fusion!r}")
-        check(self.stream_dims is None or (self.stream_dims and min(self.stream_dims) > 0),
-              f"stream_dims must be positive widths, got {self.stream_dims}")
-        check(self.stream_dims is None or self.feature_dim is None
-              or sum(self.stream_dims) == self.feature_dim,
-              f"stream_dims {self.stream_dims} do not add up to feature_dim {self.feature_dim}")
-        for name in ("feature_dim", "num_classes"):
-            value = getattr(self, name)
-            check(value is None or value > 0, f"{name} must be > 0, got {value}")
-
-    # What the variant actually uses (one code path, switched by these three).
-    @property
-    def uses_scene(self) -> bool:
-        return self.variant in ("hgrnn", "scene")
-
-    @property
-    def graph_iterations(self) -> int:
-        return self.iterations if self.variant in ("hgrnn", "graph") else 0
-
-    @property
-    def window_context(self) -> int:
-        """l of the windows the model reads: ``context`` with a scene RNN, else 0."""
-        return self.context if self.uses_scene else 0
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "HeadConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"HeadConfig: unknown fields {unknown}")
-        return cls(**d)
-
+__all__ = ["FUSIONS", "GRAPH_POOLS", "RELATIONS", "VARIANTS", "HGRNNHead", "HeadConfig",
+           "PersonAttention", "GraphRNN", "SceneRNN", "segment_max", "segment_max_others"]
 
 def segment_max(values: torch.Tensor, segment: torch.Tensor, num_segments: int):
     """Max over the rows of each segment.
