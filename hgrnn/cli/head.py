@@ -316,20 +316,22 @@ def train_head_cmd(ctx, **_):
 @click.option("--rows", default=None,
               help="Comma-separated subset of the grid (default: all the stores support): "
                    "person, graph (the paper's Graph-RNN / l=0 row), scene, hgrnn_l0, "
-                   "hgrnn_l1, hgrnn (l=3 J=2), hgrnn_J1, hgrnn_J3, two options beyond the "
+                   "hgrnn_l1, hgrnn (l=3 J=2), hgrnn_J1, hgrnn_J3, options beyond the "
                    "paper: hgrnn_others (--graph-pool others), hgrnn_ctxdet (--context-boxes "
-                   "det), and hgrnn_flow (RGB+Flow, Table 4; stores with a flow stream).")
+                   "det), hgrnn_attn (--relation attention), and on stores with a flow stream "
+                   "hgrnn_flow (RGB+Flow, Table 4) and hgrnn_late (RGB+Flow, --fusion late).")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
               help="Seeds per row (0..N-1); tables give mean ± std over them.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=2, show_default=True,
               help="Parallel worker processes (one torch thread each).")
-@click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Training steps per run (paper: 1000).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=50, show_default=True,
+@click.option("--steps", type=click.IntRange(min=1), default=_default_of(_Train, "steps"),
+              show_default=True, help="Training steps per run (paper: 1000).")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              default=_default_of(_Train, "batch_size"), show_default=True,
               help="Keyframes per step (paper: 50).")
-@click.option("--lr", type=float, default=1e-4, show_default=True,
+@click.option("--lr", type=float, default=_default_of(_Train, "lr"), show_default=True,
               help="Adam learning rate (paper: 1e-4).")
-@click.option("--h0", type=click.Choice(["zeros", "project"]), default="zeros",
+@click.option("--h0", type=click.Choice(["zeros", "project"]), default=_default_of(_Head, "h0"),
               show_default=True,
               help="Graph RNN initial state (zeros: J=1 sees no other person).")
 @click.option("--scene-hidden", type=click.IntRange(min=1),

@@ -108,11 +108,11 @@ class AblateConfig:
     """
     rows: tuple = RGB_ROWS
     seeds: int = 3
-    steps: int = 1000
-    batch_size: int = 50
-    lr: float = 1e-4
+    steps: int = TrainConfig.steps
+    batch_size: int = TrainConfig.batch_size
+    lr: float = TrainConfig.lr
     jobs: int = 2
-    h0: str = "zeros"
+    h0: str = HeadConfig.h0
     det: bool = True
     scene_hidden: int | None = None
     graph_hidden: int | None = None

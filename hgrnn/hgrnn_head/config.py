@@ -137,7 +137,7 @@ class HeadConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "HeadConfig":
+    def from_dict(cls, d: dict) -> HeadConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -248,7 +248,7 @@ class TrainConfig:
         return {**dataclasses.asdict(self), "streams": list(self.streams)}   # JSON-shaped
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 

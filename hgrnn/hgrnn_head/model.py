@@ -51,12 +51,13 @@ import dataclasses
 import torch
 import torch.nn as nn
 
-# the head's options live in the light config module (the CLI reads their defaults without
-# importing torch); they are part of this module's interface
 from hgrnn.hgrnn_head.config import FUSIONS, GRAPH_POOLS, RELATIONS, VARIANTS, HeadConfig
 
-__all__ = ["FUSIONS", "GRAPH_POOLS", "RELATIONS", "VARIANTS", "HGRNNHead", "HeadConfig",
-           "PersonAttention", "GraphRNN", "SceneRNN", "segment_max", "segment_max_others"]
+# the head's options live in the light config module (the CLI reads their defaults without
+# importing torch); they are part of this module's interface
+__all__ = ["FUSIONS", "GRAPH_POOLS", "RELATIONS", "VARIANTS", "GraphRNN", "HGRNNHead",
+           "HeadConfig", "PersonAttention", "SceneRNN", "segment_max", "segment_max_others"]
+
 
 def segment_max(values: torch.Tensor, segment: torch.Tensor, num_segments: int):
     """Max over the rows of each segment.
