@@ -197,29 +197,36 @@ class AttentionRound(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.ReLU(),
                                  nn.Linear(2 * hidden, hidden))
 
-    def forward(self, x, geometry, allowed):
-        # x (B, N, G) person states; geometry (B, N, N, 4); allowed (B, N, N) bool: may
-        # query i attend to key j (both real persons of the keyframe, and j != i for "others")
-        B, N, G = x.shape
+    def forward(self, h, where, geometry, allowed):
+        # h (P, G) person states; where = (keyframe, slot), each (P,): person i is row
+        # (keyframe[i], slot[i]) of the dense (B, N) layout; geometry (B, N, N, 4); allowed
+        # (B, N, N) bool: may query i attend to key j (both real persons of the keyframe, and
+        # j != i for "others"). Only the scores need the dense layout: the projections, the
+        # norms and the FFN run on the P real persons, none on padding.
+        B, N = allowed.shape[:2]
+        P, G = h.shape
         H, d = self.heads, self.head_dim
-        q, k, v = self.qkv(x).view(B, N, 3, H, d).permute(2, 0, 3, 1, 4)  # each (B, H, N, d)
+        qkv = h.new_zeros((B, N, 3 * G))
+        qkv[where] = self.qkv(h)  # (B, N, 3G); padding rows stay 0 (and are masked)
+        q, k, v = qkv.view(B, N, 3, H, d).permute(2, 0, 3, 1, 4)  # each (B, H, N, d)
         scores = q @ k.transpose(-1, -2) / d ** 0.5  # (B, H, N, N)
         scores = scores + self.geometry(geometry).permute(0, 3, 1, 2)  # + bias (B, H, N, N)
         scores = scores.masked_fill(~allowed[:, None], float("-inf"))
         weights = torch.softmax(scores, dim=-1)  # (B, H, N, N)
         # a query with no key to attend to (alone under "others", or a padding row) gets 0
         weights = torch.where(allowed.any(-1)[:, None, :, None], weights, 0.0)
-        attended = (weights @ v).transpose(1, 2).reshape(B, N, G)  # (B, N, G)
-        x = self.norm1(x + self.out(attended))
-        return self.norm2(x + self.ffn(x))  # (B, N, G)
+        attended = (weights @ v).transpose(1, 2).reshape(B, N, G)[where]  # (P, G)
+        h = self.norm1(h + self.out(attended))
+        return self.norm2(h + self.ffn(h))  # (P, G)
 
 
 class PersonAttention(nn.Module):
     """Relation level beyond the paper: J attention rounds over each keyframe's persons.
 
-    The persons (flat, ragged) are laid out dense per keyframe, (B, N, G) with N the largest
-    person count of the batch, padding masked out of every attention; a person's output
-    therefore depends only on the persons of its own keyframe, as with the graph RNN.
+    The attention scores of the persons (flat, ragged) are computed in a dense layout per
+    keyframe, (B, H, N, N) with N the largest person count of the batch, padding masked out;
+    a person's output therefore depends only on the persons of its own keyframe, as with the
+    graph RNN.
     """
 
     def __init__(self, cfg: HeadConfig, context_dim: int):
@@ -236,7 +243,7 @@ class PersonAttention(nn.Module):
         if len(h) == 0:
             return h
         slot, N = to_dense(keyframe, num_keyframes)  # (P,), N
-        B, G = num_keyframes, h.shape[1]
+        B = num_keyframes
         real = torch.zeros(B, N, dtype=torch.bool, device=h.device)
         real[keyframe, slot] = True  # (B, N)
         dense_boxes = boxes.new_zeros((B, N, 4))
@@ -245,11 +252,9 @@ class PersonAttention(nn.Module):
         allowed = real[:, :, None] & real[:, None, :]  # (B, N, N)
         if not self.attend_self:
             allowed = allowed & ~torch.eye(N, dtype=torch.bool, device=h.device)
-        x = h.new_zeros((B, N, G))
-        x[keyframe, slot] = h  # (B, N, G)
         for round_ in self.rounds:
-            x = round_(x, geometry, allowed)  # (B, N, G)
-        return x[keyframe, slot]  # (P, G)
+            h = round_(h, (keyframe, slot), geometry, allowed)  # (P, G)
+        return h
 
 
 class HGRNNHead(nn.Module):
