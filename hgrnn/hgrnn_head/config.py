@@ -134,7 +134,10 @@ class HeadConfig:
         return f"{name} ({', '.join(parts)})" if parts else name
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if self.stream_dims is not None:
+            d["stream_dims"] = list(self.stream_dims)     # JSON-shaped
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> HeadConfig:
