@@ -14,10 +14,11 @@ made up, so that what each person's feature shows is known:
   of the neighbouring keyframes show.
 
 Each video is split in time: keyframes before 1500 s train (``<video>_a``), the rest validate
-(``<video>_b``). The rows `person` (per-person head), `hgrnn` (graph RNN) and `hgrnn_attn`
-(attention) are trained with `hgrnn ablate` (3 seeds) and the per-class AP gain of each
-relation module over the per-person head is printed for the receiver classes ('talk to'
-and the mAP for reference).
+(``<video>_b``). The rows `person` (per-person head), `scene` (scene RNN, no relation
+module: what the max-pooled persons of the window alone add), `hgrnn` (scene RNN + graph RNN)
+and `hgrnn_attn` (scene RNN + attention) are trained with `hgrnn ablate` (3 seeds) and the
+per-class AP gain of each over the per-person head is printed for the receiver classes
+('talk to' and the mAP for reference).
 
     python benchmarks/ava_relations.py --ava ../shared/ava --out ava_rel            # paper's
     python benchmarks/ava_relations.py --ava ../shared/ava --out ava_rel --steps 3000 --lr 1e-3
@@ -45,7 +46,7 @@ REFERENCE = ("talk to (e.g., self, a person, a group)",)
 FEATURE_DIM = 64
 AMPLITUDE = 2.0
 SPLIT_TS = 1500
-ROWS = ("person", "hgrnn", "hgrnn_attn")
+ROWS = ("person", "scene", "hgrnn", "hgrnn_attn")
 
 
 def write_stores(ava: Path, out: Path, seed: int = 0) -> tuple[str, str]:
@@ -95,12 +96,11 @@ def gains(csv_path, classes=RECEIVERS + REFERENCE) -> list[dict]:
         entry = {"class": cls}
         for row, seeds in by_row.items():
             entry[row] = [100 * float(seeds[s][key]) for s in sorted(seeds) if seeds[s][key]]
-        for row in by_row:
-            if row != "person" and "person" in by_row:
-                common = sorted(set(by_row[row]) & set(by_row["person"]))
-                entry[f"{row}-person"] = [100 * (float(by_row[row][s][key])
-                                                 - float(by_row["person"][s][key]))
-                                          for s in common]
+        base = by_row.get("person", {})
+        for row, seeds in by_row.items():
+            if row != "person" and base:
+                entry[f"{row}-person"] = [100 * (float(seeds[s][key]) - float(base[s][key]))
+                                          for s in sorted(set(seeds) & set(base))]
         out.append(entry)
     return out
 
