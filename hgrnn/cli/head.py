@@ -345,7 +345,8 @@ def ablate_cmd(train_store, val_store, out_dir, rows, seeds, jobs, steps, batch_
     """Reproduce the paper's ablations (Tables 1-4) as a grid of head runs.
 
     Rows: the per-person baseline, Graph-RNN only, Scene-RNN only, HGRNN with l = 0/1/3 and
-    J = 1/2/3, and on a store with a flow stream HGRNN on RGB+Flow (Table 4: RGB vs
+    J = 1/2/3, options beyond the paper (attention over the persons, ...), and on a store
+    with a flow stream HGRNN on RGB+Flow, concatenated and late-fused (Table 4: RGB vs
     RGB+Flow x GT vs detected boxes); each trained with --seeds seeds in parallel processes and scored on the
     validation store. Writes ablation.md (tables, mean ± std over seeds, overall and per class
     group of a synthetic store), ablation.csv (every run, every class) and ablation.png.
