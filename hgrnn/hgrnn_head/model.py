@@ -259,7 +259,8 @@ class PersonAttention(nn.Module):
 
 class HGRNNHead(nn.Module):
     """The head. ``forward(batch)`` takes a ``WindowBatch`` (or anything with its fields:
-    clip, ctx_feats, ctx_segment, feats, keyframe) and returns logits (P, K)."""
+    clip, ctx_feats, ctx_segment, feats, keyframe, and boxes for the attention relation) and
+    returns logits (P, K)."""
 
     def __init__(self, cfg: HeadConfig):
         super().__init__()
