@@ -118,3 +118,13 @@ def test_titles_name_the_model_and_only_its_options():
     assert HeadConfig(variant="scene", fusion="late").describe() == "Scene-RNN (l=3, late fusion)"
     title = charts.eval_title("val.h5", "gt", mAP=0.25, model="per-person head")
     assert title.startswith("per-person head · frame-mAP 25.0")
+    # a long title stays inside the figure (wrapped), every word of it kept
+    long = charts.eval_title("ava_val_v2.1_features.h5", "gt", "ava-2018", 0.2115,
+                             model=HeadConfig(relation="attention").describe())
+    fig = charts.per_class_ap_figure({"talk to (e.g., self, a person, a group)": 0.5,
+                                      "b": None}, 0.5, title=long)
+    fig.canvas.draw()
+    shown = fig.axes[0].title
+    box = shown.get_window_extent(fig.canvas.get_renderer())
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width
+    assert shown.get_text().split() == long.split()

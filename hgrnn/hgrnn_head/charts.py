@@ -24,6 +24,8 @@ as AVA papers quote them): the functions take fractions, as the evaluator return
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 
 from hgrnn.metrics import format_percent
@@ -101,7 +103,9 @@ def per_class_ap_figure(per_class: dict, mAP: float, *, title: str | None = None
                                      edgecolor="0.6", linewidth=0))
         labels.append(f"no instances: {n_na} of {len(names)} classes (left out of the mAP)")
     fig.legend(handles, labels, loc="lower center", ncol=1, fontsize=8, frameon=False)
-    ax.set_title(title or eval_title(mAP=mAP), fontsize=9)
+    # a long title (model, mAP, store, boxes, protocol) goes on two lines, not off the figure
+    ax.set_title(textwrap.fill(title or eval_title(mAP=mAP), 70, break_on_hyphens=False),
+                 fontsize=9)
     fig.tight_layout(rect=(0, (0.5 if n_na else 0.3) / fig.get_figheight(), 1, 1))
     return fig
 
