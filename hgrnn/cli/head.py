@@ -108,9 +108,9 @@ _NOT_IN_CONFIG = ("resume", "config", "help")
                    "metrics.jsonl, loss.png, config.json. Required (here or in --config).")
 @click.option("--config", "config", type=click.Path(exists=True, dir_okay=False),
               help="A JSON or TOML file (.toml) of train-head options, keys as the options' "
-                   "names (graph_hidden for --graph-hidden); options given on the command line "
-                   "win. A run folder's config.json is one: --config RUN/config.json repeats "
-                   "the run (give another --out).")
+                   "names (graph_hidden for --graph-hidden), paths as on the command line; "
+                   "options given on the command line win. A run folder's config.json is one: "
+                   "--config RUN/config.json repeats the run (give another --out).")
 @click.option("--model", "variant", type=click.Choice(["hgrnn", "scene", "graph", "person"]),
               default=_default_of(_Head, "variant"), show_default=True,
               help="hgrnn: scene RNN + graph RNN (the paper). scene: scene RNN only, no graph "
