@@ -185,7 +185,7 @@ def test_attention_and_late_fusion_rows_reach_the_head_and_the_tables(tmp_path):
     by the tables' names in ablation.png."""
     import torch
     train, val = tmp_path / "tr2.h5", tmp_path / "va2.h5"
-    two = dict(keyframes=8, streams=("rgb", "flow"))
+    two = {"keyframes": 8, "streams": ("rgb", "flow")}
     write_synthetic_store(train, SynthConfig(videos=3, seed=21, **two), progress=False)
     write_synthetic_store(val, SynthConfig(videos=2, seed=22, **two), progress=False)
     cfg = A.AblateConfig(rows=("hgrnn", "hgrnn_attn", "hgrnn_flow", "hgrnn_late"), seeds=1,
