@@ -48,7 +48,8 @@ def _with(options):
 @click.command("predict")
 @click.argument("videos", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--checkpoint", required=True, type=click.Path(exists=True),
-              help="A train-head checkpoint (RUN/last.pt, or RUN itself).")
+              help="A train-head checkpoint (RUN/last.pt or RUN/best.pt; RUN itself means "
+                   "last.pt).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder: results.csv, <video>.mp4 (predictions drawn), features.h5.")
 @time_offset_option

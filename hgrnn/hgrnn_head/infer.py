@@ -301,7 +301,8 @@ def evaluate_store(store, checkpoint, gt_boxes=False, out_dir=None, nms_iou=DEFA
                      "result_rows": len(results)},
         }
         (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-        title = eval_title(Path(fs.path).name, source, protocol, result.mAP)
+        title = eval_title(Path(fs.path).name, source, protocol, result.mAP,
+                           model=model.cfg.describe())
         if gt_csv is not None:
             title += f" · gt {Path(str(gt_csv)).name}"
         plot_per_class_ap(result.per_class, result.mAP, out / "per_class_ap.png", title=title,
