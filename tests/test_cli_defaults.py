@@ -22,6 +22,7 @@ from hgrnn.pipeline.example_config import ExampleConfig
 from hgrnn.pipeline.extract.config import ExtractConfig
 from hgrnn.pipeline.finetune_config import FinetuneConfig
 from hgrnn.pipeline.import_features import ImportConfig
+from hgrnn.hgrnn_head.config import HeadConfig, TrainConfig
 from hgrnn.track_config import TrackConfig
 
 #: command -> the config dataclasses its options fill (an option named like a field of one
@@ -45,12 +46,15 @@ CONFIGS = {
     "report": (VideoSource,),
     "synth": (SynthConfig,),
     "track": (TrackConfig,),
+    "train-head": (HeadConfig, TrainConfig),
     "visualize": (PredictConfig, VideoSource),    # the drawing options are predict's
 }
 
-#: Not checked here: their options and configs (hgrnn/cli/head.py, hgrnn.hgrnn_head) are
-#: being changed by another engineer right now; they join CONFIGS afterwards.
-NOT_YET = {"train-head", "ablate", "eval"}
+#: Not checked here yet: `eval` has no config dataclass (its defaults are
+#: `infer.evaluate_store`'s keywords), and `AblateConfig` lives in the heavy
+#: `hgrnn_head/ablate.py` (torch), so the CLI cannot read it at `--help`; both repeat a few
+#: defaults (--nms-iou, --seeds, --jobs) until they get light configs.
+NOT_YET = {"ablate", "eval"}
 
 #: Options that on purpose default to something else than the field: (command, parameter)
 #: -> why.

@@ -2,6 +2,7 @@
 
 import click
 
+from hgrnn.cli.options import default_of
 # the head's config dataclasses: a light module (no torch), read for the options' defaults
 from hgrnn.hgrnn_head.config import HeadConfig as _Head
 from hgrnn.hgrnn_head.config import TrainConfig as _Train
@@ -14,13 +15,6 @@ def _parse_head_streams(ctx, param, value):
         raise click.BadParameter(f"{value!r}: expected stream names joined by '+', e.g. "
                                  f"rgb, flow or rgb+flow")
     return streams
-
-
-def _default_of(config_class, field: str):
-    """The default of a config dataclass field: click options read their defaults here, so
-    that a default is written once, in the dataclass. (Private to this module for now; the
-    same helper is being added to cli/options.py.)"""
-    return config_class.__dataclass_fields__[field].default
 
 
 def _config_key(param) -> str:
@@ -112,130 +106,130 @@ _NOT_IN_CONFIG = ("resume", "config", "help")
                    "options given on the command line win. A run folder's config.json is one: "
                    "--config RUN/config.json repeats the run (give another --out).")
 @click.option("--model", "variant", type=click.Choice(["hgrnn", "scene", "graph", "person"]),
-              default=_default_of(_Head, "variant"), show_default=True,
+              default=default_of(_Head, "variant"), show_default=True,
               help="hgrnn: scene RNN + graph RNN (the paper). scene: scene RNN only, no graph "
                    "iterations (paper Table 2). graph: graph RNN only, no scene RNN, clip "
                    "features unused (the paper's l=0 row). person: per-person classifier on "
                    "x_p alone (the AVA 'I3D head' baseline).")
 @click.option("--relation", type=click.Choice(["gru", "attention"]),
-              default=_default_of(_Head, "relation"), show_default=True,
+              default=default_of(_Head, "relation"), show_default=True,
               help="The relation level of hgrnn/graph: gru (the paper's graph RNN: max-pooled "
                    "message, GRU update) or attention (beyond the paper: J rounds of multi-head "
                    "self-attention over the keyframe's persons, box geometry as a learned bias).")
 @click.option("--attention-heads", type=click.IntRange(min=1),
-              default=_default_of(_Head, "attention_heads"), show_default=True,
+              default=default_of(_Head, "attention_heads"), show_default=True,
               help="Heads of --relation attention (must divide --graph-hidden).")
 @click.option("--fusion", type=click.Choice(["concat", "late"]),
-              default=_default_of(_Head, "fusion"), show_default=True,
+              default=default_of(_Head, "fusion"), show_default=True,
               help="Two-stream features (--streams rgb+flow): concat (one head on the "
                    "concatenated streams, the paper's reading) or late (one head per stream, "
                    "logits summed).")
 @click.option("--context", "-l", type=click.IntRange(min=0),
-              default=_default_of(_Head, "context"), show_default=True,
+              default=default_of(_Head, "context"), show_default=True,
               help="l: keyframes before and after each keyframe seen by the scene RNN; "
                    "L = 2l+1 (paper: 3, about 7 s; Table 1 tries 0/1/3).")
 @click.option("--iterations", "-J", type=click.IntRange(min=0),
-              default=_default_of(_Head, "iterations"), show_default=True,
+              default=default_of(_Head, "iterations"), show_default=True,
               help="J: graph RNN iterations, or attention rounds (paper: 2; Table 3 tries 1/2/3).")
 @click.option("--scene-hidden", type=click.IntRange(min=1),
-              default=_default_of(_Head, "scene_hidden"), show_default=True,
+              default=default_of(_Head, "scene_hidden"), show_default=True,
               help="Hidden size of each direction of the scene biGRU (h_c has twice this). "
                    "Not stated by the paper.")
 @click.option("--graph-hidden", type=click.IntRange(min=1),
-              default=_default_of(_Head, "graph_hidden"), show_default=True,
+              default=default_of(_Head, "graph_hidden"), show_default=True,
               help="Hidden size of the graph GRU cell (or of the attention's person states). "
                    "Not stated by the paper.")
-@click.option("--h0", type=click.Choice(["zeros", "project"]), default=_default_of(_Head, "h0"),
+@click.option("--h0", type=click.Choice(["zeros", "project"]), default=default_of(_Head, "h0"),
               show_default=True,
               help="Initial graph state: zeros (iteration 1 sees no other person) or a "
                    "projection of x_p ⊕ h_c (attention always projects).")
 @click.option("--empty-pool", type=click.Choice(["zeros", "learned"]),
-              default=_default_of(_Head, "empty_pool"), show_default=True,
+              default=default_of(_Head, "empty_pool"), show_default=True,
               help="Max-pooled persons x_P of a window keyframe with nobody: zeros or a learned "
                    "vector.")
 @click.option("--window-pad", type=click.Choice(["edge", "zero"]),
-              default=_default_of(_Head, "window_pad"), show_default=True,
+              default=default_of(_Head, "window_pad"), show_default=True,
               help="Window slots before a video's first / after its last keyframe: repeat the "
                    "edge keyframe, or a zero clip feature without persons.")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True),
-              default=_default_of(_Head, "dropout"), show_default=True,
+              default=default_of(_Head, "dropout"), show_default=True,
               help="Dropout on person features and before the classifier.")
 @click.option("--graph-pool", type=click.Choice(["all", "others"]),
-              default=_default_of(_Head, "graph_pool"), show_default=True,
+              default=default_of(_Head, "graph_pool"), show_default=True,
               help="What the graph RNN's message max-pools over: all persons of the keyframe "
                    "(the paper's 'maxpool over all nodes', the person itself included) or the "
                    "others only (zeros for a person alone). With attention: whether a person "
                    "attends to itself.")
-@click.option("--steps", type=click.IntRange(min=1), default=_default_of(_Train, "steps"),
+@click.option("--steps", type=click.IntRange(min=1), default=default_of(_Train, "steps"),
               show_default=True, help="Training steps (paper: 1000).")
 @click.option("--batch-size", type=click.IntRange(min=1),
-              default=_default_of(_Train, "batch_size"), show_default=True,
+              default=default_of(_Train, "batch_size"), show_default=True,
               help="Random keyframes per step, all their persons (paper: 50).")
-@click.option("--lr", type=float, default=_default_of(_Train, "lr"), show_default=True,
+@click.option("--lr", type=float, default=default_of(_Train, "lr"), show_default=True,
               help="Adam learning rate (paper: 1e-4, constant).")
 @click.option("--lr-schedule", type=click.Choice(["constant", "cosine", "step"]),
-              default=_default_of(_Train, "lr_schedule"), show_default=True,
+              default=default_of(_Train, "lr_schedule"), show_default=True,
               help="constant (the paper's), cosine (down to 0 at the last step) or step (times "
                    "--lr-gamma every --lr-step-every steps), after --warmup.")
-@click.option("--warmup", type=click.IntRange(min=0), default=_default_of(_Train, "warmup"),
+@click.option("--warmup", type=click.IntRange(min=0), default=default_of(_Train, "warmup"),
               show_default=True, help="Steps of linear learning-rate warm-up from 0.")
 @click.option("--lr-step-every", type=click.IntRange(min=1),
-              default=_default_of(_Train, "lr_step_every"), show_default=True,
+              default=default_of(_Train, "lr_step_every"), show_default=True,
               help="--lr-schedule step: steps between two lr drops.")
 @click.option("--lr-gamma", type=click.FloatRange(0, 1, min_open=True),
-              default=_default_of(_Train, "lr_gamma"), show_default=True,
+              default=default_of(_Train, "lr_gamma"), show_default=True,
               help="--lr-schedule step: factor of each drop.")
 @click.option("--weight-decay", type=click.FloatRange(min=0),
-              default=_default_of(_Train, "weight_decay"), show_default=True,
+              default=default_of(_Train, "weight_decay"), show_default=True,
               help="Decoupled weight decay; > 0 trains with AdamW instead of Adam.")
 @click.option("--init-from", type=click.Path(exists=True),
-              default=_default_of(_Train, "init_from"),
+              default=default_of(_Train, "init_from"),
               help="Start from another run's weights (RUN, RUN/last.pt or RUN/best.pt) with a "
                    "new optimiser, schedule and step count; the head's shapes must match.")
 @click.option("--focal-gamma", type=click.FloatRange(min=0),
-              default=_default_of(_Train, "focal_gamma"), show_default=True,
+              default=default_of(_Train, "focal_gamma"), show_default=True,
               help="Focal loss gamma (paper: 2; 0 = binary cross-entropy).")
 @click.option("--focal-alpha", type=click.FloatRange(0, 1),
-              default=_default_of(_Train, "focal_alpha"),
+              default=default_of(_Train, "focal_alpha"),
               help="Focal loss alpha weighting positives (default: none).")
-@click.option("--seed", type=int, default=_default_of(_Train, "seed"), show_default=True,
+@click.option("--seed", type=int, default=default_of(_Train, "seed"), show_default=True,
               help="Initialisation and batch sampling; the same seed repeats a run exactly "
                    "on the CPU.")
-@click.option("--device", default=_default_of(_Train, "device"), show_default=True,
+@click.option("--device", default=default_of(_Train, "device"), show_default=True,
               help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N.")
 @click.option("--val-store", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Validation store, scored with its ground-truth boxes (frame-mAP) every "
                    "--val-every steps and at the end; the best one's checkpoint is best.pt.")
-@click.option("--val-every", type=click.IntRange(min=0), default=_default_of(_Train, "val_every"),
+@click.option("--val-every", type=click.IntRange(min=0), default=default_of(_Train, "val_every"),
               show_default=True,
               help="Validation interval in steps (0: only at the end). Each validation scores "
                    "the whole val store, about as long as `hgrnn eval --gt-boxes`.")
 @click.option("--box-source", type=click.Choice(["gt", "det"]),
-              default=_default_of(_Train, "box_source"), show_default=True,
+              default=default_of(_Train, "box_source"), show_default=True,
               help="Persons to train on (paper: ground-truth boxes).")
 @click.option("--context-boxes", type=click.Choice(["gt", "det"]),
-              default=_default_of(_Train, "context_boxes"), show_default=True,
+              default=default_of(_Train, "context_boxes"), show_default=True,
               help="Persons the scene RNN pools in the context keyframes (all window slots but "
                    "the centre, whose persons stay --box-source): gt (the paper's reading) or "
                    "the store's detections, as at inference.")
-@click.option("--streams", default="+".join(_default_of(_Train, "streams")), show_default=True,
+@click.option("--streams", default="+".join(default_of(_Train, "streams")), show_default=True,
               callback=_parse_head_streams,
               help="Feature streams of the store the head sees: rgb, flow or rgb+flow "
                    "(concatenated per keyframe and per person: the paper's RGB+Flow, C = 512 "
                    "for two 256-d streams; see --fusion). The checkpoint records them; eval "
                    "reads the same.")
 @click.option("--checkpoint-every", type=click.IntRange(min=1),
-              default=_default_of(_Train, "checkpoint_every"), show_default=True,
+              default=default_of(_Train, "checkpoint_every"), show_default=True,
               help="Rewrite RUN_DIR/last.pt every N steps (and at the end).")
 @click.option("--log-every", type=click.IntRange(min=1),
-              default=_default_of(_Train, "log_every"), show_default=True,
+              default=default_of(_Train, "log_every"), show_default=True,
               help="Write a metrics.jsonl line every N steps.")
 @click.option("--num-workers", type=click.IntRange(min=0),
-              default=_default_of(_Train, "num_workers"), show_default=True,
+              default=default_of(_Train, "num_workers"), show_default=True,
               help="Background processes building batches (0: in the training loop; batches "
                    "of an in-memory store take about a millisecond).")
 @click.option("--threads", "num_threads", type=click.IntRange(min=0),
-              default=_default_of(_Train, "num_threads"), show_default=True,
+              default=default_of(_Train, "num_threads"), show_default=True,
               help="torch CPU threads (0: torch's default, one per core). The head's matrices "
                    "are small: 1 is as fast on a free CPU and several times faster when other "
                    "processes share the cores.")
@@ -324,14 +318,14 @@ def train_head_cmd(ctx, **_):
               help="Seeds per row (0..N-1); tables give mean ± std over them.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=2, show_default=True,
               help="Parallel worker processes (one torch thread each).")
-@click.option("--steps", type=click.IntRange(min=1), default=_default_of(_Train, "steps"),
+@click.option("--steps", type=click.IntRange(min=1), default=default_of(_Train, "steps"),
               show_default=True, help="Training steps per run (paper: 1000).")
 @click.option("--batch-size", type=click.IntRange(min=1),
-              default=_default_of(_Train, "batch_size"), show_default=True,
+              default=default_of(_Train, "batch_size"), show_default=True,
               help="Keyframes per step (paper: 50).")
-@click.option("--lr", type=float, default=_default_of(_Train, "lr"), show_default=True,
+@click.option("--lr", type=float, default=default_of(_Train, "lr"), show_default=True,
               help="Adam learning rate (paper: 1e-4).")
-@click.option("--h0", type=click.Choice(["zeros", "project"]), default=_default_of(_Head, "h0"),
+@click.option("--h0", type=click.Choice(["zeros", "project"]), default=default_of(_Head, "h0"),
               show_default=True,
               help="Graph RNN initial state (zeros: J=1 sees no other person).")
 @click.option("--scene-hidden", type=click.IntRange(min=1),

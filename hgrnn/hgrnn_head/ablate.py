@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from hgrnn.console import progress_bar
 from hgrnn.data import synthetic
+from hgrnn.data.store import open_h5, read_info
 from hgrnn.data.windows import FeatureStore
 from hgrnn.hgrnn_head.charts import plot_ablation
 from hgrnn.hgrnn_head.infer import evaluate_store
@@ -147,7 +148,6 @@ class AblateConfig:
 
 def store_streams(store_path) -> tuple:
     """Names of the feature streams of a store (root attribute `streams`)."""
-    from hgrnn.data.store import open_h5, read_info
     with open_h5(os.fspath(store_path)) as f:
         return tuple(str(s[0]) for s in read_info(f, os.fspath(store_path)).streams)
 
