@@ -55,9 +55,7 @@ def phase_train(args) -> dict:
 
 
 def phase_eval(args) -> dict:
-    import hgrnn.data.ava as ava
     import hgrnn.hgrnn_head.infer as infer
-    import hgrnn.metrics as metrics
 
     spent, returned = {}, {}
 
@@ -70,10 +68,11 @@ def phase_eval(args) -> dict:
             return out
         return wrapper
 
+    # the names evaluate_store calls, in its own module
     infer.predict_store = timed("predict_s", infer.predict_store)
     infer.store_ground_truth = timed("ground_truth_s", infer.store_ground_truth)
-    metrics.evaluate = timed("evaluate_s", metrics.evaluate)
-    ava.write_results = timed("write_csv_s", ava.write_results)
+    infer.evaluate = timed("evaluate_s", infer.evaluate)
+    infer.write_results = timed("write_csv_s", infer.write_results)
     t, cpu = time.perf_counter(), time.process_time()
     out_dir = os.path.join(args.run, "eval") if args.write_csv else None
     result = infer.evaluate_store(args.store, args.run, out_dir=out_dir, progress=not args.quiet,

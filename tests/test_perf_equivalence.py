@@ -1,11 +1,14 @@
 """The optimised code paths against the implementations they replaced (kept here as slow
 references): the head's graph GRU and scene RNN give the same outputs and gradients to
-float rounding."""
+float rounding; the result / annotation CSV writers write the same bytes as formatting
+every value with repr / numpy's str did."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
+from hgrnn.data.ava import AvaRows, write_annotations, write_results
 from hgrnn.hgrnn_head.model import HeadConfig, HGRNNHead, segment_max, segment_max_others
 from test_model import C, K, make_batch  # noqa: E402  (tests/ is on sys.path under pytest)
 
@@ -131,3 +134,111 @@ def test_default_sizes_match_previous_implementation(dtype, tol):
     assert got_grads.keys() == want_grads.keys()
     for name, w in want_grads.items():
         assert (got_grads[name] - w).abs().max() <= tol * w.abs().max(), name
+
+
+# ---- the result-CSV writer: the previous formatting -------------------------------------
+
+def reference_csv(rows: AvaRows, last="scores") -> str:
+    """The CSV text the writer wrote before it used pyarrow, row by row: Python's repr for
+    float64 values (boxes64 / scores64), numpy's str for float32 ones, the timestamp
+    zero-padded to 4 digits; then the 2-column empty keyframes (write_annotations)."""
+    def text(values, k):
+        v = values[k]
+        return repr(float(v)) if values.dtype == np.float64 else str(np.float32(v))
+
+    boxes = rows.boxes64 if rows.boxes64 is not None else rows.boxes
+    if last == "person_ids":
+        last_values = rows.person_ids
+    elif rows.scores64 is not None:
+        last_values = rows.scores64
+    elif rows.scores is not None:
+        last_values = rows.scores
+    else:
+        last_values = np.ones(len(rows), np.float32)
+    lines = []
+    for k in range(len(rows)):
+        fields = [str(rows.video_ids[k]), f"{int(rows.timestamps[k]):04d}",
+                  *[text(boxes[:, c], k) for c in range(4)], str(int(rows.action_ids[k]))]
+        if last_values is not None:
+            fields.append(str(int(last_values[k])) if last_values.dtype.kind in "iu"
+                          else text(last_values, k))
+        lines.append(",".join(fields) + "\n")
+    if last == "person_ids" and rows.empty_video_ids is not None:
+        lines += [f"{v},{int(t):04d}\n" for v, t in zip(rows.empty_video_ids,
+                                                         rows.empty_timestamps)]
+    return "".join(lines)
+
+
+def tricky_floats(rng, n, dtype):
+    """Values where the notations of repr / numpy's str and pyarrow's cast part: scores near
+    0 and 1, the 1e-4 switch to scientific notation, integers, many significant digits,
+    subnormals, large values, NaN and infinities, and random values of every magnitude."""
+    f = np.finfo(dtype)
+    special = np.array([
+        0.0, -0.0, 1.0, -1.0, 2.0, 100.0, 0.5, 0.1, 1 / 3, 2 / 3, 0.16217755,
+        1e-4, 1e-5, 1e-6, 1e-7, 1.5e-7, 9.9e-7, 1.2345678e-5, 99999.99, 1e5, 123456.7, 1e6,
+        1e16, 1e20, f.tiny, f.smallest_subnormal, f.max, np.nan, np.inf, -np.inf],
+        np.float64).astype(dtype)
+    edges = np.concatenate([
+        np.nextafter(np.array([1e-4, 1e-5, 1e-6, 1e-7, 1e5, 1.0, 0.0], dtype),
+                     np.array(direction, dtype))
+        for direction in (-np.inf, np.inf)])  # one ulp either side of the switches
+    magnitudes = (10.0 ** rng.uniform(np.log10(f.smallest_subnormal), 7, n)).astype(dtype)
+    unit = rng.random(n).astype(dtype)  # scores and coordinates: [0, 1)
+    near_one = (1 - rng.random(n) * 1e-6).astype(dtype)
+    near_zero = (rng.random(n) * 1e-4).astype(dtype)
+    values = np.concatenate([special, edges, magnitudes, unit, near_one, near_zero])
+    return values * rng.choice(np.array([1, 1, 1, -1], dtype), len(values))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_writer_matches_previous_formatting(tmp_path, monkeypatch, dtype):
+    import hgrnn.data.ava as ava
+
+    monkeypatch.setattr(ava, "_WRITE_CHUNK_ROWS", 1000)   # several chunks, runs across them
+    rng = np.random.default_rng(0)
+    scores = tricky_floats(rng, 2000, dtype)
+    n = len(scores)
+    # boxes repeat over runs of rows (one box per action, as AVA files list them), some runs
+    # made of tricky values too
+    run = np.repeat(np.arange(n), rng.integers(1, 6, n))[:n]
+    box_values = np.resize(tricky_floats(rng, 2000, dtype), (n, 4))
+    boxes = np.where(rng.random((n, 1)) < 0.5, rng.random((n, 4)).astype(dtype), box_values)[run]
+    video = np.array(["vid000", "-5KQ66BBWC4", "", "ünï,code"])[np.minimum(run % 7, 3)]
+    ts = rng.choice([0, 5, 902, 1798, 9999, 10000, 123456, -3], n)[run]
+    acts = rng.integers(-1, 81, n)
+    if dtype == np.float32:
+        rows = AvaRows.from_arrays(video, ts, boxes, acts, scores=scores)
+    else:  # rows read from a file carry the float64 values they were parsed from
+        rows = AvaRows(video, ts, boxes.astype(np.float32), acts, None,
+                       scores.astype(np.float32), {}, boxes64=boxes.astype(np.float64),
+                       scores64=scores)
+    write_results(tmp_path / "r.csv", rows)
+    got = (tmp_path / "r.csv").read_bytes()
+    want = reference_csv(rows).encode()
+    assert got == want
+    # rows without scores (a person-box file): score 1
+    plain = AvaRows.from_arrays(video, ts, boxes, acts)
+    write_results(tmp_path / "p.csv", plain)
+    assert (tmp_path / "p.csv").read_bytes() == reference_csv(plain).encode()
+
+
+def test_writer_ground_truth_and_empty(tmp_path):
+    rng = np.random.default_rng(1)
+    n = 300
+    boxes = rng.random((n, 4)).astype(np.float32)
+    boxes[::3] = np.float32(1e-5)
+    base = AvaRows.from_arrays(rng.choice(["a", "b"], n), rng.integers(900, 1800, n), boxes,
+                               rng.integers(1, 81, n), person_ids=rng.integers(-1, 40, n))
+    gt = AvaRows(base.video_ids, base.timestamps, base.boxes, base.action_ids, base.person_ids,
+                 None, {}, empty_video_ids=np.array(["c", "d"]),
+                 empty_timestamps=np.array([902, 7]))
+    write_annotations(tmp_path / "g.csv", gt)
+    assert (tmp_path / "g.csv").read_bytes() == reference_csv(gt, "person_ids").encode()
+    no_pid = AvaRows.from_arrays(base.video_ids, base.timestamps, boxes, base.action_ids)
+    write_annotations(tmp_path / "g7.csv", no_pid)                     # 7 columns
+    assert (tmp_path / "g7.csv").read_bytes() == reference_csv(no_pid, "person_ids").encode()
+    # no rows at all: an empty file
+    empty = AvaRows.from_arrays([], [], np.zeros((0, 4)), [], scores=[])
+    write_results(tmp_path / "e.csv", empty)
+    assert (tmp_path / "e.csv").read_bytes() == b""
