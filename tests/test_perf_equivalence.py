@@ -242,3 +242,59 @@ def test_writer_ground_truth_and_empty(tmp_path):
     empty = AvaRows.from_arrays([], [], np.zeros((0, 4)), [], scores=[])
     write_results(tmp_path / "e.csv", empty)
     assert (tmp_path / "e.csv").read_bytes() == b""
+
+
+# ---- predict_store: the previous row assembly -------------------------------------------
+
+def previous_predict_store(model, fs, nms_iou, batch_keyframes, min_score=0.0):
+    """predict_store before it gathered the result columns once at the end: every batch's
+    rows copied out (video index, timestamp, box, action, score), concatenated."""
+    from hgrnn.data.windows import ContextWindows
+    from hgrnn.hgrnn_head.infer import class_nms
+
+    windows = ContextWindows(fs, l=model.cfg.window_context, pad=model.cfg.window_pad)
+    action_ids = torch.tensor(fs.label_map.ids, dtype=torch.int64)
+    model.eval()
+    parts = {"video": [], "ts": [], "boxes": [], "action": [], "score": []}
+    video_names = []
+    with torch.no_grad():
+        for s in range(0, len(windows), batch_keyframes):
+            batch = windows.batch(np.arange(s, min(s + batch_keyframes, len(windows))))
+            scores = torch.sigmoid(model(batch)) * batch.scores[:, None]
+            keep = class_nms(batch.boxes, scores, batch.keyframe, nms_iou)
+            if min_score > 0:
+                keep &= scores >= min_score
+            person, cls = keep.nonzero(as_tuple=True)
+            kf = batch.keyframe[person]
+            base = len(video_names)
+            video_names += list(batch.video_ids)
+            parts["video"].append((kf + base).numpy())
+            parts["ts"].append(batch.timestamps[kf].numpy())
+            parts["boxes"].append(batch.boxes[person].numpy())
+            parts["action"].append(action_ids[cls].numpy())
+            parts["score"].append(scores[person, cls].numpy())
+    cat = {k: np.concatenate(v) for k, v in parts.items()}
+    return AvaRows.from_arrays(np.asarray(video_names, dtype=str)[cat["video"]], cat["ts"],
+                               cat["boxes"], cat["action"], scores=cat["score"])
+
+
+@pytest.mark.parametrize("nms_iou,batch_keyframes,min_score", [
+    (0.5, 4, 0.0), (1.0, 7, 0.0), (0.3, 1000, 0.4)])
+def test_predict_store_matches_previous_assembly(tmp_path, nms_iou, batch_keyframes,
+                                                 min_score):
+    from hgrnn.data.windows import FeatureStore
+    from hgrnn.hgrnn_head.infer import predict_store
+    from test_train import make_store
+
+    path = make_store(tmp_path / "s.h5", videos=3, keyframes=15, seed=4, max_persons=5)
+    fs = FeatureStore(path, "det")
+    torch.manual_seed(0)
+    model = HGRNNHead(HeadConfig(feature_dim=fs.feature_dim, num_classes=len(fs.label_map),
+                                 context=1, scene_hidden=6, graph_hidden=10))
+    got = predict_store(model, fs, nms_iou=nms_iou, batch_keyframes=batch_keyframes,
+                        min_score=min_score)
+    want = previous_predict_store(model, fs, nms_iou, batch_keyframes, min_score)
+    assert len(got) == len(want) > 0
+    for name in ("video_ids", "timestamps", "boxes", "action_ids", "scores"):
+        a, b = getattr(got, name), getattr(want, name)
+        assert a.dtype == b.dtype and np.array_equal(a, b), name
