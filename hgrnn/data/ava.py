@@ -770,6 +770,7 @@ def _write_rows(path, rows, last, progress):
             offsets = np.frombuffer(lines.buffers()[1], np.int64)[
                 lines.offset:lines.offset + len(lines) + 1]
             f.write(memoryview(lines.buffers()[2])[offsets[0]:offsets[-1]])
+    pa.default_memory_pool().release_unused()  # hand the chunks' memory back to the system
 
 
 # ----------------------------------------------------------------------------------------
