@@ -93,6 +93,17 @@ def segment_max_others(values: torch.Tensor, segment: torch.Tensor, num_segments
     return others.masked_fill(alone[:, None], 0.0)
 
 
+def _gru_update(gi, gh, h):
+    """One GRU step from its input gates gi and hidden gates gh (..., 3H), gates [r, z, n],
+    and the state h (..., H): PyTorch's GRU equations in ATen's order of operations."""
+    i_r, i_z, i_n = gi.chunk(3, dim=-1)
+    h_r, h_z, h_n = gh.chunk(3, dim=-1)
+    r = torch.sigmoid(h_r + i_r)
+    z = torch.sigmoid(h_z + i_z)
+    n = torch.tanh(i_n + h_n * r)
+    return (h - n) * z + n
+
+
 class SceneRNN(nn.Module):
     """Lower level: temporal scene context h_c of each centre keyframe (paper eq. 2-3).
 
@@ -117,10 +128,29 @@ class SceneRNN(nn.Module):
         pooled, nonempty = segment_max(ctx_feats, ctx_segment, B * L)  # (B*L, C), (B*L,)
         if self.empty is not None:
             pooled = torch.where(nonempty[:, None], pooled, self.empty)
-        x = torch.cat([clip, pooled.view(B, L, C)], dim=-1)  # (B, L, 2C): x_c ⊕ x_P per slot
-        _, h_fwd = self.forward_gru(x[:, : l + 1])  # (1, B, Hs): after slots 0..l
-        _, h_bwd = self.backward_gru(x[:, l:].flip(1))  # (1, B, Hs): after slots L-1..l
-        return torch.cat([h_fwd[0], h_bwd[0]], dim=-1)  # (B, 2Hs): h_c, read at the centre
+        # x_c ⊕ x_P per slot, slot-major: the slots each direction reads are contiguous rows
+        x = torch.cat([clip.transpose(0, 1), pooled.view(B, L, C).transpose(0, 1)],
+                      dim=-1)  # (L, B, 2C)
+        h_fwd = _gru_last(self.forward_gru, x[: l + 1], reverse=False)  # after slots 0..l
+        h_bwd = _gru_last(self.backward_gru, x[l:], reverse=True)  # after slots L-1..l
+        return torch.cat([h_fwd, h_bwd], dim=-1)  # (B, 2Hs): h_c, read at the centre
+
+
+def _gru_last(gru: nn.GRU, x, reverse):
+    """The last state of the one-layer `gru` run over the slots of x (T, B, D) from a zero
+    state, in order or (reverse) from the last slot to the first: the same equations as
+    ``gru(x)`` (ATen's), with the input gates of all slots as one matrix product and no
+    hidden-state product for the zero initial state (unless T = 1: weight_hh then still
+    takes part, so that it gets a gradient as it did inside nn.GRU)."""
+    T, B, D = x.shape
+    gi = torch.addmm(gru.bias_ih_l0, x.reshape(T * B, D), gru.weight_ih_l0.t())  # (T*B, 3H)
+    gi = gi.view(T, B, -1).unbind(0)  # T x (B, 3H)
+    h = x.new_zeros((B, gru.hidden_size))
+    for n, t in enumerate(reversed(range(T)) if reverse else range(T)):
+        gh = (gru.bias_hh_l0.expand_as(gi[t]) if n == 0 and T > 1  # the zero state's gates
+              else torch.addmm(gru.bias_hh_l0, h, gru.weight_hh_l0.t()))  # (B, 3H)
+        h = _gru_update(gi[t], gh, h)
+    return h  # (B, H)
 
 
 class GraphRNN(nn.Module):
@@ -142,14 +172,32 @@ class GraphRNN(nn.Module):
             h = torch.tanh(self.project(node_in))  # (P, G)
         else:
             h = node_in.new_zeros((node_in.shape[0], self.hidden))  # (P, G)
-        for _ in range(self.iterations):
-            if self.pool_others:
-                m = segment_max_others(h, keyframe, num_keyframes)  # (P, G): max_{v != i} h_v
+        if self.iterations == 0:
+            return h
+        # self.cell's GRU on the input x_p [⊕ h_c] ⊕ m, with the input weights split in two:
+        # the x_p [⊕ h_c] part of the input gates is the same in every iteration (computed
+        # once), and a zero initial state (h0 "zeros") has m = 0 and hidden gates = bias in
+        # the first iteration (no matrix product); the same function as nn.GRUCell
+        cell = self.cell
+        # (contiguous copies: the matrix products' weight gradients then come out row-major
+        # and join into weight_ih's gradient fast)
+        w_node, w_m = (w.contiguous() for w in
+                       cell.weight_ih.split([node_in.shape[1], self.hidden], dim=1))
+        gi_node = torch.nn.functional.linear(node_in, w_node, cell.bias_ih)  # (P, 3G)
+        # (with J = 1 the m and hidden weights are still used, so that they get a gradient)
+        zero_state = self.project is None and self.iterations > 1
+        for j in range(self.iterations):
+            if j == 0 and zero_state:
+                gi, gh = gi_node, cell.bias_hh.expand_as(gi_node)
             else:
-                m, _ = segment_max(h, keyframe, num_keyframes)  # (B, G): maxpool_v h_v^(j-1)
-                m = m[keyframe]  # (P, G)
-            a = torch.cat([node_in, m], dim=-1)  # (P, C [+ 2Hs] + G)
-            h = self.cell(a, h)  # (P, G)
+                if self.pool_others:
+                    m = segment_max_others(h, keyframe, num_keyframes)  # (P, G): max_{v != i} h_v
+                else:
+                    m, _ = segment_max(h, keyframe, num_keyframes)  # (B, G): maxpool_v h_v^(j-1)
+                    m = m[keyframe]  # (P, G)
+                gi = torch.addmm(gi_node, m, w_m.t())  # (P, 3G): input gates of x ⊕ m
+                gh = torch.nn.functional.linear(h, cell.weight_hh, cell.bias_hh)  # (P, 3G)
+            h = _gru_update(gi, gh, h)  # (P, G)
         return h
 
 
