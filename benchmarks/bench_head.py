@@ -8,11 +8,13 @@
 3. eval: `evaluate_store` of that checkpoint on the val-scale store with its detections
    (as `hgrnn eval` without --out; with --write-csv also writing results.csv, metrics.json
    and the chart), in a fresh process: wall time split into prediction, ground truth,
-   evaluation (and CSV writing), result rows, peak RSS.
+   evaluation (and CSV writing), result rows, peak RSS; with --arrow-csv, afterwards, the
+   time pyarrow's own CSV writer takes for the same rows.
 
     .venv/bin/python benchmarks/bench_head.py                       # full scale, under /tmp
     .venv/bin/python benchmarks/bench_head.py --videos 20 --val-videos 8 --steps 100  # quick
     .venv/bin/python benchmarks/bench_head.py --threads 0           # torch's default threads
+    .venv/bin/python benchmarks/bench_head.py --write-csv --arrow-csv  # + results.csv, pyarrow
 
 Targets (2-core CPU): training < 90 s with batch building < 10% and peak memory < 3 GiB;
 eval < 60 s.
@@ -55,9 +57,7 @@ def phase_train(args) -> dict:
 
 
 def phase_eval(args) -> dict:
-    import hgrnn.data.ava as ava
     import hgrnn.hgrnn_head.infer as infer
-    import hgrnn.metrics as metrics
 
     spent, returned = {}, {}
 
@@ -70,17 +70,40 @@ def phase_eval(args) -> dict:
             return out
         return wrapper
 
+    # the names evaluate_store calls, in its own module
     infer.predict_store = timed("predict_s", infer.predict_store)
     infer.store_ground_truth = timed("ground_truth_s", infer.store_ground_truth)
-    metrics.evaluate = timed("evaluate_s", metrics.evaluate)
-    ava.write_results = timed("write_csv_s", ava.write_results)
+    infer.evaluate = timed("evaluate_s", infer.evaluate)
+    infer.write_results = timed("write_csv_s", infer.write_results)
     t, cpu = time.perf_counter(), time.process_time()
     out_dir = os.path.join(args.run, "eval") if args.write_csv else None
     result = infer.evaluate_store(args.store, args.run, out_dir=out_dir, progress=not args.quiet,
                                   device="cpu", num_threads=args.threads)
     wall = time.perf_counter() - t
-    return {"wall_s": wall, "cpu_s": time.process_time() - cpu, **spent,
-            "result_rows": len(returned["predict_s"]), "mAP": result.mAP, "peak_rss_gib": _peak_rss_gib()}
+    out = {"wall_s": wall, "cpu_s": time.process_time() - cpu, **spent,
+           "result_rows": len(returned["predict_s"]), "mAP": result.mAP,
+           "peak_rss_gib": _peak_rss_gib()}
+    if args.arrow_csv:  # after the run (its peak RSS is the command's): pyarrow's own writer
+        out["pyarrow_write_csv_s"] = _pyarrow_write_csv(returned["predict_s"],
+                                                        os.path.join(args.run, "arrow.csv"))
+    return out
+
+
+def _pyarrow_write_csv(rows, path) -> float:
+    """Seconds pyarrow.csv.write_csv takes for the same result rows (8 columns, no header,
+    no quotes; its own number notation), the yardstick of `write_results`."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    t = time.perf_counter()
+    b = rows.boxes
+    table = pa.table({"video": rows.video_ids, "ts": rows.timestamps, "x1": b[:, 0],
+                      "y1": b[:, 1], "x2": b[:, 2], "y2": b[:, 3], "action": rows.action_ids,
+                      "score": rows.scores})
+    pcsv.write_csv(table, path, pcsv.WriteOptions(include_header=False, quoting_style="none"))
+    seconds = time.perf_counter() - t
+    os.remove(path)
+    return seconds
 
 
 def _child(phase, store, run, args) -> dict:
@@ -90,6 +113,8 @@ def _child(phase, store, run, args) -> dict:
         cmd.append("--quiet")
     if args.write_csv:
         cmd.append("--write-csv")
+    if args.arrow_csv:
+        cmd.append("--arrow-csv")
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -107,6 +132,8 @@ def main():
     p.add_argument("--write-csv", action="store_true",
                    help="eval also writes results.csv/metrics.json/chart (--out); the CSV of an "
                         "AVA-val-scale store has ~10M rows")
+    p.add_argument("--arrow-csv", action="store_true",
+                   help="eval then also times pyarrow.csv.write_csv on the same result rows")
     p.add_argument("--phase", choices=["train", "eval"], help=argparse.SUPPRESS)
     p.add_argument("--store", help=argparse.SUPPRESS)
     p.add_argument("--run", help=argparse.SUPPRESS)

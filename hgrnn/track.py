@@ -50,6 +50,7 @@ from scipy.optimize import linear_sum_assignment
 from hgrnn.data.paths import replacing
 from hgrnn.data.ava import (AvaRows, keyframe_index, read_annotations, read_results,
                             write_annotations, write_results)
+from hgrnn.track_config import TrackConfig
 
 __all__ = ["BoxGroups", "TrackConfig", "box_iou", "csv_kind", "group_boxes", "identity_scores",
            "keyframe_step", "link_video", "read_boxes", "store_features", "track_box_lines",
@@ -57,31 +58,6 @@ __all__ = ["BoxGroups", "TrackConfig", "box_iou", "csv_kind", "group_boxes", "id
 
 #: a cost that no assignment takes (gated pairs)
 _FORBIDDEN = 1e6
-
-
-@dataclass(frozen=True)
-class TrackConfig:
-    """How persons are linked (module docstring).
-
-    max_gap: keyframes a track may go unmatched and still be continued.
-    min_iou: least IoU of a track's last box and a person's box to link them.
-    feature_weight: weight w of the features' cosine similarity in the similarity (used
-        only when features are given).
-    min_cos: least cosine similarity that links a pair whose IoU is below min_iou (only
-        with features).
-    """
-    max_gap: int = 1
-    min_iou: float = 0.4
-    feature_weight: float = 0.5
-    min_cos: float = 0.8
-
-    def __post_init__(self):
-        if self.max_gap < 0:
-            raise ValueError(f"max_gap must be >= 0, got {self.max_gap}")
-        if not 0.0 <= self.min_iou <= 1.0:
-            raise ValueError(f"min_iou must be in [0, 1], got {self.min_iou}")
-        if not 0.0 <= self.feature_weight <= 1.0:
-            raise ValueError(f"feature_weight must be in [0, 1], got {self.feature_weight}")
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

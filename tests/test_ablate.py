@@ -97,12 +97,15 @@ def test_grid_and_stats():
     assert len(specs) == len(A.RGB_ROWS) * 3 and "hgrnn_flow" not in A.RGB_ROWS
     assert all("streams" not in s for s in specs)        # RGB specs read as before streams
     assert len({(s["variant"], s["context"], s["iterations"], s["seed"],
-                 s.get("graph_pool"), s.get("context_boxes")) for s in specs}) == \
+                 s.get("graph_pool"), s.get("context_boxes"), s.get("relation"))
+                for s in specs}) == \
         len(specs)                                                  # deduplicated
     others = [s for s in specs if s["row"] == "hgrnn_others"]
     assert others and all(s["graph_pool"] == "others" for s in others)
     assert all(s["context_boxes"] == "det" for s in specs if s["row"] == "hgrnn_ctxdet")
+    assert all(s["relation"] == "attention" for s in specs if s["row"] == "hgrnn_attn")
     assert "graph_pool" not in specs[0] and "context_boxes" not in specs[0]
+    assert "relation" not in specs[0] and "fusion" not in specs[0]
     assert A.mean_std([0.1, 0.2, 0.3]) == pytest.approx((0.2, 0.1, 3))
     assert A.mean_std([0.4, None]) == (0.4, 0.0, 1)
     with pytest.raises(ValueError, match="nope"):
@@ -147,7 +150,7 @@ def test_table4_rgb_flow_beats_rgb_on_motion_and_keeps_the_rest(tmp_path):
     two = dict(keyframes=20, streams=("rgb", "flow"))
     write_synthetic_store(train, SynthConfig(videos=10, seed=21, **two), progress=False)
     write_synthetic_store(val, SynthConfig(videos=5, seed=22, **two), progress=False)
-    assert A.rows_for_store(val) == A.RGB_ROWS + ("hgrnn_flow",)
+    assert A.rows_for_store(val) == A.RGB_ROWS + ("hgrnn_flow", "hgrnn_late")
     # short runs (the paper-schedule numbers are in BENCHMARKS.md): motion is a person-level
     # cause, learnt within 150 steps; the other groups' conjunctions are not, so their check
     # below only guards against a gross loss
@@ -165,7 +168,8 @@ def test_table4_rgb_flow_beats_rgb_on_motion_and_keeps_the_rest(tmp_path):
         for group in ("person", "temporal", "relational"):
             assert gains[boxes][group][0] > -0.15, (group, gains)  # no gross loss elsewhere
     md = (tmp_path / "t4" / "ablation.md").read_text()
-    assert "Table 4 (paper): RGB vs RGB+Flow" in md and "RGB+Flow, detected boxes" in md
+    assert "Table 4 (paper): RGB vs RGB+Flow" in md
+    assert "RGB+Flow (streams concatenated), detected boxes" in md
     assert "motion AP" in md
     # an RGB-only store cannot run the RGB+Flow row: a clear error before any training
     rgb_val = tmp_path / "rgb.h5"
@@ -173,3 +177,32 @@ def test_table4_rgb_flow_beats_rgb_on_motion_and_keeps_the_rest(tmp_path):
     assert A.rows_for_store(rgb_val) == A.RGB_ROWS
     with pytest.raises(ValueError, match="rgb.h5: rows hgrnn_flow need feature streams"):
         A.run_ablation(train, rgb_val, tmp_path / "t4b", cfg, progress=False)
+
+
+def test_attention_and_late_fusion_rows_reach_the_head_and_the_tables(tmp_path):
+    """hgrnn_attn trains the attention relation, hgrnn_late one head per stream; both rows
+    are in the tables (options beyond the paper; Table 4 beside concatenation) and named
+    by the tables' names in ablation.png."""
+    import torch
+    train, val = tmp_path / "tr2.h5", tmp_path / "va2.h5"
+    two = {"keyframes": 8, "streams": ("rgb", "flow")}
+    write_synthetic_store(train, SynthConfig(videos=3, seed=21, **two), progress=False)
+    write_synthetic_store(val, SynthConfig(videos=2, seed=22, **two), progress=False)
+    cfg = A.AblateConfig(rows=("hgrnn", "hgrnn_attn", "hgrnn_flow", "hgrnn_late"), seeds=1,
+                         steps=2, batch_size=4, jobs=1, scene_hidden=8, graph_hidden=8)
+    r = A.run_ablation(train, val, tmp_path / "o", cfg, progress=False)
+    ck = {n: torch.load(tmp_path / "o" / "runs" / f"{n}_s0" / "last.pt", weights_only=True)
+          for n in cfg.rows}
+    assert ck["hgrnn_attn"]["head"]["relation"] == "attention"
+    assert ck["hgrnn_attn"]["head"]["fusion"] == "concat"
+    assert ck["hgrnn_late"]["head"]["fusion"] == "late"
+    assert ck["hgrnn_late"]["head"]["stream_dims"] == [64, 64]
+    assert ck["hgrnn_late"]["streams"] == ["rgb", "flow"]
+    md = (tmp_path / "o" / "ablation.md").read_text()
+    assert "| attention over the persons instead of the graph RNN |" in md
+    assert "| RGB+Flow (late fusion), GT boxes |" in md
+    assert "RGB+Flow (late fusion) minus RGB" in md
+    assert set(r["summary"]) == set(cfg.rows)
+    from hgrnn.hgrnn_head.charts import ablation_figure
+    ax = ablation_figure(r["summary"], A.GROUPS, labels=A.ROW_LABELS).axes[0]
+    assert "HGRNN, attention relation" in [t.get_text() for t in ax.get_xticklabels()]

@@ -99,4 +99,58 @@ def test_ablation_legend_names_class_groups_apart_from_model_rows():
     ax = fig.axes[0]
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert legend == ["mAP (all classes)", "person classes", "temporal classes"]
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["model: person", "model: hgrnn"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["person", "hgrnn"]
+
+
+def test_ablation_names_rows_as_the_tables_and_draws_spread_only_with_seeds():
+    labels = {"person": "per-person head", "hgrnn_l1": "HGRNN l=1"}
+    one = {row: {"gt": {"all": (0.5, 0.0, 1), "person": (0.4, 0.0, 1)}}
+           for row in ("person", "hgrnn_l1")}
+    fig = charts.ablation_figure(one, ("all", "person"), labels=labels)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["per-person head", "HGRNN l=1"]
+    assert "one seed" in ax.get_title() and "±" not in ax.get_title()
+    assert not [c for c in ax.containers if type(c).__name__ == "ErrorbarContainer"]
+    three = {row: {"gt": {"all": (0.5, 0.02, 3)}} for row in ("person", "hgrnn_l1")}
+    ax = charts.ablation_figure(three, ("all",), labels=labels).axes[0]
+    assert "mean ± std over 3 seeds" in ax.get_title()
+    assert [c for c in ax.containers if type(c).__name__ == "ErrorbarContainer"]
+
+
+def test_per_class_value_labels_clear_the_map_line():
+    """Every value label's box (in pixels) stays off the dashed mAP line, whether the bar
+    ends just left of the line, on it, or near the axis end."""
+    per_class = {f"c{i}": v for i, v in enumerate((0.40, 0.43, 0.445, 0.46, 0.20, 0.97, 0.90))}
+    for mAP in (0.45, 0.93):
+        fig = charts.per_class_ap_figure(per_class, mAP)
+        ax = fig.axes[0]
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        line_x = ax.transData.transform((100 * mAP, 0))[0]
+        labels = [t for t in ax.texts if t.get_text()[:1].isdigit()]
+        assert len(labels) == len(per_class)
+        for t in labels:
+            box = t.get_window_extent(renderer)
+            assert not box.x0 <= line_x <= box.x1, (mAP, t.get_text())
+
+
+def test_titles_name_the_model_and_only_its_options():
+    from hgrnn.hgrnn_head.config import HeadConfig
+
+    assert HeadConfig(variant="person").describe() == "per-person head"
+    assert HeadConfig().describe() == "HGRNN (l=3, J=2)"
+    assert HeadConfig(variant="graph", relation="attention").describe() == \
+        "Graph-RNN (J=2, attention)"
+    assert HeadConfig(variant="scene", fusion="late").describe() == "Scene-RNN (l=3, late fusion)"
+    title = charts.eval_title("val.h5", "gt", mAP=0.25, model="per-person head")
+    assert title.startswith("per-person head · frame-mAP 25.0")
+    # a long title stays inside the figure (wrapped), every word of it kept
+    long = charts.eval_title("ava_val_v2.1_features.h5", "gt", "ava-2018", 0.2115,
+                             model=HeadConfig(relation="attention").describe())
+    fig = charts.per_class_ap_figure({"talk to (e.g., self, a person, a group)": 0.5,
+                                      "b": None}, 0.5, title=long)
+    fig.canvas.draw()
+    shown = fig.axes[0].title
+    box = shown.get_window_extent(fig.canvas.get_renderer())
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width
+    assert shown.get_text().split() == long.split()

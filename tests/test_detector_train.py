@@ -39,8 +39,8 @@ def trained(data, tmp_path_factory):
     root, videos = data
     out = tmp_path_factory.mktemp("run") / "detector"
     result = run(["finetune-detector", "--annotations", root / "train.csv", "--videos", videos,
-                  "--out", out, "--val-annotations", root / "val.csv", "--val-every", "30",
-                  "--steps", "30", "--batch-size", "2", "--lr", "2e-4", "--log-every", "1",
+                  "--out", out, "--val-annotations", root / "val.csv", "--val-every", "60",
+                  "--steps", "60", "--batch-size", "2", "--lr", "2e-4", "--log-every", "1",
                   "--cache", root / "cache"] + SMALL)
     return out, result
 
@@ -50,16 +50,21 @@ def test_training_lowers_the_loss_and_raises_person_ap(trained):
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in rows if r["split"] == "train"]
     val = [r for r in rows if r["split"] == "val"]
-    assert [r["step"] for r in train] == list(range(1, 31))
-    assert [r["step"] for r in val] == [0, 30]
+    assert [r["step"] for r in train] == list(range(1, 61))
+    assert [r["step"] for r in val] == [0, 60]
     # the first step's loss against the last five (single steps of 2 images are noisy)
     assert np.mean([r["loss"] for r in train[-5:]]) < 0.75 * train[0]["loss"]
     assert all(abs(r["loss"] - sum(r[k] for k in dtr.LOSS_NAMES)) < 1e-9 for r in train)
-    # held-out videos: the step-0 AP is chance (anchors that happen to fit)
+    # held-out videos: the step-0 AP is chance (anchors that happen to fit). From random
+    # weights the run is chaotic: a last-bit float difference (1 or 2 torch threads, AVX-512
+    # or AVX2 kernels) or another --seed gave rises of 0.11..0.36 after 30 steps (2 of 8 runs
+    # under 0.2), and --lr 0 (only BatchNorm statistics move) alone rose 0.18 by step 30;
+    # after 60 steps such runs rose 0.30..0.53 (9 of 10; one AVX2 run of --seed 2: 0.17)
+    # and --lr 0 0.09
     assert val[-1]["AP"] > val[0]["AP"] + 0.2, val
     assert f"validation person AP@0.5: {100 * val[-1]['AP']:.4f} %" in result.output
     ckpt = torch.load(out / "detector.pt", weights_only=True)
-    assert ckpt["format"] == "hgrnn-detector" and ckpt["step"] == 30
+    assert ckpt["format"] == "hgrnn-detector" and ckpt["step"] == 60
     assert ckpt["arch"]["backbone"] == "resnet18" and ckpt["arch"]["norm"] == "batch"
     assert json.loads(ckpt["val"])["AP"] == val[-1]["AP"]
     assert (out / "loss.png").stat().st_size > 5000

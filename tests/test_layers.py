@@ -17,7 +17,7 @@ PACKAGE = ROOT / "hgrnn"
 LAYERS = [
     ("hgrnn", "hgrnn.console", "hgrnn.torchfile", "hgrnn.losses"),
     ("hgrnn.data",),
-    ("hgrnn.metrics", "hgrnn.track"),
+    ("hgrnn.metrics", "hgrnn.track", "hgrnn.track_config"),
     ("hgrnn.pipeline", "hgrnn.hgrnn_head"),
     ("hgrnn.apps",),
     ("hgrnn.cli", "hgrnn.__main__"),
@@ -68,7 +68,8 @@ def _layer(name: str) -> tuple[int, str]:
     best = None
     for i, group in enumerate(LAYERS):
         for prefix in group:
-            if name == prefix or name.startswith(prefix + "."):
+            # the package itself is no prefix: a new top-level module must name its layer
+            if name == prefix or (prefix != "hgrnn" and name.startswith(prefix + ".")):
                 if best is None or len(prefix) > len(best[1]):
                     best = (i, prefix)
     assert best is not None, f"{name}: in no layer of LAYERS (tests/test_layers.py)"
@@ -131,6 +132,8 @@ LIGHT_PATHS = {
                                  "hgrnn.hgrnn_head.infer"},
     "hgrnn.pipeline.backbones": {"hgrnn.pipeline.i3d"},       # torch: the table and the
                                                                # input settings stay light
+    "hgrnn.pipeline.finetune_config": {"hgrnn.pipeline.flow",  # torch: the config stays
+                                       "hgrnn.pipeline.person_layer"},  # light for --help
     "hgrnn.pipeline.extract.config": {"hgrnn.pipeline.flow",   # torch: the config stays light
                                       "hgrnn.pipeline.person_layer"},  # for --help
     "hgrnn.pipeline.extract": {"hgrnn.pipeline.extract.run", "hgrnn.pipeline.extract.plan",

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from hgrnn.hgrnn_head.model import (VARIANTS, HeadConfig, HGRNNHead, segment_max,
+from hgrnn.hgrnn_head.model import (GRAPH_POOLS, VARIANTS, HeadConfig, HGRNNHead, segment_max,
                                     segment_max_others)
 
 C, K = 6, 4
@@ -285,3 +285,180 @@ def test_wrong_window_length_is_an_error():
     model = make_model("hgrnn", context=2)
     with pytest.raises(ValueError, match="L=3"):
         model(make_batch([1], L=3))
+
+
+# ---- the attention relation and late fusion ------------------------------------------------
+
+def reference_attention_logits(model, batch):
+    """Slow reference of relation="attention": keyframe by keyframe, query by query, key by
+    key, each round's formulas written out (scene RNN and classifier as the model's)."""
+    cfg, att = model.cfg, model.graph
+    B = batch.clip.shape[0]
+    h_c = (model.scene(batch.clip, batch.ctx_feats, batch.ctx_segment)
+           if model.scene is not None else None)
+    out = {}
+    for b in range(B):
+        people = [i for i in range(len(batch.keyframe)) if batch.keyframe[i] == b]
+        h = []
+        for i in people:
+            v = batch.feats[i] if h_c is None else torch.cat([batch.feats[i], h_c[b]])
+            h.append(torch.tanh(att.project.weight @ v + att.project.bias))
+        for rnd in att.rounds:
+            H, d = rnd.heads, rnd.head_dim
+            new = []
+            for a, i in enumerate(people):
+                q = (rnd.qkv.weight @ h[a] + rnd.qkv.bias)[:cfg.graph_hidden].view(H, d)
+                keys = [(c, j) for c, j in enumerate(people)
+                        if cfg.graph_pool == "all" or j != i]
+                attended = torch.zeros(H, d)
+                if keys:
+                    bi, scores, values = batch.boxes[i], [], []
+                    for c, j in keys:
+                        kv = rnd.qkv.weight @ h[c] + rnd.qkv.bias
+                        k = kv[cfg.graph_hidden:2 * cfg.graph_hidden].view(H, d)
+                        values.append(kv[2 * cfg.graph_hidden:].view(H, d))
+                        bj = batch.boxes[j]
+                        wi, hi = (bi[2] - bi[0]).clamp(min=1e-3), (bi[3] - bi[1]).clamp(min=1e-3)
+                        wj, hj = (bj[2] - bj[0]).clamp(min=1e-3), (bj[3] - bj[1]).clamp(min=1e-3)
+                        geo = torch.stack([((bj[0] + bj[2]) - (bi[0] + bi[2])) / 2 / wi,
+                                           ((bj[1] + bj[3]) - (bi[1] + bi[3])) / 2 / hi,
+                                           torch.log(wj / wi), torch.log(hj / hi)])
+                        bias = rnd.geometry(geo)  # (H,)
+                        scores.append((q * k).sum(-1) / d ** 0.5 + bias)
+                    w = torch.softmax(torch.stack(scores), dim=0)  # (keys, H)
+                    attended = sum(w[n][:, None] * values[n] for n in range(len(keys)))
+                x = rnd.norm1(h[a] + rnd.out(attended.reshape(-1)))
+                new.append(rnd.norm2(x + rnd.ffn(x)))
+            h = new
+        for a, i in enumerate(people):
+            out[i] = model.classifier.weight @ h[a] + model.classifier.bias
+    return torch.stack([out[i] for i in range(len(batch.keyframe))])
+
+
+def attention_model(variant="hgrnn", **kw):
+    return make_model(variant, relation="attention", graph_hidden=8, attention_heads=2, **kw)
+
+
+@pytest.mark.parametrize("variant", ["hgrnn", "graph"])
+@pytest.mark.parametrize("graph_pool", GRAPH_POOLS)
+@pytest.mark.parametrize("iterations", [1, 2])
+def test_attention_matches_slow_reference(variant, graph_pool, iterations):
+    model = attention_model(variant, graph_pool=graph_pool, iterations=iterations)
+    # persons not in keyframe order, a keyframe with one person, one with five
+    batch = batch_for(variant, [2, 1, 5, 3])
+    perm = torch.randperm(11, generator=torch.Generator().manual_seed(2))
+    batch.feats, batch.keyframe, batch.boxes = batch.feats[perm], batch.keyframe[perm], \
+        batch.boxes[perm]
+    got = model(batch)
+    torch.testing.assert_close(got, reference_attention_logits(model, batch), rtol=1e-4,
+                               atol=1e-5)
+
+
+def test_attention_reads_other_persons_and_their_geometry_only_within_the_keyframe():
+    model = attention_model("graph", graph_pool="others")
+    batch = batch_for("graph", [3, 2])
+    base = model(batch)
+    moved = SimpleNamespace(**vars(batch))
+    moved.boxes = batch.boxes.clone()
+    moved.boxes[1] = torch.tensor([0.1, 0.1, 0.9, 0.9])   # person 1 moves: its keyframe changes
+    got = model(moved)
+    assert not torch.allclose(got[[0, 2]], base[[0, 2]])
+    torch.testing.assert_close(got[3:], base[3:])
+    # alone under "others": no key, the attention adds 0 whatever its own state
+    alone = batch_for("graph", [1])
+    state = torch.tanh(model.graph.project(alone.feats))
+    x = model.graph.rounds[0].norm1(state + model.graph.rounds[0].out(torch.zeros_like(state)))
+    x = model.graph.rounds[0].norm2(x + model.graph.rounds[0].ffn(x))
+    x = model.graph.rounds[1].norm1(x + model.graph.rounds[1].out(torch.zeros_like(x)))
+    x = model.graph.rounds[1].norm2(x + model.graph.rounds[1].ffn(x))
+    torch.testing.assert_close(model(alone), model.classifier(x))
+
+
+@pytest.mark.parametrize("variant", ["hgrnn", "graph"])
+def test_attention_is_permutation_equivariant_and_batch_independent(variant):
+    model = attention_model(variant)
+    batch = batch_for(variant, [3, 4])
+    base = model(batch)
+    perm = torch.tensor([0, 1, 2, 5, 3, 6, 4])
+    shuffled = SimpleNamespace(**vars(batch))
+    shuffled.feats, shuffled.keyframe = batch.feats[perm], batch.keyframe[perm]
+    shuffled.boxes = batch.boxes[perm]
+    torch.testing.assert_close(model(shuffled), base[perm])
+    extra = batch_for(variant, [6, 1], seed=5)           # a keyframe with more persons
+    L = batch.clip.shape[1]
+    big = SimpleNamespace(**vars(batch))
+    big.clip = torch.cat([batch.clip, extra.clip])
+    big.ctx_feats = torch.cat([batch.ctx_feats, extra.ctx_feats])
+    big.ctx_segment = torch.cat([batch.ctx_segment, extra.ctx_segment + 2 * L])
+    big.feats = torch.cat([batch.feats, extra.feats])
+    big.keyframe = torch.cat([batch.keyframe, extra.keyframe + 2])
+    big.boxes = torch.cat([batch.boxes, extra.boxes])
+    torch.testing.assert_close(model(big)[:7], base)
+
+
+def test_attention_gradients_reach_every_parameter():
+    model = attention_model("hgrnn", dropout=0.1).train()
+    batch = batch_for("hgrnn", [2, 3])
+    model(batch).square().sum().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_gru_relation_is_the_default_and_keeps_the_weight_names():
+    """relation="gru" builds exactly the paper's modules: a checkpoint's weights (and a
+    seed's initialisation) are those of a head built before the option existed."""
+    assert HeadConfig().relation == "gru" and HeadConfig().fusion == "concat"
+    names = [n for n, _ in make_model("hgrnn").named_parameters()]
+    assert names == ["scene.forward_gru.weight_ih_l0", "scene.forward_gru.weight_hh_l0",
+                     "scene.forward_gru.bias_ih_l0", "scene.forward_gru.bias_hh_l0",
+                     "scene.backward_gru.weight_ih_l0", "scene.backward_gru.weight_hh_l0",
+                     "scene.backward_gru.bias_ih_l0", "scene.backward_gru.bias_hh_l0",
+                     "graph.cell.weight_ih", "graph.cell.weight_hh", "graph.cell.bias_ih",
+                     "graph.cell.bias_hh", "classifier.weight", "classifier.bias"]
+    # variants without graph iterations ignore the relation: the same projection readout
+    a = make_model("scene", seed=3)
+    b = make_model("scene", seed=3, relation="attention", graph_hidden=8, attention_heads=2)
+    assert [n for n, _ in b.named_parameters()] == [n for n, _ in a.named_parameters()]
+
+
+@pytest.mark.parametrize("variant", ["hgrnn", "person"])
+def test_late_fusion_sums_one_head_per_stream(variant):
+    torch.manual_seed(0)
+    cfg = HeadConfig(feature_dim=C, num_classes=K, variant=variant, context=1,
+                     scene_hidden=5, graph_hidden=7, fusion="late", stream_dims=(4, 2))
+    model = HGRNNHead(cfg).eval()
+    batch = batch_for(variant, [2, 1, 3])
+    want = 0
+    for head, cols in zip(model.per_stream, (slice(0, 4), slice(4, 6))):
+        assert head.cfg.feature_dim == cols.stop - cols.start
+        part = SimpleNamespace(**vars(batch))
+        part.clip, part.ctx_feats = batch.clip[..., cols], batch.ctx_feats[:, cols]
+        part.feats = batch.feats[:, cols]
+        want = want + reference_logits(head, part)
+    torch.testing.assert_close(model(batch), want, rtol=1e-5, atol=1e-5)
+    # a stream's columns reach only its own head
+    changed = SimpleNamespace(**vars(batch))
+    changed.feats = batch.feats.clone()
+    changed.feats[:, 4:] += 1.0
+    delta = model(changed) - model(batch)
+    part = SimpleNamespace(**vars(changed))
+    part.clip, part.ctx_feats, part.feats = (changed.clip[..., 4:], changed.ctx_feats[:, 4:],
+                                             changed.feats[:, 4:])
+    base = SimpleNamespace(**vars(batch))
+    base.clip, base.ctx_feats, base.feats = batch.clip[..., 4:], batch.ctx_feats[:, 4:], \
+        batch.feats[:, 4:]
+    torch.testing.assert_close(delta, model.per_stream[1](part) - model.per_stream[1](base))
+    assert HeadConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_relation_and_fusion_validation():
+    with pytest.raises(ValueError, match="--relation"):
+        HeadConfig(relation="transformer")
+    with pytest.raises(ValueError, match="--attention-heads"):
+        HeadConfig(relation="attention", graph_hidden=10, attention_heads=4)
+    with pytest.raises(ValueError, match="--fusion"):
+        HeadConfig(fusion="sum")
+    with pytest.raises(ValueError, match="add up"):
+        HeadConfig(feature_dim=6, stream_dims=(4, 4))
+    with pytest.raises(ValueError, match="stream_dims"):
+        HGRNNHead(HeadConfig(feature_dim=6, num_classes=2, fusion="late"))

@@ -1,5 +1,6 @@
 """train_head on tiny stores written with the real StoreWriter in tmp_path."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -321,3 +322,108 @@ def test_streams_are_concatenated_recorded_and_required_by_eval(tmp_path):
     with pytest.raises(HeadError, match="other training options.*--streams"):
         train_head(two, tmp_path / "rgb", SMALL, quick(steps=8, streams=("flow",)),
                    resume=True, progress=False)
+
+
+# ---- schedules, best checkpoint, init-from ---------------------------------------------------
+
+def test_lr_schedules_warmup_and_what_the_optimizer_used(tmp_path):
+    const = TrainConfig(steps=10, lr=1.0)
+    assert [const.lr_at(s) for s in range(10)] == [1.0] * 10       # the paper's, unchanged
+    warm = TrainConfig(steps=10, lr=1.0, warmup=4)
+    assert [warm.lr_at(s) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    cos = TrainConfig(steps=10, lr=1.0, lr_schedule="cosine", warmup=2)
+    got = [cos.lr_at(s) for s in range(10)]
+    assert got[:3] == pytest.approx([0.5, 1.0, 1.0]) and got[-1] == pytest.approx(
+        0.5 * (1 + np.cos(np.pi * 7 / 8)))
+    assert all(a > b for a, b in zip(got[2:], got[3:]))              # decreasing after warm-up
+    step = TrainConfig(steps=10, lr=1.0, lr_schedule="step", lr_step_every=3, lr_gamma=0.1)
+    assert [step.lr_at(s) for s in range(7)] == pytest.approx([1, 1, 1, .1, .1, .1, .01])
+    with pytest.raises(ValueError, match="--lr-schedule"):
+        TrainConfig(lr_schedule="linear")
+    # the run applies it: metrics.jsonl logs the lr of each logged step
+    store = make_store(tmp_path / "s.h5")
+    train = quick(steps=6, log_every=1, lr_schedule="cosine", warmup=2)
+    train_head(store, tmp_path / "run", SMALL, train, progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in rows] == pytest.approx([train.lr_at(s) for s in range(6)])
+
+
+def test_weight_decay_trains_with_adamw(tmp_path):
+    params = [torch.nn.Parameter(torch.ones(2))]
+    assert type(train_mod.make_adam(params, 1e-3)) is torch.optim.Adam
+    adamw = train_mod.make_adam(params, 1e-3, weight_decay=0.1)
+    assert type(adamw) is torch.optim.AdamW and adamw.param_groups[0]["weight_decay"] == 0.1
+    store = make_store(tmp_path / "s.h5")
+    plain = train_head(store, tmp_path / "a", SMALL, quick(), progress=False)
+    decayed = train_head(store, tmp_path / "b", SMALL, quick(weight_decay=0.5), progress=False)
+    a, b = (torch.load(r["checkpoint"], weights_only=True)["model"] for r in (plain, decayed))
+    assert not states_equal(a, b)
+
+
+def test_best_checkpoint_is_the_best_validation(tmp_path):
+    store = make_store(tmp_path / "s.h5")
+    out = train_head(store, tmp_path / "run", SMALL, quick(steps=8, val_every=2, lr=3e-2),
+                     val_store=store, progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    val = [(r["step"], r["val_mAP"]) for r in rows if "val_mAP" in r]
+    assert [s for s, _ in val] == [2, 4, 6, 8]
+    best_step, best_map = max(val, key=lambda s: (s[1], -s[0]))
+    assert out["best"] == str(tmp_path / "run" / "best.pt") and out["best_step"] == best_step
+    best = load_checkpoint(out["best"])
+    assert best["step"] == best_step
+    from hgrnn.hgrnn_head.infer import evaluate_store
+    assert evaluate_store(store, out["best"], gt_boxes=True, progress=False).mAP == \
+        pytest.approx(best_map)
+    # resuming keeps the best so far: a worse later validation does not replace it
+    again = train_head(store, tmp_path / "run", SMALL, quick(steps=8, val_every=2, lr=3e-2),
+                       val_store=store, resume=True, progress=False)
+    assert again["best_step"] == best_step and again["steps_trained"] == 0
+
+
+def test_init_from_starts_from_the_weights_with_a_new_schedule(tmp_path):
+    store = make_store(tmp_path / "s.h5")
+    first = train_head(store, tmp_path / "a", SMALL, quick(steps=6), progress=False)
+    # lr so small that one step leaves the weights where they started
+    out = train_head(store, tmp_path / "b", SMALL,
+                     quick(steps=1, lr=1e-12, init_from=str(tmp_path / "a")), progress=False)
+    a = torch.load(first["checkpoint"], weights_only=True)["model"]
+    b = torch.load(out["checkpoint"], weights_only=True)
+    assert b["step"] == 1 and out["start"] == 0
+    for k in a:
+        torch.testing.assert_close(b["model"][k], a[k], rtol=0, atol=1e-9)
+    # a context length keeps the shapes: allowed; another hidden size: refused, naming it
+    train_head(store, tmp_path / "c", dataclasses.replace(SMALL, context=2),
+               quick(steps=1, init_from=first["checkpoint"]), progress=False)
+    with pytest.raises(HeadError, match=r"same shapes.*--graph-hidden 10 -> 12"):
+        train_head(store, tmp_path / "d", dataclasses.replace(SMALL, graph_hidden=12),
+                   quick(steps=1, init_from=first["checkpoint"]), progress=False)
+    with pytest.raises(HeadError, match=r"--relation 'gru' -> 'attention'"):
+        train_head(store, tmp_path / "e", dataclasses.replace(SMALL, relation="attention",
+                                                              attention_heads=2),
+                   quick(steps=1, init_from=first["checkpoint"]), progress=False)
+
+
+def test_resume_refuses_to_stretch_a_cosine_schedule(tmp_path):
+    store = make_store(tmp_path / "s.h5")
+    train_head(store, tmp_path / "run", SMALL, quick(lr_schedule="cosine"), progress=False)
+    with pytest.raises(HeadError, match="cosine.*--init-from"):
+        train_head(store, tmp_path / "run", SMALL, quick(lr_schedule="cosine", steps=9),
+                   resume=True, progress=False)
+
+
+def test_late_fusion_and_attention_train_and_evaluate(tmp_path):
+    from hgrnn.hgrnn_head.infer import evaluate_store
+    store = make_store(tmp_path / "two.h5", C=2 * C, streams=[["rgb", 0, C], ["flow", C, 2 * C]])
+    head = dataclasses.replace(SMALL, fusion="late", relation="attention", attention_heads=2)
+    out = train_head(store, tmp_path / "run", head, quick(streams=("rgb", "flow")),
+                     progress=False)
+    ckpt = load_checkpoint(out["checkpoint"])
+    saved = HeadConfig.from_dict(ckpt["head"])
+    assert saved.fusion == "late" and saved.stream_dims == (C, C)
+    model = model_from_checkpoint(ckpt)
+    assert len(model.per_stream) == 2 and model.per_stream[0].cfg.relation == "attention"
+    assert evaluate_store(store, out["checkpoint"], gt_boxes=True, progress=False) is not None
+    # concat keeps stream_dims out of the config (a run from before the option resumes)
+    concat = train_head(store, tmp_path / "c", SMALL, quick(streams=("rgb", "flow")),
+                        progress=False)
+    assert load_checkpoint(concat["checkpoint"])["head"]["stream_dims"] is None

@@ -26,7 +26,6 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from hgrnn.data.synthetic import (SynthConfig, group_aps, is_complete, read_synth_entry,
@@ -34,38 +33,9 @@ from hgrnn.data.synthetic import (SynthConfig, group_aps, is_complete, read_synt
 from hgrnn.hgrnn_head.infer import evaluate_store
 from hgrnn.hgrnn_head.model import HeadConfig
 from hgrnn.hgrnn_head.train import TrainConfig, train_head
+from hgrnn.apps.demo_config import DemoConfig
 
 log = logging.getLogger(__name__)
-
-# Store sizes chosen so that the whole demo (stores + two heads x 1000 steps + four
-# evaluations) stays around a minute on a 2-core CPU (BENCHMARKS.md); the head sees every training keyframe
-# about 15 times.
-DEMO_TRAIN_VIDEOS, DEMO_VAL_VIDEOS, DEMO_KEYFRAMES = 60, 20, 50
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    """out: output folder; train_videos / val_videos / keyframes: store sizes;
-    seed: the training store's seed (validation: seed + 1) and the head's seed;
-    steps, batch_size, lr: the schedule (paper: 1000, 50, 1e-4); context l, iterations J;
-    scene_hidden, graph_hidden: the head's hidden sizes (None: HeadConfig's defaults);
-    threads: torch CPU threads (default 1: on a busy 2-core machine torch's default of one
-        per core ran the demo 5x slower; 0: torch's default).
-    quick: train HGRNN alone, without the per-person baseline beside it."""
-    out: str = "demo_out"
-    train_videos: int = DEMO_TRAIN_VIDEOS
-    val_videos: int = DEMO_VAL_VIDEOS
-    keyframes: int = DEMO_KEYFRAMES
-    seed: int = 1
-    steps: int = 1000
-    batch_size: int = 50
-    lr: float = 1e-4
-    context: int = 3
-    iterations: int = 2
-    scene_hidden: int | None = None
-    graph_hidden: int | None = None
-    threads: int = 1
-    quick: bool = False
 
 
 def _say(msg: str) -> None:

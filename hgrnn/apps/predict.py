@@ -39,7 +39,6 @@ import shutil
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -52,10 +51,11 @@ from hgrnn.data.video import VIDEO_EXTENSIONS
 from hgrnn.data.windows import FeatureStore
 from hgrnn.hgrnn_head.checkpoint import (check_store_matches, load_checkpoint,
                                          model_from_checkpoint, resolve_device, torch_threads)
-from hgrnn.hgrnn_head.infer import DEFAULT_NMS_IOU, predict_store
+from hgrnn.hgrnn_head.infer import predict_store
 from hgrnn.pipeline.extract import extract_features
 from hgrnn.pipeline.backbones import feature_dim, load_backbone
 from hgrnn.pipeline.visualize import draw_video, group_keyframes, label_names
+from hgrnn.apps.predict_config import PredictConfig
 from hgrnn.apps.timeline import person_timelines, plot_timeline, write_persons_csv
 from hgrnn.track import group_boxes, store_features, track_rows, write_tracked
 
@@ -73,34 +73,6 @@ WARN_FIELDS = ("clip_frames", "frame_stride", "short_side", "fps", "resample_fps
 class PredictError(Exception):
     """Predict cannot run (a checkpoint that does not fit the extraction, a bad video list,
     an output that would overwrite an input); the message names the file."""
-
-
-@dataclass(frozen=True)
-class PredictConfig:
-    """What `predict_videos` does besides extraction (the extraction settings are an
-    `ExtractConfig`).
-
-    checkpoint: a train-head checkpoint (RUN/last.pt or RUN). out: output folder.
-    keep_store: write the features to OUT/features.h5 (reused by later runs) instead of a
-        temporary store. nms_iou, min_score: as `hgrnn eval` (min_score drops result rows
-        below it from results.csv). draw_min_score, top_k: drawn labels (actions scored at
-        least draw_min_score, the top_k best per person). draw: write OUT/<video>.mp4.
-    max_size: longer side of the drawn videos (None: the input's size); min_size: their
-    shorter side at least (scaled up; None: the input's size).
-    """
-    checkpoint: str
-    out: str
-    keep_store: bool = True
-    nms_iou: float = DEFAULT_NMS_IOU
-    min_score: float = 0.0
-    draw_min_score: float = 0.3
-    top_k: int = 3
-    draw: bool = True
-    max_size: int | None = None
-    min_size: int | None = None
-    device: str = "auto"
-    num_threads: int = 1
-    progress: bool = True
 
 
 # ----------------------------------------------------------------------------- checks

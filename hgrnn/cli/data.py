@@ -3,23 +3,30 @@
 
 import click
 
-from hgrnn.cli.options import video_source_options
+from hgrnn.cli.options import default_of, video_source_options
 from hgrnn.pipeline.backbones import DEFAULT_BACKBONE, input_settings
+from hgrnn.pipeline.example_config import ExampleConfig
 
 
 @click.command("render-example")
 @click.argument("out_dir", type=click.Path(file_okay=False))
-@click.option("--videos", type=click.IntRange(min=1), default=3, show_default=True,
+@click.option("--videos", type=click.IntRange(min=1),
+              default=default_of(ExampleConfig, "videos"), show_default=True,
               help="Number of videos (clip1, clip2, ...).")
-@click.option("--seconds", type=click.IntRange(min=2), default=5, show_default=True,
+@click.option("--seconds", type=click.IntRange(min=2),
+              default=default_of(ExampleConfig, "seconds"), show_default=True,
               help="Length of each video; keyframes at 1 .. SECONDS-1.")
-@click.option("--fps", type=click.FloatRange(min=1), default=10, show_default=True,
+@click.option("--fps", type=click.FloatRange(min=1),
+              default=default_of(ExampleConfig, "fps"), show_default=True,
               help="Frame rate of the videos.")
-@click.option("--size", nargs=2, type=click.IntRange(min=16), default=(160, 120),
+@click.option("--size", nargs=2, type=click.IntRange(min=16),
+              default=default_of(ExampleConfig, "size"),
               show_default=True, metavar="W H", help="Frame size in pixels (even numbers).")
-@click.option("--persons", type=click.IntRange(min=1, max=5), default=3, show_default=True,
+@click.option("--persons", type=click.IntRange(min=1, max=5),
+              default=default_of(ExampleConfig, "persons"), show_default=True,
               help="Moving persons per video.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--seed", type=int, default=default_of(ExampleConfig, "seed"), show_default=True,
+              help="Random seed.")
 @click.option("--overwrite", is_flag=True, help="Replace an example already in OUT_DIR.")
 def render_example_cmd(out_dir, videos, seconds, fps, size, persons, seed, overwrite):
     """Write a small ready-to-use example dataset into OUT_DIR.

@@ -4,7 +4,7 @@ import click
 
 from hgrnn.cli.options import (default_of, device_option, parse_keyframes, validation_options,
                                video_source_options)
-from hgrnn.pipeline.detect_config import DetectConfig, DetectorArch
+from hgrnn.pipeline.detect_config import DetectConfig, DetectorArch, FinetuneDetectorConfig
 
 
 @click.command("finetune-detector")
@@ -20,13 +20,15 @@ from hgrnn.pipeline.detect_config import DetectConfig, DetectorArch
 @click.option("--cache", type=click.Path(file_okay=False),
               help="Keyframe image cache (JPEGs decoded once; reused by later runs, refused "
                    "when its settings differ). Default: OUT/keyframes.")
-@click.option("--cache-quality", type=click.IntRange(1, 100), default=95, show_default=True,
+@click.option("--cache-quality", type=click.IntRange(1, 100),
+              default=default_of(FinetuneDetectorConfig, "cache_quality"), show_default=True,
               help="JPEG quality of the cached keyframes.")
 @click.option("--backbone", type=click.Choice(["resnet101", "resnet50", "resnet34", "resnet18",
                                                 "resnet152"]),
               default=default_of(DetectorArch, "backbone"), show_default=True,
               help="ResNet with FPN (paper: resnet101; resnet18/34 for quick checks).")
-@click.option("--init", type=click.Choice(["imagenet", "coco", "none"]), default="imagenet",
+@click.option("--init", type=click.Choice(["imagenet", "coco", "none"]),
+              default=default_of(FinetuneDetectorConfig, "init"),
               show_default=True,
               help="Initial weights: ImageNet ResNet (the paper's), torchvision's COCO Faster "
                    "R-CNN (resnet50 only; predictor cut to background + person) or 'none' "
@@ -35,14 +37,17 @@ from hgrnn.pipeline.detect_config import DetectConfig, DetectorArch
               help="Local weights file instead of a download: torchvision's ResNet state dict "
                    "(e.g. resnet101-63fe2227.pth) for imagenet, "
                    "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth for coco.")
-@click.option("--trainable-layers", type=click.IntRange(0, 5), default=None,
+@click.option("--trainable-layers", type=click.IntRange(0, 5),
+              default=default_of(FinetuneDetectorConfig, "trainable_layers"),
               help="ResNet stages that train, from the top [default: 3 for a pretrained init, "
                    "5 for none].")
-@click.option("--min-size", type=click.IntRange(min=1), default=default_of(DetectorArch, "min_size"),
+@click.option("--min-size", type=click.IntRange(min=1),
+              default=default_of(DetectorArch, "min_size"),
               show_default=True,
               help="Short side of the images given to the model (torchvision's default); the "
                    "keyframes are cached at this size.")
-@click.option("--max-size", type=click.IntRange(min=1), default=default_of(DetectorArch, "max_size"),
+@click.option("--max-size", type=click.IntRange(min=1),
+              default=default_of(DetectorArch, "max_size"),
               show_default=True,
               help="Longest side at most this (torchvision's default).")
 @click.option("--proposals-train", type=click.IntRange(min=1),
@@ -51,7 +56,8 @@ from hgrnn.pipeline.detect_config import DetectConfig, DetectorArch
 @click.option("--proposals-test", type=click.IntRange(min=1),
               default=default_of(DetectorArch, "proposals_test"), show_default=True,
               help="RPN proposals per image when detecting (torchvision's default).")
-@click.option("--roi-batch", type=click.IntRange(min=1), default=default_of(DetectorArch, "roi_batch"),
+@click.option("--roi-batch", type=click.IntRange(min=1),
+              default=default_of(DetectorArch, "roi_batch"),
               show_default=True,
               help="Proposals sampled per image for the box head's loss.")
 @click.option("--box-head-dim", type=click.IntRange(min=1),
@@ -61,33 +67,44 @@ from hgrnn.pipeline.detect_config import DetectConfig, DetectorArch
               show_default=True,
               help="Channels of the feature pyramid and the RPN (small values: quick CPU "
                    "checks).")
-@click.option("--flip-prob", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+@click.option("--flip-prob", type=click.FloatRange(0, 1),
+              default=default_of(FinetuneDetectorConfig, "flip_prob"), show_default=True,
               help="Probability of a horizontal flip of a training keyframe.")
-@click.option("--lr", type=float, default=1e-5, show_default=True,
+@click.option("--lr", type=float,
+              default=default_of(FinetuneDetectorConfig, "lr"), show_default=True,
               help="Initial Adam learning rate (paper: 1e-5).")
-@click.option("--lr-halve-every", type=click.IntRange(min=1), default=20000, show_default=True,
+@click.option("--lr-halve-every", type=click.IntRange(min=1),
+              default=default_of(FinetuneDetectorConfig, "lr_halve_every"), show_default=True,
               help="Halve the learning rate every N optimizer steps (the paper halves 'at "
                    "regular intervals' without the interval; 20000 gives 5 halvings in 100K).")
-@click.option("--steps", type=click.IntRange(min=1), default=100000, show_default=True,
+@click.option("--steps", type=click.IntRange(min=1),
+              default=default_of(FinetuneDetectorConfig, "steps"), show_default=True,
               help="Optimizer steps (paper: 100K).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=20, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1),
+              default=default_of(FinetuneDetectorConfig, "batch_size"), show_default=True,
               help="Keyframes per optimizer step over all GPUs and accumulation (paper: 20); "
                    "each pass takes ceil(batch / (GPUs x accumulate)).")
-@click.option("--accumulate", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--accumulate", type=click.IntRange(min=1),
+              default=default_of(FinetuneDetectorConfig, "accumulate"), show_default=True,
               help="Split each step into N forward/backward passes, for small GPUs.")
 @validation_options("person AP@0.5 at step 0, every --val-every steps and at the end",
-                    "AP protocol for validation.")
-@click.option("--seed", type=int, default=0, show_default=True,
+                    "AP protocol for validation.", FinetuneDetectorConfig)
+@click.option("--seed", type=int,
+              default=default_of(FinetuneDetectorConfig, "seed"), show_default=True,
               help="Initialisation, data order and flips.")
 @device_option
-@click.option("--workers", "num_workers", type=click.IntRange(min=0), default=2,
+@click.option("--workers", "num_workers", type=click.IntRange(min=0),
+              default=default_of(FinetuneDetectorConfig, "num_workers"),
               show_default=True, help="Processes decoding videos into the cache and reading "
                                       "cached keyframes.")
-@click.option("--threads", "num_threads", type=click.IntRange(min=0), default=0,
+@click.option("--threads", "num_threads", type=click.IntRange(min=0),
+              default=default_of(FinetuneDetectorConfig, "num_threads"),
               show_default=True, help="torch CPU threads (0: torch's default).")
-@click.option("--log-every", type=click.IntRange(min=1), default=20, show_default=True,
+@click.option("--log-every", type=click.IntRange(min=1),
+              default=default_of(FinetuneDetectorConfig, "log_every"), show_default=True,
               help="Write a metrics.jsonl line every N steps.")
-@click.option("--checkpoint-every", type=click.IntRange(min=1), default=1000, show_default=True,
+@click.option("--checkpoint-every", type=click.IntRange(min=1),
+              default=default_of(FinetuneDetectorConfig, "checkpoint_every"), show_default=True,
               help="Rewrite detector.pt, state.pt and loss.png every N steps (and at the end).")
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out from state.pt; the result equals an "
@@ -120,7 +137,7 @@ def finetune_detector_cmd(resume, quiet, **options):
 
     from hgrnn.data.ava import AvaFormatError
     from hgrnn.pipeline.detect import DetectorError
-    from hgrnn.pipeline.detector_train import FinetuneDetectorConfig, finetune_detector
+    from hgrnn.pipeline.detector_train import finetune_detector
     from hgrnn.pipeline.finetune import FinetuneError
     from hgrnn.data.video import VideoError
 
@@ -160,17 +177,20 @@ def finetune_detector_cmd(resume, quiet, **options):
               show_default=True,
               help="For faster-rcnn: a torchvision state-dict file, 'default' (COCO weights, "
                    "downloaded once) or 'none' (random, tests only).")
-@click.option("--min-score", type=click.FloatRange(0, 1), default=default_of(DetectConfig, "min_score"),
+@click.option("--min-score", type=click.FloatRange(0, 1),
+              default=default_of(DetectConfig, "min_score"),
               show_default=True,
               help="Keep boxes scoring at least this (low for AP; extract-features "
                    "--det-threshold filters again).")
 @click.option("--max-persons", type=click.IntRange(min=1),
               default=default_of(DetectConfig, "max_persons"), show_default=True,
               help="Keep at most this many best boxes per keyframe.")
-@click.option("--short-side", type=click.IntRange(min=1), default=default_of(DetectConfig, "short_side"),
+@click.option("--short-side", type=click.IntRange(min=1),
+              default=default_of(DetectConfig, "short_side"),
               help="Short side of the keyframe images given to the detector [default: 800 "
                    "for faster-rcnn, the training --min-size of a checkpoint].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=default_of(DetectConfig, "batch_size"),
+@click.option("--batch-size", type=click.IntRange(min=1),
+              default=default_of(DetectConfig, "batch_size"),
               show_default=True, help="Keyframes per detector call.")
 @click.option("--workers", type=click.IntRange(min=0), default=default_of(DetectConfig, "workers"),
               show_default=True, help="Processes decoding videos ahead of the detector.")

@@ -140,7 +140,8 @@ def _evaluate_against_store(store, results_csv, label_map, exclusions, protocol,
 @click.option("--store", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Feature store to score (its 'det' boxes, or 'gt' with --gt-boxes).")
 @click.option("--checkpoint", required=True, type=click.Path(exists=True),
-              help="A checkpoint from train-head (RUN_DIR/last.pt, or RUN_DIR itself).")
+              help="A checkpoint from train-head (RUN_DIR/last.pt or RUN_DIR/best.pt; "
+                   "RUN_DIR itself means last.pt).")
 @click.option("--gt-boxes", is_flag=True,
               help="Score the ground-truth boxes (confidence 1) instead of the detections "
                    "(paper Table 4: GT 25.2 vs detected 20.9 mAP).")

@@ -76,21 +76,26 @@ device_option = click.option(
     help="auto (cuda:LOCAL_RANK when available, else cpu) | cpu | cuda | cuda:N.")
 
 
-def validation_options(what: str, protocol_help: str):
+def validation_options(what: str, protocol_help: str, config):
     """The validation options of the training commands (finetune-backbone, finetune-detector);
-    ``what``: what is measured, and when ("frame-mAP ... every --val-every steps ...")."""
+    ``what``: what is measured, and when ("frame-mAP ... every --val-every steps ...");
+    ``config``: the command's config dataclass, whose val_* and protocol fields give the
+    defaults."""
     options = [
         click.option("--val-annotations", type=click.Path(exists=True, dir_okay=False),
                      help=f"Validation ground truth: {what}."),
         click.option("--val-exclusions", type=click.Path(exists=True, dir_okay=False),
                      help="Excluded-timestamps CSV for --val-annotations."),
-        click.option("--val-every", type=click.IntRange(min=1), default=5000, show_default=True,
+        click.option("--val-every", type=click.IntRange(min=1),
+                     default=default_of(config, "val_every"), show_default=True,
                      help="Validation interval in optimizer steps."),
-        click.option("--val-max-keyframes", type=click.IntRange(min=1), default=None,
+        click.option("--val-max-keyframes", type=click.IntRange(min=1),
+                     default=default_of(config, "val_max_keyframes"),
                      help="Validate on the first N keyframes only (sorted by video, time): a "
                           "quick periodic check; default all."),
         click.option("--protocol", type=click.Choice(["ava-2018", "ava-2019", "ava-2020"]),
-                     default="ava-2018", show_default=True, help=protocol_help),
+                     default=default_of(config, "protocol"), show_default=True,
+                     help=protocol_help),
     ]
 
     def decorate(command):

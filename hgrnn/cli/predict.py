@@ -3,8 +3,9 @@ result / ground-truth CSV drawn onto its video)."""
 
 import click
 
-from hgrnn.cli.options import (device_option, predict_extraction_options, resample_fps_option,
-                               time_offset_option)
+from hgrnn.apps.predict_config import PredictConfig
+from hgrnn.cli.options import (default_of, device_option, predict_extraction_options,
+                               resample_fps_option, time_offset_option)
 
 
 def _parse_grid(ctx, param, value):
@@ -18,16 +19,18 @@ def _parse_grid(ctx, param, value):
 
 
 _draw_options = [
-    click.option("--min-score", "draw_min_score", type=click.FloatRange(0, 1), default=0.3,
-                 show_default=True,
+    click.option("--min-score", "draw_min_score", type=click.FloatRange(0, 1),
+                 default=default_of(PredictConfig, "draw_min_score"), show_default=True,
                  help="Label a person with its actions scored at least this (a person with "
                       "none gets a thin outline without a label)."),
-    click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True,
-                 help="At most this many actions per person, best first."),
-    click.option("--max-size", type=click.IntRange(min=16), default=None,
+    click.option("--top-k", type=click.IntRange(min=1), default=default_of(PredictConfig, "top_k"),
+                 show_default=True, help="At most this many actions per person, best first."),
+    click.option("--max-size", type=click.IntRange(min=16),
+                 default=default_of(PredictConfig, "max_size"),
                  help="Scale drawn videos so their longer side is at most this many pixels "
                       "(default: the input's size)."),
-    click.option("--min-size", type=click.IntRange(min=16), default=None,
+    click.option("--min-size", type=click.IntRange(min=16),
+                 default=default_of(PredictConfig, "min_size"),
                  help="Scale drawn videos up so their shorter side is at least this many "
                       "pixels, e.g. 480 for a 160x120 video: sharper labels that cover less "
                       "of it (default: the input's size)."),
@@ -45,22 +48,26 @@ def _with(options):
 @click.command("predict")
 @click.argument("videos", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--checkpoint", required=True, type=click.Path(exists=True),
-              help="A train-head checkpoint (RUN/last.pt, or RUN itself).")
+              help="A train-head checkpoint (RUN/last.pt or RUN/best.pt; RUN itself means "
+                   "last.pt).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder: results.csv, <video>.mp4 (predictions drawn), features.h5.")
 @time_offset_option
 @resample_fps_option
 @predict_extraction_options
 @device_option
-@click.option("--keep-store/--no-keep-store", default=True, show_default=True,
+@click.option("--keep-store/--no-keep-store", default=default_of(PredictConfig, "keep_store"),
+              show_default=True,
               help="Keep the features in OUT/features.h5 (a second run with another head, or "
                    "more videos, reuses them) or use a temporary store.")
 @_with(_draw_options)
 @click.option("--no-video", is_flag=True, help="Write results.csv only, no drawn videos.")
-@click.option("--nms-iou", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+@click.option("--nms-iou", type=click.FloatRange(0, 1),
+              default=default_of(PredictConfig, "nms_iou"), show_default=True,
               help="Class-specific NMS per keyframe, as `hgrnn eval`.")
-@click.option("--threads", "num_threads", type=click.IntRange(min=0), default=1,
-              show_default=True, help="torch CPU threads while the head scores (0: torch's default).")
+@click.option("--threads", "num_threads", type=click.IntRange(min=0),
+              default=default_of(PredictConfig, "num_threads"), show_default=True,
+              help="torch CPU threads while the head scores (0: torch's default).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def predict_cmd(videos, checkpoint, out_dir, keep_store, draw_min_score, top_k, max_size,
                 min_size, no_video, nms_iou, num_threads, quiet, **extract_options):
@@ -89,7 +96,7 @@ def predict_cmd(videos, checkpoint, out_dir, keep_store, draw_min_score, top_k, 
 
     from hgrnn.data.ava import AvaFormatError
     from hgrnn.data.store import StoreError
-    from hgrnn.apps.predict import PredictConfig, PredictError, format_summary, predict_videos
+    from hgrnn.apps.predict import PredictError, format_summary, predict_videos
     from hgrnn.hgrnn_head.checkpoint import HeadError
     from hgrnn.pipeline.extract import ExtractConfig
     from hgrnn.pipeline.i3d import I3DWeightsError

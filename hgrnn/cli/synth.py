@@ -2,40 +2,54 @@
 
 import click
 
+from hgrnn.apps.demo_config import DemoConfig
+from hgrnn.cli.options import default_of
+from hgrnn.data.synth_config import SynthConfig
+
 
 @click.command("synth")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
               help="Store to write (HDF5). An existing store of the same config is completed "
                    "(resume); one of another config is refused unless --overwrite.")
-@click.option("--videos", type=click.IntRange(min=1), default=40, show_default=True,
+@click.option("--videos", type=click.IntRange(min=1),
+              default=default_of(SynthConfig, "videos"), show_default=True,
               help="Number of videos.")
-@click.option("--keyframes", type=click.IntRange(min=1), default=60, show_default=True,
+@click.option("--keyframes", type=click.IntRange(min=1),
+              default=default_of(SynthConfig, "keyframes"), show_default=True,
               help="Keyframes per video (one per second, timestamps from 902 as in AVA).")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=int, default=default_of(SynthConfig, "seed"), show_default=True,
               help="Sampling seed. Use different seeds for training and validation stores; "
                    "the world (rules, feature layout) is the same for every seed.")
-@click.option("--feature-dim", type=click.IntRange(min=1), default=64, show_default=True,
+@click.option("--feature-dim", type=click.IntRange(min=1),
+              default=default_of(SynthConfig, "feature_dim"), show_default=True,
               help="C, dims of clip and person features (at least 43: the signal's dims).")
-@click.option("--person-noise", type=click.FloatRange(min=0), default=None,
-              help="Std of the noise on every signal dim of a person feature "
-                   "(default: SynthConfig's).")
-@click.option("--clip-noise", type=click.FloatRange(min=0), default=None,
+@click.option("--person-noise", type=click.FloatRange(min=0),
+              default=default_of(SynthConfig, "person_noise"), show_default=True,
+              help="Std of the noise on every signal dim of a person feature.")
+@click.option("--clip-noise", type=click.FloatRange(min=0),
+              default=default_of(SynthConfig, "clip_noise"), show_default=True,
               help="Std of the noise on every signal dim of a clip feature.")
-@click.option("--talk-prob", type=click.FloatRange(0, 1), default=None,
+@click.option("--talk-prob", type=click.FloatRange(0, 1),
+              default=default_of(SynthConfig, "talk_prob"), show_default=True,
               help="Probability that a keyframe has a talker (drives 'talk to' / 'listen to').")
-@click.option("--dance-prob", type=click.FloatRange(0, 1), default=None,
+@click.option("--dance-prob", type=click.FloatRange(0, 1),
+              default=default_of(SynthConfig, "dance_prob"), show_default=True,
               help="Probability that a room keyframe has a dancer (drives 'dance' / 'watch').")
-@click.option("--det-jitter", type=click.FloatRange(min=0), default=None,
+@click.option("--det-jitter", type=click.FloatRange(min=0),
+              default=default_of(SynthConfig, "det_jitter"), show_default=True,
               help="Std of the detected box corners, as a fraction of the box size.")
-@click.option("--det-miss", type=click.FloatRange(0, 1), default=None,
+@click.option("--det-miss", type=click.FloatRange(0, 1),
+              default=default_of(SynthConfig, "det_miss"), show_default=True,
               help="Probability that the detector misses a person.")
-@click.option("--det-false-positives", type=click.FloatRange(min=0), default=None,
+@click.option("--det-false-positives", type=click.FloatRange(min=0),
+              default=default_of(SynthConfig, "det_false_positives"), show_default=True,
               help="Mean number of background false positives per keyframe (Poisson).")
-@click.option("--streams", type=click.Choice(["rgb", "rgb,flow"]), default="rgb",
-              show_default=True,
+@click.option("--streams", type=click.Choice(["rgb", "rgb,flow"]),
+              default=",".join(default_of(SynthConfig, "streams")), show_default=True,
               help="rgb,flow adds a flow feature stream (store dims C..2C-1) and three motion "
                    "classes (run/jog, jump/leap, fall down) that only the flow stream shows.")
-@click.option("--motion-prob", type=click.FloatRange(0, 1), default=None,
+@click.option("--motion-prob", type=click.FloatRange(0, 1),
+              default=default_of(SynthConfig, "motion_prob"), show_default=True,
               help="Probability that a person runs, jumps or falls (with --streams rgb,flow).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store at --out.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -61,15 +75,14 @@ def synth_cmd(out_path, videos, keyframes, seed, feature_dim, person_noise, clip
       hgrnn train-head --store train2.h5 --out runs/rgbflow --streams rgb+flow
     """
     from hgrnn.data.store import StoreError
-    from hgrnn.data.synthetic import SynthConfig, write_synthetic_store
+    from hgrnn.data.synthetic import write_synthetic_store
 
-    given = {"person_noise": person_noise, "clip_noise": clip_noise, "talk_prob": talk_prob,
-             "dance_prob": dance_prob, "det_jitter": det_jitter, "det_miss": det_miss,
-             "det_false_positives": det_false_positives, "motion_prob": motion_prob}
     try:
         cfg = SynthConfig(videos=videos, keyframes=keyframes, seed=seed, feature_dim=feature_dim,
-                          streams=tuple(streams.split(",")),
-                          **{k: v for k, v in given.items() if v is not None})
+                          person_noise=person_noise, clip_noise=clip_noise, talk_prob=talk_prob,
+                          dance_prob=dance_prob, det_jitter=det_jitter, det_miss=det_miss,
+                          det_false_positives=det_false_positives,
+                          streams=tuple(streams.split(",")), motion_prob=motion_prob)
         s = write_synthetic_store(out_path, cfg, overwrite=overwrite, progress=not quiet)
     except (StoreError, ValueError) as err:
         raise click.ClickException(str(err)) from None
@@ -79,12 +92,13 @@ def synth_cmd(out_path, videos, keyframes, seed, feature_dim, person_noise, clip
 
 
 @click.command("demo")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="demo_out",
-              show_default=True,
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              default=default_of(DemoConfig, "out"), show_default=True,
               help="Folder for the stores, the training run, the evaluations and summary.json.")
-@click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Training steps (paper: 1000).")
-@click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
+@click.option("--steps", type=click.IntRange(min=1), default=default_of(DemoConfig, "steps"),
+              show_default=True, help="Training steps (paper: 1000).")
+@click.option("--threads", type=click.IntRange(min=0), default=default_of(DemoConfig, "threads"),
+              show_default=True,
               help="torch CPU threads (0: torch's default, one per core; on a busy 2-core "
                    "machine that was 5x slower than 1).")
 @click.option("--quick", is_flag=True,
@@ -104,7 +118,7 @@ def demo_cmd(out_dir, steps, threads, quick, quiet):
     (or OUT/baseline/run) to train again.
     """
     from hgrnn.data.store import StoreError
-    from hgrnn.apps.demo import DemoConfig, format_summary, run_demo
+    from hgrnn.apps.demo import format_summary, run_demo
     from hgrnn.hgrnn_head.checkpoint import HeadError
 
     try:

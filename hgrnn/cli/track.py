@@ -2,14 +2,8 @@
 
 import click
 
-
-def _config_default(name):
-    """The TrackConfig default of a field, read when the command runs (so that `hgrnn
-    --help` does not import numpy and scipy)."""
-    def default():
-        from hgrnn.track import TrackConfig
-        return getattr(TrackConfig, name)
-    return default
+from hgrnn.cli.options import default_of
+from hgrnn.track_config import TrackConfig
 
 
 @click.command("track")
@@ -23,12 +17,12 @@ def _config_default(name):
                    "similarity joins the box IoU in the linking.")
 @click.option("--source", type=click.Choice(["det", "gt"]), default="det", show_default=True,
               help="The store's persons to take the features of.")
-@click.option("--max-gap", type=click.IntRange(min=0), default=_config_default("max_gap"),
-              help="Keyframes a person may go undetected and keep its id [default: "
-                   "TrackConfig.max_gap, docs/track.md].")
-@click.option("--min-iou", type=click.FloatRange(0, 1), default=_config_default("min_iou"),
-              help="Least IoU of a person's last box and a new box to link them [default: "
-                   "TrackConfig.min_iou].")
+@click.option("--max-gap", type=click.IntRange(min=0), default=default_of(TrackConfig, "max_gap"),
+              show_default=True,
+              help="Keyframes a person may go undetected and keep its id (docs/track.md).")
+@click.option("--min-iou", type=click.FloatRange(0, 1),
+              default=default_of(TrackConfig, "min_iou"), show_default=True,
+              help="Least IoU of a person's last box and a new box to link them.")
 @click.option("--format", "kind", type=click.Choice(["auto", "results", "gt"]),
               default="auto", show_default=True,
               help="What BOXES_CSV is: results / person boxes (8th column a score) or "
@@ -48,7 +42,6 @@ def track_cmd(boxes_csv, out, store, source, max_gap, min_iou, kind):
       hgrnn track person_boxes.csv --out person_boxes_tracked.csv
       hgrnn track results.csv --out results_tracked.csv --store features.h5 --source det
     """
-    import dataclasses
     import os
 
     import numpy as np
@@ -56,7 +49,6 @@ def track_cmd(boxes_csv, out, store, source, max_gap, min_iou, kind):
     from hgrnn.data.ava import AvaFormatError
     from hgrnn.data.store import StoreError
     from hgrnn.track import (
-        TrackConfig,
         group_boxes,
         read_boxes,
         store_features,
@@ -66,7 +58,7 @@ def track_cmd(boxes_csv, out, store, source, max_gap, min_iou, kind):
 
     if os.path.abspath(out) == os.path.abspath(boxes_csv):
         raise click.ClickException(f"{out}: --out is the input file; choose another name")
-    cfg = dataclasses.replace(TrackConfig(), max_gap=max_gap, min_iou=min_iou)
+    cfg = TrackConfig(max_gap=max_gap, min_iou=min_iou)
     try:
         rows, kind = read_boxes(boxes_csv, kind)
         features = None

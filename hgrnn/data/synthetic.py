@@ -81,6 +81,11 @@ import numpy as np
 from hgrnn.console import progress_bar
 from hgrnn.data.ava import LabelMap
 from hgrnn.data.store import PersonSet, StoreWriter, open_h5, read_info
+# the config and the layout sizes it checks live in the light synth_config (`hgrnn synth
+# --help` reads its defaults); they are read as synthetic.X too
+from hgrnn.data import synth_config
+from hgrnn.data.synth_config import (CLIP_DIMS, FLOW_VERSION, GROUP_SLOTS,  # noqa: F401
+                                     MIN_FEATURE_DIM, PERSON_DIMS, PREP, REP, SynthConfig)
 
 SYNTH_VERSION = 1
 
@@ -96,7 +101,6 @@ CLASS_GROUPS = {"person": PERSON_CLASSES, "temporal": TEMPORAL_CLASSES,
 MOTION_CLASSES = ("run/jog", "jump/leap", "fall down")
 STREAMS = ("rgb", "flow")
 FLOW_STREAM_KEY = 1           # the flow stream's generator: default_rng([seed, i, VERSION, 1])
-FLOW_VERSION = 2              # 2: the flow stream also sees walking and the scene's motion
 MOTION_AMP = 2.0
 WALK_FLOW_AMP = 1.0           # a walker moves, less than a runner
 SCENE_FLOW_AMP = 0.5          # the door's / object's motion inside one keyframe's clip
@@ -110,9 +114,6 @@ SCENE_TYPES = ("street", "room", "vehicle")
 STREET, ROOM, VEHICLE = range(3)
 SCENE_PROBS = (0.4, 0.4, 0.2)
 
-GROUP_SLOTS = 2
-REP = 8                    # dims per relational / level channel
-PREP = 2                   # dims per pose / object / scene-type channel
 # Amplitudes: the relational and level channels are large on purpose. With the paper's
 # schedule (1000 Adam steps at lr 1e-4) the head moves each weight by at most ~0.1, so a
 # signal must be strong in the pre-activations of randomly initialised GRU units for the
@@ -126,87 +127,13 @@ NUISANCE_STD = 0.2
 LEVEL_STEP = 0.5           # change of a drifting state per keyframe
 PERSON_CHANNELS = 8 + GROUP_SLOTS
 CLIP_CHANNELS = 5
-PERSON_REPS = np.array([PREP] * 5 + [REP, REP, 1] + [REP] * GROUP_SLOTS)
-CLIP_REPS = np.array([PREP] * 3 + [REP, REP])
-PERSON_DIMS = int(PERSON_REPS.sum())   # 43
-CLIP_DIMS = int(CLIP_REPS.sum())       # 22
-MIN_FEATURE_DIM = max(PERSON_DIMS, CLIP_DIMS)
+PERSON_REPS = np.array(synth_config.PERSON_REPS)
+CLIP_REPS = np.array(synth_config.CLIP_REPS)
 # persons per keyframe 1..12, shaped like AVA's (1-4 common, a tail to ~12)
 PERSONS_PMF = np.array([0.30, 0.24, 0.16, 0.10, 0.06, 0.04, 0.03, 0.025, 0.015, 0.012, 0.010,
                         0.008])
 PERSONS_PMF = PERSONS_PMF / PERSONS_PMF.sum()
 VEHICLE_MAX_PERSONS = 4
-
-
-@dataclass(frozen=True)
-class SynthConfig:
-    """Everything a synthetic store is a function of (stored as ``configs["synth"]``).
-
-    videos, keyframes: store size (keyframes are one per second, timestamps from 902).
-    seed: sampling seed; train and validation stores use different seeds, the world (feature
-        layout, rules) is the same for every seed.
-    feature_dim: C of both clip and person features (>= MIN_FEATURE_DIM).
-    person_noise: std of the Gaussian noise on every signal dim of a person feature.
-    clip_noise: std of the noise on every signal dim of a clip feature.
-    talk_prob: probability that a keyframe has a talker (in a uniformly chosen group);
-    dance_prob: probability that a room keyframe has a dancer (other scenes have none).
-    det_jitter: std of the det box corners, as a fraction of the box's width/height.
-    det_miss: probability that the detector misses a gt person.
-    det_false_positives: mean number (Poisson) of background false positives per keyframe.
-    det_feature_noise: std of the extra noise on a detected person's feature (other RoI).
-    streams: ("rgb",) or ("rgb", "flow"): the flow stream and the motion classes.
-    motion_prob: probability that a person (outside vehicles) runs, jumps or falls (each a
-        third of it); used with the flow stream only.
-    """
-    videos: int = 40
-    keyframes: int = 60
-    seed: int = 0
-    feature_dim: int = 64
-    person_noise: float = 1.0
-    clip_noise: float = 0.3
-    talk_prob: float = 0.6
-    dance_prob: float = 0.5
-    det_jitter: float = 0.12
-    det_miss: float = 0.1
-    det_false_positives: float = 0.4
-    det_feature_noise: float = 0.1
-    streams: tuple = ("rgb",)
-    motion_prob: float = 0.3
-
-    def __post_init__(self):
-        object.__setattr__(self, "streams", tuple(self.streams))
-        if self.streams not in (("rgb",), ("rgb", "flow")):
-            raise ValueError(f"streams must be rgb or rgb,flow, got {','.join(self.streams)}")
-        if not 0.0 <= self.motion_prob <= 1.0:
-            raise ValueError(f"motion_prob must be in [0, 1], got {self.motion_prob}")
-        if self.videos < 1 or self.keyframes < 1:
-            raise ValueError(f"--videos and --keyframes must be >= 1, got {self.videos}, "
-                             f"{self.keyframes}")
-        if self.feature_dim < MIN_FEATURE_DIM:
-            raise ValueError(f"--feature-dim must be >= {MIN_FEATURE_DIM} (the synthetic layout "
-                             f"needs that many signal dims), got {self.feature_dim}")
-        for name in ("person_noise", "clip_noise", "det_jitter", "det_false_positives",
-                     "det_feature_noise"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got "
-                                 f"{getattr(self, name)}")
-        for name in ("talk_prob", "dance_prob", "det_miss"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got "
-                                 f"{getattr(self, name)}")
-
-    @property
-    def flow(self) -> bool:
-        return "flow" in self.streams
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        if not self.flow:      # an RGB store's config reads as before the flow stream existed
-            del d["streams"], d["motion_prob"]
-        else:
-            d["streams"] = list(self.streams)
-            d["flow_version"] = FLOW_VERSION   # a store of the older flow stream is another config
-        return d
 
 
 def class_names(cfg: SynthConfig | None = None) -> tuple:

@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from hgrnn.console import progress_bar
 from hgrnn.data import synthetic
+from hgrnn.data.store import open_h5, read_info
 from hgrnn.data.windows import FeatureStore
 from hgrnn.hgrnn_head.charts import plot_ablation
 from hgrnn.hgrnn_head.infer import evaluate_store
@@ -54,7 +55,11 @@ ROWS = {
     "hgrnn_others": ("hgrnn", 3, 2, "HGRNN l=3, J=2, graph pooling over the OTHER persons"),
     "hgrnn_ctxdet": ("hgrnn", 3, 2, "HGRNN l=3, J=2, trained with detections in the context "
                                     "slots"),
+    "hgrnn_attn": ("hgrnn", 3, 2, "HGRNN l=3, J=2 with attention over the persons instead "
+                                  "of the graph RNN (train-head --relation attention)"),
     "hgrnn_flow": ("hgrnn", 3, 2, "HGRNN l=3, J=2 on RGB+Flow features (Table 4)"),
+    "hgrnn_late": ("hgrnn", 3, 2, "HGRNN l=3, J=2 on RGB+Flow, one head per stream, logits "
+                                  "summed (train-head --fusion late)"),
 }
 # How a row is named in the tables that list every row (Table 4).
 ROW_LABELS = {"person": "per-person head", "graph": "Graph-RNN (l=0, J=2)",
@@ -62,13 +67,17 @@ ROW_LABELS = {"person": "per-person head", "graph": "Graph-RNN (l=0, J=2)",
               "hgrnn": "HGRNN (l=3, J=2)", "hgrnn_J1": "HGRNN J=1", "hgrnn_J3": "HGRNN J=3",
               "hgrnn_others": "HGRNN, graph pool over others",
               "hgrnn_ctxdet": "HGRNN, context boxes det",
-              "hgrnn_flow": "HGRNN RGB+Flow (l=3, J=2)"}
+              "hgrnn_attn": "HGRNN, attention relation",
+              "hgrnn_flow": "HGRNN RGB+Flow (l=3, J=2)",
+              "hgrnn_late": "HGRNN RGB+Flow, late fusion"}
 # Rows that differ from the paper's model in a head or training option (name -> options;
 # "graph_pool" is a HeadConfig field, "context_boxes" a TrainConfig field). Only these rows
 # carry the keys in their spec, so finished runs of the other rows keep their spec.
 ROW_OPTIONS = {
     "hgrnn_others": {"graph_pool": "others"},
     "hgrnn_ctxdet": {"context_boxes": "det"},
+    "hgrnn_attn": {"relation": "attention"},
+    "hgrnn_late": {"fusion": "late"},
 }
 # Why Table 1's l = 0 and Table 2's "Graph-RNN" are the `graph` row (docs/method.md).
 PAPER_L0 = ("The paper's l = 0 row (Table 1) and its \"Graph-RNN\" row (Table 2) are the same "
@@ -79,7 +88,7 @@ PAPER_L0 = ("The paper's l = 0 row (Table 1) and its \"Graph-RNN\" row (Table 2)
             "i.e. the keyframe's clip feature and pooled persons, then the graph RNN) is the "
             "other possible reading of \"l = 0\"; it is reported for comparison only.")
 # rows on other feature streams than the store's "rgb" (train-head --streams)
-ROW_STREAMS = {"hgrnn_flow": ("rgb", "flow")}
+ROW_STREAMS = {"hgrnn_flow": ("rgb", "flow"), "hgrnn_late": ("rgb", "flow")}
 #: the rows of a store with the RGB stream only
 RGB_ROWS = tuple(r for r in ROWS if r not in ROW_STREAMS)
 GROUPS = ("all", "person", "temporal", "relational", "motion")
@@ -100,11 +109,11 @@ class AblateConfig:
     """
     rows: tuple = RGB_ROWS
     seeds: int = 3
-    steps: int = 1000
-    batch_size: int = 50
-    lr: float = 1e-4
+    steps: int = TrainConfig.steps
+    batch_size: int = TrainConfig.batch_size
+    lr: float = TrainConfig.lr
     jobs: int = 2
-    h0: str = "zeros"
+    h0: str = HeadConfig.h0
     det: bool = True
     scene_hidden: int | None = None
     graph_hidden: int | None = None
@@ -139,7 +148,6 @@ class AblateConfig:
 
 def store_streams(store_path) -> tuple:
     """Names of the feature streams of a store (root attribute `streams`)."""
-    from hgrnn.data.store import open_h5, read_info
     with open_h5(os.fspath(store_path)) as f:
         return tuple(str(s[0]) for s in read_info(f, os.fspath(store_path)).streams)
 
@@ -182,7 +190,8 @@ def run_one(spec: dict, train_store: str, val_store: str, out_dir: str,
                       iterations=max(spec["iterations"], 1) if spec["variant"] in
                       ("hgrnn", "graph") else 2, h0=spec["h0"],
                       scene_hidden=spec["scene_hidden"], graph_hidden=spec["graph_hidden"],
-                      graph_pool=spec.get("graph_pool", "all"))
+                      graph_pool=spec.get("graph_pool", "all"),
+                      relation=spec.get("relation", "gru"), fusion=spec.get("fusion", "concat"))
     train = TrainConfig(steps=spec["steps"], batch_size=spec["batch_size"], lr=spec["lr"],
                         seed=spec["seed"], device="cpu", val_every=0, num_threads=1,
                         context_boxes=spec.get("context_boxes", "gt"),
@@ -242,7 +251,9 @@ def run_ablation(train_store, val_store, out_dir, cfg: AblateConfig, progress=Tr
     files = {"csv": out / "ablation.csv", "md": out / "ablation.md", "png": out / "ablation.png"}
     write_csv(files["csv"], rows)
     files["md"].write_text(format_tables(summary, cfg, train_store, val_store, rows))
-    if not plot_ablation(summary, GROUPS, files["png"]):
+    spread = f"mean ± std over {cfg.seeds} seeds" if cfg.seeds > 1 else "one seed"
+    if not plot_ablation(summary, GROUPS, files["png"], labels=ROW_LABELS,
+                         title=f"HGRNN ablation: AP by class group (gt boxes, {spread})"):
         files.pop("png")
     return {"rows": rows, "summary": summary, "files": {k: str(v) for k, v in files.items()}}
 
@@ -342,27 +353,30 @@ def format_tables(summary: dict, cfg: AblateConfig, train_store, val_store, rows
                         boxes="det"))
     options = [("paper's model (graph pool over all, context boxes gt)", "hgrnn"),
                ("graph pool over the other persons", "hgrnn_others"),
-               ("context boxes det in training", "hgrnn_ctxdet")]
+               ("context boxes det in training", "hgrnn_ctxdet"),
+               ("attention over the persons instead of the graph RNN", "hgrnn_attn")]
     if any(name in summary for _, name in options[1:]):
         md.append(table("Options beyond the paper (HGRNN l=3, J=2), ground-truth boxes",
                         options))
         if cfg.det:
             md.append(table("Options beyond the paper, detected boxes", options, boxes="det"))
-    if "hgrnn_flow" in summary and "hgrnn" in summary:
-        lines = [("RGB, GT boxes", "hgrnn", "gt"), ("RGB+Flow, GT boxes", "hgrnn_flow", "gt")]
+    flows = [(row, how) for row, how in (("hgrnn_flow", "streams concatenated"),
+                                         ("hgrnn_late", "late fusion")) if row in summary]
+    if flows and "hgrnn" in summary:
+        lines = [("RGB, GT boxes", "hgrnn", "gt")]
+        lines += [(f"RGB+Flow ({how}), GT boxes", row, "gt") for row, how in flows]
         if cfg.det:
-            lines += [("RGB, detected boxes", "hgrnn", "det"),
-                      ("RGB+Flow, detected boxes", "hgrnn_flow", "det")]
-        md.append(table("Table 4 (paper): RGB vs RGB+Flow (HGRNN l=3, J=2; streams "
-                        "concatenated)", lines))
-        gains = flow_gain(summary)
-        md.append("RGB+Flow minus RGB, in AP points (and in units of the larger of the two "
-                  "rows' std over seeds):\n\n")
-        for boxes, by_group in gains.items():
-            md.append(f"- {boxes} boxes: " + ", ".join(
-                f"{g} {100 * d:+.1f} ({z:+.1f} std)" if z is not None else f"{g} {100 * d:+.1f}"
-                for g, (d, z) in by_group.items()) + "\n")
-        md.append("\n")
+            lines += [("RGB, detected boxes", "hgrnn", "det")]
+            lines += [(f"RGB+Flow ({how}), detected boxes", row, "det") for row, how in flows]
+        md.append(table("Table 4 (paper): RGB vs RGB+Flow (HGRNN l=3, J=2)", lines))
+        for row, how in flows:
+            md.append(f"RGB+Flow ({how}) minus RGB, in AP points (and in units of the larger "
+                      "of the two rows' std over seeds):\n\n")
+            for boxes, by_group in flow_gain(summary, flow_row=row).items():
+                md.append(f"- {boxes} boxes: " + ", ".join(
+                    f"{g} {100 * d:+.1f} ({z:+.1f} std)" if z is not None
+                    else f"{g} {100 * d:+.1f}" for g, (d, z) in by_group.items()) + "\n")
+            md.append("\n")
     return "".join(md)
 
 

@@ -13,7 +13,8 @@ What they promise a first-time reader:
   loss          a linear loss axis unless the curve spans a decade or more (then log); the
                 loss smoothed (EMA) over the raw loss drawn faintly; validation frame-mAP on a
                 fixed 0-100 % axis; legends outside the curves; a title.
-  ablation      bars per model row and class group with ±std; the groups are named
+  ablation      bars per model row and class group, ±std error bars only where a row has
+                several seeds; rows named as the tables name them; the groups are named
                 "... classes" so that the class group "person" is not read as the model row
                 "person".
 
@@ -22,6 +23,8 @@ as AVA papers quote them): the functions take fractions, as the evaluator return
 """
 
 from __future__ import annotations
+
+import textwrap
 
 import numpy as np
 
@@ -54,10 +57,11 @@ def _save(fig, path, plt) -> bool:
 
 # ----------------------------------------------------------------------------- per-class AP
 
-def eval_title(store=None, boxes=None, protocol=None, mAP=None) -> str:
-    """'frame-mAP 25.1200 % · val.h5 · det boxes · ava-2018' from what is known (mAP: a
-    fraction)."""
-    parts = [f"frame-mAP {format_percent(mAP)} %" if mAP is not None else "frame-AP"]
+def eval_title(store=None, boxes=None, protocol=None, mAP=None, model=None) -> str:
+    """'HGRNN (l=3, J=2) · frame-mAP 25.1200 % · val.h5 · det boxes · ava-2018' from what is
+    known (mAP: a fraction; model: ``HeadConfig.describe()``)."""
+    parts = [model] if model else []
+    parts.append(f"frame-mAP {format_percent(mAP)} %" if mAP is not None else "frame-AP")
     if store:
         parts.append(str(store))
     if boxes:
@@ -90,8 +94,8 @@ def per_class_ap_figure(per_class: dict, mAP: float, *, title: str | None = None
                     color="0.3")
         else:
             ax.barh(k, 100 * ap, color="tab:blue")
-            ax.text(min(100 * ap + 1, 90), k, f"{100 * ap:.2f}", va="center", ha="left",
-                    fontsize=7)
+            x, ha = _value_label_place(100 * ap, 100 * mAP)
+            ax.text(x, k, f"{100 * ap:.2f}", va="center", ha=ha, fontsize=7)
     ax.set_yticks(y, names, fontsize=7)
     ax.set_ylim(len(names) - 0.5, -0.5)
     shown_groups = _colour_by_group(ax.patches, names, per_class, groups or {})
@@ -109,9 +113,27 @@ def per_class_ap_figure(per_class: dict, mAP: float, *, title: str | None = None
         handles.append(plt.Rectangle((0, 0), 1, 1, facecolor=GROUP_COLORS[group]))
         labels.append(f"{group} classes" if group else "classes without an AVA group")
     fig.legend(handles, labels, loc="lower center", ncol=1, fontsize=8, frameon=False)
-    ax.set_title(title or eval_title(mAP=mAP), fontsize=9)
+    # a long title (model, mAP, store, boxes, protocol) goes on two lines, not off the figure
+    ax.set_title(textwrap.fill(title or eval_title(mAP=mAP), 70, break_on_hyphens=False),
+                 fontsize=9)
     fig.tight_layout(rect=(0, (0.1 + 0.2 * len(labels)) / fig.get_figheight(), 1, 1))
     return fig
+
+
+#: width of a value label ("100.00" at fontsize 7) in AP % of the 0-100 axis
+_LABEL_WIDTH = 8.0
+
+
+def _value_label_place(value: float, line: float) -> tuple:
+    """(x, ha) of a bar's value label so that it clears the dashed mAP line at `line`: right
+    of the bar's end, or, where that would cross the line, right of the line (or left of the
+    bar's end when the line is too close to the axis end)."""
+    x = min(value + 1, 100 - _LABEL_WIDTH)
+    if x - 0.5 < line < x + _LABEL_WIDTH:
+        if line + 1 + _LABEL_WIDTH <= 100:
+            return line + 1, "left"
+        return min(value, line) - 1, "right"
+    return x, "left"
 
 
 def plot_per_class_ap(per_class: dict, mAP: float, path, *, title: str | None = None,
@@ -203,24 +225,32 @@ def group_label(group: str) -> str:
     return "mAP (all classes)" if group == "all" else f"{group} classes"
 
 
-def ablation_figure(summary: dict, groups, *, title: str | None = None):
-    """Grouped bars (model rows x class groups, gt boxes) with ±std error bars, from
-    `ablate.summarize` ({row: {"gt": {group: (mean, std)}}}). Returns the Figure."""
+def ablation_figure(summary: dict, groups, *, title: str | None = None,
+                    labels: dict | None = None):
+    """Grouped bars (model rows x class groups, gt boxes) from `ablate.summarize` ({row:
+    {"gt": {group: (mean, std, n)}}}), with ±std error bars where a row has several seeds;
+    `labels` names the rows (the tables' names; default the row ids). Returns the Figure."""
     plt = _pyplot()
     names = [n for n in summary if "gt" in summary[n]]
     groups = [g for g in groups if names and g in summary[names[0]]["gt"]]
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(names)) + 1.8, 4.2))
+    labels = labels or {}
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(names)) + 1.8, 4.6))
     width = 0.8 / max(len(groups), 1)
+    seeds = max((summary[n]["gt"][g][2] for n in names for g in groups
+                 if len(summary[n]["gt"][g]) > 2), default=1)
     for k, g in enumerate(groups):
         means = [100 * (summary[n]["gt"][g][0] or 0) for n in names]
         stds = [100 * (summary[n]["gt"][g][1] or 0) for n in names]
+        spread = seeds > 1 and any(stds)
         ax.bar(np.arange(len(names)) + (k - (len(groups) - 1) / 2) * width, means, width,
-               yerr=stds, capsize=2, label=group_label(g))
+               yerr=stds if spread else None, capsize=2 if spread else 0,
+               label=group_label(g))
     ax.set_xticks(np.arange(len(names)))
-    ax.set_xticklabels([f"model: {n}" for n in names], rotation=30, ha="right")
+    ax.set_xticklabels([labels.get(n, n) for n in names], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("AP (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(title or "HGRNN ablation (gt boxes, mean ± std over seeds)", fontsize=10)
+    spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed"
+    ax.set_title(title or f"HGRNN ablation (gt boxes, {spread})", fontsize=10)
     ax.legend(fontsize=8, title="class group", title_fontsize=8, loc="upper left",
               bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="y", alpha=0.3)
@@ -228,10 +258,11 @@ def ablation_figure(summary: dict, groups, *, title: str | None = None):
     return fig
 
 
-def plot_ablation(summary: dict, groups, path, *, title: str | None = None) -> bool:
+def plot_ablation(summary: dict, groups, path, *, title: str | None = None,
+                  labels: dict | None = None) -> bool:
     """Save `ablation_figure` as a PNG; False without matplotlib."""
     plt = _pyplot()
     if plt is None:
         return False
-    return _save(ablation_figure(summary, groups, title=title), path, plt)
+    return _save(ablation_figure(summary, groups, title=title, labels=labels), path, plt)
 

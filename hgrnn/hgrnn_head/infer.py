@@ -132,8 +132,13 @@ def predict_store(model, fs, device="cpu", nms_iou=DEFAULT_NMS_IOU,
     if progress:
         starts = progress_bar(starts, desc=f"eval {os.path.basename(fs.path)}", unit="batch",
                       dynamic_ncols=True)
-    parts = {"video": [], "ts": [], "boxes": [], "action": [], "score": []}
-    video_names = []
+    # per kept (person, class): the person's number in the whole run, the class, the score;
+    # per person: its keyframe and box; per keyframe: video and timestamp. The result
+    # columns are gathered from these once at the end (no per-row copies of boxes, video
+    # ids or timestamps while scoring: ~10 bytes a row until then instead of ~45)
+    kept = {"person": [], "class": [], "score": []}
+    person_keyframe, person_boxes, keyframe_ts, video_names = [], [], [], []
+    persons = 0
     for s in starts:
         batch = windows.batch(np.arange(s, min(s + batch_keyframes, len(windows))))
         probs = torch.sigmoid(model(batch.to(device))).float().cpu()  # (P, K)
@@ -143,20 +148,25 @@ def predict_store(model, fs, device="cpu", nms_iou=DEFAULT_NMS_IOU,
         if min_score > 0:
             keep &= scores >= min_score
         person, cls = keep.nonzero(as_tuple=True)  # kept (person, class) pairs
-        kf = batch.keyframe[person]
-        base = len(video_names)
+        kept["person"].append((person + persons).to(torch.int32).numpy())
+        kept["class"].append(cls.to(torch.int32).numpy())
+        kept["score"].append(scores[person, cls].numpy())
+        person_keyframe.append((batch.keyframe + len(video_names)).numpy())
+        person_boxes.append(batch.boxes.numpy())
+        keyframe_ts.append(batch.timestamps.numpy())
         video_names += list(batch.video_ids)
-        parts["video"].append((kf + base).numpy())
-        parts["ts"].append(batch.timestamps[kf].numpy())
-        parts["boxes"].append(batch.boxes[person].numpy())
-        parts["action"].append(action_ids[cls].numpy())
-        parts["score"].append(scores[person, cls].numpy())
+        persons += len(batch.keyframe)
     if not video_names:
         return AvaRows.from_arrays(np.zeros(0, str), np.zeros(0), np.zeros((0, 4)), np.zeros(0),
                                    scores=np.zeros(0))
-    cat = {k: np.concatenate(v) for k, v in parts.items()}
-    return AvaRows.from_arrays(np.asarray(video_names, dtype=str)[cat["video"]], cat["ts"],
-                               cat["boxes"], cat["action"], scores=cat["score"])
+    person = np.concatenate(kept.pop("person"))  # (N,) rows in scoring order
+    cls = np.concatenate(kept.pop("class"))
+    score = np.concatenate(kept.pop("score"))
+    kf = np.concatenate(person_keyframe)  # (persons,)
+    return AvaRows.from_arrays(np.asarray(video_names, dtype=str)[kf][person],
+                               np.concatenate(keyframe_ts).astype(np.int64)[kf][person],
+                               np.concatenate(person_boxes)[person],
+                               action_ids.numpy()[cls], scores=score)
 
 
 def store_ground_truth(fs):
@@ -301,7 +311,8 @@ def evaluate_store(store, checkpoint, gt_boxes=False, out_dir=None, nms_iou=DEFA
                      "result_rows": len(results)},
         }
         (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-        title = eval_title(Path(fs.path).name, source, protocol, result.mAP)
+        title = eval_title(Path(fs.path).name, source, protocol, result.mAP,
+                           model=model.cfg.describe())
         if gt_csv is not None:
             title += f" · gt {Path(str(gt_csv)).name}"
         plot_per_class_ap(result.per_class, result.mAP, out / "per_class_ap.png", title=title,

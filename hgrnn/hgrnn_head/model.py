@@ -11,6 +11,18 @@ person i belongs to). C is the feature dim, K the number of classes. Data flow:
                              h = GRUCell(x_p ⊕ h_c ⊕ m, h)-->                      h (P, Hg)
     h --Dropout, Linear--> logits (P, K);   scores = sigmoid(logits)
 
+The relation level (``relation``) is the paper's graph RNN ("gru", the default) or, beyond
+the paper, ``PersonAttention`` ("attention"): J rounds of multi-head self-attention over the
+persons of each keyframe, the pairwise box geometry as a learned bias on the attention
+scores, residual + layer norm (a transformer layer per round). Both read x_p ⊕ h_c and return
+a (P, Hg) state per person, so the hierarchy (scene RNN, relations, classifier) and the
+ablation stay one code path.
+
+Two-stream features (``fusion``): "concat" (default) feeds the concatenated streams to one
+head; "late" builds one whole head per stream (``stream_dims`` says where each stream's
+columns are) and sums their logits, so a stream that is noise to a class costs that class
+less (the RGB+Flow benchmark of docs/synthetic.md).
+
 Every max-pool over "the persons of a keyframe" is a segment max over a flat array
 (``scatter_reduce(..., "amax")`` with segment ids), so there is no Python loop over keyframes
 or persons, and a person's output depends only on its own keyframe and window.
@@ -33,109 +45,18 @@ The four variants of the paper's tables come from this one code path:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
-VARIANTS = ("hgrnn", "scene", "graph", "person")
-GRAPH_POOLS = ("all", "others")
+from hgrnn.hgrnn_head.config import FUSIONS, GRAPH_POOLS, RELATIONS, VARIANTS, HeadConfig
 
-
-@dataclass(frozen=True)
-class HeadConfig:
-    """Every choice of the head. Defaults follow the paper where it states them (l = 3,
-    J = 2) and METHOD.md's documented defaults where it leaves them open.
-
-    feature_dim, num_classes: C and K. None means "take it from the store" (``train_head``
-        fills both in); a model can only be built once both are set.
-    variant: "hgrnn" | "scene" | "graph" | "person" (see the module docstring).
-    context: l, keyframes before and after the centre; L = 2l + 1 (paper: 3, about 7 s).
-        Unused (the window is a single keyframe) by "graph" and "person".
-    iterations: J, graph RNN iterations (paper: 2 best of 1/2/3). Unused by "scene"/"person".
-    scene_hidden: Hs, hidden size of EACH direction of the scene biGRU; h_c has 2*Hs dims.
-    graph_hidden: Hg, hidden size of the graph GRU cell (and of the readout of "scene"/"person").
-        The paper does not state its sizes. Defaults 128 / 256: h_c then has 256 dims, as
-        many as the paper's I3D features, and the paper's schedule (1000 steps x 50
-        keyframes) trains in about a minute on a 2-core CPU (BENCHMARKS.md). Hg = 256 rather
-        than 128 because, within that short schedule at lr 1e-4, the 128-wide graph GRU
-        learnt the synthetic benchmark's pairwise classes far less (relational AP 45-47
-        against 73-77, BENCHMARKS.md).
-    h0: initial graph state, "zeros" (default: iteration 1 then sees no other person, as the
-        paper's equations start from an empty h^(0)) or "project" (tanh(Linear(x_p ⊕ h_c))).
-        "scene"/"person" always use the projection (it is their readout layer).
-    empty_pool: what x_P is for a window keyframe with no person: "zeros" (default) or a
-        "learned" vector.
-    window_pad: how windows are padded past a video's first/last keyframe: "edge" (default,
-        repeat the edge keyframe) or "zero" (zero clip feature, no persons). Passed to
-        ``ContextWindows(pad=...)``; the model itself sees only the padded window.
-    dropout: dropout on the person features and before the classifier (default 0: the
-        paper's schedule sees each keyframe about once, it does not overfit).
-    graph_pool: what the graph RNN's message m pools over: "all" persons of the keyframe
-        (default, the paper's literal "maxpool over all nodes", the person itself included)
-        or "others" (every person but itself; zeros when it is alone in the keyframe), so
-        that a person can tell its own state from another's.
-    """
-
-    feature_dim: int | None = None
-    num_classes: int | None = None
-    variant: str = "hgrnn"
-    context: int = 3
-    iterations: int = 2
-    scene_hidden: int = 128
-    graph_hidden: int = 256
-    h0: str = "zeros"
-    empty_pool: str = "zeros"
-    window_pad: str = "edge"
-    dropout: float = 0.0
-    graph_pool: str = "all"
-
-    def __post_init__(self):
-        def check(ok, what):
-            if not ok:
-                raise ValueError(what)
-
-        check(self.variant in VARIANTS, f"--model must be one of {VARIANTS}, got {self.variant!r}")
-        check(self.context >= 0, f"--context (l) must be >= 0, got {self.context}")
-        check(self.iterations >= 0, f"--iterations (J) must be >= 0, got {self.iterations}")
-        check(self.scene_hidden > 0 and self.graph_hidden > 0, "--scene-hidden and --graph-hidden must be > 0")
-        check(self.h0 in ("zeros", "project"), f"--h0 must be 'zeros' or 'project', got {self.h0!r}")
-        check(self.empty_pool in ("zeros", "learned"),
-              f"--empty-pool must be 'zeros' or 'learned', got {self.empty_pool!r}")
-        check(self.window_pad in ("edge", "zero"),
-              f"--window-pad must be 'edge' or 'zero', got {self.window_pad!r}")
-        check(self.graph_pool in GRAPH_POOLS,
-              f"--graph-pool must be one of {GRAPH_POOLS}, got {self.graph_pool!r}")
-        check(0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}")
-        for name in ("feature_dim", "num_classes"):
-            value = getattr(self, name)
-            check(value is None or value > 0, f"{name} must be > 0, got {value}")
-
-    # What the variant actually uses (one code path, switched by these three).
-    @property
-    def uses_scene(self) -> bool:
-        return self.variant in ("hgrnn", "scene")
-
-    @property
-    def graph_iterations(self) -> int:
-        return self.iterations if self.variant in ("hgrnn", "graph") else 0
-
-    @property
-    def window_context(self) -> int:
-        """l of the windows the model reads: ``context`` with a scene RNN, else 0."""
-        return self.context if self.uses_scene else 0
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "HeadConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"HeadConfig: unknown fields {unknown}")
-        return cls(**d)
+# the head's options live in the light config module (the CLI reads their defaults without
+# importing torch); they are part of this module's interface
+__all__ = ["FUSIONS", "GRAPH_POOLS", "RELATIONS", "VARIANTS", "GraphRNN", "HGRNNHead",
+           "HeadConfig", "PersonAttention", "SceneRNN", "segment_max", "segment_max_others"]
 
 
 def segment_max(values: torch.Tensor, segment: torch.Tensor, num_segments: int):
@@ -172,6 +93,17 @@ def segment_max_others(values: torch.Tensor, segment: torch.Tensor, num_segments
     return others.masked_fill(alone[:, None], 0.0)
 
 
+def _gru_update(gi, gh, h):
+    """One GRU step from its input gates gi and hidden gates gh (..., 3H), gates [r, z, n],
+    and the state h (..., H): PyTorch's GRU equations in ATen's order of operations."""
+    i_r, i_z, i_n = gi.chunk(3, dim=-1)
+    h_r, h_z, h_n = gh.chunk(3, dim=-1)
+    r = torch.sigmoid(h_r + i_r)
+    z = torch.sigmoid(h_z + i_z)
+    n = torch.tanh(i_n + h_n * r)
+    return (h - n) * z + n
+
+
 class SceneRNN(nn.Module):
     """Lower level: temporal scene context h_c of each centre keyframe (paper eq. 2-3).
 
@@ -196,10 +128,29 @@ class SceneRNN(nn.Module):
         pooled, nonempty = segment_max(ctx_feats, ctx_segment, B * L)  # (B*L, C), (B*L,)
         if self.empty is not None:
             pooled = torch.where(nonempty[:, None], pooled, self.empty)
-        x = torch.cat([clip, pooled.view(B, L, C)], dim=-1)  # (B, L, 2C): x_c ⊕ x_P per slot
-        _, h_fwd = self.forward_gru(x[:, : l + 1])  # (1, B, Hs): after slots 0..l
-        _, h_bwd = self.backward_gru(x[:, l:].flip(1))  # (1, B, Hs): after slots L-1..l
-        return torch.cat([h_fwd[0], h_bwd[0]], dim=-1)  # (B, 2Hs): h_c, read at the centre
+        # x_c ⊕ x_P per slot, slot-major: the slots each direction reads are contiguous rows
+        x = torch.cat([clip.transpose(0, 1), pooled.view(B, L, C).transpose(0, 1)],
+                      dim=-1)  # (L, B, 2C)
+        h_fwd = _gru_last(self.forward_gru, x[: l + 1], reverse=False)  # after slots 0..l
+        h_bwd = _gru_last(self.backward_gru, x[l:], reverse=True)  # after slots L-1..l
+        return torch.cat([h_fwd, h_bwd], dim=-1)  # (B, 2Hs): h_c, read at the centre
+
+
+def _gru_last(gru: nn.GRU, x, reverse):
+    """The last state of the one-layer `gru` run over the slots of x (T, B, D) from a zero
+    state, in order or (reverse) from the last slot to the first: the same equations as
+    ``gru(x)`` (ATen's), with the input gates of all slots as one matrix product and no
+    hidden-state product for the zero initial state (unless T = 1: weight_hh then still
+    takes part, so that it gets a gradient as it did inside nn.GRU)."""
+    T, B, D = x.shape
+    gi = torch.addmm(gru.bias_ih_l0, x.reshape(T * B, D), gru.weight_ih_l0.t())  # (T*B, 3H)
+    gi = gi.view(T, B, -1).unbind(0)  # T x (B, 3H)
+    h = x.new_zeros((B, gru.hidden_size))
+    for n, t in enumerate(reversed(range(T)) if reverse else range(T)):
+        gh = (gru.bias_hh_l0.expand_as(gi[t]) if n == 0 and T > 1  # the zero state's gates
+              else torch.addmm(gru.bias_hh_l0, h, gru.weight_hh_l0.t()))  # (B, 3H)
+        h = _gru_update(gi[t], gh, h)
+    return h  # (B, H)
 
 
 class GraphRNN(nn.Module):
@@ -221,33 +172,172 @@ class GraphRNN(nn.Module):
             h = torch.tanh(self.project(node_in))  # (P, G)
         else:
             h = node_in.new_zeros((node_in.shape[0], self.hidden))  # (P, G)
-        for _ in range(self.iterations):
-            if self.pool_others:
-                m = segment_max_others(h, keyframe, num_keyframes)  # (P, G): max_{v != i} h_v
+        if self.iterations == 0:
+            return h
+        # self.cell's GRU on the input x_p [⊕ h_c] ⊕ m, with the input weights split in two:
+        # the x_p [⊕ h_c] part of the input gates is the same in every iteration (computed
+        # once), and a zero initial state (h0 "zeros") has m = 0 and hidden gates = bias in
+        # the first iteration (no matrix product); the same function as nn.GRUCell
+        cell = self.cell
+        # (contiguous copies: the matrix products' weight gradients then come out row-major
+        # and join into weight_ih's gradient fast)
+        w_node, w_m = (w.contiguous() for w in
+                       cell.weight_ih.split([node_in.shape[1], self.hidden], dim=1))
+        gi_node = torch.nn.functional.linear(node_in, w_node, cell.bias_ih)  # (P, 3G)
+        # (with J = 1 the m and hidden weights are still used, so that they get a gradient)
+        zero_state = self.project is None and self.iterations > 1
+        for j in range(self.iterations):
+            if j == 0 and zero_state:
+                gi, gh = gi_node, cell.bias_hh.expand_as(gi_node)
             else:
-                m, _ = segment_max(h, keyframe, num_keyframes)  # (B, G): maxpool_v h_v^(j-1)
-                m = m[keyframe]  # (P, G)
-            a = torch.cat([node_in, m], dim=-1)  # (P, C [+ 2Hs] + G)
-            h = self.cell(a, h)  # (P, G)
+                if self.pool_others:
+                    m = segment_max_others(h, keyframe, num_keyframes)  # (P, G): max_{v != i} h_v
+                else:
+                    m, _ = segment_max(h, keyframe, num_keyframes)  # (B, G): maxpool_v h_v^(j-1)
+                    m = m[keyframe]  # (P, G)
+                gi = torch.addmm(gi_node, m, w_m.t())  # (P, 3G): input gates of x ⊕ m
+                gh = torch.nn.functional.linear(h, cell.weight_hh, cell.bias_hh)  # (P, 3G)
+            h = _gru_update(gi, gh, h)  # (P, G)
+        return h
+
+
+def box_geometry(boxes: torch.Tensor) -> torch.Tensor:
+    """Pairwise geometry of the boxes of one or more keyframes.
+
+    boxes (..., N, 4) xyxy -> (..., N, N, 4): for the pair (i, j), j's centre offset from i's
+    in units of i's width and height, and log of j's width and height over i's (0 on the
+    diagonal). Scale-free, so the same relation reads the same near and far from the camera.
+    """
+    wh = (boxes[..., 2:] - boxes[..., :2]).clamp(min=1e-3)  # (..., N, 2)
+    centre = (boxes[..., :2] + boxes[..., 2:]) / 2  # (..., N, 2)
+    offset = (centre[..., None, :, :] - centre[..., :, None, :]) / wh[..., :, None, :]
+    scale = torch.log(wh[..., None, :, :] / wh[..., :, None, :])  # (..., N, N, 2)
+    return torch.cat([offset, scale], dim=-1)  # (..., N, N, 4)
+
+
+def to_dense(keyframe: torch.Tensor, num_keyframes: int):
+    """Where each person sits in a keyframe-major dense layout.
+
+    keyframe (P,) int64 in [0, B) -> slot (P,) int64 (the person's rank among the persons of
+    its keyframe, in batch order), N (the most persons in one keyframe); person i is row
+    (keyframe[i], slot[i]) of a (B, N, ...) tensor.
+    """
+    order = torch.argsort(keyframe, stable=True)
+    counts = torch.bincount(keyframe, minlength=num_keyframes)  # (B,)
+    first = torch.cumsum(counts, 0) - counts  # (B,): first person of each keyframe in `order`
+    slot = torch.empty_like(keyframe)
+    slot[order] = torch.arange(len(keyframe), device=keyframe.device) - first[keyframe[order]]
+    return slot, int(counts.max()) if len(counts) else 0
+
+
+class AttentionRound(nn.Module):
+    """One round of self-attention over the persons of each keyframe (a transformer layer):
+    h = LayerNorm(h + MultiHead(h)); h = LayerNorm(h + FFN(h)), the pairwise box geometry
+    adding a learned bias per head to the attention scores."""
+
+    def __init__(self, hidden: int, heads: int):
+        super().__init__()
+        self.heads, self.head_dim = heads, hidden // heads
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.out = nn.Linear(hidden, hidden)
+        self.geometry = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, heads))
+        self.norm1, self.norm2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
+        self.ffn = nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.ReLU(),
+                                 nn.Linear(2 * hidden, hidden))
+
+    def forward(self, h, where, geometry, allowed):
+        # h (P, G) person states; where = (keyframe, slot), each (P,): person i is row
+        # (keyframe[i], slot[i]) of the dense (B, N) layout; geometry (B, N, N, 4); allowed
+        # (B, N, N) bool: may query i attend to key j (both real persons of the keyframe, and
+        # j != i for "others"). Only the scores need the dense layout: the projections, the
+        # norms and the FFN run on the P real persons, none on padding.
+        B, N = allowed.shape[:2]
+        P, G = h.shape
+        H, d = self.heads, self.head_dim
+        qkv = h.new_zeros((B, N, 3 * G))
+        qkv[where] = self.qkv(h)  # (B, N, 3G); padding rows stay 0 (and are masked)
+        q, k, v = qkv.view(B, N, 3, H, d).permute(2, 0, 3, 1, 4)  # each (B, H, N, d)
+        scores = q @ k.transpose(-1, -2) / d ** 0.5  # (B, H, N, N)
+        scores = scores + self.geometry(geometry).permute(0, 3, 1, 2)  # + bias (B, H, N, N)
+        scores = scores.masked_fill(~allowed[:, None], float("-inf"))
+        weights = torch.softmax(scores, dim=-1)  # (B, H, N, N)
+        # a query with no key to attend to (alone under "others", or a padding row) gets 0
+        weights = torch.where(allowed.any(-1)[:, None, :, None], weights, 0.0)
+        attended = (weights @ v).transpose(1, 2).reshape(B, N, G)[where]  # (P, G)
+        h = self.norm1(h + self.out(attended))
+        return self.norm2(h + self.ffn(h))  # (P, G)
+
+
+class PersonAttention(nn.Module):
+    """Relation level beyond the paper: J attention rounds over each keyframe's persons.
+
+    The attention scores of the persons (flat, ragged) are computed in a dense layout per
+    keyframe, (B, H, N, N) with N the largest person count of the batch, padding masked out;
+    a person's output therefore depends only on the persons of its own keyframe, as with the
+    graph RNN.
+    """
+
+    def __init__(self, cfg: HeadConfig, context_dim: int):
+        super().__init__()
+        C, G = cfg.feature_dim, cfg.graph_hidden
+        self.attend_self = cfg.graph_pool == "all"
+        self.project = nn.Linear(C + context_dim, G)
+        self.rounds = nn.ModuleList(AttentionRound(G, cfg.attention_heads)
+                                    for _ in range(cfg.graph_iterations))
+
+    def forward(self, node_in, keyframe, num_keyframes, boxes):
+        # node_in (P, C [+ 2Hs]) = x_p [⊕ h_c]; keyframe (P,) in [0, B); boxes (P, 4) xyxy
+        h = torch.tanh(self.project(node_in))  # (P, G)
+        if len(h) == 0:
+            return h
+        slot, N = to_dense(keyframe, num_keyframes)  # (P,), N
+        B = num_keyframes
+        real = torch.zeros(B, N, dtype=torch.bool, device=h.device)
+        real[keyframe, slot] = True  # (B, N)
+        dense_boxes = boxes.new_zeros((B, N, 4))
+        dense_boxes[keyframe, slot] = boxes  # (B, N, 4); padding rows: zero boxes, masked
+        geometry = box_geometry(dense_boxes)  # (B, N, N, 4)
+        allowed = real[:, :, None] & real[:, None, :]  # (B, N, N)
+        if not self.attend_self:
+            allowed = allowed & ~torch.eye(N, dtype=torch.bool, device=h.device)
+        for round_ in self.rounds:
+            h = round_(h, (keyframe, slot), geometry, allowed)  # (P, G)
         return h
 
 
 class HGRNNHead(nn.Module):
     """The head. ``forward(batch)`` takes a ``WindowBatch`` (or anything with its fields:
-    clip, ctx_feats, ctx_segment, feats, keyframe) and returns logits (P, K)."""
+    clip, ctx_feats, ctx_segment, feats, keyframe, and boxes for the attention relation) and
+    returns logits (P, K)."""
 
     def __init__(self, cfg: HeadConfig):
         super().__init__()
         if cfg.feature_dim is None or cfg.num_classes is None:
             raise ValueError("HeadConfig: feature_dim and num_classes must be set to build a model")
         self.cfg = cfg
+        if cfg.fusion == "late":
+            # one whole head per stream (late fusion); their logits are summed
+            if cfg.stream_dims is None:
+                raise ValueError("HeadConfig: fusion 'late' needs stream_dims (the width of "
+                                 "each feature stream)")
+            self.per_stream = nn.ModuleList(
+                HGRNNHead(dataclasses.replace(cfg, feature_dim=d, fusion="concat",
+                                              stream_dims=None)) for d in cfg.stream_dims)
+            return
+        self.per_stream = None
         self.scene = SceneRNN(cfg) if cfg.uses_scene else None
         context_dim = 2 * cfg.scene_hidden if cfg.uses_scene else 0
-        self.graph = GraphRNN(cfg, context_dim)
+        # the relation level keeps the attribute name `graph` (checkpoints' weight names)
+        if cfg.relation == "attention" and cfg.graph_iterations > 0:
+            self.graph = PersonAttention(cfg, context_dim)
+        else:
+            self.graph = GraphRNN(cfg, context_dim)
         self.dropout = nn.Dropout(cfg.dropout)
         self.classifier = nn.Linear(cfg.graph_hidden, cfg.num_classes)
 
     def forward(self, batch) -> torch.Tensor:
+        if self.per_stream is not None:
+            return self._late_fusion(batch)
         clip, feats, keyframe = batch.clip, batch.feats, batch.keyframe
         B, L, C = clip.shape  # (B, L, C)
         P = feats.shape[0]  # feats (P, C), keyframe (P,)
@@ -263,9 +353,28 @@ class HGRNNHead(nn.Module):
             node_in = torch.cat([x_p, h_c[keyframe]], dim=-1)  # (P, C + 2Hs)
         else:
             node_in = x_p  # (P, C): "graph"/"person" never read the clip features
-        h = self.graph(node_in, keyframe, B)  # (P, Hg)
+        if isinstance(self.graph, PersonAttention):
+            h = self.graph(node_in, keyframe, B, batch.boxes)  # (P, Hg)
+        else:
+            h = self.graph(node_in, keyframe, B)  # (P, Hg)
         logits = self.classifier(self.dropout(h))  # (P, K)
         assert logits.shape == (P, self.cfg.num_classes)
+        return logits
+
+    def _late_fusion(self, batch) -> torch.Tensor:
+        """Sum of the logits (P, K) of each stream's head on its own columns of the batch."""
+        if batch.feats.shape[1] != self.cfg.feature_dim:
+            raise ValueError(f"batch feature dim {batch.feats.shape[1]} != HeadConfig."
+                             f"feature_dim {self.cfg.feature_dim}")
+        logits, start = 0, 0
+        for head, width in zip(self.per_stream, self.cfg.stream_dims):
+            columns = slice(start, start + width)
+            part = copy.copy(batch)  # a WindowBatch (or any object with its fields)
+            part.clip = batch.clip[..., columns]  # (B, L, width)
+            part.ctx_feats = batch.ctx_feats[:, columns]  # (Q, width)
+            part.feats = batch.feats[:, columns]  # (P, width)
+            logits = logits + head(part)  # (P, K)
+            start += width
         return logits
 
     @torch.no_grad()

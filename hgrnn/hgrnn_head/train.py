@@ -7,10 +7,15 @@ ground-truth boxes. A run folder holds:
     last.pt        checkpoint (see ``checkpoint.save_checkpoint``), rewritten every
                    ``checkpoint_every`` steps and at the end; loadable with
                    ``torch.load(weights_only=True)``
-    metrics.jsonl  one JSON object per line: {"step", "loss", "steps_per_s", "seconds"}
+    best.pt        with a validation store: the checkpoint of the validation with the best
+                   frame-mAP so far (same format; `eval` and `predict` take either)
+    metrics.jsonl  one JSON object per line: {"step", "loss", "lr", "steps_per_s", "seconds"}
                    every ``log_every`` steps, {"step", "val_mAP", "val_per_class"} at each
                    validation
     loss.png       the loss (and validation mAP) curve (when matplotlib is installed)
+    config.json    the options of the run as `train-head --config` reads them (written by
+                   the command line, ``run_config``), so `--config RUN/config.json` repeats
+                   it and `--resume` remembers them
 
 Repeatability: the model is initialised from ``seed``; the keyframes of step s are drawn by
 ``numpy.random.default_rng([seed, s])``, so they depend on nothing but the seed and the
@@ -25,7 +30,6 @@ import json
 import math
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,87 +41,18 @@ from hgrnn.hgrnn_head.charts import plot_loss_curve
 from hgrnn.hgrnn_head.checkpoint import (CHECKPOINT_NAME, HeadError, check_store_matches,
                                          load_checkpoint, open_store, resolve_device,
                                          restoring, save_checkpoint, torch_threads)
+from hgrnn.hgrnn_head.config import HeadConfig, TrainConfig
 from hgrnn.hgrnn_head.infer import evaluate_model
-from hgrnn.hgrnn_head.model import HeadConfig, HGRNNHead
+from hgrnn.hgrnn_head.model import HGRNNHead
 from hgrnn.losses import sigmoid_focal_loss
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How the head is trained (defaults: the paper's schedule).
-
-    steps, batch_size, lr: 1000 steps of 50 keyframes, Adam, constant lr 1e-4.
-    seed: model initialisation and batch sampling; the same seed repeats a run on the CPU.
-    device: "auto" (CUDA when available), "cpu" or "cuda" (or "cuda:N").
-    focal_gamma, focal_alpha: focal loss (paper gamma = 2; alpha None = no class weighting).
-    val_every: validate on the val store every N steps and at the end (0: only at the end);
-        each validation scores the whole val store (as long as `hgrnn eval --gt-boxes`).
-    box_source: which persons of the store train the head ("gt", as in the paper).
-    context_boxes: whose persons the scene RNN pools in the window slots other than the
-        centre: "gt" (default, the paper's literal reading: train on ground truth) or "det"
-        (the store's detections, as at inference; the centre keyframe's persons stay
-        `box_source`'s). See docs/method.md.
-    streams: the store's feature streams the head sees, concatenated per keyframe and per
-        person in this order (("rgb",): today's stores; ("rgb", "flow"): the paper's
-        RGB+Flow, C = 512 for two 256-d streams; docs/method.md). Recorded in the
-        checkpoint; evaluation reads the same streams.
-    num_workers: processes that build batches in the background (0: in the training loop).
-    checkpoint_every: rewrite last.pt every N steps (and always at the end).
-    log_every: write a metrics.jsonl line every N steps.
-    num_threads: torch CPU threads while training (0: torch's default, one per core).
-        Default 1: the head's matrices are small (50 keyframes, ~130 persons), intra-op
-        threads barely pay off, and they collapse when anything else runs on the cores (the
-        paper's schedule took 5x longer with 2 threads than with 1 on a shared 2-core CPU,
-        BENCHMARKS.md). Also right for several runs in parallel worker processes.
-    """
-
-    steps: int = 1000
-    batch_size: int = 50
-    lr: float = 1e-4
-    seed: int = 0
-    device: str = "auto"
-    focal_gamma: float = 2.0
-    focal_alpha: float | None = None
-    val_every: int = 500
-    box_source: str = "gt"
-    context_boxes: str = "gt"
-    num_workers: int = 0
-    checkpoint_every: int = 100
-    log_every: int = 10
-    num_threads: int = 1
-    streams: tuple = ("rgb",)
-
-    def __post_init__(self):
-        streams = tuple(str(s) for s in self.streams)
-        if not streams or len(set(streams)) != len(streams):
-            raise ValueError(f"--streams must be distinct stream names, got {self.streams!r}")
-        object.__setattr__(self, "streams", streams)          # a JSON list -> tuple
-        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
-        if self.val_every < 0 or self.num_workers < 0 or self.num_threads < 0:
-            raise ValueError("--val-every, --num-workers and --threads must be >= 0")
-        if not self.lr > 0:
-            raise ValueError(f"--lr must be > 0, got {self.lr}")
-        if self.focal_alpha is not None and not 0 <= self.focal_alpha <= 1:
-            raise ValueError(f"--focal-alpha must be in [0, 1], got {self.focal_alpha}")
-        for name in ("box_source", "context_boxes"):
-            if getattr(self, name) not in ("gt", "det"):
-                raise ValueError(f"--{name.replace('_', '-')} must be 'gt' or 'det', "
-                                 f"got {getattr(self, name)!r}")
-
-    def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "streams": list(self.streams)}   # JSON-shaped
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 # Fields that change what a run computes: a resumed run must keep them.
 _RESUME_FIXED = ("batch_size", "lr", "seed", "focal_gamma", "focal_alpha", "box_source",
-                 "context_boxes", "streams")
+                 "context_boxes", "streams", "lr_schedule", "warmup", "lr_step_every",
+                 "lr_gamma", "weight_decay", "init_from")
+BEST_NAME = "best.pt"
+CONFIG_NAME = "config.json"
 #: train-head's flag of each HeadConfig / TrainConfig field whose flag is not --field-name
 _FLAGS = {"variant": "--model", "num_threads": "--threads"}
 
@@ -129,13 +64,19 @@ def _flag_changes(diff: dict) -> str:
 
 
 def complete_head_config(head: HeadConfig, fs) -> HeadConfig:
-    """Fill feature_dim / num_classes from the store; refuse a config that disagrees."""
+    """Fill feature_dim / num_classes (and, for late fusion, the width of each feature stream
+    read) from the store; refuse a config that disagrees."""
     K = len(fs.label_map)
-    for name, value in (("feature_dim", fs.feature_dim), ("num_classes", K)):
+    widths = {str(name): int(stop) - int(start) for name, start, stop in fs.streams}
+    stream_dims = (tuple(widths[s] for s in fs.selected_streams) if head.fusion == "late"
+                   else None)
+    for name, value in (("feature_dim", fs.feature_dim), ("num_classes", K),
+                        ("stream_dims", stream_dims)):
         given = getattr(head, name)
         if given is not None and given != value:
             raise HeadError(f"{fs.path}: the store has {name} = {value}, the head config {given}")
-    return dataclasses.replace(head, feature_dim=fs.feature_dim, num_classes=K)
+    return dataclasses.replace(head, feature_dim=fs.feature_dim, num_classes=K,
+                               stream_dims=stream_dims)
 
 
 # ---- batches ------------------------------------------------------------------------------
@@ -177,13 +118,16 @@ def _identity(batch):
 
 # ---- the run ------------------------------------------------------------------------------
 
-def make_adam(params: list, lr: float) -> torch.optim.Adam:
-    """Adam, constant lr; the fused implementation where this torch has it for the device
-    (CPU since torch 2.4: about 3x less time in the update than the per-tensor loop)."""
+def make_adam(params: list, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """Adam (AdamW when weight_decay > 0); the fused implementation where this torch has it
+    for the device (CPU since torch 2.4: about 3x less time in the update than the
+    per-tensor loop)."""
+    kind = torch.optim.AdamW if weight_decay > 0 else torch.optim.Adam
+    extra = {"weight_decay": weight_decay} if weight_decay > 0 else {}
     try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
+        return kind(params, lr=lr, fused=True, **extra)
     except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(params, lr=lr)
+        return kind(params, lr=lr, **extra)
 
 
 def _read_metrics(path: Path, upto_step: int) -> list:
@@ -277,6 +221,10 @@ def _checkpoint_to_resume(ckpt_path: Path, resume: bool, fs, head: HeadConfig,
     if diff:
         raise HeadError(f"{ckpt_path}: cannot resume with other training options "
                         f"({_flag_changes(diff)}); use the run's options or another --out")
+    if train.lr_schedule == "cosine" and saved_train.steps != train.steps:
+        raise HeadError(f"{ckpt_path}: the cosine schedule spans --steps ({saved_train.steps}); "
+                        f"resuming with --steps {train.steps} would change the steps already "
+                        "taken. To train on from this run, start a new one with --init-from")
     if int(ckpt["step"]) > train.steps:
         raise HeadError(f"{ckpt_path}: the run is already at step {ckpt['step']}, past "
                         f"--steps {train.steps}; pass --steps >= {ckpt['step']} to resume it")
@@ -287,13 +235,35 @@ def _checkpoint_to_resume(ckpt_path: Path, resume: bool, fs, head: HeadConfig,
     return ckpt
 
 
-def _model_and_optimizer(head: HeadConfig, train: TrainConfig, device, ckpt):
-    """(model, Adam, first step): initialised from the seed, or restored from `ckpt` (weights,
-    optimizer state, torch RNG state) when resuming."""
+def _initial_weights(init_from, fs, head: HeadConfig) -> dict:
+    """The weights of run (or checkpoint) `init_from`, after checking they fit `head` on the
+    store `fs`: the same label map and feature dim, and the same weight shapes; when the shapes
+    differ, the error names the head options that differ."""
+    ckpt = load_checkpoint(init_from)
+    check_store_matches(ckpt, fs)
+    theirs = {k: tuple(v.shape) for k, v in ckpt["model"].items()}
+    ours = {k: tuple(v.shape) for k, v in HGRNNHead(head).state_dict().items()}
+    if theirs != ours:
+        saved = HeadConfig.from_dict(ckpt["head"])
+        diff = {k: (v, getattr(head, k)) for k, v in saved.to_dict().items()
+                if getattr(head, k) != v and k not in ("feature_dim", "num_classes")}
+        raise HeadError(f"{ckpt['path']}: --init-from needs a head of the same shapes; "
+                        f"this run's differs ({_flag_changes(diff) or 'weight names'})")
+    return ckpt["model"]
+
+
+def _model_and_optimizer(head: HeadConfig, train: TrainConfig, device, ckpt, fs):
+    """(model, Adam, first step): initialised from the seed (and the weights of
+    ``train.init_from``), or restored from `ckpt` (weights, optimizer state, torch RNG state)
+    when resuming."""
     torch.manual_seed(train.seed)
     model = HGRNNHead(head).to(device)
-    optimizer = make_adam(list(model.parameters()), train.lr)
+    optimizer = make_adam(list(model.parameters()), train.lr, train.weight_decay)
     if ckpt is None:
+        if train.init_from is not None:
+            weights = _initial_weights(train.init_from, fs, head)
+            with restoring({"path": train.init_from}, "model weights"):
+                model.load_state_dict(weights)
         return model, optimizer, 0
     with restoring(ckpt, "model weights"):
         model.load_state_dict(ckpt["model"])
@@ -318,6 +288,11 @@ class _RunLog:
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
 
+    def best_validation(self):
+        """(step, mAP) of the best validation logged so far (the earliest of ties), or None."""
+        scored = [(m["step"], m["val_mAP"]) for m in self.rows if m.get("val_mAP") is not None]
+        return max(scored, key=lambda s: (s[1], -s[0])) if scored else None
+
     def validation(self, step: int, result) -> None:
         """Log a validation EvalResult, once per step (a finished run resumed is validated
         again, for the result, not re-logged)."""
@@ -328,17 +303,22 @@ class _RunLog:
 
 
 def train_head(train_store, out_dir, head: HeadConfig, train: TrainConfig,
-               val_store=None, resume=False, progress=True) -> dict:
+               val_store=None, resume=False, progress=True, run_config=None) -> dict:
     """Train the head on `train_store` (path or FeatureStore), writing the run folder `out_dir`.
 
     head: feature_dim / num_classes may be None (taken from the store).
-    val_store: a store scored with its gt boxes every ``train.val_every`` steps and at the end.
+    val_store: a store scored with its gt boxes every ``train.val_every`` steps and at the end;
+        the best validation's checkpoint is kept as best.pt.
     resume: continue from out_dir/last.pt (the head config and the fields that change the
         result must match; ``train.steps`` may be larger to extend a finished run).
     progress: a tqdm bar on stderr; False is silent (safe in joblib worker processes).
+    run_config: a JSON-shaped dict written as out_dir/config.json once the run is accepted
+        (the command line's options, see ``cli/head.py``); None writes nothing.
 
-    Returns {"checkpoint": path of last.pt, "val": EvalResult.to_dict() of the last
-    validation or None, "seconds": wall time, "steps": steps done, "loss": last loss,
+    Returns {"checkpoint": path of last.pt, "best": path of best.pt or None, "best_step":
+    its step, "val": EvalResult.to_dict() of the last validation or None, "seconds": wall
+    time, "steps": the run's step count, "start": the step this call started at (> 0 when
+    resuming), "steps_trained": steps - start, "loss": last loss,
     "batch_seconds": time spent waiting for batches, "loop_seconds": time of the step loop}.
     Raises HeadError for a store without gt labels, an empty store, a mismatching
     checkpoint, an existing run without ``resume``, or a NaN loss.
@@ -351,26 +331,38 @@ def train_head(train_store, out_dir, head: HeadConfig, train: TrainConfig,
     ckpt_path = out / CHECKPOINT_NAME
     device = resolve_device(train.device)
     ckpt = _checkpoint_to_resume(ckpt_path, resume, fs, head, train)
-    chart_title = (f"train-head --model {head.variant} (l={head.context}, J={head.iterations}) "
+    if run_config is not None:
+        (out / CONFIG_NAME).write_text(json.dumps(run_config, indent=1) + "\n")
+    chart_title = (f"train-head: {head.describe()} "
                    f"on {Path(fs.path).name}: {train.steps} steps x {train.batch_size} keyframes, "
-                   f"lr {train.lr:g}"
+                   f"lr {train.lr:g}" + ("" if train.lr_schedule == "constant" else
+                                         f" ({train.lr_schedule})")
                    + (f", val {Path(val_fs.path).name} (gt boxes)" if val_fs is not None else ""))
 
     # leave the caller's RNG and thread count as they were
     with torch.random.fork_rng(devices=[]), torch_threads(train.num_threads):
-        model, optimizer, start = _model_and_optimizer(head, train, device, ckpt)
+        model, optimizer, start = _model_and_optimizer(head, train, device, ckpt, fs)
         run_log = _RunLog(out / "metrics.jsonl", start)
+        best_path = out / BEST_NAME
+        best = run_log.best_validation()  # (step, mAP) of the best validation so far, or None
+        if best is not None and not best_path.exists():
+            best = None                   # best.pt was lost: the next validation writes it
 
-        def checkpoint(step):
-            save_checkpoint(ckpt_path, model=model, optimizer=optimizer, head=head, train=train,
+        def checkpoint(step, path=ckpt_path):
+            save_checkpoint(path, model=model, optimizer=optimizer, head=head, train=train,
                             label_map=fs.label_map, fingerprint=fs.fingerprint,
                             store_path=fs.path, step=step, store_configs=fs.configs,
                             store_streams=fs.streams)
 
         def validate(step):
+            nonlocal best
             result = evaluate_model(model, val_fs, device=device)
             model.train()
             run_log.validation(step, result)
+            if not math.isnan(result.mAP) and (best is None or result.mAP > best[1]
+                                               or best[0] == step):
+                checkpoint(step, best_path)
+                best = (step, result.mAP)
             return result
 
         bar = None
@@ -389,6 +381,9 @@ def train_head(train_store, out_dir, head: HeadConfig, train: TrainConfig,
                 t0 = time.perf_counter()
                 batch = next(batches).to(device)
                 batch_seconds += time.perf_counter() - t0
+                lr = train.lr_at(step)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
                 logits = model(batch)  # (P, K)
                 loss = sigmoid_focal_loss(logits, batch.labels, train.focal_gamma,
                                           train.focal_alpha)
@@ -408,7 +403,7 @@ def train_head(train_store, out_dir, head: HeadConfig, train: TrainConfig,
                     bar.set_postfix(loss=f"{loss_value:.4f}", **val_postfix)
                 if done % train.log_every == 0 or done == train.steps:
                     now = time.perf_counter()
-                    run_log.write({"step": done, "loss": loss_value,
+                    run_log.write({"step": done, "loss": loss_value, "lr": lr,
                                    "steps_per_s": (done - step_log) / max(now - t_log, 1e-9),
                                    "seconds": now - t_start})
                     t_log, step_log = now, done
@@ -429,5 +424,8 @@ def train_head(train_store, out_dir, head: HeadConfig, train: TrainConfig,
             plot_loss_curve(run_log.rows, out / "loss.png", title=chart_title)
     seconds = time.perf_counter() - t_start
     return {"checkpoint": str(ckpt_path), "val": val_result.to_dict() if val_result else None,
-            "seconds": seconds, "steps": train.steps, "loss": loss_value,
+            "best": str(best_path) if best is not None else None,
+            "best_step": best[0] if best is not None else None,
+            "seconds": seconds, "steps": train.steps, "start": start,
+            "steps_trained": train.steps - start, "loss": loss_value,
             "batch_seconds": batch_seconds, "loop_seconds": loop_seconds}

@@ -59,7 +59,6 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -68,9 +67,8 @@ import torch.distributed as dist
 from hgrnn import metrics
 from hgrnn.console import progress_bar
 from hgrnn.data.ava import AvaRows, group_persons, read_annotations, read_exclusions
-from hgrnn.pipeline.detect import (BACKBONES, DETECTOR_FORMAT, DETECTOR_VERSION, INITS,
-                                   DetectorArch, DetectorError, PersonDetector, build_detector,
-                                   detect_persons)
+from hgrnn.pipeline.detect import (DETECTOR_FORMAT, DETECTOR_VERSION, DetectorError,
+                                   PersonDetector, build_detector, detect_persons)
 from hgrnn.pipeline.finetune import resolve_sources
 from hgrnn.pipeline.keyframe_cache import (cache_settings, cached_timestamps, fill_cache,
                                            open_cache, read_keyframe)
@@ -78,7 +76,7 @@ from hgrnn.pipeline import trainloop
 from hgrnn.pipeline.trainloop import (MetricsLog, Stage, TrainState, autocast, micro_batch,
                                       resume_state, run_folder, run_steps, save_file,
                                       setup_distributed, wrap_ddp, write_run_config)
-from hgrnn.data.source import VideoSource
+from hgrnn.pipeline.detect_config import FinetuneDetectorConfig
 
 log = logging.getLogger(__name__)
 
@@ -88,82 +86,6 @@ LOSS_NAMES = ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_bo
 ARCH_FIELDS = ("backbone", "init", "trainable_layers", "min_size", "max_size",
                "proposals_train", "proposals_test", "roi_batch", "box_head_dim",
                "fpn_dim")
-
-
-@dataclass(frozen=True)
-class FinetuneDetectorConfig(VideoSource):
-    """Settings of `finetune_detector` (written into checkpoints and config.json); see
-    `hgrnn finetune-detector --help` for each option. trainable_layers None: 3 for a
-    pretrained init (torchvision's default), 5 (everything) for init "none"."""
-
-    annotations: str
-    out_dir: str
-    exclusions: str | None = None
-    cache: str | None = None
-    cache_quality: int = 95
-    # the model's fields (ARCH_FIELDS) default to DetectorArch's: the paper's setting
-    backbone: str = DetectorArch.backbone
-    init: str = "imagenet"
-    init_weights: str | None = None
-    trainable_layers: int | None = None
-    min_size: int = DetectorArch.min_size
-    max_size: int = DetectorArch.max_size
-    proposals_train: int = DetectorArch.proposals_train
-    proposals_test: int = DetectorArch.proposals_test
-    roi_batch: int = DetectorArch.roi_batch
-    box_head_dim: int = DetectorArch.box_head_dim
-    fpn_dim: int = DetectorArch.fpn_dim
-    flip_prob: float = 0.5
-    lr: float = 1e-5
-    lr_halve_every: int = 20000
-    steps: int = 100000
-    batch_size: int = 20
-    accumulate: int = 1
-    val_annotations: str | None = None
-    val_exclusions: str | None = None
-    val_every: int = 5000
-    val_max_keyframes: int | None = None
-    protocol: str = "ava-2018"
-    seed: int = 0
-    device: str = "auto"
-    num_workers: int = 2
-    num_threads: int = 0
-    log_every: int = 20
-    checkpoint_every: int = 1000
-
-    def __post_init__(self):
-        self.check_source()
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"backbone {self.backbone!r}: expected one of {', '.join(BACKBONES)}")
-        if self.init not in INITS:
-            raise ValueError(f"init {self.init!r}: expected one of {', '.join(INITS)}")
-        for name in ("steps", "batch_size", "accumulate", "lr_halve_every", "log_every",
-                     "checkpoint_every", "val_every", "min_size", "max_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 <= self.flip_prob <= 1:
-            raise ValueError(f"flip_prob must be in [0, 1], got {self.flip_prob}")
-        if not 1 <= self.cache_quality <= 100:
-            raise ValueError(f"cache_quality must be in 1..100, got {self.cache_quality}")
-        if self.num_workers < 0 or self.num_threads < 0:
-            raise ValueError("num_workers and num_threads must be >= 0")
-        self.arch()                                  # validates the model fields
-
-    def arch(self) -> DetectorArch:
-        layers = self.trainable_layers
-        if layers is None:
-            layers = 5 if self.init == "none" else 3
-        return DetectorArch(backbone=self.backbone, norm="batch" if self.init == "none" else "frozen",
-                            trainable_layers=layers, min_size=self.min_size,
-                            max_size=self.max_size, proposals_train=self.proposals_train,
-                            proposals_test=self.proposals_test, roi_batch=self.roi_batch,
-                            box_head_dim=self.box_head_dim, fpn_dim=self.fpn_dim)
-
-    def cache_dir(self) -> str:
-        return self.cache or str(Path(self.out_dir) / "keyframes")
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
 
 # ----------------------------------------------------------------------------- data

@@ -35,6 +35,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 
 from hgrnn.pipeline.defaults import DEFAULT_DET_THRESHOLD
+from hgrnn.pipeline.example_config import ExampleConfig
 from hgrnn.pipeline.render import Shape, render_video
 
 #: score ranges of persons.csv: the true persons above the default --det-threshold (with a
@@ -91,14 +92,14 @@ def _box(p, t: float, width: int, height: int) -> list[float]:
     return [x / width, p["y"] / height, (x + p["w"]) / width, (p["y"] + p["h"]) / height]
 
 
-def render_example(out_dir, *, videos: int = 3, seconds: int = 5, fps: float = 10,
-                   size=(160, 120), persons: int = 3, seed: int = 0,
-                   overwrite: bool = False) -> dict:
+def render_example(out_dir, *, videos: int = ExampleConfig.videos,
+                   seconds: int = ExampleConfig.seconds, fps: float = ExampleConfig.fps,
+                   size=ExampleConfig.size, persons: int = ExampleConfig.persons,
+                   seed: int = ExampleConfig.seed, overwrite: bool = False) -> dict:
     """Write the example dataset into `out_dir` (see the module docstring).
 
-    videos: number of videos (ids clip1, clip2, ...); seconds: length of each (keyframes at
-    1 .. seconds-1); fps, size = (W, H): frame rate and frame size; persons: persons per
-    video. Refuses a folder that already holds the files unless `overwrite`.
+    videos, seconds, fps, size, persons, seed: as `ExampleConfig` (whose fields are the
+    defaults). Refuses a folder that already holds the files unless `overwrite`.
     Returns {"out", "videos", "keyframes", "persons", "files": {name: description}}.
     """
     out = Path(out_dir)
