@@ -4,7 +4,6 @@ gives each row of one corpus of defective files the same verdict (rule code, lin
 
 import re
 
-import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -144,15 +143,22 @@ def test_every_reader_gives_every_row_the_same_verdict(tmp_path, kind, paths):
                                                         if kind == "gt" else set())
 
 
+def _to_csv(path, rows, columns, index: bool) -> None:
+    """What pandas' `DataFrame(rows, columns=columns).to_csv(path, index=index)` writes (a
+    header line; with the index, an unnamed first column 0, 1, ...): pandas is no dependency."""
+    lines = [([""] if index else []) + list(columns)]
+    lines += [([str(i)] if index else []) + list(row) for i, row in enumerate(rows)]
+    path.write_text("".join(",".join(line) + "\n" for line in lines))
+
+
 @pytest.mark.parametrize("kind", ["gt", "results"])
 def test_a_header_row_is_named_by_every_reader(tmp_path, kind, paths):
     """pandas' to_csv writes a header (and, by default, the index as a first column)."""
     columns = ["video_id", "timestamp", "x1", "y1", "x2", "y2", "action_id",
                "person_id" if kind == "gt" else "score"]
-    df = pd.DataFrame([GOOD[kind].decode().split(",")] * 3, columns=columns)
     for index in (False, True):
         p = tmp_path / f"pandas{index}.csv"
-        df.to_csv(p, index=index)
+        _to_csv(p, [GOOD[kind].decode().split(",")] * 3, columns, index)
         assert reader_verdict(kind, p) == ("header", 1)
         assert check_data_verdicts(kind, p, tmp_path).get(1) == "header"
     p = write(tmp_path / "late.csv", [GOOD[kind], b",".join(c.encode() for c in columns)])
@@ -162,9 +168,8 @@ def test_a_header_row_is_named_by_every_reader(tmp_path, kind, paths):
 def test_eval_csv_says_header_and_missing_column(tmp_path):
     gt = write(tmp_path / "gt.csv", [GOOD["gt"]])
     res = tmp_path / "res.csv"
-    pd.DataFrame([GOOD["results"].decode().split(",")],
-                 columns=["video_id", "timestamp", "x1", "y1", "x2", "y2", "action_id",
-                          "score"]).to_csv(res, index=False)
+    _to_csv(res, [GOOD["results"].decode().split(",")],
+            ["video_id", "timestamp", "x1", "y1", "x2", "y2", "action_id", "score"], False)
     r = CliRunner().invoke(main, ["eval-csv", str(gt), str(res)])
     assert r.exit_code == 1
     assert r.output.strip() == (f"Error: {res}:1: a header row: AVA CSVs have none (delete "
