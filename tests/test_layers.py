@@ -128,7 +128,7 @@ def test_no_import_cycle(graph):
 LIGHT_PATHS = {
     "hgrnn.data.synthetic": {"hgrnn.data.windows"},            # torch, for reading back only
     "hgrnn.track": {"hgrnn.data.windows"},                     # torch, with --store only
-    "hgrnn.apps.report.inputs": {"hgrnn.data.windows",        # torch, store GT only
+    "hgrnn.apps.report.inputs": {                            # torch, store GT only
                                  "hgrnn.hgrnn_head.infer"},
     "hgrnn.pipeline.backbones": {"hgrnn.pipeline.i3d"},       # torch: the table and the
                                                                # input settings stay light

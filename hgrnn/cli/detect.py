@@ -2,8 +2,8 @@
 
 import click
 
-from hgrnn.cli.options import (default_of, device_option, parse_keyframes, validation_options,
-                               video_source_options)
+from hgrnn.cli.options import (default_of, device_option, json_summary_option, parse_keyframes,
+                               validation_options, video_source_options, write_json_summary)
 from hgrnn.pipeline.detect_config import DetectConfig, DetectorArch, FinetuneDetectorConfig
 
 
@@ -200,10 +200,8 @@ def finetune_detector_cmd(resume, quiet, **options):
 @click.option("--track", is_flag=True, default=default_of(DetectConfig, "track"),
               help="Also link each video's persons across its keyframes and write the "
                    "person id as a 9th column (hgrnn track's defaults; docs/track.md).")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
-              help="Also write the run's summary here as JSON (for scripts): out, written, "
-                   "skipped, failed {video: reason}, outside {video: keyframes skipped}, "
-                   "keyframes, boxes, seconds.")
+@json_summary_option("out, written, skipped, failed {video: reason}, outside {video: "
+                     "keyframes skipped}, keyframes, boxes, seconds")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def detect_cmd(allow_failures, json_out, quiet, **options):
     """Detect persons on the keyframes of videos and write an AVA person-box CSV.
@@ -221,7 +219,6 @@ def detect_cmd(allow_failures, json_out, quiet, **options):
       hgrnn detect --videos videos_15min --time-offset 900 --annotations ava_val_v2.1.csv \\
         --detector runs/detector/detector.pt --out ava_val_predicted_boxes.csv
     """
-    import json
     import sys
 
     from hgrnn.data.ava import AvaFormatError
@@ -235,11 +232,6 @@ def detect_cmd(allow_failures, json_out, quiet, **options):
         raise click.ClickException(str(err)) from None
     click.echo(format_summary(summary))
     if json_out:
-        try:
-            with open(json_out, "w", encoding="utf-8") as f:
-                json.dump(summary, f, indent=2)
-                f.write("\n")
-        except OSError as err:
-            raise click.ClickException(f"cannot write --json {json_out}: {err}")
+        write_json_summary(json_out, summary)
     if summary["failed"] and not allow_failures:
         sys.exit(1)

@@ -115,18 +115,12 @@ def _evaluate_against_store(store, results_csv, label_map, exclusions, protocol,
     """Frame-mAP (or person-box AP) of a result CSV against a feature store's ground-truth
     persons, over the store's label map (or `label_map` when it is the same)."""
     from hgrnn.data.ava import load_label_map, read_exclusions, read_results
-    from hgrnn.data.windows import FeatureStore
-    from hgrnn.hgrnn_head.infer import store_ground_truth
+    from hgrnn.hgrnn_head.infer import store_ground_truth_of
     from hgrnn.metrics import check_evaluable, evaluate, evaluate_persons
 
-    fs = FeatureStore(store, box_source="gt", lazy=True)
-    lm = fs.label_map if label_map is None else load_label_map(label_map)
-    if tuple(lm.ids) != tuple(fs.label_map.ids):
-        raise ValueError(f"--label-map {label_map} ({len(lm)} classes) is not the label map "
-                         f"of {store} ({len(fs.label_map)} classes); leave --label-map out to "
-                         "use the store's")
+    gt, lm = store_ground_truth_of(store, None if label_map is None else
+                                   load_label_map(label_map), label_map)
     excluded = read_exclusions(exclusions) if exclusions else None
-    gt = store_ground_truth(fs)
     results = read_results(results_csv, None if persons else lm, excluded, progress=False)
     if persons:
         result = evaluate_persons(gt, results, exclusions=excluded, protocol=protocol, ties=ties)

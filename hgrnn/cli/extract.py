@@ -2,8 +2,9 @@
 
 import click
 
-from hgrnn.cli.options import (default_of, device_option, resample_fps_option,
-                               stream_extraction_options, video_source_options)
+from hgrnn.cli.options import (default_of, device_option, json_summary_option,
+                               resample_fps_option, stream_extraction_options,
+                               video_source_options, write_json_summary)
 from hgrnn.pipeline.extract.config import ExtractConfig
 
 
@@ -25,11 +26,9 @@ from hgrnn.pipeline.extract.config import ExtractConfig
 @device_option
 @click.option("--allow-failures", is_flag=True,
               help="Exit 0 even when some videos failed (they are recorded in the store).")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
-              help="Also write the run's summary here as JSON (for scripts): out, written, "
-                   "skipped, failed {video: reason}, keyframes, persons {gt, det}, "
-                   "below_threshold (--detections boxes under --det-threshold), "
-                   "decoded_frames, needed_frames, seconds, ranks.")
+@json_summary_option("out, written, skipped, failed {video: reason}, keyframes, persons "
+                     "{gt, det}, below_threshold (--detections boxes under --det-threshold), "
+                     "decoded_frames, needed_frames, seconds, ranks")
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress bar; failures are listed in the closing summary.")
 def extract_features_cmd(allow_failures, json_out, quiet, **options):
@@ -59,7 +58,6 @@ def extract_features_cmd(allow_failures, json_out, quiet, **options):
     The same on 8 GPUs (each rank writes ava_val.rank<k>.h5; rank 0 merges them):
       torchrun --nproc-per-node 8 -m hgrnn.cli extract-features --out ava_val.h5 ...
     """
-    import json
     import os
     import sys
 
@@ -77,11 +75,6 @@ def extract_features_cmd(allow_failures, json_out, quiet, **options):
     if os.environ.get("RANK", "0") == "0":             # torchrun: rank 0 speaks for all
         click.echo(format_summary(summary, failures_shown=not quiet))
         if json_out:
-            try:
-                with open(json_out, "w", encoding="utf-8") as f:
-                    json.dump(summary, f, indent=2)
-                    f.write("\n")
-            except OSError as err:
-                raise click.ClickException(f"cannot write --json {json_out}: {err}")
+            write_json_summary(json_out, summary)
     if summary["failed"] and not allow_failures:
         sys.exit(1)

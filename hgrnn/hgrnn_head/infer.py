@@ -36,7 +36,7 @@ from hgrnn.console import progress_bar
 from hgrnn.data.ava import AvaRows, read_annotations, read_exclusions, write_results
 from hgrnn.data.store import open_h5
 from hgrnn.data.store_io import read_errors
-from hgrnn.data.windows import ContextWindows
+from hgrnn.data.windows import ContextWindows, FeatureStore
 from hgrnn.hgrnn_head.charts import eval_title, plot_per_class_ap
 from hgrnn.hgrnn_head.checkpoint import (HeadError, check_store_matches, load_checkpoint,
                                          model_from_checkpoint, open_store, resolve_device,
@@ -167,6 +167,19 @@ def predict_store(model, fs, device="cpu", nms_iou=DEFAULT_NMS_IOU,
                                np.concatenate(keyframe_ts).astype(np.int64)[kf][person],
                                np.concatenate(person_boxes)[person],
                                action_ids.numpy()[cls], scores=score)
+
+
+def store_ground_truth_of(store, label_map=None, label_map_name=None):
+    """The gt persons of feature store `store` as AVA ground-truth rows, and the label map
+    to score them with: the store's own, or `label_map` (a LabelMap) when it is the same
+    (else ValueError naming both; `label_map_name`: how the user gave it). The one rule of
+    `eval-csv` and `report` against a store."""
+    fs = FeatureStore(store, box_source="gt", lazy=True)
+    if label_map is not None and tuple(label_map.ids) != tuple(fs.label_map.ids):
+        raise ValueError(f"--label-map {label_map_name or ''} ({len(label_map)} classes) is "
+                         f"not the label map of {store} ({len(fs.label_map)} classes); leave "
+                         "--label-map out to use the store's")
+    return store_ground_truth(fs), (fs.label_map if label_map is None else label_map)
 
 
 def store_ground_truth(fs):

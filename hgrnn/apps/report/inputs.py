@@ -52,16 +52,11 @@ def _read_ground_truth(gt_path: str, label_map, exclusions, progress):
     persons over its own label map (the exclusions left to `evaluate`), or an AVA CSV read
     with the exclusions dropped (the label map ava-v2.1 unless given)."""
     if _is_hdf5(gt_path):
-        from hgrnn.data.windows import FeatureStore
-        from hgrnn.hgrnn_head.infer import store_ground_truth
+        from hgrnn.hgrnn_head.infer import store_ground_truth_of   # torch: store GT only
 
-        fs = FeatureStore(gt_path, box_source="gt", lazy=True)
-        lm = fs.label_map if label_map is None else _label_map(label_map)
-        if tuple(lm.ids) != tuple(fs.label_map.ids):
-            raise ValueError(f"--label-map {label_map} ({len(lm)} classes) is not the label "
-                             f"map of {gt_path} ({len(fs.label_map)} classes); leave "
-                             "--label-map out to use the store's")
-        return store_ground_truth(fs), lm, exclusions
+        gt, lm = store_ground_truth_of(gt_path, None if label_map is None else
+                                       _label_map(label_map), label_map)
+        return gt, lm, exclusions
     lm = _label_map(label_map or "ava-v2.1")
     return read_annotations(gt_path, lm, exclusions, progress=progress), lm, None
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from hgrnn.data.ava import AvaRows, LabelMap, keyframe_index
 from hgrnn.metrics import IOU_THRESHOLD, MAX_RESULTS_PER_KEYFRAME, average_precision
+from hgrnn.metrics.match import pair_iou
 
 
 @dataclass
@@ -238,17 +239,5 @@ def f64(rows, name):
     there is one."""
     exact = getattr(rows, name + "64", None)
     return exact if exact is not None else np.asarray(getattr(rows, name), np.float64)
-
-
-
-def pair_iou(a, b):
-    """Elementwise IoU of rows a[i], b[i] ((P, 4) each) -> (P,): the official arithmetic
-    (inter / (areaA + areaB - inter), no +1)."""
-    ih = np.maximum(0.0, np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]))
-    iw = np.maximum(0.0, np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]))
-    inter = ih * iw
-    area_a = (a[:, 3] - a[:, 1]) * (a[:, 2] - a[:, 0])
-    area_b = (b[:, 3] - b[:, 1]) * (b[:, 2] - b[:, 0])
-    return inter / (area_a + area_b - inter)
 
 
