@@ -564,7 +564,7 @@ def test_visualize_never_writes_outside_its_out_folder(tmp_path):
     video, results = _drawable(tmp_path)
     before = video.read_bytes()
     (tmp_path / "drawn").mkdir()
-    for vid, words in (("../src/clip2", "holds '/'"), ("/tmp/x", "holds '/'"),
+    for vid, words in (("../src/clip2", "holds '/'"), (str(tmp_path / "elsewhere" / "clip2"), "holds '/'"),
                        ("..", "names a folder"), (".", "names a folder")):
         p = _hgrnn("visualize", video, "--results", results, "--video-id", vid, "--out",
                    f"{tmp_path / 'drawn'}/", "-q")
