@@ -8,8 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from hgrnn.data.ava import (AvaFormatError, AvaRows, LabelMap, group_persons, load_label_map,
-                            read_annotations, read_exclusions, read_results,
+from hgrnn.data.ava import (AvaFormatError, AvaRows, LabelMap, group_persons, keyframe_index,
+                            load_label_map, read_annotations, read_exclusions, read_results,
                             write_annotations, write_results)
 
 AVA = os.path.join(os.path.dirname(__file__), "data", "ava")   # vendored (data/README.md)
@@ -128,6 +128,35 @@ def test_label_map_and_exclusions_skip_and_count(tmp_path):
     assert r.skipped == {"action not in label map": 2, "excluded timestamp": 1}
     # w,904 had only unevaluated classes: still a known (annotated) keyframe
     assert r.empty_video_ids.tolist() == ["w"] and r.empty_timestamps.tolist() == [904]
+
+
+def test_video_codes_are_the_video_ids_and_give_the_same_keys(tmp_path):
+    """The readers' integer video codes stay in step with video_ids through label-map and
+    exclusion drops and take(); keyframe_index gives the same keys from them as from the
+    strings, also in another rows' vocabulary."""
+    rng = np.random.default_rng(4)
+    vids = np.array(["b", "a", "c", "a", "b", "d"])[rng.integers(0, 6, 300)]
+    vids.sort(kind="stable")
+    vids[::7] = "zz"                                  # not grouped: runs come back
+    ts = rng.integers(900, 905, 300)
+    rows = AvaRows.from_arrays(vids, ts, np.tile([0.1, 0.2, 0.3, 0.4], (300, 1)),
+                               rng.choice([12, 14, 80], 300), scores=rng.random(300))
+    write_results(tmp_path / "r.csv", rows)
+    write(tmp_path, "a,0902\nzz,0903\n", "ex.csv")
+    lm = LabelMap((12, 14), ("stand", "walk"))
+    r = read_results(tmp_path / "r.csv", lm, exclusions=str(tmp_path / "ex.csv"))
+    assert r.skipped and r.video_codes is not None
+    for part in (r, r.take(np.arange(len(r))[::3]), r.take(r.action_ids == 12)):
+        codes, vocab = part.video_codes
+        np.testing.assert_array_equal(vocab[codes], part.video_ids)
+        keys, voc = keyframe_index(part.video_ids, part.timestamps)
+        keys_c, voc_c = keyframe_index(part.video_ids, part.timestamps, codes=part.video_codes)
+        np.testing.assert_array_equal(keys_c, keys)
+        np.testing.assert_array_equal(voc_c, voc)
+        other = np.array(["a", "c", "zz"])                # a vocabulary missing some ids
+        np.testing.assert_array_equal(
+            keyframe_index(part.video_ids, part.timestamps, other, part.video_codes)[0],
+            keyframe_index(part.video_ids, part.timestamps, other)[0])
 
 
 # ------------------------------------------------------------------------------------------

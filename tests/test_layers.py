@@ -15,7 +15,7 @@ PACKAGE = ROOT / "hgrnn"
 
 # bottom to top; a module may import its own layer and the layers below
 LAYERS = [
-    ("hgrnn", "hgrnn.console", "hgrnn.torchfile", "hgrnn.losses"),
+    ("hgrnn", "hgrnn.console", "hgrnn.torchfile", "hgrnn.losses", "hgrnn.allocator"),
     ("hgrnn.data",),
     ("hgrnn.metrics", "hgrnn.track", "hgrnn.track_config"),
     ("hgrnn.pipeline", "hgrnn.hgrnn_head"),

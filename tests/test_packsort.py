@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from hgrnn.metrics.packsort import argsort_descending, dense_keys, rank_inverse, segments, sort_pairs
+from hgrnn.metrics.packsort import (argsort_descending, argsort_descending_in_runs, dense_keys,
+                                    rank_inverse, segments, sort_pairs)
 
 
 def test_argsort_descending_matches_stable_argsort():
@@ -15,6 +16,30 @@ def test_argsort_descending_matches_stable_argsort():
     for x in cases:
         rng.shuffle(x)
         np.testing.assert_array_equal(argsort_descending(x), np.argsort(-x, kind="stable"))
+
+
+def test_argsort_descending_in_runs_matches_lexsort():
+    """Each run sorted by descending value, ties in index order, runs in place: the packed
+    sort and its fallbacks (values closer than the packed bits; too many bits) against
+    lexsort."""
+    rng = np.random.default_rng(3)
+    near = 0.5 + np.arange(40) * 1e-13                  # one run's values share top bits
+    cases = [(np.round(rng.random(20000), 3), rng.integers(1, 300, 400)),   # many ties
+             (rng.random(1000), np.array([1000])),
+             (np.r_[rng.random(60), near, -rng.random(30), [0.0, -0.0, 1e-300, -1e-300]],
+              np.array([50, 10, 40, 34])),
+             (np.r_[near, rng.random(5)], np.array([45])),
+             (rng.random(3000), np.ones(3000, np.int64)),       # one-row runs
+             (rng.random(70000).round(2), np.array([1, 60000, 9999])),
+             # 2^16 runs, one of 2^16 rows: 31 bits of the value, `near` collides
+             (np.r_[near, rng.random(2 ** 17 - 40)], np.r_[2 ** 16, np.ones(2 ** 16, int)]),
+             (np.zeros(0), np.zeros(0, np.int64))]
+    for x, lengths in cases:
+        ends = np.minimum(np.cumsum(lengths), len(x))
+        starts = np.unique(np.r_[0, ends[ends < len(x)]]).astype(np.int64)   # runs of x
+        run = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(x))))
+        expected = np.lexsort((np.arange(len(x)), -x, run))
+        np.testing.assert_array_equal(argsort_descending_in_runs(x, starts), expected)
 
 
 def test_sort_pairs_is_the_ranks_sorted_by_major_then_rank():

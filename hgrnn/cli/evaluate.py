@@ -66,9 +66,12 @@ def eval_csv(gt_csv, results_csv, label_map, exclusions, protocol, ties, persons
     import json
     import sys
 
+    from hgrnn.allocator import reuse_freed_memory
     from hgrnn.data.ava import AvaFormatError          # a CSV GT_CSV imports no torch (tested)
     from hgrnn.metrics import evaluate_csv, format_percent
     from hgrnn.metrics.groups import format_groups, mean_ap_by_group
+
+    reuse_freed_memory()
 
     try:
         if _is_hdf5(gt_csv):

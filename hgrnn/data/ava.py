@@ -214,7 +214,10 @@ class AvaRows:
     IoUs and score order exactly as the official (float64) evaluator does;
     empty_video_ids / empty_timestamps: (E,) keyframes marked annotated-but-empty by
     2-column ground-truth rows (AVA 2020 format);
-    source: the file the rows came from (for messages).
+    source: the file the rows came from (for messages);
+    video_codes: ((N,) int64 codes, (V,) str vocabulary) with vocabulary[codes] ==
+    video_ids, from the readers: :func:`keyframe_index` compares these integers instead of
+    the strings (faster for millions of rows).
     """
 
     video_ids: np.ndarray
@@ -229,6 +232,7 @@ class AvaRows:
     empty_video_ids: np.ndarray | None = None
     empty_timestamps: np.ndarray | None = None
     source: str | None = None
+    video_codes: tuple[np.ndarray, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.timestamps)
@@ -237,10 +241,12 @@ class AvaRows:
         """Rows selected by a boolean mask or an index array (skipped/empty kept)."""
         def t(a):
             return None if a is None else a[index]
+        codes = None if self.video_codes is None else \
+            (self.video_codes[0][index], self.video_codes[1])
         return AvaRows(self.video_ids[index], self.timestamps[index], self.boxes[index],
                        self.action_ids[index], t(self.person_ids), t(self.scores),
                        dict(self.skipped), t(self.boxes64), t(self.scores64),
-                       self.empty_video_ids, self.empty_timestamps, self.source)
+                       self.empty_video_ids, self.empty_timestamps, self.source, codes)
 
     @classmethod
     def from_arrays(cls, video_ids, timestamps, boxes, action_ids, person_ids=None,
@@ -257,21 +263,27 @@ class AvaRows:
 # keyframe keys
 # ----------------------------------------------------------------------------------------
 
-def keyframe_index(video_ids, timestamps, vocabulary=None):
+def keyframe_index(video_ids, timestamps, vocabulary=None, codes=None):
     """Integer key per row for (video_id, timestamp) pairs.
 
     Returns (keys (N,) int64, vocabulary): keys are equal iff (video, timestamp) are; pass
     the returned vocabulary (sorted unique video ids) to index a second set of rows in the
     same key space (ids missing from it get negative keys, unequal to any first-set key).
     Key = video code << 32 | timestamp; fast for rows grouped by video (only the starts
-    of runs of equal ids are sorted)."""
+    of runs of equal ids are sorted). codes: the rows' ``AvaRows.video_codes`` (or None),
+    the same keys from integer codes, without comparing strings."""
     vids = np.asarray(video_ids)
     ts = np.asarray(timestamps, np.int64)
     n = len(vids)
     if n == 0:
         return np.zeros(0, np.int64), (vids[:0] if vocabulary is None else vocabulary)
-    run_start = np.flatnonzero(np.concatenate([[True], vids[1:] != vids[:-1]]))
-    uniq, inv = np.unique(vids[run_start], return_inverse=True)
+    if codes is not None:               # runs of equal codes; their ids from the vocabulary
+        code, code_vocab = codes
+        run_start = np.flatnonzero(np.concatenate([[True], code[1:] != code[:-1]]))
+        uniq, inv = np.unique(np.asarray(code_vocab)[code[run_start]], return_inverse=True)
+    else:
+        run_start = np.flatnonzero(np.concatenate([[True], vids[1:] != vids[:-1]]))
+        uniq, inv = np.unique(vids[run_start], return_inverse=True)
     if vocabulary is None:
         vocabulary, vcode = uniq, np.arange(len(uniq), dtype=np.int64)
     else:
@@ -587,10 +599,11 @@ def _finish(t, side, path, label_map, exclusions, kind, keep_outside_map=False):
             skipped["action not in label map"] = int(outside_map.sum())
             keep &= ~outside_map
     vids = t.pop("video_id")
+    codes = t.pop("_codes_video_id", None)       # from the fast reader only
     if kind == "gt" and not keep.all():
         # keyframes all of whose rows fall outside the label map stay known as annotated
         # (ava-2020 ignores results only on keyframes absent from the ground-truth file)
-        keys, _ = keyframe_index(vids, t["timestamp"])
+        keys, _ = keyframe_index(vids, t["timestamp"], codes=codes)
         lost = ~keep & ~np.isin(keys, keys[keep])
         if lost.any():
             ev = [vids[lost]] + ([empty_vids] if empty_vids is not None else [])
@@ -601,7 +614,7 @@ def _finish(t, side, path, label_map, exclusions, kind, keep_outside_map=False):
     if exclusions:
         ex_v = np.array([v for v, _ in exclusions], dtype=str)
         ex_t = np.array([s for _, s in exclusions], np.int64)
-        keys, vocab = keyframe_index(vids, t["timestamp"])
+        keys, vocab = keyframe_index(vids, t["timestamp"], codes=codes)
         ex_keys, _ = keyframe_index(ex_v, ex_t, vocab)
         excluded = _isin_runs(keys, ex_keys) & keep
         if excluded.any():
@@ -617,12 +630,14 @@ def _finish(t, side, path, label_map, exclusions, kind, keep_outside_map=False):
         vids, boxes64, actions = vids[sel], boxes64[sel], actions[sel]
         if scores64 is not None:
             scores64 = scores64[sel]
+        if codes is not None:
+            codes = (codes[0][sel], codes[1])
     return AvaRows(
         video_ids=vids, timestamps=t["timestamp"], boxes=boxes64.astype(np.float32),
         action_ids=actions, person_ids=_person_ids(t, kind),
         scores=None if scores64 is None else scores64.astype(np.float32), skipped=skipped,
         boxes64=boxes64, scores64=scores64, empty_video_ids=empty_vids,
-        empty_timestamps=empty_ts, source=path)
+        empty_timestamps=empty_ts, source=path, video_codes=codes)
 
 
 def _person_ids(t, kind):

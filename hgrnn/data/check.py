@@ -206,6 +206,7 @@ def _read_fast(path, kind: str):
         return None
     t, side = got
     t.pop("_stack")
+    t.pop("_codes_video_id")
     lines = _row_lines(path, len(t["timestamp"]), len(side), separate)
     if lines is None:
         return None

@@ -109,7 +109,9 @@ def read_fast(path, columns, widths, separate=(), stack=()):
     ground truth) are returned apart, as [(row number, values)] in file order (pyarrow's
     numbers, which do not count blank lines: an order, not a line), all other rows
     must have the width of the file's first data row. Returns ({name: (N,) array} for the
-    first `width` columns, the rest filled with -1 / NaN; separate rows). stack: names of
+    first `width` columns, the rest filled with -1 / NaN, and for each string column
+    "_codes_<name>": ((N,) int64 codes, (V,) str vocabulary) with vocabulary[codes] ==
+    the column (the same ids compared as integers); separate rows). stack: names of
     float columns returned also together, as "_stack" (N, len(stack)) float64, whose
     columns the named arrays are (one copy less for AVA's boxes).
 
@@ -139,19 +141,20 @@ def read_fast(path, columns, widths, separate=(), stack=()):
             return "skip"
         return "error"
 
+    options = dict(
+        read_options=pcsv.ReadOptions(column_names=names, use_threads=not separate,
+                                      block_size=_BLOCK_BYTES),
+        parse_options=pcsv.ParseOptions(
+            quote_char=False, ignore_empty_lines=True,
+            invalid_row_handler=other_width if separate else None),
+        convert_options=pcsv.ConvertOptions(
+            column_types={name: arrow_type[kind] for name, kind in columns[:width]},
+            null_values=[""], strings_can_be_null=False))
     out = _Columns(columns[:width], stack, os.path.getsize(path))
     try:
-        reader = pcsv.open_csv(
-            path,
-            read_options=pcsv.ReadOptions(column_names=names, use_threads=not separate,
-                                          block_size=_BLOCK_BYTES),
-            parse_options=pcsv.ParseOptions(
-                quote_char=False, ignore_empty_lines=True,
-                invalid_row_handler=other_width if separate else None),
-            convert_options=pcsv.ConvertOptions(
-                column_types={name: arrow_type[kind] for name, kind in columns[:width]},
-                null_values=[""], strings_can_be_null=False))
-        for batch in reader:
+        # streaming, not pcsv.read_csv: the whole table would parse on every core (5.6M
+        # rows: 0.7 s against 1.2 s on 2 cores) but hold ~300 MB more at the peak
+        for batch in pcsv.open_csv(path, **options):
             if not out.add(batch):
                 return _refused(out, columns, width)
     except pa.ArrowException:
@@ -270,6 +273,7 @@ class _Columns:
         vocab = np.asarray(list(self.vocab), dtype=str) if self.vocab else np.zeros(1, str)
         for name, kind in self.columns:
             if kind == "str":
+                out["_codes_" + name] = (out[name], vocab)
                 out[name] = vocab[out[name]]
         return out
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["argsort_descending", "sort_pairs", "rank_inverse", "dense_keys", "segments"]
+__all__ = ["argsort_descending", "argsort_descending_in_runs", "run_of_rows", "sort_pairs",
+           "rank_inverse", "dense_keys", "segments"]
 
 
 def argsort_descending(x):
@@ -29,27 +30,76 @@ def argsort_descending(x):
     if n < 2 or rbits > 40:
         return np.argsort(-np.asarray(x, np.float64), kind="stable")
     hbits = 63 - rbits
-
-    def top_bits(values):           # float64 copy -> int64 top bits of the descending key
-        key = values.view(np.uint64)
-        pos = ~np.signbit(values)
-        np.invert(key, out=key, where=pos)           # x >= 0: ~bits with sign bit cleared
-        np.bitwise_and(key, np.uint64((1 << 63) - 1), out=key, where=pos)
-        np.right_shift(key, np.uint64(64 - hbits), out=key)   # x < 0: bits (sign set)
-        return key.view(np.int64)
-
     xs = np.sort(np.asarray(x, np.float64)) + 0.0    # ascending; -0.0 -> 0.0
-    same_top = top_bits(xs.copy())
+    same_top = _descending_top_bits(xs.copy(), hbits)
     collide = (same_top[1:] == same_top[:-1]) & (xs[1:] != xs[:-1])
     del same_top
     if collide.any():
         return np.argsort(-np.asarray(x, np.float64), kind="stable")
-    packed = top_bits(np.asarray(x, np.float64) + 0.0)
+    packed = _descending_top_bits(np.asarray(x, np.float64) + 0.0, hbits)
     np.left_shift(packed, rbits, out=packed)
     np.bitwise_or(packed, np.arange(n, dtype=np.int64), out=packed)
     packed.sort()
     np.bitwise_and(packed, (1 << rbits) - 1, out=packed)
     return packed
+
+
+def _descending_top_bits(values, hbits):
+    """float64 values (a copy: overwritten) -> int64, the top `hbits` bits of a key that
+    ascends as the value descends (-0.0 must have been made 0.0)."""
+    key = values.view(np.uint64)
+    pos = ~np.signbit(values)
+    np.invert(key, out=key, where=pos)               # x >= 0: ~bits with sign bit cleared
+    np.bitwise_and(key, np.uint64((1 << 63) - 1), out=key, where=pos)
+    np.right_shift(key, np.uint64(64 - hbits), out=key)       # x < 0: bits (sign set)
+    return key.view(np.int64)
+
+
+def argsort_descending_in_runs(x, starts):
+    """Indices sorting each run of float64 x (N,) by descending value, ties in index
+    order, the runs kept in place: runs are [starts[i], starts[i + 1]) (starts[0] == 0,
+    increasing). The same as np.lexsort((np.arange(N), -x, run)), in one value sort.
+
+    The run, the top bits of the descending key and the position in the run are packed
+    into one int64 (the runs of AVA results are keyframes: ~50k runs of ~100 rows leave
+    ~39 bits of the value). Where two different values of one run share those top bits,
+    which a look at the sorted neighbours detects, the plain lexsort is used."""
+    x = np.asarray(x, np.float64)
+    n = len(x)
+    starts = np.asarray(starts, np.int64)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    lengths = np.diff(np.append(starts, n))
+    lbits = max(int(lengths.max() - 1).bit_length(), 1)
+    sbits = max(int(len(starts) - 1).bit_length(), 1)
+    hbits = 63 - lbits - sbits
+    run = run_of_rows(starts, n)
+    if hbits >= 24:
+        base = starts[run]                                       # (N,) first row of its run
+        packed = _descending_top_bits(x + 0.0, hbits)            # -0.0 -> 0.0
+        np.left_shift(run, hbits, out=run)
+        packed |= run
+        del run
+        np.left_shift(packed, lbits, out=packed)
+        packed += np.arange(n, dtype=np.int64)
+        packed -= base                                           # position in the run
+        packed.sort()
+        same = (packed[1:] >> lbits) == (packed[:-1] >> lbits)    # same run and top bits
+        np.bitwise_and(packed, (1 << lbits) - 1, out=packed)
+        packed += base                           # the runs keep their places: -> index
+        v = x[packed]
+        if not (same & (v[1:] != v[:-1])).any():
+            return packed
+        run = run_of_rows(starts, n)
+    return np.lexsort((np.arange(n), -x, run))
+
+
+def run_of_rows(starts, n):
+    """(N,) int64: the run of each of `n` rows, runs starting at `starts` (starts[0] ==
+    0, increasing); a cumulative sum, faster than np.repeat of many short runs."""
+    run = np.zeros(n, np.int64)
+    run[starts[1:]] = 1
+    return np.cumsum(run, out=run)
 
 
 def sort_pairs(major, rank, with_major=False):

@@ -18,7 +18,7 @@ import numpy as np
 from hgrnn.data.ava import AvaRows, keyframe_index
 from hgrnn.metrics.official_order import (SCORE_FLOOR_2018, first_appearance_rank,
                                           heap_keyframes, simulate_heaps)
-from hgrnn.metrics.packsort import argsort_descending, sort_pairs
+from hgrnn.metrics.packsort import argsort_descending_in_runs, run_of_rows, sort_pairs
 
 MAX_RESULTS_PER_KEYFRAME = 50        # ava-2019 / ava-2020 cap (official ``capacity``)
 
@@ -79,9 +79,10 @@ def f64(rows: AvaRows, name):
 def select(gt: AvaRows, results: AvaRows, ids, protocol, exclusions, ties, counts):
     """The rows of both files that take part -> (Truth, Results); `counts` gets every
     dropped row under its reason (insertion order is the order of the report)."""
-    (gkeys, rkeys, ekeys), vocab = keyframe_keys([(gt.video_ids, gt.timestamps),
-                                                  (results.video_ids, results.timestamps),
-                                                  (gt.empty_video_ids, gt.empty_timestamps)])
+    (gkeys, rkeys, ekeys), vocab = keyframe_keys(
+        [(gt.video_ids, gt.timestamps, gt.video_codes),
+         (results.video_ids, results.timestamps, results.video_codes),
+         (gt.empty_video_ids, gt.empty_timestamps, None)])
     gcls, rcls = class_columns(gt.action_ids, ids), class_columns(results.action_ids, ids)
     counts["gt_dropped_not_in_label_map"] = int((gcls < 0).sum())
     counts["results_dropped_not_in_label_map"] = int((rcls < 0).sum())
@@ -131,13 +132,20 @@ def top_per_keyframe(res: Results, ids, ties, counts) -> np.ndarray:
     """ava-2019/2020: (R,) bool, the 50 highest-scored results of each keyframe. Fills
     (official ties) res.hpos where the reader's heap decides: a tie at the cap boundary or
     two kept results of one class with equal scores."""
-    by_score = argsort_descending(res.scores)                  # ties in file order
     kf = res.img_rank if res.img_rank is not None else first_appearance_rank(res.keys)
-    by_key = by_score[sort_pairs(kf[by_score], np.arange(len(kf)))]   # kf, score, file
-    del by_score, kf
+    n = len(kf)
+    start = _run_starts(res.keys) if n else np.zeros(0, np.int64)
+    if np.array_equal(kf[start], np.arange(len(start))):     # each keyframe is one run
+        by_key = argsort_descending_in_runs(res.scores, start)
+    else:                                   # rows by keyframe first, in file order
+        by_kf, kf_sorted = sort_pairs(kf, np.arange(n), with_major=True)
+        start = _run_starts(kf_sorted) if n else start
+        del kf_sorted
+        by_key = by_kf[argsort_descending_in_runs(res.scores[by_kf], start)]
+        del by_kf
+    del kf                                  # by_key: keyframe, descending score, file row
     ks = res.keys[by_key]
-    start = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
-    rank = np.arange(len(ks)) - np.repeat(start, np.diff(np.r_[start, len(ks)]))
+    rank = np.arange(len(ks)) - start[run_of_rows(start, len(ks))]    # place in keyframe
     keep = np.zeros(len(ks), bool)
     keep[by_key[rank < MAX_RESULTS_PER_KEYFRAME]] = True
     if ties == "official":
@@ -154,16 +162,23 @@ def top_per_keyframe(res: Results, ids, ties, counts) -> np.ndarray:
 
 
 def keyframe_keys(pairs):
-    """[(video_ids, timestamps) or (None, None), ...] -> ([one (N_i,) int64 key array per
-    pair], vocabulary): the keys of :func:`hgrnn.data.ava.keyframe_index` with the
-    vocabulary of all pairs, each id column compared once (files come in runs of equal
-    ids)."""
+    """[(video_ids, timestamps, video_codes or None) or (None, None, None), ...] -> ([one
+    (N_i,) int64 key array per pair], vocabulary): the keys of
+    :func:`hgrnn.data.ava.keyframe_index` with the vocabulary of all pairs, each id column
+    compared once (files come in runs of equal ids), or not at all where the reader's
+    integer codes (``AvaRows.video_codes``) are given."""
     runs = []
-    for vids, ts in pairs:
+    for vids, ts, codes in pairs:
         vids = np.asarray(vids if vids is not None else [], str)
-        start = np.flatnonzero(np.r_[True, vids[1:] != vids[:-1]]) if len(vids) else \
-            np.zeros(0, np.int64)
-        runs.append((vids[start], start, len(vids), ts))
+        if codes is not None and len(vids):
+            code, code_vocab = codes
+            start = np.flatnonzero(np.r_[True, code[1:] != code[:-1]])
+            run_ids = np.asarray(code_vocab)[code[start]]
+        else:
+            start = np.flatnonzero(np.r_[True, vids[1:] != vids[:-1]]) if len(vids) else \
+                np.zeros(0, np.int64)
+            run_ids = vids[start]
+        runs.append((run_ids, start, len(vids), ts))
     vocab = np.unique(np.concatenate([r[0] for r in runs]))
     out = []
     for run_ids, start, n, ts in runs:
