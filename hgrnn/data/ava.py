@@ -215,9 +215,13 @@ class AvaRows:
     empty_video_ids / empty_timestamps: (E,) keyframes marked annotated-but-empty by
     2-column ground-truth rows (AVA 2020 format);
     source: the file the rows came from (for messages);
-    video_codes: ((N,) int64 codes, (V,) str vocabulary) with vocabulary[codes] ==
+    video_codes: ((N,) int codes, (V,) str vocabulary) with vocabulary[codes] ==
     video_ids, from the readers: :func:`keyframe_index` compares these integers instead of
     the strings (faster for millions of rows).
+
+    The readers leave video_ids, boxes and scores None and give video_codes, boxes64 and
+    scores64: the three are made from those on first access (then kept), so that code
+    that never looks at them (the evaluator) does not pay for them (5.6M rows: 0.36 GB).
     """
 
     video_ids: np.ndarray
@@ -243,8 +247,9 @@ class AvaRows:
             return None if a is None else a[index]
         codes = None if self.video_codes is None else \
             (self.video_codes[0][index], self.video_codes[1])
-        return AvaRows(self.video_ids[index], self.timestamps[index], self.boxes[index],
-                       self.action_ids[index], t(self.person_ids), t(self.scores),
+        made = self.__dict__                    # the derived fields as they are (None: not made)
+        return AvaRows(t(made["video_ids"]), self.timestamps[index], t(made["boxes"]),
+                       self.action_ids[index], t(self.person_ids), t(made["scores"]),
                        dict(self.skipped), t(self.boxes64), t(self.scores64),
                        self.empty_video_ids, self.empty_timestamps, self.source, codes)
 
@@ -259,6 +264,30 @@ class AvaRows:
                    None if scores is None else np.asarray(scores, np.float32), {})
 
 
+def _derived(name, source, make):
+    """A field of AvaRows that may be given as None and is then made from field `source`
+    on first access (and kept; None stays None where `source` is None too)."""
+    def get(rows):
+        value = rows.__dict__[name]
+        if value is None:
+            origin = getattr(rows, source)
+            if origin is not None:
+                value = make(origin)
+                rows.__dict__[name] = value     # frozen to users; a cache, made once
+        return value
+
+    def set_once(rows, value):                  # the dataclass __init__ only
+        rows.__dict__[name] = value
+
+    return property(get, set_once, doc=f"{name} (made from {source} where not given)")
+
+
+# after @dataclass has made __init__ (which sets them through these properties)
+AvaRows.video_ids = _derived("video_ids", "video_codes", lambda c: c[1][c[0]])
+AvaRows.boxes = _derived("boxes", "boxes64", lambda b: b.astype(np.float32))
+AvaRows.scores = _derived("scores", "scores64", lambda s: s.astype(np.float32))
+
+
 # ----------------------------------------------------------------------------------------
 # keyframe keys
 # ----------------------------------------------------------------------------------------
@@ -271,10 +300,11 @@ def keyframe_index(video_ids, timestamps, vocabulary=None, codes=None):
     same key space (ids missing from it get negative keys, unequal to any first-set key).
     Key = video code << 32 | timestamp; fast for rows grouped by video (only the starts
     of runs of equal ids are sorted). codes: the rows' ``AvaRows.video_codes`` (or None),
-    the same keys from integer codes, without comparing strings."""
-    vids = np.asarray(video_ids)
+    the same keys from integer codes, without comparing strings (video_ids may then be
+    None)."""
+    vids = np.asarray(video_ids if codes is None else codes[1])
     ts = np.asarray(timestamps, np.int64)
-    n = len(vids)
+    n = len(ts)
     if n == 0:
         return np.zeros(0, np.int64), (vids[:0] if vocabulary is None else vocabulary)
     if codes is not None:               # runs of equal codes; their ids from the vocabulary
@@ -317,7 +347,16 @@ def read_exclusions(path) -> set[tuple[str, int]]:
     """Excluded-timestamps CSV (``video_id,timestamp`` rows) -> {(video_id, timestamp)}."""
     t, _ = _read_checked(path, {2: "video_id,timestamp"},
                          [("video_id", "str"), ("timestamp", "int")], None, None, False)
-    return set(zip(t["video_id"].tolist(), t["timestamp"].tolist()))
+    return set(zip(_strings(t, "video_id").tolist(), t["timestamp"].tolist()))
+
+
+def _strings(t, name):
+    """A string column of :func:`_read_checked`'s columns: the slow reader's strings or
+    the fast reader's codes turned into them."""
+    if name in t:
+        return t[name]
+    codes, vocab = t["_codes_" + name]
+    return vocab[codes]
 
 
 def read_annotations(path, label_map: LabelMap | None = None, exclusions=None,
@@ -598,15 +637,16 @@ def _finish(t, side, path, label_map, exclusions, kind, keep_outside_map=False):
         elif outside_map.any():
             skipped["action not in label map"] = int(outside_map.sum())
             keep &= ~outside_map
-    vids = t.pop("video_id")
-    codes = t.pop("_codes_video_id", None)       # from the fast reader only
+    codes = t.pop("_codes_video_id", None)       # the fast reader: codes, no strings
+    vids = t.pop("video_id", None)               # the slow reader: strings
     if kind == "gt" and not keep.all():
         # keyframes all of whose rows fall outside the label map stay known as annotated
         # (ava-2020 ignores results only on keyframes absent from the ground-truth file)
         keys, _ = keyframe_index(vids, t["timestamp"], codes=codes)
         lost = ~keep & ~np.isin(keys, keys[keep])
         if lost.any():
-            ev = [vids[lost]] + ([empty_vids] if empty_vids is not None else [])
+            lost_ids = vids[lost] if codes is None else codes[1][codes[0][lost]]
+            ev = [lost_ids] + ([empty_vids] if empty_vids is not None else [])
             et = [t["timestamp"][lost]] + ([empty_ts] if empty_ts is not None else [])
             empty_vids, empty_ts = np.concatenate(ev), np.concatenate(et)
     if isinstance(exclusions, (str, os.PathLike)):
@@ -627,17 +667,17 @@ def _finish(t, side, path, label_map, exclusions, kind, keep_outside_map=False):
     if not keep.all():
         sel = np.flatnonzero(keep)
         t = {k: v[sel] for k, v in t.items()}
-        vids, boxes64, actions = vids[sel], boxes64[sel], actions[sel]
+        boxes64, actions = boxes64[sel], actions[sel]
+        vids = None if vids is None else vids[sel]
         if scores64 is not None:
             scores64 = scores64[sel]
         if codes is not None:
             codes = (codes[0][sel], codes[1])
-    return AvaRows(
-        video_ids=vids, timestamps=t["timestamp"], boxes=boxes64.astype(np.float32),
-        action_ids=actions, person_ids=_person_ids(t, kind),
-        scores=None if scores64 is None else scores64.astype(np.float32), skipped=skipped,
-        boxes64=boxes64, scores64=scores64, empty_video_ids=empty_vids,
-        empty_timestamps=empty_ts, source=path, video_codes=codes)
+    return AvaRows(            # video_ids / boxes / scores made when first looked at
+        video_ids=vids, timestamps=t["timestamp"], boxes=None, action_ids=actions,
+        person_ids=_person_ids(t, kind), scores=None, skipped=skipped, boxes64=boxes64,
+        scores64=scores64, empty_video_ids=empty_vids, empty_timestamps=empty_ts,
+        source=path, video_codes=codes)
 
 
 def _person_ids(t, kind):

@@ -206,7 +206,8 @@ def _read_fast(path, kind: str):
         return None
     t, side = got
     t.pop("_stack")
-    t.pop("_codes_video_id")
+    codes, vocab = t.pop("_codes_video_id")
+    t["video_id"] = vocab[codes]
     lines = _row_lines(path, len(t["timestamp"]), len(side), separate)
     if lines is None:
         return None

@@ -109,11 +109,13 @@ def read_fast(path, columns, widths, separate=(), stack=()):
     ground truth) are returned apart, as [(row number, values)] in file order (pyarrow's
     numbers, which do not count blank lines: an order, not a line), all other rows
     must have the width of the file's first data row. Returns ({name: (N,) array} for the
-    first `width` columns, the rest filled with -1 / NaN, and for each string column
-    "_codes_<name>": ((N,) int64 codes, (V,) str vocabulary) with vocabulary[codes] ==
-    the column (the same ids compared as integers); separate rows). stack: names of
+    first `width` columns, the rest filled with -1 / NaN, each string column as
+    "_codes_<name>": ((N,) int64 codes, (V,) str vocabulary), the column being
+    vocabulary[codes] (made by the caller where it needs the strings); separate rows).
+    stack: names of
     float columns returned also together, as "_stack" (N, len(stack)) float64, whose
-    columns the named arrays are (one copy less for AVA's boxes).
+    columns the named arrays are (one copy less for AVA's boxes; stored column by
+    column, so that each column is contiguous).
 
     pyarrow's streaming reader goes through the file in 1 MB blocks, each converted into
     numpy arrays allocated for the whole file (estimated from the first block), so that
@@ -170,7 +172,7 @@ def read_fast(path, columns, widths, separate=(), stack=()):
 
 def _filled(result, columns, width):
     """The columns a row of `width` lacks, as -1 / NaN."""
-    n = len(result[columns[0][0]])
+    n = len(next(v for name, v in result.items() if not name.startswith("_")))
     for name, kind in columns[width:]:
         result[name] = np.full(n, np.nan) if kind == "float" else np.full(n, -1, np.int64)
     return result
@@ -197,16 +199,18 @@ class _Columns:
     def _grow(self, need):
         cap = max(need, 2 * self.cap)
         old, self.arrays = self.arrays, {}
-        if self.stack:
-            self.arrays["_stack"] = np.empty((cap, len(self.stack)), np.float64)
+        if self.stack:              # column by column: each stacked column is contiguous
+            self.arrays["_stack"] = np.empty((len(self.stack), cap), np.float64)
         for name, kind in self.columns:
             if name in self.stack:
-                self.arrays[name] = self.arrays["_stack"][:, self.stack.index(name)]
+                self.arrays[name] = self.arrays["_stack"][self.stack.index(name)]
             else:
                 dtype = np.float64 if kind == "float" else np.int64
                 self.arrays[name] = np.empty(cap, dtype)
         for key, arr in old.items():
-            if key not in self.stack:
+            if key == "_stack":
+                self.arrays[key][:, :self.n] = arr[:, :self.n]
+            elif key not in self.stack:
                 self.arrays[key][:self.n] = arr[:self.n]
         self.cap = cap
 
@@ -269,12 +273,13 @@ class _Columns:
     def result(self):
         if not self.cap:
             self._grow(0)
-        out = {key: arr[:self.n] for key, arr in self.arrays.items()}
+        out = {key: arr[:self.n] for key, arr in self.arrays.items() if key != "_stack"}
+        if self.stack:
+            out["_stack"] = self.arrays["_stack"][:, :self.n].T        # (N, len(stack))
         vocab = np.asarray(list(self.vocab), dtype=str) if self.vocab else np.zeros(1, str)
         for name, kind in self.columns:
             if kind == "str":
-                out["_codes_" + name] = (out[name], vocab)
-                out[name] = vocab[out[name]]
+                out["_codes_" + name] = (out.pop(name), vocab)
         return out
 
 

@@ -67,7 +67,7 @@ def _check_arguments(results, protocol, ties, exclusions):
         raise ValueError(f"unknown ties {ties!r}; choose one of {', '.join(TIES)}")
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    if results.scores is None and getattr(results, "scores64", None) is None:
+    if getattr(results, "scores64", None) is None and results.scores is None:
         raise ValueError("results have no scores (is this a ground-truth file?)")
     if exclusions is not None and protocol == "ava-2020":
         raise ValueError("ava-2020 has no excluded timestamps (its ground truth marks "
@@ -109,7 +109,7 @@ def evaluate_persons(gt: AvaRows, results: AvaRows, exclusions=None, protocol="a
     the number equals the official evaluator run with a one-class label map on those
     boxes (in order of first appearance). exclusions / protocol / ties as in
     :func:`evaluate`; the result has one class, "person"."""
-    if results.scores is None and getattr(results, "scores64", None) is None:
+    if getattr(results, "scores64", None) is None and results.scores is None:
         raise ValueError("results have no scores (is this a ground-truth file?)")
     return evaluate(_person_boxes(gt, None), _person_boxes(results, f64(results, "scores")),
                     PERSON_LABEL_MAP, protocol=protocol, exclusions=exclusions, ties=ties)
