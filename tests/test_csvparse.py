@@ -130,6 +130,43 @@ def test_block_boundaries_and_first_bad_line(tmp_path, monkeypatch):
     assert starts[1:] == [1]
 
 
+def test_result_files_read_in_pieces_equal_the_slow_reader(tmp_path, monkeypatch):
+    """Result files are read in pieces (each a pyarrow table): pieces cut between lines,
+    with and without a last newline, with CRLF and blank lines at the cuts, equal the slow
+    reader; a piece pyarrow refuses hands the file to the streaming reader, so the slow
+    reader still starts at the refused block and names the line."""
+    lines = [f"v{i % 7},{900 + i},0.1,0.2,0.3,0.4,{1 + i % 3},0.{i}" for i in range(600)]
+    rows = "\n".join(lines)
+    for text in (rows, rows + "\n", rows.replace("\n", "\r\n") + "\r\n",
+                 "\n\n".join(lines[:300]) + "\n\n" + rows):
+        p = write(tmp_path, text)
+        slow = _slow(monkeypatch, read_results, p)
+        for piece in (1 << 20, 61, 500, 4000):          # 61: shorter than a line
+            monkeypatch.setattr(csvparse, "_PIECE_BYTES", piece)
+            monkeypatch.setattr(csvparse, "_BLOCK_BYTES", 97)
+            cuts = csvparse._pieces(p, piece)
+            assert cuts[0][0] == 0 and cuts[-1][1] == os.path.getsize(p)
+            assert all(a == b for (_, a), (b, _) in zip(cuts, cuts[1:]))
+            assert len(cuts) == 1 or piece < len(text)
+            with monkeypatch.context() as m:
+                refuse_slow(m)
+                fast = read_results(p)
+            assert len(fast) == len(slow)
+            assert_rows_equal(fast, slow)
+    monkeypatch.setattr(csvparse, "_PIECE_BYTES", 2000)
+    p = write(tmp_path, rows.replace("v1,1300,0.1", "v1,1300,x0.1"))
+    starts = []
+    iter_rows = csvparse.iter_rows
+
+    def spy(*a, **k):
+        starts.append(k.get("start", a[4] if len(a) > 4 else 1))
+        return iter_rows(*a, **k)
+    monkeypatch.setattr(csvparse, "iter_rows", spy)
+    with pytest.raises(AvaFormatError, match=r"f.csv:401: x1 must be a number, got 'x0.1'"):
+        read_results(p)
+    assert len(starts) == 1 and 300 < starts[0] <= 401
+
+
 def test_arrays_grow_when_the_first_block_underestimates_the_rows(tmp_path, monkeypatch):
     """The arrays are allocated from the first block's rows per byte: long rows first,
     then 20,000 short ones make them grow (twice the size, the rows copied over)."""

@@ -63,6 +63,7 @@ _NOT_IN_FAST_STRINGS = ('"', " ", "\t", "\r", "\x00")   # the slow reader decide
 _PEEK_BYTES = 1 << 16
 _SCAN_BYTES = 16 << 20
 _BLOCK_BYTES = 1 << 20          # pyarrow block: Arrow holds a few of them at a time
+_PIECE_BYTES = 16 << 20         # read as one table (parsed on every core)
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
@@ -117,11 +118,13 @@ def read_fast(path, columns, widths, separate=(), stack=()):
     columns the named arrays are (one copy less for AVA's boxes; stored column by
     column, so that each column is contiguous).
 
-    pyarrow's streaming reader goes through the file in 1 MB blocks, each converted into
-    numpy arrays allocated for the whole file (estimated from the first block), so that
-    Arrow's own memory stays at a few blocks; video ids are dictionary-encoded per block
-    and become codes into one vocabulary. With `separate` it reads on one thread, which
-    numbers the rows it hands to the callback (ground-truth files are small)."""
+    pyarrow reads the file in pieces of 16 MB, each as a table of 1 MB blocks parsed on
+    every core; the blocks are converted into numpy arrays allocated for the whole file
+    (estimated from the first block); video ids are dictionary-encoded per block and
+    become codes into one vocabulary. Where pyarrow refuses a piece, and with `separate`,
+    its streaming reader reads the file instead, on one thread, which numbers the rows it
+    hands to the callback (ground-truth files are small) and returns the rows before a
+    block it refuses."""
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
@@ -152,15 +155,30 @@ def read_fast(path, columns, widths, separate=(), stack=()):
         convert_options=pcsv.ConvertOptions(
             column_types={name: arrow_type[kind] for name, kind in columns[:width]},
             null_values=[""], strings_can_be_null=False))
-    out = _Columns(columns[:width], stack, os.path.getsize(path))
-    try:
-        # streaming, not pcsv.read_csv: the whole table would parse on every core (5.6M
-        # rows: 0.7 s against 1.2 s on 2 cores) but hold ~300 MB more at the peak
-        for batch in pcsv.open_csv(path, **options):
-            if not out.add(batch):
-                return _refused(out, columns, width)
-    except pa.ArrowException:
-        return _refused(out, columns, width)
+    out = None
+    if not separate:
+        # pieces of the file as whole tables, each parsed on every core (5.6M rows: 0.7 s
+        # where streaming takes 1.2 s on 2 cores); pieces, so that Arrow holds one piece
+        # (16 MB of text) and not the whole file as a table (~300 MB more at the peak)
+        out = _Columns(columns[:width], stack, os.path.getsize(path))
+        try:
+            with open(path, "rb") as f:             # not mapped: its pages would stay
+                for start, end in _pieces(path, _PIECE_BYTES):
+                    f.seek(start)
+                    piece = pa.BufferReader(pa.py_buffer(f.read(end - start)))
+                    for batch in pcsv.read_csv(piece, **options).to_batches():
+                        if not out.add(batch):
+                            return _refused(out, columns, width)
+        except pa.ArrowException:           # the streaming reader finds where it fails
+            out = None
+    if out is None:
+        out = _Columns(columns[:width], stack, os.path.getsize(path))
+        try:
+            for batch in pcsv.open_csv(path, **options):
+                if not out.add(batch):
+                    return _refused(out, columns, width)
+        except pa.ArrowException:
+            return _refused(out, columns, width)
     separate_rows = []
     for line, text in side:
         values = _fast_side_row(text, columns)
@@ -168,6 +186,23 @@ def read_fast(path, columns, widths, separate=(), stack=()):
             return None
         separate_rows.append((line, values))
     return _filled(out.result(), columns, width), separate_rows
+
+
+def _pieces(path, piece_bytes):
+    """[(start, end)] byte ranges covering the file, each about `piece_bytes` and ending
+    after a line feed (the last at the end of the file)."""
+    size = os.path.getsize(path)
+    cuts = [0]
+    with open(path, "rb") as f:
+        while cuts[-1] + piece_bytes < size:
+            f.seek(cuts[-1] + piece_bytes)
+            newline = f.read(_PEEK_BYTES).find(b"\n")
+            if newline < 0:                     # a line over 64 KB: the rest in one piece
+                break
+            cuts.append(cuts[-1] + piece_bytes + newline + 1)
+    if cuts[-1] < size or size == 0:
+        cuts.append(size)
+    return list(zip(cuts[:-1], cuts[1:]))
 
 
 def _filled(result, columns, width):
