@@ -1,6 +1,7 @@
 """Frame-mAP: the vectorised evaluator against a slow, obviously-correct reference written
 straight from the official rules, on many random cases, plus the real AVA files."""
 
+import dataclasses
 import math
 import os
 from collections import defaultdict
@@ -236,10 +237,18 @@ def test_csv_path_equals_evaluate_on_the_rows(tmp_path):
         for ties in ("official", "stable"):
             got = evaluate_csv(tmp_path / "gt.csv", tmp_path / "res.csv", lm, ex, protocol,
                                progress=False, ties=ties)
-            want = evaluate(read_annotations(tmp_path / "gt.csv", lm, ex, progress=False),
-                            read_results(tmp_path / "res.csv", lm, ex, progress=False), lm,
-                            protocol=protocol, ties=ties)
+            rows = (read_annotations(tmp_path / "gt.csv", lm, ex, progress=False),
+                    read_results(tmp_path / "res.csv", lm, ex, progress=False))
+            want = evaluate(*rows, lm, protocol=protocol, ties=ties)
             assert got.to_json() == want.to_json()
+            # the readers' video codes and float64 columns are all it looked at
+            assert all(r.__dict__[f] is None for r in rows
+                       for f in ("video_ids", "boxes", "scores"))
+            # ... and the same rows without codes (strings compared) give the same
+            plain = [dataclasses.replace(r, video_ids=r.video_ids, video_codes=None)
+                     for r in rows]
+            assert evaluate(*plain, lm, protocol=protocol, ties=ties).to_json() == \
+                want.to_json()
 
 
 def test_reference_and_evaluator_can_disagree():

@@ -80,9 +80,7 @@ def select(gt: AvaRows, results: AvaRows, ids, protocol, exclusions, ties, count
     """The rows of both files that take part -> (Truth, Results); `counts` gets every
     dropped row under its reason (insertion order is the order of the report)."""
     (gkeys, rkeys, ekeys), vocab = keyframe_keys(
-        [(gt.video_ids, gt.timestamps, gt.video_codes),
-         (results.video_ids, results.timestamps, results.video_codes),
-         (gt.empty_video_ids, gt.empty_timestamps, None)])
+        [_video_ids(gt), _video_ids(results), (gt.empty_video_ids, gt.empty_timestamps, None)])
     gcls, rcls = class_columns(gt.action_ids, ids), class_columns(results.action_ids, ids)
     counts["gt_dropped_not_in_label_map"] = int((gcls < 0).sum())
     counts["results_dropped_not_in_label_map"] = int((rcls < 0).sum())
@@ -169,16 +167,18 @@ def keyframe_keys(pairs):
     integer codes (``AvaRows.video_codes``) are given."""
     runs = []
     for vids, ts, codes in pairs:
-        vids = np.asarray(vids if vids is not None else [], str)
-        if codes is not None and len(vids):
+        n = 0 if ts is None else len(ts)
+        if n == 0:
+            start, run_ids = np.zeros(0, np.int64), np.zeros(0, str)
+        elif codes is not None:
             code, code_vocab = codes
             start = np.flatnonzero(np.r_[True, code[1:] != code[:-1]])
-            run_ids = np.asarray(code_vocab)[code[start]]
+            run_ids = np.asarray(code_vocab, str)[code[start]]
         else:
-            start = np.flatnonzero(np.r_[True, vids[1:] != vids[:-1]]) if len(vids) else \
-                np.zeros(0, np.int64)
+            vids = np.asarray(vids, str)
+            start = np.flatnonzero(np.r_[True, vids[1:] != vids[:-1]])
             run_ids = vids[start]
-        runs.append((run_ids, start, len(vids), ts))
+        runs.append((run_ids, start, n, ts))
     vocab = np.unique(np.concatenate([r[0] for r in runs]))
     out = []
     for run_ids, start, n, ts in runs:
@@ -193,6 +193,14 @@ def keyframe_keys(pairs):
         keys += ts
         out.append(keys)
     return out, vocab
+
+
+def _video_ids(rows: AvaRows):
+    """(video_ids or None, timestamps, video_codes) of rows for :func:`keyframe_keys`: the
+    readers' codes where the rows have them (their video_ids are then never made)."""
+    if rows.video_codes is not None:
+        return None, rows.timestamps, rows.video_codes
+    return rows.video_ids, rows.timestamps, None
 
 
 def class_columns(action_ids, ids):
