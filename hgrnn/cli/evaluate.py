@@ -71,7 +71,7 @@ def eval_csv(gt_csv, results_csv, label_map, exclusions, protocol, ties, persons
     from hgrnn.metrics import evaluate_csv, format_percent
     from hgrnn.metrics.groups import format_groups, mean_ap_by_group
 
-    reuse_freed_memory()
+    reuse_freed_memory()                        # the evaluator's large arrays (allocator.py)
 
     try:
         if _is_hdf5(gt_csv):

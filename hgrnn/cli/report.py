@@ -47,12 +47,14 @@ def report_cmd(gt_csv, results_csv, out_dir, label_map, exclusions, protocol, ti
     """
     import sys
 
+    from hgrnn.allocator import reuse_freed_memory
     from hgrnn.apps.report import report_files
     from hgrnn.data.ava import AvaFormatError
     from hgrnn.data.store import StoreError
     from hgrnn.data.video import VideoError
     from hgrnn.hgrnn_head.checkpoint import HeadError
 
+    reuse_freed_memory()                        # the evaluator's large arrays (allocator.py)
     try:
         done = report_files(gt_csv, [results_csv, *compare], out_dir, label_map=label_map,
                             exclusions=exclusions, protocol=protocol, ties=ties, videos=videos,
