@@ -9,6 +9,7 @@ import pytest
 
 from hgrnn.data.synthetic import SynthConfig, write_synthetic_store
 from hgrnn.hgrnn_head import ablate as A
+from hgrnn.hgrnn_head import ablate_config as AC
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ SMALL = dict(seeds=1, steps=600, batch_size=32, lr=3e-3, jobs=1, scene_hidden=64
 @pytest.fixture(scope="module")
 def small_grid(stores, tmp_path_factory):
     out = tmp_path_factory.mktemp("grid")
-    cfg = A.AblateConfig(rows=("person", "graph", "scene", "hgrnn_l0", "hgrnn_J1"), det=False,
+    cfg = AC.AblateConfig(rows=("person", "graph", "scene", "hgrnn_l0", "hgrnn_J1"), det=False,
                          **SMALL)
     return out, cfg, A.run_ablation(*stores, out, cfg, progress=False)
 
@@ -93,8 +94,8 @@ def test_outputs_and_skip(small_grid, stores):
 
 
 def test_grid_and_stats():
-    specs = A.AblateConfig().specs()
-    assert len(specs) == len(A.RGB_ROWS) * 3 and "hgrnn_flow" not in A.RGB_ROWS
+    specs = AC.AblateConfig().specs()
+    assert len(specs) == len(AC.RGB_ROWS) * 3 and "hgrnn_flow" not in AC.RGB_ROWS
     assert all("streams" not in s for s in specs)        # RGB specs read as before streams
     assert len({(s["variant"], s["context"], s["iterations"], s["seed"],
                  s.get("graph_pool"), s.get("context_boxes"), s.get("relation"))
@@ -109,14 +110,14 @@ def test_grid_and_stats():
     assert A.mean_std([0.1, 0.2, 0.3]) == pytest.approx((0.2, 0.1, 3))
     assert A.mean_std([0.4, None]) == (0.4, 0.0, 1)
     with pytest.raises(ValueError, match="nope"):
-        A.AblateConfig(rows=("nope",))
+        AC.AblateConfig(rows=("nope",))
 
 
 def test_tables_spread_and_row_names():
     """With several seeds the tables give mean ± std; Table 4 names rows like the others."""
     run = {"gt": {"all": (0.5, 0.02, 3)}, "det": {"all": (0.4, 0.01, 3)}}
     summary = {"person": run, "hgrnn": run}
-    cfg = A.AblateConfig(rows=("person", "hgrnn"), seeds=3)
+    cfg = AC.AblateConfig(rows=("person", "hgrnn"), seeds=3)
     rows = [{"train_seconds": 1.0}]
     md = A.format_tables(summary, cfg, "t.h5", "v.h5", rows)
     assert "50.0 ± 2.0" in md and "mean ± std over 3 seeds" in md
@@ -129,7 +130,7 @@ def test_option_rows_reach_the_head_and_the_training(stores, tmp_path):
     """hgrnn_others trains a head with graph_pool "others", hgrnn_ctxdet one with detections
     in the context slots; the tables say which row is the paper's l = 0 and list both."""
     import torch
-    cfg = A.AblateConfig(rows=("hgrnn_others", "hgrnn_ctxdet"), seeds=1, steps=2,
+    cfg = AC.AblateConfig(rows=("hgrnn_others", "hgrnn_ctxdet"), seeds=1, steps=2,
                          batch_size=4, jobs=1, scene_hidden=8, graph_hidden=8)
     r = A.run_ablation(*stores, tmp_path, cfg, progress=False)
     ck = {n: torch.load(tmp_path / "runs" / f"{n}_s0" / "last.pt", weights_only=True)
@@ -150,11 +151,11 @@ def test_table4_rgb_flow_beats_rgb_on_motion_and_keeps_the_rest(tmp_path):
     two = dict(keyframes=20, streams=("rgb", "flow"))
     write_synthetic_store(train, SynthConfig(videos=10, seed=21, **two), progress=False)
     write_synthetic_store(val, SynthConfig(videos=5, seed=22, **two), progress=False)
-    assert A.rows_for_store(val) == A.RGB_ROWS + ("hgrnn_flow", "hgrnn_late")
+    assert A.rows_for_store(val) == AC.RGB_ROWS + ("hgrnn_flow", "hgrnn_late")
     # short runs (the paper-schedule numbers are in BENCHMARKS.md): motion is a person-level
     # cause, learnt within 150 steps; the other groups' conjunctions are not, so their check
     # below only guards against a gross loss
-    cfg = A.AblateConfig(rows=("hgrnn", "hgrnn_flow"),
+    cfg = AC.AblateConfig(rows=("hgrnn", "hgrnn_flow"),
                          **{**SMALL, "seeds": 2, "steps": 150, "scene_hidden": 32,
                             "graph_hidden": 32})
     r = A.run_ablation(train, val, tmp_path / "t4", cfg, progress=False)
@@ -174,7 +175,7 @@ def test_table4_rgb_flow_beats_rgb_on_motion_and_keeps_the_rest(tmp_path):
     # an RGB-only store cannot run the RGB+Flow row: a clear error before any training
     rgb_val = tmp_path / "rgb.h5"
     write_synthetic_store(rgb_val, SynthConfig(videos=2, keyframes=10, seed=3), progress=False)
-    assert A.rows_for_store(rgb_val) == A.RGB_ROWS
+    assert A.rows_for_store(rgb_val) == AC.RGB_ROWS
     with pytest.raises(ValueError, match="rgb.h5: rows hgrnn_flow need feature streams"):
         A.run_ablation(train, rgb_val, tmp_path / "t4b", cfg, progress=False)
 
@@ -188,7 +189,7 @@ def test_attention_and_late_fusion_rows_reach_the_head_and_the_tables(tmp_path):
     two = {"keyframes": 8, "streams": ("rgb", "flow")}
     write_synthetic_store(train, SynthConfig(videos=3, seed=21, **two), progress=False)
     write_synthetic_store(val, SynthConfig(videos=2, seed=22, **two), progress=False)
-    cfg = A.AblateConfig(rows=("hgrnn", "hgrnn_attn", "hgrnn_flow", "hgrnn_late"), seeds=1,
+    cfg = AC.AblateConfig(rows=("hgrnn", "hgrnn_attn", "hgrnn_flow", "hgrnn_late"), seeds=1,
                          steps=2, batch_size=4, jobs=1, scene_hidden=8, graph_hidden=8)
     r = A.run_ablation(train, val, tmp_path / "o", cfg, progress=False)
     ck = {n: torch.load(tmp_path / "o" / "runs" / f"{n}_s0" / "last.pt", weights_only=True)
@@ -204,5 +205,5 @@ def test_attention_and_late_fusion_rows_reach_the_head_and_the_tables(tmp_path):
     assert "RGB+Flow (late fusion) minus RGB" in md
     assert set(r["summary"]) == set(cfg.rows)
     from hgrnn.hgrnn_head.charts import ablation_figure
-    ax = ablation_figure(r["summary"], A.GROUPS, labels=A.ROW_LABELS).axes[0]
+    ax = ablation_figure(r["summary"], AC.GROUPS, labels=AC.ROW_LABELS).axes[0]
     assert "HGRNN, attention relation" in [t.get_text() for t in ax.get_xticklabels()]

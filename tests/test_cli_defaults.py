@@ -22,12 +22,14 @@ from hgrnn.pipeline.example_config import ExampleConfig
 from hgrnn.pipeline.extract.config import ExtractConfig
 from hgrnn.pipeline.finetune_config import FinetuneConfig
 from hgrnn.pipeline.import_features import ImportConfig
+from hgrnn.hgrnn_head.ablate_config import AblateConfig
 from hgrnn.hgrnn_head.config import HeadConfig, TrainConfig
 from hgrnn.track_config import TrackConfig
 
 #: command -> the config dataclasses its options fill (an option named like a field of one
 #: of them must have that field's default). () : the command has no config dataclass.
 CONFIGS = {
+    "ablate": (AblateConfig,),
     "check-data": (VideoSource,),
     "convert cvat-video": (),
     "convert via": (),
@@ -51,14 +53,13 @@ CONFIGS = {
 }
 
 #: Not checked here yet: `eval` has no config dataclass (its defaults are
-#: `infer.evaluate_store`'s keywords), and `AblateConfig` lives in the heavy
-#: `hgrnn_head/ablate.py` (torch), so the CLI cannot read it at `--help`; both repeat a few
-#: defaults (--nms-iou, --seeds, --jobs) until they get light configs.
-NOT_YET = {"ablate", "eval"}
+#: `infer.evaluate_store`'s keywords); it repeats --nms-iou until it gets a light config.
+NOT_YET = {"eval"}
 
 #: Options that on purpose default to something else than the field: (command, parameter)
 #: -> why.
 ON_PURPOSE = {
+    ("ablate", "rows"): "None: the rows the stores support (rows_for_store: + flow rows)",
     ("finetune-backbone", "clip_frames"): "None: the CLI fills in the backbone's own",
     ("finetune-backbone", "frame_stride"): "None: the CLI fills in the backbone's own",
     ("finetune-backbone", "short_side"): "None: the CLI fills in the backbone's own",

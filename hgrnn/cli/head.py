@@ -4,6 +4,7 @@ import click
 
 from hgrnn.cli.options import default_of
 # the head's config dataclasses: a light module (no torch), read for the options' defaults
+from hgrnn.hgrnn_head.ablate_config import AblateConfig as _Ablate
 from hgrnn.hgrnn_head.config import HeadConfig as _Head
 from hgrnn.hgrnn_head.config import TrainConfig as _Train
 
@@ -314,9 +315,11 @@ def train_head_cmd(ctx, **_):
                    "paper: hgrnn_others (--graph-pool others), hgrnn_ctxdet (--context-boxes "
                    "det), hgrnn_attn (--relation attention), and on stores with a flow stream "
                    "hgrnn_flow (RGB+Flow, Table 4) and hgrnn_late (RGB+Flow, --fusion late).")
-@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
+@click.option("--seeds", type=click.IntRange(min=1), default=default_of(_Ablate, "seeds"),
+              show_default=True,
               help="Seeds per row (0..N-1); tables give mean ± std over them.")
-@click.option("--jobs", "-j", type=click.IntRange(min=1), default=2, show_default=True,
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=default_of(_Ablate, "jobs"),
+              show_default=True,
               help="Parallel worker processes (one torch thread each).")
 @click.option("--steps", type=click.IntRange(min=1), default=default_of(_Train, "steps"),
               show_default=True, help="Training steps per run (paper: 1000).")
@@ -357,7 +360,8 @@ def ablate_cmd(train_store, val_store, out_dir, rows, seeds, jobs, steps, batch_
       hgrnn ablate --train-store tr2.h5 --val-store va2.h5 --rows hgrnn,hgrnn_flow --steps 3000 --lr 1e-3 --out t4
     """
     from hgrnn.data.store import StoreError
-    from hgrnn.hgrnn_head.ablate import AblateConfig, rows_for_store, run_ablation
+    from hgrnn.hgrnn_head.ablate import rows_for_store, run_ablation
+    from hgrnn.hgrnn_head.ablate_config import AblateConfig
     from hgrnn.hgrnn_head.checkpoint import HeadError
 
     try:
