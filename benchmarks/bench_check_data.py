@@ -25,6 +25,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from hgrnn.allocator import reuse_freed_memory                 # noqa: E402
 from hgrnn.data.ava import load_label_map, read_annotations   # noqa: E402
 from hgrnn.data.check import check_data                       # noqa: E402
 
@@ -71,6 +72,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--work", default=None)
     args = ap.parse_args()
+    reuse_freed_memory()                        # as the commands (check-data, eval-csv) do
     work = args.work or tempfile.mkdtemp(prefix="bench_check_")
     os.makedirs(work, exist_ok=True)
     gt, det, bad = write_inputs(work, args.rows)

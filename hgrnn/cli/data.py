@@ -97,7 +97,10 @@ def check_data_cmd(annotations, detections, label_map, videos, frames, fps, time
     import json
     import sys
 
+    from hgrnn.allocator import reuse_freed_memory
     from hgrnn.data.check import check_data, format_report
+
+    reuse_freed_memory()                        # large arrays of big CSVs (allocator.py)
 
     try:
         report = check_data(annotations, detections=detections, label_map=label_map,

@@ -138,6 +138,7 @@ def _read_rows(path, kind: str, label_map, findings: _Findings) -> _Rows:
     (:func:`hgrnn.data.ava.row_verdicts`) either way."""
     got = _read_fast(path, kind)
     t, side, lines, total = got if got is not None else _parse_csv(path, kind, findings)
+    ids = t.pop("_video_ids")                 # t["video_id"]: codes into these ids
     verdicts = row_verdicts(t, _RULE_KIND[kind], label_map)
     if got is not None and verdicts.any():
         _nan_spellings(t, verdicts, lines, path, kind, findings)
@@ -146,7 +147,7 @@ def _read_rows(path, kind: str, label_map, findings: _Findings) -> _Rows:
         keep = np.flatnonzero(verdicts == 0)
         t = {name: v[keep] for name, v in t.items()}
         lines = lines[keep]
-    codes, vocab = _video_codes(t["video_id"])
+    codes, vocab = _video_codes(t["video_id"], ids)
     extra = t["person_id"] if kind == "gt" else t["score"]
     return _Rows(lines, codes, vocab, t["timestamp"],
                  np.stack([t[name] for name in _BOX], axis=1).reshape(-1, 4),
@@ -199,29 +200,30 @@ def _read_fast(path, kind: str):
     """The vectorised reader (pyarrow, :func:`hgrnn.data.csvparse.read_fast`) -> (columns,
     side rows, (N,) line numbers, non-blank lines), or None when :func:`_parse_csv` must
     read the file: pyarrow refused it (a bad line, or a field it could read differently), or line
-    numbers that cannot be told by counting lines."""
+    numbers that cannot be told by counting lines. The columns hold "video_id" as codes
+    into the ids of "_video_ids" (both readers)."""
     separate = (2,) if kind == "gt" else ()
     got = csvparse.read_fast(path, _COLUMNS[kind], _WIDTHS[kind], separate, stack=_BOX)
     if got is None or isinstance(got, csvparse.Refused):
         return None
     t, side = got
     t.pop("_stack")
-    codes, vocab = t.pop("_codes_video_id")
-    t["video_id"] = vocab[codes]
+    t["video_id"], t["_video_ids"] = t.pop("_codes_video_id")
     lines = _row_lines(path, len(t["timestamp"]), len(side), separate)
     if lines is None:
         return None
     return t, side, lines, len(lines) + len(side)
 
 
-def _video_codes(video_ids):
-    """(N,) str array -> ((N,) int64 codes, vocabulary list): sorts only the starts of runs
-    of equal ids (rows come grouped by video)."""
-    n = len(video_ids)
+def _video_codes(codes, ids):
+    """(N,) codes into the ids of a reader -> ((N,) int64 codes into the sorted list of the
+    ids the rows hold, that list): only the starts of runs of equal codes are looked at
+    (rows come grouped by video)."""
+    n = len(codes)
     if n == 0:
         return np.zeros(0, np.int64), []
-    run_start = np.flatnonzero(np.concatenate([[True], video_ids[1:] != video_ids[:-1]]))
-    vocab, inv = np.unique(video_ids[run_start], return_inverse=True)
+    run_start = np.flatnonzero(np.concatenate([[True], codes[1:] != codes[:-1]]))
+    vocab, inv = np.unique(np.asarray(ids)[codes[run_start]], return_inverse=True)
     codes = np.repeat(inv.ravel().astype(np.int64), np.diff(np.append(run_start, n)))
     return codes, vocab.tolist()
 
@@ -275,6 +277,7 @@ def _parse_csv(path, kind: str, findings: _Findings):
         for (name, _), v in zip(columns, row + fill[ncols:]):
             values[name].append(v)
     t = {name: np.asarray(values[name], csvparse.kind_dtype(k)) for name, k in columns}
+    t["_video_ids"], t["video_id"] = np.unique(t["video_id"], return_inverse=True)
     return t, side, np.asarray(lines, np.int64), total
 
 
