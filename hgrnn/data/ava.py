@@ -803,7 +803,10 @@ def _write_rows(path, rows, last, progress):
         scores = np.asarray(rows.scores, np.float32)
     else:
         scores = np.ones(n, np.float32)
-    vids = np.asarray(rows.video_ids, dtype=str)
+    if rows.video_codes is not None:            # compared as codes, not made into strings
+        vids, id_of = np.asarray(rows.video_codes[0]), np.asarray(rows.video_codes[1], str)
+    else:
+        vids, id_of = np.asarray(rows.video_ids, dtype=str), None
     ts = np.asarray(rows.timestamps, np.int64)
     acts = np.asarray(rows.action_ids, np.int64)
     step = _WRITE_CHUNK_ROWS
@@ -823,7 +826,8 @@ def _write_rows(path, rows, last, progress):
             new[1:] = (v[1:] != v[:-1]) | (t[1:] != t[:-1]) | (bits[1:] != bits[:-1]).any(axis=1)
             first = np.flatnonzero(new)
             heads = pc.binary_join_element_wise(
-                pa.array(v[first], pa.large_string()), _integers(t[first], 4),
+                pa.array(v[first] if id_of is None else id_of[v[first]], pa.large_string()),
+                _integers(t[first], 4),
                 *[_shortest(b[first, k]) for k in range(4)], comma)
             columns = [heads.take(pa.array(np.cumsum(new) - 1)), _integers(acts[sl])]
             if scores is not None:
