@@ -120,7 +120,9 @@ def _person_boxes(rows, scores):
     scores: (N,) float64 or None (ground truth), the highest of a box's rows is kept."""
     n = len(rows)
     boxes = f64(rows, "boxes").reshape(-1, 4)
-    keys, _ = keyframe_index(rows.video_ids, rows.timestamps)
+    codes = rows.video_codes                    # the readers': no strings made or compared
+    keys, _ = keyframe_index(None if codes is not None else rows.video_ids, rows.timestamps,
+                             codes=codes)
     order = np.lexsort((np.arange(n), boxes[:, 3], boxes[:, 2], boxes[:, 1], boxes[:, 0], keys))
     k, b = keys[order], boxes[order]
     new = np.r_[True, (k[1:] != k[:-1]) | (b[1:] != b[:-1]).any(axis=1)] if n else \
@@ -132,7 +134,9 @@ def _person_boxes(rows, scores):
     sel = first[keep]
     s64 = None if best is None else best[keep]
     return AvaRows(
-        video_ids=rows.video_ids[sel], timestamps=rows.timestamps[sel],
+        video_ids=None if codes is not None else rows.video_ids[sel],
+        video_codes=None if codes is None else (codes[0][sel], codes[1]),
+        timestamps=rows.timestamps[sel],
         boxes=boxes[sel].astype(np.float32), action_ids=np.ones(len(sel), np.int64),
         person_ids=None, scores=None if s64 is None else s64.astype(np.float32),
         skipped=dict(rows.skipped or {}), boxes64=boxes[sel], scores64=s64,
