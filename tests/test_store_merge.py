@@ -119,6 +119,22 @@ def test_merge_accepts_shards_differing_in_settings_that_keep_the_features(tmp_p
         assert json.loads(f.attrs["configs"])["extract"] == _extract_config()
 
 
+def test_merge_takes_shards_written_before_a_setting_existed(tmp_path):
+    """A shard without the keys later versions record (streams, person_layer, backbone_name,
+    and settings that are off: None) merges with one that records them at those values;
+    not with one whose value differs."""
+    new = _extract_config(backbone_name="i3d", resample_fps=None, flow=None)
+    old = {k: v for k, v in new.items()
+           if k not in ("streams", "person_layer", "backbone_name", "resample_fps", "flow")}
+    a = _shard(tmp_path / "a.h5", "v0", 0, old)
+    b = _shard(tmp_path / "b.h5", "v1", 1, new)
+    with pytest.warns(UserWarning, match="config differs between shards"):
+        assert merge_stores(tmp_path / "o.h5", [a, b], progress=False)["videos"] == 2
+    c = _shard(tmp_path / "c.h5", "v2", 2, dict(new, person_layer="mixed_4f"))
+    with pytest.raises(StoreError, match="person_layer = 'mixed_4f' differs .*\\('absent'\\)"):
+        merge_stores(tmp_path / "p.h5", [a, c], progress=False)
+
+
 def test_feature_setting_differences():
     from hgrnn.data.store_merge import feature_setting_differences
 

@@ -107,6 +107,11 @@ FORMAT = "hgrnn-store"
 FORMAT_VERSION = 1
 BOX_FORMAT = "xyxy-normalized"
 SOURCES = ("gt", "det")
+#: stage-config keys added after stores were first written -> what a store written before
+#: them holds. Any other key a store lacks means None (stages record a setting that is off
+#: as None). The readers that compare configs (extract's resume check, merge-stores) use it.
+CONFIG_DEFAULTS = {"extract": {"streams": ["rgb"], "person_layer": "mixed_5c",
+                               "backbone_name": "i3d"}}
 LABEL_CHUNK_ROWS = 2048
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 

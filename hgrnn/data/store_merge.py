@@ -18,8 +18,8 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from hgrnn.data.store import (StoreError, StoreWriter, is_complete, open_h5, read_failures_open,
-                              read_info)
+from hgrnn.data.store import (CONFIG_DEFAULTS, StoreError, StoreWriter, is_complete, open_h5,
+                              read_failures_open, read_info)
 from hgrnn.data.store_io import WriterLock, read_errors, write_error
 
 
@@ -47,20 +47,26 @@ def _comparable(value):
             if k not in NEUTRAL_CONFIG_KEYS and not (hashed and k in _LOCATION_KEYS)}
 
 
-def feature_setting_differences(a: dict, b: dict) -> list:
+def feature_setting_differences(a: dict, b: dict, stage=None) -> list:
     """The settings in which two configs of one stage differ and that change the features
     (every key but NEUTRAL_CONFIG_KEYS, compared at every depth of nested dicts): a list of
-    (dotted name, value in a, value in b), a missing key as the string "absent"."""
+    (dotted name, value in a, value in b), a missing key as the string "absent". A key one
+    config lacks (a store written before the key existed) counts as the stage's
+    :data:`~hgrnn.data.store.CONFIG_DEFAULTS` value for it, else as None."""
     out = []
+    defaults = CONFIG_DEFAULTS.get(stage, {})
 
-    def walk(x, y, name):
+    def walk(x, y, name, top):
         if isinstance(x, dict) and isinstance(y, dict):
             for k in sorted(set(x) | set(y), key=str):
-                walk(x.get(k, _ABSENT), y.get(k, _ABSENT), f"{name}.{k}" if name else str(k))
-        elif x != y:
+                walk(x.get(k, _ABSENT), y.get(k, _ABSENT), f"{name}.{k}" if name else str(k),
+                     k if not name else None)
+            return
+        fill = defaults.get(top) if top in defaults else None
+        if (fill if x is _ABSENT else x) != (fill if y is _ABSENT else y):
             out.append((name, "absent" if x is _ABSENT else x, "absent" if y is _ABSENT else y))
 
-    walk(_comparable(a), _comparable(b), "")
+    walk(_comparable(a), _comparable(b), "", None)
     return out
 
 
@@ -177,7 +183,7 @@ def _merge_locked(out, shards, overwrite, on_duplicate, progress) -> dict:
 def _refuse_other_features(stage, first_cfg, first_path, cfg, path) -> None:
     """StoreError naming the first setting of `stage` that changes the features and differs
     between the shard `path` and the shard `first_path` that first had the stage."""
-    diffs = feature_setting_differences(first_cfg, cfg)
+    diffs = feature_setting_differences(first_cfg, cfg, stage)
     if not diffs:
         return
     name, old, new = diffs[0]

@@ -8,13 +8,12 @@ import dataclasses
 import os
 
 from hgrnn.data.ava import read_exclusions
-from hgrnn.data.store import open_h5, read_info
+from hgrnn.data.store import CONFIG_DEFAULTS, open_h5, read_info
 from hgrnn.pipeline.backbones import BACKBONES, describe_input
 from hgrnn.pipeline.extract.config import FEATURE_FIELDS, RUN_ONLY_FIELDS, ExtractConfig
 from hgrnn.pipeline.i3d import sha256_file
 
-# what a store written before a field existed holds
-_FIELD_DEFAULTS = {"streams": ["rgb"], "person_layer": "mixed_5c", "backbone_name": "i3d"}
+_FIELD_DEFAULTS = CONFIG_DEFAULTS["extract"]     # what a store written before a field holds
 
 
 def stage_config(cfg: ExtractConfig, backbone_meta, detector_meta, feature_dim: int,
