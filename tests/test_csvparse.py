@@ -50,6 +50,18 @@ def refuse_slow(monkeypatch):
     monkeypatch.setattr(csvparse, "iter_rows", no)
 
 
+def slow_reader_starts(monkeypatch):
+    """The list of lines the slow reader is asked to start at, filled as it is used."""
+    starts = []
+    iter_rows = csvparse.iter_rows
+
+    def spy(*a, **k):
+        starts.append(k.get("start", a[4] if len(a) > 4 else 1))
+        return iter_rows(*a, **k)
+    monkeypatch.setattr(csvparse, "iter_rows", spy)
+    return starts
+
+
 def assert_rows_equal(a, b):
     for f in ("video_ids", "timestamps", "boxes64", "action_ids", "person_ids", "scores64",
               "empty_video_ids", "empty_timestamps"):
@@ -102,13 +114,7 @@ def test_block_boundaries_and_first_bad_line(tmp_path, monkeypatch):
     monkeypatch.setattr(csvparse, "_BLOCK_BYTES", 97)
     bad = rows.replace("v400,1300,0.1", "v400,1300,x0.1")
     p = write(tmp_path, bad)
-    starts = []
-    iter_rows = csvparse.iter_rows
-
-    def spy(*a, **k):
-        starts.append(k.get("start", a[4] if len(a) > 4 else 1))
-        return iter_rows(*a, **k)
-    monkeypatch.setattr(csvparse, "iter_rows", spy)
+    starts = slow_reader_starts(monkeypatch)
     with pytest.raises(AvaFormatError, match=r"f.csv:401: x1 must be a number, got 'x0.1'"):
         read_annotations(p)
     assert len(starts) == 1 and 300 < starts[0] <= 401   # the slow reader began at the block
@@ -155,13 +161,7 @@ def test_result_files_read_in_pieces_equal_the_slow_reader(tmp_path, monkeypatch
             assert_rows_equal(fast, slow)
     monkeypatch.setattr(csvparse, "_PIECE_BYTES", 2000)
     p = write(tmp_path, rows.replace("v1,1300,0.1", "v1,1300,x0.1"))
-    starts = []
-    iter_rows = csvparse.iter_rows
-
-    def spy(*a, **k):
-        starts.append(k.get("start", a[4] if len(a) > 4 else 1))
-        return iter_rows(*a, **k)
-    monkeypatch.setattr(csvparse, "iter_rows", spy)
+    starts = slow_reader_starts(monkeypatch)
     with pytest.raises(AvaFormatError, match=r"f.csv:401: x1 must be a number, got 'x0.1'"):
         read_results(p)
     assert len(starts) == 1 and 300 < starts[0] <= 401
