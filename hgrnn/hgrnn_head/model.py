@@ -219,10 +219,11 @@ class GraphRNN(nn.Module):
             else:
                 if self.pool_others:
                     m = segment_max_others(h, keyframe, num_keyframes)  # (P, G): max_{v != i} h_v
+                    gi = torch.addmm(gi_node, m, w_m.t())  # (P, 3G): input gates of x ⊕ m
                 else:
                     m, _ = segment_max(h, keyframe, num_keyframes)  # (B, G): maxpool_v h_v^(j-1)
-                    m = m[keyframe]  # (P, G)
-                gi = torch.addmm(gi_node, m, w_m.t())  # (P, 3G): input gates of x ⊕ m
+                    # m is the same for the persons of a keyframe: its product per keyframe
+                    gi = gi_node + torch.mm(m, w_m.t())[keyframe]  # (P, 3G): gates of x ⊕ m
                 gh = torch.nn.functional.linear(h, cell.weight_hh, cell.bias_hh)  # (P, 3G)
             h = _gru_update(gi, gh, h)  # (P, G)
         return h
