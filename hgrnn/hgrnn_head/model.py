@@ -16,7 +16,9 @@ the paper, ``PersonAttention`` ("attention"): J rounds of multi-head self-attent
 persons of each keyframe, the pairwise box geometry as a learned bias on the attention
 scores, residual + layer norm (a transformer layer per round). Both read x_p ⊕ h_c and return
 a (P, Hg) state per person, so the hierarchy (scene RNN, relations, classifier) and the
-ablation stay one code path.
+ablation stay one code path. They get x_p and h_c apart and never build the concatenation:
+a product with x_p ⊕ h_c[keyframe] is x_p's part per person plus h_c's part per keyframe,
+gathered (``node_linear``); likewise the graph's m, one per keyframe under pooling "all".
 
 Two-stream features (``fusion``): "concat" (default) feeds the concatenated streams to one
 head; "late" builds one whole head per stream (``stream_dims`` says where each stream's
