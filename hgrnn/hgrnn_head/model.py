@@ -178,7 +178,7 @@ def node_linear(x_p, h_c, keyframe, weights, bias):
     return out + torch.mm(h_c, weights[1].t())[keyframe]  # (P, out)
 
 
-def node_dims(x_p, h_c):
+def _node_dims(x_p, h_c):
     """The widths of the node input's parts x_p [⊕ h_c]: [C] or [C, 2Hs]."""
     return [x_p.shape[1]] + ([] if h_c is None else [h_c.shape[1]])
 
@@ -200,7 +200,7 @@ class GraphRNN(nn.Module):
         # x_p (P, C) per person; h_c (B, 2Hs) per keyframe, or None (no scene RNN); keyframe
         # (P,) in [0, B). The node input is x_p ⊕ h_c[keyframe] (never concatenated).
         if self.project is not None:
-            w_node = split_columns(self.project.weight, node_dims(x_p, h_c))
+            w_node = split_columns(self.project.weight, _node_dims(x_p, h_c))
             h = torch.tanh(node_linear(x_p, h_c, keyframe, w_node, self.project.bias))  # (P, G)
         else:
             h = x_p.new_zeros((x_p.shape[0], self.hidden))  # (P, G)
@@ -211,7 +211,7 @@ class GraphRNN(nn.Module):
         # node_linear), and a zero initial state (h0 "zeros") has m = 0 and hidden gates =
         # bias in the first iteration (no matrix product); the same function as nn.GRUCell
         cell = self.cell
-        *w_node, w_m = split_columns(cell.weight_ih, node_dims(x_p, h_c) + [self.hidden])
+        *w_node, w_m = split_columns(cell.weight_ih, _node_dims(x_p, h_c) + [self.hidden])
         gi_node = node_linear(x_p, h_c, keyframe, w_node, cell.bias_ih)  # (P, 3G)
         # (with J = 1 the m and hidden weights are still used, so that they get a gradient)
         zero_state = self.project is None and self.iterations > 1
@@ -318,7 +318,7 @@ class PersonAttention(nn.Module):
     def forward(self, x_p, h_c, keyframe, num_keyframes, boxes):
         # x_p (P, C); h_c (B, 2Hs) or None; keyframe (P,) in [0, B); boxes (P, 4) xyxy; the
         # node input is x_p ⊕ h_c[keyframe]
-        w_node = split_columns(self.project.weight, node_dims(x_p, h_c))
+        w_node = split_columns(self.project.weight, _node_dims(x_p, h_c))
         h = torch.tanh(node_linear(x_p, h_c, keyframe, w_node, self.project.bias))  # (P, G)
         if len(h) == 0:
             return h
