@@ -4,7 +4,8 @@
    60 classes; `bench_store.make_ava_scale_store`) and an AVA-val-scale one (64 x 897).
 2. train: `train_head` with the paper's schedule (1000 steps, batch 50, l=3, J=2, default
    hidden sizes) in a fresh process: wall time (store loading included), steps/s of the
-   loop, share of the loop spent building batches, peak RSS.
+   loop, share of the loop spent building batches, peak RSS, the 1-minute load average
+   at its start and end.
 3. eval: `evaluate_store` of that checkpoint on the val-scale store with its detections
    (as `hgrnn eval` without --out; with --write-csv also writing results.csv, metrics.json
    and the chart), in a fresh process: wall time split into prediction, ground truth,
@@ -44,7 +45,7 @@ def phase_train(args) -> dict:
     from hgrnn.hgrnn_head.model import HeadConfig
     from hgrnn.hgrnn_head.train import TrainConfig, train_head
 
-    cpu = time.process_time()
+    cpu, load = time.process_time(), os.getloadavg()[0]
     out = train_head(args.store, args.run, HeadConfig(context=3, iterations=2),
                      TrainConfig(steps=args.steps, batch_size=50, device="cpu", val_every=0,
                                  num_threads=args.threads),
@@ -53,7 +54,7 @@ def phase_train(args) -> dict:
     return {"wall_s": out["seconds"], "cpu_s": time.process_time() - cpu, "loop_s": loop,
             "steps": out["steps"], "steps_per_s": out["steps"] / loop,
             "batch_s": out["batch_seconds"], "batch_share": out["batch_seconds"] / loop, "final_loss": out["loss"],
-            "peak_rss_gib": _peak_rss_gib()}
+            "peak_rss_gib": _peak_rss_gib(), "load_average": [load, os.getloadavg()[0]]}
 
 
 def phase_eval(args) -> dict:

@@ -1,7 +1,9 @@
 """The optimised code paths against the implementations they replaced (kept here as slow
-references): the head's graph GRU and scene RNN give the same outputs and gradients to
-float rounding; the result / annotation CSV writers write the same bytes as formatting
+references): the head's graph GRU, scene RNN and relation input (x_p ⊕ h_c[keyframe]) give
+the same outputs and gradients to float rounding; the result / annotation CSV writers write the same bytes as formatting
 every value with repr / numpy's str did."""
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -9,7 +11,8 @@ import torch
 import torch.nn as nn
 
 from hgrnn.data.ava import AvaRows, write_annotations, write_results
-from hgrnn.hgrnn_head.model import HeadConfig, HGRNNHead, segment_max, segment_max_others
+from hgrnn.hgrnn_head.model import (HeadConfig, HGRNNHead, PersonAttention, box_geometry,
+                                    node_linear, segment_max, segment_max_others, to_dense)
 from test_model import C, K, make_batch  # noqa: E402  (tests/ is on sys.path under pytest)
 
 
@@ -44,8 +47,37 @@ def previous_graph(graph, node_in, keyframe, num_keyframes):
     return h
 
 
+def previous_attention(graph, node_in, keyframe, num_keyframes, boxes):
+    """PersonAttention.forward before the optimisation: the projection of the concatenated
+    node input x_p ⊕ h_c[keyframe]."""
+    h = torch.tanh(graph.project(node_in))
+    slot, N = to_dense(keyframe, num_keyframes)
+    real = torch.zeros(num_keyframes, N, dtype=torch.bool)
+    real[keyframe, slot] = True
+    dense_boxes = boxes.new_zeros((num_keyframes, N, 4))
+    dense_boxes[keyframe, slot] = boxes
+    allowed = real[:, :, None] & real[:, None, :]
+    if not graph.attend_self:
+        allowed = allowed & ~torch.eye(N, dtype=torch.bool)
+    for round_ in graph.rounds:
+        h = round_(h, (keyframe, slot), box_geometry(dense_boxes), allowed)
+    return h
+
+
 def previous_logits(model, batch):
-    """HGRNNHead.forward with the previous scene and graph code."""
+    """HGRNNHead.forward with the previous scene, graph and relation-input code (the node
+    input x_p ⊕ h_c[keyframe] concatenated per person); late fusion: the sum over the
+    streams' heads on their columns."""
+    if model.per_stream is not None:
+        logits, start = 0, 0
+        for head, width in zip(model.per_stream, model.cfg.stream_dims):
+            part = SimpleNamespace(**vars(batch))
+            part.clip = batch.clip[..., start:start + width]
+            part.ctx_feats = batch.ctx_feats[:, start:start + width]
+            part.feats = batch.feats[:, start:start + width]
+            logits = logits + previous_logits(head, part)
+            start += width
+        return logits
     x_p = model.dropout(batch.feats)
     B = batch.clip.shape[0]
     if model.scene is not None:
@@ -53,7 +85,10 @@ def previous_logits(model, batch):
         node_in = torch.cat([x_p, h_c[batch.keyframe]], dim=-1)
     else:
         node_in = x_p
-    h = previous_graph(model.graph, node_in, batch.keyframe, B)
+    if isinstance(model.graph, PersonAttention):
+        h = previous_attention(model.graph, node_in, batch.keyframe, B, batch.boxes)
+    else:
+        h = previous_graph(model.graph, node_in, batch.keyframe, B)
     return model.classifier(model.dropout(h))
 
 
@@ -78,6 +113,11 @@ CASES = [  # (variant, HeadConfig fields)
     ("graph", {"iterations": 2, "h0": "project", "graph_pool": "others"}),
     ("scene", {}),
     ("person", {}),
+    ("hgrnn", {"relation": "attention", "graph_hidden": 8, "attention_heads": 2}),
+    ("graph", {"relation": "attention", "graph_hidden": 8, "attention_heads": 2,
+               "graph_pool": "others"}),
+    ("hgrnn", {"fusion": "late", "stream_dims": (4, 2)}),
+    ("graph", {"fusion": "late", "stream_dims": (4, 2), "h0": "project"}),
 ]
 
 
@@ -90,13 +130,13 @@ def test_head_matches_previous_implementation(variant, fields, dtype, tol):
     cfg = HeadConfig(feature_dim=C, num_classes=K, variant=variant,
                      **{"scene_hidden": 5, "graph_hidden": 7, **fields})
     model = HGRNNHead(cfg).to(dtype).train()
-    if model.scene is not None and model.scene.empty is not None:
-        nn.init.normal_(model.scene.empty)
+    for scene in [m for m in model.modules() if getattr(m, "empty", None) is not None]:
+        nn.init.normal_(scene.empty)
     L = 2 * cfg.window_context + 1
     # keyframes of 1 to 4 persons, some window slots empty
     batch = make_batch([2, 1, 4, 3], L=L, seed=1,
                        ctx_counts=[[s % 3 for s in range(L)] for _ in range(4)])
-    for name in ("clip", "ctx_feats", "feats"):
+    for name in ("clip", "ctx_feats", "feats", "boxes"):
         setattr(batch, name, getattr(batch, name).to(dtype))
     got, got_grads = outputs_and_gradients(model, batch, model)
     want, want_grads = outputs_and_gradients(model, batch, lambda b: previous_logits(model, b))
@@ -134,6 +174,33 @@ def test_default_sizes_match_previous_implementation(dtype, tol):
     assert got_grads.keys() == want_grads.keys()
     for name, w in want_grads.items():
         assert (got_grads[name] - w).abs().max() <= tol * w.abs().max(), name
+
+
+@pytest.mark.parametrize("with_context", [True, False])
+def test_node_linear_is_the_linear_of_the_concatenation(with_context):
+    """node_linear(x_p, h_c, keyframe, column blocks of W, b) = linear(x_p ⊕ h_c[keyframe], W,
+    b), and the same gradients of W, b and h_c (float64); x_p gets no gradient."""
+    g = torch.Generator().manual_seed(3)
+    C_, D, out, B = 6, 4, 9, 5
+    keyframe = torch.tensor([0, 0, 2, 4, 4, 4, 1, 2])        # keyframe 3 has no person
+    x_p = torch.randn(len(keyframe), C_, generator=g, dtype=torch.float64)
+    h_c = (torch.randn(B, D, generator=g, dtype=torch.float64).requires_grad_()
+           if with_context else None)
+    weight = torch.randn(out, C_ + (D if with_context else 0), generator=g,
+                         dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(out, generator=g, dtype=torch.float64, requires_grad=True)
+    up = torch.randn(len(keyframe), out, generator=g, dtype=torch.float64)
+    leaves = [t for t in (weight, bias, h_c) if t is not None]
+
+    blocks = weight.split([C_, D] if with_context else [C_], dim=1)
+    got = node_linear(x_p, h_c, keyframe, blocks, bias)
+    got_grads = torch.autograd.grad((got * up).sum(), leaves)
+    node_in = torch.cat([x_p, h_c[keyframe]], dim=1) if with_context else x_p
+    want = torch.nn.functional.linear(node_in, weight, bias)
+    want_grads = torch.autograd.grad((want * up).sum(), leaves)
+    torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-13)
+    for a, b in zip(got_grads, want_grads):
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
 
 
 # ---- the result-CSV writer: the previous formatting -------------------------------------

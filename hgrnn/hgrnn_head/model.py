@@ -16,7 +16,9 @@ the paper, ``PersonAttention`` ("attention"): J rounds of multi-head self-attent
 persons of each keyframe, the pairwise box geometry as a learned bias on the attention
 scores, residual + layer norm (a transformer layer per round). Both read x_p ⊕ h_c and return
 a (P, Hg) state per person, so the hierarchy (scene RNN, relations, classifier) and the
-ablation stay one code path.
+ablation stay one code path. They get x_p and h_c apart and never build the concatenation:
+a product with x_p ⊕ h_c[keyframe] is x_p's part per person plus h_c's part per keyframe,
+gathered (``node_linear``); likewise the graph's m, one per keyframe under pooling "all".
 
 Two-stream features (``fusion``): "concat" (default) feeds the concatenated streams to one
 head; "late" builds one whole head per stream (``stream_dims`` says where each stream's
@@ -56,7 +58,8 @@ from hgrnn.hgrnn_head.config import FUSIONS, GRAPH_POOLS, RELATIONS, VARIANTS, H
 # the head's options live in the light config module (the CLI reads their defaults without
 # importing torch); they are part of this module's interface
 __all__ = ["FUSIONS", "GRAPH_POOLS", "RELATIONS", "VARIANTS", "GraphRNN", "HGRNNHead",
-           "HeadConfig", "PersonAttention", "SceneRNN", "segment_max", "segment_max_others"]
+           "HeadConfig", "PersonAttention", "SceneRNN", "node_linear", "segment_max",
+           "segment_max_others", "split_columns"]
 
 
 def segment_max(values: torch.Tensor, segment: torch.Tensor, num_segments: int):
@@ -153,6 +156,33 @@ def _gru_last(gru: nn.GRU, x, reverse):
     return h  # (B, H)
 
 
+def split_columns(weight, widths):
+    """weight (out, sum(widths)) -> its column blocks, each (out, width), as contiguous
+    copies (taking part in autograd): products with them get their weight gradients
+    row-major, which join into `weight`'s gradient fast (a strided join of those gradients
+    cost more than the copies)."""
+    return [w.contiguous() for w in weight.split(list(widths), dim=1)]
+
+
+def node_linear(x_p, h_c, keyframe, weights, bias):
+    """``linear(x_p ⊕ h_c[keyframe], w_x ⊕ w_c, bias)`` without building the concatenation:
+    x_p (P, C) per person, h_c (B, D) per keyframe or None, keyframe (P,) in [0, B), weights
+    [w_x (out, C), w_c (out, D)] the weight's column blocks ([w_x] without h_c), bias (out,).
+    The h_c part's product is taken per keyframe (B rows, fewer than the P persons) and
+    gathered to the persons; x_p (the store's features, after dropout) needs no input
+    gradient, so its product's backward computes the weight gradient only. The same function
+    as the concatenated linear to float rounding (a sum in another order). -> (P, out)"""
+    out = torch.nn.functional.linear(x_p, weights[0], bias)  # (P, out)
+    if h_c is None:
+        return out
+    return out + torch.mm(h_c, weights[1].t())[keyframe]  # (P, out)
+
+
+def _node_dims(x_p, h_c):
+    """The widths of the node input's parts x_p [⊕ h_c]: [C] or [C, 2Hs]."""
+    return [x_p.shape[1]] + ([] if h_c is None else [h_c.shape[1]])
+
+
 class GraphRNN(nn.Module):
     """Top level: J iterations over the fully connected graph of each keyframe's persons."""
 
@@ -166,24 +196,23 @@ class GraphRNN(nn.Module):
         self.project = nn.Linear(C + context_dim, G) if use_projection else None
         self.cell = nn.GRUCell(C + context_dim + G, G) if self.iterations > 0 else None
 
-    def forward(self, node_in, keyframe, num_keyframes):
-        # node_in (P, C [+ 2Hs]) = x_p [⊕ h_c]; keyframe (P,) in [0, B)
+    def forward(self, x_p, h_c, keyframe, num_keyframes):
+        # x_p (P, C) per person; h_c (B, 2Hs) per keyframe, or None (no scene RNN); keyframe
+        # (P,) in [0, B). The node input is x_p ⊕ h_c[keyframe] (never concatenated).
         if self.project is not None:
-            h = torch.tanh(self.project(node_in))  # (P, G)
+            w_node = split_columns(self.project.weight, _node_dims(x_p, h_c))
+            h = torch.tanh(node_linear(x_p, h_c, keyframe, w_node, self.project.bias))  # (P, G)
         else:
-            h = node_in.new_zeros((node_in.shape[0], self.hidden))  # (P, G)
+            h = x_p.new_zeros((x_p.shape[0], self.hidden))  # (P, G)
         if self.iterations == 0:
             return h
-        # self.cell's GRU on the input x_p [⊕ h_c] ⊕ m, with the input weights split in two:
-        # the x_p [⊕ h_c] part of the input gates is the same in every iteration (computed
-        # once), and a zero initial state (h0 "zeros") has m = 0 and hidden gates = bias in
-        # the first iteration (no matrix product); the same function as nn.GRUCell
+        # self.cell's GRU on the input x_p [⊕ h_c] ⊕ m, with the input weights split: the
+        # x_p [⊕ h_c] part of the input gates is the same in every iteration (computed once,
+        # node_linear), and a zero initial state (h0 "zeros") has m = 0 and hidden gates =
+        # bias in the first iteration (no matrix product); the same function as nn.GRUCell
         cell = self.cell
-        # (contiguous copies: the matrix products' weight gradients then come out row-major
-        # and join into weight_ih's gradient fast)
-        w_node, w_m = (w.contiguous() for w in
-                       cell.weight_ih.split([node_in.shape[1], self.hidden], dim=1))
-        gi_node = torch.nn.functional.linear(node_in, w_node, cell.bias_ih)  # (P, 3G)
+        *w_node, w_m = split_columns(cell.weight_ih, _node_dims(x_p, h_c) + [self.hidden])
+        gi_node = node_linear(x_p, h_c, keyframe, w_node, cell.bias_ih)  # (P, 3G)
         # (with J = 1 the m and hidden weights are still used, so that they get a gradient)
         zero_state = self.project is None and self.iterations > 1
         for j in range(self.iterations):
@@ -192,10 +221,11 @@ class GraphRNN(nn.Module):
             else:
                 if self.pool_others:
                     m = segment_max_others(h, keyframe, num_keyframes)  # (P, G): max_{v != i} h_v
+                    gi = torch.addmm(gi_node, m, w_m.t())  # (P, 3G): input gates of x ⊕ m
                 else:
                     m, _ = segment_max(h, keyframe, num_keyframes)  # (B, G): maxpool_v h_v^(j-1)
-                    m = m[keyframe]  # (P, G)
-                gi = torch.addmm(gi_node, m, w_m.t())  # (P, 3G): input gates of x ⊕ m
+                    # m is the same for the persons of a keyframe: its product per keyframe
+                    gi = gi_node + torch.mm(m, w_m.t())[keyframe]  # (P, 3G): gates of x ⊕ m
                 gh = torch.nn.functional.linear(h, cell.weight_hh, cell.bias_hh)  # (P, 3G)
             h = _gru_update(gi, gh, h)  # (P, G)
         return h
@@ -285,9 +315,11 @@ class PersonAttention(nn.Module):
         self.rounds = nn.ModuleList(AttentionRound(G, cfg.attention_heads)
                                     for _ in range(cfg.graph_iterations))
 
-    def forward(self, node_in, keyframe, num_keyframes, boxes):
-        # node_in (P, C [+ 2Hs]) = x_p [⊕ h_c]; keyframe (P,) in [0, B); boxes (P, 4) xyxy
-        h = torch.tanh(self.project(node_in))  # (P, G)
+    def forward(self, x_p, h_c, keyframe, num_keyframes, boxes):
+        # x_p (P, C); h_c (B, 2Hs) or None; keyframe (P,) in [0, B); boxes (P, 4) xyxy; the
+        # node input is x_p ⊕ h_c[keyframe]
+        w_node = split_columns(self.project.weight, _node_dims(x_p, h_c))
+        h = torch.tanh(node_linear(x_p, h_c, keyframe, w_node, self.project.bias))  # (P, G)
         if len(h) == 0:
             return h
         slot, N = to_dense(keyframe, num_keyframes)  # (P,), N
@@ -350,13 +382,13 @@ class HGRNNHead(nn.Module):
                 raise ValueError(f"batch window L={L} but HeadConfig.context l={self.cfg.context} "
                                  f"needs L={2 * self.cfg.context + 1}")
             h_c = self.scene(clip, batch.ctx_feats, batch.ctx_segment)  # (B, 2Hs)
-            node_in = torch.cat([x_p, h_c[keyframe]], dim=-1)  # (P, C + 2Hs)
         else:
-            node_in = x_p  # (P, C): "graph"/"person" never read the clip features
+            h_c = None  # "graph"/"person" never read the clip features
+        # the relation reads x_p ⊕ h_c[keyframe], given as its two parts (node_linear)
         if isinstance(self.graph, PersonAttention):
-            h = self.graph(node_in, keyframe, B, batch.boxes)  # (P, Hg)
+            h = self.graph(x_p, h_c, keyframe, B, batch.boxes)  # (P, Hg)
         else:
-            h = self.graph(node_in, keyframe, B)  # (P, Hg)
+            h = self.graph(x_p, h_c, keyframe, B)  # (P, Hg)
         logits = self.classifier(self.dropout(h))  # (P, K)
         assert logits.shape == (P, self.cfg.num_classes)
         return logits
