@@ -6,7 +6,8 @@ For every keyframe of the store that has persons of the chosen box source ("det"
     scores (P, K) = sigmoid(logits) x person confidence          (confidence 1 for gt boxes)
     class-specific NMS per keyframe: among the boxes of one keyframe, for each class
         separately, a box whose IoU with a higher-scoring box exceeds ``nms_iou`` is dropped
-        (torchvision ``batched_nms``, group = keyframe x class)
+        (greedy; the decisions of torchvision's ``batched_nms``, group = keyframe x class,
+        without importing it: ``class_nms``)
 
 and every kept (box, class) becomes a row of the AVA result CSV. The results are scored with
 the official AVA frame-mAP (``hgrnn.metrics.evaluate``) against the store's own ground truth
@@ -46,7 +47,7 @@ from hgrnn.metrics.groups import group_map, mean_ap_by_group
 
 DEFAULT_NMS_IOU = 0.5
 INFER_BATCH_KEYFRAMES = 512
-_NMS_CHUNK = 1000  # boxes per batched_nms call: torchvision's single-kernel path on CPU
+_TV_CHUNK_BOXES = 1000  # boxes x classes per batched_nms call of earlier versions
 
 
 def default_nms(box_source: str) -> bool:
@@ -60,13 +61,17 @@ def class_nms(boxes: torch.Tensor, scores: torch.Tensor, keyframe: torch.Tensor,
 
     boxes (P, 4) xyxy, scores (P, K), keyframe (P,) int64 -> keep (P, K) bool.
 
-    Only a box that overlaps another box of its own keyframe above `iou` can suppress or be
-    suppressed, so only those ("contested") boxes go through ``batched_nms`` (the others are
-    kept for every class): the result is exactly greedy NMS per (keyframe, class), at a cost
-    that does not grow with the classes of uncontested boxes.
-    """
-    from torchvision.ops import batched_nms  # torchvision is imported only to score
+    Greedy NMS per (keyframe, class): in descending score order, a box is kept unless a
+    kept box of its group overlaps it above `iou`. Only a box that overlaps another box of
+    its own keyframe above `iou` can suppress or be suppressed, so only those ("contested")
+    boxes are looked at (the others are kept for every class).
 
+    The decisions are bit for bit those of earlier versions, which ran torchvision's
+    ``batched_nms`` on the contested boxes in chunks of whole keyframes (<= 1000 boxes x
+    classes each); see :func:`_nms_contested` for the arithmetic that implies. Done here
+    with vectorised tensor ops over all contested keyframes at once (no torchvision import,
+    ~1 s and 0.16 GiB).
+    """
     P, K = scores.shape
     keep = torch.ones(P, K, dtype=torch.bool)
     if P < 2 or iou >= 1:
@@ -86,33 +91,94 @@ def class_nms(boxes: torch.Tensor, scores: torch.Tensor, keyframe: torch.Tensor,
     inter = wh[:, 0] * wh[:, 1]
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])  # (P,)
     pair_iou = inter / (area[i] + area[j] - inter).clamp(min=1e-12)  # (E,)
-    # a superset of the pairs torchvision finds above `iou` (a hair of float slack): an
-    # extra contested box only costs time, batched_nms still decides
+    # a superset of the pairs above `iou` (a hair of float slack): an extra contested box
+    # only costs time, the greedy pass below still decides
     overlapping = (pair_iou > iou - 1e-6) & (i != j)
     contested = torch.zeros(P, dtype=torch.bool)
     contested[i[overlapping]] = True
     contested = contested.nonzero().flatten()  # (M,), in keyframe order
     if len(contested) == 0:
         return keep
-    M = len(contested)
-    flat_boxes = boxes[contested][:, None].expand(M, K, 4).reshape(-1, 4)  # (M*K, 4)
-    flat_scores = scores[contested].reshape(-1)  # (M*K,)
-    groups = (keyframe[contested][:, None] * K + torch.arange(K)).reshape(-1)  # (M*K,)
-    flat_keep = torch.zeros(M * K, dtype=torch.bool)
-    # chunks of whole keyframes (groups never straddle two chunks)
-    kf = keyframe[contested]
-    starts = torch.cat([torch.tensor([0]), (kf[1:] != kf[:-1]).nonzero().flatten() + 1]).tolist()
-    chunk_start = 0
-    bounds = starts[1:] + [M]
-    for n, end in enumerate(bounds):
-        if end == M or (bounds[n + 1] - chunk_start) * K > _NMS_CHUNK:
-            lo, hi = chunk_start * K, end * K
-            kept = batched_nms(flat_boxes[lo:hi], flat_scores[lo:hi], groups[lo:hi], iou)
-            flat_keep[lo + kept] = True
-            chunk_start = end
     keep_sorted = torch.ones(P, K, dtype=torch.bool)
-    keep_sorted[contested] = flat_keep.view(M, K)
+    keep_sorted[contested] = _nms_contested(boxes[contested], scores[contested],
+                                            keyframe[contested], iou)
     keep[order] = keep_sorted
+    return keep
+
+
+def _nms_contested(boxes, scores, keyframe, iou):
+    """Greedy NMS per (keyframe, class) of the contested boxes -> keep (M, K) bool.
+
+    boxes (M, 4) float32, scores (M, K), keyframe (M,) int64 non-decreasing.
+
+    The arithmetic is that of earlier versions' torchvision calls, kept so results stay the
+    same to the byte. They cut the M boxes into chunks of whole keyframes of at most
+    `_TV_CHUNK_BOXES` box x class pairs (a keyframe alone may exceed it) and called
+    ``batched_nms(boxes, scores, group = keyframe x K + class)`` per chunk, whose CPU paths
+    are: up to 1000 pairs (the "coordinate trick"), every box shifted by
+    group * (the chunk's largest coordinate + 1) in the boxes' dtype, then one ``nms`` over
+    the chunk, so the IoUs are those of the shifted boxes (coordinates rounded to the
+    float32 spacing at the shift: ~0.004 for the last keyframes of a 512-keyframe batch);
+    more pairs: ``nms`` per group on the boxes as they are. ``nms`` (its CPU kernel):
+    boxes in descending score order (a stable sort: equal scores in person order, NaN
+    first), area = (x2 - x1) * (y2 - y1), IoU = w h / (area_i + area_j - w h) with w, h
+    clamped at 0, a box suppressed when its IoU with a kept one exceeds `iou` (compared in
+    float64). The shift keeps groups apart (for coordinates > -1), so each group's greedy
+    pass is independent: here all groups' passes run at once, over (keyframe, class, rank).
+    """
+    M, K = scores.shape
+    # the keyframes' runs of boxes (F of them), and the chunks earlier versions cut them into
+    run_len = torch.unique_consecutive(keyframe, return_counts=True)[1]  # (F,)
+    chunk_of_run, chunks, in_chunk = [], 0, 0
+    for n in run_len.tolist():
+        if in_chunk and (in_chunk + n) * K > _TV_CHUNK_BOXES:
+            chunks, in_chunk = chunks + 1, 0
+        chunk_of_run.append(chunks)
+        in_chunk += n
+    chunks += 1
+    runs = len(run_len)
+    run = torch.repeat_interleave(torch.arange(runs), run_len)  # (M,) keyframe run of a box
+    chunk = torch.tensor(chunk_of_run)[run]  # (M,) chunk of each box
+    chunk_len = torch.bincount(chunk, minlength=chunks)  # boxes per chunk
+    per_class = chunk_len * K > _TV_CHUNK_BOXES  # (chunks,) torchvision's per-class path
+    # shifted boxes (M, K, 4): the coordinate trick's, or the boxes themselves
+    top = torch.full((chunks,), -torch.inf, dtype=boxes.dtype).scatter_reduce(
+        0, chunk, boxes.amax(1), "amax")  # (chunks,) largest coordinate
+    step = top + torch.tensor(1).to(boxes)
+    group = (keyframe[:, None] * K + torch.arange(K)).to(boxes)  # (M, K)
+    shift = torch.where(per_class[chunk][:, None], 0.0, group * step[chunk][:, None])
+    shifted = boxes[:, None, :] + shift[..., None]  # (M, K, 4)
+
+    # groups laid out (F keyframes, K, n slots); the slots of a keyframe in person order
+    n = int(run_len.max())
+    slot = torch.arange(M) - torch.repeat_interleave(torch.cumsum(run_len, 0) - run_len, run_len)
+    pad_scores = torch.full((runs, n, K), -torch.inf, dtype=scores.dtype)
+    pad_scores[run, slot] = scores
+    valid = torch.zeros(runs, n, dtype=torch.bool)
+    valid[run, slot] = True
+    # each group's boxes by score, descending; equal scores (and NaN first) in person order,
+    # as torchvision's sort (stable) ordered them
+    rank_order = torch.sort(pad_scores.transpose(1, 2), dim=2, descending=True,
+                            stable=True).indices  # (F, K, n) slot at each rank
+    box_of = torch.full((runs, n), 0, dtype=torch.int64)  # box of slot (padding: box 0)
+    box_of[run, slot] = torch.arange(M)
+    idx = torch.gather(box_of[:, None, :].expand(-1, K, -1), 2, rank_order)  # (F, K, n)
+    ok = torch.gather(valid[:, None, :].expand(-1, K, -1), 2, rank_order)  # (F, K, n)
+    b = shifted[idx, torch.arange(K)[None, :, None]]  # (F, K, n, 4) in rank order
+    area = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # (F, K, n)
+    lo = torch.maximum(b[..., :, None, :2], b[..., None, :, :2])  # (F, K, n, n, 2)
+    hi = torch.minimum(b[..., :, None, 2:], b[..., None, :, 2:])
+    wh = (hi - lo).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    over = (inter / (area[..., :, None] + area[..., None, :] - inter)).double() > iou
+    # greedy: the box at rank r, unless suppressed, suppresses the later ones it overlaps
+    suppressed = ~ok
+    for r in range(n - 1):
+        suppressed[..., r + 1:] |= (~suppressed[..., r:r + 1]) & over[..., r, r + 1:]
+    keep = torch.zeros(M, K, dtype=torch.bool)
+    kept = ~suppressed & ok
+    f_, c_, r_ = kept.nonzero(as_tuple=True)
+    keep[idx[f_, c_, r_], c_] = True
     return keep
 
 
