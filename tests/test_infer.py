@@ -200,6 +200,35 @@ def test_eval_writes_results_metrics_and_chart(trained, tmp_path):
     assert set(rows.action_ids) <= set(LABELS.ids)
 
 
+def test_eval_frees_the_model_and_the_stores_before_evaluating(trained, monkeypatch):
+    """The model and both stores (det features, gt persons) are gone when the rows are
+    evaluated: evaluating is the memory peak of `hgrnn eval`."""
+    import weakref
+
+    import hgrnn.hgrnn_head.infer as infer
+
+    store, run = trained
+    made, alive_at_evaluate = [], []
+
+    def tracked(fn):
+        def wrapper(*args, **kwargs):
+            out = fn(*args, **kwargs)
+            made.append(weakref.ref(out))
+            return out
+        return wrapper
+
+    def evaluate(*args, **kwargs):
+        alive_at_evaluate.extend(ref() is not None for ref in made)
+        return real_evaluate(*args, **kwargs)
+
+    real_evaluate = infer.evaluate
+    monkeypatch.setattr(infer, "model_from_checkpoint", tracked(infer.model_from_checkpoint))
+    monkeypatch.setattr(infer, "open_store", tracked(infer.open_store))
+    monkeypatch.setattr(infer, "evaluate", evaluate)
+    assert evaluate_store(store, run["checkpoint"], progress=False).mAP > 0
+    assert alive_at_evaluate == [False, False, False]  # model, det store, gt store
+
+
 def test_gt_boxes_scores_are_model_probabilities(trained):
     store, run = trained
     fs = FeatureStore(store, "gt")

@@ -29,6 +29,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -203,8 +204,7 @@ def predict_store(model, fs, device="cpu", nms_iou=DEFAULT_NMS_IOU,
     # keyframe and box: 5 bytes a (person, class) pair until the end, where each result
     # column is built once, in its final dtype, by a mask or a repeat (no index arrays)
     keeps, scores_, person_window, person_boxes = [], [], [], []
-    for s in starts:
-        batch = windows.batch(np.arange(s, min(s + batch_keyframes, len(windows))))
+    for s, batch in _prefetched(windows, starts, batch_keyframes):
         probs = torch.sigmoid(model(batch.to(device))).float().cpu()  # (P, K)
         scores = probs * batch.scores[:, None]  # (P, K): action prob x person confidence
         keep = class_nms(batch.boxes, scores, batch.keyframe,
@@ -229,6 +229,25 @@ def predict_store(model, fs, device="cpu", nms_iou=DEFAULT_NMS_IOU,
         np.repeat(np.concatenate(person_boxes), per_person, axis=0),
         np.broadcast_to(action_ids, keep.shape)[keep],
         scores=np.concatenate(scores_)[keep])
+
+
+def _prefetched(windows, starts, batch_keyframes):
+    """(start, WindowBatch of windows start.. start + batch_keyframes) for each of `starts`,
+    each batch built in a second thread while the caller scores the one before (numpy and
+    torch copies, mostly outside the GIL: on a second core)."""
+    def build(s):
+        return windows.batch(np.arange(s, min(s + batch_keyframes, len(windows))))
+
+    with ThreadPoolExecutor(1, thread_name_prefix="batches") as pool:
+        pending = None
+        for s in starts:
+            if pending is None:
+                pending = (s, pool.submit(build, s))
+                continue
+            (prev, built), pending = pending, (s, pool.submit(build, s))
+            yield prev, built.result()
+        if pending is not None:
+            yield pending[0], pending[1].result()
 
 
 def store_ground_truth_of(store, label_map=None, label_map_name=None):
