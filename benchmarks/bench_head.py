@@ -40,6 +40,15 @@ def _peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
+def _rss_gib() -> float:
+    """The resident memory now (Linux; NaN elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
+    except OSError:
+        return float("nan")
+
+
 def phase_train(args) -> dict:
     from hgrnn.hgrnn_head.model import HeadConfig
     from hgrnn.hgrnn_head.train import TrainConfig, train_head
@@ -61,8 +70,9 @@ def phase_eval(args) -> dict:
 
     spent, returned = {}, {}
 
-    def timed(name, fn):  # wraps a stage of evaluate_store: its time and its result
+    def timed(name, fn):  # wraps a stage of evaluate_store: its time, result, RSS at start
         def wrapper(*a, **k):
+            spent[name.replace("_s", "_rss_at_start_gib")] = _rss_gib()
             t = time.perf_counter()
             out = fn(*a, **k)
             spent[name] = spent.get(name, 0.0) + time.perf_counter() - t
