@@ -197,14 +197,15 @@ def predict_store(model, fs, device="cpu", nms_iou=DEFAULT_NMS_IOU,
     action_ids = np.asarray(fs.label_map.ids, np.int64)
     model.eval()
     starts = range(0, len(windows), batch_keyframes)
+    batches = _prefetched(windows, starts, batch_keyframes)
     if progress:
-        starts = progress_bar(starts, desc=f"eval {os.path.basename(fs.path)}", unit="batch",
-                      dynamic_ncols=True)
+        batches = progress_bar(batches, total=len(starts), unit="batch", dynamic_ncols=True,
+                               desc=f"eval {os.path.basename(fs.path)}")
     # per batch: which (person, class) pairs are kept, all their scores, and per person its
     # keyframe and box: 5 bytes a (person, class) pair until the end, where each result
     # column is built once, in its final dtype, by a mask or a repeat (no index arrays)
     keeps, scores_, person_window, person_boxes = [], [], [], []
-    for s, batch in _prefetched(windows, starts, batch_keyframes):
+    for s, batch in batches:
         probs = torch.sigmoid(model(batch.to(device))).float().cpu()  # (P, K)
         scores = probs * batch.scores[:, None]  # (P, K): action prob x person confidence
         keep = class_nms(batch.boxes, scores, batch.keyframe,
