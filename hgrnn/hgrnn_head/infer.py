@@ -111,7 +111,7 @@ def class_nms(boxes: torch.Tensor, scores: torch.Tensor, keyframe: torch.Tensor,
 def _nms_contested(boxes, scores, keyframe, iou):
     """Greedy NMS per (keyframe, class) of the contested boxes -> keep (M, K) bool.
 
-    boxes (M, 4) float32, scores (M, K), keyframe (M,) int64 non-decreasing.
+    boxes (M, 4) and scores (M, K) of one float dtype, keyframe (M,) int64 non-decreasing.
 
     The arithmetic is that of earlier versions' torchvision calls, kept so results stay the
     same to the byte. They cut the M boxes into chunks of whole keyframes of at most
@@ -378,7 +378,7 @@ def evaluate_store(store, checkpoint, gt_boxes=False, out_dir=None, nms_iou=DEFA
     check_store_matches(ckpt, fs)
     device = resolve_device(device)
     model = model_from_checkpoint(ckpt, device)
-    ckpt = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer")}  # weights: done
+    ckpt = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer")}  # in the model
 
     exclusions_source = None
     if isinstance(exclusions, (str, os.PathLike)):
@@ -448,6 +448,6 @@ def _return_freed_memory() -> None:
     AVA validation scale, through the memory peak of evaluating."""
     try:
         trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):
         return
     trim(0)
