@@ -241,6 +241,23 @@ def test_eval_frees_the_model_and_the_stores_before_evaluating(trained, monkeypa
     assert alive_at_evaluate == [False, False, False]  # model, det store, gt store
 
 
+def test_results_csv_is_written_when_evaluating_fails(trained, tmp_path, monkeypatch):
+    """The rows are evaluated before results.csv is written (evaluating is the memory
+    peak); an evaluation that raises still leaves results.csv, as writing first did."""
+    import hgrnn.hgrnn_head.infer as infer
+
+    store, run = trained
+
+    def failing(*args, **kwargs):
+        raise ValueError("no evaluation today")
+
+    monkeypatch.setattr(infer, "evaluate", failing)
+    with pytest.raises(ValueError, match="no evaluation today"):
+        evaluate_store(store, run["checkpoint"], out_dir=tmp_path / "ev", progress=False)
+    assert len(read_results(tmp_path / "ev" / "results.csv")) > 0
+    assert not (tmp_path / "ev" / "metrics.json").exists()
+
+
 def test_gt_boxes_scores_are_model_probabilities(trained):
     store, run = trained
     fs = FeatureStore(store, "gt")
