@@ -165,6 +165,24 @@ def test_class_nms_is_torchvision_batched_nms_bit_for_bit(case):
         assert torch.equal(class_nms(boxes, scores, keyframe, thr), expected), (trial, thr)
 
 
+@pytest.mark.parametrize("budget", [1, 3000])
+def test_class_nms_in_slices_of_keyframes(monkeypatch, budget):
+    """Crowded keyframes are processed in slices (bounded memory): the same decisions."""
+    import hgrnn.hgrnn_head.infer as infer
+
+    g = torch.Generator().manual_seed(budget)
+    P, K = 300, 40
+    keyframe = torch.randint(0, 12, (P,), generator=g)
+    xy = torch.rand(P // 6, 2, generator=g)[torch.randint(0, P // 6, (P,), generator=g)]
+    xy = xy * 0.5 + torch.randn(P, 2, generator=g) * 0.01
+    boxes = torch.cat([xy, xy + 0.3], 1)
+    scores = (torch.rand(P, K, generator=g) * 5).floor() / 5
+    whole = class_nms(boxes, scores, keyframe, 0.5)
+    monkeypatch.setattr(infer, "_GREEDY_ELEMENTS", budget)
+    assert torch.equal(class_nms(boxes, scores, keyframe, 0.5), whole)
+    assert 0 < (~whole).sum()
+
+
 def test_repeat_runs_is_np_repeat():
     from hgrnn.hgrnn_head.infer import _repeat_runs
 

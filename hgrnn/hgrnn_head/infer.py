@@ -151,8 +151,31 @@ def _nms_contested(boxes, scores, keyframe, iou):
     shift = torch.where(per_class[chunk][:, None], 0.0, group * step[chunk][:, None])
     shifted = boxes[:, None, :] + shift[..., None]  # (M, K, 4)
 
+    # the greedy passes, over slices of keyframes whose (keyframe, class, rank, rank) IoU
+    # tensors stay small however crowded the keyframes
+    keep = torch.zeros(M, K, dtype=torch.bool)
+    first = (torch.cumsum(run_len, 0) - run_len).tolist() + [M]  # first box of each run
+    lo, widest = 0, 0
+    for r, n in enumerate(run_len.tolist() + [0]):
+        widest_with = max(widest, n)
+        if r == runs or (r > lo and (r + 1 - lo) * K * widest_with ** 2 > _GREEDY_ELEMENTS):
+            a, b = first[lo], first[r]
+            keep[a:b] = _greedy(shifted[a:b], scores[a:b], run_len[lo:r], iou)
+            lo, widest_with = r, n
+        widest = widest_with
+    return keep
+
+
+_GREEDY_ELEMENTS = 1 << 21  # keyframes x classes x boxes^2 of one greedy pass
+
+
+def _greedy(shifted, scores, run_len, iou):
+    """Greedy NMS of the groups (keyframe, class) of `_nms_contested`: shifted (M, K, 4)
+    boxes, scores (M, K), run_len (F,) boxes of each keyframe (in order) -> keep (M, K)."""
+    M, K = scores.shape
+    runs, n = len(run_len), int(run_len.max())
+    run = torch.repeat_interleave(torch.arange(runs), run_len)  # (M,) keyframe of each box
     # groups laid out (F keyframes, K, n slots); the slots of a keyframe in person order
-    n = int(run_len.max())
     slot = torch.arange(M) - torch.repeat_interleave(torch.cumsum(run_len, 0) - run_len, run_len)
     pad_scores = torch.full((runs, n, K), -torch.inf, dtype=scores.dtype)
     pad_scores[run, slot] = scores
@@ -173,13 +196,12 @@ def _nms_contested(boxes, scores, keyframe, iou):
     wh = (hi - lo).clamp(min=0)
     inter = wh[..., 0] * wh[..., 1]
     over = (inter / (area[..., :, None] + area[..., None, :] - inter)).double() > iou
-    # greedy: the box at rank r, unless suppressed, suppresses the later ones it overlaps
+    # the box at rank r, unless suppressed, suppresses the later ones it overlaps
     suppressed = ~ok
     for r in range(n - 1):
         suppressed[..., r + 1:] |= (~suppressed[..., r:r + 1]) & over[..., r, r + 1:]
     keep = torch.zeros(M, K, dtype=torch.bool)
-    kept = ~suppressed & ok
-    f_, c_, r_ = kept.nonzero(as_tuple=True)
+    f_, c_, r_ = (~suppressed & ok).nonzero(as_tuple=True)
     keep[idx[f_, c_, r_], c_] = True
     return keep
 
