@@ -77,6 +77,142 @@ def test_class_nms_off_and_isolated_boxes():
     assert class_nms(boxes, scores, torch.tensor([0, 1, 2]), 0.5).all()
 
 
+def torchvision_class_nms(boxes, scores, keyframe, iou):
+    """The previous class_nms: torchvision's batched_nms (group = keyframe x class) on the
+    contested boxes, in chunks of whole keyframes of <= 1000 box x class pairs (the
+    reference class_nms must match bit for bit; it also finds the contested boxes
+    differently: every box of a keyframe with another box above iou - 1e-6)."""
+    from torchvision.ops import batched_nms
+
+    P, K = scores.shape
+    keep = torch.ones(P, K, dtype=torch.bool)
+    if P < 2 or iou >= 1:
+        return keep
+    contested = torch.zeros(P, dtype=torch.bool)
+    for kf in keyframe.unique():
+        people = (keyframe == kf).nonzero().flatten().tolist()
+        for a in people:
+            for b in people:
+                ab = iou_t(boxes[a], boxes[b])
+                if a != b and ab > iou - 1e-6:
+                    contested[a] = True
+    rows = contested.nonzero().flatten()
+    rows = rows[torch.argsort(keyframe[rows], stable=True)]
+    chunk, chunk_boxes = [], 0
+    chunks = []
+    for kf in keyframe[rows].unique_consecutive():
+        mine = rows[keyframe[rows] == kf].tolist()
+        if chunk and (chunk_boxes + len(mine)) * K > 1000:
+            chunks.append(chunk)
+            chunk, chunk_boxes = [], 0
+        chunk, chunk_boxes = chunk + mine, chunk_boxes + len(mine)
+    chunks.append(chunk)
+    for chunk in chunks:
+        if not chunk:
+            continue
+        c = torch.tensor(chunk)
+        flat_boxes = boxes[c][:, None].expand(len(c), K, 4).reshape(-1, 4)
+        groups = (keyframe[c][:, None] * K + torch.arange(K)).reshape(-1)
+        kept = batched_nms(flat_boxes, scores[c].reshape(-1), groups, iou)
+        chunk_keep = torch.zeros(len(c) * K, dtype=torch.bool)
+        chunk_keep[kept] = True
+        keep[c] = chunk_keep.view(len(c), K)
+    return keep
+
+
+def iou_t(a, b):
+    """class_nms's contested-pair IoU (float32 tensors, union clamped at 1e-12)."""
+    wh = (torch.minimum(a[2:], b[2:]) - torch.maximum(a[:2], b[:2])).clamp(min=0)
+    inter = wh[0] * wh[1]
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union.clamp(min=1e-12)
+
+
+@pytest.mark.parametrize("case", ["random", "near-duplicates", "ties", "nan", "crowded",
+                                  "float64", "pixels", "degenerate"])
+def test_class_nms_is_torchvision_batched_nms_bit_for_bit(case):
+    """The same kept (box, class) pairs as torchvision's batched_nms in the chunks earlier
+    versions called it on, including its float32 rounding of shifted boxes (near-duplicate
+    boxes at keyframe numbers up to ~500: IoUs within the rounding of 0.5), equal scores
+    (kept in person order), NaN scores, crowded keyframes (> 1000 pairs: torchvision's
+    per-class path), float64 inputs, pixel coordinates and zero-area boxes."""
+    pytest.importorskip("torchvision")
+    g = torch.Generator().manual_seed(sum(map(ord, case)))
+    for trial in range(12):
+        P = int(torch.randint(2, 120, (1,), generator=g))
+        K = int(torch.randint(1, 70, (1,), generator=g))
+        frames = 2 if case == "crowded" else int(torch.randint(1, 40, (1,), generator=g))
+        keyframe = torch.randint(0, frames, (P,), generator=g) * 13  # up to keyframe ~500
+        xy = torch.rand(P, 2, generator=g) * 0.5
+        if case != "random":  # clusters of near-duplicates: IoUs close to the threshold
+            xy = xy[torch.randint(0, max(1, P // 5), (P,), generator=g)]
+            xy = xy + torch.randn(P, 2, generator=g) * 0.01
+        wh = 0.05 + torch.rand(P, 2, generator=g) * 0.4
+        if case == "degenerate":
+            wh[torch.rand(P, generator=g) < 0.3] = 0
+        boxes = torch.cat([xy, xy + wh], 1)
+        scores = torch.rand(P, K, generator=g)
+        if case in ("ties", "nan"):
+            scores = (scores * 3).floor() / 3
+        if case == "nan":
+            scores[torch.rand(P, K, generator=g) < 0.05] = float("nan")
+        if case == "float64":
+            boxes, scores = boxes.double(), scores.double()
+        if case == "pixels":
+            boxes = boxes * 640
+        thr = 0.5 if trial % 2 else float(torch.rand(1, generator=g)) * 0.8 + 0.1
+        expected = torchvision_class_nms(boxes, scores, keyframe, thr)
+        assert torch.equal(class_nms(boxes, scores, keyframe, thr), expected), (trial, thr)
+
+
+@pytest.mark.parametrize("budget", [1, 3000])
+def test_class_nms_in_slices_of_keyframes(monkeypatch, budget):
+    """Crowded keyframes are processed in slices (bounded memory): the same decisions."""
+    import hgrnn.hgrnn_head.infer as infer
+
+    g = torch.Generator().manual_seed(budget)
+    P, K = 300, 40
+    keyframe = torch.randint(0, 12, (P,), generator=g)
+    xy = torch.rand(P // 6, 2, generator=g)[torch.randint(0, P // 6, (P,), generator=g)]
+    xy = xy * 0.5 + torch.randn(P, 2, generator=g) * 0.01
+    boxes = torch.cat([xy, xy + 0.3], 1)
+    scores = (torch.rand(P, K, generator=g) * 5).floor() / 5
+    whole = class_nms(boxes, scores, keyframe, 0.5)
+    monkeypatch.setattr(infer, "_GREEDY_ELEMENTS", budget)
+    assert torch.equal(class_nms(boxes, scores, keyframe, 0.5), whole)
+    assert 0 < (~whole).sum()
+
+
+def test_repeat_runs_is_np_repeat():
+    from hgrnn.hgrnn_head.infer import _repeat_runs
+
+    rng = np.random.default_rng(0)
+    for values in (np.array(["vid_a"] * 5 + ["b"] * 3 + ["vid_a"] * 2 + ["c"]),  # runs, a repeat
+                   rng.choice(["x", "yy", "zzzzzzzzzzz"], 50),                 # short runs
+                   np.array(["only"]), np.zeros(0, str)):
+        counts = rng.integers(0, 4, len(values))  # persons without rows too
+        got = _repeat_runs(values, counts)
+        assert got.dtype == values.dtype and np.array_equal(got, np.repeat(values, counts))
+
+
+def test_predict_imports_no_torchvision(trained):
+    """NMS needs no torchvision (its import is ~1 s and 0.16 GiB)."""
+    import subprocess
+    import sys
+
+    store, out = trained
+    code = ("import sys, torch; from hgrnn.data.windows import FeatureStore; "
+            "from hgrnn.hgrnn_head.checkpoint import load_checkpoint, model_from_checkpoint; "
+            "from hgrnn.hgrnn_head.infer import predict_store; "
+            f"fs = FeatureStore({str(store)!r}, box_source='det'); "
+            f"m = model_from_checkpoint(load_checkpoint({str(out['checkpoint'])!r}), 'cpu'); "
+            "rows = predict_store(m, fs); assert len(rows); "
+            "print('torchvision' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
 # ---- evaluate_store -----------------------------------------------------------------------
 
 def test_eval_writes_results_metrics_and_chart(trained, tmp_path):
@@ -92,6 +228,52 @@ def test_eval_writes_results_metrics_and_chart(trained, tmp_path):
     assert len(rows) == report["configs"]["eval"]["result_rows"] > 0
     assert rows.timestamps.dtype == np.int64 and set(rows.video_ids) <= {"vid0", "vid1"}
     assert set(rows.action_ids) <= set(LABELS.ids)
+
+
+def test_eval_frees_the_model_and_the_stores_before_evaluating(trained, monkeypatch):
+    """The model and both stores (det features, gt persons) are gone when the rows are
+    evaluated: evaluating is the memory peak of `hgrnn eval`."""
+    import weakref
+
+    import hgrnn.hgrnn_head.infer as infer
+
+    store, run = trained
+    made, alive_at_evaluate = [], []
+
+    def tracked(fn):
+        def wrapper(*args, **kwargs):
+            out = fn(*args, **kwargs)
+            made.append(weakref.ref(out))
+            return out
+        return wrapper
+
+    def evaluate(*args, **kwargs):
+        alive_at_evaluate.extend(ref() is not None for ref in made)
+        return real_evaluate(*args, **kwargs)
+
+    real_evaluate = infer.evaluate
+    monkeypatch.setattr(infer, "model_from_checkpoint", tracked(infer.model_from_checkpoint))
+    monkeypatch.setattr(infer, "open_store", tracked(infer.open_store))
+    monkeypatch.setattr(infer, "evaluate", evaluate)
+    assert evaluate_store(store, run["checkpoint"], progress=False).mAP > 0
+    assert alive_at_evaluate == [False, False, False]  # model, det store, gt store
+
+
+def test_results_csv_is_written_when_evaluating_fails(trained, tmp_path, monkeypatch):
+    """The rows are evaluated before results.csv is written (evaluating is the memory
+    peak); an evaluation that raises still leaves results.csv, as writing first did."""
+    import hgrnn.hgrnn_head.infer as infer
+
+    store, run = trained
+
+    def failing(*args, **kwargs):
+        raise ValueError("no evaluation today")
+
+    monkeypatch.setattr(infer, "evaluate", failing)
+    with pytest.raises(ValueError, match="no evaluation today"):
+        evaluate_store(store, run["checkpoint"], out_dir=tmp_path / "ev", progress=False)
+    assert len(read_results(tmp_path / "ev" / "results.csv")) > 0
+    assert not (tmp_path / "ev" / "metrics.json").exists()
 
 
 def test_gt_boxes_scores_are_model_probabilities(trained):
