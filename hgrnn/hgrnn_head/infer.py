@@ -49,7 +49,6 @@ from hgrnn.metrics.groups import group_map, mean_ap_by_group
 
 DEFAULT_NMS_IOU = 0.5
 INFER_BATCH_KEYFRAMES = 512
-_TV_CHUNK_BOXES = 1000  # boxes x classes per batched_nms call of earlier versions
 
 
 def default_nms(box_source: str) -> bool:
@@ -68,11 +67,10 @@ def class_nms(boxes: torch.Tensor, scores: torch.Tensor, keyframe: torch.Tensor,
     its own keyframe above `iou` can suppress or be suppressed, so only those ("contested")
     boxes are looked at (the others are kept for every class).
 
-    The decisions are bit for bit those of earlier versions, which ran torchvision's
-    ``batched_nms`` on the contested boxes in chunks of whole keyframes (<= 1000 boxes x
-    classes each); see :func:`_nms_contested` for the arithmetic that implies. Done here
-    with vectorised tensor ops over all contested keyframes at once (no torchvision import,
-    ~1 s and 0.16 GiB).
+    The decisions are those of torchvision's ``nms`` run on each (keyframe, class) alone
+    (tested); done here with vectorised tensor ops over all contested keyframes at once,
+    which also spares `eval` and `predict` the torchvision import (~1 s and 0.16 GiB).
+    See :func:`_nms_contested` for how earlier versions' decisions differ.
     """
     P, K = scores.shape
     keep = torch.ones(P, K, dtype=torch.bool)
@@ -112,47 +110,21 @@ def _nms_contested(boxes, scores, keyframe, iou):
     """Greedy NMS per (keyframe, class) of the contested boxes -> keep (M, K) bool.
 
     boxes (M, 4) and scores (M, K) of one float dtype, keyframe (M,) int64 non-decreasing.
-
-    The arithmetic is that of earlier versions' torchvision calls, kept so results stay the
-    same to the byte. They cut the M boxes into chunks of whole keyframes of at most
-    `_TV_CHUNK_BOXES` box x class pairs (a keyframe alone may exceed it) and called
-    ``batched_nms(boxes, scores, group = keyframe x K + class)`` per chunk, whose CPU paths
-    are: up to 1000 pairs (the "coordinate trick"), every box shifted by
-    group * (the chunk's largest coordinate + 1) in the boxes' dtype, then one ``nms`` over
-    the chunk, so the IoUs are those of the shifted boxes (coordinates rounded to the
-    float32 spacing at the shift: ~0.004 for the last keyframes of a 512-keyframe batch);
-    more pairs: ``nms`` per group on the boxes as they are. ``nms`` (its CPU kernel):
+    The arithmetic of torchvision's ``nms`` (its CPU kernel) run on each group alone:
     boxes in descending score order (a stable sort: equal scores in person order, NaN
     first), area = (x2 - x1) * (y2 - y1), IoU = w h / (area_i + area_j - w h) with w, h
     clamped at 0, a box suppressed when its IoU with a kept one exceeds `iou` (compared in
-    float64). The shift keeps groups apart (for coordinates > -1), so each group's greedy
-    pass is independent: here all groups' passes run at once, over (keyframe, class, rank).
-    """
-    M, K = scores.shape
-    # the keyframes' runs of boxes (F of them), and the chunks earlier versions cut them into
-    run_len = torch.unique_consecutive(keyframe, return_counts=True)[1]  # (F,)
-    chunk_of_run, chunks, in_chunk = [], 0, 0
-    for n in run_len.tolist():
-        if in_chunk and (in_chunk + n) * K > _TV_CHUNK_BOXES:
-            chunks, in_chunk = chunks + 1, 0
-        chunk_of_run.append(chunks)
-        in_chunk += n
-    chunks += 1
-    runs = len(run_len)
-    run = torch.repeat_interleave(torch.arange(runs), run_len)  # (M,) keyframe run of a box
-    chunk = torch.tensor(chunk_of_run)[run]  # (M,) chunk of each box
-    chunk_len = torch.bincount(chunk, minlength=chunks)  # boxes per chunk
-    per_class = chunk_len * K > _TV_CHUNK_BOXES  # (chunks,) torchvision's per-class path
-    # shifted boxes (M, K, 4): the coordinate trick's, or the boxes themselves
-    top = torch.full((chunks,), -torch.inf, dtype=boxes.dtype).scatter_reduce(
-        0, chunk, boxes.amax(1), "amax")  # (chunks,) largest coordinate
-    step = top + torch.tensor(1).to(boxes)
-    group = (keyframe[:, None] * K + torch.arange(K)).to(boxes)  # (M, K)
-    shift = torch.where(per_class[chunk][:, None], 0.0, group * step[chunk][:, None])
-    shifted = boxes[:, None, :] + shift[..., None]  # (M, K, 4)
+    float64). All groups' passes run at once, over slices of keyframes whose (keyframe,
+    class, rank, rank) IoU tensors stay small however crowded the keyframes.
 
-    # the greedy passes, over slices of keyframes whose (keyframe, class, rank, rank) IoU
-    # tensors stay small however crowded the keyframes
+    Earlier versions ran torchvision's ``batched_nms`` on chunks of keyframes; its
+    "coordinate trick" shifts each group's boxes by group x (largest coordinate + 1) in
+    float32, which rounds the coordinates of the last keyframes of a 512-keyframe batch
+    to ~0.004: a box's fate depended on its place in the batch (0.03 % of the person x
+    class pairs of the AVA-validation-scale benchmark, BENCHMARKS.md)."""
+    M, K = scores.shape
+    run_len = torch.unique_consecutive(keyframe, return_counts=True)[1]  # (F,) boxes per kf
+    runs = len(run_len)
     keep = torch.zeros(M, K, dtype=torch.bool)
     first = (torch.cumsum(run_len, 0) - run_len).tolist() + [M]  # first box of each run
     lo, widest = 0, 0
@@ -160,7 +132,7 @@ def _nms_contested(boxes, scores, keyframe, iou):
         widest_with = max(widest, n)
         if r == runs or (r > lo and (r + 1 - lo) * K * widest_with ** 2 > _GREEDY_ELEMENTS):
             a, b = first[lo], first[r]
-            keep[a:b] = _greedy(shifted[a:b], scores[a:b], run_len[lo:r], iou)
+            keep[a:b] = _greedy(boxes[a:b], scores[a:b], run_len[lo:r], iou)
             lo, widest_with = r, n
         widest = widest_with
     return keep
@@ -169,9 +141,9 @@ def _nms_contested(boxes, scores, keyframe, iou):
 _GREEDY_ELEMENTS = 1 << 21  # keyframes x classes x boxes^2 of one greedy pass
 
 
-def _greedy(shifted, scores, run_len, iou):
-    """Greedy NMS of the groups (keyframe, class) of `_nms_contested`: shifted (M, K, 4)
-    boxes, scores (M, K), run_len (F,) boxes of each keyframe (in order) -> keep (M, K)."""
+def _greedy(boxes, scores, run_len, iou):
+    """Greedy NMS of the groups (keyframe, class) of `_nms_contested`: boxes (M, 4),
+    scores (M, K), run_len (F,) boxes of each keyframe (in order) -> keep (M, K)."""
     M, K = scores.shape
     runs, n = len(run_len), int(run_len.max())
     run = torch.repeat_interleave(torch.arange(runs), run_len)  # (M,) keyframe of each box
@@ -189,7 +161,7 @@ def _greedy(shifted, scores, run_len, iou):
     box_of[run, slot] = torch.arange(M)
     idx = torch.gather(box_of[:, None, :].expand(-1, K, -1), 2, rank_order)  # (F, K, n)
     ok = torch.gather(valid[:, None, :].expand(-1, K, -1), 2, rank_order)  # (F, K, n)
-    b = shifted[idx, torch.arange(K)[None, :, None]]  # (F, K, n, 4) in rank order
+    b = boxes[idx]  # (F, K, n, 4) in rank order
     area = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # (F, K, n)
     lo = torch.maximum(b[..., :, None, :2], b[..., None, :, :2])  # (F, K, n, n, 2)
     hi = torch.minimum(b[..., :, None, 2:], b[..., None, :, 2:])
