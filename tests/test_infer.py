@@ -145,18 +145,6 @@ def test_class_nms_in_slices_of_keyframes(monkeypatch, budget):
     assert 0 < (~whole).sum()
 
 
-def test_repeat_runs_is_np_repeat():
-    from hgrnn.hgrnn_head.infer import _repeat_runs
-
-    rng = np.random.default_rng(0)
-    for values in (np.array(["vid_a"] * 5 + ["b"] * 3 + ["vid_a"] * 2 + ["c"]),  # runs, a repeat
-                   rng.choice(["x", "yy", "zzzzzzzzzzz"], 50),                 # short runs
-                   np.array(["only"]), np.zeros(0, str)):
-        counts = rng.integers(0, 4, len(values))  # persons without rows too
-        got = _repeat_runs(values, counts)
-        assert got.dtype == values.dtype and np.array_equal(got, np.repeat(values, counts))
-
-
 def test_predict_imports_no_torchvision(trained):
     """NMS needs no torchvision (its import is ~1 s and 0.16 GiB)."""
     import subprocess

@@ -218,30 +218,15 @@ def predict_store(model, fs, device="cpu", nms_iou=DEFAULT_NMS_IOU,
     del keeps
     window = np.concatenate(person_window)  # (persons,)
     per_person = keep.sum(1)  # rows of each person
-    return AvaRows.from_arrays(
-        _repeat_runs(windows.video_ids[window], per_person),
-        np.repeat(windows.timestamps[window], per_person),
-        np.repeat(np.concatenate(person_boxes), per_person, axis=0),
-        np.broadcast_to(action_ids, keep.shape)[keep],
-        scores=np.concatenate(scores_)[keep])
-
-
-def _repeat_runs(values, counts):
-    """``np.repeat(values, counts)`` for values that come in runs of equal ones (the video
-    ids of persons in video order): one slice filled per run. (numpy repeats an item wider
-    than 16 bytes, e.g. a 6-character id, with one copy call per row: ~1 s for 11M.)"""
-    if len(values) == 0:
-        return values[:0].copy()
-    ends = np.cumsum(counts)
-    out = np.empty(int(ends[-1]), values.dtype)
-    change = np.flatnonzero(values[1:] != values[:-1]) + 1  # first value of each later run
-    firsts = np.concatenate([[0], change]).astype(np.int64)
-    lasts = np.concatenate([change - 1, [len(values) - 1]]).astype(np.int64)
-    row_ends = ends[lasts].tolist()
-    row_starts = (ends[firsts] - counts[firsts]).tolist()
-    for value, a, b in zip(values[firsts], row_starts, row_ends):
-        out[a:b] = value
-    return out
+    video = fs.kf_video[windows.keyframe_index(window)]  # (persons,) video of each person
+    # video ids as codes into the store's ids (made into strings only if asked for: the
+    # evaluator and the CSV writer compare the codes)
+    return AvaRows(
+        video_ids=None, timestamps=np.repeat(windows.timestamps[window], per_person),
+        boxes=np.repeat(np.concatenate(person_boxes), per_person, axis=0).astype(np.float32),
+        action_ids=np.broadcast_to(action_ids, keep.shape)[keep], person_ids=None,
+        scores=np.concatenate(scores_)[keep].astype(np.float32), skipped={},
+        video_codes=(np.repeat(video, per_person), np.asarray(fs.video_ids, str)))
 
 
 def _prefetched(windows, starts, batch_keyframes):
