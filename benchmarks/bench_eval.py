@@ -15,11 +15,12 @@ evaluator there.
 ``--command N`` times the whole command instead, as a user runs it: ``python -m hgrnn
 eval-csv GT RESULTS --exclusions ... -q`` (start-up, imports, reading, evaluation,
 output) N times per protocol, and prints each run's wall seconds, user + system CPU
-seconds and peak RSS, and the medians. ``--repo DIR`` runs another checkout's hgrnn (a
+seconds and peak RSS, and the medians. ``--repo DIR`` runs another checkout's hgrnn; given
+several times, the checkouts' runs are interleaved (a
 before/after comparison on the same machine state).
 
     .venv/bin/python benchmarks/bench_eval.py [--ava ../shared/ava] [--work DIR] [--baselines]
-    .venv/bin/python benchmarks/bench_eval.py --command 3 [--repo DIR]
+    .venv/bin/python benchmarks/bench_eval.py --command 3 [--repo BEFORE --repo .]
 """
 
 import argparse
@@ -144,37 +145,43 @@ def parser_baselines(res_csv, rows=560_400):
     return out
 
 
-def time_command_rusage(gt_csv, res_csv, excl, protocols, runs, repo):
-    """Run `hgrnn eval-csv` `runs` times per protocol (interleaved), each a fresh process:
-    its wall seconds, CPU seconds and peak RSS (os.wait4). Prints one JSON line per run
-    and a table of medians."""
-    env = dict(os.environ, PYTHONPATH=os.path.abspath(repo))
+def time_command_rusage(gt_csv, res_csv, excl, protocols, runs, repos):
+    """Run `hgrnn eval-csv` `runs` times per protocol and checkout in `repos`, interleaved
+    (run 1 of each protocol in each checkout, then run 2, ...), each a fresh process: its
+    wall seconds, CPU seconds and peak RSS (os.wait4). Prints one JSON line per run and a
+    table of medians."""
     out = []
     for i in range(runs):
         for protocol in protocols:
-            cmd = [sys.executable, "-m", "hgrnn", "eval-csv", gt_csv, res_csv, "--protocol",
-                   protocol, "-q"] + (["--exclusions", excl] if protocol != "ava-2020" else [])
-            t = time.perf_counter()
-            # in the checkout: `python -m` puts the working directory first on sys.path
-            proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.DEVNULL)
-            _, status, ru = os.wait4(proc.pid, 0)
-            wall = time.perf_counter() - t
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            if proc.returncode:
-                raise SystemExit(f"{' '.join(cmd)} failed")
-            out.append({"protocol": protocol, "run": i, "wall_s": round(wall, 2),
-                        "cpu_s": round(ru.ru_utime + ru.ru_stime, 2),
-                        "peak_rss_mib": round(ru.ru_maxrss / 1024),
-                        "load": os.getloadavg()[0]})
-            print(json.dumps(out[-1]), flush=True)
-    print("\n| protocol | runs | median wall s | median CPU s (user + sys) | median peak RSS MiB |")
-    print("|---|---|---|---|---|")
-    for protocol in protocols:
-        rs = [r for r in out if r["protocol"] == protocol]
-        med = {k: float(np.median([r[k] for r in rs])) for k in ("wall_s", "cpu_s",
-                                                              "peak_rss_mib")}
-        print(f"| {protocol} | {len(rs)} | {med['wall_s']:.2f} | {med['cpu_s']:.2f} "
-              f"| {med['peak_rss_mib']:.0f} |")
+            for repo in repos:
+                env = dict(os.environ, PYTHONPATH=repo)
+                cmd = [sys.executable, "-m", "hgrnn", "eval-csv", gt_csv, res_csv,
+                       "--protocol", protocol, "-q"] + \
+                    (["--exclusions", excl] if protocol != "ava-2020" else [])
+                t = time.perf_counter()
+                # in the checkout: `python -m` puts the working directory first on sys.path
+                proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.DEVNULL)
+                _, status, ru = os.wait4(proc.pid, 0)
+                wall = time.perf_counter() - t
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                if proc.returncode:
+                    raise SystemExit(f"{' '.join(cmd)} failed")
+                out.append({"repo": repo, "protocol": protocol, "run": i,
+                            "wall_s": round(wall, 2),
+                            "cpu_s": round(ru.ru_utime + ru.ru_stime, 2),
+                            "peak_rss_mib": round(ru.ru_maxrss / 1024),
+                            "load": os.getloadavg()[0]})
+                print(json.dumps(out[-1]), flush=True)
+    print("\n| checkout | protocol | runs | median wall s | median CPU s (user + sys) "
+          "| median peak RSS MiB |")
+    print("|---|---|---|---|---|---|")
+    for repo in repos:
+        for protocol in protocols:
+            rs = [r for r in out if r["protocol"] == protocol and r["repo"] == repo]
+            med = {k: float(np.median([r[k] for r in rs])) for k in ("wall_s", "cpu_s",
+                                                                  "peak_rss_mib")}
+            print(f"| {repo} | {protocol} | {len(rs)} | {med['wall_s']:.2f} | "
+                  f"{med['cpu_s']:.2f} | {med['peak_rss_mib']:.0f} |")
     return out
 
 
@@ -189,8 +196,9 @@ def main():
                     help="also time the csv module and np.loadtxt on 1/10 of the rows")
     ap.add_argument("--command", type=int, default=0, metavar="N",
                     help="time the whole `hgrnn eval-csv` command N times per protocol")
-    ap.add_argument("--repo", default=ROOT,
-                    help="with --command: the checkout whose hgrnn runs (default: this one)")
+    ap.add_argument("--repo", action="append",
+                    help="with --command: a checkout whose hgrnn runs (default: this one); "
+                         "repeat it to compare checkouts, their runs interleaved")
     ap.add_argument("--worker", nargs=4, metavar=("PROTOCOL", "GT", "RES", "EXCL"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -205,7 +213,8 @@ def main():
           f"cores: {os.cpu_count()}; load average: {os.getloadavg()}", flush=True)
     if args.command:
         time_command_rusage(*map(os.path.abspath, (gt_csv, res_csv, excl)),
-                            args.protocols.split(","), args.command, os.path.abspath(args.repo))
+                            args.protocols.split(","), args.command,
+                            [os.path.abspath(r) for r in args.repo or [ROOT]])
         print(f"load average after: {os.getloadavg()}")
         return
     rows = []
