@@ -222,6 +222,24 @@ def test_tie_heavy_cases_match_the_official_flow(protocol):
     assert differs >= 5               # the cases do reach orders where the two disagree
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_official_order_in_parts_is_the_same(protocol, monkeypatch):
+    """The concatenation reorders its groups a part at a time (bounded memory): parts of a
+    few results give the numbers of one part and of the official flow."""
+    import hgrnn.metrics.official_order as oo
+
+    for seed in range(8):
+        lm, gt, res, empty, excl = tie_case(seed)
+        g, r = rows_of(gt, res, empty)
+        ex = None if protocol == "ava-2020" else set(excl)
+        whole = evaluate(g, r, lm, protocol=protocol, exclusions=ex)
+        with monkeypatch.context() as m:
+            m.setattr(oo, "_REORDER_ROWS", 3)
+            parts = evaluate(g, r, lm, protocol=protocol, exclusions=ex)
+        assert parts.to_json() == whole.to_json()
+        same(parts, *official_reference(gt, res, lm.ids, protocol, excl, empty), lm)
+
+
 def test_equal_iou_in_heap_order_2019():
     """2019/2020 read the ground truth through a heap: with two boxes at the same IoU the
     argmax takes the smaller tuple (y1 first) first, not the first line of the file."""

@@ -54,16 +54,24 @@ def match(truth: Truth, res: Results, cat, ids, protocol, ties) -> np.ndarray:
     t = np.lexsort((truth.rows, truth.cls, truth.keys))
     gkeys, gcls, gboxes, grows = truth.keys[t], truth.cls[t], truth.boxes[t], truth.rows[t]
     has, lo, ncand = candidate_blocks(gkeys, gcls, res.keys, res.cls, K)
-    hboxes = res.boxes(has)                                        # (A, 4)
-    best_iou, best_gt, n_best = best_boxes(hboxes, gboxes, lo, ncand)
-    if ties == "official" and protocol != "ava-2018":
-        # 2019/2020 read the ground truth through the heap: among boxes at the same best
-        # IoU, argmax takes the first in heap order, not in file order
-        amb = np.flatnonzero((n_best > 1) & (best_iou >= IOU_THRESHOLD))
-        if len(amb):
-            best_gt[amb] = first_in_heap_order(amb, lo, ncand, hboxes, best_iou, grows,
-                                               gkeys, gboxes, ids, gcls)
+    best_iou, best_gt = np.empty(len(has)), np.empty(len(has), np.int64)
+    for a in range(0, len(has), _MATCH_ROWS):   # a part at a time: boxes and IoU temporaries
+        part = slice(a, a + _MATCH_ROWS)
+        hboxes = res.boxes(has[part])                              # (A, 4)
+        best_iou[part], best_gt[part], n_best = best_boxes(hboxes, gboxes, lo[part],
+                                                           ncand[part])
+        if ties == "official" and protocol != "ava-2018":
+            # 2019/2020 read the ground truth through the heap: among boxes at the same
+            # best IoU, argmax takes the first in heap order, not in file order
+            amb = np.flatnonzero((n_best > 1) & (best_iou[part] >= IOU_THRESHOLD))
+            if len(amb):
+                best_gt[a + amb] = first_in_heap_order(amb, lo[part], ncand[part], hboxes,
+                                                       best_iou[part], grows, gkeys, gboxes,
+                                                       ids, gcls)
     return first_takers(len(res), cat, has, best_iou, best_gt)
+
+
+_MATCH_ROWS = 1 << 20           # results matched at a time (bounds the temporaries)
 
 
 def candidate_blocks(gkeys, gcls, rkeys, rcls, K):
@@ -80,6 +88,8 @@ def candidate_blocks(gkeys, gcls, rkeys, rcls, K):
         np.zeros(0, np.int64)
     at = np.minimum(np.searchsorted(ukeys, rkeys[start]), len(ukeys) - 1)
     at[ukeys[at] != rkeys[start]] = -1                              # keyframe without gt
+    if len(ukeys) * K < 1 << 31:                  # int32 codes: half the memory of (R,)
+        at = at.astype(np.int32)
     kf = np.repeat(at, np.diff(np.append(start, len(rkeys))))       # (R,)
     has = np.flatnonzero(kf >= 0)
     code = kf[has] * K + rcls[has]

@@ -189,23 +189,39 @@ def official_concat(rcls, img_rank, rscores, hpos, protocol):
         return cat, int(glen.max()), s
     fix = np.searchsorted(gstart, unsorted, side="right") - 1            # ascending
     fix = fix[np.r_[True, fix[1:] != fix[:-1]]]
-    pos = segments(gstart[fix], glen[fix])
-    rows = cat[pos]                        # the groups to reorder, each in file order
-    if protocol == "ava-2018":
-        rows = rows[grouped_descending(rscores[rows], glen[fix])]
-    else:
-        grp = np.repeat(np.arange(len(fix)), glen[fix])
-        sc = rscores[rows]
-        h = np.zeros(len(rows), np.int64) if hpos is None else hpos[rows]
-        o = np.lexsort((h, -sc, grp))
-        rows, sc, h, grp = rows[o], sc[o], h[o], grp[o]
-        tie = (grp[1:] == grp[:-1]) & (sc[1:] == sc[:-1])
-        if (tie & ((h[1:] < 0) | (h[:-1] < 0) | (hpos is None))).any():
-            raise AssertionError("internal: tied results on a keyframe whose reader heap "
-                                 "was not simulated")
-    cat[pos] = rows
-    s[pos] = rscores[rows]
+    del unsorted
+    # the groups to reorder, a part at a time (groups are reordered each on its own, so
+    # the parts only bound the temporaries: 11M results held ~0.6 GB more at once)
+    ends = np.cumsum(glen[fix])
+    cuts = np.searchsorted(ends, np.arange(_REORDER_ROWS, int(ends[-1]), _REORDER_ROWS))
+    for part in np.split(fix, np.unique(cuts[(cuts > 0) & (cuts < len(fix))])):
+        pos = segments(gstart[part], glen[part])
+        rows = cat[pos]                    # the part's groups, each in file order
+        if protocol == "ava-2018":
+            rows = rows[grouped_descending(rscores[rows], glen[part])]
+        else:
+            rows = _heap_ordered(rows, rscores, hpos, glen[part])
+        cat[pos] = rows
+        s[pos] = rscores[rows]
     return cat, int(glen.max()), s
+
+
+_REORDER_ROWS = 1 << 20         # results reordered at a time by official_concat
+
+
+def _heap_ordered(rows, rscores, hpos, lengths):
+    """2019/2020: each group of `rows` (groups of `lengths`, concatenated) by descending
+    score, equal scores in the simulated reader heap's order (hpos)."""
+    grp = np.repeat(np.arange(len(lengths)), lengths)
+    sc = rscores[rows]
+    h = np.zeros(len(rows), np.int64) if hpos is None else hpos[rows]
+    o = np.lexsort((h, -sc, grp))
+    rows, sc, h, grp = rows[o], sc[o], h[o], grp[o]
+    tie = (grp[1:] == grp[:-1]) & (sc[1:] == sc[:-1])
+    if (tie & ((h[1:] < 0) | (h[:-1] < 0) | (hpos is None))).any():
+        raise AssertionError("internal: tied results on a keyframe whose reader heap "
+                             "was not simulated")
+    return rows
 
 
 def position_in_group(rcls, img_rank, cat):
