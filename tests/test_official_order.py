@@ -224,8 +224,10 @@ def test_tie_heavy_cases_match_the_official_flow(protocol):
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_official_order_in_parts_is_the_same(protocol, monkeypatch):
-    """The concatenation reorders its groups a part at a time (bounded memory): parts of a
-    few results give the numbers of one part and of the official flow."""
+    """The concatenation reorders its groups, and the matching takes the results, a part
+    at a time (bounded memory): parts of a few results give the numbers of one part and of
+    the official flow."""
+    import hgrnn.metrics.match as mm
     import hgrnn.metrics.official_order as oo
 
     for seed in range(8):
@@ -235,6 +237,7 @@ def test_official_order_in_parts_is_the_same(protocol, monkeypatch):
         whole = evaluate(g, r, lm, protocol=protocol, exclusions=ex)
         with monkeypatch.context() as m:
             m.setattr(oo, "_REORDER_ROWS", 3)
+            m.setattr(mm, "_MATCH_ROWS", 3)
             parts = evaluate(g, r, lm, protocol=protocol, exclusions=ex)
         assert parts.to_json() == whole.to_json()
         same(parts, *official_reference(gt, res, lm.ids, protocol, excl, empty), lm)
@@ -254,6 +257,22 @@ def test_equal_iou_in_heap_order_2019():
     assert evaluate(g, r, lm, protocol="ava-2018").per_class["a"] == 1.0   # file order
     assert evaluate(g, r, lm, protocol="ava-2019").per_class["a"] == 0.5   # heap order
     assert evaluate(g, r, lm, protocol="ava-2019", ties="stable").per_class["a"] == 1.0
+
+
+def test_equal_iou_in_heap_order_in_a_later_part_of_the_matching(monkeypatch):
+    """The heap-order argmax of a result matched in a later part (one result a part)."""
+    import hgrnn.metrics.match as mm
+
+    lm = LabelMap((1,), ("a",))
+    gt = [("v", 1, (0.0, 0.25, 0.5, 0.75), 1), ("v", 1, (0.0, 0.0, 0.5, 0.5), 1)]
+    res = [("v", 1, (0.0, 0.0, 0.5, 0.5), 1, 0.8),        # IoU 1 with the 2nd gt line
+           ("v", 1, (0.0, 0.125, 0.5, 0.625), 1, 0.9)]   # IoU 0.6 with both: 2nd part
+    g, r = rows_of(gt, res)
+    monkeypatch.setattr(mm, "_MATCH_ROWS", 1)
+    for protocol in PROTOCOLS:
+        want, _ = official_reference(gt, res, lm.ids, protocol)
+        assert evaluate(g, r, lm, protocol=protocol).per_class["a"] == want[1]
+    assert evaluate(g, r, lm, protocol="ava-2019").per_class["a"] == 0.5   # heap order
 
 
 def test_cap_boundary_tie_follows_the_heap():
